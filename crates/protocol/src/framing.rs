@@ -1,0 +1,227 @@
+//! Framing: splitting a byte stream into messages, whatever the read boundaries.
+//!
+//! JSON messages end with `0x1E`; MessagePack messages start with a VarInt length (7 bits per
+//! byte, least significant group first, at most 5 bytes). Both framers enforce the maximum
+//! message size before buffering a whole oversized message.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::{Error, Result};
+use crate::json::RECORD_SEPARATOR;
+use crate::message::HubMessage;
+use crate::protocol::Protocol;
+
+/// The official default maximum message size: 32 KiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 32 * 1024;
+
+/// The longest VarInt length prefix.
+pub const MAX_VARINT_LEN: usize = 5;
+
+/// The largest length a VarInt prefix can carry: 2³¹ − 1.
+pub const MAX_VARINT_VALUE: usize = (1 << 31) - 1;
+
+/// Writes `value` as a VarInt into `out` and returns the number of bytes written, or `None`
+/// when the value exceeds [`MAX_VARINT_VALUE`].
+pub fn write_varint(value: usize, out: &mut [u8; MAX_VARINT_LEN]) -> Option<usize> {
+    if value > MAX_VARINT_VALUE {
+        return None;
+    }
+    let mut rest = value;
+    let mut n = 0;
+    loop {
+        let low = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            out[n] = low;
+            return Some(n + 1);
+        }
+        out[n] = low | 0x80;
+        n += 1;
+    }
+}
+
+/// Reads a VarInt from the start of `buf`: `Ok(None)` when more bytes are needed, otherwise the
+/// value and the number of bytes it took.
+pub fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>> {
+    let mut value: usize = 0;
+    for (i, &byte) in buf.iter().take(MAX_VARINT_LEN).enumerate() {
+        if i == MAX_VARINT_LEN - 1 && byte > 0x07 {
+            return Err(Error::MessagePack {
+                context: "a length prefix",
+                reason: "the length prefix is longer than 5 bytes or exceeds 2147483647".to_owned(),
+            });
+        }
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    Ok(None)
+}
+
+/// Splits a byte stream into frames for one protocol. Feed it whatever arrives with
+/// [`push`](Self::push); take complete frames with [`next_frame`](Self::next_frame).
+///
+/// After an error the stream cannot be resynchronised: the framer keeps returning that error
+/// kind and the connection must be closed.
+#[derive(Debug)]
+pub struct Framer {
+    protocol: Protocol,
+    max_message_size: usize,
+    buf: BytesMut,
+    /// JSON: how far `buf` was already searched for a separator.
+    scanned: usize,
+    failed: Option<usize>,
+}
+
+impl Framer {
+    /// A framer with the given maximum message size (the body, without framing bytes).
+    pub fn new(protocol: Protocol, max_message_size: usize) -> Self {
+        Self {
+            protocol,
+            max_message_size,
+            buf: BytesMut::new(),
+            scanned: 0,
+            failed: None,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The protocol this framer splits.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The next complete frame (the message body without framing bytes), or `Ok(None)` when more
+    /// bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>> {
+        if let Some(size) = self.failed {
+            return Err(self.too_large(size));
+        }
+        let frame = match self.protocol {
+            Protocol::Json => self.next_json(),
+            Protocol::MessagePack => self.next_msgpack(),
+        };
+        if let Err(Error::MessageTooLarge { size, .. }) = &frame {
+            self.failed = Some(*size);
+            self.buf = BytesMut::new();
+        }
+        frame
+    }
+
+    fn too_large(&self, size: usize) -> Error {
+        Error::MessageTooLarge {
+            size,
+            max: self.max_message_size,
+        }
+    }
+
+    fn next_json(&mut self) -> Result<Option<Bytes>> {
+        match memchr::memchr(RECORD_SEPARATOR, &self.buf[self.scanned..]) {
+            Some(offset) => {
+                let end = self.scanned + offset;
+                self.scanned = 0;
+                if end > self.max_message_size {
+                    return Err(self.too_large(end));
+                }
+                let mut frame = self.buf.split_to(end + 1);
+                frame.truncate(end);
+                Ok(Some(frame.freeze()))
+            }
+            None => {
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.max_message_size {
+                    return Err(self.too_large(self.buf.len()));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn next_msgpack(&mut self) -> Result<Option<Bytes>> {
+        let Some((len, prefix)) = read_varint(&self.buf)? else {
+            return Ok(None);
+        };
+        if len > self.max_message_size {
+            return Err(self.too_large(len));
+        }
+        if self.buf.len() - prefix < len {
+            return Ok(None);
+        }
+        self.buf.advance(prefix);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+}
+
+/// Decodes messages of one protocol from a byte stream with arbitrary chunk boundaries:
+/// a message split across reads is assembled, many messages in one read all come out.
+/// Messages of unknown types are skipped, as the official clients skip them.
+#[derive(Debug)]
+pub struct MessageReader {
+    framer: Framer,
+}
+
+impl MessageReader {
+    /// A reader with the given maximum message size.
+    pub fn new(protocol: Protocol, max_message_size: usize) -> Self {
+        Self {
+            framer: Framer::new(protocol, max_message_size),
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.framer.push(data);
+    }
+
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.framer.buffered()
+    }
+
+    /// The next complete message, or `Ok(None)` when more bytes are needed.
+    ///
+    /// A malformed message is reported once and skipped: its frame boundary is known, so the
+    /// messages after it still decode. An oversized message ends the stream.
+    pub fn next_message(&mut self) -> Result<Option<HubMessage>> {
+        while let Some(frame) = self.framer.next_frame()? {
+            if let Some(message) = self.framer.protocol().decode_frame(&frame)? {
+                return Ok(Some(message));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Decodes every message in a complete payload (a long-polling response, a WebSocket frame, an
+/// SSE event). Input that does not end on a message boundary is an error.
+pub fn decode_all(
+    protocol: Protocol,
+    payload: &[u8],
+    max_message_size: usize,
+) -> Result<Vec<HubMessage>> {
+    let mut reader = MessageReader::new(protocol, max_message_size);
+    reader.push(payload);
+    let mut messages = Vec::new();
+    while let Some(message) = reader.next_message()? {
+        messages.push(message);
+    }
+    if reader.buffered() > 0 {
+        return Err(Error::Incomplete(match protocol {
+            Protocol::Json => "the payload does not end with the record separator 0x1E",
+            Protocol::MessagePack => "the payload ends inside a length-prefixed message",
+        }));
+    }
+    Ok(messages)
+}
