@@ -46,10 +46,7 @@ pub fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>> {
     let mut value: usize = 0;
     for (i, &byte) in buf.iter().take(MAX_VARINT_LEN).enumerate() {
         if i == MAX_VARINT_LEN - 1 && byte > 0x07 {
-            return Err(Error::MessagePack {
-                context: "a length prefix",
-                reason: "the length prefix is longer than 5 bytes or exceeds 2147483647".to_owned(),
-            });
+            return Err(bad_prefix());
         }
         value |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
@@ -57,6 +54,13 @@ pub fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>> {
         }
     }
     Ok(None)
+}
+
+fn bad_prefix() -> Error {
+    Error::MessagePack {
+        context: "a length prefix",
+        reason: "the length prefix is longer than 5 bytes or exceeds 2147483647".to_owned(),
+    }
 }
 
 /// Splits a byte stream into frames for one protocol. Feed it whatever arrives with
@@ -71,7 +75,14 @@ pub struct Framer {
     buf: BytesMut,
     /// JSON: how far `buf` was already searched for a separator.
     scanned: usize,
-    failed: Option<usize>,
+    failed: Option<Failure>,
+}
+
+/// Why a framer stopped: kept so every later call reports it again.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    TooLarge(usize),
+    BadPrefix,
 }
 
 impl Framer {
@@ -106,15 +117,21 @@ impl Framer {
     /// The next complete frame (the message body without framing bytes), or `Ok(None)` when more
     /// bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>> {
-        if let Some(size) = self.failed {
-            return Err(self.too_large(size));
+        match self.failed {
+            Some(Failure::TooLarge(size)) => return Err(self.too_large(size)),
+            Some(Failure::BadPrefix) => return Err(bad_prefix()),
+            None => {}
         }
         let frame = match self.protocol {
             Protocol::Json => self.next_json(),
             Protocol::MessagePack => self.next_msgpack(),
         };
-        if let Err(Error::MessageTooLarge { size, .. }) = &frame {
-            self.failed = Some(*size);
+        if let Err(e) = &frame {
+            // A framing error leaves no way to find the next message: stop for good.
+            self.failed = Some(match e {
+                Error::MessageTooLarge { size, .. } => Failure::TooLarge(*size),
+                _ => Failure::BadPrefix,
+            });
             self.buf = BytesMut::new();
         }
         frame
@@ -193,7 +210,8 @@ impl MessageReader {
     /// The next complete message, or `Ok(None)` when more bytes are needed.
     ///
     /// A malformed message is reported once and skipped: its frame boundary is known, so the
-    /// messages after it still decode. An oversized message ends the stream.
+    /// messages after it still decode. A framing error (an oversized message, a bad length
+    /// prefix) ends the stream: every later call reports it again.
     pub fn next_message(&mut self) -> Result<Option<HubMessage>> {
         while let Some(frame) = self.framer.next_frame()? {
             if let Some(message) = self.framer.protocol().decode_frame(&frame)? {

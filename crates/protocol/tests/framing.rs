@@ -215,3 +215,19 @@ fn sse_events_round_trip_in_any_chunking() {
         Err(Error::MessageTooLarge { .. })
     ));
 }
+
+#[test]
+fn a_bad_length_prefix_ends_the_stream_for_good() {
+    let mut reader = MessageReader::new(Protocol::MessagePack, 1 << 20);
+    reader.push(&[0x80, 0x80, 0x80, 0x80, 0x10, 0x02, 0x91, 0x06]);
+    for _ in 0..3 {
+        assert!(
+            reader
+                .next_message()
+                .unwrap_err()
+                .to_string()
+                .contains("length prefix")
+        );
+    }
+    assert_eq!(reader.buffered(), 0);
+}

@@ -1,0 +1,208 @@
+//! The chat hub mounted at `/chathub`: broadcast, presence, rooms, direct messages.
+//!
+//! | client calls | the hub does |
+//! |---|---|
+//! | `Send(name, message)` | `broadcastMessage(name, message)` to every connection in the caller's scope, the caller included |
+//! | `JoinRoom(room)` / `LeaveRoom(room)` | room membership; returns the room's connection count |
+//! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections |
+//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender |
+//! | `GetOnline()` | `{users: [{name, connections}], connections}` for the caller's scope |
+//! | `Echo(value)` | returns `value` |
+//! | `Counter(count, delayMs)` | streams `0..count` |
+//! | `AskCaller(question)` | invokes the caller's `ask(question)` and returns its answer (a client result) |
+//!
+//! Arrivals and departures are announced to the rest of the scope as `userJoined(user,
+//! connections)` and `userLeft(user, connections)`.
+//!
+//! **Scopes** keep tenants apart: a client that connects with `?scope=X` only hears, and is only
+//! heard by, connections of scope X (no `scope` is a scope of its own).
+//!
+//! **Exactly once:** an invocation header `hubbub-msg-id` names a message. A repeat of the same
+//! id from the same user within [`DEDUPE_WINDOW`] completes without being delivered again; the
+//! id travels on to receivers in the same header, so they can drop repeats too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hubbub_protocol::{Arg, Headers, Value};
+
+use crate::hub::{Context, Hub, HubError, RawArgs, Reply};
+
+/// The invocation header that carries a message id.
+pub const MESSAGE_ID_HEADER: &str = "hubbub-msg-id";
+
+/// How long the hub remembers message ids to drop repeats.
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+
+const MAX_REMEMBERED_IDS: usize = 200_000;
+
+#[derive(Debug, Default)]
+struct Seen {
+    ids: HashMap<(String, String), Instant>,
+}
+
+impl Seen {
+    /// Records `(user, id)`; `false` if it was already seen within the window.
+    fn first_time(&mut self, user: &str, id: &str) -> bool {
+        let now = Instant::now();
+        if self.ids.len() >= MAX_REMEMBERED_IDS {
+            self.ids
+                .retain(|_, at| now.duration_since(*at) < DEDUPE_WINDOW);
+        }
+        let key = (user.to_owned(), id.to_owned());
+        match self.ids.get(&key) {
+            Some(at) if now.duration_since(*at) < DEDUPE_WINDOW => false,
+            _ => {
+                self.ids.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+fn scope_group(ctx: &Context) -> String {
+    format!("scope:{}", ctx.query("scope").unwrap_or(""))
+}
+
+fn room_group(ctx: &Context, room: &str) -> String {
+    format!("room:{}:{room}", ctx.query("scope").unwrap_or(""))
+}
+
+/// Checks the argument count and that each argument is a string; returns the raw arguments,
+/// which are forwarded as they arrived (no re-encoding for receivers of the same protocol).
+fn strings(args: RawArgs, expected: usize) -> Result<Vec<Arg>, HubError> {
+    if args.0.len() != expected {
+        return Err(HubError::new(format!(
+            "Invocation provides {} argument(s) but target expects {expected}.",
+            args.0.len()
+        )));
+    }
+    for (i, arg) in args.0.iter().enumerate() {
+        arg.decode::<String>()
+            .map_err(|_| HubError::new(format!("argument {} must be a string", i + 1)))?;
+    }
+    Ok(args.0)
+}
+
+/// Whether this message id is new for the caller (no id: always new), and the headers to pass on.
+fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
+    match ctx.headers().get(MESSAGE_ID_HEADER) {
+        None => (true, Headers::new()),
+        Some(id) => {
+            let fresh = seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first_time(ctx.user(), id);
+            (
+                fresh,
+                Headers::from([(MESSAGE_ID_HEADER.to_owned(), id.clone())]),
+            )
+        }
+    }
+}
+
+fn count(n: usize) -> Arg {
+    Arg::from_value(Value::from(n as u64))
+}
+
+/// The chat hub.
+pub fn chat_hub() -> Hub {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen_room = seen.clone();
+    Hub::new("chat")
+        .on_connected(|ctx| async move {
+            let scope = scope_group(&ctx);
+            ctx.add_to_group(ctx.connection_id(), &scope);
+            let n = ctx.connection_count(Some(&scope));
+            ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
+        })
+        .on_disconnected(|ctx| async move {
+            let scope = scope_group(&ctx);
+            let n = ctx.connection_count(Some(&scope));
+            ctx.clients().group(&scope).send("userLeft", vec![ctx.user().into(), count(n)]);
+        })
+        .method("Send", move |ctx, args: RawArgs| {
+            let seen = seen.clone();
+            async move {
+                let args = strings(args, 2)?;
+                let (fresh, headers) = dedupe(&ctx, &seen);
+                if fresh {
+                    ctx.clients().group(&scope_group(&ctx)).send_with_headers("broadcastMessage", args, headers);
+                }
+                Ok(())
+            }
+        })
+        .method("JoinRoom", |ctx, (room,): (String,)| async move {
+            let group = room_group(&ctx, &room);
+            ctx.add_to_group(ctx.connection_id(), &group);
+            Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
+        })
+        .method("LeaveRoom", |ctx, (room,): (String,)| async move {
+            let group = room_group(&ctx, &room);
+            ctx.remove_from_group(ctx.connection_id(), &group);
+            Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
+        })
+        .method("SendToRoom", move |ctx, args: RawArgs| {
+            let seen = seen_room.clone();
+            async move {
+                let args = strings(args, 3)?;
+                let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let group = room_group(&ctx, &room);
+                let members = ctx.state.router.connection_count(Some(&group));
+                let member = ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group);
+                if !member || members == 0 {
+                    return Err(HubError::new(format!("Join the room '{room}' before sending to it.")));
+                }
+                let (fresh, headers) = dedupe(&ctx, &seen);
+                if fresh {
+                    ctx.clients().group(&group).send_with_headers("roomMessage", args, headers);
+                }
+                Ok(())
+            }
+        })
+        .method("SendToUser", |ctx, (user, message): (String, String)| async move {
+            if ctx.users_online(None).iter().all(|(name, _)| *name != user) {
+                return Err(HubError::new(format!("User '{user}' is not connected.")));
+            }
+            let args = vec![Arg::from(ctx.user()), Arg::from(message)];
+            ctx.clients().user(&user).send("directMessage", args.clone());
+            if user != ctx.user() {
+                ctx.clients().user(ctx.user()).send("directMessage", args);
+            }
+            Ok(())
+        })
+        .method("GetOnline", |ctx, (): ()| async move {
+            let scope = scope_group(&ctx);
+            let users: Vec<serde_json::Value> = ctx
+                .users_online(Some(&scope))
+                .into_iter()
+                .map(|(name, n)| serde_json::json!({ "name": name, "connections": n }))
+                .collect();
+            Ok(serde_json::json!({ "users": users, "connections": ctx.connection_count(Some(&scope)) }))
+        })
+        .method("Echo", |_ctx, args: RawArgs| async move {
+            match <[Arg; 1]>::try_from(args.0) {
+                Ok([value]) => Ok(Reply::Value(value)),
+                Err(args) => Err(HubError::new(format!(
+                    "Invocation provides {} argument(s) but target expects 1.",
+                    args.len()
+                ))),
+            }
+        })
+        .method("Counter", |_ctx, (n, delay_ms): (u32, u64)| async move {
+            let items = futures_util::stream::unfold(0u32, move |i| async move {
+                if i >= n {
+                    return None;
+                }
+                if i > 0 && delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                Some((Ok(Arg::from_value(Value::from(i))), i + 1))
+            });
+            Ok(Reply::stream(items))
+        })
+        .method("AskCaller", |ctx, (question,): (String,)| async move {
+            ctx.invoke_caller("ask", vec![question.into()]).await.map(Reply::Value)
+        })
+}

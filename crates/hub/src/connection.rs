@@ -1,0 +1,538 @@
+//! One hub connection: its handshake, its message loop, its timers, and how it ends.
+//!
+//! Each connection is one task (`run`) fed by its transport through a channel of received
+//! bytes; everything it sends goes through a bounded queue that the transport's writer drains.
+//! A client too slow to drain its queue is closed with a reason instead of slowing anyone else.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse, errors};
+use hubbub_protocol::negotiate::{TransferFormat, TransportKind};
+use hubbub_protocol::{
+    Arg, Close, Completion, Error as ProtocolError, Headers, HubMessage, Invocation, MessageReader,
+    Outcome, Protocol, StreamItem,
+};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::frame::{Frame, Outbound};
+use crate::hub::{Context, HubError, Reply};
+use crate::state::{Counters, HubState};
+use crate::transport::HttpConnection;
+
+/// What a transport hands to its connection.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// Bytes from the client.
+    Data(Bytes),
+    /// The transport is gone (socket closed, SSE response dropped, long polling stopped).
+    Closed,
+}
+
+/// A connected client, as hub methods and the router see it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pub(crate) id: String,
+    pub(crate) user: String,
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) groups: Mutex<HashSet<String>>,
+    tx: mpsc::Sender<Outbound>,
+    counters: Arc<Counters>,
+    closed: AtomicBool,
+    abort: CancellationToken,
+    abort_reason: OnceLock<String>,
+    pending_results: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    next_invocation: AtomicU64,
+}
+
+impl Connection {
+    /// Queues a message for the client. A full queue means the client cannot keep up: it is
+    /// closed rather than allowed to slow the sender or grow memory.
+    pub(crate) fn enqueue(&self, out: Outbound) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.tx.try_send(out) {
+            Ok(()) => {
+                Counters::add(&self.counters.messages_out, 1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close_with("the client does not read its messages fast enough");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn send(&self, message: HubMessage) -> bool {
+        self.enqueue(Outbound::Message(Frame::new(message)))
+    }
+
+    /// Asks the connection's task to close the connection, telling the client why.
+    pub(crate) fn close_with(&self, reason: &str) {
+        let _ = self.abort_reason.set(reason.to_owned());
+        self.abort.cancel();
+    }
+
+    /// Invokes a client method and waits for the client's Completion.
+    pub(crate) async fn invoke_client(
+        &self,
+        method: &str,
+        arguments: Vec<Arg>,
+        timeout: Duration,
+    ) -> Result<Arg, HubError> {
+        let id = format!("s{}", self.next_invocation.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.pending_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), tx);
+        let invocation = HubMessage::Invocation(Invocation {
+            invocation_id: Some(id.clone()),
+            target: method.to_owned(),
+            arguments,
+            ..Invocation::default()
+        });
+        if !self.send(invocation) {
+            self.pending_results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(HubError::new("The connection is closed."));
+        }
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        self.pending_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        match outcome {
+            Ok(Ok(Outcome::Result(arg))) => Ok(arg),
+            Ok(Ok(Outcome::Void)) => Ok(Arg::from_value(hubbub_protocol::Value::Nil)),
+            Ok(Ok(Outcome::Error(e))) => Err(HubError::new(e)),
+            Ok(Err(_)) => Err(HubError::new(
+                "Connection disconnected before the client answered.",
+            )),
+            Err(_) => Err(HubError::new(format!(
+                "The client did not answer '{method}' within {} s.",
+                timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Runs one connection from handshake to close. `http` is its transport-side record.
+pub(crate) async fn run(
+    state: Arc<HubState>,
+    http: Arc<HttpConnection>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<Outbound>,
+) {
+    let Some((protocol, rest)) = handshake(&state, &http, &mut inbound, &tx).await else {
+        return;
+    };
+    let _ = http.protocol.set(protocol);
+    let conn = Arc::new(Connection {
+        id: http.id.clone(),
+        user: http.user.clone(),
+        query: http.query.clone(),
+        groups: Mutex::default(),
+        tx: tx.clone(),
+        counters: state.counters.clone(),
+        closed: AtomicBool::new(false),
+        abort: CancellationToken::new(),
+        abort_reason: OnceLock::new(),
+        pending_results: Mutex::default(),
+        next_invocation: AtomicU64::new(0),
+    });
+    state.router.add(conn.clone());
+    Counters::add(&state.counters.connections_total, 1);
+    Counters::add(&state.counters.connections_open, 1);
+    tracing::info!(connection = %conn.id, user = %conn.user, %protocol, transport = ?http.transport.get(), "connected");
+    let ctx = Context {
+        conn: conn.clone(),
+        state: state.clone(),
+        headers: Arc::default(),
+    };
+    if let Some(on_connected) = &state.hub.on_connected {
+        on_connected(ctx.clone()).await;
+    }
+
+    let close = message_loop(&state, &conn, protocol, rest, &mut inbound).await;
+
+    state.router.remove(&conn);
+    state
+        .counters
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+    // Pending client results fail now (their senders drop) instead of waiting for a timeout.
+    conn.pending_results
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    if let Some(close) = &close {
+        conn.send(HubMessage::Close(close.clone()));
+    }
+    conn.closed.store(true, Ordering::Relaxed);
+    // Writers drain what is queued (the Close included) once `ended` fires.
+    let _ = tx.try_send(Outbound::End);
+    http.ended.cancel();
+    tracing::info!(connection = %conn.id, reason = ?close.as_ref().and_then(|c| c.error.as_deref()), "disconnected");
+    if let Some(on_disconnected) = &state.hub.on_disconnected {
+        on_disconnected(ctx).await;
+    }
+}
+
+async fn handshake(
+    state: &HubState,
+    http: &HttpConnection,
+    inbound: &mut mpsc::Receiver<Inbound>,
+    tx: &mpsc::Sender<Outbound>,
+) -> Option<(Protocol, Bytes)> {
+    let deadline = Instant::now() + state.options.handshake_timeout;
+    let mut buf = BytesMut::new();
+    let refuse = |reason: String| {
+        tracing::debug!(connection = %http.id, %reason, "handshake refused");
+        let _ = tx.try_send(Outbound::Raw(
+            HandshakeResponse::error(reason).encode().into(),
+        ));
+        let _ = tx.try_send(Outbound::End);
+        http.ended.cancel();
+        None
+    };
+    loop {
+        let received = tokio::select! {
+            r = inbound.recv() => r,
+            () = sleep_until(deadline) => return refuse(errors::CANCELED.to_owned()),
+            () = state.shutdown.cancelled() => return refuse(errors::CANCELED.to_owned()),
+        };
+        let Some(Inbound::Data(data)) = received else {
+            http.ended.cancel();
+            return None;
+        };
+        buf.extend_from_slice(&data);
+        let (request, used) = match HandshakeRequest::parse(&buf, state.options.max_message_size) {
+            Ok(None) => continue,
+            Ok(Some(parsed)) => parsed,
+            Err(ProtocolError::MessageTooLarge { .. }) => {
+                return refuse(errors::CANCELED.to_owned());
+            }
+            Err(e) => return refuse(e.to_string()),
+        };
+        let Some(protocol) = Protocol::from_name(&request.protocol) else {
+            return refuse(errors::unsupported_protocol(&request.protocol));
+        };
+        if request.version == 0 || request.version > protocol.max_version() {
+            return refuse(errors::unsupported_version(
+                protocol.name(),
+                request.version,
+            ));
+        }
+        let kind = http
+            .transport
+            .get()
+            .copied()
+            .unwrap_or(TransportKind::WebSockets);
+        if protocol.transfer_format() == TransferFormat::Binary
+            && !kind.transfer_formats().contains(&TransferFormat::Binary)
+        {
+            return refuse(errors::transport_mismatch(
+                protocol.name(),
+                TransferFormat::Binary,
+            ));
+        }
+        let _ = tx.try_send(Outbound::Raw(HandshakeResponse::ok().encode().into()));
+        return Some((protocol, buf.split_off(used).freeze()));
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts up to twice that.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: rate * 2.0,
+            at: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.rate * 2.0);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn close_error(reason: impl Into<String>) -> Option<Close> {
+    Some(Close {
+        error: Some(reason.into()),
+        allow_reconnect: false,
+    })
+}
+
+/// Reads and dispatches messages until the connection ends; returns the Close to send, if any.
+async fn message_loop(
+    state: &Arc<HubState>,
+    conn: &Arc<Connection>,
+    protocol: Protocol,
+    rest: Bytes,
+    inbound: &mut mpsc::Receiver<Inbound>,
+) -> Option<Close> {
+    let options = &state.options;
+    let mut reader = MessageReader::new(protocol, options.max_message_size);
+    reader.push(&rest);
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + options.keep_alive_interval,
+        options.keep_alive_interval,
+    );
+    let ping_frame = Frame::new(HubMessage::Ping);
+    let mut last_heard = Instant::now();
+    let mut rate = RateLimit::new(options.max_messages_per_second);
+    // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
+    // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
+    let order = Arc::new(Semaphore::new(1));
+    let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
+    let close = loop {
+        loop {
+            let message = match reader.next_message() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(ProtocolError::MessageTooLarge { max, .. }) => {
+                    return close_error(format!(
+                        "Connection closed with an error: the maximum message size of {max}B \
+                         was exceeded."
+                    ));
+                }
+                Err(e) => return close_error(format!("Connection closed with an error: {e}")),
+            };
+            Counters::add(&state.counters.messages_in, 1);
+            if !rate.allow() {
+                return close_error(format!(
+                    "Connection closed: more than {} messages per second.",
+                    options.max_messages_per_second
+                ));
+            }
+            if let Some(close) = handle(state, conn, message, &order, &streams) {
+                return close;
+            }
+        }
+        tokio::select! {
+            received = inbound.recv() => match received {
+                Some(Inbound::Data(data)) => {
+                    last_heard = Instant::now();
+                    reader.push(&data);
+                }
+                Some(Inbound::Closed) | None => break None,
+            },
+            _ = ping.tick() => {
+                conn.enqueue(Outbound::Message(ping_frame.clone()));
+            }
+            () = sleep_until(last_heard + options.client_timeout) => {
+                break close_error(format!(
+                    "Connection closed: nothing arrived from the client for {} s.",
+                    options.client_timeout.as_secs()
+                ));
+            }
+            () = conn.abort.cancelled() => {
+                let reason = conn.abort_reason.get().cloned().unwrap_or_default();
+                break close_error(format!("Connection closed: {reason}."));
+            }
+            () = state.shutdown.cancelled() => {
+                break Some(Close {
+                    error: Some("The server is shutting down.".to_owned()),
+                    allow_reconnect: true,
+                });
+            }
+        }
+    };
+    for token in streams.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        token.cancel();
+    }
+    close
+}
+
+/// Handles one message; `Some` ends the connection (with an optional Close to send).
+fn handle(
+    state: &Arc<HubState>,
+    conn: &Arc<Connection>,
+    message: HubMessage,
+    order: &Arc<Semaphore>,
+    streams: &Arc<Mutex<HashMap<String, CancellationToken>>>,
+) -> Option<Option<Close>> {
+    match message {
+        HubMessage::Invocation(inv) => {
+            invoke(
+                state,
+                conn,
+                inv.headers,
+                inv.invocation_id,
+                inv.target,
+                inv.arguments,
+                order,
+                None,
+            );
+        }
+        HubMessage::StreamInvocation(inv) => {
+            let token = CancellationToken::new();
+            streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(inv.invocation_id.clone(), token.clone());
+            let streams = streams.clone();
+            invoke(
+                state,
+                conn,
+                inv.headers,
+                Some(inv.invocation_id),
+                inv.target,
+                inv.arguments,
+                order,
+                Some((token, streams)),
+            );
+        }
+        HubMessage::CancelInvocation(cancel) => {
+            if let Some(token) = streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&cancel.invocation_id)
+            {
+                token.cancel();
+            }
+        }
+        HubMessage::Completion(completion) => {
+            let waiter = conn
+                .pending_results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&completion.invocation_id);
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(completion.outcome);
+                }
+                None => {
+                    tracing::debug!(connection = %conn.id, id = %completion.invocation_id, "completion for no pending invocation")
+                }
+            }
+        }
+        HubMessage::StreamItem(item) => {
+            tracing::debug!(connection = %conn.id, id = %item.invocation_id, "client-to-server stream items are not supported by this hub; item dropped");
+        }
+        HubMessage::Ping | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
+        HubMessage::Close(close) => {
+            tracing::debug!(connection = %conn.id, error = ?close.error, "client closed the connection");
+            return Some(None);
+        }
+    }
+    None
+}
+
+type StreamRegistry = Arc<Mutex<HashMap<String, CancellationToken>>>;
+
+#[allow(clippy::too_many_arguments)]
+fn invoke(
+    state: &Arc<HubState>,
+    conn: &Arc<Connection>,
+    headers: Headers,
+    invocation_id: Option<String>,
+    target: String,
+    arguments: Vec<Arg>,
+    order: &Arc<Semaphore>,
+    stream: Option<(CancellationToken, StreamRegistry)>,
+) {
+    let reply_error = |error: String| {
+        if let Some(id) = &invocation_id {
+            conn.send(HubMessage::Completion(Completion::error(id.clone(), error)));
+        }
+    };
+    let Some(handler) = state.hub.methods.get(&target.to_lowercase()) else {
+        tracing::debug!(connection = %conn.id, %target, "unknown hub method");
+        reply_error(format!("Unknown hub method '{target}'"));
+        return;
+    };
+    let ctx = Context {
+        conn: conn.clone(),
+        state: state.clone(),
+        headers: Arc::new(headers),
+    };
+    let future = match handler(ctx, &arguments) {
+        Ok(future) => future,
+        Err(binding) => {
+            reply_error(format!(
+                "Failed to invoke '{target}' due to an error on the server. {binding}"
+            ));
+            return;
+        }
+    };
+    let order = order.clone();
+    let conn = conn.clone();
+    state.tasks.spawn(async move {
+        let Ok(_permit) = order.acquire_owned().await else { return };
+        let result = future.await;
+        let Some(id) = invocation_id else {
+            if let Err(e) = result {
+                tracing::debug!(connection = %conn.id, %target, error = %e, "fire-and-forget invocation failed");
+            }
+            return;
+        };
+        let completion = match (result, stream) {
+            (Err(e), _) => Completion::error(id, e.0),
+            (Ok(Reply::Stream(_)), None) => Completion::error(
+                id,
+                format!("The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."),
+            ),
+            (Ok(Reply::Void | Reply::Value(_)), Some(_)) => Completion::error(
+                id,
+                format!("The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."),
+            ),
+            (Ok(Reply::Void), None) => Completion::void(id),
+            (Ok(Reply::Value(v)), None) => Completion::result(id, v),
+            (Ok(Reply::Stream(mut items)), Some((cancel, registry))) => {
+                drop(_permit);
+                let completion = loop {
+                    let item = tokio::select! {
+                        item = items.next() => item,
+                        () = cancel.cancelled() => break None,
+                    };
+                    match item {
+                        Some(Ok(item)) => {
+                            conn.send(HubMessage::StreamItem(StreamItem {
+                                headers: Headers::new(),
+                                invocation_id: id.clone(),
+                                item,
+                            }));
+                        }
+                        Some(Err(e)) => break Some(Completion::error(id.clone(), e.0)),
+                        None => break Some(Completion::void(id.clone())),
+                    }
+                };
+                registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                match completion {
+                    Some(c) => c,
+                    // Cancelled by the client: nothing more is sent for this stream.
+                    None => return,
+                }
+            }
+        };
+        conn.send(HubMessage::Completion(completion));
+    });
+}

@@ -1,0 +1,59 @@
+//! A message on its way to many connections: encoded at most once per hub protocol.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use hubbub_protocol::{HubMessage, Protocol};
+
+/// One outgoing hub message shared by every recipient. The first writer that needs the JSON or
+/// MessagePack bytes encodes them; every other recipient of that protocol reuses them.
+#[derive(Debug)]
+pub struct Frame {
+    message: HubMessage,
+    json: OnceLock<Option<Bytes>>,
+    msgpack: OnceLock<Option<Bytes>>,
+}
+
+impl Frame {
+    /// Wraps a message for sending.
+    pub fn new(message: HubMessage) -> Arc<Self> {
+        Arc::new(Self {
+            message,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        })
+    }
+
+    /// The message.
+    pub fn message(&self) -> &HubMessage {
+        &self.message
+    }
+
+    /// The framed bytes for `protocol`, or `None` when the message cannot be written in it
+    /// (a binary value for a JSON client); the failure is logged once.
+    pub fn bytes(&self, protocol: Protocol) -> Option<&Bytes> {
+        let cell = match protocol {
+            Protocol::Json => &self.json,
+            Protocol::MessagePack => &self.msgpack,
+        };
+        cell.get_or_init(|| match protocol.encode_to_vec(&self.message) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(error) => {
+                tracing::warn!(%protocol, %error, "message cannot be sent to clients of this protocol");
+                None
+            }
+        })
+        .as_ref()
+    }
+}
+
+/// What a connection's transport writer is asked to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Outbound {
+    /// Bytes written as they are (the handshake response).
+    Raw(Bytes),
+    /// A hub message.
+    Message(Arc<Frame>),
+    /// Nothing follows: the transport closes after writing what came before.
+    End,
+}

@@ -1,0 +1,400 @@
+//! The hub API: methods registered by name with typed arguments, lifecycle callbacks, and the
+//! context a method runs in (who called, and how to reach other clients).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use hubbub_protocol::{Arg, Headers, Value};
+use serde::de::DeserializeOwned;
+
+use crate::connection::Connection;
+use crate::router::Scope;
+use crate::state::HubState;
+
+/// A boxed future, as handlers return them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The items of a server-to-client stream.
+pub type ItemStream = Pin<Box<dyn Stream<Item = Result<Arg, HubError>> + Send + 'static>>;
+
+/// What a hub method gives back.
+pub enum Reply {
+    /// Nothing: the Completion carries no result.
+    Void,
+    /// A return value.
+    Value(Arg),
+    /// A stream of items (for methods the client calls with StreamInvocation).
+    Stream(ItemStream),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Void => f.write_str("Void"),
+            Self::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            Self::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+impl Reply {
+    /// A return value serialized from a Rust value.
+    pub fn value<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, HubError> {
+        Arg::serialize(value)
+            .map(Self::Value)
+            .map_err(|e| HubError::new(e.to_string()))
+    }
+
+    /// A stream of items.
+    pub fn stream(items: impl Stream<Item = Result<Arg, HubError>> + Send + 'static) -> Self {
+        Self::Stream(Box::pin(items))
+    }
+}
+
+/// An error a hub method reports to its caller (in the Completion's `error`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct HubError(pub String);
+
+impl HubError {
+    /// An error with this text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+}
+
+/// Turns a method's return value into a [`Reply`].
+pub trait IntoReply {
+    /// The reply.
+    fn into_reply(self) -> Result<Reply, HubError>;
+}
+
+impl IntoReply for () {
+    fn into_reply(self) -> Result<Reply, HubError> {
+        Ok(Reply::Void)
+    }
+}
+
+impl IntoReply for Reply {
+    fn into_reply(self) -> Result<Reply, HubError> {
+        Ok(self)
+    }
+}
+
+impl IntoReply for Arg {
+    fn into_reply(self) -> Result<Reply, HubError> {
+        Ok(Reply::Value(self))
+    }
+}
+
+impl IntoReply for Value {
+    fn into_reply(self) -> Result<Reply, HubError> {
+        Ok(Reply::Value(Arg::from_value(self)))
+    }
+}
+
+impl IntoReply for serde_json::Value {
+    fn into_reply(self) -> Result<Reply, HubError> {
+        Reply::value(&self)
+    }
+}
+
+/// Reads a method's arguments into a typed tuple.
+pub trait FromArgs: Sized {
+    /// The arguments as `Self`, or the error text for the caller.
+    fn from_args(args: &[Arg]) -> Result<Self, String>;
+}
+
+/// All arguments as they came, for methods that take any number.
+#[derive(Debug, Clone)]
+pub struct RawArgs(pub Vec<Arg>);
+
+impl FromArgs for RawArgs {
+    fn from_args(args: &[Arg]) -> Result<Self, String> {
+        Ok(Self(args.to_vec()))
+    }
+}
+
+fn count(args: &[Arg], expected: usize) -> Result<(), String> {
+    if args.len() == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invocation provides {} argument(s) but target expects {expected}.",
+            args.len()
+        ))
+    }
+}
+
+macro_rules! tuple_from_args {
+    ($n:expr; $($t:ident $i:tt),*) => {
+        impl<$($t: DeserializeOwned),*> FromArgs for ($($t,)*) {
+            #[allow(unused_variables)]
+            fn from_args(args: &[Arg]) -> Result<Self, String> {
+                count(args, $n)?;
+                Ok(($(args[$i].decode::<$t>().map_err(|e| format!("argument {}: {e}", $i + 1))?,)*))
+            }
+        }
+    };
+}
+tuple_from_args!(0;);
+tuple_from_args!(1; A 0);
+tuple_from_args!(2; A 0, B 1);
+tuple_from_args!(3; A 0, B 1, C 2);
+tuple_from_args!(4; A 0, B 1, C 2, D 3);
+
+pub(crate) type Handler = Arc<
+    dyn Fn(Context, &[Arg]) -> Result<BoxFuture<Result<Reply, HubError>>, String> + Send + Sync,
+>;
+pub(crate) type Lifecycle = Arc<dyn Fn(Context) -> BoxFuture<()> + Send + Sync>;
+
+/// A hub: named methods clients can call, and what happens when clients come and go.
+///
+/// ```
+/// use hubbub_hub::{Hub, HubError};
+///
+/// let hub = Hub::new("echo").method("Echo", |_ctx, (text,): (String,)| async move {
+///     Ok::<_, HubError>(serde_json::Value::String(text))
+/// });
+/// # let _ = hub;
+/// ```
+#[derive(Clone, Default)]
+pub struct Hub {
+    pub(crate) name: String,
+    pub(crate) methods: HashMap<String, Handler>,
+    pub(crate) on_connected: Option<Lifecycle>,
+    pub(crate) on_disconnected: Option<Lifecycle>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut methods: Vec<_> = self.methods.keys().collect();
+        methods.sort();
+        f.debug_struct("Hub")
+            .field("name", &self.name)
+            .field("methods", &methods)
+            .finish()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Registers a method. Names match case-insensitively, as in ASP.NET Core. The arguments
+    /// are read into `A` (a tuple of deserializable types, or [`RawArgs`]); a count or type
+    /// mismatch is answered with an error Completion.
+    pub fn method<A, F, Fut, R>(mut self, name: &str, handler: F) -> Self
+    where
+        A: FromArgs + Send + 'static,
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HubError>> + Send + 'static,
+        R: IntoReply,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx, args| {
+            let typed = A::from_args(args)?;
+            let handler = handler.clone();
+            Ok(Box::pin(
+                async move { handler(ctx, typed).await?.into_reply() },
+            ))
+        });
+        self.methods.insert(name.to_lowercase(), erased);
+        self
+    }
+
+    /// Runs when a connection has completed its handshake.
+    pub fn on_connected<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connected = Some(Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    /// Runs when a connection has gone.
+    pub fn on_disconnected<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnected = Some(Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    /// The hub's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Where a hub method runs: the calling connection, the invocation's headers, and the hub.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) conn: Arc<Connection>,
+    pub(crate) state: Arc<HubState>,
+    pub(crate) headers: Arc<Headers>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("connection", &self.conn.id)
+            .finish()
+    }
+}
+
+impl Context {
+    /// The calling connection's id.
+    pub fn connection_id(&self) -> &str {
+        &self.conn.id
+    }
+
+    /// The calling user: the token's subject, else the `name` the client connected with,
+    /// else a name made from the connection id.
+    pub fn user(&self) -> &str {
+        &self.conn.user
+    }
+
+    /// A query parameter of the URL the client connected with.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.conn.query.get(key).map(String::as_str)
+    }
+
+    /// The headers of the invocation being handled (empty in lifecycle callbacks).
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// Ways to reach clients.
+    pub fn clients(&self) -> Clients<'_> {
+        Clients { ctx: self }
+    }
+
+    /// Adds a connection to a group.
+    pub fn add_to_group(&self, connection_id: &str, group: &str) {
+        self.state.router.add_to_group(connection_id, group);
+    }
+
+    /// Removes a connection from a group.
+    pub fn remove_from_group(&self, connection_id: &str, group: &str) {
+        self.state.router.remove_from_group(connection_id, group);
+    }
+
+    /// The users connected to this hub (each once, however many connections they hold), with
+    /// their connection counts.
+    pub fn users_online(&self, group: Option<&str>) -> Vec<(String, usize)> {
+        self.state.router.users(group)
+    }
+
+    /// How many connections are open (in `group`, when given).
+    pub fn connection_count(&self, group: Option<&str>) -> usize {
+        self.state.router.connection_count(group)
+    }
+
+    /// Invokes a method on the calling client and waits for its result (a client result).
+    pub async fn invoke_caller(&self, method: &str, args: Vec<Arg>) -> Result<Arg, HubError> {
+        self.conn
+            .invoke_client(method, args, self.state.options.client_result_timeout)
+            .await
+    }
+
+    /// Invokes a method on any connection of this hub and waits for its result.
+    pub async fn invoke_client(
+        &self,
+        connection_id: &str,
+        method: &str,
+        args: Vec<Arg>,
+    ) -> Result<Arg, HubError> {
+        let conn = self.state.router.connection(connection_id).ok_or_else(|| {
+            HubError::new(format!("Connection '{connection_id}' does not exist."))
+        })?;
+        conn.invoke_client(method, args, self.state.options.client_result_timeout)
+            .await
+    }
+}
+
+/// Picks which clients receive a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Clients<'a> {
+    ctx: &'a Context,
+}
+
+impl<'a> Clients<'a> {
+    fn target(self, scope: Scope, exclude_caller: bool) -> Target<'a> {
+        Target {
+            ctx: self.ctx,
+            scope,
+            exclude_caller,
+        }
+    }
+
+    /// Every connection.
+    pub fn all(self) -> Target<'a> {
+        self.target(Scope::All, false)
+    }
+
+    /// Every connection but the caller.
+    pub fn others(self) -> Target<'a> {
+        self.target(Scope::All, true)
+    }
+
+    /// The caller only.
+    pub fn caller(self) -> Target<'a> {
+        self.target(Scope::Connection(self.ctx.conn.id.clone()), false)
+    }
+
+    /// Every connection in a group.
+    pub fn group(self, group: &str) -> Target<'a> {
+        self.target(Scope::Group(group.to_owned()), false)
+    }
+
+    /// Every connection in a group but the caller.
+    pub fn others_in_group(self, group: &str) -> Target<'a> {
+        self.target(Scope::Group(group.to_owned()), true)
+    }
+
+    /// Every connection of a user.
+    pub fn user(self, user: &str) -> Target<'a> {
+        self.target(Scope::User(user.to_owned()), false)
+    }
+
+    /// One connection.
+    pub fn client(self, connection_id: &str) -> Target<'a> {
+        self.target(Scope::Connection(connection_id.to_owned()), false)
+    }
+}
+
+/// A set of recipients.
+#[derive(Debug)]
+pub struct Target<'a> {
+    ctx: &'a Context,
+    scope: Scope,
+    exclude_caller: bool,
+}
+
+impl Target<'_> {
+    /// Invokes `method` on every recipient (fire-and-forget). Returns how many connections
+    /// the message was queued for.
+    pub fn send(&self, method: &str, args: Vec<Arg>) -> usize {
+        self.send_with_headers(method, args, Headers::new())
+    }
+
+    /// As [`send`](Self::send), with headers on the invocation.
+    pub fn send_with_headers(&self, method: &str, args: Vec<Arg>, headers: Headers) -> usize {
+        let exclude = self.exclude_caller.then_some(self.ctx.conn.id.as_str());
+        self.ctx
+            .state
+            .router
+            .send(&self.scope, method, args, headers, exclude)
+    }
+}

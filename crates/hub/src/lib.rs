@@ -1,0 +1,37 @@
+//! A SignalR hub server speaking the ASP.NET Core protocol, so the official clients (and
+//! Hubbub's own) connect unchanged; and Hubbub's chat hub.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let server = hubbub_hub::ServerBuilder::new()
+//!     .hub("/chathub", hubbub_hub::chat_hub())
+//!     .bind("127.0.0.1:5000".parse().unwrap())
+//!     .await?;
+//! // … later:
+//! server.shutdown().await
+//! # }
+//! ```
+//!
+//! Transports: WebSockets, Server-Sent Events and long polling; hub protocols: JSON and
+//! MessagePack (from `hubbub-protocol`). Each connection is one task; see `connection.rs`.
+
+mod chat;
+mod connection;
+mod frame;
+mod hub;
+mod options;
+mod router;
+mod server;
+mod state;
+mod transport;
+
+pub use chat::{DEDUPE_WINDOW, MESSAGE_ID_HEADER, chat_hub};
+pub use frame::Frame;
+pub use hub::{
+    BoxFuture, Clients, Context, FromArgs, Hub, HubError, IntoReply, ItemStream, RawArgs, Reply,
+    Target,
+};
+pub use options::HubOptions;
+pub use router::Scope;
+pub use server::{RunningServer, ServerBuilder};
+pub use state::Counters;

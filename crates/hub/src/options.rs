@@ -1,0 +1,45 @@
+//! Server settings, with the ASP.NET Core defaults.
+
+use std::time::Duration;
+
+use hubbub_protocol::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// Settings of a hub endpoint. The defaults are the official server's.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// How often the server pings a connection it has sent nothing else to (15 s).
+    pub keep_alive_interval: Duration,
+    /// How long a connection may stay silent before the server drops it (30 s).
+    pub client_timeout: Duration,
+    /// How long a new connection has to complete its handshake (15 s).
+    pub handshake_timeout: Duration,
+    /// The largest hub message a client may send (32 KiB).
+    pub max_message_size: usize,
+    /// How many connections the server accepts at once; more are refused with 503.
+    pub max_connections: usize,
+    /// How many hub messages a connection may send per second (sustained; bursts of twice
+    /// that pass). A connection over the limit is closed with a reason.
+    pub max_messages_per_second: u32,
+    /// Messages queued for one connection before it counts as too slow and is closed.
+    pub send_queue_capacity: usize,
+    /// How long a long poll is held open without data (90 s).
+    pub poll_timeout: Duration,
+    /// How long the hub waits for a client's answer to a client-result invocation.
+    pub client_result_timeout: Duration,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_connections: 20_000,
+            max_messages_per_second: 200,
+            send_queue_capacity: 1024,
+            poll_timeout: Duration::from_secs(90),
+            client_result_timeout: Duration::from_secs(30),
+        }
+    }
+}

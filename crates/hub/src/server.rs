@@ -1,0 +1,175 @@
+//! Serving hubs over HTTP: binding, routes, CORS, graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, Method};
+use axum::routing::{any, get};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::hub::Hub;
+use crate::options::HubOptions;
+use crate::state::{Counters, HubState};
+use crate::transport;
+
+/// Configures a server: which hubs at which paths, with which options.
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    options: HubOptions,
+    hubs: Vec<(String, Hub)>,
+    cors_origins: Vec<String>,
+}
+
+impl ServerBuilder {
+    /// A server with default options and no hubs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Options for every hub.
+    pub fn options(mut self, options: HubOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Mounts `hub` at `path` (such as `/chathub`).
+    pub fn hub(mut self, path: &str, hub: Hub) -> Self {
+        let path = format!("/{}", path.trim_matches('/'));
+        self.hubs.push((path, hub));
+        self
+    }
+
+    /// Lets browser pages from these origins connect (`*` allows any origin).
+    pub fn cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
+    /// Binds `addr` and starts serving.
+    pub async fn bind(self, addr: SocketAddr) -> io::Result<RunningServer> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve(listener)
+    }
+
+    /// Serves on an already bound listener.
+    pub fn serve(self, listener: TcpListener) -> io::Result<RunningServer> {
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut router = Router::new();
+        let mut hubs = Vec::new();
+        for (path, hub) in self.hubs {
+            let state = HubState::new(
+                hub,
+                path.clone(),
+                self.options.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            let hub_router = Router::new()
+                .route(&format!("{path}/negotiate"), any(transport::negotiate))
+                .route(&path, any(transport::connect))
+                .with_state(state.clone());
+            router = router.merge(hub_router);
+            hubs.push(state);
+        }
+        let metrics: Vec<(String, Arc<Counters>)> = hubs
+            .iter()
+            .map(|s| (s.path.clone(), s.counters.clone()))
+            .collect();
+        router = router.route("/healthz", get(|| async { "ok" })).route(
+            "/metrics",
+            get(move || {
+                let snapshot: serde_json::Map<String, serde_json::Value> = metrics
+                    .iter()
+                    .map(|(path, c)| (path.clone(), c.snapshot()))
+                    .collect();
+                async move { axum::Json(serde_json::Value::Object(snapshot)) }
+            }),
+        );
+        if !self.cors_origins.is_empty() {
+            router = router.layer(cors(&self.cors_origins));
+        }
+        let serve_shutdown = shutdown.clone();
+        let join = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                .await
+        });
+        tracing::info!("listening on http://{addr}");
+        Ok(RunningServer {
+            addr,
+            shutdown,
+            tasks,
+            join,
+            hubs,
+        })
+    }
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(AllowHeaders::mirror_request())
+}
+
+/// A server that is serving.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    join: tokio::task::JoinHandle<io::Result<()>>,
+    hubs: Vec<Arc<HubState>>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The counters of the hub at `path`.
+    pub fn counters(&self, path: &str) -> Option<Arc<Counters>> {
+        self.hubs
+            .iter()
+            .find(|h| h.path == path)
+            .map(|h| h.counters.clone())
+    }
+
+    /// Closes every connection with a Close that allows reconnecting, waits (up to 5 s) for
+    /// them to finish, and stops listening.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish closing within 5 s");
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.join).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(io::Error::other(join)),
+            Err(_) => Ok(()),
+        }
+    }
+}

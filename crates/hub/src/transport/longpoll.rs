@@ -1,0 +1,68 @@
+//! Long polling: each GET waits for the server's next messages; POST sends; DELETE stops.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{BATCH_BYTES, HttpConnection, write_outbound};
+use crate::connection::Inbound;
+use crate::state::HubState;
+
+pub(crate) async fn poll(state: &HubState, http: Arc<HttpConnection>, first: bool) -> Response {
+    let generation = http.next_poll();
+    if first {
+        // The first poll answers at once, so the client knows the transport works.
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Vec::new(),
+        )
+            .into_response();
+    }
+    let superseded = http.poll_superseded.notified();
+    tokio::pin!(superseded);
+    let mut outbound = tokio::select! {
+        guard = http.outbound.lock() => guard,
+        () = &mut superseded => return StatusCode::NO_CONTENT.into_response(),
+    };
+    if http.poll_generation.load(Ordering::SeqCst) != generation {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let first_out = tokio::select! {
+        out = outbound.recv() => out,
+        () = http.ended.cancelled() => outbound.try_recv().ok(),
+        () = tokio::time::sleep(state.options.poll_timeout) => {
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], Vec::new()).into_response();
+        }
+        () = &mut superseded => return StatusCode::NO_CONTENT.into_response(),
+    };
+    let Some(first_out) = first_out else {
+        // The connection is gone.
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let mut body = Vec::new();
+    let mut open = write_outbound(first_out, http.protocol.get().copied(), &mut body);
+    while open && body.len() < BATCH_BYTES {
+        match outbound.try_recv() {
+            Ok(out) => open = write_outbound(out, http.protocol.get().copied(), &mut body),
+            Err(_) => break,
+        }
+    }
+    if body.is_empty() && !open {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response()
+}
+
+/// The client stops: the connection ends and a pending poll answers 204.
+pub(crate) fn delete(_state: &HubState, http: &HttpConnection) {
+    let _ = http.inbound.try_send(Inbound::Closed);
+    http.poll_superseded.notify_waiters();
+}

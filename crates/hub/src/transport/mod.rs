@@ -1,0 +1,363 @@
+//! The HTTP side: negotiate, and the three transports that carry a connection's bytes.
+//!
+//! | request | handled by |
+//! |---|---|
+//! | `POST {hub}/negotiate` | [`negotiate`] |
+//! | `GET {hub}` with a WebSocket upgrade | [`ws`] |
+//! | `GET {hub}` with `Accept: text/event-stream` | [`sse`] |
+//! | other `GET {hub}` | [`longpoll`] |
+//! | `POST {hub}?id=` | data from an SSE or long-polling client |
+//! | `DELETE {hub}?id=` | long polling: the client stops |
+
+pub(crate) mod longpoll;
+pub(crate) mod sse;
+pub(crate) mod ws;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Query, Request, State, WebSocketUpgrade};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use hubbub_protocol::negotiate::{AvailableTransport, NegotiateResponse, TransportKind};
+use hubbub_protocol::{Protocol, negotiate};
+use tokio::sync::{Mutex, Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{self, Inbound};
+use crate::frame::Outbound;
+use crate::state::HubState;
+
+/// A negotiated (or directly opened) connection, seen from HTTP.
+#[derive(Debug)]
+pub(crate) struct HttpConnection {
+    pub(crate) id: String,
+    pub(crate) token: String,
+    pub(crate) user: String,
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) transport: OnceLock<TransportKind>,
+    pub(crate) protocol: OnceLock<Protocol>,
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) outbound: Mutex<mpsc::Receiver<Outbound>>,
+    /// Fires when the connection's task has finished.
+    pub(crate) ended: CancellationToken,
+    pub(crate) poll_generation: AtomicU64,
+    pub(crate) poll_superseded: Notify,
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS random source failing is not recoverable in any useful way.
+    getrandom::fill(&mut bytes).expect("the OS random number generator works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The user of a new connection: the `name` query parameter, else one made from the id.
+fn identify(query: &HashMap<String, String>, id: &str) -> String {
+    query
+        .get("name")
+        .or_else(|| query.get("user"))
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.chars().take(64).collect())
+        .unwrap_or_else(|| format!("guest-{}", &id[..6]))
+}
+
+/// Creates a connection record and starts its task (which waits for the handshake).
+fn open(
+    state: &Arc<HubState>,
+    query: HashMap<String, String>,
+    negotiate_version: u32,
+) -> Arc<HttpConnection> {
+    let id = random_id();
+    let token = if negotiate_version >= 1 {
+        random_id()
+    } else {
+        id.clone()
+    };
+    let (inbound_tx, inbound_rx) = mpsc::channel(64);
+    let (outbound_tx, outbound_rx) = mpsc::channel(state.options.send_queue_capacity);
+    let http = Arc::new(HttpConnection {
+        user: identify(&query, &id),
+        id,
+        token: token.clone(),
+        query,
+        transport: OnceLock::new(),
+        protocol: OnceLock::new(),
+        inbound: inbound_tx,
+        outbound: Mutex::new(outbound_rx),
+        ended: CancellationToken::new(),
+        poll_generation: AtomicU64::new(0),
+        poll_superseded: Notify::new(),
+    });
+    state.http.insert(token.clone(), http.clone());
+    let task_state = state.clone();
+    let task_http = http.clone();
+    state.tasks.spawn(async move {
+        connection::run(
+            task_state.clone(),
+            task_http.clone(),
+            inbound_rx,
+            outbound_tx,
+        )
+        .await;
+        // Long polling learns of the end from its next poll (204); keep the record until then.
+        if task_http.transport.get() == Some(&TransportKind::LongPolling) {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+        task_state.http.remove(&token);
+    });
+    http
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+fn over_capacity(state: &HubState) -> bool {
+    state.http.len() >= state.options.max_connections
+}
+
+/// `POST {hub}/negotiate`.
+pub(crate) async fn negotiate(
+    State(state): State<Arc<HubState>>,
+    method: Method,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let requested = query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("negotiateVersion"))
+        .map(|(_, v)| v.as_str());
+    let version = match negotiate::requested_version(requested, 0) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                negotiate::error_body(&e.to_string()),
+            )
+                .into_response();
+        }
+    };
+    if over_capacity(&state) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is at its connection limit.",
+        );
+    }
+    let http = open(&state, query, version);
+    let body = NegotiateResponse {
+        negotiate_version: version,
+        connection_id: http.id.clone(),
+        connection_token: http.token.clone(),
+        available_transports: TransportKind::ALL
+            .iter()
+            .map(|&t| AvailableTransport {
+                transport: t,
+                transfer_formats: t.transfer_formats().to_vec(),
+            })
+            .collect(),
+        use_stateful_reconnect: false,
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body.to_json()).into_response()
+}
+
+/// A refused request: a status and a plain-text reason.
+#[derive(Debug)]
+pub(crate) struct Refusal(StatusCode, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        text(self.0, self.1)
+    }
+}
+
+fn lookup(
+    state: &HubState,
+    query: &HashMap<String, String>,
+) -> Result<Arc<HttpConnection>, Refusal> {
+    let Some(token) = query.get("id") else {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "Connection ID required"));
+    };
+    state
+        .http
+        .get(token)
+        .map(|c| c.clone())
+        .ok_or(Refusal(StatusCode::NOT_FOUND, "No Connection with that ID"))
+}
+
+/// Claims the connection for `kind`: the first request decides the transport.
+fn claim(http: &HttpConnection, kind: TransportKind) -> Result<(), Refusal> {
+    match http.transport.get() {
+        None => {
+            let _ = http.transport.set(kind);
+            if http.transport.get() == Some(&kind) {
+                Ok(())
+            } else {
+                Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "Cannot change transports mid-connection.",
+                ))
+            }
+        }
+        Some(k) if *k == kind => Ok(()),
+        Some(_) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "Cannot change transports mid-connection.",
+        )),
+    }
+}
+
+/// `GET`, `POST` and `DELETE` on the hub path.
+pub(crate) async fn connect(
+    State(state): State<Arc<HubState>>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let headers = parts.headers.clone();
+    match method {
+        Method::GET => {
+            let is_upgrade = headers
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+            if is_upgrade {
+                let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+                    Ok(upgrade) => upgrade,
+                    Err(rejection) => return rejection.into_response(),
+                };
+                let http = match query.get("id") {
+                    Some(_) => match lookup(&state, &query) {
+                        Ok(http) => http,
+                        Err(r) => return r.into_response(),
+                    },
+                    // Without an id the client skipped negotiation: the connection starts here.
+                    None => {
+                        if over_capacity(&state) {
+                            return text(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "The server is at its connection limit.",
+                            );
+                        }
+                        open(&state, query.clone(), 1)
+                    }
+                };
+                if http.transport.get() == Some(&TransportKind::WebSockets) {
+                    return text(StatusCode::CONFLICT, "Connection already has a WebSocket.");
+                }
+                if let Err(r) = claim(&http, TransportKind::WebSockets) {
+                    return r.into_response();
+                }
+                return ws::upgrade(&state, upgrade, http);
+            }
+            let http = match lookup(&state, &query) {
+                Ok(http) => http,
+                Err(r) => return r.into_response(),
+            };
+            let wants_sse = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+            if wants_sse {
+                if let Err(r) = claim(&http, TransportKind::ServerSentEvents) {
+                    return r.into_response();
+                }
+                sse::stream(http)
+            } else {
+                let first = http.transport.get().is_none();
+                if let Err(r) = claim(&http, TransportKind::LongPolling) {
+                    return r.into_response();
+                }
+                longpoll::poll(&state, http, first).await
+            }
+        }
+        Method::POST => {
+            let http = match lookup(&state, &query) {
+                Ok(http) => http,
+                Err(r) => return r.into_response(),
+            };
+            // A POST may carry several messages; allow a few times the message limit.
+            let limit = state
+                .options
+                .max_message_size
+                .saturating_mul(4)
+                .max(1 << 20);
+            let body: Bytes = match axum::body::to_bytes(body, limit).await {
+                Ok(body) => body,
+                Err(_) => {
+                    return text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "The request body is too large.",
+                    );
+                }
+            };
+            match http.transport.get() {
+                Some(TransportKind::WebSockets) => {
+                    return text(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "POST requests are not allowed for WebSocket connections.",
+                    );
+                }
+                None => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "The connection has no transport yet.",
+                    );
+                }
+                Some(_) => {}
+            }
+            if http.inbound.send(Inbound::Data(body)).await.is_err() {
+                return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+            }
+            StatusCode::OK.into_response()
+        }
+        Method::DELETE => {
+            let http = match lookup(&state, &query) {
+                Ok(http) => http,
+                Err(r) => return r.into_response(),
+            };
+            if http.transport.get() != Some(&TransportKind::LongPolling) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Cannot terminate this connection using the DELETE endpoint.",
+                );
+            }
+            longpoll::delete(&state, &http);
+            StatusCode::ACCEPTED.into_response()
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
+    }
+}
+
+impl HttpConnection {
+    /// Marks a new long poll; the previous one (if any) answers 204.
+    pub(crate) fn next_poll(&self) -> u64 {
+        let generation = self.poll_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.poll_superseded.notify_waiters();
+        generation
+    }
+}
+
+/// Appends what `out` asks to write to `buf`; `false` once the stream has ended.
+pub(crate) fn write_outbound(out: Outbound, protocol: Option<Protocol>, buf: &mut Vec<u8>) -> bool {
+    match out {
+        Outbound::Raw(bytes) => buf.extend_from_slice(&bytes),
+        Outbound::Message(frame) => {
+            if let Some(bytes) = protocol.and_then(|p| frame.bytes(p)) {
+                buf.extend_from_slice(bytes);
+            }
+        }
+        Outbound::End => return false,
+    }
+    true
+}
+
+/// How much a writer gathers into one write when several messages are waiting.
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;

@@ -1,0 +1,215 @@
+//! Property tests: encode → decode → equal for arbitrary messages in both protocols, under
+//! arbitrary chunking of the byte stream, and relayed between protocols.
+
+use hubbub_protocol::*;
+use proptest::prelude::*;
+
+/// Values every protocol can carry (JSON's data model): no binary, string keys, finite floats.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((".{0,8}".prop_map(Value::from), inner), 0..6)
+                .prop_map(|entries| Value::Map(dedupe_keys(entries))),
+        ]
+    })
+}
+
+/// JSON objects keep one value per key; keep the first of each.
+fn dedupe_keys(entries: Vec<(Value, Value)>) -> Vec<(Value, Value)> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .into_iter()
+        .filter(|(k, _)| seen.insert(k.as_str().map(str::to_owned)))
+        .collect()
+}
+
+/// Values only MessagePack can carry, mixed into the JSON-compatible ones.
+fn msgpack_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        4 => json_value(),
+        1 => prop::collection::vec(any::<u8>(), 0..16).prop_map(Value::Binary),
+        1 => (any::<i64>(), any::<i64>()).prop_map(|(k, v)| Value::Map(vec![(Value::from(k), Value::from(v))])),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> + Clone {
+    ".{0,10}"
+}
+
+fn headers() -> impl Strategy<Value = Headers> {
+    prop::collection::btree_map(text(), text(), 0..3)
+}
+
+fn message(value: BoxedStrategy<Value>) -> impl Strategy<Value = HubMessage> {
+    let args = prop::collection::vec(value.clone().prop_map(Arg::from_value), 0..4);
+    let ids = prop::collection::vec(text(), 0..3);
+    prop_oneof![
+        (
+            headers(),
+            prop::option::of(text()),
+            text(),
+            args.clone(),
+            ids.clone()
+        )
+            .prop_map(|(headers, invocation_id, target, arguments, stream_ids)| {
+                HubMessage::Invocation(Invocation {
+                    headers,
+                    invocation_id,
+                    target,
+                    arguments,
+                    stream_ids,
+                })
+            }),
+        (headers(), text(), value.clone()).prop_map(|(headers, invocation_id, item)| {
+            HubMessage::StreamItem(StreamItem {
+                headers,
+                invocation_id,
+                item: item.into(),
+            })
+        }),
+        (
+            headers(),
+            text(),
+            prop_oneof![
+                Just(Outcome::Void),
+                value.prop_map(|v| Outcome::Result(v.into())),
+                text().prop_map(Outcome::Error),
+            ]
+        )
+            .prop_map(|(headers, invocation_id, outcome)| {
+                HubMessage::Completion(Completion {
+                    headers,
+                    invocation_id,
+                    outcome,
+                })
+            }),
+        (headers(), text(), text(), args, ids).prop_map(
+            |(headers, invocation_id, target, arguments, stream_ids)| {
+                HubMessage::StreamInvocation(StreamInvocation {
+                    headers,
+                    invocation_id,
+                    target,
+                    arguments,
+                    stream_ids,
+                })
+            }
+        ),
+        (headers(), text()).prop_map(|(headers, invocation_id)| {
+            HubMessage::CancelInvocation(CancelInvocation {
+                headers,
+                invocation_id,
+            })
+        }),
+        Just(HubMessage::Ping),
+        (prop::option::of(text()), any::<bool>()).prop_map(|(error, allow_reconnect)| {
+            HubMessage::Close(Close {
+                error,
+                allow_reconnect,
+            })
+        }),
+        any::<u64>().prop_map(|sequence_id| HubMessage::Ack(Ack { sequence_id })),
+        any::<u64>().prop_map(|sequence_id| HubMessage::Sequence(Sequence { sequence_id })),
+    ]
+}
+
+fn messages_for(protocol: Protocol) -> impl Strategy<Value = Vec<HubMessage>> {
+    let value = match protocol {
+        Protocol::Json => json_value().boxed(),
+        Protocol::MessagePack => msgpack_value().boxed(),
+    };
+    prop::collection::vec(message(value), 1..12)
+}
+
+/// Splits `bytes` at the given cut points (taken modulo the length).
+fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.push(0);
+    points.push(bytes.len());
+    points.sort_unstable();
+    points
+        .windows(2)
+        .map(|w| bytes[w[0]..w[1]].to_vec())
+        .collect()
+}
+
+fn read_chunked(protocol: Protocol, parts: &[Vec<u8>]) -> Vec<HubMessage> {
+    let mut reader = MessageReader::new(protocol, usize::MAX >> 1);
+    let mut out = Vec::new();
+    for part in parts {
+        reader.push(part);
+        while let Some(m) = reader.next_message().expect("decodes") {
+            out.push(m);
+        }
+    }
+    assert_eq!(reader.buffered(), 0, "nothing left over");
+    out
+}
+
+fn round_trip(protocol: Protocol, messages: &[HubMessage], cuts: &[usize]) {
+    let mut stream = Vec::new();
+    for m in messages {
+        protocol.encode(m, &mut stream).expect("encodes");
+    }
+    assert_eq!(read_chunked(protocol, &chunks(&stream, cuts)), messages);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn json_round_trips_in_any_chunking(
+        messages in messages_for(Protocol::Json),
+        cuts in prop::collection::vec(any::<usize>(), 0..16),
+    ) {
+        round_trip(Protocol::Json, &messages, &cuts);
+    }
+
+    #[test]
+    fn msgpack_round_trips_in_any_chunking(
+        messages in messages_for(Protocol::MessagePack),
+        cuts in prop::collection::vec(any::<usize>(), 0..16),
+    ) {
+        round_trip(Protocol::MessagePack, &messages, &cuts);
+    }
+
+    #[test]
+    fn json_messages_relay_through_msgpack_and_back(messages in messages_for(Protocol::Json)) {
+        for m in &messages {
+            let json = Protocol::Json.encode_to_vec(m).unwrap();
+            let from_json = decode_all(Protocol::Json, &json, usize::MAX >> 1).unwrap();
+            let msgpack = Protocol::MessagePack.encode_to_vec(&from_json[0]).unwrap();
+            let from_msgpack = decode_all(Protocol::MessagePack, &msgpack, usize::MAX >> 1).unwrap();
+            let back = Protocol::Json.encode_to_vec(&from_msgpack[0]).unwrap();
+            prop_assert_eq!(&decode_all(Protocol::Json, &back, usize::MAX >> 1).unwrap()[0], m);
+        }
+    }
+
+    #[test]
+    fn decoders_never_panic_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        for protocol in Protocol::ALL {
+            let _ = decode_all(protocol, &bytes, 1 << 16);
+        }
+        let _ = hubbub_protocol::negotiate::parse_response(&bytes, false);
+        let _ = hubbub_protocol::handshake::HandshakeRequest::parse(&bytes, 1 << 16);
+        let _ = hubbub_protocol::handshake::HandshakeResponse::parse(&bytes, 1 << 16);
+    }
+
+    #[test]
+    fn varints_round_trip(value in 0usize..=MAX_VARINT_VALUE) {
+        let mut out = [0; MAX_VARINT_LEN];
+        let n = write_varint(value, &mut out).unwrap();
+        prop_assert_eq!(read_varint(&out[..n]).unwrap(), Some((value, n)));
+        prop_assert_eq!(read_varint(&out[..n - 1]).unwrap(), None);
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up what is missing and runs every test: formatting, lints, unit, property, integration
+# and interoperability tests, the fuzz corpora as regression tests, and the benchmarks in their
+# short smoke form (they check that each scenario works, not how fast).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh test
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, property, integration; benches in smoke mode)"
+cargo test --workspace --all-targets --locked
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+step "protocol crate has no I/O dependency"
+if cargo tree -p hubbub-protocol --edges normal --prefix none --locked | grep -Ei '^(tokio|hyper|reqwest|mio|async-std|tungstenite|tokio-tungstenite) '; then
+    echo "error: hubbub-protocol depends on an I/O crate" >&2
+    exit 1
+fi
+echo "ok: no tokio, hyper, reqwest, mio or tungstenite under hubbub-protocol"
