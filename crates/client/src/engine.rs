@@ -1,0 +1,676 @@
+//! The connection actor: one task owns the transport, the timers, the pending calls and the
+//! reconnect state machine. Every state change is an explicit step with a `tracing` event and
+//! an [`Event`] for the shells.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse};
+use hubbub_protocol::negotiate::{self, TransportKind};
+use hubbub_protocol::{Arg, Completion, HubMessage, MessageReader, Outcome};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use crate::connection::Shared;
+use crate::link::{self, Link, LinkEvent, Outgoing};
+use crate::options::Options;
+use crate::retry::RetryContext;
+use crate::{Error, Event, SlowReason, State};
+
+pub(crate) enum Command {
+    Start(oneshot::Sender<Result<(), Error>>),
+    Stop(oneshot::Sender<()>),
+    Send {
+        message: HubMessage,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Invoke {
+        message: HubMessage,
+        id: String,
+        reply: oneshot::Sender<Result<Outcome, Error>>,
+    },
+    Stream {
+        message: HubMessage,
+        id: String,
+        items: mpsc::UnboundedSender<Result<Arg, Error>>,
+    },
+    Cancel {
+        id: String,
+    },
+    NetworkChanged,
+    Suspend,
+    Resume,
+}
+
+type Commands = mpsc::UnboundedReceiver<Command>;
+
+struct Actor {
+    options: Options,
+    shared: Arc<Shared>,
+    http: reqwest::Client,
+}
+
+/// A live connection.
+struct Live {
+    link: Link,
+    reader: MessageReader,
+    connection_id: Option<String>,
+}
+
+/// How a live connection ended.
+enum End {
+    Stopped(oneshot::Sender<()>),
+    Lost {
+        reason: String,
+        reconnect: bool,
+        at_once: bool,
+    },
+    Suspended,
+}
+
+impl Actor {
+    fn set_state(&self, new: State) {
+        let old = std::mem::replace(
+            &mut *self.shared.state.lock().unwrap_or_else(|e| e.into_inner()),
+            new,
+        );
+        if old != new {
+            tracing::info!(%old, %new, url = %redact(&self.options.url), "connection state changed");
+            self.emit(Event::StateChanged { old, new });
+        }
+    }
+
+    fn state(&self) -> State {
+        *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Answers a command that needs a connection while there is none.
+    fn reject(&self, command: Command) -> Option<Command> {
+        let error = Error::NotConnected(self.state());
+        match command {
+            Command::Send { done, .. } => {
+                let _ = done.send(Err(error));
+            }
+            Command::Invoke { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Stream { items, .. } => {
+                let _ = items.send(Err(error));
+            }
+            Command::Cancel { .. } => {}
+            other => return Some(other),
+        }
+        None
+    }
+
+    async fn token(&self) -> Result<Option<String>, Error> {
+        match &self.options.token_provider {
+            None => Ok(None),
+            Some(provider) => provider().await.map(Some).map_err(Error::Token),
+        }
+    }
+
+    /// One full connect: token, negotiate, transport (with fallback), handshake.
+    async fn connect(&self) -> Result<Live, Error> {
+        let protocol = self.options.protocol;
+        let format = protocol.transfer_format();
+        if self.options.skip_negotiation {
+            let target = link::Target {
+                url: negotiate::http_url(&self.options.url)?,
+                headers: self.options.headers.clone(),
+                token: self.token().await?,
+                format,
+            };
+            let link = link::open(TransportKind::WebSockets, &target, &self.http).await?;
+            return self.handshake(link, None).await;
+        }
+        let mut failures = Vec::new();
+        let mut fresh = Some(
+            crate::negotiate::negotiate(&self.http, &self.options, self.token().await?).await?,
+        );
+        let order: Vec<TransportKind> = fresh
+            .as_ref()
+            .map(|n| {
+                n.response
+                    .available_transports
+                    .iter()
+                    .filter(|t| t.transfer_formats.contains(&format))
+                    .map(|t| t.transport)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for kind in order
+            .into_iter()
+            .filter(|k| self.options.transports.contains(k))
+        {
+            if kind == TransportKind::ServerSentEvents
+                && format == negotiate::TransferFormat::Binary
+            {
+                continue;
+            }
+            // Each transport after the first gets a fresh negotiate (a new connection).
+            let n = match fresh.take() {
+                Some(n) => n,
+                None => {
+                    crate::negotiate::negotiate(&self.http, &self.options, self.token().await?)
+                        .await?
+                }
+            };
+            let target = link::Target {
+                url: negotiate::connect_url(&n.url, Some(&n.response.connection_token)),
+                headers: self.options.headers.clone(),
+                token: n.token.clone(),
+                format,
+            };
+            match link::open(kind, &target, &self.http).await {
+                Ok(link) => {
+                    return self
+                        .handshake(link, Some(n.response.connection_id.clone()))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::debug!(transport = kind.name(), error = %e, "transport failed; trying the next");
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Err(Error::Transport(format!(
+                "the server offers no transport that is allowed here and carries {}",
+                protocol.name()
+            )));
+        }
+        Err(Error::Transport(failures.join("; ")))
+    }
+
+    async fn handshake(
+        &self,
+        mut link: Link,
+        connection_id: Option<String>,
+    ) -> Result<Live, Error> {
+        let request = HandshakeRequest::new(self.options.protocol, 1).encode();
+        link.tx
+            .send(Outgoing::Data(Bytes::from(request)))
+            .await
+            .map_err(|_| {
+                Error::Transport("the transport closed during the handshake".to_owned())
+            })?;
+        let deadline = Instant::now() + self.options.handshake_timeout;
+        let mut buf = Vec::new();
+        loop {
+            let event = tokio::select! {
+                e = link.rx.recv() => e,
+                () = sleep_until(deadline) => return Err(Error::HandshakeTimeout(self.options.handshake_timeout)),
+            };
+            match event {
+                Some(LinkEvent::Data(data)) => buf.extend_from_slice(&data),
+                closed => {
+                    let reason = match closed {
+                        Some(LinkEvent::Closed(r)) => r,
+                        _ => None,
+                    };
+                    return Err(Error::Transport(reason.unwrap_or_else(|| {
+                        "the server closed the connection during the handshake".to_owned()
+                    })));
+                }
+            }
+            if let Some((response, used)) =
+                HandshakeResponse::parse(&buf, self.options.max_message_size)?
+            {
+                if let Some(error) = response.error {
+                    return Err(Error::Handshake(error));
+                }
+                let mut reader =
+                    MessageReader::new(self.options.protocol, self.options.max_message_size);
+                reader.push(&buf[used..]);
+                return Ok(Live {
+                    link,
+                    reader,
+                    connection_id,
+                });
+            }
+        }
+    }
+
+    /// Runs `connect` while still answering commands; `Err(Ok(reply))` when stopped meanwhile.
+    async fn connect_answering(
+        &self,
+        commands: &mut Commands,
+    ) -> Result<Live, Result<oneshot::Sender<()>, Error>> {
+        let connecting = self.connect();
+        tokio::pin!(connecting);
+        loop {
+            tokio::select! {
+                result = &mut connecting => return result.map_err(Err),
+                command = commands.recv() => match command {
+                    None => return Err(Err(Error::Stopped)),
+                    Some(Command::Stop(reply)) => return Err(Ok(reply)),
+                    Some(Command::Start(reply)) => { let _ = reply.send(Err(Error::NotConnected(State::Connecting))); }
+                    Some(other) => { self.reject(other); }
+                },
+            }
+        }
+    }
+}
+
+pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Commands) {
+    let http = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the HTTP client");
+            return;
+        }
+    };
+    let actor = Actor {
+        options,
+        shared,
+        http,
+    };
+    'idle: loop {
+        // Disconnected: wait for start.
+        let mut start_reply = loop {
+            match commands.recv().await {
+                None => return,
+                Some(Command::Start(reply)) => break Some(reply),
+                Some(Command::Stop(reply)) => {
+                    let _ = reply.send(());
+                }
+                Some(Command::Resume) if actor.state() == State::Suspended => break None,
+                Some(other) => {
+                    actor.reject(other);
+                }
+            }
+        };
+        actor.set_state(State::Connecting);
+        let mut ever_connected = false;
+        let mut retries: u32 = 0;
+        let mut episode_start = Instant::now();
+        let mut skip_delay = false;
+        loop {
+            let reason = match actor.connect_answering(&mut commands).await {
+                Ok(mut live) => {
+                    retries = 0;
+                    *actor
+                        .shared
+                        .connection_id
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = live.connection_id.clone();
+                    actor.set_state(State::Connected);
+                    if ever_connected || start_reply.is_none() {
+                        tracing::info!(connection_id = ?live.connection_id, "reconnected");
+                        actor.emit(Event::Reconnected {
+                            connection_id: live.connection_id.clone(),
+                        });
+                    } else {
+                        actor.emit(Event::Connected {
+                            connection_id: live.connection_id.clone(),
+                            transport: live.link.kind.name().to_owned(),
+                        });
+                    }
+                    ever_connected = true;
+                    if let Some(reply) = start_reply.take() {
+                        let _ = reply.send(Ok(()));
+                    }
+                    let end = connected(&actor, &mut live, &mut commands).await;
+                    *actor
+                        .shared
+                        .connection_id
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = None;
+                    match end {
+                        End::Stopped(reply) => {
+                            live.link.close().await;
+                            actor.set_state(State::Disconnected);
+                            actor.emit(Event::Closed { reason: None });
+                            let _ = reply.send(());
+                            continue 'idle;
+                        }
+                        End::Suspended => {
+                            live.link.close().await;
+                            actor.set_state(State::Suspended);
+                            continue 'idle;
+                        }
+                        End::Lost {
+                            reason,
+                            reconnect,
+                            at_once,
+                        } => {
+                            tracing::warn!(%reason, reconnect, "connection lost");
+                            if !reconnect || actor.options.retry.is_none() {
+                                actor.set_state(State::Disconnected);
+                                actor.emit(Event::Closed {
+                                    reason: Some(reason),
+                                });
+                                continue 'idle;
+                            }
+                            episode_start = Instant::now();
+                            skip_delay = at_once;
+                            reason
+                        }
+                    }
+                }
+                Err(Ok(stop_reply)) => {
+                    actor.set_state(State::Disconnected);
+                    actor.emit(Event::Closed { reason: None });
+                    if let Some(reply) = start_reply.take() {
+                        let _ = reply.send(Err(Error::Stopped));
+                    }
+                    let _ = stop_reply.send(());
+                    continue 'idle;
+                }
+                Err(Err(error)) => {
+                    tracing::warn!(%error, "connect attempt failed");
+                    let retrying =
+                        ever_connected || start_reply.is_none() || actor.options.retry_first_start;
+                    if !retrying || actor.options.retry.is_none() {
+                        actor.set_state(State::Disconnected);
+                        actor.emit(Event::Closed {
+                            reason: Some(error.to_string()),
+                        });
+                        if let Some(reply) = start_reply.take() {
+                            let _ = reply.send(Err(error));
+                        }
+                        continue 'idle;
+                    }
+                    error.to_string()
+                }
+            };
+            // Ask the policy.
+            let Some(policy) = actor.options.retry.clone() else {
+                continue 'idle;
+            };
+            let context = RetryContext {
+                previous_retry_count: retries,
+                elapsed: episode_start.elapsed(),
+                reason: reason.clone(),
+            };
+            let Some(delay) = policy.next_delay(&context) else {
+                tracing::warn!(%reason, retries, "giving up reconnecting");
+                actor.set_state(State::Disconnected);
+                actor.emit(Event::Closed {
+                    reason: Some(reason.clone()),
+                });
+                if let Some(reply) = start_reply.take() {
+                    let _ = reply.send(Err(Error::Transport(reason)));
+                }
+                continue 'idle;
+            };
+            let delay = if skip_delay { Duration::ZERO } else { delay };
+            skip_delay = false;
+            retries += 1;
+            actor.set_state(State::Reconnecting);
+            tracing::info!(attempt = retries, ?delay, %reason, "reconnecting");
+            actor.emit(Event::Reconnecting {
+                attempt: retries,
+                delay,
+                reason,
+            });
+            let wake = Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = sleep_until(wake) => break,
+                    command = commands.recv() => match command {
+                        None => return,
+                        Some(Command::Stop(reply)) => {
+                            actor.set_state(State::Disconnected);
+                            actor.emit(Event::Closed { reason: None });
+                            if let Some(r) = start_reply.take() {
+                                let _ = r.send(Err(Error::Stopped));
+                            }
+                            let _ = reply.send(());
+                            continue 'idle;
+                        }
+                        Some(Command::NetworkChanged) => break,
+                        Some(Command::Suspend) => {
+                            actor.set_state(State::Suspended);
+                            continue 'idle;
+                        }
+                        Some(Command::Start(reply)) => { let _ = reply.send(Err(Error::NotConnected(State::Reconnecting))); }
+                        Some(other) => { actor.reject(other); }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Serves a live connection until it ends.
+async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> End {
+    let options = &actor.options;
+    let protocol = options.protocol;
+    let mut pending: HashMap<String, oneshot::Sender<Result<Outcome, Error>>> = HashMap::new();
+    let mut streams: HashMap<String, mpsc::UnboundedSender<Result<Arg, Error>>> = HashMap::new();
+    // Messages the transport could not take yet, with when they were queued.
+    let mut backlog: VecDeque<(Bytes, Instant)> = VecDeque::new();
+    let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
+    let mut slow = false;
+    let slow_after = options.slow_after();
+
+    let end = 'serve: loop {
+        // Dispatch whatever complete messages are buffered.
+        loop {
+            let message = match live.reader.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e @ hubbub_protocol::Error::MessageTooLarge { .. }) => {
+                    break 'serve End::Lost {
+                        reason: e.to_string(),
+                        reconnect: true,
+                        at_once: false,
+                    };
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed message from the hub skipped");
+                    actor.emit(Event::Error {
+                        message: format!("malformed message from the hub: {e}"),
+                    });
+                    continue;
+                }
+            };
+            match message {
+                HubMessage::Invocation(inv) => {
+                    let handlers = actor.shared.handlers_for(&inv.target);
+                    let mut results: Vec<Arg> = Vec::new();
+                    for handler in &handlers {
+                        if let Some(result) = handler(&inv.arguments) {
+                            results.push(result);
+                        }
+                    }
+                    if handlers.is_empty() {
+                        tracing::debug!(target = %inv.target, "no handler for hub invocation");
+                    }
+                    if let Some(id) = inv.invocation_id {
+                        let completion = match results.len() {
+                            0 => Completion::error(id, "Client didn't provide a result."),
+                            1 => Completion::result(id, results.remove(0)),
+                            _ => Completion::error(id, "Client provided multiple results."),
+                        };
+                        let id = completion.invocation_id.clone();
+                        if let Err(e) = queue(
+                            live,
+                            &mut backlog,
+                            protocol,
+                            &HubMessage::Completion(completion),
+                        ) {
+                            // The handler's result cannot be written: answer with why instead.
+                            let fallback = Completion::error(
+                                id,
+                                format!("Client result could not be sent: {e}"),
+                            );
+                            let _ = queue(
+                                live,
+                                &mut backlog,
+                                protocol,
+                                &HubMessage::Completion(fallback),
+                            );
+                        }
+                    }
+                }
+                HubMessage::StreamItem(item) => {
+                    if let Some(tx) = streams.get(&item.invocation_id) {
+                        let _ = tx.send(Ok(item.item));
+                    }
+                }
+                HubMessage::Completion(c) => {
+                    if let Some(reply) = pending.remove(&c.invocation_id) {
+                        let _ = reply.send(Ok(c.outcome));
+                    } else if let Some(tx) = streams.remove(&c.invocation_id) {
+                        if let Outcome::Error(e) = c.outcome {
+                            let _ = tx.send(Err(Error::Hub(e)));
+                        }
+                    }
+                }
+                HubMessage::Close(close) => {
+                    let reason = close.error.map_or_else(
+                        || "the server closed the connection".to_owned(),
+                        |e| format!("Server returned an error on close: {e}"),
+                    );
+                    break 'serve End::Lost {
+                        reason,
+                        reconnect: close.allow_reconnect,
+                        at_once: false,
+                    };
+                }
+                HubMessage::Ping | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
+                HubMessage::StreamInvocation(_) | HubMessage::CancelInvocation(_) => {}
+            }
+        }
+        let stalled_since = backlog.front().map(|(_, at)| *at);
+        tokio::select! {
+            event = live.link.rx.recv() => match event {
+                Some(LinkEvent::Data(data)) => {
+                    last_heard = Instant::now();
+                    if slow && backlog.is_empty() {
+                        slow = false;
+                        actor.emit(Event::Recovered);
+                    }
+                    live.reader.push(&data);
+                }
+                closed => {
+                    let reason = match closed { Some(LinkEvent::Closed(r)) => r, _ => None };
+                    break End::Lost {
+                        reason: reason.unwrap_or_else(|| "the server closed the connection".to_owned()),
+                        reconnect: true,
+                        at_once: false,
+                    };
+                }
+            },
+            permit = live.link.tx.reserve(), if !backlog.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some((bytes, _)) = backlog.pop_front() {
+                        permit.send(Outgoing::Data(bytes));
+                        last_sent = Instant::now();
+                    }
+                    if slow && backlog.is_empty() && last_heard.elapsed() < slow_after {
+                        slow = false;
+                        actor.emit(Event::Recovered);
+                    }
+                }
+                Err(_) => break End::Lost { reason: "the transport closed".to_owned(), reconnect: true, at_once: false },
+            },
+            command = commands.recv() => match command {
+                None => break End::Stopped(oneshot::channel().0),
+                Some(Command::Stop(reply)) => break End::Stopped(reply),
+                Some(Command::Suspend) => break End::Suspended,
+                Some(Command::NetworkChanged) => {
+                    break End::Lost { reason: "the network changed".to_owned(), reconnect: true, at_once: true };
+                }
+                Some(Command::Resume) => {}
+                Some(Command::Start(reply)) => { let _ = reply.send(Ok(())); }
+                Some(Command::Send { message, done }) => {
+                    let _ = done.send(queue(live, &mut backlog, protocol, &message));
+                    last_sent = Instant::now();
+                }
+                Some(Command::Invoke { message, id, reply }) => match queue(live, &mut backlog, protocol, &message) {
+                    Ok(()) => { pending.insert(id, reply); last_sent = Instant::now(); }
+                    Err(e) => { let _ = reply.send(Err(e)); }
+                },
+                Some(Command::Stream { message, id, items }) => match queue(live, &mut backlog, protocol, &message) {
+                    Ok(()) => { streams.insert(id, items); last_sent = Instant::now(); }
+                    Err(e) => { let _ = items.send(Err(e)); }
+                },
+                Some(Command::Cancel { id }) => {
+                    if streams.remove(&id).is_some() {
+                        let cancel = HubMessage::CancelInvocation(hubbub_protocol::CancelInvocation { headers: Default::default(), invocation_id: id });
+                        let _ = queue(live, &mut backlog, protocol, &cancel);
+                    }
+                }
+            },
+            () = sleep_until(last_sent + options.keep_alive_interval) => {
+                let _ = queue(live, &mut backlog, protocol, &HubMessage::Ping);
+                last_sent = Instant::now();
+            }
+            () = sleep_until(last_heard + slow_after), if !slow => {
+                slow = true;
+                tracing::warn!(silent_for = ?slow_after, "connection slow: the hub has been silent");
+                actor.emit(Event::Slow { reason: SlowReason::HubSilent });
+            }
+            () = sleep_until(stalled_since.unwrap_or(last_heard) + slow_after), if !slow && stalled_since.is_some() => {
+                slow = true;
+                tracing::warn!("connection slow: sends are not draining");
+                actor.emit(Event::Slow { reason: SlowReason::SendsStalled });
+            }
+            () = sleep_until(last_heard + options.server_timeout) => {
+                break End::Lost {
+                    reason: "Server timeout elapsed without receiving a message from the server.".to_owned(),
+                    reconnect: true,
+                    at_once: false,
+                };
+            }
+        }
+    };
+    // Nothing pending survives the connection.
+    let close_error = match &end {
+        End::Lost { reason, .. } => Error::Hub(reason.clone()),
+        _ => Error::ConnectionClosed,
+    };
+    for (_, reply) in pending.drain() {
+        let _ = reply.send(Err(match &close_error {
+            Error::Hub(reason) if reason.starts_with("Server returned an error on close") => {
+                close_error.clone()
+            }
+            _ => Error::ConnectionClosed,
+        }));
+    }
+    for (_, tx) in streams.drain() {
+        let _ = tx.send(Err(Error::ConnectionClosed));
+    }
+    end
+}
+
+/// Encodes a message and hands it to the transport (or the backlog when the transport is busy).
+fn queue(
+    live: &Live,
+    backlog: &mut VecDeque<(Bytes, Instant)>,
+    protocol: hubbub_protocol::Protocol,
+    message: &HubMessage,
+) -> Result<(), Error> {
+    let bytes = Bytes::from(protocol.encode_to_vec(message)?);
+    if !backlog.is_empty() {
+        backlog.push_back((bytes, Instant::now()));
+        return Ok(());
+    }
+    match live.link.tx.try_send(Outgoing::Data(bytes)) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(Outgoing::Data(bytes))) => {
+            backlog.push_back((bytes, Instant::now()));
+            Ok(())
+        }
+        Err(_) => Err(Error::ConnectionClosed),
+    }
+}
+
+/// The URL without its query (which may hold an access token), for logs.
+fn redact(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}

@@ -1,0 +1,49 @@
+//! The client's error type.
+
+use std::time::Duration;
+
+/// Why a connection, call or stream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection is not connected (sends fail rather than wait; the outbox is the place
+    /// that waits).
+    #[error("not connected (the connection is {0})")]
+    NotConnected(crate::State),
+    /// Negotiate failed: the server's reason, a bad status, or a classic server.
+    #[error("negotiate failed: {0}")]
+    Negotiate(String),
+    /// No transport could be started.
+    #[error("no transport could connect: {0}")]
+    Transport(String),
+    /// The server refused the handshake.
+    #[error("the server refused the handshake: {0}")]
+    Handshake(String),
+    /// The handshake did not complete in time.
+    #[error("the handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The server invoked with an error completion.
+    #[error("{0}")]
+    Hub(String),
+    /// The connection closed while the call was pending.
+    #[error("Invocation canceled due to the underlying connection being closed.")]
+    ConnectionClosed,
+    /// Encoding or decoding failed.
+    #[error(transparent)]
+    Protocol(#[from] std::sync::Arc<hubbub_protocol::Error>),
+    /// The connection was stopped.
+    #[error("the connection was stopped")]
+    Stopped,
+    /// The access-token provider failed.
+    #[error("the access-token provider failed: {0}")]
+    Token(String),
+    /// The URL is not usable.
+    #[error("invalid hub URL: {0}")]
+    Url(String),
+}
+
+impl From<hubbub_protocol::Error> for Error {
+    fn from(e: hubbub_protocol::Error) -> Self {
+        Self::Protocol(std::sync::Arc::new(e))
+    }
+}

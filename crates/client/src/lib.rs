@@ -1,0 +1,23 @@
+//! A complete, self-healing SignalR client (ASP.NET Core protocol) for Hubbub's shells.
+//!
+//! One actor task per connection owns the transport, the timers, the pending calls and the
+//! reconnect state machine; [`HubConnection`] is a cheap handle to it. Transports: WebSockets,
+//! Server-Sent Events and long polling, tried in the server's order with fallback; hub
+//! protocols: JSON and MessagePack. Every shell observes one closed [`Event`] enum.
+
+mod connection;
+mod engine;
+mod error;
+mod event;
+mod link;
+mod negotiate;
+mod options;
+mod retry;
+
+pub use connection::{Handler, HubConnection, Subscription};
+pub use error::Error;
+pub use event::{Event, SlowReason, State};
+pub use hubbub_protocol::negotiate::TransportKind;
+pub use hubbub_protocol::{Arg, Headers, Outcome, Protocol, Value};
+pub use options::{HubConnectionBuilder, TokenProvider};
+pub use retry::{Delays, ExponentialBackoff, NoRetry, RetryContext, RetryPolicy};

@@ -1,0 +1,81 @@
+//! The negotiate request, with redirects.
+
+use hubbub_protocol::negotiate::{self, MAX_REDIRECTS, NegotiateResponse, Negotiation};
+
+use crate::Error;
+use crate::options::Options;
+
+/// The outcome of negotiating: where to connect, with what, and with which token.
+#[derive(Debug)]
+pub(crate) struct Negotiated {
+    pub(crate) url: String,
+    pub(crate) response: NegotiateResponse,
+    pub(crate) token: Option<String>,
+}
+
+pub(crate) async fn negotiate(
+    http: &reqwest::Client,
+    options: &Options,
+    mut token: Option<String>,
+) -> Result<Negotiated, Error> {
+    let mut url = negotiate::http_url(&options.url)?;
+    for _ in 0..=MAX_REDIRECTS {
+        let mut request = http
+            .post(negotiate::negotiate_url(&url, false))
+            .header("X-Requested-With", "XMLHttpRequest");
+        for (k, v) in &options.headers {
+            request = request.header(k, v);
+        }
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+        if status != reqwest::StatusCode::OK {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(Error::Negotiate(format!(
+                "status {status}: {}",
+                text.trim()
+            )));
+        }
+        match negotiate::parse_response(&body, false) {
+            Ok(Negotiation::Connect(response)) => {
+                return Ok(Negotiated {
+                    url,
+                    response,
+                    token,
+                });
+            }
+            Ok(Negotiation::Redirect {
+                url: next,
+                access_token,
+            }) => {
+                url = negotiate::http_url(&next)?;
+                if access_token.is_some() {
+                    token = access_token;
+                }
+            }
+            Err(e) => return Err(Error::Negotiate(e.to_string())),
+        }
+    }
+    Err(Error::Negotiate(format!(
+        "more than {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// reqwest errors name the URL, which may carry an `access_token` query: keep it out of
+/// messages and logs.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<hub URL>");
+    }
+    text
+}

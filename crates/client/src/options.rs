@@ -1,0 +1,194 @@
+//! How a connection is set up: the builder.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubbub_protocol::Protocol;
+use hubbub_protocol::negotiate::TransportKind;
+
+use crate::retry::{Delays, RetryPolicy};
+use crate::{Error, HubConnection};
+
+/// An async source of access tokens, called before every negotiate and reconnect.
+pub type TokenProvider =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+/// Everything a connection needs to know. Build with [`HubConnectionBuilder`].
+#[derive(Clone)]
+pub(crate) struct Options {
+    pub(crate) url: String,
+    pub(crate) transports: Vec<TransportKind>,
+    pub(crate) protocol: Protocol,
+    pub(crate) token_provider: Option<TokenProvider>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) skip_negotiation: bool,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) keep_alive_interval: Duration,
+    pub(crate) server_timeout: Duration,
+    pub(crate) slow_threshold: Option<Duration>,
+    pub(crate) retry: Option<Arc<dyn RetryPolicy>>,
+    pub(crate) retry_first_start: bool,
+    pub(crate) max_message_size: usize,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token, nor header values (they may hold credentials).
+        f.debug_struct("Options")
+            .field("url", &self.url)
+            .field("transports", &self.transports)
+            .field("protocol", &self.protocol)
+            .field("token_provider", &self.token_provider.is_some())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("skip_negotiation", &self.skip_negotiation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// The slow-connection threshold: as set, else ⅔ of the server timeout (as the classic
+    /// .NET and jQuery clients warn at ⅔ of their keep-alive timeout).
+    pub(crate) fn slow_after(&self) -> Duration {
+        self.slow_threshold
+            .unwrap_or(self.server_timeout.mul_f64(2.0 / 3.0))
+    }
+}
+
+/// Builds a [`HubConnection`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), hubbub_client::Error> {
+/// use hubbub_client::HubConnectionBuilder;
+/// let hub = HubConnectionBuilder::new("http://127.0.0.1:5000/chathub?name=ann")
+///     .with_automatic_reconnect()
+///     .build()?;
+/// hub.start().await?;
+/// hub.invoke::<()>("Send", vec!["ann".into(), "hello".into()]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct HubConnectionBuilder {
+    options: Options,
+}
+
+impl HubConnectionBuilder {
+    /// A connection to the hub at `url` (http, https, ws or wss), JSON over any transport.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            options: Options {
+                url: url.into(),
+                transports: TransportKind::ALL.to_vec(),
+                protocol: Protocol::Json,
+                token_provider: None,
+                headers: Vec::new(),
+                skip_negotiation: false,
+                handshake_timeout: Duration::from_secs(15),
+                keep_alive_interval: Duration::from_secs(15),
+                server_timeout: Duration::from_secs(30),
+                slow_threshold: None,
+                retry: None,
+                retry_first_start: false,
+                max_message_size: 1 << 20,
+            },
+        }
+    }
+
+    /// The transports allowed, tried in the server's order.
+    pub fn transports(mut self, transports: &[TransportKind]) -> Self {
+        self.options.transports = transports.to_vec();
+        self
+    }
+
+    /// The hub protocol.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.options.protocol = protocol;
+        self
+    }
+
+    /// An async token source, called before every negotiate and reconnect.
+    pub fn access_token<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.options.token_provider = Some(Arc::new(move || Box::pin(provider())));
+        self
+    }
+
+    /// An extra HTTP header on every request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Connect straight to the WebSocket, without negotiate (WebSockets only).
+    pub fn skip_negotiation(mut self, skip: bool) -> Self {
+        self.options.skip_negotiation = skip;
+        self
+    }
+
+    /// How long the handshake may take (15 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.options.handshake_timeout = timeout;
+        self
+    }
+
+    /// Ping after this long without sending (15 s).
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.options.keep_alive_interval = interval;
+        self
+    }
+
+    /// Give up on a hub that has sent nothing for this long (30 s).
+    pub fn server_timeout(mut self, timeout: Duration) -> Self {
+        self.options.server_timeout = timeout;
+        self
+    }
+
+    /// Report the connection as slow after this long without hearing from the hub, or with
+    /// sends stuck (default ⅔ of the server timeout).
+    pub fn slow_threshold(mut self, threshold: Duration) -> Self {
+        self.options.slow_threshold = Some(threshold);
+        self
+    }
+
+    /// Reconnect with the official default delays: 0, 2, 10, 30 s, then give up.
+    pub fn with_automatic_reconnect(self) -> Self {
+        self.retry_policy(Delays::default())
+    }
+
+    /// Reconnect with this policy.
+    pub fn retry_policy(mut self, policy: impl RetryPolicy + 'static) -> Self {
+        self.options.retry = Some(Arc::new(policy));
+        self
+    }
+
+    /// Retry a failed first `start` with the same policy (no official client can).
+    pub fn retry_first_start(mut self, retry: bool) -> Self {
+        self.options.retry_first_start = retry;
+        self
+    }
+
+    /// The largest message accepted from the hub (1 MiB).
+    pub fn max_message_size(mut self, size: usize) -> Self {
+        self.options.max_message_size = size;
+        self
+    }
+
+    /// Builds the connection (it starts with [`HubConnection::start`]).
+    pub fn build(self) -> Result<HubConnection, Error> {
+        hubbub_protocol::negotiate::http_url(&self.options.url)
+            .map_err(|e| Error::Url(e.to_string()))?;
+        if self.options.skip_negotiation && self.options.transports != [TransportKind::WebSockets] {
+            return Err(Error::Url(
+                "skip-negotiation works only with the WebSockets transport alone".to_owned(),
+            ));
+        }
+        Ok(HubConnection::new(self.options))
+    }
+}

@@ -1,0 +1,428 @@
+//! The client engine against a real hub on loopback (Hubbub's own; the independent
+//! `aiosignalr` server is exercised in the workspace's tests/).
+
+mod proxy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hubbub_client::{
+    Arg, Delays, Event, HubConnection, HubConnectionBuilder, Protocol, SlowReason, State,
+    TransportKind,
+};
+use tokio::sync::broadcast;
+
+async fn hub() -> hubbub_hub::RunningServer {
+    hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+const COMBOS: [(TransportKind, Protocol); 5] = [
+    (TransportKind::WebSockets, Protocol::Json),
+    (TransportKind::WebSockets, Protocol::MessagePack),
+    (TransportKind::ServerSentEvents, Protocol::Json),
+    (TransportKind::LongPolling, Protocol::Json),
+    (TransportKind::LongPolling, Protocol::MessagePack),
+];
+
+fn builder(url: &str, transport: TransportKind, protocol: Protocol) -> HubConnectionBuilder {
+    HubConnectionBuilder::new(url)
+        .transports(&[transport])
+        .protocol(protocol)
+}
+
+/// Waits for the first event matching `pred`, up to `limit`.
+async fn expect_event(
+    events: &mut broadcast::Receiver<Event>,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(limit, async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} event within {limit:?}"))
+}
+
+fn inbox(conn: &HubConnection, method: &str) -> Arc<std::sync::Mutex<Vec<Vec<String>>>> {
+    let inbox = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = inbox.clone();
+    conn.on(method, move |args| {
+        let strings = args
+            .iter()
+            .map(|a| {
+                a.decode::<serde_json::Value>()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        sink.lock().unwrap().push(strings);
+        None
+    });
+    inbox
+}
+
+async fn wait_until(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_and_protocol_against_our_hub() {
+    let server = hub().await;
+    for (transport, protocol) in COMBOS {
+        let label = format!("{}/{}", transport.name(), protocol.name());
+        let scope = format!("matrix-{}-{}", transport.name(), protocol.name());
+        let url = server.url(&format!("/chathub?name=ann&scope={scope}"));
+        let ann = builder(&url, transport, protocol).build().unwrap();
+        let bob = builder(
+            &server.url(&format!("/chathub?name=bob&scope={scope}")),
+            transport,
+            protocol,
+        )
+        .build()
+        .unwrap();
+        let mut events = ann.events();
+        let bob_inbox = inbox(&bob, "broadcastMessage");
+        ann.on("ask", |args| {
+            Some(Arg::from(format!(
+                "answer to {}",
+                args[0].decode::<String>().unwrap()
+            )))
+        });
+
+        ann.start()
+            .await
+            .unwrap_or_else(|e| panic!("{label}: start: {e}"));
+        bob.start().await.unwrap();
+        assert_eq!(ann.state(), State::Connected, "{label}");
+        assert!(ann.connection_id().is_some(), "{label}");
+        let connected = expect_event(&mut events, Duration::from_secs(1), "connected", |e| {
+            matches!(e, Event::Connected { .. })
+        })
+        .await;
+        assert!(
+            matches!(connected, Event::Connected { transport: t, .. } if t == transport.name()),
+            "{label}"
+        );
+
+        // Invoke with a typed result.
+        let echoed: serde_json::Value = ann
+            .invoke(
+                "Echo",
+                vec![Arg::serialize(&serde_json::json!({"a": [1, "x"]})).unwrap()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(echoed, serde_json::json!({"a": [1, "x"]}), "{label}");
+        // A hub error comes back as an error.
+        let err = ann.invoke::<()>("NoSuchMethod", vec![]).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Unknown hub method 'NoSuchMethod'"),
+            "{label}: {err}"
+        );
+        // Invoke and fire-and-forget send; bob receives both broadcasts.
+        ann.invoke::<()>("Send", vec!["ann".into(), "invoked".into()])
+            .await
+            .unwrap();
+        ann.send("Send", vec!["ann".into(), "sent".into()])
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(5), "broadcasts", || {
+            bob_inbox.lock().unwrap().len() >= 2
+        })
+        .await;
+        assert_eq!(
+            bob_inbox.lock().unwrap()[0],
+            vec!["\"ann\"", "\"invoked\""],
+            "{label}"
+        );
+        assert_eq!(
+            bob_inbox.lock().unwrap()[1],
+            vec!["\"ann\"", "\"sent\""],
+            "{label}"
+        );
+        // Server-to-client stream.
+        let items: Vec<u32> = ann
+            .stream::<u32>(
+                "Counter",
+                vec![Arg::from_value(5.into()), Arg::from_value(1.into())],
+            )
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert_eq!(items, vec![0, 1, 2, 3, 4], "{label}");
+        // Client result.
+        let answer: String = ann.invoke("AskCaller", vec!["q1".into()]).await.unwrap();
+        assert_eq!(answer, "answer to q1", "{label}");
+        // Stop.
+        ann.stop().await;
+        bob.stop().await;
+        assert_eq!(ann.state(), State::Disconnected, "{label}");
+        let err = ann
+            .invoke::<()>("Echo", vec!["x".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, hubbub_client::Error::NotConnected(State::Disconnected)),
+            "{label}: {err}"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_cancels_it_on_the_hub() {
+    let server = hub().await;
+    let conn = HubConnectionBuilder::new(server.url("/chathub"))
+        .build()
+        .unwrap();
+    conn.start().await.unwrap();
+    let mut stream = Box::pin(conn.stream::<u32>(
+        "Counter",
+        vec![Arg::from_value(100_000.into()), Arg::from_value(5.into())],
+    ));
+    assert_eq!(stream.next().await.unwrap().unwrap(), 0);
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = server
+        .counters("/chathub")
+        .unwrap()
+        .messages_out
+        .load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = server
+        .counters("/chathub")
+        .unwrap()
+        .messages_out
+        .load(Ordering::Relaxed);
+    assert!(
+        later <= sent + 2,
+        "the hub stopped streaming after the cancel ({sent} → {later})"
+    );
+    assert_eq!(conn.state(), State::Connected);
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_restart_reconnects_with_a_new_id_and_a_fresh_token() {
+    let server = hub().await;
+    let addr = server.local_addr();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let counter = tokens.clone();
+    let conn = HubConnectionBuilder::new(server.url("/chathub"))
+        .retry_policy(Delays(vec![
+            Duration::ZERO,
+            Duration::from_millis(200),
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ]))
+        .access_token(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(format!("token-{n}")) }
+        })
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    let first_id = conn.connection_id().unwrap();
+    assert_eq!(tokens.load(Ordering::SeqCst), 1);
+
+    // The hub goes away (its Close allows reconnecting) and comes back on the same port.
+    server.shutdown().await.unwrap();
+    let reconnecting = expect_event(&mut events, Duration::from_secs(5), "reconnecting", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(reconnecting, Event::Reconnecting { attempt: 1, .. }),
+        "{reconnecting:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind(addr)
+        .await
+        .unwrap();
+    let reconnected = expect_event(&mut events, Duration::from_secs(10), "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    let Event::Reconnected {
+        connection_id: Some(new_id),
+    } = reconnected
+    else {
+        panic!("{reconnected:?}")
+    };
+    assert_ne!(new_id, first_id);
+    assert_eq!(conn.state(), State::Connected);
+    assert!(
+        tokens.load(Ordering::SeqCst) >= 2,
+        "the token provider ran again for the reconnect"
+    );
+    let echoed: String = conn.invoke("Echo", vec!["back".into()]).await.unwrap();
+    assert_eq!(echoed, "back");
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_hub_is_slow_then_times_out_then_reconnects() {
+    let server = hub().await;
+    let proxy = proxy::Proxy::start(server.local_addr()).await;
+    let conn = HubConnectionBuilder::new(format!("http://{}/chathub", proxy.addr))
+        .transports(&[TransportKind::WebSockets])
+        .server_timeout(Duration::from_millis(1500))
+        .keep_alive_interval(Duration::from_millis(300))
+        .with_automatic_reconnect()
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    let first_id = conn.connection_id().unwrap();
+    // The hub pings every 15 s, so with a 1.5 s server timeout only the black hole can be
+    // the reason for the silence below; keep the hub chatty first to show no false alarm.
+    proxy.blackhole();
+    let slow = expect_event(&mut events, Duration::from_secs(3), "slow", |e| {
+        matches!(e, Event::Slow { .. })
+    })
+    .await;
+    assert_eq!(
+        slow,
+        Event::Slow {
+            reason: SlowReason::HubSilent
+        }
+    );
+    let lost = expect_event(&mut events, Duration::from_secs(3), "reconnecting", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    let Event::Reconnecting { reason, .. } = lost else {
+        unreachable!()
+    };
+    assert!(reason.contains("Server timeout"), "{reason}");
+    proxy.pass();
+    expect_event(&mut events, Duration::from_secs(5), "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert_ne!(conn.connection_id().unwrap(), first_id);
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_is_retried_until_a_late_hub_comes_up() {
+    // Find a free port, then leave it closed for a while.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let conn = HubConnectionBuilder::new(format!("http://{addr}/chathub"))
+        .retry_policy(Delays(vec![Duration::from_millis(200); 20]))
+        .retry_first_start(true)
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    let starting = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.start().await }
+    });
+    expect_event(&mut events, Duration::from_secs(5), "reconnecting", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    let server = hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind(addr)
+        .await
+        .unwrap();
+    starting
+        .await
+        .unwrap()
+        .expect("start succeeds once the hub is up");
+    assert_eq!(conn.state(), State::Connected);
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+
+    // Without retry-first-start, a start against nothing fails at once with a clear error.
+    let conn = HubConnectionBuilder::new(format!("http://{addr}/chathub"))
+        .with_automatic_reconnect()
+        .build()
+        .unwrap();
+    let err = conn.start().await.unwrap_err();
+    assert!(err.to_string().contains("negotiate failed"), "{err}");
+    assert_eq!(conn.state(), State::Disconnected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_invocations_fail_when_the_connection_drops() {
+    let server = hub().await;
+    let proxy = proxy::Proxy::start(server.local_addr()).await;
+    let conn = HubConnectionBuilder::new(format!("http://{}/chathub", proxy.addr))
+        .transports(&[TransportKind::WebSockets])
+        .build()
+        .unwrap();
+    conn.start().await.unwrap();
+    let mut events = conn.events();
+    // Requests vanish on the way, so the calls below stay pending until the drop.
+    proxy.blackhole();
+    let invoke = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.invoke::<String>("Echo", vec!["lost".into()]).await }
+    });
+    let mut stream = Box::pin(conn.stream::<u32>(
+        "Counter",
+        vec![Arg::from_value(10.into()), Arg::from_value(10.into())],
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!invoke.is_finished(), "pending while the network is silent");
+    proxy.cut();
+    let err = tokio::time::timeout(Duration::from_secs(5), invoke)
+        .await
+        .expect("no hang")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, hubbub_client::Error::ConnectionClosed),
+        "{err}"
+    );
+    let item = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("no hang");
+    assert!(
+        matches!(item, Some(Err(hubbub_client::Error::ConnectionClosed))),
+        "{item:?}"
+    );
+    let closed = expect_event(&mut events, Duration::from_secs(5), "closed", |e| {
+        matches!(e, Event::Closed { .. })
+    })
+    .await;
+    assert!(
+        matches!(closed, Event::Closed { reason: Some(_) }),
+        "{closed:?}"
+    );
+    assert_eq!(
+        conn.state(),
+        State::Disconnected,
+        "no retry policy: closed for good"
+    );
+    server.shutdown().await.unwrap();
+}
