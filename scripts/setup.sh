@@ -11,7 +11,7 @@ hubbub_setup() {
 
     local packages=(build-essential pkg-config curl ca-certificates git)
     if [ "$purpose" = test ]; then
-        packages+=(python3 python3-venv)
+        packages+=(python3 python3-venv python3-pip nodejs)
     fi
     local missing=()
     for p in "${packages[@]}"; do
@@ -21,6 +21,12 @@ hubbub_setup() {
         echo "setup: installing ${missing[*]}"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+
+    # npm: Debian ships it apart from nodejs; NodeSource's nodejs already has it.
+    if [ "$purpose" = test ] && ! command -v npm >/dev/null 2>&1; then
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm
     fi
 
     # Rust: the machine's toolchain if there is one, else rustup's stable.

@@ -8,6 +8,12 @@ source scripts/setup.sh test
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "interoperability peers: the official SignalR client (npm)"
+if [ ! -d tests/interop/node/node_modules/@microsoft/signalr ] || [ tests/interop/node/package-lock.json -nt tests/interop/node/node_modules ]; then
+    (cd tests/interop/node && npm ci --no-audit --no-fund)
+fi
+node --version
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,6 +1,11 @@
 //! `hubbub`: the terminal face of Hubbub.
 //!
 //! - `hubbub hub --listen ADDR` serves the chat hub at `/chathub` (plus `/healthz`, `/metrics`).
+//! - `hubbub chat [--url URL] --name NAME` is a terminal chat (an embedded hub when no URL).
+//! - `hubbub listen --url URL` prints one JSON object per event and per received invocation.
+//! - `hubbub send --url URL --name NAME TEXT` invokes `Send(NAME, TEXT)` and waits for it.
+
+mod client;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,6 +24,12 @@ struct Cli {
 enum Command {
     /// Serve the chat hub (at /chathub) until SIGTERM or Ctrl-C.
     Hub(HubArgs),
+    /// Chat in the terminal: each line typed (or piped) is sent; messages are shown as they come.
+    Chat(client::ChatArgs),
+    /// Print one JSON object per connection event and per invocation received from the hub.
+    Listen(client::ListenArgs),
+    /// Invoke Send(NAME, TEXT) on the hub, wait for its completion, and exit.
+    Send(client::SendArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,16 +50,44 @@ struct HubArgs {
     /// Messages per second one connection may send before it is closed.
     #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_messages_per_second)]
     max_messages_per_second: u32,
+    /// Require HS256 JWTs signed with this secret (read from HUBBUB_JWT_SECRET when not given).
+    #[arg(
+        long,
+        env = "HUBBUB_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    jwt_secret: Option<String>,
+    /// Require RS256 JWTs that verify with this RSA public key (a PEM file).
+    #[arg(long)]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// With JWT auth: also require this issuer.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
+    /// With JWT auth: also require this audience.
+    #[arg(long)]
+    jwt_audience: Option<String>,
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The hub logs its life at info; the client commands keep stderr for warnings and what
+    // they print themselves. A non-empty RUST_LOG overrides both.
+    let default_level = if matches!(cli.command, Command::Hub(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .and_then(|v| EnvFilter::try_new(v).ok())
+                .unwrap_or_else(|| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -59,6 +98,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Hub(args) => hub(args).await,
+            Command::Chat(args) => client::chat(args).await,
+            Command::Listen(args) => client::listen(args).await,
+            Command::Send(args) => client::send(args).await,
         }
     });
     match result {
@@ -77,10 +119,31 @@ async fn hub(args: HubArgs) -> Result<(), String> {
         max_messages_per_second: args.max_messages_per_second,
         ..hubbub_hub::HubOptions::default()
     };
-    let server = hubbub_hub::ServerBuilder::new()
+    let auth = match (&args.jwt_secret, &args.jwt_public_key) {
+        (Some(secret), _) => {
+            Some(hubbub_hub::JwtAuth::hs256(secret.as_bytes()).map_err(|e| e.to_string())?)
+        }
+        (None, Some(path)) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(hubbub_hub::JwtAuth::rs256_pem(&pem).map_err(|e| e.to_string())?)
+        }
+        (None, None) => None,
+    };
+    let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
         .hub("/chathub", hubbub_hub::chat_hub())
-        .cors_origins(args.cors_origins)
+        .cors_origins(args.cors_origins);
+    if let Some(mut auth) = auth {
+        if let Some(issuer) = &args.jwt_issuer {
+            auth = auth.issuer(issuer);
+        }
+        if let Some(audience) = &args.jwt_audience {
+            auth = auth.audience(audience);
+        }
+        builder = builder.auth(auth);
+    }
+    let server = builder
         .bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -89,7 +152,7 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     server.shutdown().await.map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

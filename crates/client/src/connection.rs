@@ -17,17 +17,28 @@ use crate::{Error, Event, State};
 /// for a result (a client result).
 pub type Handler = Arc<dyn Fn(&[Arg]) -> Option<Arg> + Send + Sync>;
 
+/// Sees every invocation from the hub, whatever its method (for logging and tools).
+pub type Observer = Arc<dyn Fn(&str, &[Arg]) + Send + Sync>;
+
 /// What the handle and the actor share. Locks here are only held for a map operation, never
 /// across an await.
 pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) connection_id: Mutex<Option<String>>,
     pub(crate) handlers: Mutex<HashMap<String, Vec<(u64, Handler)>>>,
+    pub(crate) observers: Mutex<Vec<Observer>>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) next_id: AtomicU64,
 }
 
 impl Shared {
+    pub(crate) fn observers(&self) -> Vec<Observer> {
+        self.observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub(crate) fn handlers_for(&self, method: &str) -> Vec<Handler> {
         let handlers = self.handlers.lock().unwrap_or_else(|e| e.into_inner());
         handlers
@@ -79,6 +90,7 @@ impl HubConnection {
             state: Mutex::new(State::Disconnected),
             connection_id: Mutex::new(None),
             handlers: Mutex::default(),
+            observers: Mutex::default(),
             events,
             next_id: AtomicU64::new(0),
         });
@@ -147,6 +159,15 @@ impl HubConnection {
             method,
             id,
         }
+    }
+
+    /// Registers an observer of every invocation from the hub (it gives no client results).
+    pub fn on_any(&self, observer: impl Fn(&str, &[Arg]) + Send + Sync + 'static) {
+        self.shared
+            .observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(observer));
     }
 
     fn next_invocation_id(&self) -> String {

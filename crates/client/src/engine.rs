@@ -368,10 +368,17 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                     continue 'idle;
                 }
                 Err(Err(error)) => {
-                    tracing::warn!(%error, "connect attempt failed");
-                    let retrying =
-                        ever_connected || start_reply.is_none() || actor.options.retry_first_start;
-                    if !retrying || actor.options.retry.is_none() {
+                    let retrying = (ever_connected
+                        || start_reply.is_none()
+                        || actor.options.retry_first_start)
+                        && actor.options.retry.is_some();
+                    if retrying {
+                        tracing::warn!(%error, "connect attempt failed");
+                    } else {
+                        // The caller of start() gets this error; no need to say it twice.
+                        tracing::debug!(%error, "connect attempt failed");
+                    }
+                    if !retrying {
                         actor.set_state(State::Disconnected);
                         actor.emit(Event::Closed {
                             reason: Some(error.to_string()),
@@ -479,6 +486,9 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             };
             match message {
                 HubMessage::Invocation(inv) => {
+                    for observer in actor.shared.observers() {
+                        observer(&inv.target, &inv.arguments);
+                    }
                     let handlers = actor.shared.handlers_for(&inv.target);
                     let mut results: Vec<Arg> = Vec::new();
                     for handler in &handlers {
@@ -554,7 +564,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                         slow = false;
                         actor.emit(Event::Recovered);
                     }
-                    live.reader.push(&data);
+                    live.reader.push_bytes(data);
                 }
                 closed => {
                     let reason = match closed { Some(LinkEvent::Closed(r)) => r, _ => None };

@@ -216,7 +216,10 @@ fn poster(
                     let failure = match sent {
                         Ok(r) if r.status().is_success() => None,
                         Ok(r) => Some(format!("send failed with status {}", r.status())),
-                        Err(e) => Some(format!("send failed: {e}")),
+                        Err(e) => Some(format!(
+                            "send failed: {}",
+                            crate::negotiate::without_url(&e)
+                        )),
                     };
                     if let Some(reason) = failure {
                         let _ = in_tx.send(LinkEvent::Closed(Some(reason))).await;
@@ -250,7 +253,12 @@ async fn sse(target: &Target, http: &reqwest::Client) -> Result<Link, Error> {
         .header("Accept", "text/event-stream")
         .send()
         .await
-        .map_err(|e| Error::Transport(format!("ServerSentEvents: {e}")))?;
+        .map_err(|e| {
+            Error::Transport(format!(
+                "ServerSentEvents: {}",
+                crate::negotiate::without_url(&e)
+            ))
+        })?;
     if !response.status().is_success() {
         return Err(Error::Transport(format!(
             "ServerSentEvents: status {}",
@@ -286,7 +294,12 @@ async fn sse(target: &Target, http: &reqwest::Client) -> Result<Link, Error> {
                         }
                     }
                 }
-                Some(Err(e)) => break Some(format!("ServerSentEvents: {e}")),
+                Some(Err(e)) => {
+                    break Some(format!(
+                        "ServerSentEvents: {}",
+                        crate::negotiate::without_url(&e)
+                    ));
+                }
                 None => break None,
             }
         };
@@ -314,7 +327,12 @@ async fn long_polling(target: &Target, http: &reqwest::Client) -> Result<Link, E
         .timeout(Duration::from_secs(100))
         .send()
         .await
-        .map_err(|e| Error::Transport(format!("LongPolling: {e}")))?;
+        .map_err(|e| {
+            Error::Transport(format!(
+                "LongPolling: {}",
+                crate::negotiate::without_url(&e)
+            ))
+        })?;
     if first.status() != reqwest::StatusCode::OK {
         return Err(Error::Transport(format!(
             "LongPolling: status {}",
@@ -341,11 +359,21 @@ async fn long_polling(target: &Target, http: &reqwest::Client) -> Result<Link, E
                             return;
                         }
                     }
-                    Err(e) => break Some(format!("LongPolling: {e}")),
+                    Err(e) => {
+                        break Some(format!(
+                            "LongPolling: {}",
+                            crate::negotiate::without_url(&e)
+                        ));
+                    }
                 },
                 Ok(r) => break Some(format!("LongPolling: status {}", r.status())),
                 Err(e) if e.is_timeout() => {}
-                Err(e) => break Some(format!("LongPolling: {e}")),
+                Err(e) => {
+                    break Some(format!(
+                        "LongPolling: {}",
+                        crate::negotiate::without_url(&e)
+                    ));
+                }
             }
         };
         let _ = reader_tx.send(LinkEvent::Closed(reason)).await;

@@ -70,12 +70,24 @@ pub(crate) async fn negotiate(
     )))
 }
 
-/// reqwest errors name the URL, which may carry an `access_token` query: keep it out of
-/// messages and logs.
-fn without_url(e: &reqwest::Error) -> String {
+/// The error with its causes ("…: tcp connect error: Connection refused"), without the URL:
+/// reqwest names it, and it may carry an `access_token` query that must stay out of messages
+/// and logs.
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<hub URL>");
+        text = text
+            .replace(&format!(" for url ({url})"), "")
+            .replace(url.as_str(), "<hub URL>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
     }
     text
 }

@@ -78,9 +78,11 @@ fn strings(args: RawArgs, expected: usize) -> Result<Vec<Arg>, HubError> {
             args.0.len()
         )));
     }
-    for (i, arg) in args.0.iter().enumerate() {
-        arg.decode::<String>()
-            .map_err(|_| HubError::new(format!("argument {} must be a string", i + 1)))?;
+    if let Some(i) = args.0.iter().position(|arg| !arg.is_string()) {
+        return Err(HubError::new(format!(
+            "argument {} must be a string",
+            i + 1
+        )));
     }
     Ok(args.0)
 }

@@ -340,7 +340,7 @@ async fn message_loop(
             received = inbound.recv() => match received {
                 Some(Inbound::Data(data)) => {
                     last_heard = Instant::now();
-                    reader.push(&data);
+                    reader.push_bytes(data);
                 }
                 Some(Inbound::Closed) | None => break None,
             },

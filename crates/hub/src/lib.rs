@@ -15,6 +15,7 @@
 //! Transports: WebSockets, Server-Sent Events and long polling; hub protocols: JSON and
 //! MessagePack (from `hubbub-protocol`). Each connection is one task; see `connection.rs`.
 
+mod auth;
 mod chat;
 mod connection;
 mod frame;
@@ -25,6 +26,7 @@ mod server;
 mod state;
 mod transport;
 
+pub use auth::{JwtAuth, KeyError};
 pub use chat::{DEDUPE_WINDOW, MESSAGE_ID_HEADER, chat_hub};
 pub use frame::Frame;
 pub use hub::{

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::auth::JwtAuth;
 use crate::hub::Hub;
 use crate::options::HubOptions;
 use crate::state::{Counters, HubState};
@@ -24,6 +25,7 @@ pub struct ServerBuilder {
     options: HubOptions,
     hubs: Vec<(String, Hub)>,
     cors_origins: Vec<String>,
+    auth: Option<JwtAuth>,
 }
 
 impl ServerBuilder {
@@ -51,6 +53,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Requires a valid JWT on negotiate and on every transport request; the user is its
+    /// subject.
+    pub fn auth(mut self, auth: JwtAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -71,6 +80,7 @@ impl ServerBuilder {
                 self.options.clone(),
                 shutdown.clone(),
                 tasks.clone(),
+                self.auth.clone(),
             );
             let hub_router = Router::new()
                 .route(&format!("{path}/negotiate"), any(transport::negotiate))

@@ -52,6 +52,7 @@ pub(crate) struct HubState {
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    pub(crate) auth: Option<crate::auth::JwtAuth>,
 }
 
 impl HubState {
@@ -61,6 +62,7 @@ impl HubState {
         options: HubOptions,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        auth: Option<crate::auth::JwtAuth>,
     ) -> Arc<Self> {
         Arc::new(Self {
             hub,
@@ -71,6 +73,7 @@ impl HubState {
             counters: Arc::new(Counters::default()),
             shutdown,
             tasks,
+            auth,
         })
     }
 }

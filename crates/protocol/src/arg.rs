@@ -122,6 +122,31 @@ impl Arg {
         }
     }
 
+    /// Whether the argument is a string, checked without decoding it (a hub relaying text
+    /// needs only this).
+    pub fn is_string(&self) -> bool {
+        match &self.repr {
+            // The decoder has checked the JSON value; a string value starts with a quote.
+            Repr::Json(b) => b.first() == Some(&b'"'),
+            Repr::MessagePack(b) => {
+                let (header, len) = match b.first() {
+                    Some(&m @ 0xa0..=0xbf) => (1, usize::from(m & 0x1f)),
+                    Some(0xd9) if b.len() >= 2 => (2, usize::from(b[1])),
+                    Some(0xda) if b.len() >= 3 => {
+                        (3, usize::from(u16::from_be_bytes([b[1], b[2]])))
+                    }
+                    Some(0xdb) if b.len() >= 5 => {
+                        (5, u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize)
+                    }
+                    _ => return false,
+                };
+                b.get(header..header + len)
+                    .is_some_and(|s| std::str::from_utf8(s).is_ok())
+            }
+            Repr::Value(v) => v.as_str().is_some(),
+        }
+    }
+
     /// Reads the argument as a Rust type. Only this call parses the argument's bytes.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         let type_name = std::any::type_name::<T>();

@@ -4,7 +4,7 @@
 //! byte, least significant group first, at most 5 bytes). Both framers enforce the maximum
 //! message size before buffering a whole oversized message.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::json::RECORD_SEPARATOR;
@@ -64,15 +64,19 @@ fn bad_prefix() -> Error {
 }
 
 /// Splits a byte stream into frames for one protocol. Feed it whatever arrives with
-/// [`push`](Self::push); take complete frames with [`next_frame`](Self::next_frame).
+/// [`push`](Self::push) (or [`push_bytes`](Self::push_bytes), which frames without copying when
+/// a read holds whole messages); take complete frames with [`next_frame`](Self::next_frame).
 ///
-/// After an error the stream cannot be resynchronised: the framer keeps returning that error
-/// kind and the connection must be closed.
+/// After a framing error (an oversized message, a bad length prefix) the stream cannot be
+/// resynchronised: the framer keeps returning that error and the connection must be closed.
 #[derive(Debug)]
 pub struct Framer {
     protocol: Protocol,
     max_message_size: usize,
+    /// Bytes of a partial message (copied), when a read ended inside one.
     buf: BytesMut,
+    /// A received read that frames are sliced from without copying, while `buf` is empty.
+    chunk: Bytes,
     /// JSON: how far `buf` was already searched for a separator.
     scanned: usize,
     failed: Option<Failure>,
@@ -85,6 +89,18 @@ enum Failure {
     BadPrefix,
 }
 
+/// Where the next frame lies in the buffered bytes.
+enum Boundary {
+    /// The body is `data[skip..skip + len]`; the frame takes `consumed` bytes.
+    Frame {
+        skip: usize,
+        len: usize,
+        consumed: usize,
+    },
+    /// More bytes are needed.
+    Need,
+}
+
 impl Framer {
     /// A framer with the given maximum message size (the body, without framing bytes).
     pub fn new(protocol: Protocol, max_message_size: usize) -> Self {
@@ -92,21 +108,44 @@ impl Framer {
             protocol,
             max_message_size,
             buf: BytesMut::new(),
+            chunk: Bytes::new(),
             scanned: 0,
             failed: None,
         }
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes (copied).
     pub fn push(&mut self, data: &[u8]) {
         if self.failed.is_none() {
+            self.spill_chunk();
             self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Appends a received buffer. Whole messages in it are later sliced out of it without a
+    /// copy; only a message cut by the end of a read is copied.
+    pub fn push_bytes(&mut self, data: Bytes) {
+        if self.failed.is_some() {
+            return;
+        }
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = data;
+        } else {
+            self.spill_chunk();
+            self.buf.extend_from_slice(&data);
+        }
+    }
+
+    fn spill_chunk(&mut self) {
+        if !self.chunk.is_empty() {
+            self.buf.extend_from_slice(&self.chunk);
+            self.chunk = Bytes::new();
         }
     }
 
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.chunk.len()
     }
 
     /// The protocol this framer splits.
@@ -122,10 +161,7 @@ impl Framer {
             Some(Failure::BadPrefix) => return Err(bad_prefix()),
             None => {}
         }
-        let frame = match self.protocol {
-            Protocol::Json => self.next_json(),
-            Protocol::MessagePack => self.next_msgpack(),
-        };
+        let frame = self.next_frame_inner();
         if let Err(e) = &frame {
             // A framing error leaves no way to find the next message: stop for good.
             self.failed = Some(match e {
@@ -133,8 +169,44 @@ impl Framer {
                 _ => Failure::BadPrefix,
             });
             self.buf = BytesMut::new();
+            self.chunk = Bytes::new();
         }
         frame
+    }
+
+    fn next_frame_inner(&mut self) -> Result<Option<Bytes>> {
+        if !self.chunk.is_empty() {
+            match self.boundary(&self.chunk, 0)? {
+                Boundary::Frame {
+                    skip,
+                    len,
+                    consumed,
+                } => {
+                    let frame = self.chunk.split_to(consumed);
+                    return Ok(Some(frame.slice(skip..skip + len)));
+                }
+                Boundary::Need => {
+                    self.scanned = self.chunk.len();
+                    self.spill_chunk();
+                    return Ok(None);
+                }
+            }
+        }
+        match self.boundary(&self.buf, self.scanned)? {
+            Boundary::Frame {
+                skip,
+                len,
+                consumed,
+            } => {
+                self.scanned = 0;
+                let frame = self.buf.split_to(consumed).freeze();
+                Ok(Some(frame.slice(skip..skip + len)))
+            }
+            Boundary::Need => {
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
+        }
     }
 
     fn too_large(&self, size: usize) -> Error {
@@ -144,40 +216,41 @@ impl Framer {
         }
     }
 
-    fn next_json(&mut self) -> Result<Option<Bytes>> {
-        match memchr::memchr(RECORD_SEPARATOR, &self.buf[self.scanned..]) {
-            Some(offset) => {
-                let end = self.scanned + offset;
-                self.scanned = 0;
-                if end > self.max_message_size {
-                    return Err(self.too_large(end));
+    /// Finds the next frame in `data`, whose first `scanned` bytes hold no JSON separator.
+    fn boundary(&self, data: &[u8], scanned: usize) -> Result<Boundary> {
+        match self.protocol {
+            Protocol::Json => match memchr::memchr(RECORD_SEPARATOR, &data[scanned..]) {
+                Some(offset) => {
+                    let end = scanned + offset;
+                    if end > self.max_message_size {
+                        return Err(self.too_large(end));
+                    }
+                    Ok(Boundary::Frame {
+                        skip: 0,
+                        len: end,
+                        consumed: end + 1,
+                    })
                 }
-                let mut frame = self.buf.split_to(end + 1);
-                frame.truncate(end);
-                Ok(Some(frame.freeze()))
-            }
-            None => {
-                self.scanned = self.buf.len();
-                if self.buf.len() > self.max_message_size {
-                    return Err(self.too_large(self.buf.len()));
+                None if data.len() > self.max_message_size => Err(self.too_large(data.len())),
+                None => Ok(Boundary::Need),
+            },
+            Protocol::MessagePack => {
+                let Some((len, prefix)) = read_varint(data)? else {
+                    return Ok(Boundary::Need);
+                };
+                if len > self.max_message_size {
+                    return Err(self.too_large(len));
                 }
-                Ok(None)
+                if data.len() - prefix < len {
+                    return Ok(Boundary::Need);
+                }
+                Ok(Boundary::Frame {
+                    skip: prefix,
+                    len,
+                    consumed: prefix + len,
+                })
             }
         }
-    }
-
-    fn next_msgpack(&mut self) -> Result<Option<Bytes>> {
-        let Some((len, prefix)) = read_varint(&self.buf)? else {
-            return Ok(None);
-        };
-        if len > self.max_message_size {
-            return Err(self.too_large(len));
-        }
-        if self.buf.len() - prefix < len {
-            return Ok(None);
-        }
-        self.buf.advance(prefix);
-        Ok(Some(self.buf.split_to(len).freeze()))
     }
 }
 
@@ -197,9 +270,14 @@ impl MessageReader {
         }
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes (copied).
     pub fn push(&mut self, data: &[u8]) {
         self.framer.push(data);
+    }
+
+    /// Appends a received buffer; whole messages in it are decoded without copying it.
+    pub fn push_bytes(&mut self, data: Bytes) {
+        self.framer.push_bytes(data);
     }
 
     /// Bytes received but not yet decoded.

@@ -416,3 +416,41 @@ fn protocol_names() {
     assert_eq!("msgpack".parse::<Protocol>(), Ok(Protocol::MessagePack));
     assert!("xml".parse::<Protocol>().is_err());
 }
+
+#[test]
+fn is_string_without_decoding() {
+    for protocol in Protocol::ALL {
+        for (value, expected) in [
+            (Value::from("text ✓"), true),
+            (Value::from(""), true),
+            (Value::from("x".repeat(300)), true),
+            (Value::from("x".repeat(70_000)), true),
+            (Value::from(5), false),
+            (Value::Nil, false),
+            (Value::Array(vec![Value::from("a")]), false),
+        ] {
+            let message = HubMessage::Completion(Completion::result("1", value.clone().into()));
+            let decoded = decode_all(
+                protocol,
+                &protocol.encode_to_vec(&message).unwrap(),
+                1 << 20,
+            )
+            .unwrap();
+            let HubMessage::Completion(Completion {
+                outcome: Outcome::Result(arg),
+                ..
+            }) = &decoded[0]
+            else {
+                panic!()
+            };
+            assert_eq!(arg.is_string(), expected, "{protocol} {value}");
+            assert_eq!(Arg::from_value(value).is_string(), expected);
+        }
+    }
+    // A MessagePack string whose bytes are not UTF-8 is not a string.
+    assert!(
+        !Arg::from_msgpack(&[0xa2, 0xff, 0xfe][..])
+            .unwrap()
+            .is_string()
+    );
+}

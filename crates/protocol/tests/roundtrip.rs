@@ -146,8 +146,13 @@ fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
 fn read_chunked(protocol: Protocol, parts: &[Vec<u8>]) -> Vec<HubMessage> {
     let mut reader = MessageReader::new(protocol, usize::MAX >> 1);
     let mut out = Vec::new();
-    for part in parts {
-        reader.push(part);
+    for (i, part) in parts.iter().enumerate() {
+        // Alternate copying pushes and zero-copy pushes of received buffers.
+        if i % 2 == 0 {
+            reader.push(part);
+        } else {
+            reader.push_bytes(bytes::Bytes::copy_from_slice(part));
+        }
         while let Some(m) = reader.next_message().expect("decodes") {
             out.push(m);
         }

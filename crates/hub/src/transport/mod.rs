@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Query, Request, State, WebSocketUpgrade};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hubbub_protocol::negotiate::{AvailableTransport, NegotiateResponse, TransportKind};
@@ -55,8 +55,12 @@ fn random_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The user of a new connection: the `name` query parameter, else one made from the id.
-fn identify(query: &HashMap<String, String>, id: &str) -> String {
+/// The user of a new connection: the token's subject, else the `name` query parameter, else
+/// one made from the id.
+fn identify(authenticated: Option<String>, query: &HashMap<String, String>, id: &str) -> String {
+    if let Some(user) = authenticated {
+        return user;
+    }
     query
         .get("name")
         .or_else(|| query.get("user"))
@@ -71,6 +75,7 @@ fn open(
     state: &Arc<HubState>,
     query: HashMap<String, String>,
     negotiate_version: u32,
+    user: Option<String>,
 ) -> Arc<HttpConnection> {
     let id = random_id();
     let token = if negotiate_version >= 1 {
@@ -81,7 +86,7 @@ fn open(
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (outbound_tx, outbound_rx) = mpsc::channel(state.options.send_queue_capacity);
     let http = Arc::new(HttpConnection {
-        user: identify(&query, &id),
+        user: identify(user, &query, &id),
         id,
         token: token.clone(),
         query,
@@ -121,15 +126,56 @@ fn over_capacity(state: &HubState) -> bool {
     state.http.len() >= state.options.max_connections
 }
 
+/// Checks the request's token when the hub requires one: `Ok(Some(user))`, `Ok(None)` without
+/// auth, or the 401 to answer.
+fn authenticate(
+    state: &HubState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Option<String>, Unauthorized> {
+    let Some(auth) = &state.auth else {
+        return Ok(None);
+    };
+    auth.authenticate(headers, query)
+        .map(Some)
+        .map_err(|reason| {
+            tracing::debug!(%reason, "request refused");
+            Unauthorized
+        })
+}
+
+/// A 401 that asks for a bearer token.
+#[derive(Debug)]
+pub(crate) struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::WWW_AUTHENTICATE, "Bearer"),
+                (header::CONTENT_TYPE, "text/plain"),
+            ],
+            "Unauthorized",
+        )
+            .into_response()
+    }
+}
+
 /// `POST {hub}/negotiate`.
 pub(crate) async fn negotiate(
     State(state): State<Arc<HubState>>,
     method: Method,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
+    let user = match authenticate(&state, &headers, &query) {
+        Ok(user) => user,
+        Err(response) => return response.into_response(),
+    };
     let requested = query
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("negotiateVersion"))
@@ -150,7 +196,7 @@ pub(crate) async fn negotiate(
             "The server is at its connection limit.",
         );
     }
-    let http = open(&state, query, version);
+    let http = open(&state, query, version, user);
     let body = NegotiateResponse {
         negotiate_version: version,
         connection_id: http.id.clone(),
@@ -222,6 +268,18 @@ pub(crate) async fn connect(
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
     let headers = parts.headers.clone();
+    let user = match authenticate(&state, &headers, &query) {
+        Ok(user) => user,
+        Err(response) => return response.into_response(),
+    };
+    // A token must belong to the user the connection was negotiated for.
+    if let (Some(user), Some(token)) = (&user, query.get("id")) {
+        if let Some(http) = state.http.get(token) {
+            if http.user != *user {
+                return text(StatusCode::FORBIDDEN, "The token is for another user.");
+            }
+        }
+    }
     match method {
         Method::GET => {
             let is_upgrade = headers
@@ -246,7 +304,7 @@ pub(crate) async fn connect(
                                 "The server is at its connection limit.",
                             );
                         }
-                        open(&state, query.clone(), 1)
+                        open(&state, query.clone(), 1, user.clone())
                     }
                 };
                 if http.transport.get() == Some(&TransportKind::WebSockets) {

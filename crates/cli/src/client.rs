@@ -1,0 +1,347 @@
+//! The client commands: `chat`, `listen`, `send`. All connection rules live in
+//! `hubbub-client`; this module parses arguments and renders.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use hubbub_client::{Arg, Event, HubConnection, HubConnectionBuilder, Protocol, TransportKind};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum TransportArg {
+    /// WebSockets.
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+    /// Long polling.
+    Lp,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ProtocolArg {
+    Json,
+    Msgpack,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConnectArgs {
+    /// The hub URL, such as http://127.0.0.1:5000/chathub.
+    #[arg(long)]
+    url: String,
+    /// Use only this transport (default: any, in the server's order).
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+    /// The hub protocol.
+    #[arg(long, value_enum, default_value = "json")]
+    protocol: ProtocolArg,
+    /// A bearer token for the hub (read from HUBBUB_TOKEN when not given).
+    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ConnectArgs {
+    fn builder(&self, name: Option<&str>) -> HubConnectionBuilder {
+        builder(
+            &self.url,
+            self.transport,
+            self.protocol,
+            self.token.clone(),
+            name,
+        )
+    }
+}
+
+fn builder(
+    url: &str,
+    transport: Option<TransportArg>,
+    protocol: ProtocolArg,
+    token: Option<String>,
+    name: Option<&str>,
+) -> HubConnectionBuilder {
+    let url = match name {
+        Some(name) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}name={}", percent_encode(name))
+        }
+        None => url.to_owned(),
+    };
+    let mut b = HubConnectionBuilder::new(url).protocol(match protocol {
+        ProtocolArg::Json => Protocol::Json,
+        ProtocolArg::Msgpack => Protocol::MessagePack,
+    });
+    if let Some(t) = transport {
+        b = b.transports(&[match t {
+            TransportArg::Ws => TransportKind::WebSockets,
+            TransportArg::Sse => TransportKind::ServerSentEvents,
+            TransportArg::Lp => TransportKind::LongPolling,
+        }]);
+    }
+    if let Some(token) = token {
+        b = b.access_token(move || {
+            let token = token.clone();
+            async move { Ok(token) }
+        });
+    }
+    b
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn to_json(args: &[Arg]) -> Vec<serde_json::Value> {
+    args.iter()
+        .map(|a| {
+            a.decode::<serde_json::Value>()
+                .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string() }))
+        })
+        .collect()
+}
+
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (a pipe whose reader left) is not an error worth a panic.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListenArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The display name to connect with.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
+    let conn = args
+        .connect
+        .builder(args.name.as_deref())
+        .with_automatic_reconnect()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut events = conn.events();
+    conn.on_any(|target, arguments| {
+        let line = serde_json::json!({ "type": "invocation", "target": target, "arguments": to_json(arguments) });
+        print_line(&line.to_string());
+    });
+    conn.start().await.map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    let mut line = serde_json::to_value(&event).unwrap_or_default();
+                    line["type"] = "event".into();
+                    print_line(&line.to_string());
+                    if let Event::Closed { reason } = event {
+                        return match reason {
+                            None => Ok(()),
+                            Some(reason) => Err(format!("connection closed: {reason}")),
+                        };
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    print_line(&serde_json::json!({ "type": "event", "event": "lagged", "missed": n }).to_string());
+                }
+                Err(_) => return Ok(()),
+            },
+            () = crate::shutdown_signal() => {
+                conn.stop().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SendArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The sender name (the first argument of Send).
+    #[arg(long)]
+    name: String,
+    /// The message.
+    text: String,
+}
+
+pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
+    let conn = args
+        .connect
+        .builder(Some(&args.name))
+        .build()
+        .map_err(|e| e.to_string())?;
+    conn.start()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let result = conn
+        .invoke::<()>("Send", vec![args.name.clone().into(), args.text.into()])
+        .await;
+    conn.stop().await;
+    result.map_err(|e| format!("send failed: {e}"))
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ChatArgs {
+    /// The hub URL; without one, a hub is started here on 127.0.0.1.
+    #[arg(long)]
+    url: Option<String>,
+    /// Your display name.
+    #[arg(long, env = "USER", default_value = "me")]
+    name: String,
+    /// Use only this transport.
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+    /// The hub protocol.
+    #[arg(long, value_enum, default_value = "json")]
+    protocol: ProtocolArg,
+    /// A bearer token for the hub (read from HUBBUB_TOKEN when not given).
+    #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
+    let mut embedded = None;
+    let url = match args.url {
+        Some(url) => url,
+        None => {
+            let server = hubbub_hub::ServerBuilder::new()
+                .hub("/chathub", hubbub_hub::chat_hub())
+                .bind("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
+                .await
+                .map_err(|e| format!("cannot start the embedded hub: {e}"))?;
+            let url = server.url("/chathub");
+            eprintln!("hubbub: no --url given, so a hub runs here: {url}");
+            eprintln!(
+                "hubbub: others on this machine can join with: hubbub chat --url {url} --name NAME"
+            );
+            embedded = Some(server);
+            url
+        }
+    };
+    let conn = builder(
+        &url,
+        args.transport,
+        args.protocol,
+        args.token,
+        Some(&args.name),
+    )
+    .with_automatic_reconnect()
+    .build()
+    .map_err(|e| e.to_string())?;
+    register_chat_handlers(&conn);
+    let mut events = conn.events();
+    conn.start()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    eprintln!(
+        "hubbub: connected as {} (type a line and press Enter; Ctrl-D to quit)",
+        args.name
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let result = loop {
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    // One line, one message, in the order typed: wait for each completion.
+                    if let Err(e) = conn.invoke::<()>("Send", vec![args.name.clone().into(), line.into()]).await {
+                        eprintln!("hubbub: not sent ({e})");
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("cannot read input: {e}")),
+            },
+            event = events.recv() => {
+                if let Ok(event) = event {
+                    if let Some(text) = describe(&event) {
+                        eprintln!("hubbub: {text}");
+                    }
+                    if let Event::Closed { reason: Some(reason) } = event {
+                        break Err(format!("connection closed: {reason}"));
+                    }
+                }
+            }
+            () = crate::shutdown_signal() => break Ok(()),
+        }
+    };
+    // Give broadcasts of the last lines a moment to arrive before leaving.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.stop().await;
+    if let Some(server) = embedded {
+        let _ = server.shutdown().await;
+    }
+    result
+}
+
+fn register_chat_handlers(conn: &HubConnection) {
+    let text = |a: &Arg| a.decode::<String>().unwrap_or_default();
+    conn.on("broadcastMessage", move |args| {
+        if let [name, message] = args {
+            print_line(&format!("{}: {}", text(name), text(message)));
+        }
+        None
+    });
+    conn.on("roomMessage", move |args| {
+        if let [room, name, message] = args {
+            print_line(&format!(
+                "[{}] {}: {}",
+                text(room),
+                text(name),
+                text(message)
+            ));
+        }
+        None
+    });
+    conn.on("directMessage", move |args| {
+        if let [from, message] = args {
+            print_line(&format!("(direct) {}: {}", text(from), text(message)));
+        }
+        None
+    });
+    let count = |a: &Arg| a.decode::<u64>().unwrap_or_default();
+    conn.on("userJoined", move |args| {
+        if let [user, n] = args {
+            eprintln!("hubbub: {} joined ({} connected)", text(user), count(n));
+        }
+        None
+    });
+    conn.on("userLeft", move |args| {
+        if let [user, n] = args {
+            eprintln!("hubbub: {} left ({} connected)", text(user), count(n));
+        }
+        None
+    });
+}
+
+fn describe(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => {
+            format!(
+                "connection lost ({reason}); reconnecting, attempt {attempt} in {:.1} s",
+                delay.as_secs_f64()
+            )
+        }
+        Event::Reconnected { .. } => "reconnected".to_owned(),
+        Event::Slow { .. } => "the connection is slow".to_owned(),
+        Event::Recovered => "the connection recovered".to_owned(),
+        Event::Closed {
+            reason: Some(reason),
+        } => format!("disconnected: {reason}"),
+        Event::Error { message } => format!("error: {message}"),
+        _ => return None,
+    })
+}
