@@ -28,3 +28,17 @@ async fn official_client_every_transport_and_protocol() {
     assert!(counters["messagesIn"].as_u64().unwrap() > 100, "{counters}");
     hub.shutdown().await.unwrap();
 }
+
+/// The official client's stateful reconnect (`withStatefulReconnect`) over WebSockets, JSON and
+/// MessagePack: its socket is cut twice mid-stream and it resumes on the same connection with
+/// every message exactly once, in order, and no reconnect events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_stateful_reconnect() {
+    let hub = support::start_hub().await;
+    let url = hub.url("/chathub");
+    let output = support::node("stateful.mjs", &[&url], Duration::from_secs(60)).await;
+    let stdout = support::show(&output);
+    assert_eq!(stdout.lines().count(), 2, "both protocols ran");
+    assert!(output.status.success(), "failed: see above");
+    hub.shutdown().await.unwrap();
+}

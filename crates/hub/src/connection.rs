@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse, errors};
 use hubbub_protocol::negotiate::{TransferFormat, TransportKind};
 use hubbub_protocol::{
-    Arg, Close, Completion, Error as ProtocolError, Headers, HubMessage, Invocation, MessageReader,
-    Outcome, Protocol, StreamItem,
+    Ack, Arg, Close, Completion, Error as ProtocolError, Headers, HubMessage, Invocation,
+    MessageReader, Outcome, Protocol, StreamItem,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
@@ -25,6 +25,7 @@ use crate::frame::{Frame, Outbound};
 use crate::hub::{Context, HubError, Reply};
 use crate::state::{Counters, HubState};
 use crate::transport::HttpConnection;
+use hubbub_protocol::stateful::Received;
 
 /// What a transport hands to its connection.
 #[derive(Debug)]
@@ -33,6 +34,10 @@ pub(crate) enum Inbound {
     Data(Bytes),
     /// The transport is gone (socket closed, SSE response dropped, long polling stopped).
     Closed,
+    /// The socket dropped, but a stateful connection may resume on a new one.
+    Lost,
+    /// A new socket took over after [`Inbound::Lost`].
+    Resumed,
 }
 
 /// A connected client, as hub methods and the router see it.
@@ -164,7 +169,7 @@ pub(crate) async fn run(
         on_connected(ctx.clone()).await;
     }
 
-    let close = message_loop(&state, &conn, protocol, rest, &mut inbound).await;
+    let close = message_loop(&state, &conn, &http, protocol, rest, &mut inbound).await;
 
     state.router.remove(&conn);
     state
@@ -247,6 +252,13 @@ async fn handshake(
                 TransferFormat::Binary,
             ));
         }
+        // Stateful reconnect needs version 2 of the protocol and a WebSocket.
+        if request.version >= 2
+            && kind == TransportKind::WebSockets
+            && http.stateful.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            http.replay.lock().unwrap_or_else(|e| e.into_inner()).active = true;
+        }
         let _ = tx.try_send(Outbound::Raw(HandshakeResponse::ok().encode().into()));
         return Some((protocol, buf.split_off(used).freeze()));
     }
@@ -294,60 +306,112 @@ fn close_error(reason: impl Into<String>) -> Option<Close> {
 async fn message_loop(
     state: &Arc<HubState>,
     conn: &Arc<Connection>,
+    http: &HttpConnection,
     protocol: Protocol,
     rest: Bytes,
     inbound: &mut mpsc::Receiver<Inbound>,
 ) -> Option<Close> {
     let options = &state.options;
+    let stateful = http.replay.lock().unwrap_or_else(|e| e.into_inner()).active;
     let mut reader = MessageReader::new(protocol, options.max_message_size);
     reader.push(&rest);
     let mut ping = tokio::time::interval_at(
         Instant::now() + options.keep_alive_interval,
         options.keep_alive_interval,
     );
+    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
     let ping_frame = Frame::new(HubMessage::Ping);
     let mut last_heard = Instant::now();
+    // Stateful reconnect: when the socket dropped, how long the client has to come back.
+    let mut lost_until: Option<Instant> = None;
+    let mut received = Received::default();
     let mut rate = RateLimit::new(options.max_messages_per_second);
     // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
     let order = Arc::new(Semaphore::new(1));
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
-    let close = loop {
+    let close = 'serve: loop {
         loop {
             let message = match reader.next_message() {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(ProtocolError::MessageTooLarge { max, .. }) => {
-                    return close_error(format!(
+                    break 'serve close_error(format!(
                         "Connection closed with an error: the maximum message size of {max}B \
                          was exceeded."
                     ));
                 }
-                Err(e) => return close_error(format!("Connection closed with an error: {e}")),
+                Err(e) => {
+                    break 'serve close_error(format!("Connection closed with an error: {e}"));
+                }
             };
             Counters::add(&state.counters.messages_in, 1);
             if !rate.allow() {
-                return close_error(format!(
+                break 'serve close_error(format!(
                     "Connection closed: more than {} messages per second.",
                     options.max_messages_per_second
                 ));
             }
+            if stateful {
+                match &message {
+                    HubMessage::Ack(ack) => {
+                        http.replay
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .ack(ack.sequence_id);
+                        http.acked.notify_waiters();
+                        continue;
+                    }
+                    HubMessage::Sequence(seq) => {
+                        if let Err(e) = received.sequence(seq.sequence_id) {
+                            break 'serve close_error(format!(
+                                "Connection closed with an error: {e}"
+                            ));
+                        }
+                        continue;
+                    }
+                    m if m.is_sequenced() && !received.accept() => continue,
+                    _ => {}
+                }
+            }
             if let Some(close) = handle(state, conn, message, &order, &streams) {
-                return close;
+                break 'serve close;
             }
         }
+        let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
         tokio::select! {
-            received = inbound.recv() => match received {
+            item = inbound.recv() => match item {
                 Some(Inbound::Data(data)) => {
                     last_heard = Instant::now();
                     reader.push_bytes(data);
                 }
-                Some(Inbound::Closed) | None => break None,
+                Some(Inbound::Lost) if stateful => {
+                    tracing::debug!(connection = %conn.id, "socket lost; waiting for the client to reconnect");
+                    lost_until = Some(Instant::now() + options.reconnect_window);
+                    // What was half-received on the old socket is not completed by the new one.
+                    reader = MessageReader::new(protocol, options.max_message_size);
+                }
+                Some(Inbound::Resumed) => {
+                    tracing::debug!(connection = %conn.id, "socket resumed");
+                    lost_until = None;
+                    last_heard = Instant::now();
+                    received.resumed();
+                }
+                Some(Inbound::Closed | Inbound::Lost) | None => break None,
             },
             _ = ping.tick() => {
                 conn.enqueue(Outbound::Message(ping_frame.clone()));
             }
-            () = sleep_until(last_heard + options.client_timeout) => {
+            _ = ack_timer.tick(), if stateful => {
+                if let Some(id) = received.to_ack() {
+                    conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                }
+            }
+            () = sleep_until(window) => {
+                if lost_until.is_some() {
+                    tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
+                    break None;
+                }
                 break close_error(format!(
                     "Connection closed: nothing arrived from the client for {} s.",
                     options.client_timeout.as_secs()

@@ -26,6 +26,14 @@ pub struct HubOptions {
     pub poll_timeout: Duration,
     /// How long the hub waits for a client's answer to a client-result invocation.
     pub client_result_timeout: Duration,
+    /// Grant stateful reconnect to clients that ask for it (WebSockets only).
+    pub allow_stateful_reconnect: bool,
+    /// Bytes of sent messages kept for replay until acknowledged (100,000); when full, sending
+    /// waits for acknowledgements.
+    pub stateful_reconnect_buffer: usize,
+    /// How long a stateful connection whose socket dropped waits for the client to come back
+    /// (15 s).
+    pub reconnect_window: Duration,
 }
 
 impl Default for HubOptions {
@@ -40,6 +48,9 @@ impl Default for HubOptions {
             send_queue_capacity: 1024,
             poll_timeout: Duration::from_secs(90),
             client_result_timeout: Duration::from_secs(30),
+            allow_stateful_reconnect: true,
+            stateful_reconnect_buffer: 100_000,
+            reconnect_window: Duration::from_secs(15),
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod msgpack;
 pub mod negotiate;
 mod protocol;
 pub mod sse;
+pub mod stateful;
 
 pub use arg::{Arg, MAX_NESTING, Value};
 pub use error::{Error, NegotiateError, Result};

@@ -14,7 +14,7 @@ pub(crate) mod sse;
 pub(crate) mod ws;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
@@ -46,6 +46,14 @@ pub(crate) struct HttpConnection {
     pub(crate) ended: CancellationToken,
     pub(crate) poll_generation: AtomicU64,
     pub(crate) poll_superseded: Notify,
+    /// Negotiated with stateful reconnect (the client asked and the hub allows it).
+    pub(crate) stateful: AtomicBool,
+    /// A WebSocket is attached now.
+    pub(crate) ws_attached: AtomicBool,
+    /// Sent messages kept until acknowledged (stateful reconnect).
+    pub(crate) replay: std::sync::Mutex<hubbub_protocol::stateful::Replay>,
+    /// Wakes a writer waiting for acknowledgements to free buffer space.
+    pub(crate) acked: Notify,
 }
 
 fn random_id() -> String {
@@ -76,6 +84,7 @@ fn open(
     query: HashMap<String, String>,
     negotiate_version: u32,
     user: Option<String>,
+    stateful: bool,
 ) -> Arc<HttpConnection> {
     let id = random_id();
     let token = if negotiate_version >= 1 {
@@ -97,6 +106,12 @@ fn open(
         ended: CancellationToken::new(),
         poll_generation: AtomicU64::new(0),
         poll_superseded: Notify::new(),
+        stateful: AtomicBool::new(stateful),
+        ws_attached: AtomicBool::new(false),
+        replay: std::sync::Mutex::new(hubbub_protocol::stateful::Replay::new(
+            state.options.stateful_reconnect_buffer,
+        )),
+        acked: Notify::new(),
     });
     state.http.insert(token.clone(), http.clone());
     let task_state = state.clone();
@@ -196,7 +211,11 @@ pub(crate) async fn negotiate(
             "The server is at its connection limit.",
         );
     }
-    let http = open(&state, query, version, user);
+    let stateful = state.options.allow_stateful_reconnect
+        && query
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("useStatefulReconnect") && v == "true");
+    let http = open(&state, query, version, user, stateful);
     let body = NegotiateResponse {
         negotiate_version: version,
         connection_id: http.id.clone(),
@@ -208,7 +227,7 @@ pub(crate) async fn negotiate(
                 transfer_formats: t.transfer_formats().to_vec(),
             })
             .collect(),
-        use_stateful_reconnect: false,
+        use_stateful_reconnect: stateful,
     };
     ([(header::CONTENT_TYPE, "application/json")], body.to_json()).into_response()
 }
@@ -304,16 +323,24 @@ pub(crate) async fn connect(
                                 "The server is at its connection limit.",
                             );
                         }
-                        open(&state, query.clone(), 1, user.clone())
+                        open(&state, query.clone(), 1, user.clone(), false)
                     }
                 };
                 if http.transport.get() == Some(&TransportKind::WebSockets) {
-                    return text(StatusCode::CONFLICT, "Connection already has a WebSocket.");
+                    // A stateful connection whose socket dropped may come back, once per drop.
+                    let resumable = http.stateful.load(Ordering::SeqCst)
+                        && !http.ended.is_cancelled()
+                        && !http.ws_attached.swap(true, Ordering::SeqCst);
+                    if !resumable {
+                        return text(StatusCode::CONFLICT, "Connection already has a WebSocket.");
+                    }
+                    return ws::upgrade(&state, upgrade, http, true);
                 }
                 if let Err(r) = claim(&http, TransportKind::WebSockets) {
                     return r.into_response();
                 }
-                return ws::upgrade(&state, upgrade, http);
+                http.ws_attached.store(true, Ordering::SeqCst);
+                return ws::upgrade(&state, upgrade, http, false);
             }
             let http = match lookup(&state, &query) {
                 Ok(http) => http,

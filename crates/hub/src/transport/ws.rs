@@ -1,6 +1,12 @@
 //! WebSockets: JSON in text frames, MessagePack in binary frames.
+//!
+//! With stateful reconnect in force, the writer numbers every sequenced message and keeps it
+//! until the client acknowledges it; when the socket drops, the connection waits (the reconnect
+//! window) for the client to reopen one with the same token, then sends `Sequence` and replays
+//! what was not acknowledged.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::WebSocketUpgrade;
@@ -8,9 +14,9 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hubbub_protocol::Protocol;
+use hubbub_protocol::{HubMessage, Protocol, Sequence};
 
-use super::{BATCH_BYTES, HttpConnection, write_outbound};
+use super::{BATCH_BYTES, HttpConnection};
 use crate::connection::Inbound;
 use crate::frame::Outbound;
 use crate::state::HubState;
@@ -23,6 +29,7 @@ pub(crate) fn upgrade(
     state: &Arc<HubState>,
     upgrade: WebSocketUpgrade,
     http: Arc<HttpConnection>,
+    resumed: bool,
 ) -> Response {
     let limit = (state.options.max_message_size * 4).max(1 << 20);
     upgrade
@@ -30,16 +37,30 @@ pub(crate) fn upgrade(
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run(socket, http))
+        .on_upgrade(move |socket| run(socket, http, resumed))
 }
 
-async fn run(socket: WebSocket, http: Arc<HttpConnection>) {
+fn stateful(http: &HttpConnection) -> bool {
+    http.replay.lock().unwrap_or_else(|e| e.into_inner()).active
+}
+
+async fn run(socket: WebSocket, http: Arc<HttpConnection>, resumed: bool) {
+    if resumed && http.inbound.send(Inbound::Resumed).await.is_err() {
+        return;
+    }
     let (sink, stream) = socket.split();
     let reading = read(stream, &http);
-    let writing = write(sink, &http);
+    let writing = write(sink, &http, resumed);
     tokio::pin!(reading, writing);
     tokio::select! {
-        () = &mut reading => {
+        clean = &mut reading => {
+            if !clean && stateful(&http) && !http.ended.is_cancelled() {
+                // Stop writing to the dead socket (unsent messages stay in the replay buffer)
+                // and let the client come back.
+                http.ws_attached.store(false, Ordering::SeqCst);
+                let _ = http.inbound.send(Inbound::Lost).await;
+                return;
+            }
             let _ = http.inbound.send(Inbound::Closed).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
         }
@@ -50,31 +71,89 @@ async fn run(socket: WebSocket, http: Arc<HttpConnection>) {
     }
 }
 
-async fn read(mut stream: futures_util::stream::SplitStream<WebSocket>, http: &HttpConnection) {
+/// Forwards what the client sends; `true` when the client closed the socket cleanly (a close
+/// frame), `false` when it dropped.
+async fn read(
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    http: &HttpConnection,
+) -> bool {
     while let Some(message) = stream.next().await {
         let data = match message {
             Ok(Message::Text(text)) => Bytes::from(text),
             Ok(Message::Binary(bytes)) => bytes,
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) => return,
+            Ok(Message::Close(_)) => return true,
             Err(error) => {
                 tracing::debug!(connection = %http.id, %error, "WebSocket read failed");
-                return;
+                return false;
             }
         };
         if http.inbound.send(Inbound::Data(data)).await.is_err() {
-            return;
+            return true;
         }
     }
+    false
+}
+
+/// Sends one payload in the frame type of the connection's protocol.
+async fn send_payload(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    protocol: Option<Protocol>,
+    payload: Vec<u8>,
+) -> bool {
+    let message = match protocol {
+        Some(Protocol::MessagePack) => Message::Binary(payload.into()),
+        _ => match Utf8Bytes::try_from(payload) {
+            Ok(text) => Message::Text(text),
+            Err(_) => return false,
+        },
+    };
+    sink.send(message).await.is_ok()
 }
 
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     http: &HttpConnection,
+    resumed: bool,
 ) {
     let mut outbound = http.outbound.lock().await;
+    let protocol = || http.protocol.get().copied();
+    if resumed {
+        // Tell the client where the replay starts, then replay what it has not acknowledged.
+        let (from, pending): (u64, Vec<Bytes>) = {
+            let replay = http.replay.lock().unwrap_or_else(|e| e.into_inner());
+            (replay.resend_from(), replay.pending().cloned().collect())
+        };
+        let Some(p) = protocol() else { return };
+        let Ok(sequence) = p.encode_to_vec(&HubMessage::Sequence(Sequence { sequence_id: from }))
+        else {
+            return;
+        };
+        let mut payload = sequence;
+        for bytes in pending {
+            payload.extend_from_slice(&bytes);
+        }
+        if !send_payload(&mut sink, Some(p), payload).await {
+            return;
+        }
+    }
     let mut open = true;
     while open {
+        // Stateful reconnect: a full replay buffer holds further sends until the client acks.
+        while stateful(http)
+            && http
+                .replay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_full()
+        {
+            let acked = http.acked.notified();
+            tokio::select! {
+                () = acked => {}
+                () = http.ended.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
         let first = tokio::select! {
             out = outbound.recv() => out,
             () = http.ended.cancelled() => outbound.try_recv().ok(),
@@ -91,25 +170,37 @@ async fn write(
             continue;
         }
         let mut batch = Vec::new();
-        open = write_outbound(first, http.protocol.get().copied(), &mut batch);
-        while open && batch.len() < BATCH_BYTES {
-            match outbound.try_recv() {
-                Ok(Outbound::Raw(_)) => {}
-                Ok(out) => open = write_outbound(out, http.protocol.get().copied(), &mut batch),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Outbound::Raw(_) => {}
+                Outbound::End => {
+                    open = false;
+                    break;
+                }
+                Outbound::Message(frame) => {
+                    let Some(bytes) = protocol().and_then(|p| frame.bytes(p)) else {
+                        continue;
+                    };
+                    if frame.message().is_sequenced() && stateful(http) {
+                        // Kept before it is written: a message cut off by a dropped socket is
+                        // replayed, never lost.
+                        let mut replay = http.replay.lock().unwrap_or_else(|e| e.into_inner());
+                        replay.record(bytes.clone());
+                        if replay.is_full() {
+                            batch.extend_from_slice(bytes);
+                            break;
+                        }
+                    }
+                    batch.extend_from_slice(bytes);
+                }
+            }
+            if batch.len() < BATCH_BYTES {
+                next = outbound.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            let message = match http.protocol.get() {
-                Some(Protocol::MessagePack) => Message::Binary(batch.into()),
-                _ => match Utf8Bytes::try_from(batch) {
-                    Ok(text) => Message::Text(text),
-                    Err(_) => break,
-                },
-            };
-            if sink.send(message).await.is_err() {
-                return;
-            }
+        if !batch.is_empty() && !send_payload(&mut sink, protocol(), batch).await {
+            return;
         }
     }
     let _ = sink.send(Message::Close(None)).await;
