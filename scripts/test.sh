@@ -14,6 +14,17 @@ if [ ! -d tests/interop/node/node_modules/@microsoft/signalr ] || [ tests/intero
 fi
 node --version
 
+step "interoperability peers: aiosignalr, an independent SignalR server (PyPI)"
+venv="$HOME/.cache/hubbub/venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import aiosignalr' 2>/dev/null; then
+    "$venv/bin/pip" install -q -r tests/interop/python/requirements.txt
+fi
+export HUBBUB_PYTHON="$venv/bin/python"
+"$HUBBUB_PYTHON" -c 'import importlib.metadata as m; print("aiosignalr", m.version("aiosignalr"))'
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

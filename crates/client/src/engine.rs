@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse};
 use hubbub_protocol::negotiate::{self, TransportKind};
-use hubbub_protocol::{Arg, Completion, HubMessage, MessageReader, Outcome};
+use hubbub_protocol::stateful::{Received, Replay};
+use hubbub_protocol::{Ack, Arg, Completion, HubMessage, MessageReader, Outcome, Sequence};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
@@ -57,6 +58,27 @@ struct Live {
     link: Link,
     reader: MessageReader,
     connection_id: Option<String>,
+    /// Stateful reconnect, when the hub granted it on a WebSocket.
+    resume: Option<Resume>,
+}
+
+/// What a stateful connection needs to resume on a new socket.
+struct Resume {
+    target: link::Target,
+    replay: Replay,
+    received: Received,
+}
+
+/// What woke the connected loop.
+enum Wake {
+    Link(Option<LinkEvent>),
+    Writable(Option<mpsc::OwnedPermit<Outgoing>>),
+    AckDue,
+    Command(Option<Command>),
+    PingDue,
+    Silent,
+    Stalled,
+    ServerTimeout,
 }
 
 /// How a live connection ended.
@@ -128,7 +150,7 @@ impl Actor {
                 format,
             };
             let link = link::open(TransportKind::WebSockets, &target, &self.http).await?;
-            return self.handshake(link, None).await;
+            return self.handshake(link, None, None).await;
         }
         let mut failures = Vec::new();
         let mut fresh = Some(
@@ -170,8 +192,15 @@ impl Actor {
             };
             match link::open(kind, &target, &self.http).await {
                 Ok(link) => {
+                    let resume = (n.response.use_stateful_reconnect
+                        && kind == TransportKind::WebSockets)
+                        .then(|| Resume {
+                            target: target.clone(),
+                            replay: Replay::new(self.options.stateful_buffer),
+                            received: Received::default(),
+                        });
                     return self
-                        .handshake(link, Some(n.response.connection_id.clone()))
+                        .handshake(link, Some(n.response.connection_id.clone()), resume)
                         .await;
                 }
                 Err(e) => {
@@ -193,8 +222,11 @@ impl Actor {
         &self,
         mut link: Link,
         connection_id: Option<String>,
+        resume: Option<Resume>,
     ) -> Result<Live, Error> {
-        let request = HandshakeRequest::new(self.options.protocol, 1).encode();
+        // Version 2 tells the hub this side speaks stateful reconnect.
+        let version = if resume.is_some() { 2 } else { 1 };
+        let request = HandshakeRequest::new(self.options.protocol, version).encode();
         link.tx
             .send(Outgoing::Data(Bytes::from(request)))
             .await
@@ -233,6 +265,7 @@ impl Actor {
                     link,
                     reader,
                     connection_id,
+                    resume,
                 });
             }
         }
@@ -462,6 +495,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     let mut last_sent = Instant::now();
     let mut slow = false;
     let slow_after = options.slow_after();
+    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
 
     let end = 'serve: loop {
         // Dispatch whatever complete messages are buffered.
@@ -484,6 +518,26 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                     continue;
                 }
             };
+            if let Some(resume) = &mut live.resume {
+                match &message {
+                    HubMessage::Ack(ack) => {
+                        resume.replay.ack(ack.sequence_id);
+                        continue;
+                    }
+                    HubMessage::Sequence(seq) => {
+                        if let Err(e) = resume.received.sequence(seq.sequence_id) {
+                            break 'serve End::Lost {
+                                reason: e.to_owned(),
+                                reconnect: true,
+                                at_once: false,
+                            };
+                        }
+                        continue;
+                    }
+                    m if m.is_sequenced() && !resume.received.accept() => continue,
+                    _ => {}
+                }
+            }
             match message {
                 HubMessage::Invocation(inv) => {
                     for observer in actor.shared.observers() {
@@ -556,83 +610,147 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             }
         }
         let stalled_since = backlog.front().map(|(_, at)| *at);
-        tokio::select! {
-            event = live.link.rx.recv() => match event {
-                Some(LinkEvent::Data(data)) => {
-                    last_heard = Instant::now();
-                    if slow && backlog.is_empty() {
-                        slow = false;
-                        actor.emit(Event::Recovered);
-                    }
-                    live.reader.push_bytes(data);
+        // Stateful reconnect: with the replay buffer full, new sends wait for acknowledgements.
+        let accepting = live.resume.as_ref().is_none_or(|r| !r.replay.is_full());
+        let tx = live.link.tx.clone();
+        let wake = tokio::select! {
+            event = live.link.rx.recv() => Wake::Link(event),
+            permit = tx.reserve_owned(), if !backlog.is_empty() => Wake::Writable(permit.ok()),
+            _ = ack_timer.tick(), if live.resume.is_some() => Wake::AckDue,
+            command = commands.recv(), if accepting => Wake::Command(command),
+            () = sleep_until(last_sent + options.keep_alive_interval) => Wake::PingDue,
+            () = sleep_until(last_heard + slow_after), if !slow => Wake::Silent,
+            () = sleep_until(stalled_since.unwrap_or(last_heard) + slow_after), if !slow && stalled_since.is_some() => Wake::Stalled,
+            () = sleep_until(last_heard + options.server_timeout) => Wake::ServerTimeout,
+        };
+        match wake {
+            Wake::Link(Some(LinkEvent::Data(data))) => {
+                last_heard = Instant::now();
+                if slow && backlog.is_empty() {
+                    slow = false;
+                    actor.emit(Event::Recovered);
                 }
-                closed => {
-                    let reason = match closed { Some(LinkEvent::Closed(r)) => r, _ => None };
+                live.reader.push_bytes(data);
+            }
+            Wake::Link(closed) => {
+                let reason = match closed {
+                    Some(LinkEvent::Closed(r)) => r,
+                    _ => None,
+                };
+                if live.resume.is_some() && resume(actor, live, &mut backlog).await {
+                    last_heard = Instant::now();
+                    continue;
+                }
+                break End::Lost {
+                    reason: reason.unwrap_or_else(|| "the server closed the connection".to_owned()),
+                    reconnect: true,
+                    at_once: false,
+                };
+            }
+            Wake::Writable(Some(permit)) => {
+                if let Some((bytes, _)) = backlog.pop_front() {
+                    permit.send(Outgoing::Data(bytes));
+                    last_sent = Instant::now();
+                }
+                if slow && backlog.is_empty() && last_heard.elapsed() < slow_after {
+                    slow = false;
+                    actor.emit(Event::Recovered);
+                }
+            }
+            Wake::Writable(None) => {
+                // The transport's writer is gone; its reader reports why next.
+                if live.resume.is_none() {
                     break End::Lost {
-                        reason: reason.unwrap_or_else(|| "the server closed the connection".to_owned()),
+                        reason: "the transport closed".to_owned(),
                         reconnect: true,
                         at_once: false,
                     };
                 }
-            },
-            permit = live.link.tx.reserve(), if !backlog.is_empty() => match permit {
-                Ok(permit) => {
-                    if let Some((bytes, _)) = backlog.pop_front() {
-                        permit.send(Outgoing::Data(bytes));
-                        last_sent = Instant::now();
-                    }
-                    if slow && backlog.is_empty() && last_heard.elapsed() < slow_after {
-                        slow = false;
-                        actor.emit(Event::Recovered);
-                    }
+            }
+            Wake::AckDue => {
+                if let Some(id) = live.resume.as_mut().and_then(|r| r.received.to_ack()) {
+                    let _ = queue(
+                        live,
+                        &mut backlog,
+                        protocol,
+                        &HubMessage::Ack(Ack { sequence_id: id }),
+                    );
                 }
-                Err(_) => break End::Lost { reason: "the transport closed".to_owned(), reconnect: true, at_once: false },
-            },
-            command = commands.recv() => match command {
+            }
+            Wake::Command(command) => match command {
                 None => break End::Stopped(oneshot::channel().0),
                 Some(Command::Stop(reply)) => break End::Stopped(reply),
                 Some(Command::Suspend) => break End::Suspended,
                 Some(Command::NetworkChanged) => {
-                    break End::Lost { reason: "the network changed".to_owned(), reconnect: true, at_once: true };
+                    break End::Lost {
+                        reason: "the network changed".to_owned(),
+                        reconnect: true,
+                        at_once: true,
+                    };
                 }
                 Some(Command::Resume) => {}
-                Some(Command::Start(reply)) => { let _ = reply.send(Ok(())); }
+                Some(Command::Start(reply)) => {
+                    let _ = reply.send(Ok(()));
+                }
                 Some(Command::Send { message, done }) => {
                     let _ = done.send(queue(live, &mut backlog, protocol, &message));
                     last_sent = Instant::now();
                 }
-                Some(Command::Invoke { message, id, reply }) => match queue(live, &mut backlog, protocol, &message) {
-                    Ok(()) => { pending.insert(id, reply); last_sent = Instant::now(); }
-                    Err(e) => { let _ = reply.send(Err(e)); }
-                },
-                Some(Command::Stream { message, id, items }) => match queue(live, &mut backlog, protocol, &message) {
-                    Ok(()) => { streams.insert(id, items); last_sent = Instant::now(); }
-                    Err(e) => { let _ = items.send(Err(e)); }
-                },
+                Some(Command::Invoke { message, id, reply }) => {
+                    match queue(live, &mut backlog, protocol, &message) {
+                        Ok(()) => {
+                            pending.insert(id, reply);
+                            last_sent = Instant::now();
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Some(Command::Stream { message, id, items }) => {
+                    match queue(live, &mut backlog, protocol, &message) {
+                        Ok(()) => {
+                            streams.insert(id, items);
+                            last_sent = Instant::now();
+                        }
+                        Err(e) => {
+                            let _ = items.send(Err(e));
+                        }
+                    }
+                }
                 Some(Command::Cancel { id }) => {
                     if streams.remove(&id).is_some() {
-                        let cancel = HubMessage::CancelInvocation(hubbub_protocol::CancelInvocation { headers: Default::default(), invocation_id: id });
+                        let cancel =
+                            HubMessage::CancelInvocation(hubbub_protocol::CancelInvocation {
+                                headers: Default::default(),
+                                invocation_id: id,
+                            });
                         let _ = queue(live, &mut backlog, protocol, &cancel);
                     }
                 }
             },
-            () = sleep_until(last_sent + options.keep_alive_interval) => {
+            Wake::PingDue => {
                 let _ = queue(live, &mut backlog, protocol, &HubMessage::Ping);
                 last_sent = Instant::now();
             }
-            () = sleep_until(last_heard + slow_after), if !slow => {
+            Wake::Silent => {
                 slow = true;
                 tracing::warn!(silent_for = ?slow_after, "connection slow: the hub has been silent");
-                actor.emit(Event::Slow { reason: SlowReason::HubSilent });
+                actor.emit(Event::Slow {
+                    reason: SlowReason::HubSilent,
+                });
             }
-            () = sleep_until(stalled_since.unwrap_or(last_heard) + slow_after), if !slow && stalled_since.is_some() => {
+            Wake::Stalled => {
                 slow = true;
                 tracing::warn!("connection slow: sends are not draining");
-                actor.emit(Event::Slow { reason: SlowReason::SendsStalled });
+                actor.emit(Event::Slow {
+                    reason: SlowReason::SendsStalled,
+                });
             }
-            () = sleep_until(last_heard + options.server_timeout) => {
+            Wake::ServerTimeout => {
                 break End::Lost {
-                    reason: "Server timeout elapsed without receiving a message from the server.".to_owned(),
+                    reason: "Server timeout elapsed without receiving a message from the server."
+                        .to_owned(),
                     reconnect: true,
                     at_once: false,
                 };
@@ -660,12 +778,23 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
 
 /// Encodes a message and hands it to the transport (or the backlog when the transport is busy).
 fn queue(
-    live: &Live,
+    live: &mut Live,
     backlog: &mut VecDeque<(Bytes, Instant)>,
     protocol: hubbub_protocol::Protocol,
     message: &HubMessage,
 ) -> Result<(), Error> {
     let bytes = Bytes::from(protocol.encode_to_vec(message)?);
+    if let Some(resume) = &mut live.resume
+        && message.is_sequenced()
+    {
+        // Kept until the hub acknowledges it, to replay after a dropped socket.
+        resume.replay.record(bytes.clone());
+    }
+    push(live, backlog, bytes)
+}
+
+/// Hands encoded bytes to the transport, or to the backlog while the transport is busy.
+fn push(live: &Live, backlog: &mut VecDeque<(Bytes, Instant)>, bytes: Bytes) -> Result<(), Error> {
     if !backlog.is_empty() {
         backlog.push_back((bytes, Instant::now()));
         return Ok(());
@@ -678,6 +807,39 @@ fn queue(
         }
         Err(_) => Err(Error::ConnectionClosed),
     }
+}
+
+/// Stateful reconnect: reopens the WebSocket once, with the same connection token and no new
+/// negotiate, then sends `Sequence` and replays what the hub has not acknowledged. No events
+/// fire and the state stays Connected; `false` when the reopen failed.
+async fn resume(actor: &Actor, live: &mut Live, backlog: &mut VecDeque<(Bytes, Instant)>) -> bool {
+    let Some(resume) = &mut live.resume else {
+        return false;
+    };
+    tracing::debug!("socket dropped; resuming the stateful connection");
+    let link = match link::open(TransportKind::WebSockets, &resume.target, &actor.http).await {
+        Ok(link) => link,
+        Err(e) => {
+            tracing::info!(error = %e, "stateful reconnect failed");
+            return false;
+        }
+    };
+    live.link = link;
+    live.reader = MessageReader::new(actor.options.protocol, actor.options.max_message_size);
+    resume.received.resumed();
+    // Everything sequenced in the backlog is in the replay buffer too; the rest (pings, acks)
+    // is not worth resending.
+    backlog.clear();
+    let sequence = HubMessage::Sequence(Sequence {
+        sequence_id: resume.replay.resend_from(),
+    });
+    let Ok(mut payload) = actor.options.protocol.encode_to_vec(&sequence) else {
+        return false;
+    };
+    for bytes in resume.replay.pending() {
+        payload.extend_from_slice(bytes);
+    }
+    push(live, backlog, Bytes::from(payload)).is_ok()
 }
 
 /// The URL without its query (which may hold an access token), for logs.

@@ -321,24 +321,9 @@ async fn long_polling(target: &Target, http: &reqwest::Client) -> Result<Link, E
             .map_or(0, |d| d.as_millis());
         format!("{}&_={stamp}", t.url)
     };
-    // The first poll answers at once: it proves the transport works before start() returns.
-    let first = target
-        .request(http, reqwest::Method::GET, &poll_url(target))
-        .timeout(Duration::from_secs(100))
-        .send()
-        .await
-        .map_err(|e| {
-            Error::Transport(format!(
-                "LongPolling: {}",
-                crate::negotiate::without_url(&e)
-            ))
-        })?;
-    if first.status() != reqwest::StatusCode::OK {
-        return Err(Error::Transport(format!(
-            "LongPolling: status {}",
-            first.status()
-        )));
-    }
+    // ASP.NET Core answers the first poll at once, but some servers (aiosignalr) hold it until
+    // there is data, which comes only after the handshake: so polling starts in the background
+    // and a failing first poll surfaces as the link closing during the handshake.
     let (in_tx, in_rx) = mpsc::channel(64);
     let reader_tx = in_tx.clone();
     let poll_target = target.clone();

@@ -21,7 +21,7 @@ pub(crate) async fn negotiate(
     let mut url = negotiate::http_url(&options.url)?;
     for _ in 0..=MAX_REDIRECTS {
         let mut request = http
-            .post(negotiate::negotiate_url(&url, false))
+            .post(negotiate::negotiate_url(&url, options.stateful_reconnect))
             .header("X-Requested-With", "XMLHttpRequest");
         for (k, v) in &options.headers {
             request = request.header(k, v);
@@ -45,7 +45,8 @@ pub(crate) async fn negotiate(
                 text.trim()
             )));
         }
-        match negotiate::parse_response(&body, false) {
+        let asked = options.stateful_reconnect || negotiate::url_requests_stateful_reconnect(&url);
+        match negotiate::parse_response(&body, asked) {
             Ok(Negotiation::Connect(response)) => {
                 return Ok(Negotiated {
                     url,

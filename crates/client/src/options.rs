@@ -31,6 +31,8 @@ pub(crate) struct Options {
     pub(crate) retry: Option<Arc<dyn RetryPolicy>>,
     pub(crate) retry_first_start: bool,
     pub(crate) max_message_size: usize,
+    pub(crate) stateful_reconnect: bool,
+    pub(crate) stateful_buffer: usize,
 }
 
 impl std::fmt::Debug for Options {
@@ -94,6 +96,8 @@ impl HubConnectionBuilder {
                 retry: None,
                 retry_first_start: false,
                 max_message_size: 1 << 20,
+                stateful_reconnect: false,
+                stateful_buffer: hubbub_protocol::stateful::DEFAULT_BUFFER_SIZE,
             },
         }
     }
@@ -171,6 +175,19 @@ impl HubConnectionBuilder {
     /// Retry a failed first `start` with the same policy (no official client can).
     pub fn retry_first_start(mut self, retry: bool) -> Self {
         self.options.retry_first_start = retry;
+        self
+    }
+
+    /// Ask for stateful reconnect (WebSockets): a dropped socket is reopened once with the same
+    /// connection, and unacknowledged messages are replayed both ways, with no reconnect events.
+    pub fn with_stateful_reconnect(mut self) -> Self {
+        self.options.stateful_reconnect = true;
+        self
+    }
+
+    /// The bytes of unacknowledged messages kept for replay (100,000); when full, sends wait.
+    pub fn stateful_reconnect_buffer(mut self, bytes: usize) -> Self {
+        self.options.stateful_buffer = bytes;
         self
     }
 

@@ -426,3 +426,82 @@ async fn pending_invocations_fail_when_the_connection_drops() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_reconnect_survives_socket_cuts_without_losing_or_doubling() {
+    let server = hub().await;
+    let proxy = proxy::Proxy::start(server.local_addr()).await;
+    for protocol in [Protocol::Json, Protocol::MessagePack] {
+        let scope = format!("stateful-{}", protocol.name());
+        let ann = HubConnectionBuilder::new(format!(
+            "http://{}/chathub?name=ann&scope={scope}",
+            proxy.addr
+        ))
+        .transports(&[TransportKind::WebSockets])
+        .protocol(protocol)
+        .with_stateful_reconnect()
+        .build()
+        .unwrap();
+        let bob =
+            HubConnectionBuilder::new(server.url(&format!("/chathub?name=bob&scope={scope}")))
+                .build()
+                .unwrap();
+        let ann_inbox = inbox(&ann, "broadcastMessage");
+        let bob_inbox = inbox(&bob, "broadcastMessage");
+        let mut events = ann.events();
+        ann.start().await.unwrap();
+        bob.start().await.unwrap();
+        let id = ann.connection_id();
+        for i in 0..60 {
+            bob.invoke::<()>("Send", vec!["bob".into(), format!("m{i}").into()])
+                .await
+                .unwrap();
+            if i == 20 || i == 40 {
+                proxy.cut();
+                // Sent while the socket is down: kept, then replayed on the new socket.
+                ann.send("Send", vec!["ann".into(), format!("while cut {i}").into()])
+                    .await
+                    .unwrap();
+            }
+        }
+        let from = |inbox: &Arc<std::sync::Mutex<Vec<Vec<String>>>>, who: &str| -> Vec<String> {
+            inbox
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m[0] == format!("\"{who}\""))
+                .map(|m| m[1].trim_matches('"').to_owned())
+                .collect()
+        };
+        wait_until(Duration::from_secs(10), "every message", || {
+            from(&ann_inbox, "bob").len() >= 60 && from(&bob_inbox, "ann").len() >= 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let expected: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+        assert_eq!(
+            from(&ann_inbox, "bob"),
+            expected,
+            "{protocol}: every broadcast once, in order"
+        );
+        assert_eq!(
+            from(&bob_inbox, "ann"),
+            vec!["while cut 20", "while cut 40"],
+            "{protocol}"
+        );
+        assert_eq!(ann.connection_id(), id, "{protocol}: the same connection");
+        assert_eq!(ann.state(), State::Connected);
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(
+                    event,
+                    Event::Reconnecting { .. } | Event::Reconnected { .. } | Event::Closed { .. }
+                ),
+                "{protocol}: no reconnect events: {event:?}"
+            );
+        }
+        ann.stop().await;
+        bob.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}

@@ -281,11 +281,19 @@ impl<'a> Reader<'a> {
 
     fn headers(&mut self) -> Result<Headers> {
         let mut headers = Headers::new();
-        // aiosignalr writes an integer where the headers map belongs; no header is lost by
-        // reading that as "no headers", so it is accepted rather than refused.
-        if let 0x00..=0x7f | 0xc0 = self.peek()? {
-            self.pos += 1;
-            return Ok(headers);
+        // aiosignalr writes an integer (such as `cc 80`) where the headers map belongs, and
+        // some writers put nil there; no header is lost by reading either as "no headers", so
+        // they are accepted rather than refused.
+        match self.peek()? {
+            0xc0 => {
+                self.pos += 1;
+                return Ok(headers);
+            }
+            0x00..=0x7f | 0xcc..=0xd3 | 0xe0..=0xff => {
+                self.skip_value()?;
+                return Ok(headers);
+            }
+            _ => {}
         }
         let len = self.map_len()?;
         for _ in 0..len {

@@ -215,6 +215,21 @@ fn msgpack_unknown_type_skipped_then_next_message() {
 }
 
 #[test]
+fn msgpack_uint8_headers_from_aiosignalr_are_read_as_empty() {
+    // Echo("hi")'s completion as aiosignalr 0.1.1 writes it: headers as the uint8 128.
+    let bytes = [
+        0x0a, 0x95, 0x03, 0xcc, 0x80, 0xa1, 0x31, 0x03, 0xa2, 0x68, 0x69,
+    ];
+    let m = decode_all(Protocol::MessagePack, &bytes, 1024)
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        m,
+        HubMessage::Completion(Completion::result("1", "hi".into()))
+    );
+}
+
+#[test]
 fn msgpack_integer_headers_from_aiosignalr_are_read_as_empty() {
     // aiosignalr writes `0` where the headers map belongs.
     let frame = Bytes::from_static(&[0x95, 0x01, 0x00, 0xc0, 0xa1, 0x66, 0x90]);

@@ -383,20 +383,13 @@ pub(crate) async fn connect(
                     );
                 }
             };
-            match http.transport.get() {
-                Some(TransportKind::WebSockets) => {
-                    return text(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "POST requests are not allowed for WebSocket connections.",
-                    );
-                }
-                None => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        "The connection has no transport yet.",
-                    );
-                }
-                Some(_) => {}
+            // As in ASP.NET Core, data may arrive before the first poll or event-stream request
+            // that picks the transport.
+            if http.transport.get() == Some(&TransportKind::WebSockets) {
+                return text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "POST requests are not allowed for WebSocket connections.",
+                );
             }
             if http.inbound.send(Inbound::Data(body)).await.is_err() {
                 return text(StatusCode::NOT_FOUND, "No Connection with that ID");
