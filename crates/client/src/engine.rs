@@ -679,8 +679,26 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             }
             Wake::Command(command) => match command {
                 None => break End::Stopped(oneshot::channel().0),
-                Some(Command::Stop(reply)) => break End::Stopped(reply),
-                Some(Command::Suspend) => break End::Suspended,
+                Some(Command::Stop(reply)) => {
+                    // Best effort, as the official clients: tell the hub before leaving, so it
+                    // learns at once even on transports where it cannot see a socket close.
+                    let _ = queue(
+                        live,
+                        &mut backlog,
+                        protocol,
+                        &HubMessage::Close(Default::default()),
+                    );
+                    break End::Stopped(reply);
+                }
+                Some(Command::Suspend) => {
+                    let _ = queue(
+                        live,
+                        &mut backlog,
+                        protocol,
+                        &HubMessage::Close(Default::default()),
+                    );
+                    break End::Suspended;
+                }
                 Some(Command::NetworkChanged) => {
                     break End::Lost {
                         reason: "the network changed".to_owned(),

@@ -505,3 +505,62 @@ async fn stateful_reconnect_survives_socket_cuts_without_losing_or_doubling() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_resume_and_network_change() {
+    let server = hub().await;
+    let conn = HubConnectionBuilder::new(server.url("/chathub"))
+        .with_automatic_reconnect()
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    let first = conn.connection_id().unwrap();
+
+    // A phone going to the background: disconnected, handlers kept; back in front: reconnected.
+    conn.suspend();
+    expect_event(&mut events, Duration::from_secs(5), "suspended", |e| {
+        matches!(
+            e,
+            Event::StateChanged {
+                new: State::Suspended,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(matches!(
+        conn.invoke::<()>("Echo", vec!["x".into()]).await,
+        Err(hubbub_client::Error::NotConnected(State::Suspended))
+    ));
+    conn.resume();
+    expect_event(&mut events, Duration::from_secs(5), "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    let second = conn.connection_id().unwrap();
+    assert_ne!(second, first);
+
+    // The network changed: the connection is re-made at once, without waiting out a delay.
+    conn.notify_network_changed();
+    let reconnecting = expect_event(&mut events, Duration::from_secs(5), "reconnecting", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(reconnecting, Event::Reconnecting { delay, .. } if delay == Duration::ZERO),
+        "{reconnecting:?}"
+    );
+    expect_event(&mut events, Duration::from_secs(5), "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert_ne!(conn.connection_id().unwrap(), second);
+    let echoed: String = conn
+        .invoke("Echo", vec!["still here".into()])
+        .await
+        .unwrap();
+    assert_eq!(echoed, "still here");
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}

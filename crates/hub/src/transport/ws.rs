@@ -32,12 +32,14 @@ pub(crate) fn upgrade(
     resumed: bool,
 ) -> Response {
     let limit = (state.options.max_message_size * 4).max(1 << 20);
+    // Tracked, so a graceful shutdown waits for the Close to be written.
+    let tasks = state.tasks.clone();
     upgrade
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run(socket, http, resumed))
+        .on_upgrade(move |socket| tasks.track_future(run(socket, http, resumed)))
 }
 
 fn stateful(http: &HttpConnection) -> bool {

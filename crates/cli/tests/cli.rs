@@ -1,0 +1,286 @@
+//! The `hubbub` binary, run as a user runs it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
+
+/// Starts `hubbub hub` on a free port of `host` and waits for its "listening on" line.
+fn start_hub(host: &str, extra: &[&str]) -> (Child, String) {
+    let port = std::net::TcpListener::bind(format!("{host}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut child = Command::new(BIN)
+        .args(["hub", "--listen", &listen])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline - Instant::now())
+            .expect("the hub logs that it listens");
+        if let Some(i) = line.find("listening on http://") {
+            let url = line[i + "listening on ".len()..].trim().to_owned();
+            assert_eq!(url, format!("http://{listen}"));
+            return (child, url);
+        }
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hub_serves_then_sigterm_closes_connections_allowing_reconnect_and_exits_0() {
+    let (mut hub, url) = start_hub("127.0.0.1", &[]);
+    let health = Command::new("curl")
+        .args(["-sf", &format!("{url}/healthz")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
+    // A listener sees the Close that allows reconnecting.
+    let mut listen = Command::new(BIN)
+        .args([
+            "listen",
+            "--url",
+            &format!("{url}/chathub"),
+            "--name",
+            "watcher",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let connected = lines.next().unwrap().unwrap();
+    assert!(connected.contains("Connecting"), "{connected}");
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("\"new\":\"Connected\""), "{line}");
+    sigterm(&hub);
+    assert!(
+        wait_exit(&mut hub, Duration::from_secs(10)).success(),
+        "the hub exits 0 on SIGTERM"
+    );
+    let mut reconnecting = None;
+    for line in lines.by_ref().take(10) {
+        let line = line.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "reconnecting" {
+            reconnecting = Some(event);
+            break;
+        }
+    }
+    let reconnecting = reconnecting.expect("the listener reconnects after the hub's Close");
+    assert!(
+        reconnecting["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{reconnecting}"
+    );
+    let _ = listen.kill();
+}
+
+#[test]
+fn hub_listens_on_ipv6_loopback() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback on this machine");
+        return;
+    }
+    let (mut hub, url) = start_hub("::1", &[]);
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &format!("{url}/chathub"),
+            "--name",
+            "v6",
+            "hello over ::1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sigterm(&hub);
+    assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn send_listen_and_piped_chat() {
+    let (mut hub, url) = start_hub("127.0.0.1", &[]);
+    let hub_url = format!("{url}/chathub");
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--url", &hub_url, "--transport", "sse"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = listen.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Wait until the listener is connected.
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        if line.contains("\"event\":\"connected\"") {
+            break;
+        }
+    }
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &hub_url,
+            "--name",
+            "ann",
+            "<script>hi</script>",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Piped input: each line is one message, in order; output is one line per message.
+    let mut chat = Command::new(BIN)
+        .args([
+            "chat",
+            "--url",
+            &hub_url,
+            "--name",
+            "bob",
+            "--protocol",
+            "msgpack",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\nthree\n")
+        .unwrap();
+    let chat_out = chat.wait_with_output().unwrap();
+    assert!(chat_out.status.success());
+    let shown = String::from_utf8(chat_out.stdout).unwrap();
+    assert_eq!(shown, "bob: one\nbob: two\nbob: three\n");
+    let mut broadcasts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broadcasts.len() < 4 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).expect("one JSON object per line");
+            if v["type"] == "invocation" && v["target"] == "broadcastMessage" {
+                broadcasts.push(v["arguments"].clone());
+            }
+        }
+    }
+    assert_eq!(
+        broadcasts,
+        vec![
+            serde_json::json!(["ann", "<script>hi</script>"]),
+            serde_json::json!(["bob", "one"]),
+            serde_json::json!(["bob", "two"]),
+            serde_json::json!(["bob", "three"]),
+        ]
+    );
+    let _ = listen.kill();
+    sigterm(&hub);
+    assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn send_to_nothing_fails_with_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &format!("http://127.0.0.1:{port}/chathub"),
+            "--name",
+            "x",
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect") && err.contains("Connection refused"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["send", "--url", "ftp://x/hub", "--name", "x", "hi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid hub URL"));
+}
+
+#[test]
+fn chat_without_url_runs_an_embedded_hub() {
+    let mut chat = Command::new(BIN)
+        .args(["chat", "--name", "solo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"talking to myself\n")
+        .unwrap();
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "solo: talking to myself\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a hub runs here: http://127.0.0.1:"));
+}

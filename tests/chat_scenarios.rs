@@ -1,0 +1,197 @@
+//! The chat hub's scenarios (the ones `tests/interop/node/official-client.mjs` runs with the
+//! official client) with Hubbub's own Rust client, over every transport × protocol.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hubbub_client::{
+    Arg, Event, HubConnection, HubConnectionBuilder, Protocol, State, TransportKind,
+};
+
+type Inbox = Arc<Mutex<Vec<(String, Vec<serde_json::Value>)>>>;
+
+fn connect(url: &str, transport: TransportKind, protocol: Protocol) -> (HubConnection, Inbox) {
+    let conn = HubConnectionBuilder::new(url)
+        .transports(&[transport])
+        .protocol(protocol)
+        .build()
+        .unwrap();
+    let inbox: Inbox = Arc::default();
+    let sink = inbox.clone();
+    conn.on_any(move |target, args| {
+        let args = args
+            .iter()
+            .map(|a| a.decode::<serde_json::Value>().unwrap())
+            .collect();
+        sink.lock().unwrap().push((target.to_owned(), args));
+    });
+    (conn, inbox)
+}
+
+fn got(inbox: &Inbox, target: &str, args: serde_json::Value) -> bool {
+    inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(t, a)| t == target && serde_json::Value::Array(a.clone()) == args)
+}
+
+async fn wait(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_scenarios_with_the_rust_client() {
+    let hub = support::start_hub().await;
+    let combos = [
+        (TransportKind::WebSockets, Protocol::Json),
+        (TransportKind::WebSockets, Protocol::MessagePack),
+        (TransportKind::ServerSentEvents, Protocol::Json),
+        (TransportKind::LongPolling, Protocol::Json),
+        (TransportKind::LongPolling, Protocol::MessagePack),
+    ];
+    for (transport, protocol) in combos {
+        let label = format!("{}/{}", transport.name(), protocol.name());
+        let scope = format!("rust-{}-{}", transport.name(), protocol.name());
+        let (ann, ann_in) = connect(
+            &hub.url(&format!("/chathub?name=ann&scope={scope}")),
+            transport,
+            protocol,
+        );
+        let (bob, bob_in) = connect(
+            &hub.url(&format!("/chathub?name=bob&scope={scope}")),
+            transport,
+            protocol,
+        );
+        let (eve, eve_in) = connect(
+            &hub.url(&format!("/chathub?name=eve&scope={scope}-other")),
+            transport,
+            protocol,
+        );
+        ann.start().await.unwrap();
+        bob.start().await.unwrap();
+        eve.start().await.unwrap();
+        // Presence: ann hears bob join, with the scope's connection count.
+        wait("bob joined", || {
+            got(&ann_in, "userJoined", serde_json::json!(["bob", 2]))
+        })
+        .await;
+        // Broadcast reaches the scope, the sender included, and no other scope.
+        ann.invoke::<()>("Send", vec!["ann".into(), "hello".into()])
+            .await
+            .unwrap();
+        wait("broadcast", || {
+            got(
+                &bob_in,
+                "broadcastMessage",
+                serde_json::json!(["ann", "hello"]),
+            ) && got(
+                &ann_in,
+                "broadcastMessage",
+                serde_json::json!(["ann", "hello"]),
+            )
+        })
+        .await;
+        // Rooms.
+        assert_eq!(
+            ann.invoke::<u32>("JoinRoom", vec!["r1".into()])
+                .await
+                .unwrap(),
+            1,
+            "{label}"
+        );
+        assert_eq!(
+            bob.invoke::<u32>("JoinRoom", vec!["r1".into()])
+                .await
+                .unwrap(),
+            2,
+            "{label}"
+        );
+        ann.invoke::<()>(
+            "SendToRoom",
+            vec!["r1".into(), "ann".into(), "in the room".into()],
+        )
+        .await
+        .unwrap();
+        wait("room message", || {
+            got(
+                &bob_in,
+                "roomMessage",
+                serde_json::json!(["r1", "ann", "in the room"]),
+            )
+        })
+        .await;
+        let err = eve
+            .invoke::<()>("SendToRoom", vec!["r1".into(), "eve".into(), "x".into()])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Join the room"), "{label}: {err}");
+        // Direct messages reach every connection of the user (and the sender's own).
+        ann.invoke::<()>("SendToUser", vec!["bob".into(), "psst".into()])
+            .await
+            .unwrap();
+        wait("direct", || {
+            got(&bob_in, "directMessage", serde_json::json!(["ann", "psst"]))
+                && got(&ann_in, "directMessage", serde_json::json!(["ann", "psst"]))
+        })
+        .await;
+        // Presence lists users.
+        let online: serde_json::Value = ann.invoke("GetOnline", vec![]).await.unwrap();
+        assert_eq!(online["connections"], 2, "{label}");
+        assert_eq!(
+            online["users"],
+            serde_json::json!([{"name": "ann", "connections": 1}, {"name": "bob", "connections": 1}]),
+            "{label}"
+        );
+        assert!(
+            !eve_in
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, a)| a.first() == Some(&serde_json::json!("ann"))),
+            "{label}: scopes are isolated"
+        );
+        // An oversized message closes that connection with the reason; the others go on.
+        let (big, _) = connect(
+            &hub.url(&format!("/chathub?name=big&scope={scope}-big")),
+            transport,
+            protocol,
+        );
+        let mut big_events = big.events();
+        big.start().await.unwrap();
+        let _ = big
+            .send("Send", vec!["big".into(), Arg::from("x".repeat(40_000))])
+            .await;
+        let reason = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(Event::Closed { reason }) = big_events.recv().await {
+                    return reason.unwrap_or_default();
+                }
+            }
+        })
+        .await
+        .expect("the oversized sender is closed");
+        assert!(
+            reason.contains("maximum message size of 32768B"),
+            "{label}: {reason}"
+        );
+        bob.stop().await;
+        wait(&format!("{label}: bob left"), || {
+            got(&ann_in, "userLeft", serde_json::json!(["bob", 1]))
+        })
+        .await;
+        assert_eq!(ann.state(), State::Connected);
+        ann.stop().await;
+        eve.stop().await;
+    }
+    hub.shutdown().await.unwrap();
+}
