@@ -1,5 +1,9 @@
 //! The `hubbub` binary, run as a user runs it.
 
+// Children are reaped with wait() where the test goes on; on a failed assertion the test
+// process ends and takes them along.
+#![allow(clippy::zombie_processes)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,6 +116,7 @@ fn hub_serves_then_sigterm_closes_connections_allowing_reconnect_and_exits_0() {
         "{reconnecting}"
     );
     let _ = listen.kill();
+    let _ = listen.wait();
 }
 
 #[test]
@@ -226,6 +231,7 @@ fn send_listen_and_piped_chat() {
         ]
     );
     let _ = listen.kill();
+    let _ = listen.wait();
     sigterm(&hub);
     assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
 }
