@@ -37,6 +37,9 @@ cargo test --workspace --all-targets --locked
 step "doc tests"
 cargo test --workspace --doc --locked
 
+step "benchmarks, smoke form (each scenario runs and loses nothing; no timing is judged)"
+bash scripts/bench.sh --smoke
+
 step "protocol crate has no I/O dependency"
 if cargo tree -p hubbub-protocol --edges normal --prefix none --locked | grep -Ei '^(tokio|hyper|reqwest|mio|async-std|tungstenite|tokio-tungstenite) '; then
     echo "error: hubbub-protocol depends on an I/O crate" >&2

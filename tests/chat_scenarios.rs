@@ -20,7 +20,7 @@ fn connect(url: &str, transport: TransportKind, protocol: Protocol) -> (HubConne
         .unwrap();
     let inbox: Inbox = Arc::default();
     let sink = inbox.clone();
-    conn.on_any(move |target, args| {
+    conn.on_any(move |target, args, _headers| {
         let args = args
             .iter()
             .map(|a| a.decode::<serde_json::Value>().unwrap())
@@ -192,6 +192,76 @@ async fn chat_scenarios_with_the_rust_client() {
         assert_eq!(ann.state(), State::Connected);
         ann.stop().await;
         eve.stop().await;
+    }
+    hub.shutdown().await.unwrap();
+}
+
+/// Exactly-once support: a repeated message id from the same user within the window is
+/// completed but not delivered again; the id travels on to receivers in the headers; the same
+/// id from another user, or no id, is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_message_ids_are_delivered_once_and_passed_on() {
+    let hub = support::start_hub().await;
+    let ann = HubConnectionBuilder::new(hub.url("/chathub?name=ann&scope=dedupe"))
+        .build()
+        .unwrap();
+    let eve = HubConnectionBuilder::new(hub.url("/chathub?name=eve&scope=dedupe"))
+        .build()
+        .unwrap();
+    let bob = HubConnectionBuilder::new(hub.url("/chathub?name=bob&scope=dedupe"))
+        .build()
+        .unwrap();
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    bob.on_any(move |target, args, headers| {
+        if target == "broadcastMessage" {
+            let text: String = args[1].decode().unwrap();
+            sink.lock()
+                .unwrap()
+                .push((text, headers.get(hubbub_hub::MESSAGE_ID_HEADER).cloned()));
+        }
+    });
+    for c in [&ann, &eve, &bob] {
+        c.start().await.unwrap();
+    }
+    let with_id = |id: &str| {
+        hubbub_client::Headers::from([(hubbub_hub::MESSAGE_ID_HEADER.to_owned(), id.to_owned())])
+    };
+    // The same message sent three times (a retry after an ambiguous failure): once delivered,
+    // and every attempt completes successfully.
+    for _ in 0..3 {
+        ann.invoke_with_headers::<()>("Send", vec!["ann".into(), "once".into()], with_id("m-1"))
+            .await
+            .unwrap();
+    }
+    // Another user may use the same id; no id at all is always delivered.
+    eve.invoke_with_headers::<()>(
+        "Send",
+        vec!["eve".into(), "eve's m-1".into()],
+        with_id("m-1"),
+    )
+    .await
+    .unwrap();
+    ann.invoke::<()>("Send", vec!["ann".into(), "no id".into()])
+        .await
+        .unwrap();
+    ann.invoke::<()>("Send", vec!["ann".into(), "no id".into()])
+        .await
+        .unwrap();
+    wait("deliveries", || seen.lock().unwrap().len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            ("once".to_owned(), Some("m-1".to_owned())),
+            ("eve's m-1".to_owned(), Some("m-1".to_owned())),
+            ("no id".to_owned(), None),
+            ("no id".to_owned(), None),
+        ]
+    );
+    for c in [&ann, &eve, &bob] {
+        c.stop().await;
     }
     hub.shutdown().await.unwrap();
 }

@@ -19,7 +19,7 @@ async fn official_client_every_transport_and_protocol() {
     let combos = ["ws-json", "ws-msgpack", "sse-json", "lp-json", "lp-msgpack"];
     for combo in combos {
         let ran = results.iter().filter(|r| r["combo"] == combo).count();
-        assert!(ran >= 13, "{combo}: only {ran} scenarios ran");
+        assert!(ran >= 14, "{combo}: only {ran} scenarios ran");
     }
     let failed: Vec<_> = results.iter().filter(|r| r["ok"] != true).collect();
     assert!(failed.is_empty(), "failed scenarios: {failed:#?}");

@@ -129,8 +129,11 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut events = conn.events();
-    conn.on_any(|target, arguments| {
-        let line = serde_json::json!({ "type": "invocation", "target": target, "arguments": to_json(arguments) });
+    conn.on_any(|target, arguments, headers| {
+        let mut line = serde_json::json!({ "type": "invocation", "target": target, "arguments": to_json(arguments) });
+        if !headers.is_empty() {
+            line["headers"] = serde_json::json!(headers);
+        }
         print_line(&line.to_string());
     });
     conn.start().await.map_err(|e| e.to_string())?;

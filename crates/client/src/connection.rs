@@ -18,7 +18,7 @@ use crate::{Error, Event, State};
 pub type Handler = Arc<dyn Fn(&[Arg]) -> Option<Arg> + Send + Sync>;
 
 /// Sees every invocation from the hub, whatever its method (for logging and tools).
-pub type Observer = Arc<dyn Fn(&str, &[Arg]) + Send + Sync>;
+pub type Observer = Arc<dyn Fn(&str, &[Arg], &Headers) + Send + Sync>;
 
 /// What the handle and the actor share. Locks here are only held for a map operation, never
 /// across an await.
@@ -62,6 +62,9 @@ impl std::fmt::Debug for HubConnection {
             .finish_non_exhaustive()
     }
 }
+
+/// A client-to-server stream: items, or an error text that ends it as failed.
+pub type UploadStream = std::pin::Pin<Box<dyn Stream<Item = Result<Arg, String>> + Send + 'static>>;
 
 /// Removes a handler registered with [`HubConnection::on`] when called.
 #[derive(Debug)]
@@ -161,8 +164,9 @@ impl HubConnection {
         }
     }
 
-    /// Registers an observer of every invocation from the hub (it gives no client results).
-    pub fn on_any(&self, observer: impl Fn(&str, &[Arg]) + Send + Sync + 'static) {
+    /// Registers an observer of every invocation from the hub, with its headers (such as the
+    /// message id a hub passes on); it gives no client results.
+    pub fn on_any(&self, observer: impl Fn(&str, &[Arg], &Headers) + Send + Sync + 'static) {
         self.shared
             .observers
             .lock()
@@ -219,6 +223,64 @@ impl HubConnection {
         headers: Headers,
     ) -> Result<T, Error> {
         let outcome = self.invoke_raw(method, args, headers).await?;
+        let value = match outcome {
+            Outcome::Void => Arg::from_value(hubbub_protocol::Value::Nil),
+            Outcome::Result(value) => value,
+            Outcome::Error(e) => return Err(Error::Hub(e)),
+        };
+        Ok(value.decode()?)
+    }
+
+    /// Invokes a hub method with client-to-server streams after its arguments (the hub sees
+    /// them in order as its stream parameters), and waits for its result. Each stream's items
+    /// are sent as they come, in order; its end (or its error) is sent when it finishes.
+    pub async fn invoke_with_streams<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: Vec<Arg>,
+        uploads: Vec<UploadStream>,
+    ) -> Result<T, Error> {
+        let id = self.next_invocation_id();
+        let stream_ids: Vec<String> = uploads.iter().map(|_| self.next_invocation_id()).collect();
+        let (tx, rx) = oneshot::channel();
+        let message = HubMessage::Invocation(Invocation {
+            headers: Headers::new(),
+            invocation_id: Some(id.clone()),
+            target: method.to_owned(),
+            arguments: args,
+            stream_ids: stream_ids.clone(),
+        });
+        self.command(Command::Invoke {
+            message,
+            id,
+            reply: tx,
+        })?;
+        for (stream_id, mut upload) in stream_ids.into_iter().zip(uploads) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                let mut error = None;
+                while let Some(item) = upload.next().await {
+                    match item {
+                        Ok(item) => {
+                            let id = stream_id.clone();
+                            if commands.send(Command::UploadItem { id, item }).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let _ = commands.send(Command::UploadEnd {
+                    id: stream_id,
+                    error,
+                });
+            });
+        }
+        let outcome = rx.await.map_err(|_| Error::ConnectionClosed)??;
         let value = match outcome {
             Outcome::Void => Arg::from_value(hubbub_protocol::Value::Nil),
             Outcome::Result(value) => value,

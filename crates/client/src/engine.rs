@@ -40,6 +40,16 @@ pub(crate) enum Command {
     Cancel {
         id: String,
     },
+    /// An item of a client-to-server stream.
+    UploadItem {
+        id: String,
+        item: Arg,
+    },
+    /// The end of a client-to-server stream, with an error if it failed.
+    UploadEnd {
+        id: String,
+        error: Option<String>,
+    },
     NetworkChanged,
     Suspend,
     Resume,
@@ -125,7 +135,7 @@ impl Actor {
             Command::Stream { items, .. } => {
                 let _ = items.send(Err(error));
             }
-            Command::Cancel { .. } => {}
+            Command::Cancel { .. } | Command::UploadItem { .. } | Command::UploadEnd { .. } => {}
             other => return Some(other),
         }
         None
@@ -541,7 +551,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             match message {
                 HubMessage::Invocation(inv) => {
                     for observer in actor.shared.observers() {
-                        observer(&inv.target, &inv.arguments);
+                        observer(&inv.target, &inv.arguments, &inv.headers);
                     }
                     let handlers = actor.shared.handlers_for(&inv.target);
                     let mut results: Vec<Arg> = Vec::new();
@@ -735,6 +745,28 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                             let _ = items.send(Err(e));
                         }
                     }
+                }
+                Some(Command::UploadItem { id, item }) => {
+                    let message = HubMessage::StreamItem(hubbub_protocol::StreamItem {
+                        headers: Default::default(),
+                        invocation_id: id,
+                        item,
+                    });
+                    let _ = queue(live, &mut backlog, protocol, &message);
+                    last_sent = Instant::now();
+                }
+                Some(Command::UploadEnd { id, error }) => {
+                    let completion = match error {
+                        None => Completion::void(id),
+                        Some(e) => Completion::error(id, e),
+                    };
+                    let _ = queue(
+                        live,
+                        &mut backlog,
+                        protocol,
+                        &HubMessage::Completion(completion),
+                    );
+                    last_sent = Instant::now();
                 }
                 Some(Command::Cancel { id }) => {
                     if streams.remove(&id).is_some() {

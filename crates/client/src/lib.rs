@@ -14,7 +14,7 @@ mod negotiate;
 mod options;
 mod retry;
 
-pub use connection::{Handler, HubConnection, Observer, Subscription};
+pub use connection::{Handler, HubConnection, Observer, Subscription, UploadStream};
 pub use error::Error;
 pub use event::{Event, SlowReason, State};
 pub use hubbub_protocol::negotiate::TransportKind;

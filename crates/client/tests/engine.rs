@@ -564,3 +564,186 @@ async fn suspend_resume_and_network_change() {
     conn.stop().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_to_server_streams() {
+    let server = hub().await;
+    for (transport, protocol) in COMBOS {
+        let label = format!("{}/{}", transport.name(), protocol.name());
+        let conn = builder(&server.url("/chathub"), transport, protocol)
+            .build()
+            .unwrap();
+        conn.start().await.unwrap();
+        let items: Vec<Result<Arg, String>> = vec![
+            Ok(Arg::from_value(1.into())),
+            Ok("two".into()),
+            Ok(Arg::serialize(&serde_json::json!({"three": 3})).unwrap()),
+        ];
+        // Items arrive over time, as a real upload would produce them.
+        let upload = futures_util::stream::iter(items).then(|item| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            item
+        });
+        let collected: serde_json::Value = conn
+            .invoke_with_streams("Collect", vec![], vec![Box::pin(upload)])
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(
+            collected,
+            serde_json::json!([1, "two", {"three": 3}]),
+            "{label}"
+        );
+        // A stream that fails ends the hub method with that error.
+        let failing =
+            futures_util::stream::iter(vec![Ok("a".into()), Err("the upload broke".to_owned())]);
+        let err = conn
+            .invoke_with_streams::<serde_json::Value>("Collect", vec![], vec![Box::pin(failing)])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the upload broke"),
+            "{label}: {err}"
+        );
+        conn.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_redirects_are_followed_with_their_token() {
+    let server = hub().await;
+    // A front that answers negotiate with a redirect to the real hub and a token, as Azure
+    // SignalR does; it checks the client sends that token to the hub it redirects to.
+    let hub_url = server.url("/chathub");
+    let front =
+        axum::Router::new().route(
+            "/chathub/negotiate",
+            axum::routing::post(move || {
+                let url = hub_url.clone();
+                async move {
+                    axum::Json(serde_json::json!({ "url": url, "accessToken": "from-redirect" }))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, front).await });
+    let conn = HubConnectionBuilder::new(format!("http://{front_addr}/chathub"))
+        .build()
+        .unwrap();
+    conn.start().await.unwrap();
+    let echoed: String = conn
+        .invoke("Echo", vec!["via redirect".into()])
+        .await
+        .unwrap();
+    assert_eq!(echoed, "via redirect");
+    conn.stop().await;
+
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_loops_and_classic_servers_fail_clearly() {
+    let routes = axum::Router::new()
+        .route(
+            "/loop/negotiate",
+            axum::routing::post(|req: axum::extract::Request| async move {
+                let host = req.headers()["host"].to_str().unwrap().to_owned();
+                axum::Json(serde_json::json!({ "url": format!("http://{host}/loop") }))
+            }),
+        )
+        .route(
+            "/classic/negotiate",
+            axum::routing::post(|| async {
+                axum::Json(serde_json::json!({"Url": "/signalr", "ConnectionToken": "x", "ConnectionId": "g", "ProtocolVersion": "2.0"}))
+            }),
+        )
+        .route("/refuses/negotiate", axum::routing::post(|| async { axum::Json(serde_json::json!({"error": "no room"})) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    for (path, expected) in [
+        ("loop", "more than 100 redirects"),
+        ("classic", "classic ASP.NET SignalR server"),
+        ("refuses", "the server refused the negotiation: no room"),
+    ] {
+        let conn = HubConnectionBuilder::new(format!("http://{addr}/{path}"))
+            .build()
+            .unwrap();
+        let err = conn.start().await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{path}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_negotiation_and_multiple_client_results() {
+    let server = hub().await;
+    let conn = HubConnectionBuilder::new(server.url("/chathub").replace("http://", "ws://"))
+        .transports(&[TransportKind::WebSockets])
+        .skip_negotiation(true)
+        .build()
+        .unwrap();
+    conn.start().await.unwrap();
+    assert_eq!(conn.connection_id(), None, "no negotiate, no id");
+    let echoed: String = conn.invoke("Echo", vec!["direct".into()]).await.unwrap();
+    assert_eq!(echoed, "direct");
+    // Two handlers answering one client-result invocation: the official error.
+    conn.on("ask", |_| Some("one".into()));
+    conn.on("ask", |_| Some("two".into()));
+    let err = conn
+        .invoke::<String>("AskCaller", vec!["?".into()])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Client provided multiple results."),
+        "{err}"
+    );
+    conn.stop().await;
+    // Skip-negotiation needs WebSockets alone.
+    assert!(
+        HubConnectionBuilder::new(server.url("/chathub"))
+            .skip_negotiation(true)
+            .build()
+            .is_err()
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn exponential_backoff_with_full_jitter() {
+    use hubbub_client::{ExponentialBackoff, RetryContext, RetryPolicy};
+    let policy = ExponentialBackoff {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+        give_up_after: Some(Duration::from_secs(60)),
+    };
+    let context = |n: u32, elapsed: u64| RetryContext {
+        previous_retry_count: n,
+        elapsed: Duration::from_secs(elapsed),
+        reason: "test".to_owned(),
+    };
+    let mut distinct = std::collections::HashSet::new();
+    for n in 0..12 {
+        let ceiling = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(2));
+        for _ in 0..50 {
+            let d = policy.next_delay(&context(n, 1)).unwrap();
+            assert!(d <= ceiling, "{d:?} > {ceiling:?}");
+            distinct.insert(d);
+        }
+    }
+    assert!(distinct.len() > 100, "delays are spread (jitter)");
+    assert_eq!(
+        policy.next_delay(&context(3, 61)),
+        None,
+        "gives up after the limit"
+    );
+    assert_eq!(
+        hubbub_client::Delays::default().0,
+        [0, 2, 10, 30].map(Duration::from_secs)
+    );
+    assert_eq!(
+        hubbub_client::Delays::default().next_delay(&context(4, 0)),
+        None
+    );
+}

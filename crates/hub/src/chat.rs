@@ -10,6 +10,8 @@
 //! | `Echo(value)` | returns `value` |
 //! | `Counter(count, delayMs)` | streams `0..count` |
 //! | `AskCaller(question)` | invokes the caller's `ask(question)` and returns its answer (a client result) |
+//! | `Collect(stream)` | reads a client-to-server stream to its end; returns its items as an array |
+//! | `Flood(count, size)` | sends the caller `count` × `broadcastMessage("flood", text of size bytes)`, at the pace the caller reads (load testing) |
 //!
 //! Arrivals and departures are announced to the rest of the scope as `userJoined(user,
 //! connections)` and `userLeft(user, connections)`.
@@ -203,6 +205,36 @@ pub fn chat_hub() -> Hub {
                 Some((Ok(Arg::from_value(Value::from(i))), i + 1))
             });
             Ok(Reply::stream(items))
+        })
+        .method("Collect", |ctx, (): ()| async move {
+            use futures_util::StreamExt;
+            let Some(mut items) = ctx.upload(0) else {
+                return Err(HubError::new("Collect needs a stream argument"));
+            };
+            let mut values = Vec::new();
+            while let Some(item) = items.next().await {
+                values.push(item?.to_value().map_err(|e| HubError::new(e.to_string()))?);
+            }
+            Ok(Value::Array(values))
+        })
+        .method("Flood", |ctx, (count, size): (u32, u32)| async move {
+            if count > 1_000_000 || size > 16 * 1024 {
+                return Err(HubError::new("Flood takes at most 1,000,000 messages of 16 KiB"));
+            }
+            // One frame, encoded once, queued `count` times.
+            let frame = crate::Frame::new(hubbub_protocol::HubMessage::Invocation(
+                hubbub_protocol::Invocation {
+                    target: "broadcastMessage".to_owned(),
+                    arguments: vec!["flood".into(), "x".repeat(size as usize).into()],
+                    ..Default::default()
+                },
+            ));
+            for _ in 0..count {
+                if !ctx.send_to_caller_waiting(frame.clone()).await {
+                    break;
+                }
+            }
+            Ok(())
         })
         .method("AskCaller", |ctx, (question,): (String,)| async move {
             ctx.invoke_caller("ask", vec![question.into()]).await.map(Reply::Value)

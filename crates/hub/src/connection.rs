@@ -54,7 +54,12 @@ pub(crate) struct Connection {
     abort_reason: OnceLock<String>,
     pending_results: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     next_invocation: AtomicU64,
+    /// Client-to-server streams in progress, by stream id.
+    uploads: Mutex<HashMap<String, mpsc::UnboundedSender<Result<Arg, String>>>>,
 }
+
+/// The receiving ends of an invocation's client-to-server streams, in `streamIds` order.
+pub(crate) type Uploads = Vec<Option<mpsc::UnboundedReceiver<Result<Arg, String>>>>;
 
 impl Connection {
     /// Queues a message for the client. A full queue means the client cannot keep up: it is
@@ -74,6 +79,19 @@ impl Connection {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues a message, waiting for room in the queue instead of closing a slow client
+    /// (for methods that produce many messages for their own caller).
+    pub(crate) async fn enqueue_waiting(&self, out: Outbound) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let sent = self.tx.send(out).await.is_ok();
+        if sent {
+            Counters::add(&self.counters.messages_out, 1);
+        }
+        sent
     }
 
     fn send(&self, message: HubMessage) -> bool {
@@ -155,6 +173,7 @@ pub(crate) async fn run(
         abort_reason: OnceLock::new(),
         pending_results: Mutex::default(),
         next_invocation: AtomicU64::new(0),
+        uploads: Mutex::default(),
     });
     state.router.add(conn.clone());
     Counters::add(&state.counters.connections_total, 1);
@@ -164,6 +183,7 @@ pub(crate) async fn run(
         conn: conn.clone(),
         state: state.clone(),
         headers: Arc::default(),
+        uploads: Arc::default(),
     };
     if let Some(on_connected) = &state.hub.on_connected {
         on_connected(ctx.clone()).await;
@@ -178,6 +198,11 @@ pub(crate) async fn run(
         .fetch_sub(1, Ordering::Relaxed);
     // Pending client results fail now (their senders drop) instead of waiting for a timeout.
     conn.pending_results
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    // Client-to-server streams end with the connection.
+    conn.uploads
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
@@ -445,6 +470,7 @@ fn handle(
 ) -> Option<Option<Close>> {
     match message {
         HubMessage::Invocation(inv) => {
+            let uploads = open_uploads(conn, &inv.stream_ids);
             invoke(
                 state,
                 conn,
@@ -452,6 +478,7 @@ fn handle(
                 inv.invocation_id,
                 inv.target,
                 inv.arguments,
+                uploads,
                 order,
                 None,
             );
@@ -463,6 +490,7 @@ fn handle(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(inv.invocation_id.clone(), token.clone());
             let streams = streams.clone();
+            let uploads = open_uploads(conn, &inv.stream_ids);
             invoke(
                 state,
                 conn,
@@ -470,6 +498,7 @@ fn handle(
                 Some(inv.invocation_id),
                 inv.target,
                 inv.arguments,
+                uploads,
                 order,
                 Some((token, streams)),
             );
@@ -481,6 +510,23 @@ fn handle(
                 .remove(&cancel.invocation_id)
             {
                 token.cancel();
+            }
+        }
+        HubMessage::Completion(completion)
+            if conn
+                .uploads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&completion.invocation_id) =>
+        {
+            // The end of a client-to-server stream.
+            let upload = conn
+                .uploads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&completion.invocation_id);
+            if let (Some(tx), Outcome::Error(e)) = (upload, completion.outcome) {
+                let _ = tx.send(Err(e));
             }
         }
         HubMessage::Completion(completion) => {
@@ -499,7 +545,15 @@ fn handle(
             }
         }
         HubMessage::StreamItem(item) => {
-            tracing::debug!(connection = %conn.id, id = %item.invocation_id, "client-to-server stream items are not supported by this hub; item dropped");
+            let uploads = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            match uploads.get(&item.invocation_id) {
+                Some(tx) => {
+                    let _ = tx.send(Ok(item.item));
+                }
+                None => {
+                    tracing::debug!(connection = %conn.id, id = %item.invocation_id, "item for no open stream dropped");
+                }
+            }
         }
         HubMessage::Ping | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
         HubMessage::Close(close) => {
@@ -512,6 +566,19 @@ fn handle(
 
 type StreamRegistry = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
+/// Opens the client-to-server streams an invocation announces.
+fn open_uploads(conn: &Connection, stream_ids: &[String]) -> Uploads {
+    let mut registry = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
+    stream_ids
+        .iter()
+        .map(|id| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            registry.insert(id.clone(), tx);
+            Some(rx)
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn invoke(
     state: &Arc<HubState>,
@@ -520,6 +587,7 @@ fn invoke(
     invocation_id: Option<String>,
     target: String,
     arguments: Vec<Arg>,
+    uploads: Uploads,
     order: &Arc<Semaphore>,
     stream: Option<(CancellationToken, StreamRegistry)>,
 ) {
@@ -537,6 +605,7 @@ fn invoke(
         conn: conn.clone(),
         state: state.clone(),
         headers: Arc::new(headers),
+        uploads: Arc::new(Mutex::new(uploads)),
     };
     let future = match handler(ctx, &arguments) {
         Ok(future) => future,

@@ -243,6 +243,7 @@ pub struct Context {
     pub(crate) conn: Arc<Connection>,
     pub(crate) state: Arc<HubState>,
     pub(crate) headers: Arc<Headers>,
+    pub(crate) uploads: Arc<std::sync::Mutex<crate::connection::Uploads>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -275,6 +276,25 @@ impl Context {
         &self.headers
     }
 
+    /// The `index`-th client-to-server stream of the invocation being handled (in the order of
+    /// its `streamIds`), once: its items as the client sends them; an error if the client ended
+    /// it with one. `None` if there is no such stream or it was taken already.
+    pub fn upload(&self, index: usize) -> Option<ItemStream> {
+        let rx = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)?
+            .take()?;
+        Some(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                let item = rx.recv().await?;
+                Some((item.map_err(HubError), rx))
+            },
+        )))
+    }
+
     /// Ways to reach clients.
     pub fn clients(&self) -> Clients<'_> {
         Clients { ctx: self }
@@ -299,6 +319,14 @@ impl Context {
     /// How many connections are open (in `group`, when given).
     pub fn connection_count(&self, group: Option<&str>) -> usize {
         self.state.router.connection_count(group)
+    }
+
+    /// Sends `message` to the caller, waiting while its send queue is full (backpressure)
+    /// rather than closing it as too slow. `false` once the caller is gone.
+    pub async fn send_to_caller_waiting(&self, frame: std::sync::Arc<crate::Frame>) -> bool {
+        self.conn
+            .enqueue_waiting(crate::frame::Outbound::Message(frame))
+            .await
     }
 
     /// Invokes a method on the calling client and waits for its result (a client result).

@@ -153,6 +153,18 @@ for (const combo of selected) {
     assert(ann.state === "Connected", "still connected");
   });
 
+  await scenario(combo, "client-to-server stream", async () => {
+    const subject = new signalR.Subject();
+    const result = ann.invoke("Collect", subject);
+    subject.next(1);
+    subject.next("two");
+    await sleep(10);
+    subject.next({ three: 3 });
+    subject.complete();
+    const got = await result;
+    assert(JSON.stringify(got) === '[1,"two",{"three":3}]', `collected: ${JSON.stringify(got)}`);
+  });
+
   await scenario(combo, "client result", async () => {
     ann.on("ask", (question) => `answer to ${question}`);
     const answer = await ann.invoke("AskCaller", "q1");

@@ -48,8 +48,10 @@ pub(crate) struct HttpConnection {
     pub(crate) poll_superseded: Notify,
     /// Negotiated with stateful reconnect (the client asked and the hub allows it).
     pub(crate) stateful: AtomicBool,
-    /// A WebSocket is attached now.
-    pub(crate) ws_attached: AtomicBool,
+    /// How many WebSockets this connection has had (a new one resumes a stateful connection).
+    pub(crate) ws_generation: AtomicU64,
+    /// Tells a socket that a newer one replaced it.
+    pub(crate) ws_replaced: Notify,
     /// Sent messages kept until acknowledged (stateful reconnect).
     pub(crate) replay: std::sync::Mutex<hubbub_protocol::stateful::Replay>,
     /// Wakes a writer waiting for acknowledgements to free buffer space.
@@ -107,7 +109,8 @@ fn open(
         poll_generation: AtomicU64::new(0),
         poll_superseded: Notify::new(),
         stateful: AtomicBool::new(stateful),
-        ws_attached: AtomicBool::new(false),
+        ws_generation: AtomicU64::new(0),
+        ws_replaced: Notify::new(),
         replay: std::sync::Mutex::new(hubbub_protocol::stateful::Replay::new(
             state.options.stateful_reconnect_buffer,
         )),
@@ -327,20 +330,23 @@ pub(crate) async fn connect(
                     }
                 };
                 if http.transport.get() == Some(&TransportKind::WebSockets) {
-                    // A stateful connection whose socket dropped may come back, once per drop.
+                    // A stateful connection may come back on a new socket, even before the
+                    // hub has seen the old one drop: the new socket replaces it.
                     let resumable = http.stateful.load(Ordering::SeqCst)
                         && !http.ended.is_cancelled()
-                        && !http.ws_attached.swap(true, Ordering::SeqCst);
+                        && http.replay.lock().unwrap_or_else(|e| e.into_inner()).active;
                     if !resumable {
                         return text(StatusCode::CONFLICT, "Connection already has a WebSocket.");
                     }
-                    return ws::upgrade(&state, upgrade, http, true);
+                    let generation = http.ws_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                    http.ws_replaced.notify_waiters();
+                    return ws::upgrade(&state, upgrade, http, generation);
                 }
                 if let Err(r) = claim(&http, TransportKind::WebSockets) {
                     return r.into_response();
                 }
-                http.ws_attached.store(true, Ordering::SeqCst);
-                return ws::upgrade(&state, upgrade, http, false);
+                let generation = http.ws_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                return ws::upgrade(&state, upgrade, http, generation);
             }
             let http = match lookup(&state, &query) {
                 Ok(http) => http,

@@ -29,7 +29,7 @@ pub(crate) fn upgrade(
     state: &Arc<HubState>,
     upgrade: WebSocketUpgrade,
     http: Arc<HttpConnection>,
-    resumed: bool,
+    generation: u64,
 ) -> Response {
     let limit = (state.options.max_message_size * 4).max(1 << 20);
     // Tracked, so a graceful shutdown waits for the Close to be written.
@@ -39,34 +39,51 @@ pub(crate) fn upgrade(
         .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| tasks.track_future(run(socket, http, resumed)))
+        .on_upgrade(move |socket| tasks.track_future(run(socket, http, generation)))
 }
 
 fn stateful(http: &HttpConnection) -> bool {
     http.replay.lock().unwrap_or_else(|e| e.into_inner()).active
 }
 
-async fn run(socket: WebSocket, http: Arc<HttpConnection>, resumed: bool) {
+/// Serves one socket of a connection. `generation` counts the sockets of the connection: 1 for
+/// the first; a later one resumes a stateful connection and replaces the socket before it.
+async fn run(socket: WebSocket, http: Arc<HttpConnection>, generation: u64) {
+    // A replaced socket hands over the writer's side when it has finished, and says `Lost`
+    // before that, so the connection always hears `Lost` before this socket's `Resumed`.
+    let outbound = http.outbound.lock().await;
+    let resumed = generation > 1;
     if resumed && http.inbound.send(Inbound::Resumed).await.is_err() {
         return;
     }
+    let replaced = http.ws_replaced.notified();
+    tokio::pin!(replaced);
+    replaced.as_mut().enable();
     let (sink, stream) = socket.split();
     let reading = read(stream, &http);
-    let writing = write(sink, &http, resumed);
+    let writing = write(sink, &http, resumed, outbound);
     tokio::pin!(reading, writing);
     tokio::select! {
+        () = &mut replaced, if http.ws_generation.load(Ordering::SeqCst) != generation => {
+            // The client came back on a new socket before this one was seen to drop.
+            let _ = http.inbound.send(Inbound::Lost).await;
+        }
         clean = &mut reading => {
             if !clean && stateful(&http) && !http.ended.is_cancelled() {
                 // Stop writing to the dead socket (unsent messages stay in the replay buffer)
                 // and let the client come back.
-                http.ws_attached.store(false, Ordering::SeqCst);
                 let _ = http.inbound.send(Inbound::Lost).await;
                 return;
             }
             let _ = http.inbound.send(Inbound::Closed).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
         }
-        () = &mut writing => {
+        ended = &mut writing => {
+            if !ended && stateful(&http) && !http.ended.is_cancelled() {
+                // The socket failed under the writer: as for a failed read, wait for the client.
+                let _ = http.inbound.send(Inbound::Lost).await;
+                return;
+            }
             let _ = tokio::time::timeout(Duration::from_secs(2), reading).await;
             let _ = http.inbound.try_send(Inbound::Closed);
         }
@@ -113,12 +130,14 @@ async fn send_payload(
     sink.send(message).await.is_ok()
 }
 
+/// Writes what the connection sends; `true` when the connection ended, `false` when the socket
+/// failed under it.
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     http: &HttpConnection,
     resumed: bool,
-) {
-    let mut outbound = http.outbound.lock().await;
+    mut outbound: tokio::sync::MutexGuard<'_, tokio::sync::mpsc::Receiver<Outbound>>,
+) -> bool {
     let protocol = || http.protocol.get().copied();
     if resumed {
         // Tell the client where the replay starts, then replay what it has not acknowledged.
@@ -126,17 +145,17 @@ async fn write(
             let replay = http.replay.lock().unwrap_or_else(|e| e.into_inner());
             (replay.resend_from(), replay.pending().cloned().collect())
         };
-        let Some(p) = protocol() else { return };
+        let Some(p) = protocol() else { return false };
         let Ok(sequence) = p.encode_to_vec(&HubMessage::Sequence(Sequence { sequence_id: from }))
         else {
-            return;
+            return false;
         };
         let mut payload = sequence;
         for bytes in pending {
             payload.extend_from_slice(&bytes);
         }
         if !send_payload(&mut sink, Some(p), payload).await {
-            return;
+            return false;
         }
     }
     let mut open = true;
@@ -167,7 +186,7 @@ async fn write(
                 break;
             };
             if sink.send(Message::Text(text)).await.is_err() {
-                return;
+                return false;
             }
             continue;
         }
@@ -202,9 +221,10 @@ async fn write(
             }
         }
         if !batch.is_empty() && !send_payload(&mut sink, protocol(), batch).await {
-            return;
+            return false;
         }
     }
     let _ = sink.send(Message::Close(None)).await;
     let _ = sink.close().await;
+    true
 }

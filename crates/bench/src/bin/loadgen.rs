@@ -1,0 +1,450 @@
+//! Hubbub's load generator: many WebSocket connections from one process, against the hub
+//! (SignalR over WebSockets, skip-negotiation) or the raw broadcast server.
+//!
+//!     loadgen fanout --url ws://127.0.0.1:5000/chathub --mode signalr --receivers 1000 \
+//!                    --messages 200 --size 16 --protocol json --server-pid PID
+//!     loadgen idle   --url ws://127.0.0.1:5000/chathub --mode signalr --connections 10000 --server-pid PID
+//!
+//! It counts every delivery it expects and fails (exit 1) on any loss. Results are one JSON
+//! object on stdout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use hubbub_protocol::{HubMessage, MessageReader, Protocol};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One sender broadcasting to many receivers.
+    Fanout(Fanout),
+    /// Many idle connections: the server's memory per connection.
+    Idle(Idle),
+    /// Hubbub's client as a receiver: messages/s decoded and dispatched, invoke round trips.
+    Client(ClientBench),
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientBench {
+    /// The hub URL (http).
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 50_000)]
+    messages: u32,
+    #[arg(long, default_value_t = 2_000)]
+    invokes: u32,
+    #[arg(long, value_enum, default_value = "json")]
+    protocol: Proto,
+}
+
+async fn client(args: ClientBench) -> Result<serde_json::Value, String> {
+    use hubbub_client::{Arg, HubConnectionBuilder, TransportKind};
+    let conn = HubConnectionBuilder::new(&args.url)
+        .transports(&[TransportKind::WebSockets])
+        .protocol(protocol(args.protocol))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let received = Arc::new(AtomicU64::new(0));
+    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let (r, l) = (received.clone(), last.clone());
+    conn.on("broadcastMessage", move |args| {
+        // Dispatch means the handler has the typed arguments.
+        let text: String = args[1].decode().unwrap_or_default();
+        std::hint::black_box(text);
+        r.fetch_add(1, Ordering::Relaxed);
+        *l.lock().unwrap() = Instant::now();
+        None
+    });
+    conn.start().await.map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    conn.invoke::<()>(
+        "Flood",
+        vec![
+            Arg::from_value(args.messages.into()),
+            Arg::from_value(16.into()),
+        ],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while received.load(Ordering::Relaxed) < u64::from(args.messages) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {} messages arrived",
+                received.load(Ordering::Relaxed),
+                args.messages
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = last.lock().unwrap().duration_since(start).as_secs_f64();
+    let mut rtts = Vec::with_capacity(args.invokes as usize);
+    for i in 0..args.invokes {
+        let t = Instant::now();
+        let _: u32 = conn
+            .invoke("Echo", vec![Arg::from_value(i.into())])
+            .await
+            .map_err(|e| e.to_string())?;
+        rtts.push(t.elapsed().as_nanos() as u64);
+    }
+    rtts.sort_unstable();
+    conn.stop().await;
+    Ok(serde_json::json!({
+        "scenario": "client",
+        "client": "hubbub-client",
+        "protocol": protocol(args.protocol).name(),
+        "messages": args.messages,
+        "messagesPerSecond": f64::from(args.messages) / elapsed,
+        "invokes": args.invokes,
+        "invokeP50Ms": percentile(&rtts, 0.5) / 1000.0,
+        "invokeP99Ms": percentile(&rtts, 0.99) / 1000.0,
+    }))
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Mode {
+    /// SignalR (the hub): handshake, Send(name, text) → broadcastMessage(name, text).
+    Signalr,
+    /// The raw broadcast server: a text frame in, the same text frame out to everyone.
+    Raw,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Proto {
+    Json,
+    Msgpack,
+}
+
+#[derive(clap::Args, Debug)]
+struct Fanout {
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum)]
+    mode: Mode,
+    #[arg(long, default_value_t = 1000)]
+    receivers: usize,
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Text bytes per message.
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    #[arg(long, value_enum, default_value = "json")]
+    protocol: Proto,
+    /// Messages in flight (sent, not yet delivered everywhere) at most.
+    #[arg(long, default_value_t = 8)]
+    window: u64,
+    /// The server's process id, to read its CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+struct Idle {
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum)]
+    mode: Mode,
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    #[arg(long, value_enum, default_value = "json")]
+    protocol: Proto,
+    #[arg(long)]
+    server_pid: u32,
+}
+
+fn protocol(p: Proto) -> Protocol {
+    match p {
+        Proto::Json => Protocol::Json,
+        Proto::Msgpack => Protocol::MessagePack,
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resident memory of a process in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a connection; for SignalR also completes the handshake.
+async fn open(url: &str, mode: Mode, protocol: Protocol) -> Result<(Ws, Vec<u8>), String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    if mode == Mode::Raw {
+        return Ok((ws, Vec::new()));
+    }
+    let handshake = hubbub_protocol::handshake::HandshakeRequest::new(protocol, 1).encode();
+    ws.send(Message::Text(String::from_utf8(handshake).unwrap().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => buf.extend_from_slice(t.as_bytes()),
+            Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
+            Some(Ok(_)) => continue,
+            other => return Err(format!("handshake failed: {other:?}")),
+        }
+        if let Some((response, used)) =
+            hubbub_protocol::handshake::HandshakeResponse::parse(&buf, 1 << 16)
+                .map_err(|e| e.to_string())?
+        {
+            if let Some(e) = response.error {
+                return Err(e);
+            }
+            return Ok((ws, buf[used..].to_vec()));
+        }
+    }
+}
+
+/// Opens `n` connections, 128 at a time. With `own_scope`, each SignalR connection gets a
+/// chat scope of its own, so no connection hears another arrive (presence notifications).
+async fn open_many(
+    url: &str,
+    mode: Mode,
+    protocol: Protocol,
+    n: usize,
+    own_scope: bool,
+) -> Vec<(Ws, Vec<u8>)> {
+    let gate = Arc::new(Semaphore::new(128));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            let url = if own_scope && mode == Mode::Signalr {
+                format!("{url}?scope=idle-{i}")
+            } else {
+                url.to_owned()
+            };
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                open(&url, mode, protocol).await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("connect failed: {e}")),
+        );
+    }
+    out
+}
+
+fn now_nanos(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// The text each message carries: "SEQ:SENT_NANOS|" then padding up to `size`.
+fn payload(seq: usize, sent: u64, size: usize) -> String {
+    let mut text = format!("{seq}:{sent}|");
+    while text.len() < size {
+        text.push('x');
+    }
+    text
+}
+
+fn latency_of(text: &str, origin: Instant) -> Option<u64> {
+    let sent: u64 = text.split(['|', ':']).nth(1)?.parse().ok()?;
+    Some(now_nanos(origin).saturating_sub(sent))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
+    let protocol = protocol(args.protocol);
+    let origin = Instant::now();
+    // Receivers share the sender's scope (they must hear its broadcasts), so each arrival is
+    // announced to the others; the clock starts once that traffic has been read.
+    let receivers = open_many(&args.url, args.mode, protocol, args.receivers, false).await;
+    let (mut sender, _) = open(&args.url, args.mode, protocol).await?;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let expected = (args.messages * args.receivers) as u64;
+    let mut tasks = Vec::new();
+    for (mut ws, rest) in receivers {
+        let delivered = delivered.clone();
+        let mode = args.mode;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut reader = MessageReader::new(protocol, 1 << 20);
+            reader.push(&rest);
+            let mut count = 0usize;
+            while count < args.messages {
+                let data: Bytes =
+                    match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) => Bytes::from(t),
+                        Ok(Some(Ok(Message::Binary(b)))) => b,
+                        Ok(Some(Ok(_))) => continue,
+                        _ => break,
+                    };
+                if mode == Mode::Raw {
+                    if let Some(l) = std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|t| latency_of(t, origin))
+                    {
+                        latencies.push(l);
+                    }
+                    count += 1;
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                reader.push_bytes(data);
+                while let Ok(Some(message)) = reader.next_message() {
+                    if let HubMessage::Invocation(inv) = message {
+                        if inv.target == "broadcastMessage" {
+                            if let Ok(text) = inv.arguments[1].decode::<String>() {
+                                if let Some(l) = latency_of(&text, origin) {
+                                    latencies.push(l);
+                                }
+                            }
+                            count += 1;
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            (ws, latencies)
+        }));
+    }
+    // Let the receivers drain the arrival announcements before the measured part.
+    let settle = Duration::from_millis(500 + 3 * args.receivers as u64).min(Duration::from_secs(5));
+    tokio::time::sleep(settle).await;
+    let cpu_before = args.server_pid.map(cpu_seconds);
+    let start = Instant::now();
+    let window = args.window * args.receivers as u64;
+    for seq in 0..args.messages {
+        while (seq * args.receivers) as u64 > delivered.load(Ordering::Relaxed) + window {
+            tokio::task::yield_now().await;
+            if start.elapsed() > Duration::from_secs(120) {
+                return Err("the run took more than 120 s".to_owned());
+            }
+        }
+        let text = payload(seq, now_nanos(origin), args.size);
+        let frame = match args.mode {
+            Mode::Raw => Message::Text(text.into()),
+            Mode::Signalr => {
+                let call = HubMessage::Invocation(hubbub_protocol::Invocation {
+                    target: "Send".to_owned(),
+                    arguments: vec!["bench".into(), text.into()],
+                    ..Default::default()
+                });
+                let bytes = protocol.encode_to_vec(&call).map_err(|e| e.to_string())?;
+                match protocol {
+                    Protocol::Json => Message::Text(String::from_utf8(bytes).unwrap().into()),
+                    Protocol::MessagePack => Message::Binary(bytes.into()),
+                }
+            }
+        };
+        sender.send(frame).await.map_err(|e| e.to_string())?;
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (_ws, l) = t.await.unwrap();
+        latencies.extend(l);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = match (args.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid) - before),
+        _ => None,
+    };
+    let got = delivered.load(Ordering::Relaxed);
+    latencies.sort_unstable();
+    let result = serde_json::json!({
+        "scenario": "fanout",
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "protocol": protocol.name(),
+        "receivers": args.receivers,
+        "messages": args.messages,
+        "size": args.size,
+        "expected": expected,
+        "delivered": got,
+        "lost": expected.saturating_sub(got),
+        "seconds": elapsed,
+        "deliveriesPerSecond": got as f64 / elapsed,
+        "serverCpuSeconds": cpu,
+        "serverCpuMicrosPerDelivery": cpu.map(|c| c * 1e6 / got.max(1) as f64),
+        "latencyP50Ms": percentile(&latencies, 0.5) / 1000.0,
+        "latencyP99Ms": percentile(&latencies, 0.99) / 1000.0,
+    });
+    if got < expected {
+        return Err(format!(
+            "{} of {expected} deliveries lost: {result}",
+            expected - got
+        ));
+    }
+    Ok(result)
+}
+
+async fn idle(args: Idle) -> Result<serde_json::Value, String> {
+    let protocol = protocol(args.protocol);
+    let before = rss_bytes(args.server_pid);
+    let conns = open_many(&args.url, args.mode, protocol, args.connections, true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_bytes(args.server_pid);
+    let per = (after.saturating_sub(before)) as f64 / args.connections as f64;
+    drop(conns);
+    Ok(serde_json::json!({
+        "scenario": "idle",
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "connections": args.connections,
+        "rssBeforeBytes": before,
+        "rssAfterBytes": after,
+        "bytesPerConnection": per,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Fanout(a) => fanout(a).await,
+        Command::Idle(a) => idle(a).await,
+        Command::Client(a) => client(a).await,
+    };
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
