@@ -747,3 +747,102 @@ fn exponential_backoff_with_full_jitter() {
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_then_recovered_for_silence_and_for_stalled_sends() {
+    // The burst of sends below is far above the default per-connection rate limit.
+    let server = hubbub_hub::ServerBuilder::new()
+        .options(hubbub_hub::HubOptions {
+            max_messages_per_second: 100_000,
+            ..Default::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let proxy = proxy::Proxy::start(server.local_addr()).await;
+    let conn = HubConnectionBuilder::new(format!("http://{}/chathub", proxy.addr))
+        .transports(&[TransportKind::WebSockets])
+        .slow_threshold(Duration::from_millis(400))
+        .server_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+
+    // A hub silent past the threshold, then talking again: slow, then recovered, no reconnect.
+    proxy.blackhole();
+    let slow = expect_event(&mut events, Duration::from_secs(3), "slow", |e| {
+        matches!(e, Event::Slow { .. })
+    })
+    .await;
+    assert_eq!(
+        slow,
+        Event::Slow {
+            reason: SlowReason::HubSilent
+        }
+    );
+    proxy.pass();
+    // The hub pings only every 15 s; ask it for something to hear from it now.
+    let mut items = Box::pin(conn.stream::<u32>(
+        "Counter",
+        vec![Arg::from_value(100_000.into()), Arg::from_value(50.into())],
+    ));
+    expect_event(&mut events, Duration::from_secs(5), "recovered", |e| {
+        matches!(e, Event::Recovered)
+    })
+    .await;
+    assert_eq!(conn.state(), State::Connected);
+
+    // Sends that stop draining (the hub still talks): slow for that reason, then recovered.
+    tokio::spawn(async move { while items.next().await.is_some() {} });
+    proxy.pause_upstream();
+    let big = "x".repeat(30_000);
+    for _ in 0..400 {
+        if conn.send("Echo", vec![big.clone().into()]).await.is_err() {
+            break;
+        }
+    }
+    let slow = expect_event(&mut events, Duration::from_secs(10), "slow (sends)", |e| {
+        matches!(e, Event::Slow { .. })
+    })
+    .await;
+    assert_eq!(
+        slow,
+        Event::Slow {
+            reason: SlowReason::SendsStalled
+        }
+    );
+    proxy.pass();
+    expect_event(
+        &mut events,
+        Duration::from_secs(10),
+        "recovered (sends)",
+        |e| matches!(e, Event::Recovered),
+    )
+    .await;
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_names_match_case_insensitively() {
+    let server = hub().await;
+    let conn = HubConnectionBuilder::new(server.url("/chathub"))
+        .build()
+        .unwrap();
+    let got = inbox(&conn, "BROADCASTMESSAGE");
+    conn.start().await.unwrap();
+    conn.invoke::<()>(
+        "send",
+        vec!["ann".into(), "lower-case method, upper-case handler".into()],
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(5), "the broadcast", || {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}

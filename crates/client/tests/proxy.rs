@@ -12,6 +12,8 @@ use tokio::sync::watch;
 
 const PASS: u8 = 0;
 const BLACKHOLE: u8 = 1;
+/// Client-to-server bytes are not read (TCP backpressure builds up); server-to-client flows.
+const PAUSE_UPSTREAM: u8 = 2;
 
 /// Forwards 127.0.0.1:ephemeral to `upstream`.
 #[derive(Debug)]
@@ -51,11 +53,14 @@ impl Proxy {
                     let up = async move {
                         let mut buf = vec![0u8; 16384];
                         loop {
+                            while m1.load(Ordering::SeqCst) == PAUSE_UPSTREAM {
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            }
                             let n = match cr.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => n,
                             };
-                            if m1.load(Ordering::SeqCst) == PASS
+                            if m1.load(Ordering::SeqCst) != BLACKHOLE
                                 && sw.write_all(&buf[..n]).await.is_err()
                             {
                                 return;
@@ -69,7 +74,7 @@ impl Proxy {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => n,
                             };
-                            if mode.load(Ordering::SeqCst) == PASS
+                            if mode.load(Ordering::SeqCst) != BLACKHOLE
                                 && cw.write_all(&buf[..n]).await.is_err()
                             {
                                 return;
@@ -95,6 +100,11 @@ impl Proxy {
     /// Traffic is swallowed both ways; sockets stay open (a silent network).
     pub fn blackhole(&self) {
         self.mode.store(BLACKHOLE, Ordering::SeqCst);
+    }
+
+    /// Stops reading what the client sends (its writes back up); the hub's traffic still flows.
+    pub fn pause_upstream(&self) {
+        self.mode.store(PAUSE_UPSTREAM, Ordering::SeqCst);
     }
 
     /// Traffic flows again (for new and old connections).
