@@ -158,6 +158,7 @@ impl Actor {
                 headers: self.options.headers.clone(),
                 token: self.token().await?,
                 format,
+                open_timeout: self.options.handshake_timeout,
             };
             let link = link::open(TransportKind::WebSockets, &target, &self.http).await?;
             return self.handshake(link, None, None).await;
@@ -199,6 +200,7 @@ impl Actor {
                 headers: self.options.headers.clone(),
                 token: n.token.clone(),
                 format,
+                open_timeout: self.options.handshake_timeout,
             };
             match link::open(kind, &target, &self.http).await {
                 Ok(link) => {

@@ -69,6 +69,8 @@ pub(crate) struct Target {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) token: Option<String>,
     pub(crate) format: TransferFormat,
+    /// How long opening the transport may take.
+    pub(crate) open_timeout: Duration,
 }
 
 impl Target {
@@ -120,9 +122,18 @@ async fn websocket(target: &Target) -> Result<Link, Error> {
         };
         request.headers_mut().insert(name, value);
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| Error::Transport(format!("WebSockets: {e}")))?;
+    let (socket, _) = tokio::time::timeout(
+        target.open_timeout,
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .map_err(|_| {
+        Error::Transport(format!(
+            "WebSockets: no answer within {:?}",
+            target.open_timeout
+        ))
+    })?
+    .map_err(|e| Error::Transport(format!("WebSockets: {e}")))?;
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(64);
     let (in_tx, in_rx) = mpsc::channel(64);
@@ -251,8 +262,15 @@ async fn sse(target: &Target, http: &reqwest::Client) -> Result<Link, Error> {
     let response = target
         .request(http, reqwest::Method::GET, &target.url)
         .header("Accept", "text/event-stream")
-        .send()
+        .send();
+    let response = tokio::time::timeout(target.open_timeout, response)
         .await
+        .map_err(|_| {
+            Error::Transport(format!(
+                "ServerSentEvents: no answer within {:?}",
+                target.open_timeout
+            ))
+        })?
         .map_err(|e| {
             Error::Transport(format!(
                 "ServerSentEvents: {}",

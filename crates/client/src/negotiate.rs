@@ -20,8 +20,11 @@ pub(crate) async fn negotiate(
 ) -> Result<Negotiated, Error> {
     let mut url = negotiate::http_url(&options.url)?;
     for _ in 0..=MAX_REDIRECTS {
+        // A hub that accepts the connection but never answers must not hang a start or a
+        // reconnect: negotiate gets the handshake's time limit.
         let mut request = http
             .post(negotiate::negotiate_url(&url, options.stateful_reconnect))
+            .timeout(options.handshake_timeout)
             .header("X-Requested-With", "XMLHttpRequest");
         for (k, v) in &options.headers {
             request = request.header(k, v);
