@@ -1,0 +1,58 @@
+//! The schema, as an ordered list of migrations. `PRAGMA user_version` records how many were
+//! applied; each runs in its own transaction. Never edit a migration that shipped: add one.
+
+/// Every migration, oldest first.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: hubs, conversations, messages, full-text search.
+    r#"
+    CREATE TABLE hubs (
+        id            INTEGER PRIMARY KEY,
+        url           TEXT NOT NULL UNIQUE,
+        display_name  TEXT NOT NULL,
+        protocol      TEXT NOT NULL DEFAULT 'json',
+        transport     TEXT,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE conversations (
+        id             INTEGER PRIMARY KEY,
+        hub_id         INTEGER NOT NULL REFERENCES hubs(id) ON DELETE CASCADE,
+        kind           TEXT NOT NULL CHECK (kind IN ('broadcast', 'room', 'direct')),
+        name           TEXT NOT NULL DEFAULT '',
+        last_read_seq  INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (hub_id, kind, name)
+    );
+    CREATE TABLE messages (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id  INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        msg_id           TEXT NOT NULL,
+        sender           TEXT NOT NULL,
+        body             TEXT NOT NULL,
+        outgoing         INTEGER NOT NULL CHECK (outgoing IN (0, 1)),
+        state            TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'received')),
+        error            TEXT,
+        created_at       INTEGER NOT NULL,
+        sent_at          INTEGER,
+        received_at      INTEGER,
+        UNIQUE (conversation_id, msg_id)
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+    CREATE INDEX messages_outbox ON messages (conversation_id, seq) WHERE state = 'sending';
+    CREATE VIRTUAL TABLE messages_fts USING fts5 (
+        body, sender,
+        content = 'messages', content_rowid = 'seq',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, body, sender) VALUES (new.seq, new.body, new.sender);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, body, sender)
+            VALUES ('delete', old.seq, old.body, old.sender);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, sender ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, body, sender)
+            VALUES ('delete', old.seq, old.body, old.sender);
+        INSERT INTO messages_fts (rowid, body, sender) VALUES (new.seq, new.body, new.sender);
+    END;
+    "#,
+];
