@@ -208,9 +208,39 @@ pub(crate) struct ChatArgs {
     /// A bearer token for the hub (read from HUBBUB_TOKEN when not given).
     #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The history database (default: the platform's data directory, profile "terminal").
+    #[arg(long)]
+    db: Option<std::path::PathBuf>,
+    /// If the history database is damaged, move it aside and start a fresh one.
+    #[arg(long)]
+    recover_db: bool,
 }
 
 pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
+    use hubbub_client::store::{Error as StoreError, MessageState, Store};
+    use hubbub_client::{Chat, ChatEvent};
+
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| hubbub_client::store::default_path("terminal"));
+    let store = match Store::open(&db).await {
+        Ok(store) => store,
+        Err(StoreError::Corrupt { .. }) if args.recover_db => {
+            let (store, aside) = Store::recover(&db).await.map_err(|e| e.to_string())?;
+            eprintln!(
+                "hubbub: the damaged history was moved to {}; starting fresh",
+                aside.display()
+            );
+            store
+        }
+        Err(e @ StoreError::Corrupt { .. }) => {
+            return Err(format!(
+                "{e}\nhubbub: run again with --recover-db to move it aside and start fresh"
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let mut embedded = None;
     let url = match args.url {
         Some(url) => url,
@@ -237,63 +267,115 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         Some(&args.name),
     )
     .with_automatic_reconnect()
+    .retry_first_start(true)
     .build()
     .map_err(|e| e.to_string())?;
-    register_chat_handlers(&conn);
-    let mut events = conn.events();
-    conn.start()
+    register_notices(&conn);
+    let chat = Chat::open(conn.clone(), store, &url, &args.name)
         .await
-        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let mut events = chat.events();
+    let pending = chat.pending().await.map_err(|e| e.to_string())?;
+    if pending > 0 {
+        eprintln!("hubbub: {pending} message(s) from last time are in the outbox; sending them");
+    }
+    // Typing starts at once: lines go to the outbox whether or not the hub is reachable yet.
+    let starting = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.start().await }
+    });
     eprintln!(
-        "hubbub: connected as {} (type a line and press Enter; Ctrl-D to quit)",
+        "hubbub: chatting as {} on {url} (type a line and press Enter; Ctrl-D to quit)",
         args.name
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut input_open = true;
+    let show = |event: &ChatEvent| match event {
+        // Each message is shown once: received ones when stored, our own once the hub has them.
+        ChatEvent::Stored(m) if !m.outgoing => print_line(&format!("{}: {}", m.sender, m.body)),
+        ChatEvent::Updated(m) if m.state == MessageState::Sent => {
+            print_line(&format!("{}: {}", m.sender, m.body))
+        }
+        ChatEvent::Updated(m) if m.state == MessageState::Failed => {
+            eprintln!(
+                "hubbub: not sent: {} ({})",
+                m.body,
+                m.error.as_deref().unwrap_or("refused")
+            );
+        }
+        ChatEvent::Connection(event) => {
+            if let Some(text) = describe(event) {
+                eprintln!("hubbub: {text}");
+            }
+        }
+        _ => {}
+    };
+    let mut shown = std::collections::HashSet::new();
     let result = loop {
         tokio::select! {
-            line = lines.next_line() => match line {
+            line = lines.next_line(), if input_open => match line {
                 Ok(Some(line)) => {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    // One line, one message, in the order typed: wait for each completion.
-                    if let Err(e) = conn.invoke::<()>("Send", vec![args.name.clone().into(), line.into()]).await {
-                        eprintln!("hubbub: not sent ({e})");
+                    if !line.trim().is_empty() {
+                        // Durable first: the line is in the outbox before anything is sent.
+                        if let Err(e) = chat.send(&line).await {
+                            break Err(format!("cannot store the message: {e}"));
+                        }
                     }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => input_open = false,
                 Err(e) => break Err(format!("cannot read input: {e}")),
             },
-            event = events.recv() => {
-                if let Ok(event) = event {
-                    if let Some(text) = describe(&event) {
-                        eprintln!("hubbub: {text}");
+            event = events.recv() => match event {
+                Ok(event) => {
+                    let key = match &event {
+                        ChatEvent::Stored(m) | ChatEvent::Updated(m) => Some((m.msg_id.clone(), m.state)),
+                        ChatEvent::Connection(_) => None,
+                    };
+                    if key.is_none_or(|k| shown.insert(k)) {
+                        show(&event);
                     }
-                    if let Event::Closed { reason: Some(reason) } = event {
+                    if let ChatEvent::Connection(Event::Closed { reason: Some(reason) }) = event {
                         break Err(format!("connection closed: {reason}"));
                     }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => eprintln!("hubbub: {n} events skipped"),
+                Err(_) => break Ok(()),
+            },
+            // With the input finished, leave once the outbox is empty.
+            () = tokio::time::sleep(Duration::from_millis(100)), if !input_open => {
+                if chat.pending().await.map_err(|e| e.to_string())? == 0 {
+                    break Ok(());
                 }
             }
             () = crate::shutdown_signal() => break Ok(()),
         }
     };
-    // Give broadcasts of the last lines a moment to arrive before leaving.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Give the echoes of the last lines a moment to be shown.
+    let until = tokio::time::Instant::now() + Duration::from_millis(300);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(until, events.recv()).await {
+        let key = match &event {
+            ChatEvent::Stored(m) | ChatEvent::Updated(m) => Some((m.msg_id.clone(), m.state)),
+            ChatEvent::Connection(_) => None,
+        };
+        if key.is_none_or(|k| shown.insert(k)) {
+            show(&event);
+        }
+    }
     conn.stop().await;
+    if let Ok(Err(e)) = starting.await {
+        if result.is_ok() {
+            return Err(format!("cannot connect to {url}: {e}"));
+        }
+    }
     if let Some(server) = embedded {
         let _ = server.shutdown().await;
     }
     result
 }
 
-fn register_chat_handlers(conn: &HubConnection) {
+/// Room, direct-message and presence notices (the broadcast itself goes through the store).
+fn register_notices(conn: &HubConnection) {
     let text = |a: &Arg| a.decode::<String>().unwrap_or_default();
-    conn.on("broadcastMessage", move |args| {
-        if let [name, message] = args {
-            print_line(&format!("{}: {}", text(name), text(message)));
-        }
-        None
-    });
     conn.on("roomMessage", move |args| {
         if let [room, name, message] = args {
             print_line(&format!(

@@ -49,6 +49,14 @@ fn start_hub(host: &str, extra: &[&str]) -> (Child, String) {
     }
 }
 
+/// A fresh history database path for one test.
+fn temp_db(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("hubbub-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("history.sqlite3").display().to_string()
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -271,7 +279,7 @@ fn send_to_nothing_fails_with_a_clear_error() {
 #[test]
 fn chat_without_url_runs_an_embedded_hub() {
     let mut chat = Command::new(BIN)
-        .args(["chat", "--name", "solo"])
+        .args(["chat", "--name", "solo", "--db", &temp_db("embedded")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -289,4 +297,153 @@ fn chat_without_url_runs_an_embedded_hub() {
         "solo: talking to myself\n"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("a hub runs here: http://127.0.0.1:"));
+}
+
+/// Lines read by a chat are durable: a chat killed with SIGKILL in the middle of sending picks
+/// its outbox up on the next start, and every stored line reaches the hub exactly once, in the
+/// order typed.
+#[test]
+fn sigkill_while_sending_then_restart_delivers_everything_once_in_order() {
+    let (mut hub, url) = start_hub("127.0.0.1", &["--max-messages-per-second", "100000"]);
+    let hub_url = format!("{url}/chathub");
+    let db = temp_db("sigkill");
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--url", &hub_url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = listen.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        if rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .contains("\"event\":\"connected\"")
+        {
+            break;
+        }
+    }
+
+    // A chat reading a steady stream of lines, killed without warning part way through.
+    let mut chat = Command::new(BIN)
+        .args(["chat", "--url", &hub_url, "--name", "ann", "--db", &db])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    for i in 0..400 {
+        if writeln!(stdin, "line {i:03}").is_err() {
+            break;
+        }
+    }
+    // Kill it once the hub has relayed a few of its messages: mid-sending.
+    let mut early = Vec::new();
+    while early.len() < 5 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the chat starts sending");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["target"] == "broadcastMessage" {
+            early.push(v);
+        }
+    }
+    Command::new("kill")
+        .args(["-KILL", &chat.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = chat.wait();
+    drop(stdin);
+
+    // What the killed process had accepted: every line it stored.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (stored, unsent): (Vec<(String, String)>, usize) = runtime.block_on(async {
+        let store = hubbub_store::Store::open(&db).await.unwrap();
+        let hub = store.hubs().await.unwrap()[0].id;
+        let conv = store
+            .conversation(hub, hubbub_store::ConversationKind::Broadcast)
+            .await
+            .unwrap();
+        let all = store.newest(conv, 10_000).await.unwrap();
+        let unsent = store.outbox(hub).await.unwrap().len();
+        (
+            all.into_iter()
+                .filter(|m| m.outgoing)
+                .map(|m| (m.msg_id, m.body))
+                .collect(),
+            unsent,
+        )
+    });
+    assert!(
+        stored.len() > 10,
+        "the chat had stored some lines before it was killed ({})",
+        stored.len()
+    );
+    assert!(
+        unsent > 0,
+        "the kill left messages in the outbox ({} stored, all sent)",
+        stored.len()
+    );
+
+    // Restarted with nothing to type: it sends what is left and exits.
+    let status = Command::new(BIN)
+        .args(["chat", "--url", &hub_url, "--name", "ann", "--db", &db])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The hub delivered each stored line once, in the order typed.
+    let mut delivered: Vec<(String, String)> = early
+        .iter()
+        .map(|v| {
+            (
+                v["headers"]["hubbub-msg-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v["arguments"][1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.len() < stored.len() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["target"] == "broadcastMessage" && v["arguments"][0] == "ann" {
+                let id = v["headers"]["hubbub-msg-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                delivered.push((id, v["arguments"][1].as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    while let Ok(line) = rx.try_recv() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["target"] == "broadcastMessage" {
+            delivered.push((
+                "late".to_owned(),
+                v["arguments"][1].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    assert_eq!(delivered, stored, "every stored line, once, in order");
+    let bodies: Vec<&String> = stored.iter().map(|(_, b)| b).collect();
+    let mut sorted = bodies.clone();
+    sorted.sort();
+    assert_eq!(bodies, sorted, "stored in the order typed");
+    let _ = listen.kill();
+    let _ = listen.wait();
+    sigterm(&hub);
+    assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
 }

@@ -5,6 +5,7 @@
 //! Server-Sent Events and long polling, tried in the server's order with fallback; hub
 //! protocols: JSON and MessagePack. Every shell observes one closed [`Event`] enum.
 
+pub mod chat;
 mod connection;
 mod engine;
 mod error;
@@ -14,10 +15,12 @@ mod negotiate;
 mod options;
 mod retry;
 
+pub use chat::{Chat, ChatEvent};
 pub use connection::{Handler, HubConnection, Observer, Subscription, UploadStream};
 pub use error::Error;
 pub use event::{Event, SlowReason, State};
 pub use hubbub_protocol::negotiate::TransportKind;
 pub use hubbub_protocol::{Arg, Headers, Outcome, Protocol, Value};
+pub use hubbub_store as store;
 pub use options::{HubConnectionBuilder, TokenProvider};
 pub use retry::{Delays, ExponentialBackoff, NoRetry, RetryContext, RetryPolicy};

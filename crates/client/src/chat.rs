@@ -1,0 +1,274 @@
+//! The chat layer: a connection bound to the local store, so nothing a user types is lost.
+//!
+//! - [`Chat::send`] writes the message to the store first (`sending`), then the outbox task
+//!   hands it to the hub; it becomes `sent` when the hub completes it, or `failed` with the
+//!   hub's reason. While disconnected the outbox waits; after a reconnect it sends again, in
+//!   the order typed. Every message carries a stable id in the `hubbub-msg-id` header, so a
+//!   resend after an ambiguous failure is dropped by the hub and by receivers.
+//! - Every received chat message is stored once (by id) before [`ChatEvent::Stored`] tells the
+//!   shell.
+//! - After a crash, [`Chat::open`] finds the outbox where it was and resumes it.
+
+use std::sync::Arc;
+
+use hubbub_protocol::{Arg, Headers};
+use hubbub_store::{ConversationId, ConversationKind, HubId, Message, MessageState, Store};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::{Error, Event, HubConnection, State};
+
+/// The invocation header that carries a message's id (the hub's `MESSAGE_ID_HEADER`).
+pub const MESSAGE_ID_HEADER: &str = "hubbub-msg-id";
+
+/// What the chat layer tells a shell.
+#[derive(Debug, Clone)]
+pub enum ChatEvent {
+    /// A message was stored for the first time (typed here, or received).
+    Stored(Message),
+    /// A stored message changed state (sent, failed).
+    Updated(Message),
+    /// The connection's own events.
+    Connection(Event),
+}
+
+/// A chat on one hub, backed by the store.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: HubConnection,
+    store: Store,
+    hub: HubId,
+    me: String,
+    broadcast: ConversationId,
+    events: broadcast::Sender<ChatEvent>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat")
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_message_id() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Chat {
+    /// Binds `connection` (not yet started) to `store` as user `me` on the hub at `hub_url`,
+    /// and starts the outbox and receive tasks. Start the connection afterwards.
+    pub async fn open(
+        connection: HubConnection,
+        store: Store,
+        hub_url: &str,
+        me: &str,
+    ) -> Result<Self, hubbub_store::Error> {
+        let hub = store.upsert_hub(hub_url, me, "json", None).await?;
+        let broadcast = store.conversation(hub, ConversationKind::Broadcast).await?;
+        let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            connection,
+            store,
+            hub,
+            me: me.to_owned(),
+            broadcast,
+            events,
+            wake: Notify::new(),
+        });
+
+        // Received messages go through one queue, so they are stored in arrival order.
+        let (received_tx, mut received_rx) = mpsc::unbounded_channel::<(String, String, String)>();
+        inner.connection.on_any(move |target, args, headers| {
+            if !target.eq_ignore_ascii_case("broadcastMessage") {
+                return;
+            }
+            let (Some(name), Some(text)) = (args.first(), args.get(1)) else {
+                return;
+            };
+            let (Ok(name), Ok(text)) = (name.decode::<String>(), text.decode::<String>()) else {
+                return;
+            };
+            // A message from a client that sends no id cannot be deduplicated: it gets one here.
+            let id = headers
+                .get(MESSAGE_ID_HEADER)
+                .cloned()
+                .unwrap_or_else(new_message_id);
+            let _ = received_tx.send((id, name, text));
+        });
+        let receiver = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some((id, name, text)) = received_rx.recv().await {
+                let Some(inner) = receiver.upgrade() else {
+                    return;
+                };
+                match inner
+                    .store
+                    .receive(inner.broadcast, &id, &name, &text)
+                    .await
+                {
+                    Ok(Some(stored)) => {
+                        let _ = inner.events.send(ChatEvent::Stored(stored));
+                    }
+                    Ok(None) => {
+                        // A repeat; if it was our own message coming back, it is now sent.
+                        if let Ok(page) = inner.store.newest(inner.broadcast, 50).await {
+                            if let Some(m) = page.into_iter().find(|m| m.msg_id == id && m.outgoing)
+                            {
+                                let _ = inner.events.send(ChatEvent::Updated(m));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "a received message could not be stored"),
+                }
+            }
+        });
+
+        // Connection events pass through, and a (re)connect wakes the outbox.
+        let mut connection_events = inner.connection.events();
+        let forwarder = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                let event = match connection_events.recv().await {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(inner) = forwarder.upgrade() else {
+                    return;
+                };
+                if matches!(event, Event::Connected { .. } | Event::Reconnected { .. }) {
+                    inner.wake.notify_one();
+                }
+                let _ = inner.events.send(ChatEvent::Connection(event));
+            }
+        });
+
+        let chat = Self { inner };
+        let outbox = Arc::downgrade(&chat.inner);
+        tokio::spawn(async move { outbox_loop(outbox).await });
+        Ok(chat)
+    }
+
+    /// The connection (to start, stop, or observe it).
+    pub fn connection(&self) -> &HubConnection {
+        &self.inner.connection
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The broadcast conversation of this hub.
+    pub fn conversation(&self) -> ConversationId {
+        self.inner.broadcast
+    }
+
+    /// Everything the chat layer reports from now on.
+    pub fn events(&self) -> broadcast::Receiver<ChatEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Writes `text` to the outbox (durably, before anything is sent) and returns the stored
+    /// message; the outbox task sends it as soon as the hub is reachable.
+    pub async fn send(&self, text: &str) -> Result<Message, hubbub_store::Error> {
+        let message = self
+            .inner
+            .store
+            .enqueue(
+                self.inner.broadcast,
+                &new_message_id(),
+                &self.inner.me,
+                text,
+            )
+            .await?;
+        let _ = self.inner.events.send(ChatEvent::Stored(message.clone()));
+        self.inner.wake.notify_one();
+        Ok(message)
+    }
+
+    /// Puts a failed message back in the outbox.
+    pub async fn retry(&self, msg_id: &str) -> Result<Message, hubbub_store::Error> {
+        let message = self.inner.store.retry(self.inner.broadcast, msg_id).await?;
+        self.inner.wake.notify_one();
+        Ok(message)
+    }
+
+    /// How many messages wait in the outbox.
+    pub async fn pending(&self) -> Result<usize, hubbub_store::Error> {
+        Ok(self.inner.store.outbox(self.inner.hub).await?.len())
+    }
+}
+
+/// Sends the outbox in order, one message at a time, whenever the connection is up.
+async fn outbox_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let notified = strong.wake.notified();
+        if strong.connection.state() == State::Connected {
+            match drain(&strong).await {
+                Ok(()) => {}
+                Err(e) => tracing::debug!(error = %e, "outbox paused"),
+            }
+        }
+        // Woken by a new message or a (re)connect; a periodic look covers anything missed. The
+        // loop ends within a second of the last `Chat` handle going away.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
+    }
+}
+
+async fn drain(inner: &Inner) -> Result<(), String> {
+    let pending = inner
+        .store
+        .outbox(inner.hub)
+        .await
+        .map_err(|e| e.to_string())?;
+    for message in pending {
+        let headers = Headers::from([(MESSAGE_ID_HEADER.to_owned(), message.msg_id.clone())]);
+        let args = vec![
+            Arg::from(message.sender.clone()),
+            Arg::from(message.body.clone()),
+        ];
+        match inner
+            .connection
+            .invoke_with_headers::<()>("Send", args, headers)
+            .await
+        {
+            Ok(()) => {
+                if let Ok(sent) = inner
+                    .store
+                    .mark_sent(message.conversation, &message.msg_id)
+                    .await
+                {
+                    if sent.state == MessageState::Sent {
+                        let _ = inner.events.send(ChatEvent::Updated(sent));
+                    }
+                }
+            }
+            // The hub refused it: failed, with the hub's reason; the rest of the outbox goes on.
+            Err(Error::Hub(reason)) if inner.connection.state() == State::Connected => {
+                if let Ok(failed) = inner
+                    .store
+                    .mark_failed(message.conversation, &message.msg_id, &reason)
+                    .await
+                {
+                    let _ = inner.events.send(ChatEvent::Updated(failed));
+                }
+            }
+            // Not connected, or the connection dropped with the call in flight (it may or may
+            // not have arrived): stop here; after the reconnect it is sent again, and its id
+            // makes the repeat harmless.
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
