@@ -7,6 +7,8 @@ from collections import defaultdict
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 groups = defaultdict(list)
+store_rows = [r for r in rows if r["scenario"] == "store"]
+rows = [r for r in rows if r["scenario"] != "store"]
 for r in rows:
     if r["scenario"] == "fanout":
         key = ("fanout", r["mode"], r["protocol"] if r["mode"] == "signalr" else "-")
@@ -62,3 +64,10 @@ for p in ("json", "msgpack"):
         print(f"\nhubbub-client vs @microsoft/signalr ({p}): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
               f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
 print()
+
+for r in store_rows:
+    print(f"\n### History store: {r['messages']:,} messages in one SQLite file\n")
+    print("| insert, one per transaction | insert, 1,000 per transaction | newest 100 | 100 deep in history | full-text query (50 newest hits) | bytes per message |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| {r['insertSinglePerSecond']:,.0f}/s | {r['insertBatchedPerSecond']:,.0f}/s | {r['newest100MedianMs']:.3f} ms | "
+          f"{r['page100DeepMedianMs']:.3f} ms | {r['ftsMedianMs']:.3f} ms | {r['bytesPerMessage']:.0f} |")

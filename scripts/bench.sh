@@ -10,6 +10,7 @@
 #   idle    server RSS per idle connection: Hubbub's hub vs the raw server
 #   client  messages/s decoded and dispatched + invoke round trips: hubbub-client vs the official
 #           @microsoft/signalr client (Node), against the same hub
+#   store   the SQLite history: insert rates, page and full-text latency, bytes per message
 # Every scenario counts each delivery it expects and fails on any loss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +19,9 @@ source scripts/setup.sh test
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
-    runs=1; receivers=50; messages=50; idle=200; flood=2000; invokes=100
+    runs=1; receivers=50; messages=50; idle=200; flood=2000; invokes=100; stored=20000
 else
-    runs=3; receivers=1000; messages=200; idle=10000; flood=50000; invokes=2000
+    runs=3; receivers=1000; messages=200; idle=10000; flood=50000; invokes=2000; stored=1000000
 fi
 
 cargo build --release --locked -p hubbub-cli -p hubbub-bench
@@ -66,5 +67,8 @@ for run in $(seq "$runs"); do
     done
     kill "$pid"
 done
+
+# The history store, once (it is deterministic enough, and 1,000,000 messages take a minute).
+"$bin/store-bench" --messages "$stored" >> "$out"
 
 python3 scripts/bench-report.py "$out"

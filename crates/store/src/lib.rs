@@ -627,7 +627,7 @@ impl Store {
                 "SELECT {columns} FROM messages_fts f JOIN messages m ON m.seq = f.rowid
                  WHERE messages_fts MATCH ?1
                    AND (?2 IS NULL OR m.conversation_id IN (SELECT id FROM conversations WHERE hub_id = ?2))
-                 ORDER BY m.seq DESC LIMIT ?3"
+                 ORDER BY f.rowid DESC LIMIT ?3"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![expression, hub.map(|h| h.0), limit], message_from_row)?;
