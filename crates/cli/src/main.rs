@@ -67,6 +67,9 @@ struct HubArgs {
     /// With JWT auth: also require this audience.
     #[arg(long)]
     jwt_audience: Option<String>,
+    /// Keep the chat history in this SQLite file, across restarts (default: in memory).
+    #[arg(long)]
+    history: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -132,7 +135,16 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     };
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
-        .hub("/chathub", hubbub_hub::chat_hub())
+        .hub(
+            "/chathub",
+            match &args.history {
+                Some(path) => hubbub_hub::chat_hub_with(
+                    hubbub_hub::ChatHistory::open(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => hubbub_hub::chat_hub(),
+            },
+        )
         .cors_origins(args.cors_origins);
     if let Some(mut auth) = auth {
         if let Some(issuer) = &args.jwt_issuer {

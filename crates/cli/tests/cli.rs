@@ -217,7 +217,11 @@ fn send_listen_and_piped_chat() {
     let chat_out = chat.wait_with_output().unwrap();
     assert!(chat_out.status.success());
     let shown = String::from_utf8(chat_out.stdout).unwrap();
-    assert_eq!(shown, "bob: one\nbob: two\nbob: three\n");
+    // The scope's history first (what ann said before bob arrived), then bob's lines.
+    assert_eq!(
+        shown,
+        "ann: <script>hi</script>\nbob: one\nbob: two\nbob: three\n"
+    );
     let mut broadcasts = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while broadcasts.len() < 4 && Instant::now() < deadline {

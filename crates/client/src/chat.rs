@@ -19,6 +19,10 @@ use crate::{Error, Event, HubConnection, State};
 
 /// The invocation header that carries a message's id (the hub's `MESSAGE_ID_HEADER`).
 pub const MESSAGE_ID_HEADER: &str = "hubbub-msg-id";
+/// The header with a broadcast's number in the hub's history.
+pub const SEQ_HEADER: &str = "hubbub-seq";
+/// The header with the epoch of that number.
+pub const EPOCH_HEADER: &str = "hubbub-epoch";
 
 /// What the chat layer tells a shell.
 #[derive(Debug, Clone)]
@@ -83,54 +87,90 @@ impl Chat {
             wake: Notify::new(),
         });
 
-        // Received messages go through one queue, so they are stored in arrival order.
-        let (received_tx, mut received_rx) = mpsc::unbounded_channel::<(String, String, String)>();
-        inner.connection.on_any(move |target, args, headers| {
-            if !target.eq_ignore_ascii_case("broadcastMessage") {
-                return;
+        // Received messages go through one queue and are stored by one task, in order; the
+        // same task catches up from the hub's history when numbers show a gap, and after every
+        // (re)connect.
+        let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Incoming>();
+        inner.connection.on_any({
+            let received_tx = received_tx.clone();
+            move |target, args, headers| {
+                if !target.eq_ignore_ascii_case("broadcastMessage") {
+                    return;
+                }
+                let (Some(name), Some(text)) = (args.first(), args.get(1)) else {
+                    return;
+                };
+                let (Ok(name), Ok(text)) = (name.decode::<String>(), text.decode::<String>())
+                else {
+                    return;
+                };
+                // A message from a hub that sends no id cannot be deduplicated: it gets one here.
+                let id = headers
+                    .get(MESSAGE_ID_HEADER)
+                    .cloned()
+                    .unwrap_or_else(new_message_id);
+                let position = match (
+                    headers.get(EPOCH_HEADER),
+                    headers.get(SEQ_HEADER).and_then(|s| s.parse().ok()),
+                ) {
+                    (Some(epoch), Some(seq)) => Some((epoch.clone(), seq)),
+                    _ => None,
+                };
+                let _ = received_tx.send(Incoming::Live {
+                    id,
+                    name,
+                    text,
+                    position,
+                });
             }
-            let (Some(name), Some(text)) = (args.first(), args.get(1)) else {
-                return;
-            };
-            let (Ok(name), Ok(text)) = (name.decode::<String>(), text.decode::<String>()) else {
-                return;
-            };
-            // A message from a client that sends no id cannot be deduplicated: it gets one here.
-            let id = headers
-                .get(MESSAGE_ID_HEADER)
-                .cloned()
-                .unwrap_or_else(new_message_id);
-            let _ = received_tx.send((id, name, text));
         });
         let receiver = Arc::downgrade(&inner);
         tokio::spawn(async move {
-            while let Some((id, name, text)) = received_rx.recv().await {
+            let mut cursor = match receiver.upgrade() {
+                Some(inner) => inner
+                    .store
+                    .history_cursor(inner.hub)
+                    .await
+                    .unwrap_or((None, 0)),
+                None => return,
+            };
+            while let Some(item) = received_rx.recv().await {
                 let Some(inner) = receiver.upgrade() else {
                     return;
                 };
-                match inner
-                    .store
-                    .receive(inner.broadcast, &id, &name, &text)
-                    .await
-                {
-                    Ok(Some(stored)) => {
-                        let _ = inner.events.send(ChatEvent::Stored(stored));
-                    }
-                    Ok(None) => {
-                        // A repeat; if it was our own message coming back, it is now sent.
-                        if let Ok(page) = inner.store.newest(inner.broadcast, 50).await {
-                            if let Some(m) = page.into_iter().find(|m| m.msg_id == id && m.outgoing)
-                            {
-                                let _ = inner.events.send(ChatEvent::Updated(m));
+                match item {
+                    Incoming::CatchUp => catch_up(&inner, &mut cursor).await,
+                    Incoming::Live {
+                        id,
+                        name,
+                        text,
+                        position,
+                    } => {
+                        if let Some((epoch, seq)) = &position {
+                            let known = cursor.0.as_deref() == Some(epoch.as_str());
+                            if !known || *seq > cursor.1 + 1 {
+                                // Something was missed (or the hub's history was renewed).
+                                catch_up(&inner, &mut cursor).await;
+                            }
+                        }
+                        store_received(&inner, &id, &name, &text).await;
+                        // The cursor only moves over messages with no gap before them: if the catch-up
+                        // above failed (the connection dropped again), the next one starts from
+                        // where the gap began.
+                        if let Some((epoch, seq)) = position {
+                            if cursor.0.as_deref() == Some(epoch.as_str()) && seq == cursor.1 + 1 {
+                                cursor.1 = seq;
+                                let _ =
+                                    inner.store.set_history_cursor(inner.hub, &epoch, seq).await;
                             }
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "a received message could not be stored"),
                 }
             }
         });
 
-        // Connection events pass through, and a (re)connect wakes the outbox.
+        // Connection events pass through, and a (re)connect wakes the outbox and catches up.
+        let catch_up_tx = received_tx;
         let mut connection_events = inner.connection.events();
         let forwarder = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -145,6 +185,7 @@ impl Chat {
                 };
                 if matches!(event, Event::Connected { .. } | Event::Reconnected { .. }) {
                     inner.wake.notify_one();
+                    let _ = catch_up_tx.send(Incoming::CatchUp);
                 }
                 let _ = inner.events.send(ChatEvent::Connection(event));
             }
@@ -204,6 +245,83 @@ impl Chat {
     /// How many messages wait in the outbox.
     pub async fn pending(&self) -> Result<usize, hubbub_store::Error> {
         Ok(self.inner.store.outbox(self.inner.hub).await?.len())
+    }
+}
+
+/// What the receive task works through, in order.
+enum Incoming {
+    /// A broadcast as it arrived, with its place in the hub's history when the hub numbers them.
+    Live {
+        id: String,
+        name: String,
+        text: String,
+        position: Option<(String, u64)>,
+    },
+    /// Connected: fetch what was missed.
+    CatchUp,
+}
+
+/// Stores a received message once; a repeat of our own message marks it sent.
+async fn store_received(inner: &Inner, id: &str, name: &str, text: &str) {
+    match inner.store.receive(inner.broadcast, id, name, text).await {
+        Ok(Some(stored)) => {
+            let _ = inner.events.send(ChatEvent::Stored(stored));
+        }
+        Ok(None) => {
+            if let Ok(page) = inner.store.newest(inner.broadcast, 50).await {
+                if let Some(m) = page.into_iter().find(|m| m.msg_id == id && m.outgoing) {
+                    let _ = inner.events.send(ChatEvent::Updated(m));
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "a received message could not be stored"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryPage {
+    epoch: String,
+    messages: Vec<HistoryItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryItem {
+    seq: u64,
+    id: String,
+    name: String,
+    message: String,
+}
+
+/// Fetches the hub's history after `cursor` (all of it when the epoch changed) and stores what
+/// is new, in order. A hub without `History` (not a Hubbub hub) is left alone.
+async fn catch_up(inner: &Inner, cursor: &mut (Option<String>, u64)) {
+    loop {
+        let args = vec![
+            Arg::from(cursor.0.clone().unwrap_or_default()),
+            Arg::from_value(cursor.1.into()),
+        ];
+        let page: HistoryPage = match inner.connection.invoke("History", args).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::debug!(error = %e, "no history from this hub");
+                return;
+            }
+        };
+        if cursor.0.as_deref() != Some(page.epoch.as_str()) {
+            *cursor = (Some(page.epoch.clone()), 0);
+        }
+        let full = page.messages.len() >= 500;
+        for item in page.messages {
+            store_received(inner, &item.id, &item.name, &item.message).await;
+            cursor.1 = cursor.1.max(item.seq);
+        }
+        let _ = inner
+            .store
+            .set_history_cursor(inner.hub, &page.epoch, cursor.1)
+            .await;
+        if !full {
+            return;
+        }
     }
 }
 

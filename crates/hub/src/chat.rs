@@ -2,7 +2,8 @@
 //!
 //! | client calls | the hub does |
 //! |---|---|
-//! | `Send(name, message)` | `broadcastMessage(name, message)` to every connection in the caller's scope, the caller included |
+//! | `Send(name, message)` | `broadcastMessage(name, message)` to every connection in the caller's scope, the caller included; recorded in the scope's history first |
+//! | `History(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the scope's messages after `afterSeq` (all of them when `epoch` is not the hub's), at most 500 |
 //! | `JoinRoom(room)` / `LeaveRoom(room)` | room membership; returns the room's connection count |
 //! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections |
 //! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender |
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use hubbub_protocol::{Arg, Headers, Value};
 
+use crate::history::ChatHistory;
 use crate::hub::{Context, Hub, HubError, RawArgs, Reply};
 
 /// The invocation header that carries a message id.
@@ -112,8 +114,22 @@ fn count(n: usize) -> Arg {
 
 /// The chat hub.
 pub fn chat_hub() -> Hub {
+    chat_hub_with(ChatHistory::in_memory())
+}
+
+/// The invocation headers that number a broadcast in its scope's history.
+pub const SEQ_HEADER: &str = "hubbub-seq";
+/// The history epoch a broadcast's number belongs to.
+pub const EPOCH_HEADER: &str = "hubbub-epoch";
+
+/// How many messages one `History` call returns at most.
+pub const HISTORY_PAGE: usize = 500;
+
+/// The chat hub with the given history (in memory, or a file that survives restarts).
+pub fn chat_hub_with(history: ChatHistory) -> Hub {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen_room = seen.clone();
+    let history_for_send = history.clone();
     Hub::new("chat")
         .on_connected(|ctx| async move {
             let scope = scope_group(&ctx);
@@ -128,13 +144,53 @@ pub fn chat_hub() -> Hub {
         })
         .method("Send", move |ctx, args: RawArgs| {
             let seen = seen.clone();
+            let history = history_for_send.clone();
             async move {
                 let args = strings(args, 2)?;
-                let (fresh, headers) = dedupe(&ctx, &seen);
-                if fresh {
-                    ctx.clients().group(&scope_group(&ctx)).send_with_headers("broadcastMessage", args, headers);
+                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned();
+                // In memory, repeats are remembered for a window; a history file remembers
+                // every id, across restarts.
+                if !history.is_persistent() && !dedupe(&ctx, &seen).0 {
+                    return Ok(());
                 }
+                let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let scope = scope_group(&ctx);
+                let user = ctx.user().to_owned();
+                // Recorded before it is broadcast or completed.
+                let persistent = history.is_persistent();
+                let entry = {
+                    let (history, scope) = (history.clone(), scope.clone());
+                    let append = move || history.append(&scope, &user, id.as_deref(), &name, &text);
+                    let result = if persistent {
+                        tokio::task::spawn_blocking(append).await.map_err(|e| HubError::new(e.to_string()))?
+                    } else {
+                        append()
+                    };
+                    result.map_err(|e| HubError::new(e.to_string()))?
+                };
+                let Some(entry) = entry else { return Ok(()) };
+                let headers = Headers::from([
+                    (MESSAGE_ID_HEADER.to_owned(), entry.id),
+                    (SEQ_HEADER.to_owned(), entry.seq.to_string()),
+                    (EPOCH_HEADER.to_owned(), history.epoch().to_owned()),
+                ]);
+                ctx.clients().group(&scope).send_with_headers("broadcastMessage", args, headers);
                 Ok(())
+            }
+        })
+        .method("History", move |ctx, (epoch, after): (String, u64)| {
+            let history = history.clone();
+            async move {
+                // Numbers from another epoch mean nothing here: start from the beginning.
+                let after = if epoch == history.epoch() { after } else { 0 };
+                let scope = scope_group(&ctx);
+                let h = history.clone();
+                let entries = tokio::task::spawn_blocking(move || h.since(&scope, after, HISTORY_PAGE))
+                    .await
+                    .map_err(|e| HubError::new(e.to_string()))?
+                    .map_err(|e| HubError::new(e.to_string()))?;
+                Reply::value(&serde_json::json!({ "epoch": history.epoch(), "messages": entries }))
             }
         })
         .method("JoinRoom", |ctx, (room,): (String,)| async move {

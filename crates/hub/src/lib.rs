@@ -19,6 +19,7 @@ mod auth;
 mod chat;
 mod connection;
 mod frame;
+mod history;
 mod hub;
 mod options;
 mod router;
@@ -27,8 +28,12 @@ mod state;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError};
-pub use chat::{DEDUPE_WINDOW, MESSAGE_ID_HEADER, chat_hub};
+pub use chat::{
+    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, SEQ_HEADER, chat_hub,
+    chat_hub_with,
+};
 pub use frame::Frame;
+pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};
 pub use hub::{
     BoxFuture, Clients, Context, FromArgs, Hub, HubError, IntoReply, ItemStream, RawArgs, Reply,
     Target,

@@ -55,4 +55,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         INSERT INTO messages_fts (rowid, body, sender) VALUES (new.seq, new.body, new.sender);
     END;
     "#,
+    // 2: where the client is in each hub's history (for catching up after missing messages).
+    r#"
+    ALTER TABLE hubs ADD COLUMN history_epoch TEXT;
+    ALTER TABLE hubs ADD COLUMN history_seq INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

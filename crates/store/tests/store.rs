@@ -394,3 +394,58 @@ async fn an_unreadable_location_is_a_clear_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Open { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn migration_2_applies_to_a_version_1_database_and_keeps_its_rows() {
+    let path = temp_db("migration-2");
+    // A database as version 1 of the schema left it.
+    {
+        let store = Store::open(&path).await.unwrap();
+        let hub = store
+            .upsert_hub("http://old/chathub", "ann", "json", None)
+            .await
+            .unwrap();
+        let conv = store
+            .conversation(hub, ConversationKind::Broadcast)
+            .await
+            .unwrap();
+        store
+            .receive(conv, "old", "bob", "from version 1")
+            .await
+            .unwrap();
+        store
+            .call(|c| {
+                c.execute_batch(
+                    "CREATE TABLE hubs_v1 AS SELECT id, url, display_name, protocol, transport, created_at FROM hubs;
+                     PRAGMA foreign_keys = OFF;
+                     DROP TABLE hubs;
+                     CREATE TABLE hubs (id INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE, display_name TEXT NOT NULL,
+                                        protocol TEXT NOT NULL DEFAULT 'json', transport TEXT, created_at INTEGER NOT NULL);
+                     INSERT INTO hubs SELECT * FROM hubs_v1;
+                     DROP TABLE hubs_v1;
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA user_version = 1;",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    let hub = store.hubs().await.unwrap()[0].id;
+    assert_eq!(store.history_cursor(hub).await.unwrap(), (None, 0));
+    store.set_history_cursor(hub, "e1", 42).await.unwrap();
+    assert_eq!(
+        store.history_cursor(hub).await.unwrap(),
+        (Some("e1".to_owned()), 42)
+    );
+    let conv = store
+        .conversation(hub, ConversationKind::Broadcast)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.newest(conv, 10).await.unwrap()[0].body,
+        "from version 1"
+    );
+    assert_eq!(schema_version(), 2);
+}

@@ -1,0 +1,220 @@
+//! The chat hub's message history: what was said in each scope, numbered, so clients that
+//! missed messages (they connected late, or the hub restarted) catch up with `History`.
+//!
+//! In memory by default (the newest [`MEMORY_CAPACITY`] messages per scope, numbered afresh
+//! each time the hub starts: a new *epoch*). With a file, SQLite keeps it across restarts (one
+//! epoch for the file's life), and message ids stay deduplicated across restarts too. A message
+//! is recorded before it is broadcast or completed: nothing is acknowledged that a later
+//! `History` call cannot return.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Messages kept per scope in memory.
+pub const MEMORY_CAPACITY: usize = 10_000;
+
+/// One recorded message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    /// Its number in the scope (per epoch).
+    pub seq: u64,
+    /// Its id (the sender's, or one the hub made).
+    pub id: String,
+    /// The display name it was sent with.
+    pub name: String,
+    /// The text.
+    pub message: String,
+}
+
+/// Why history could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[error("chat history: {0}")]
+pub struct HistoryError(String);
+
+impl From<rusqlite::Error> for HistoryError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The history of every scope of a chat hub. Cheap to clone.
+#[derive(Clone)]
+pub struct ChatHistory {
+    epoch: String,
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for ChatHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatHistory")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Backend {
+    Memory(Mutex<HashMap<String, VecDeque<Entry>>>),
+    Sqlite(Mutex<rusqlite::Connection>),
+}
+
+fn random_epoch() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ChatHistory {
+    /// History in memory: lost when the hub stops.
+    pub fn in_memory() -> Self {
+        Self {
+            epoch: random_epoch(),
+            backend: Arc::new(Backend::Memory(Mutex::default())),
+        }
+    }
+
+    /// History in a SQLite file, kept across restarts.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS history (
+                 rowid_   INTEGER PRIMARY KEY AUTOINCREMENT,
+                 scope    TEXT NOT NULL,
+                 seq      INTEGER NOT NULL,
+                 user     TEXT NOT NULL,
+                 id       TEXT NOT NULL,
+                 name     TEXT NOT NULL,
+                 message  TEXT NOT NULL,
+                 at       INTEGER NOT NULL,
+                 UNIQUE (user, id),
+                 UNIQUE (scope, seq)
+             );",
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+            [random_epoch()],
+        )?;
+        let epoch: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })?;
+        Ok(Self {
+            epoch,
+            backend: Arc::new(Backend::Sqlite(Mutex::new(conn))),
+        })
+    }
+
+    /// The epoch: numbers are comparable only within one epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Records a message; `None` when `user` already sent `id` (a repeat, not to deliver again).
+    /// Persistent history is written through blocking I/O: call from a blocking context.
+    pub(crate) fn append(
+        &self,
+        scope: &str,
+        user: &str,
+        id: Option<&str>,
+        name: &str,
+        message: &str,
+    ) -> Result<Option<Entry>, HistoryError> {
+        match &*self.backend {
+            Backend::Memory(scopes) => {
+                let mut scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
+                let log = scopes.entry(scope.to_owned()).or_default();
+                let seq = log.back().map_or(1, |e| e.seq + 1);
+                let entry = Entry {
+                    seq,
+                    id: id.map_or_else(|| format!("h-{}-{seq}", self.epoch), str::to_owned),
+                    name: name.to_owned(),
+                    message: message.to_owned(),
+                };
+                if log.len() >= MEMORY_CAPACITY {
+                    log.pop_front();
+                }
+                log.push_back(entry.clone());
+                Ok(Some(entry))
+            }
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                // Without an id the hub makes one from a number nobody else can have.
+                let provisional = id.map_or_else(
+                    || format!("h-{}-{}", self.epoch, random_epoch()),
+                    str::to_owned,
+                );
+                // Numbers are contiguous per scope, so a client can tell when it missed one.
+                let seq: i64 = conn.query_row(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE scope = ?1",
+                    [scope],
+                    |r| r.get(0),
+                )?;
+                let inserted = conn.execute(
+                    "INSERT OR IGNORE INTO history (scope, seq, user, id, name, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![scope, seq, user, provisional, name, message, now],
+                )?;
+                if inserted == 0 {
+                    return Ok(None);
+                }
+                let seq = seq as u64;
+                Ok(Some(Entry {
+                    seq,
+                    id: provisional,
+                    name: name.to_owned(),
+                    message: message.to_owned(),
+                }))
+            }
+        }
+    }
+
+    /// Messages of `scope` after `after`, oldest first, at most `limit`.
+    pub(crate) fn since(
+        &self,
+        scope: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, HistoryError> {
+        match &*self.backend {
+            Backend::Memory(scopes) => {
+                let scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(scopes
+                    .get(scope)
+                    .map(|log| {
+                        log.iter()
+                            .filter(|e| e.seq > after)
+                            .take(limit)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            }
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, id, name, message FROM history WHERE scope = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let rows =
+                    stmt.query_map(rusqlite::params![scope, after as i64, limit as i64], |r| {
+                        Ok(Entry {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            id: r.get(1)?,
+                            name: r.get(2)?,
+                            message: r.get(3)?,
+                        })
+                    })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+        }
+    }
+
+    /// Whether writes block (persistent history), so callers move them off the async threads.
+    pub(crate) fn is_persistent(&self) -> bool {
+        matches!(&*self.backend, Backend::Sqlite(_))
+    }
+}
