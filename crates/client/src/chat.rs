@@ -23,6 +23,8 @@ pub const MESSAGE_ID_HEADER: &str = "hubbub-msg-id";
 pub const SEQ_HEADER: &str = "hubbub-seq";
 /// The header with the epoch of that number.
 pub const EPOCH_HEADER: &str = "hubbub-epoch";
+/// On a direct message: the user it went to.
+pub const TO_HEADER: &str = "hubbub-to";
 
 /// What the chat layer tells a shell.
 #[derive(Debug, Clone)]
@@ -49,6 +51,10 @@ struct Inner {
     broadcast: ConversationId,
     events: broadcast::Sender<ChatEvent>,
     wake: Notify,
+    /// Rooms joined through this chat: joined again after every reconnect (a new connection
+    /// starts in no group).
+    rooms: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    rejoin: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Chat {
@@ -85,6 +91,8 @@ impl Chat {
             broadcast,
             events,
             wake: Notify::new(),
+            rooms: std::sync::Mutex::default(),
+            rejoin: std::sync::atomic::AtomicBool::new(false),
         });
 
         // Received messages go through one queue and are stored by one task, in order; the
@@ -93,7 +101,55 @@ impl Chat {
         let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Incoming>();
         inner.connection.on_any({
             let received_tx = received_tx.clone();
+            let me = me.to_owned();
             move |target, args, headers| {
+                let id = || {
+                    headers
+                        .get(MESSAGE_ID_HEADER)
+                        .cloned()
+                        .unwrap_or_else(new_message_id)
+                };
+                let text = |a: &Arg| a.decode::<String>().ok();
+                if target.eq_ignore_ascii_case("roomMessage") {
+                    if let [room, name, body] = args {
+                        if let (Some(room), Some(name), Some(body)) =
+                            (text(room), text(name), text(body))
+                        {
+                            let kind = ConversationKind::Room(room);
+                            let _ = received_tx.send(Incoming::Other {
+                                kind,
+                                id: id(),
+                                name,
+                                text: body,
+                            });
+                        }
+                    }
+                    return;
+                }
+                if target.eq_ignore_ascii_case("directMessage") {
+                    if let [from, body] = args {
+                        if let (Some(from), Some(body)) = (text(from), text(body)) {
+                            // Our own copy (from another device, or this one) is filed under
+                            // the user it went to.
+                            let peer = if from == me {
+                                headers
+                                    .get(TO_HEADER)
+                                    .cloned()
+                                    .unwrap_or_else(|| from.clone())
+                            } else {
+                                from.clone()
+                            };
+                            let kind = ConversationKind::Direct(peer);
+                            let _ = received_tx.send(Incoming::Other {
+                                kind,
+                                id: id(),
+                                name: from,
+                                text: body,
+                            });
+                        }
+                    }
+                    return;
+                }
                 if !target.eq_ignore_ascii_case("broadcastMessage") {
                     return;
                 }
@@ -140,6 +196,19 @@ impl Chat {
                 };
                 match item {
                     Incoming::CatchUp => catch_up(&inner, &mut cursor).await,
+                    Incoming::Other {
+                        kind,
+                        id,
+                        name,
+                        text,
+                    } => match inner.store.conversation(inner.hub, kind).await {
+                        Ok(conversation) => {
+                            store_received(&inner, conversation, &id, &name, &text).await
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a received message could not be stored")
+                        }
+                    },
                     Incoming::Live {
                         id,
                         name,
@@ -153,7 +222,7 @@ impl Chat {
                                 catch_up(&inner, &mut cursor).await;
                             }
                         }
-                        store_received(&inner, &id, &name, &text).await;
+                        store_received(&inner, inner.broadcast, &id, &name, &text).await;
                         // The cursor only moves over messages with no gap before them: if the catch-up
                         // above failed (the connection dropped again), the next one starts from
                         // where the gap began.
@@ -184,6 +253,9 @@ impl Chat {
                     return;
                 };
                 if matches!(event, Event::Connected { .. } | Event::Reconnected { .. }) {
+                    inner
+                        .rejoin
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     inner.wake.notify_one();
                     let _ = catch_up_tx.send(Incoming::CatchUp);
                 }
@@ -235,9 +307,58 @@ impl Chat {
         Ok(message)
     }
 
+    /// Writes `text` for a room or a direct conversation to the outbox (see [`Chat::send`]).
+    pub async fn send_to(
+        &self,
+        kind: ConversationKind,
+        text: &str,
+    ) -> Result<Message, hubbub_store::Error> {
+        let conversation = self.inner.store.conversation(self.inner.hub, kind).await?;
+        let message = self
+            .inner
+            .store
+            .enqueue(conversation, &new_message_id(), &self.inner.me, text)
+            .await?;
+        let _ = self.inner.events.send(ChatEvent::Stored(message.clone()));
+        self.inner.wake.notify_one();
+        Ok(message)
+    }
+
+    /// Joins a room now and after every reconnect; returns its connection count.
+    pub async fn join_room(&self, room: &str) -> Result<u64, Error> {
+        let count = self
+            .inner
+            .connection
+            .invoke("JoinRoom", vec![Arg::from(room)])
+            .await?;
+        self.inner
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.to_owned());
+        Ok(count)
+    }
+
+    /// Leaves a room.
+    pub async fn leave_room(&self, room: &str) -> Result<u64, Error> {
+        self.inner
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room);
+        self.inner
+            .connection
+            .invoke("LeaveRoom", vec![Arg::from(room)])
+            .await
+    }
+
     /// Puts a failed message back in the outbox.
-    pub async fn retry(&self, msg_id: &str) -> Result<Message, hubbub_store::Error> {
-        let message = self.inner.store.retry(self.inner.broadcast, msg_id).await?;
+    pub async fn retry(&self, failed: &Message) -> Result<Message, hubbub_store::Error> {
+        let message = self
+            .inner
+            .store
+            .retry(failed.conversation, &failed.msg_id)
+            .await?;
         self.inner.wake.notify_one();
         Ok(message)
     }
@@ -259,16 +380,29 @@ enum Incoming {
     },
     /// Connected: fetch what was missed.
     CatchUp,
+    /// A room or direct message.
+    Other {
+        kind: ConversationKind,
+        id: String,
+        name: String,
+        text: String,
+    },
 }
 
 /// Stores a received message once; a repeat of our own message marks it sent.
-async fn store_received(inner: &Inner, id: &str, name: &str, text: &str) {
-    match inner.store.receive(inner.broadcast, id, name, text).await {
+async fn store_received(
+    inner: &Inner,
+    conversation: ConversationId,
+    id: &str,
+    name: &str,
+    text: &str,
+) {
+    match inner.store.receive(conversation, id, name, text).await {
         Ok(Some(stored)) => {
             let _ = inner.events.send(ChatEvent::Stored(stored));
         }
         Ok(None) => {
-            if let Ok(page) = inner.store.newest(inner.broadcast, 50).await {
+            if let Ok(page) = inner.store.newest(conversation, 50).await {
                 if let Some(m) = page.into_iter().find(|m| m.msg_id == id && m.outgoing) {
                     let _ = inner.events.send(ChatEvent::Updated(m));
                 }
@@ -312,7 +446,7 @@ async fn catch_up(inner: &Inner, cursor: &mut (Option<String>, u64)) {
         }
         let full = page.messages.len() >= 500;
         for item in page.messages {
-            store_received(inner, &item.id, &item.name, &item.message).await;
+            store_received(inner, inner.broadcast, &item.id, &item.name, &item.message).await;
             cursor.1 = cursor.1.max(item.seq);
         }
         let _ = inner
@@ -345,20 +479,59 @@ async fn outbox_loop(inner: std::sync::Weak<Inner>) {
 }
 
 async fn drain(inner: &Inner) -> Result<(), String> {
+    // A new connection is in no room: join them again before sending to them.
+    if inner
+        .rejoin
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        let rooms: Vec<String> = inner
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for room in rooms {
+            if let Err(e) = inner
+                .connection
+                .invoke::<u64>("JoinRoom", vec![Arg::from(room)])
+                .await
+            {
+                inner
+                    .rejoin
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e.to_string());
+            }
+        }
+    }
     let pending = inner
         .store
         .outbox(inner.hub)
         .await
         .map_err(|e| e.to_string())?;
+    let mut kinds = std::collections::HashMap::new();
     for message in pending {
+        if let std::collections::hash_map::Entry::Vacant(slot) = kinds.entry(message.conversation) {
+            let kind = inner.store.conversation_kind(message.conversation).await;
+            slot.insert(kind.map_err(|e| e.to_string())?);
+        }
         let headers = Headers::from([(MESSAGE_ID_HEADER.to_owned(), message.msg_id.clone())]);
-        let args = vec![
-            Arg::from(message.sender.clone()),
-            Arg::from(message.body.clone()),
-        ];
+        let body = Arg::from(message.body.clone());
+        let (method, args) = match &kinds[&message.conversation] {
+            ConversationKind::Broadcast => ("Send", vec![Arg::from(message.sender.clone()), body]),
+            ConversationKind::Room(room) => (
+                "SendToRoom",
+                vec![
+                    Arg::from(room.as_str()),
+                    Arg::from(message.sender.clone()),
+                    body,
+                ],
+            ),
+            ConversationKind::Direct(user) => ("SendToUser", vec![Arg::from(user.as_str()), body]),
+        };
         match inner
             .connection
-            .invoke_with_headers::<()>("Send", args, headers)
+            .invoke_with_headers::<()>(method, args, headers)
             .await
         {
             Ok(()) => {

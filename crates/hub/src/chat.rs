@@ -121,6 +121,8 @@ pub fn chat_hub() -> Hub {
 pub const SEQ_HEADER: &str = "hubbub-seq";
 /// The history epoch a broadcast's number belongs to.
 pub const EPOCH_HEADER: &str = "hubbub-epoch";
+/// On a direct message: the user it was sent to (so the sender's other devices can file it).
+pub const TO_HEADER: &str = "hubbub-to";
 
 /// How many messages one `History` call returns at most.
 pub const HISTORY_PAGE: usize = 500;
@@ -129,6 +131,7 @@ pub const HISTORY_PAGE: usize = 500;
 pub fn chat_hub_with(history: ChatHistory) -> Hub {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen_room = seen.clone();
+    let seen_direct = seen.clone();
     let history_for_send = history.clone();
     Hub::new("chat")
         .on_connected(|ctx| async move {
@@ -221,16 +224,25 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 Ok(())
             }
         })
-        .method("SendToUser", |ctx, (user, message): (String, String)| async move {
-            if ctx.users_online(None).iter().all(|(name, _)| *name != user) {
-                return Err(HubError::new(format!("User '{user}' is not connected.")));
+        .method("SendToUser", move |ctx, (user, message): (String, String)| {
+            let seen = seen_direct.clone();
+            async move {
+                if ctx.users_online(None).iter().all(|(name, _)| *name != user) {
+                    return Err(HubError::new(format!("User '{user}' is not connected.")));
+                }
+                let (fresh, mut headers) = dedupe(&ctx, &seen);
+                if !fresh {
+                    return Ok(());
+                }
+                // The sender's own copy says whom it went to.
+                headers.insert(TO_HEADER.to_owned(), user.clone());
+                let args = vec![Arg::from(ctx.user()), Arg::from(message)];
+                ctx.clients().user(&user).send_with_headers("directMessage", args.clone(), headers.clone());
+                if user != ctx.user() {
+                    ctx.clients().user(ctx.user()).send_with_headers("directMessage", args, headers);
+                }
+                Ok(())
             }
-            let args = vec![Arg::from(ctx.user()), Arg::from(message)];
-            ctx.clients().user(&user).send("directMessage", args.clone());
-            if user != ctx.user() {
-                ctx.clients().user(ctx.user()).send("directMessage", args);
-            }
-            Ok(())
         })
         .method("GetOnline", |ctx, (): ()| async move {
             let scope = scope_group(&ctx);

@@ -29,7 +29,7 @@ mod transport;
 
 pub use auth::{JwtAuth, KeyError};
 pub use chat::{
-    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, SEQ_HEADER, chat_hub,
+    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, SEQ_HEADER, TO_HEADER, chat_hub,
     chat_hub_with,
 };
 pub use frame::Frame;

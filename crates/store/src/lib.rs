@@ -259,7 +259,16 @@ fn open_connection(path: &Path) -> Result<Connection> {
         });
     }
     conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| corrupt(&e))?;
+        .map_err(|e| {
+            if is_corruption(&e) {
+                corrupt(&e)
+            } else {
+                Error::Open {
+                    path: path.to_owned(),
+                    detail: e.to_string(),
+                }
+            }
+        })?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -392,6 +401,26 @@ impl Store {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Which conversation a row id is.
+    pub async fn conversation_kind(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<ConversationKind> {
+        self.call(move |c| {
+            let (kind, name): (String, String) = c.query_row(
+                "SELECT kind, name FROM conversations WHERE id = ?1",
+                [conversation.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(match kind.as_str() {
+                "room" => ConversationKind::Room(name),
+                "direct" => ConversationKind::Direct(name),
+                _ => ConversationKind::Broadcast,
+            })
         })
         .await
     }
