@@ -458,20 +458,48 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
     let db = temp_db("damaged");
     std::fs::write(&db, b"definitely not SQLite").unwrap();
     let out = Command::new(BIN)
-        .args(["chat", "--url", &format!("{url}/chathub"), "--name", "x", "--db", &db])
+        .args([
+            "chat",
+            "--url",
+            &format!("{url}/chathub"),
+            "--name",
+            "x",
+            "--db",
+            &db,
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("damaged") && err.contains("--recover-db"), "{err}");
-    assert_eq!(std::fs::read(&db).unwrap(), b"definitely not SQLite", "nothing was wiped");
+    assert!(
+        err.contains("damaged") && err.contains("--recover-db"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        b"definitely not SQLite",
+        "nothing was wiped"
+    );
     let out = Command::new(BIN)
-        .args(["chat", "--url", &format!("{url}/chathub"), "--name", "x", "--db", &db, "--recover-db"])
+        .args([
+            "chat",
+            "--url",
+            &format!("{url}/chathub"),
+            "--name",
+            "x",
+            "--db",
+            &db,
+            "--recover-db",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("moved to"));
     let dir = std::path::Path::new(&db).parent().unwrap();
     let aside: Vec<_> = std::fs::read_dir(dir)
@@ -480,7 +508,10 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
         .filter(|e| e.file_name().to_string_lossy().contains("corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "the damaged file was kept aside");
-    assert_eq!(std::fs::read(aside[0].path()).unwrap(), b"definitely not SQLite");
+    assert_eq!(
+        std::fs::read(aside[0].path()).unwrap(),
+        b"definitely not SQLite"
+    );
     sigterm(&hub);
     assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
 }
