@@ -225,33 +225,32 @@ fn is_corruption(e: &rusqlite::Error) -> bool {
 
 /// Opens (creating if needed) and migrates a database file; runs on the caller's thread.
 fn open_connection(path: &Path) -> Result<Connection> {
+    // What SQLite says becomes "damaged" (keep the file, offer recovery) or "cannot open".
+    let classify = |e: rusqlite::Error| {
+        let detail = e.to_string();
+        if is_corruption(&e) {
+            Error::Corrupt {
+                path: path.to_owned(),
+                detail,
+            }
+        } else {
+            Error::Open {
+                path: path.to_owned(),
+                detail,
+            }
+        }
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::Open {
             path: path.to_owned(),
             detail: e.to_string(),
         })?;
     }
-    let corrupt = |e: &rusqlite::Error| Error::Corrupt {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    };
-    let mut conn = Connection::open(path).map_err(|e| Error::Open {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let mut conn = Connection::open(path).map_err(classify)?;
     // A damaged file shows itself on the first read; check the whole file before trusting it.
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| {
-            if is_corruption(&e) {
-                corrupt(&e)
-            } else {
-                Error::Open {
-                    path: path.to_owned(),
-                    detail: e.to_string(),
-                }
-            }
-        })?;
+        .map_err(classify)?;
     if check != "ok" {
         return Err(Error::Corrupt {
             path: path.to_owned(),
@@ -259,16 +258,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
         });
     }
     conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| {
-            if is_corruption(&e) {
-                corrupt(&e)
-            } else {
-                Error::Open {
-                    path: path.to_owned(),
-                    detail: e.to_string(),
-                }
-            }
-        })?;
+        .map_err(classify)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(Duration::from_secs(5))?;
