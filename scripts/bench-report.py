@@ -6,67 +6,87 @@ import sys
 from collections import defaultdict
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-groups = defaultdict(list)
-store_rows = [r for r in rows if r["scenario"] == "store"]
-rows = [r for r in rows if r["scenario"] != "store"]
+by = defaultdict(list)
 for r in rows:
-    if r["scenario"] == "fanout":
-        key = ("fanout", r["mode"], r["protocol"] if r["mode"] == "signalr" else "-")
-    elif r["scenario"] == "idle":
-        key = ("idle", r["mode"])
-    else:
-        key = ("client", r["client"].split(" ")[0], r["protocol"].replace("messagepack", "msgpack"))
-    groups[key].append(r)
-
+    by[r["scenario"]].append(r)
 med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None)
-runs = lambda rs: len(rs)
 
-print("### Fan-out: one sender → %d receivers, %d messages of %d bytes\n" % (
-    rows[0]["receivers"], rows[0]["messages"], rows[0]["size"]) if rows and rows[0]["scenario"] == "fanout" else "")
-print("| server | protocol | runs | deliveries/s | server CPU µs/delivery | latency p50 ms | latency p99 ms | lost |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-raw = groups.get(("fanout", "raw", "-"))
-for key in [("fanout", "signalr", "json"), ("fanout", "signalr", "messagepack"), ("fanout", "raw", "-")]:
-    rs = groups.get(key)
-    if not rs:
-        continue
-    name = "Hubbub hub" if key[1] == "signalr" else "raw WebSocket broadcast (same stack)"
-    print(f"| {name} | {key[2]} | {runs(rs)} | {med(rs, 'deliveriesPerSecond'):,.0f} | "
-          f"{med(rs, 'serverCpuMicrosPerDelivery'):.2f} | {med(rs, 'latencyP50Ms'):.1f} | "
-          f"{med(rs, 'latencyP99Ms'):.1f} | {sum(r['lost'] for r in rs)} |")
-if raw:
-    for p in ("json", "messagepack"):
-        rs = groups.get(("fanout", "signalr", p))
-        if rs:
-            print(f"\nHub ({p}) vs raw: {med(rs, 'deliveriesPerSecond') / med(raw, 'deliveriesPerSecond'):.2f}× the deliveries/s, "
-                  f"{med(rs, 'serverCpuMicrosPerDelivery') / med(raw, 'serverCpuMicrosPerDelivery'):.2f}× the server CPU per delivery.", end="")
+fan = defaultdict(list)
+for r in by["fanout"]:
+    fan[(r["size"], r["receivers"], r["server"], r["protocol"])].append(r)
+names = {"hubbub": "Hubbub hub", "raw-rust": "raw WebSocket, same stack (Rust)", "node-ws": "raw WebSocket, Node ws", "aiosignalr": "aiosignalr (Python)"}
+order = [("hubbub", "json"), ("hubbub", "messagepack"), ("raw-rust", "json"), ("node-ws", "json"), ("aiosignalr", "json"), ("aiosignalr", "messagepack")]
+for size in sorted({k[0] for k in fan}):
+    print(f"### Fan-out, {size}-byte messages: one sender → N receivers\n")
+    print("| server | protocol | N | runs | deliveries/s | server CPU µs/delivery | latency p50 ms | latency p99 ms | lost |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for n in sorted({k[1] for k in fan if k[0] == size}):
+        for server, proto in order:
+            rs = fan.get((size, n, server, proto))
+            if not rs:
+                continue
+            label = "raw" if server in ("raw-rust", "node-ws") else proto
+            print(f"| {names[server]} | {label} | {n:,} | {len(rs)} | {med(rs, 'deliveriesPerSecond'):,.0f} | "
+                  f"{med(rs, 'serverCpuMicrosPerDelivery'):.2f} | {med(rs, 'latencyP50Ms'):.1f} | {med(rs, 'latencyP99Ms'):.1f} | "
+                  f"{sum(r['lost'] for r in rs)} |")
+    print()
+    # How cost grows with N, and the ratio to the practical limit.
+    print(f"Server CPU per delivery as N grows ({size}-byte messages), and Hubbub (JSON) against the raw server on the same stack:\n")
+    ns = sorted({k[1] for k in fan if k[0] == size})
+    print("| server | " + " | ".join(f"N={n:,}" for n in ns) + " |")
+    print("|---|" + "---:|" * len(ns))
+    for server, proto in order:
+        cells = []
+        for n in ns:
+            rs = fan.get((size, n, server, proto))
+            cells.append(f"{med(rs, 'serverCpuMicrosPerDelivery'):.2f} µs" if rs else "–")
+        if any(c != "–" for c in cells):
+            print(f"| {names[server]} ({'raw' if server in ('raw-rust', 'node-ws') else proto}) | " + " | ".join(cells) + " |")
+    cells = []
+    for n in ns:
+        a, b = fan.get((size, n, "hubbub", "json")), fan.get((size, n, "raw-rust", "json"))
+        cells.append(f"{med(a, 'serverCpuMicrosPerDelivery') / max(med(b, 'serverCpuMicrosPerDelivery'), 1e-9):.2f}×" if a and b else "–")
+    print("| hub ÷ raw (CPU per delivery) | " + " | ".join(cells) + " |\n")
+
+idle = defaultdict(list)
+for r in by["idle"]:
+    idle[(r["mode"], r["connections"])].append(r)
+if idle:
+    print("### Idle connections: server memory (RSS) per connection\n")
+    ns = sorted({k[1] for k in idle})
+    print("| server | " + " | ".join(f"{n:,} connections" for n in ns) + " |")
+    print("|---|" + "---:|" * len(ns))
+    for mode, name in [("signalr", "Hubbub hub"), ("raw", "raw WebSocket, same stack")]:
+        print(f"| {name} | " + " | ".join(f"{med(idle[(mode, n)], 'bytesPerConnection'):,.0f} B" if idle.get((mode, n)) else "–" for n in ns) + " |")
+    print()
+
+cl = defaultdict(list)
+for r in by["client"]:
+    cl[(r["client"].split(" ")[0], r["protocol"].replace("messagepack", "msgpack"))].append(r)
+if cl:
+    print("### Client: one connection decoding a flood of small broadcasts; invoke round trips\n")
+    print("| client | protocol | runs | messages/s | invoke p50 ms | invoke p99 ms |")
+    print("|---|---|---:|---:|---:|---:|")
+    for key in sorted(cl):
+        rs = cl[key]
+        print(f"| {rs[0]['client']} | {key[1]} | {len(rs)} | {med(rs, 'messagesPerSecond'):,.0f} | "
+              f"{med(rs, 'invokeP50Ms'):.3f} | {med(rs, 'invokeP99Ms'):.3f} |")
+    for p in ("json", "msgpack"):
+        ours, theirs = cl.get(("hubbub-client", p)), cl.get(("@microsoft/signalr", p))
+        if ours and theirs:
+            print(f"\nhubbub-client vs @microsoft/signalr ({p}): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
+                  f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
     print("\n")
 
-print("### Idle connections: server memory\n")
-print("| server | connections | runs | RSS per connection (bytes) |")
-print("|---|---:|---:|---:|")
-for mode, name in [("signalr", "Hubbub hub"), ("raw", "raw WebSocket broadcast (same stack)")]:
-    rs = groups.get(("idle", mode))
-    if rs:
-        print(f"| {name} | {rs[0]['connections']:,} | {runs(rs)} | {med(rs, 'bytesPerConnection'):,.0f} |")
-print()
+if by["reconnect"]:
+    rs = by["reconnect"]
+    print("### Reconnect: hub killed, down for {} ms, restarted; default policy (0, 2, 10, 30 s)\n".format(rs[0]["downMs"]))
+    print("| runs | hub start ms | client reconnected, ms after the restart began |")
+    print("|---:|---:|---:|")
+    print(f"| {len(rs)} | {med(rs, 'hubStartMs'):.0f} | {med(rs, 'reconnectedAfterRestartMs'):.0f} |\n")
 
-print("### Client: one connection decoding a flood of small broadcasts; invoke round trips\n")
-print("| client | protocol | runs | messages/s | invoke p50 ms | invoke p99 ms |")
-print("|---|---|---:|---:|---:|---:|")
-for key in sorted(k for k in groups if k[0] == "client"):
-    rs = groups[key]
-    print(f"| {rs[0]['client']} | {key[2]} | {runs(rs)} | {med(rs, 'messagesPerSecond'):,.0f} | "
-          f"{med(rs, 'invokeP50Ms'):.3f} | {med(rs, 'invokeP99Ms'):.3f} |")
-for p in ("json", "msgpack"):
-    ours, theirs = groups.get(("client", "hubbub-client", p)), groups.get(("client", "@microsoft/signalr", p))
-    if ours and theirs:
-        print(f"\nhubbub-client vs @microsoft/signalr ({p}): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
-              f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
-print()
-
-for r in store_rows:
-    print(f"\n### History store: {r['messages']:,} messages in one SQLite file\n")
+for r in by["store"]:
+    print(f"### History store: {r['messages']:,} messages in one SQLite file\n")
     print("| insert, one per transaction | insert, 1,000 per transaction | newest 100 | 100 deep in history | full-text query (50 newest hits) | bytes per message |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(f"| {r['insertSinglePerSecond']:,.0f}/s | {r['insertBatchedPerSecond']:,.0f}/s | {r['newest100MedianMs']:.3f} ms | "

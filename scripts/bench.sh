@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Runs the hub and client benchmarks side by side on 127.0.0.1 and prints a table of medians.
+# Runs every benchmark scenario side by side on 127.0.0.1 and prints tables of medians and
+# ratios (scripts/bench-report.py). BENCHMARKS.md holds the latest tables.
 #
-#   scripts/bench.sh            full: 3 runs per scenario, 1,000 fan-out receivers, 10,000 idle connections
-#   scripts/bench.sh --smoke    one short run of each scenario: checks they work, not how fast
+#   scripts/bench.sh            full: 3 runs per scenario (a quarter of an hour on 2 cores)
+#   scripts/bench.sh --smoke    one short run of each: checks they work and lose nothing (CI)
 #
-# Scenarios (servers are separate processes; their CPU and memory are read from /proc):
-#   fanout  one sender → N receivers: Hubbub's hub (JSON, MessagePack) vs a raw WebSocket
-#           broadcast server on the same stack (crates/bench/src/bin/raw-broadcast.rs)
-#   idle    server RSS per idle connection: Hubbub's hub vs the raw server
-#   client  messages/s decoded and dispatched + invoke round trips: hubbub-client vs the official
-#           @microsoft/signalr client (Node), against the same hub
-#   store   the SQLite history: insert rates, page and full-text latency, bytes per message
-# Every scenario counts each delivery it expects and fails on any loss.
+# Scenarios (every server is its own process, started fresh per scenario; CPU and memory are
+# read from /proc; the load generator counts every delivery it expects and fails on any loss):
+#   fanout     one sender → 10, 100, 1,000, 10,000 receivers; 16 B and 1 KiB messages.
+#              Hubbub's hub (JSON, MessagePack), a raw WebSocket broadcast server on the same
+#              stack (crates/bench/src/bin/raw-broadcast.rs), aiosignalr (PyPI; JSON,
+#              MessagePack), and a raw broadcast server on Node's `ws` (npm).
+#   idle       server memory per idle connection at 1,000 and 10,000: hub vs raw
+#   client     messages/s decoded and dispatched + invoke round trips: hubbub-client vs the
+#              official @microsoft/signalr client (Node), against the same hub
+#   reconnect  hub killed and restarted: time until the client is back (default policy)
+#   store      the SQLite history: insert rates, page and full-text latency, bytes per message
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh test
@@ -19,15 +23,22 @@ source scripts/setup.sh test
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
-    runs=1; receivers=50; messages=50; idle=200; flood=2000; invokes=100; stored=20000
+    runs=1; sizes="10 50"; idles="200"; flood=2000; invokes=100; stored=20000
 else
-    runs=3; receivers=1000; messages=200; idle=10000; flood=50000; invokes=2000; stored=1000000
+    runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000
 fi
+payloads="16 1024"
 
 cargo build --release --locked -p hubbub-cli -p hubbub-bench
 bin="$CARGO_TARGET_DIR/release"
-if [ ! -d tests/interop/node/node_modules/@microsoft/signalr ]; then
+if [ ! -d tests/interop/node/node_modules/ws ]; then
     (cd tests/interop/node && npm ci --no-audit --no-fund)
+fi
+python="${HUBBUB_PYTHON:-$HOME/.cache/hubbub/venv/bin/python}"
+if ! "$python" -c 'import aiosignalr' 2>/dev/null; then
+    python3 -m venv "$HOME/.cache/hubbub/venv"
+    "$HOME/.cache/hubbub/venv/bin/pip" install -q -r tests/interop/python/requirements.txt
+    python="$HOME/.cache/hubbub/venv/bin/python"
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 out=$(mktemp)
@@ -36,39 +47,53 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
-start_hub() { local port; port=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$port" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$port"; echo "$! $port"; }
-start_raw() { local port; port=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:$port" >/dev/null & pids+=($!); wait_port "$port"; echo "$! $port"; }
+wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
+# Each prints "PID PORT PATH MODE" for the load generator.
+start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
+start_raw() { local p; p=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:$p" >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
+start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-broadcast.mjs "$p") >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
+start_aio() { local p; p=$(free_port); "$python" tests/interop/python/aiosignalr_hub.py --port "$p" >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
+
+fanout() { # server-name starter protocol receivers payload
+    local pid port path mode messages
+    read -r pid port path mode < <("$2")
+    # About 200,000 deliveries per run (20 messages at least, 2,000 at most).
+    messages=$(( 200000 / $4 )); [ $messages -gt 2000 ] && messages=2000; [ $messages -lt 20 ] && messages=20
+    [ $smoke = 1 ] && messages=20
+    "$bin/loadgen" fanout --url "ws://127.0.0.1:$port$path" --mode "$mode" --protocol "$3" --receivers "$4" \
+        --messages "$messages" --size "$5" --server-pid "$pid" --server "$1" >> "$out"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+}
 
 for run in $(seq "$runs"); do
     echo "== run $run of $runs" >&2
-    # Fan-out: fresh servers per scenario, so no run inherits another's memory or queues.
-    for proto in json msgpack; do
-        read -r pid port < <(start_hub)
-        "$bin/loadgen" fanout --url "ws://127.0.0.1:$port/chathub" --mode signalr --protocol "$proto" \
-            --receivers "$receivers" --messages "$messages" --server-pid "$pid" >> "$out"
-        kill "$pid"
+    for n in $sizes; do
+        for size in $payloads; do
+            fanout hubbub start_hub json "$n" "$size"
+            fanout hubbub start_hub msgpack "$n" "$size"
+            fanout raw-rust start_raw json "$n" "$size"
+            fanout node-ws start_node json "$n" "$size"
+            fanout aiosignalr start_aio json "$n" "$size"
+            fanout aiosignalr start_aio msgpack "$n" "$size"
+        done
     done
-    read -r pid port < <(start_raw)
-    "$bin/loadgen" fanout --url "ws://127.0.0.1:$port/ws" --mode raw --receivers "$receivers" --messages "$messages" --server-pid "$pid" >> "$out"
-    kill "$pid"
-    # Idle connections.
-    read -r pid port < <(start_hub)
-    "$bin/loadgen" idle --url "ws://127.0.0.1:$port/chathub" --mode signalr --connections "$idle" --server-pid "$pid" >> "$out"
-    kill "$pid"
-    read -r pid port < <(start_raw)
-    "$bin/loadgen" idle --url "ws://127.0.0.1:$port/ws" --mode raw --connections "$idle" --server-pid "$pid" >> "$out"
-    kill "$pid"
-    # Clients against the same hub.
-    read -r pid port < <(start_hub)
+    for n in $idles; do
+        read -r pid port path mode < <(start_hub)
+        "$bin/loadgen" idle --url "ws://127.0.0.1:$port$path" --mode signalr --connections "$n" --server-pid "$pid" >> "$out"
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+        read -r pid port path mode < <(start_raw)
+        "$bin/loadgen" idle --url "ws://127.0.0.1:$port$path" --mode raw --connections "$n" --server-pid "$pid" >> "$out"
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+    read -r pid port path mode < <(start_hub)
     for proto in json msgpack; do
         "$bin/loadgen" client --url "http://127.0.0.1:$port/chathub" --messages "$flood" --invokes "$invokes" --protocol "$proto" >> "$out"
         (cd tests/interop/node && node bench-client.mjs "http://127.0.0.1:$port/chathub" "$flood" "$invokes" "$proto") >> "$out"
     done
-    kill "$pid"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    "$bin/loadgen" reconnect --hub-bin "$bin/hubbub" >> "$out"
 done
-
-# The history store, once (it is deterministic enough, and 1,000,000 messages take a minute).
+# The history store, once (1,000,000 messages take about a minute).
 "$bin/store-bench" --messages "$stored" >> "$out"
 
 python3 scripts/bench-report.py "$out"

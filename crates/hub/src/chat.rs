@@ -15,7 +15,8 @@
 //! | `Flood(count, size)` | sends the caller `count` × `broadcastMessage("flood", text of size bytes)`, at the pace the caller reads (load testing) |
 //!
 //! Arrivals and departures are announced to the rest of the scope as `userJoined(user,
-//! connections)` and `userLeft(user, connections)`.
+//! connections)` and `userLeft(user, connections)`, in scopes of up to [`PRESENCE_LIMIT`]
+//! connections.
 //!
 //! **Scopes** keep tenants apart: a client that connects with `?scope=X` only hears, and is only
 //! heard by, connections of scope X (no `scope` is a scope of its own).
@@ -35,6 +36,11 @@ use crate::hub::{Context, Hub, HubError, RawArgs, Reply};
 
 /// The invocation header that carries a message id.
 pub const MESSAGE_ID_HEADER: &str = "hubbub-msg-id";
+
+/// Scopes with more connections than this do not announce each arrival and departure: every
+/// announcement goes to everyone in the scope, so a burst of N arrivals would cost N² messages.
+/// Clients of large scopes ask `GetOnline` instead.
+pub const PRESENCE_LIMIT: usize = 500;
 
 /// How long the hub remembers message ids to drop repeats.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
@@ -138,12 +144,16 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let scope = scope_group(&ctx);
             ctx.add_to_group(ctx.connection_id(), &scope);
             let n = ctx.connection_count(Some(&scope));
-            ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
+            if n <= PRESENCE_LIMIT {
+                ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
+            }
         })
         .on_disconnected(|ctx| async move {
             let scope = scope_group(&ctx);
             let n = ctx.connection_count(Some(&scope));
-            ctx.clients().group(&scope).send("userLeft", vec![ctx.user().into(), count(n)]);
+            if n < PRESENCE_LIMIT {
+                ctx.clients().group(&scope).send("userLeft", vec![ctx.user().into(), count(n)]);
+            }
         })
         .method("Send", move |ctx, args: RawArgs| {
             let seen = seen.clone();

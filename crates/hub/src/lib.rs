@@ -29,8 +29,8 @@ mod transport;
 
 pub use auth::{JwtAuth, KeyError};
 pub use chat::{
-    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, SEQ_HEADER, TO_HEADER, chat_hub,
-    chat_hub_with,
+    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, PRESENCE_LIMIT, SEQ_HEADER,
+    TO_HEADER, chat_hub, chat_hub_with,
 };
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};

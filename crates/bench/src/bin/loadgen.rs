@@ -33,6 +33,84 @@ enum Command {
     Idle(Idle),
     /// Hubbub's client as a receiver: messages/s decoded and dispatched, invoke round trips.
     Client(ClientBench),
+    /// Time from a hub restart to the client reconnected, with the default retry policy.
+    Reconnect(ReconnectBench),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReconnectBench {
+    /// The `hubbub` binary.
+    #[arg(long)]
+    hub_bin: std::path::PathBuf,
+    /// How long the hub stays down.
+    #[arg(long, default_value_t = 500)]
+    down_ms: u64,
+}
+
+async fn reconnect(args: ReconnectBench) -> Result<serde_json::Value, String> {
+    use hubbub_client::{Event, HubConnectionBuilder};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| e.to_string())?
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .port();
+    let spawn = || {
+        tokio::process::Command::new(&args.hub_bin)
+            .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())
+    };
+    let wait_up = || async {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err("the hub did not start".to_owned())
+    };
+    let mut hub = spawn()?;
+    wait_up().await?;
+    let conn = HubConnectionBuilder::new(format!("http://127.0.0.1:{port}/chathub"))
+        .with_automatic_reconnect()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut events = conn.events();
+    conn.start().await.map_err(|e| e.to_string())?;
+    // The hub dies without a Close (SIGKILL) and comes back on the same port.
+    hub.kill().await.map_err(|e| e.to_string())?;
+    loop {
+        if let Ok(Event::Reconnecting { .. }) = events.recv().await {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(args.down_ms)).await;
+    let restarted = Instant::now();
+    let mut hub = spawn()?;
+    wait_up().await?;
+    let up = restarted.elapsed();
+    let reconnected = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Ok(Event::Reconnected { .. }) = events.recv().await {
+                return restarted.elapsed();
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no reconnect within 60 s".to_owned())?;
+    conn.stop().await;
+    let _ = hub.kill().await;
+    Ok(serde_json::json!({
+        "scenario": "reconnect",
+        "downMs": args.down_ms,
+        "hubStartMs": up.as_secs_f64() * 1000.0,
+        "reconnectedAfterRestartMs": reconnected.as_secs_f64() * 1000.0,
+    }))
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,6 +225,9 @@ struct Fanout {
     /// The server's process id, to read its CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// A name for the server in the results.
+    #[arg(long, default_value = "")]
+    server: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -387,6 +468,7 @@ async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
     latencies.sort_unstable();
     let result = serde_json::json!({
         "scenario": "fanout",
+        "server": args.server,
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "protocol": protocol.name(),
         "receivers": args.receivers,
@@ -436,6 +518,7 @@ async fn main() -> std::process::ExitCode {
         Command::Fanout(a) => fanout(a).await,
         Command::Idle(a) => idle(a).await,
         Command::Client(a) => client(a).await,
+        Command::Reconnect(a) => reconnect(a).await,
     };
     match result {
         Ok(v) => {
