@@ -28,6 +28,9 @@ else
     runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000
 fi
 payloads="16 1024"
+# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout scripts/bench.sh
+sizes="${HUBBUB_BENCH_SIZES:-$sizes}"
+only="${HUBBUB_BENCH_ONLY:-}"
 
 cargo build --release --locked -p hubbub-cli -p hubbub-bench
 bin="$CARGO_TARGET_DIR/release"
@@ -77,6 +80,7 @@ for run in $(seq "$runs"); do
             fanout aiosignalr start_aio msgpack "$n" "$size"
         done
     done
+    [ "$only" = fanout ] && continue
     for n in $idles; do
         read -r pid port path mode < <(start_hub)
         "$bin/loadgen" idle --url "ws://127.0.0.1:$port$path" --mode signalr --connections "$n" --server-pid "$pid" >> "$out"
@@ -94,6 +98,6 @@ for run in $(seq "$runs"); do
     "$bin/loadgen" reconnect --hub-bin "$bin/hubbub" >> "$out"
 done
 # The history store, once (1,000,000 messages take about a minute).
-"$bin/store-bench" --messages "$stored" >> "$out"
+[ "$only" = fanout ] || "$bin/store-bench" --messages "$stored" >> "$out"
 
 python3 scripts/bench-report.py "$out"

@@ -124,7 +124,7 @@ async fn websocket(target: &Target) -> Result<Link, Error> {
     }
     let (socket, _) = tokio::time::timeout(
         target.open_timeout,
-        tokio_tungstenite::connect_async(request),
+        tokio_tungstenite::connect_async_with_config(request, None, true),
     )
     .await
     .map_err(|_| {

@@ -108,6 +108,11 @@ impl ServerBuilder {
         }
         let serve_shutdown = shutdown.clone();
         let join = tokio::spawn(async move {
+            // Chat messages are small: send each at once instead of letting Nagle's algorithm
+            // wait for the peer's delayed ACK (up to 40 ms a message).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(serve_shutdown.cancelled_owned())
                 .await

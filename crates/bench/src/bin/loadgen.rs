@@ -277,7 +277,7 @@ type Ws =
 
 /// Opens a connection; for SignalR also completes the handshake.
 async fn open(url: &str, mode: Mode, protocol: Protocol) -> Result<(Ws, Vec<u8>), String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| e.to_string())?;
     if mode == Mode::Raw {

@@ -31,6 +31,10 @@ async fn main() -> std::io::Result<()> {
         .with_state(clients);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    // As the hub does: no Nagle delay on small messages.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }
 
