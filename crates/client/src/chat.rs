@@ -55,6 +55,9 @@ struct Inner {
     /// starts in no group).
     rooms: std::sync::Mutex<std::collections::BTreeSet<String>>,
     rejoin: std::sync::atomic::AtomicBool,
+    /// The receive task has caught up with the hub's history since the last (re)connect: new
+    /// messages go out after what was said meanwhile has been stored and shown.
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Chat {
@@ -93,6 +96,7 @@ impl Chat {
             wake: Notify::new(),
             rooms: std::sync::Mutex::default(),
             rejoin: std::sync::atomic::AtomicBool::new(false),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         });
 
         // Received messages go through one queue and are stored by one task, in order; the
@@ -195,7 +199,13 @@ impl Chat {
                     return;
                 };
                 match item {
-                    Incoming::CatchUp => catch_up(&inner, &mut cursor).await,
+                    Incoming::CatchUp => {
+                        catch_up(&inner, &mut cursor).await;
+                        inner
+                            .caught_up
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        inner.wake.notify_one();
+                    }
                     Incoming::Other {
                         kind,
                         id,
@@ -256,6 +266,9 @@ impl Chat {
                     inner
                         .rejoin
                         .store(true, std::sync::atomic::Ordering::SeqCst);
+                    inner
+                        .caught_up
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
                     inner.wake.notify_one();
                     let _ = catch_up_tx.send(Incoming::CatchUp);
                 }
@@ -479,6 +492,9 @@ async fn outbox_loop(inner: std::sync::Weak<Inner>) {
 }
 
 async fn drain(inner: &Inner) -> Result<(), String> {
+    if !inner.caught_up.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("catching up with the hub's history first".to_owned());
+    }
     // A new connection is in no room: join them again before sending to them.
     if inner
         .rejoin
