@@ -190,6 +190,10 @@ async fn websocket(target: &Target) -> Result<Link, Error> {
                 }
             };
             if let Err(e) = sink.send(message).await {
+                // The hub may have closed on purpose, with a Close message still to be read:
+                // give the reader a moment to deliver it first, so the connection reports the
+                // hub's reason rather than the broken pipe.
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 let _ = in_tx
                     .send(LinkEvent::Closed(Some(format!(
                         "WebSocket write failed: {e}"

@@ -107,9 +107,10 @@ async fn read(
                 return false;
             }
         };
-        if http.inbound.send(Inbound::Data(data)).await.is_err() {
-            return true;
-        }
+        // Once the connection has ended, keep reading (and dropping) what the client still
+        // sends until it closes: a socket dropped with unread data answers with a reset, which
+        // can cost the client the Close message that says why.
+        let _ = http.inbound.send(Inbound::Data(data)).await;
     }
     false
 }
