@@ -290,27 +290,17 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
-    let show = |event: &ChatEvent| match event {
-        // Each message is shown once: received ones when stored, our own once the hub has them.
-        ChatEvent::Stored(m) if !m.outgoing => print_line(&format!("{}: {}", m.sender, m.body)),
-        ChatEvent::Updated(m) if m.state == MessageState::Sent => {
-            print_line(&format!("{}: {}", m.sender, m.body))
-        }
-        ChatEvent::Updated(m) if m.state == MessageState::Failed => {
-            eprintln!(
-                "hubbub: not sent: {} ({})",
-                m.body,
-                m.error.as_deref().unwrap_or("refused")
-            );
-        }
-        ChatEvent::Connection(event) => {
-            if let Some(text) = describe(event) {
-                eprintln!("hubbub: {text}");
+    // Each message is shown once: received ones when stored, our own once the hub has them.
+    let mut shown = std::collections::HashSet::new();
+    let show_once = |shown: &mut std::collections::HashSet<(String, MessageState)>,
+                     event: &ChatEvent| {
+        if let ChatEvent::Stored(m) | ChatEvent::Updated(m) = event {
+            if !shown.insert((m.msg_id.clone(), m.state)) {
+                return;
             }
         }
-        _ => {}
+        show_event(event);
     };
-    let mut shown = std::collections::HashSet::new();
     let result = loop {
         tokio::select! {
             line = lines.next_line(), if input_open => match line {
@@ -327,13 +317,7 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
             },
             event = events.recv() => match event {
                 Ok(event) => {
-                    let key = match &event {
-                        ChatEvent::Stored(m) | ChatEvent::Updated(m) => Some((m.msg_id.clone(), m.state)),
-                        ChatEvent::Connection(_) => None,
-                    };
-                    if key.is_none_or(|k| shown.insert(k)) {
-                        show(&event);
-                    }
+                    show_once(&mut shown, &event);
                     if let ChatEvent::Connection(Event::Closed { reason: Some(reason) }) = event {
                         break Err(format!("connection closed: {reason}"));
                     }
@@ -353,13 +337,7 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
     // Give the echoes of the last lines a moment to be shown.
     let until = tokio::time::Instant::now() + Duration::from_millis(300);
     while let Ok(Ok(event)) = tokio::time::timeout_at(until, events.recv()).await {
-        let key = match &event {
-            ChatEvent::Stored(m) | ChatEvent::Updated(m) => Some((m.msg_id.clone(), m.state)),
-            ChatEvent::Connection(_) => None,
-        };
-        if key.is_none_or(|k| shown.insert(k)) {
-            show(&event);
-        }
+        show_once(&mut shown, &event);
     }
     conn.stop().await;
     if let Ok(Err(e)) = starting.await {
@@ -371,6 +349,31 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         let _ = server.shutdown().await;
     }
     result
+}
+
+/// Prints one chat event: a message on stdout, everything else on stderr.
+fn show_event(event: &hubbub_client::ChatEvent) {
+    use hubbub_client::ChatEvent;
+    use hubbub_client::store::MessageState;
+    match event {
+        ChatEvent::Stored(m) if !m.outgoing => print_line(&format!("{}: {}", m.sender, m.body)),
+        ChatEvent::Updated(m) if m.state == MessageState::Sent => {
+            print_line(&format!("{}: {}", m.sender, m.body))
+        }
+        ChatEvent::Updated(m) if m.state == MessageState::Failed => {
+            eprintln!(
+                "hubbub: not sent: {} ({})",
+                m.body,
+                m.error.as_deref().unwrap_or("refused")
+            );
+        }
+        ChatEvent::Connection(event) => {
+            if let Some(text) = describe(event) {
+                eprintln!("hubbub: {text}");
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Room, direct-message and presence notices (the broadcast itself goes through the store).

@@ -305,19 +305,7 @@ impl Chat {
     /// Writes `text` to the outbox (durably, before anything is sent) and returns the stored
     /// message; the outbox task sends it as soon as the hub is reachable.
     pub async fn send(&self, text: &str) -> Result<Message, hubbub_store::Error> {
-        let message = self
-            .inner
-            .store
-            .enqueue(
-                self.inner.broadcast,
-                &new_message_id(),
-                &self.inner.me,
-                text,
-            )
-            .await?;
-        let _ = self.inner.events.send(ChatEvent::Stored(message.clone()));
-        self.inner.wake.notify_one();
-        Ok(message)
+        self.send_to(ConversationKind::Broadcast, text).await
     }
 
     /// Writes `text` for a room or a direct conversation to the outbox (see [`Chat::send`]).
@@ -415,8 +403,8 @@ async fn store_received(
             let _ = inner.events.send(ChatEvent::Stored(stored));
         }
         Ok(None) => {
-            if let Ok(page) = inner.store.newest(conversation, 50).await {
-                if let Some(m) = page.into_iter().find(|m| m.msg_id == id && m.outgoing) {
+            if let Ok(Some(m)) = inner.store.message(conversation, id).await {
+                if m.outgoing {
                     let _ = inner.events.send(ChatEvent::Updated(m));
                 }
             }

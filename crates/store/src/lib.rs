@@ -585,6 +585,17 @@ impl Store {
         .await
     }
 
+    /// One message of a conversation, by its id.
+    pub async fn message(
+        &self,
+        conversation: ConversationId,
+        msg_id: &str,
+    ) -> Result<Option<Message>> {
+        let msg_id = msg_id.to_owned();
+        self.call(move |c| get_message(c, conversation, &msg_id))
+            .await
+    }
+
     /// The newest `n` messages of a conversation, oldest first.
     pub async fn newest(&self, conversation: ConversationId, n: u32) -> Result<Vec<Message>> {
         self.page(conversation, i64::MAX, n).await
