@@ -1,4 +1,260 @@
-//! The Hubbub desktop and mobile shell.
+//! The Hubbub desktop and mobile shell: a window around `hubbub-core`.
 //!
-//! Issue 6 turns this package into the Tauri 2 app; until then it holds the workspace's
-//! end-to-end tests in `tests/`, which drive the real `hubbub` binary and the hub over loopback.
+//! The shell's whole job: build the core's [`Config`] from the platform (data directory,
+//! environment), expose the core's methods as commands (`commands.rs`, listed in `ui/IPC.md`),
+//! stream the core's events to the UI through one `tauri::ipc::Channel`, show the desktop
+//! notifications the core asks for when the window is not focused, and shut the core down on
+//! exit. [`app`] is generic over the runtime so the commands are tested on the mock runtime.
+//!
+//! Environment (all optional): `HUBBUB_DATA_DIR` (a profile directory; a profile other than
+//! the default is a separate instance), `HUBBUB_HUB_URL` and `HUBBUB_NAME` (the first-run
+//! account: a hub and a display name instead of the embedded hub and the OS user name),
+//! `HUBBUB_KEYCHAIN=off` (tokens for the session only), `RUST_LOG`.
+
+use std::sync::{Arc, Mutex};
+
+use hubbub_core::{AppEvent, Config, Core, FirstRun, KeychainMode, Notification, Platform};
+use tauri::ipc::Channel;
+use tauri::{Manager, Runtime};
+
+mod commands;
+
+type Notifier = Arc<dyn Fn(Notification) + Send + Sync>;
+
+/// The shell's state: the core (started once, on first use or at setup), the UI's channel,
+/// and how to notify.
+pub struct Shell {
+    core: tokio::sync::OnceCell<Result<Core, String>>,
+    config: Mutex<Option<Config>>,
+    channel: Arc<Mutex<Option<Channel<AppEvent>>>>,
+    notifier: Mutex<Option<Notifier>>,
+}
+
+impl std::fmt::Debug for Shell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shell")
+            .field("started", &self.core.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shell {
+    fn new(config: Option<Config>) -> Self {
+        Self {
+            core: tokio::sync::OnceCell::new(),
+            config: Mutex::new(config),
+            channel: Arc::default(),
+            notifier: Mutex::new(None),
+        }
+    }
+
+    /// The core, started on first use; a failed start is reported to every caller.
+    async fn core(&self) -> Result<Core, commands::CommandError> {
+        let started = self
+            .core
+            .get_or_init(|| async {
+                let config = self
+                    .config
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| "the app was not configured".to_owned())?;
+                let core = Core::start(config).await.map_err(|e| e.to_string())?;
+                let notifier = self
+                    .notifier
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                tauri::async_runtime::spawn(pump(core.clone(), self.channel.clone(), notifier));
+                Ok(core)
+            })
+            .await;
+        started
+            .clone()
+            .map_err(|message| commands::CommandError::startup(message))
+    }
+
+    fn set_channel(&self, channel: Channel<AppEvent>) {
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel);
+    }
+
+    async fn shutdown(&self) {
+        if let Some(Ok(core)) = self.core.get() {
+            core.shutdown().await;
+        }
+    }
+}
+
+/// Forwards every core event to the UI's channel, and notifies when the core says so.
+async fn pump(
+    core: Core,
+    channel: Arc<Mutex<Option<Channel<AppEvent>>>>,
+    notifier: Option<Notifier>,
+) {
+    let mut events = core.subscribe();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "the UI fell behind; telling it to reload");
+                match core.accounts().await {
+                    Ok(accounts) => AppEvent::Accounts { accounts },
+                    Err(_) => continue,
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let Some(notify) = &notifier {
+            if let Some(notification) = core.notification_for(&event) {
+                notify(notification);
+            }
+        }
+        let current = channel.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(channel) = current {
+            if let Err(e) = channel.send(event) {
+                tracing::debug!(error = %e, "the UI's channel is gone");
+            }
+        }
+    }
+}
+
+/// The platform's configuration, from the app's paths and the environment.
+fn config_for<R: Runtime>(app: &tauri::AppHandle<R>) -> Result<Config, String> {
+    let data_dir = match std::env::var_os("HUBBUB_DATA_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => app.path().app_data_dir().map_err(|e| e.to_string())?,
+    };
+    let mut config = Config::desktop(data_dir);
+    config.version = app.package_info().version.to_string();
+    if cfg!(any(target_os = "android", target_os = "ios")) {
+        config.platform = Platform::Mobile;
+    }
+    if let Some(first) = &mut config.first_run {
+        if let Ok(url) = std::env::var("HUBBUB_HUB_URL") {
+            first.url = Some(url).filter(|u| !u.is_empty());
+        }
+        if let Ok(name) = std::env::var("HUBBUB_NAME") {
+            *first = FirstRun {
+                url: first.url.take(),
+                display_name: name,
+            };
+        }
+    }
+    if std::env::var("HUBBUB_KEYCHAIN").is_ok_and(|v| v == "off") {
+        config.keychain = KeychainMode::Off("turned off (HUBBUB_KEYCHAIN=off)".to_owned());
+    }
+    Ok(config)
+}
+
+/// Registers the shell on `builder`: its state, commands and setup. With `config` the core
+/// uses it (tests); without, it is built from the platform at setup.
+pub fn app<R: Runtime>(builder: tauri::Builder<R>, config: Option<Config>) -> tauri::Builder<R> {
+    let configured = config.is_some();
+    builder
+        .manage(Shell::new(config))
+        .invoke_handler(tauri::generate_handler![
+            commands::app_info,
+            commands::subscribe,
+            commands::list_accounts,
+            commands::add_account,
+            commands::remove_account,
+            commands::connect,
+            commands::disconnect,
+            commands::set_token,
+            commands::conversations,
+            commands::history,
+            commands::send,
+            commands::retry,
+            commands::discard,
+            commands::join_room,
+            commands::leave_room,
+            commands::open_direct,
+            commands::online,
+            commands::search,
+            commands::mark_read,
+            commands::lifecycle,
+        ])
+        .setup(move |app| {
+            let shell = app.state::<Shell>();
+            if !configured {
+                let config = config_for(app.handle())?;
+                *shell.config.lock().unwrap_or_else(|e| e.into_inner()) = Some(config);
+            }
+            let handle = app.handle().clone();
+            *shell.notifier.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Arc::new(move |n: Notification| notify(&handle, n)));
+            // Start the core now rather than at the UI's first call.
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                if let Err(e) = handle.state::<Shell>().core().await {
+                    tracing::error!(error = ?e, "the app core did not start");
+                }
+            });
+            Ok(())
+        })
+}
+
+/// Shows `n` unless the main window has focus.
+fn notify<R: Runtime>(app: &tauri::AppHandle<R>, n: Notification) {
+    let focused = app
+        .get_webview_window("main")
+        .and_then(|w| w.is_focused().ok())
+        .unwrap_or(false);
+    if focused {
+        return;
+    }
+    #[cfg(not(test))]
+    {
+        use tauri_plugin_notification::NotificationExt as _;
+        if let Err(e) = app
+            .notification()
+            .builder()
+            .title(n.title)
+            .body(n.body)
+            .show()
+        {
+            tracing::debug!(error = %e, "no desktop notification");
+        }
+    }
+    #[cfg(test)]
+    let _ = n;
+}
+
+/// Runs the app (the desktop binary's `main`, the mobile library's entry point).
+#[cfg_attr(mobile, tauri::mobile_entry_point)]
+pub fn run() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let mut builder = tauri::Builder::default();
+    #[cfg(desktop)]
+    {
+        // One window per profile: a second launch of the default profile focuses the first.
+        if std::env::var_os("HUBBUB_DATA_DIR").is_none() {
+            builder = builder.plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+                if let Some(window) = app.get_webview_window("main") {
+                    let _ = window.unminimize();
+                    let _ = window.show();
+                    let _ = window.set_focus();
+                }
+            }));
+        }
+        builder = builder.plugin(tauri_plugin_window_state::Builder::default().build());
+    }
+    builder = builder.plugin(tauri_plugin_notification::init());
+    let app = app(builder, None)
+        .build(tauri::generate_context!())
+        .unwrap_or_else(|e| {
+            eprintln!("hubbub: the app could not start: {e}");
+            std::process::exit(1);
+        });
+    app.run(|handle, event| {
+        if let tauri::RunEvent::Exit = event {
+            tauri::async_runtime::block_on(handle.state::<Shell>().shutdown());
+        }
+    });
+}

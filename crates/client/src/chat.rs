@@ -84,6 +84,17 @@ impl Chat {
         me: &str,
     ) -> Result<Self, hubbub_store::Error> {
         let hub = store.upsert_hub(hub_url, me, "json", None).await?;
+        Self::open_hub(connection, store, hub, me).await
+    }
+
+    /// Like [`Chat::open`], for a hub already in the store (an app's account, with its own
+    /// protocol and transport settings, which this leaves as they are).
+    pub async fn open_hub(
+        connection: HubConnection,
+        store: Store,
+        hub: HubId,
+        me: &str,
+    ) -> Result<Self, hubbub_store::Error> {
         let broadcast = store.conversation(hub, ConversationKind::Broadcast).await?;
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
@@ -340,6 +351,26 @@ impl Chat {
         Ok(count)
     }
 
+    /// Joins `room` at the next (re)connect and after every one, without asking the hub now
+    /// (rooms remembered from an earlier run).
+    pub fn remember_room(&self, room: &str) {
+        self.inner
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.to_owned());
+    }
+
+    /// The hub's row in the store.
+    pub fn hub(&self) -> HubId {
+        self.inner.hub
+    }
+
+    /// This user's name on the hub.
+    pub fn me(&self) -> &str {
+        &self.inner.me
+    }
+
     /// Leaves a room.
     pub async fn leave_room(&self, room: &str) -> Result<u64, Error> {
         self.inner
@@ -362,6 +393,14 @@ impl Chat {
             .await?;
         self.inner.wake.notify_one();
         Ok(message)
+    }
+
+    /// Takes a failed message out of the outbox for good.
+    pub async fn discard(&self, failed: &Message) -> Result<(), hubbub_store::Error> {
+        self.inner
+            .store
+            .discard(failed.conversation, &failed.msg_id)
+            .await
     }
 
     /// How many messages wait in the outbox.

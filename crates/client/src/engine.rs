@@ -144,7 +144,11 @@ impl Actor {
     async fn token(&self) -> Result<Option<String>, Error> {
         match &self.options.token_provider {
             None => Ok(None),
-            Some(provider) => provider().await.map(Some).map_err(Error::Token),
+            // An empty token means none, as in the official clients: no `Bearer ` header.
+            Some(provider) => provider()
+                .await
+                .map(|token| (!token.is_empty()).then_some(token))
+                .map_err(Error::Token),
         }
     }
 

@@ -171,6 +171,27 @@ pub struct Hub {
     pub protocol: String,
     /// A transport restriction, if any.
     pub transport: Option<String>,
+    /// Its token is kept in the OS keychain (never here).
+    pub token_in_keychain: bool,
+}
+
+/// A conversation on a hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// Row id.
+    pub id: ConversationId,
+    /// Which one.
+    pub kind: ConversationKind,
+    /// A room the user left: kept for its history, not joined again.
+    pub archived: bool,
+}
+
+fn kind_from_parts(kind: &str, name: String) -> ConversationKind {
+    match kind {
+        "room" => ConversationKind::Room(name),
+        "direct" => ConversationKind::Direct(name),
+        _ => ConversationKind::Broadcast,
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -379,7 +400,7 @@ impl Store {
     pub async fn hubs(&self) -> Result<Vec<Hub>> {
         self.call(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, url, display_name, protocol, transport FROM hubs ORDER BY id",
+                "SELECT id, url, display_name, protocol, transport, token_in_keychain FROM hubs ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(Hub {
@@ -388,9 +409,62 @@ impl Store {
                     display_name: r.get(2)?,
                     protocol: r.get(3)?,
                     transport: r.get(4)?,
+                    token_in_keychain: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Forgets a hub with its conversations and messages (its outbox too).
+    pub async fn remove_hub(&self, hub: HubId) -> Result<()> {
+        self.call(move |c| {
+            c.execute("DELETE FROM hubs WHERE id = ?1", [hub.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records whether the hub's token is in the OS keychain.
+    pub async fn set_token_in_keychain(&self, hub: HubId, in_keychain: bool) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hubs SET token_in_keychain = ?2 WHERE id = ?1",
+                params![hub.0, in_keychain],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The hub's conversations, in the order they were first used.
+    pub async fn conversations(&self, hub: HubId) -> Result<Vec<Conversation>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, kind, name, archived FROM conversations WHERE hub_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([hub.0], |r| {
+                let (kind, name): (String, String) = (r.get(1)?, r.get(2)?);
+                Ok(Conversation {
+                    id: ConversationId(r.get(0)?),
+                    kind: kind_from_parts(&kind, name),
+                    archived: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Archives a conversation (a room left) or brings it back.
+    pub async fn set_archived(&self, conversation: ConversationId, archived: bool) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE conversations SET archived = ?2 WHERE id = ?1",
+                params![conversation.0, archived],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -406,11 +480,7 @@ impl Store {
                 [conversation.0],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            Ok(match kind.as_str() {
-                "room" => ConversationKind::Room(name),
-                "direct" => ConversationKind::Direct(name),
-                _ => ConversationKind::Broadcast,
-            })
+            Ok(kind_from_parts(&kind, name))
         })
         .await
     }

@@ -60,4 +60,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE hubs ADD COLUMN history_epoch TEXT;
     ALTER TABLE hubs ADD COLUMN history_seq INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: for the app's accounts: whether the hub's token is in the OS keychain (the token itself
+    // never is in this database), and rooms the user left (kept for their history, not rejoined).
+    r#"
+    ALTER TABLE hubs ADD COLUMN token_in_keychain INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

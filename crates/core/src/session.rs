@@ -1,0 +1,513 @@
+//! One account's live session: its connection, its chat layer, and the status, presence and
+//! unread counts a UI shows, turned into [`AppEvent`]s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hubbub_client::store::{ConversationId, ConversationKind, Hub, Store};
+use hubbub_client::{
+    Arg, Chat, ChatEvent, Event, ExponentialBackoff, HubConnection, HubConnectionBuilder, Protocol,
+    State, TransportKind,
+};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::view::{
+    AccountId, AppEvent, Conversation, MessageView, ProtocolChoice, SlowView, StateView, Status,
+    TransportChoice,
+};
+
+/// How a session connects.
+#[derive(Debug, Clone)]
+pub(crate) struct Connect {
+    /// The URL to connect to (the embedded hub's for the local account).
+    pub(crate) url: String,
+    pub(crate) token: Option<String>,
+    pub(crate) retry_max: Duration,
+    pub(crate) slow_threshold: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) chat: Chat,
+    pub(crate) status: Arc<Mutex<Status>>,
+    online: Arc<Mutex<BTreeMap<String, u64>>>,
+    token: Arc<Mutex<Option<String>>>,
+    kinds: Arc<Mutex<HashMap<ConversationId, ConversationKind>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `url` with `name=NAME` added to its query (how the chat hub learns who a connection is).
+pub(crate) fn with_name(url: &str, name: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut out = format!("{url}{sep}name=");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(serde::Deserialize)]
+struct OnlineReply {
+    users: Vec<OnlineUser>,
+}
+
+#[derive(serde::Deserialize)]
+struct OnlineUser {
+    name: String,
+    connections: u64,
+}
+
+fn now_ms() -> i64 {
+    hubbub_client::store::now_ms()
+}
+
+impl Session {
+    /// Opens `hub`'s session (not yet connected).
+    pub(crate) async fn open(
+        hub: &Hub,
+        store: Store,
+        connect: Connect,
+        events: broadcast::Sender<AppEvent>,
+    ) -> Result<Self, crate::Error> {
+        let id = hub.id.0;
+        let token = Arc::new(Mutex::new(connect.token.clone()));
+        let mut builder = HubConnectionBuilder::new(with_name(&connect.url, &hub.display_name))
+            .protocol(match ProtocolChoice::parse(&hub.protocol) {
+                ProtocolChoice::Json => Protocol::Json,
+                ProtocolChoice::Messagepack => Protocol::MessagePack,
+            })
+            .with_automatic_reconnect()
+            .retry_policy(ExponentialBackoff {
+                base: Duration::from_millis(500),
+                max: connect.retry_max,
+                give_up_after: None,
+            })
+            .retry_first_start(true)
+            .access_token({
+                let token = token.clone();
+                move || {
+                    let token = token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    async move { Ok(token.unwrap_or_default()) }
+                }
+            });
+        if let Some(threshold) = connect.slow_threshold {
+            builder = builder.slow_threshold(threshold);
+        }
+        let only = match TransportChoice::parse(hub.transport.as_deref()) {
+            TransportChoice::Auto => None,
+            TransportChoice::WebSockets => Some(TransportKind::WebSockets),
+            TransportChoice::ServerSentEvents => Some(TransportKind::ServerSentEvents),
+            TransportChoice::LongPolling => Some(TransportKind::LongPolling),
+        };
+        if let Some(kind) = only {
+            builder = builder.transports(&[kind]);
+        }
+        let connection = builder.build()?;
+
+        let online: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        for (method, joined) in [("userJoined", true), ("userLeft", false)] {
+            let (online, events) = (online.clone(), events.clone());
+            connection.on(method, move |args| {
+                let user = args.first().and_then(|a| a.decode::<String>().ok())?;
+                let count = args.get(1).and_then(|a| a.decode::<u64>().ok());
+                let list = {
+                    let mut map = online.lock().unwrap_or_else(|e| e.into_inner());
+                    match (joined, count) {
+                        (_, Some(0)) | (false, None) => {
+                            map.remove(&user);
+                        }
+                        (_, Some(n)) => {
+                            map.insert(user.clone(), n);
+                        }
+                        (true, None) => {
+                            *map.entry(user.clone()).or_insert(0) += 1;
+                        }
+                    }
+                    map.keys().cloned().collect()
+                };
+                let _ = events.send(AppEvent::Presence {
+                    account: id,
+                    user,
+                    joined,
+                    online: list,
+                });
+                None
+            });
+        }
+
+        let chat = Chat::open_hub(connection, store.clone(), hub.id, &hub.display_name).await?;
+        let kinds: Arc<Mutex<HashMap<ConversationId, ConversationKind>>> = Arc::default();
+        for c in store.conversations(hub.id).await? {
+            if let ConversationKind::Room(room) = &c.kind {
+                if !c.archived {
+                    chat.remember_room(room);
+                }
+            }
+            kinds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.id, c.kind);
+        }
+
+        let status = Arc::new(Mutex::new(Status::default()));
+        let forward = tokio::spawn(forward(
+            id,
+            chat.clone(),
+            store,
+            status.clone(),
+            online.clone(),
+            kinds.clone(),
+            events,
+        ));
+        Ok(Self {
+            chat,
+            status,
+            online,
+            token,
+            kinds,
+            tasks: vec![forward],
+        })
+    }
+
+    pub(crate) fn connection(&self) -> &HubConnection {
+        self.chat.connection()
+    }
+
+    /// Starts connecting (in the background: a hub that is down is retried until it is up).
+    pub(crate) fn connect(&self) {
+        let connection = self.connection().clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.start().await {
+                tracing::debug!(error = %e, "start ended without a connection");
+            }
+        });
+    }
+
+    pub(crate) fn set_token(&self, token: Option<String>) {
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn online(&self) -> Vec<String> {
+        self.online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn remember_kind(&self, id: ConversationId, kind: &ConversationKind) {
+        self.kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, kind.clone());
+    }
+}
+
+/// Turns the chat layer's events into the UI's, in order, keeping status and unread counts.
+async fn forward(
+    account: AccountId,
+    chat: Chat,
+    store: Store,
+    status: Arc<Mutex<Status>>,
+    online: Arc<Mutex<BTreeMap<String, u64>>>,
+    kinds: Arc<Mutex<HashMap<ConversationId, ConversationKind>>>,
+    events: broadcast::Sender<AppEvent>,
+) {
+    let mut rx = chat.events();
+    let kind_of = |id: ConversationId| {
+        let kinds = kinds.clone();
+        let store = store.clone();
+        async move {
+            let known = kinds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned();
+            match known {
+                Some(kind) => Some((kind, false)),
+                None => {
+                    let kind = store.conversation_kind(id).await.ok()?;
+                    kinds
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, kind.clone());
+                    Some((kind, true))
+                }
+            }
+        }
+    };
+    loop {
+        let event = match rx.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "the UI fell behind the chat layer's events");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        match event {
+            ChatEvent::Stored(m) => {
+                let Some((kind, new)) = kind_of(m.conversation).await else {
+                    continue;
+                };
+                let _ = events.send(AppEvent::Message {
+                    account,
+                    message: MessageView::new(&m, &kind),
+                });
+                if new || !m.outgoing {
+                    let unread = unread_of(&store, chat.hub(), m.conversation).await;
+                    let _ = events.send(AppEvent::Conversation {
+                        account,
+                        conversation: Conversation::new(&kind, unread),
+                    });
+                }
+            }
+            ChatEvent::Updated(m) => {
+                let Some((kind, _)) = kind_of(m.conversation).await else {
+                    continue;
+                };
+                let _ = events.send(AppEvent::MessageUpdated {
+                    account,
+                    message: MessageView::new(&m, &kind),
+                });
+            }
+            ChatEvent::Connection(event) => {
+                if matches!(event, Event::Connected { .. } | Event::Reconnected { .. }) {
+                    tokio::spawn(refresh_online(
+                        account,
+                        chat.clone(),
+                        online.clone(),
+                        events.clone(),
+                    ));
+                }
+                let changed = {
+                    let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+                    let before = s.clone();
+                    apply(&mut s, &event);
+                    (*s != before).then(|| s.clone())
+                };
+                if let Some(status) = changed {
+                    let _ = events.send(AppEvent::Status { account, status });
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn unread_of(
+    store: &Store,
+    hub: hubbub_client::store::HubId,
+    conversation: ConversationId,
+) -> u64 {
+    store
+        .unread_counts(hub)
+        .await
+        .ok()
+        .and_then(|counts| {
+            counts
+                .into_iter()
+                .find(|(c, _)| *c == conversation)
+                .map(|(_, n)| n)
+        })
+        .unwrap_or(0)
+}
+
+async fn refresh_online(
+    account: AccountId,
+    chat: Chat,
+    online: Arc<Mutex<BTreeMap<String, u64>>>,
+    events: broadcast::Sender<AppEvent>,
+) {
+    let reply = match chat
+        .connection()
+        .invoke::<OnlineReply>("GetOnline", Vec::<Arg>::new())
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) => {
+            // Not every hub has GetOnline: presence then comes from join/leave events only.
+            tracing::debug!(error = %e, "GetOnline failed");
+            return;
+        }
+    };
+    let list: Vec<String> = {
+        let mut map = online.lock().unwrap_or_else(|e| e.into_inner());
+        map.clear();
+        for user in reply.users {
+            map.insert(user.name, user.connections);
+        }
+        map.keys().cloned().collect()
+    };
+    let _ = events.send(AppEvent::Presence {
+        account,
+        user: chat.me().to_owned(),
+        joined: true,
+        online: list,
+    });
+}
+
+/// Folds a connection event into the status a UI shows.
+pub(crate) fn apply(status: &mut Status, event: &Event) {
+    match event {
+        Event::StateChanged { new, .. } => {
+            status.state = StateView::from(*new);
+            match new {
+                State::Connected => {
+                    status.attempt = None;
+                    status.next_retry_at = None;
+                    status.reason = None;
+                }
+                State::Connecting => {
+                    status.next_retry_at = None;
+                }
+                State::Disconnected | State::Suspended => {
+                    status.attempt = None;
+                    status.next_retry_at = None;
+                    status.slow = None;
+                    status.transport = None;
+                }
+                State::Reconnecting => {
+                    status.slow = None;
+                    status.transport = None;
+                }
+            }
+        }
+        Event::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => {
+            status.state = StateView::Reconnecting;
+            status.attempt = Some(*attempt);
+            status.next_retry_at = Some(now_ms() + delay.as_millis() as i64);
+            status.reason = Some(reason.clone());
+            status.slow = None;
+            status.transport = None;
+        }
+        Event::Connected { transport, .. } => {
+            status.transport = Some(transport.clone());
+        }
+        Event::Reconnected { .. } => {}
+        Event::Slow { reason } => status.slow = Some(SlowView::from(*reason)),
+        Event::Recovered => status.slow = None,
+        Event::Closed { reason } => {
+            status.state = StateView::Disconnected;
+            status.reason = reason.clone();
+            status.attempt = None;
+            status.next_retry_at = None;
+            status.slow = None;
+            status.transport = None;
+        }
+        Event::Error { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_percent_encoded_into_the_query() {
+        assert_eq!(
+            with_name("http://h/chathub", "Zoë K"),
+            "http://h/chathub?name=Zo%C3%AB%20K"
+        );
+        assert_eq!(
+            with_name("http://h/chathub?scope=a", "a&b=c"),
+            "http://h/chathub?scope=a&name=a%26b%3Dc"
+        );
+    }
+
+    #[test]
+    fn status_follows_a_loss_a_retry_and_a_recovery() {
+        let mut s = Status::default();
+        apply(
+            &mut s,
+            &Event::StateChanged {
+                old: State::Disconnected,
+                new: State::Connecting,
+            },
+        );
+        apply(
+            &mut s,
+            &Event::Connected {
+                connection_id: None,
+                transport: "WebSockets".to_owned(),
+            },
+        );
+        apply(
+            &mut s,
+            &Event::StateChanged {
+                old: State::Connecting,
+                new: State::Connected,
+            },
+        );
+        assert_eq!(s.state, StateView::Connected);
+        assert_eq!(s.transport.as_deref(), Some("WebSockets"));
+        apply(
+            &mut s,
+            &Event::Slow {
+                reason: hubbub_client::SlowReason::HubSilent,
+            },
+        );
+        assert_eq!(s.slow, Some(SlowView::HubSilent));
+        let before = now_ms();
+        apply(
+            &mut s,
+            &Event::Reconnecting {
+                attempt: 3,
+                delay: Duration::from_secs(2),
+                reason: "connection reset".to_owned(),
+            },
+        );
+        assert_eq!(s.state, StateView::Reconnecting);
+        assert_eq!(s.attempt, Some(3));
+        assert!(s.next_retry_at.unwrap() >= before + 2000);
+        assert_eq!(s.reason.as_deref(), Some("connection reset"));
+        assert_eq!(s.slow, None, "a lost connection is not 'slow'");
+        apply(
+            &mut s,
+            &Event::StateChanged {
+                old: State::Reconnecting,
+                new: State::Connected,
+            },
+        );
+        assert_eq!(
+            (s.attempt, s.next_retry_at, s.reason.clone()),
+            (None, None, None)
+        );
+        apply(
+            &mut s,
+            &Event::Closed {
+                reason: Some("the hub closed the connection: bye".to_owned()),
+            },
+        );
+        assert_eq!(s.state, StateView::Disconnected);
+        assert_eq!(
+            s.reason.as_deref(),
+            Some("the hub closed the connection: bye")
+        );
+    }
+}
