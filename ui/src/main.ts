@@ -1,0 +1,62 @@
+// Entry point: builds the views, wires them to the controller and starts talking to the shell.
+
+import "./styles.css";
+import { errorText } from "./api";
+import { App } from "./app";
+import { byId, setText } from "./dom";
+import { stateWord, hubLabel } from "./format";
+import { installShortcuts } from "./keyboard";
+import { ChatView } from "./views/chat";
+import { ConnectView } from "./views/connect";
+import { AccountDialog, HelpDialog, SearchDialog } from "./views/dialogs";
+import { Notices } from "./views/notices";
+import { Sidebar } from "./views/sidebar";
+
+const app = new App();
+const notices = new Notices();
+app.notifier = notices;
+
+const root = byId("app");
+const sidebar = new Sidebar(app);
+const chat = new ChatView(app);
+const connect = new ConnectView(app);
+const search = new SearchDialog(app);
+const help = new HelpDialog(app);
+new AccountDialog(app);
+installShortcuts(app, chat, search, help);
+
+function renderView(): void {
+  const screen = app.store.screen;
+  root.dataset.screen = screen;
+  root.dataset.pane = app.pane;
+  byId("connect-view").hidden = screen !== "connect";
+  byId("loading-view").hidden = screen !== "loading";
+  byId("sidebar").hidden = screen !== "chat";
+  byId("chat").hidden = screen !== "chat";
+}
+app.store.on("view", () => {
+  const was = root.dataset.screen;
+  renderView();
+  if (app.store.screen === "connect" && was !== "connect") connect.prepare();
+  if (app.store.screen === "chat") chat.renderHeader();
+});
+app.store.on("selection", () => chat.renderHeader());
+
+// State changes are announced once each (the header's countdown itself stays quiet).
+const lastState = new Map<number, string>();
+app.store.on("status", (id) => {
+  const st = app.store.accounts.get(id as number);
+  if (!st) return;
+  const word = stateWord(st.account.status) + (st.account.status.slow ? ", slow" : "");
+  if (lastState.get(st.id) !== word) {
+    if (lastState.has(st.id)) notices.announce(`${hubLabel(st.account)}: ${word}`);
+    lastState.set(st.id, word);
+  }
+});
+
+renderView();
+sidebar.render();
+app.start().catch((err) => {
+  setText(byId("loading-view"), `Hubbub could not start: ${errorText(err)}`);
+  console.error(err);
+});

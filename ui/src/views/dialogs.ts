@@ -1,0 +1,219 @@
+// Modal dialogs: search (Ctrl+K), keyboard help (?), hub settings.
+
+import type { Message } from "../api";
+import { errorText, kindOf, peerOf, roomOf } from "../api";
+import type { App } from "../app";
+import { byId, h, icon, replace, setText } from "../dom";
+import { clockTime, dayLabel, hubLabel, plural } from "../format";
+
+function openDialog(d: HTMLDialogElement): void {
+  if (!d.open) d.showModal();
+}
+
+export class SearchDialog {
+  private readonly dialog = byId<HTMLDialogElement>("search-dialog");
+  private readonly input = byId<HTMLInputElement>("search-input");
+  private readonly results = byId<HTMLUListElement>("search-results");
+  private readonly status = byId("search-status");
+  private timer = 0;
+  private seq = 0;
+  private found: Message[] = [];
+
+  constructor(private readonly app: App) {
+    byId("search-close").append(icon("close"));
+    byId("search-close").addEventListener("click", () => this.dialog.close());
+    byId("open-search").addEventListener("click", () => this.open());
+    byId<HTMLFormElement>("search-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.run();
+    });
+    this.input.addEventListener("input", () => {
+      clearTimeout(this.timer);
+      this.timer = window.setTimeout(() => void this.run(), 200);
+    });
+    this.input.addEventListener("keydown", (e) => {
+      if (e.key === "ArrowDown") {
+        const first = this.results.querySelector<HTMLButtonElement>("button");
+        if (first) {
+          e.preventDefault();
+          first.focus();
+        }
+      }
+    });
+    this.results.addEventListener("keydown", (e) => {
+      const buttons = Array.from(this.results.querySelectorAll<HTMLButtonElement>("button"));
+      const i = buttons.indexOf(document.activeElement as HTMLButtonElement);
+      if (i < 0) return;
+      if (e.key === "ArrowDown" && i + 1 < buttons.length) {
+        e.preventDefault();
+        buttons[i + 1]!.focus();
+      } else if (e.key === "ArrowUp") {
+        e.preventDefault();
+        (i > 0 ? buttons[i - 1]! : this.input).focus();
+      }
+    });
+    this.results.addEventListener("click", (e) => {
+      const idx = (e.target as Element).closest<HTMLElement>("[data-index]")?.dataset.index;
+      const m = idx === undefined ? undefined : this.found[Number(idx)];
+      if (!m) return;
+      this.dialog.close();
+      this.app.setPane("chat");
+      void this.app.jumpTo(m).then(() => byId("scroller").focus());
+    });
+  }
+
+  open(): void {
+    openDialog(this.dialog);
+    this.input.focus();
+    this.input.select();
+  }
+
+  private async run(): Promise<void> {
+    const query = this.input.value.trim();
+    const mine = ++this.seq;
+    if (!query) {
+      this.found = [];
+      replace(this.results);
+      setText(this.status, "");
+      return;
+    }
+    setText(this.status, "Searching…");
+    try {
+      const found = await this.app.search(query);
+      if (mine !== this.seq) return;
+      this.found = found;
+      setText(this.status, found.length ? plural(found.length, "message found", "messages found") : `Nothing found for “${query}”.`);
+      replace(this.results, ...found.map((m, i) => this.item(m, i)));
+    } catch (err) {
+      if (mine === this.seq) setText(this.status, `Search failed: ${errorText(err)}`);
+    }
+  }
+
+  private item(m: Message, index: number): HTMLLIElement {
+    const st = this.app.store.current();
+    const conv = st?.conversations.get(m.conversation);
+    const kind = kindOf(m.conversation);
+    const where =
+      kind === "room" ? `# ${conv?.name ?? roomOf(m.conversation)}` : kind === "direct" ? `@ ${conv?.name ?? peerOf(m.conversation)}` : "Everyone";
+    return h(
+      "li",
+      { class: "search-result" },
+      h(
+        "button",
+        { type: "button", class: "result-button", "data-index": index, "data-id": m.id },
+        h(
+          "span",
+          { class: "result-meta" },
+          h("span", { class: "sender" }, m.sender),
+          h("span", { class: "muted" }, ` · ${where} · ${dayLabel(m.createdAt)} ${clockTime(m.createdAt)}`),
+        ),
+        h("span", { class: "result-body" }, m.body),
+      ),
+    );
+  }
+}
+
+export class HelpDialog {
+  private readonly dialog = byId<HTMLDialogElement>("help-dialog");
+
+  constructor(app: App) {
+    byId("help-close").append(icon("close"));
+    byId("help-close").addEventListener("click", () => this.dialog.close());
+    byId("open-help").addEventListener("click", () => this.open());
+    app.store.on("accounts", () => {
+      const info = app.store.info;
+      if (info) setText(byId("app-version"), `Hubbub ${info.version} (${info.platform})`);
+    });
+  }
+
+  open(): void {
+    openDialog(this.dialog);
+    byId("help-close").focus();
+  }
+}
+
+export class AccountDialog {
+  private readonly dialog = byId<HTMLDialogElement>("account-dialog");
+  private readonly details = byId("account-details");
+  private readonly token = byId<HTMLInputElement>("account-token");
+  private readonly hint = byId("account-token-hint");
+  private readonly remove = byId<HTMLButtonElement>("remove-account");
+  private confirmRemove = false;
+
+  constructor(private readonly app: App) {
+    byId("account-close").append(icon("close"));
+    byId("account-close").addEventListener("click", () => this.dialog.close());
+    byId("open-account").addEventListener("click", () => this.open());
+    byId<HTMLFormElement>("token-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.saveToken(this.token.value || null);
+    });
+    byId("forget-token").addEventListener("click", () => void this.saveToken(null));
+    this.remove.addEventListener("click", () => void this.onRemove());
+    app.store.on("accounts", () => {
+      if (this.dialog.open) this.render();
+    });
+    app.store.on("status", () => {
+      if (this.dialog.open) this.render();
+    });
+  }
+
+  open(): void {
+    this.confirmRemove = false;
+    this.token.value = "";
+    this.render();
+    openDialog(this.dialog);
+    byId("account-close").focus();
+  }
+
+  private render(): void {
+    const st = this.app.store.current();
+    if (!st) return;
+    const a = st.account;
+    const rows: [string, string][] = [
+      ["Hub", a.local ? `Built-in local hub${this.app.store.info?.localHubUrl ? ` (${this.app.store.info.localHubUrl})` : ""}` : a.url],
+      ["Display name", a.displayName],
+      ["Transport", a.status.transport ? `${a.transport} (using ${a.status.transport})` : a.transport],
+      ["Protocol", a.protocol === "messagepack" ? "MessagePack" : "JSON"],
+      ["Token", a.token === "none" ? "None" : a.token === "keychain" ? "In the system keychain" : "For this session only"],
+    ];
+    replace(this.details, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    setText(byId("account-title"), `Settings for ${hubLabel(a)}`);
+    const k = this.app.store.info?.keychain;
+    setText(
+      this.hint,
+      k && !k.available ? `The system keychain is not available${k.detail ? ` (${k.detail})` : ""}: a token is kept for this session only.` : "Saved in the system keychain.",
+    );
+    byId("forget-token").hidden = a.token === "none";
+    setText(this.remove, this.confirmRemove ? "Press again to remove this hub and its history" : "Remove this hub");
+  }
+
+  private async saveToken(token: string | null): Promise<void> {
+    const st = this.app.store.current();
+    if (!st) return;
+    try {
+      await this.app.setToken(st.id, token);
+      this.token.value = "";
+      this.app.notifier.toast(token ? "Token saved." : "Token forgotten.", "info");
+      this.render();
+    } catch (err) {
+      this.app.notifier.toast(`Could not save the token: ${errorText(err)}`, "error");
+    }
+  }
+
+  private async onRemove(): Promise<void> {
+    const st = this.app.store.current();
+    if (!st) return;
+    if (!this.confirmRemove) {
+      this.confirmRemove = true;
+      this.render();
+      return;
+    }
+    try {
+      this.dialog.close();
+      await this.app.removeAccount(st.id);
+    } catch (err) {
+      this.app.notifier.toast(`Could not remove the hub: ${errorText(err)}`, "error");
+    }
+  }
+}
