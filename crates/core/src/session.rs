@@ -60,12 +60,12 @@ pub(crate) fn with_name(url: &str, name: &str) -> String {
     out
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct OnlineReply {
     users: Vec<OnlineUser>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct OnlineUser {
     name: String,
     connections: u64,
@@ -118,33 +118,16 @@ impl Session {
         }
         let connection = builder.build()?;
 
+        // Arrivals and departures go to the forwarding task. A departure's count is the
+        // scope's, not the user's (who may still be online from another device), so the task
+        // asks the hub who is online rather than guessing.
         let online: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         for (method, joined) in [("userJoined", true), ("userLeft", false)] {
-            let (online, events) = (online.clone(), events.clone());
+            let presence_tx = presence_tx.clone();
             connection.on(method, move |args| {
                 let user = args.first().and_then(|a| a.decode::<String>().ok())?;
-                let count = args.get(1).and_then(|a| a.decode::<u64>().ok());
-                let list = {
-                    let mut map = online.lock().unwrap_or_else(|e| e.into_inner());
-                    match (joined, count) {
-                        (_, Some(0)) | (false, None) => {
-                            map.remove(&user);
-                        }
-                        (_, Some(n)) => {
-                            map.insert(user.clone(), n);
-                        }
-                        (true, None) => {
-                            *map.entry(user.clone()).or_insert(0) += 1;
-                        }
-                    }
-                    map.keys().cloned().collect()
-                };
-                let _ = events.send(AppEvent::Presence {
-                    account: id,
-                    user,
-                    joined,
-                    online: list,
-                });
+                let _ = presence_tx.send((user, joined));
                 None
             });
         }
@@ -167,6 +150,7 @@ impl Session {
         let forward = tokio::spawn(forward(
             id,
             chat.clone(),
+            presence_rx,
             store,
             status.clone(),
             online.clone(),
@@ -226,9 +210,11 @@ impl Session {
 }
 
 /// Turns the chat layer's events into the UI's, in order, keeping status and unread counts.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     account: AccountId,
     chat: Chat,
+    mut presence: tokio::sync::mpsc::UnboundedReceiver<(String, bool)>,
     store: Store,
     status: Arc<Mutex<Status>>,
     online: Arc<Mutex<BTreeMap<String, u64>>>,
@@ -259,7 +245,29 @@ async fn forward(
         }
     };
     loop {
-        let event = match rx.recv().await {
+        let received = tokio::select! {
+            received = rx.recv() => received,
+            Some((user, joined)) = presence.recv() => {
+                if joined {
+                    let list = {
+                        let mut map = online.lock().unwrap_or_else(|e| e.into_inner());
+                        *map.entry(user.clone()).or_insert(0) += 1;
+                        map.keys().cloned().collect()
+                    };
+                    let _ = events.send(AppEvent::Presence { account, user, joined, online: list });
+                } else {
+                    tokio::spawn(refresh_online(
+                        account,
+                        chat.clone(),
+                        online.clone(),
+                        events.clone(),
+                        Some(user),
+                    ));
+                }
+                continue;
+            }
+        };
+        let event = match received {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "the UI fell behind the chat layer's events");
@@ -300,6 +308,7 @@ async fn forward(
                         chat.clone(),
                         online.clone(),
                         events.clone(),
+                        None,
                     ));
                 }
                 let changed = {
@@ -334,36 +343,51 @@ pub(crate) async fn unread_of(
         .unwrap_or(0)
 }
 
+/// Asks the hub who is online and announces the list: after a (re)connect (`left` is `None`:
+/// this user arrived) or after `left` departed from one of their connections.
 async fn refresh_online(
     account: AccountId,
     chat: Chat,
     online: Arc<Mutex<BTreeMap<String, u64>>>,
     events: broadcast::Sender<AppEvent>,
+    left: Option<String>,
 ) {
-    let reply = match chat
-        .connection()
-        .invoke::<OnlineReply>("GetOnline", Vec::<Arg>::new())
-        .await
-    {
-        Ok(reply) => reply,
-        Err(e) => {
-            // Not every hub has GetOnline: presence then comes from join/leave events only.
-            tracing::debug!(error = %e, "GetOnline failed");
-            return;
-        }
-    };
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        chat.connection()
+            .invoke::<OnlineReply>("GetOnline", Vec::<Arg>::new()),
+    )
+    .await;
     let list: Vec<String> = {
         let mut map = online.lock().unwrap_or_else(|e| e.into_inner());
-        map.clear();
-        for user in reply.users {
-            map.insert(user.name, user.connections);
+        match reply {
+            Ok(Ok(reply)) => {
+                map.clear();
+                for user in reply.users {
+                    map.insert(user.name, user.connections);
+                }
+            }
+            failed => {
+                // Not every hub has GetOnline: presence then follows join/leave events alone.
+                tracing::debug!(?failed, "GetOnline failed");
+                match &left {
+                    Some(user) => {
+                        map.remove(user);
+                    }
+                    None => return,
+                }
+            }
         }
         map.keys().cloned().collect()
     };
+    let (user, joined) = match left {
+        Some(user) => (user, false),
+        None => (chat.me().to_owned(), true),
+    };
     let _ = events.send(AppEvent::Presence {
         account,
-        user: chat.me().to_owned(),
-        joined: true,
+        user,
+        joined,
         online: list,
     });
 }
