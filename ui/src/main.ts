@@ -44,12 +44,19 @@ app.store.on("selection", () => chat.renderHeader());
 
 // State changes are announced once each (the header's countdown itself stays quiet).
 const lastState = new Map<number, string>();
+const stateOf = (id: number) => {
+  const status = app.store.accounts.get(id)!.account.status;
+  return stateWord(status) + (status.slow ? ", slow connection" : "");
+};
+app.store.on("accounts", () => {
+  for (const st of app.store.orderedAccounts()) if (!lastState.has(st.id)) lastState.set(st.id, stateOf(st.id));
+});
 app.store.on("status", (id) => {
   const st = app.store.accounts.get(id as number);
   if (!st) return;
-  const word = stateWord(st.account.status) + (st.account.status.slow ? ", slow" : "");
+  const word = stateOf(st.id);
   if (lastState.get(st.id) !== word) {
-    if (lastState.has(st.id)) notices.announce(`${hubLabel(st.account)}: ${word}`);
+    notices.announce(`${hubLabel(st.account)}: ${word}`);
     lastState.set(st.id, word);
   }
 });
