@@ -136,7 +136,7 @@ export class App {
   private onMessage(account: AccountId, m: Message, fresh: boolean): void {
     const st = this.store.accounts.get(account);
     if (!st) return;
-    if (!st.conversations.has(m.conversation)) {
+    if (fresh && !st.conversations.has(m.conversation)) {
       st.conversations.set(m.conversation, api.placeholderConversation(m.conversation));
       this.store.emit("conversations", account);
     }
