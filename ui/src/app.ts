@@ -154,7 +154,8 @@ export class App {
       const conv = st.conversations.get(m.conversation);
       const where = conv?.kind === "direct" ? "direct message" : `in ${conv?.name ?? "Everyone"}`;
       const hub = account === this.store.currentAccount ? "" : ` (${st.account.displayName} on ${st.account.local ? "local hub" : st.account.url})`;
-      this.notifier.announce(`${m.sender}, ${where}${hub}: ${m.body}`);
+      const body = m.body.length > 280 ? `${m.body.slice(0, 280)}…` : m.body;
+      this.notifier.announce(`${m.sender}, ${where}${hub}: ${body}`);
     }
     this.store.emit("messages", `${account}|${m.conversation}`);
   }

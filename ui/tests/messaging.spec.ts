@@ -96,3 +96,21 @@ test.describe("sending", () => {
     await hub.shot("xss-literal");
   });
 });
+
+test("the UI's source never parses HTML from strings", async ({}, testInfo) => {
+  test.skip(testInfo.project.name !== "desktop", "a source check, once is enough");
+  const { readdirSync, readFileSync, statSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const root = join(testInfo.project.testDir, "..", "src");
+  const offenders: string[] = [];
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (/\.(ts|js)$/.test(name) && /innerHTML|outerHTML\s*=|insertAdjacentHTML|document\.write|DOMParser|createContextualFragment/.test(readFileSync(p, "utf8")))
+        offenders.push(p);
+    }
+  };
+  walk(root);
+  expect(offenders).toEqual([]);
+});

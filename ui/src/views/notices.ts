@@ -7,6 +7,9 @@ import { byId, h } from "../dom";
 const TOAST_MS = { info: 6000, warning: 9000, error: 12000 } as const;
 const MAX_TOASTS = 4;
 const MAX_ANNOUNCEMENTS = 5;
+/** Announcements arriving within this window are read together (a catch-up burst is one line). */
+const BATCH_MS = 400;
+const BATCH_MAX = 3;
 
 export class Notices implements Notifier {
   private readonly list = byId<HTMLUListElement>("notices");
@@ -22,9 +25,20 @@ export class Notices implements Notifier {
     window.setTimeout(() => item.remove(), TOAST_MS[level]);
   }
 
+  private batch: string[] = [];
+  private batchTimer = 0;
+
   announce(text: string): void {
+    this.batch.push(text);
+    if (!this.batchTimer) this.batchTimer = window.setTimeout(() => this.flush(), BATCH_MS);
+  }
+
+  private flush(): void {
+    this.batchTimer = 0;
+    const items = this.batch.splice(0);
+    const lines = items.length <= BATCH_MAX ? items : [`${items.length} new messages and updates. The latest: ${items[items.length - 1]}`];
     // Each announcement is a new node: a polite live region reads additions in order.
-    this.live.append(h("p", {}, text));
+    for (const line of lines) this.live.append(h("p", {}, line));
     while (this.live.children.length > MAX_ANNOUNCEMENTS) this.live.firstElementChild!.remove();
   }
 }
