@@ -16,6 +16,8 @@ const OVERSCAN = 600;
 export const MAX_ROWS = 120;
 /** Padding above the first row and below the last (px); the CSS reads it through variables. */
 const EDGE = 12;
+/** After this long without scrolling, height corrections are settled into scrollTop. */
+const IDLE_MS = 180;
 /** Rows closer than this to the loaded start trigger loading an older page. */
 const NEAR_TOP_ROWS = 30;
 
@@ -54,6 +56,12 @@ export class VirtualList {
   private lastStart = 0;
   /** The scrollTop this list last set itself: a scroll event landing there is not the reader's. */
   private expectedTop = -1;
+  /** Pixels added to the top padding to absorb height corrections above the viewport. */
+  private skew = 0;
+  private lastTop = 0;
+  /** Settle the skew on the next render (the reader paused). */
+  private settleNext = false;
+  private idleTimer = 0;
 
   /** Called when the reader nears the oldest loaded message. */
   onNearTop: () => void = () => {};
@@ -159,12 +167,22 @@ export class VirtualList {
   }
 
   private onScroll(): void {
-    if (Math.abs(this.scroller.scrollTop - this.expectedTop) >= 1) {
-      // The reader moved: a pending forced anchor no longer applies.
+    const top = this.scroller.scrollTop;
+    if (Math.abs(top - this.expectedTop) >= 1) {
+      // The reader moved: a pending forced anchor no longer applies. Any move upwards lets go
+      // of the bottom (a smooth scroll starts with a pixel or two); reaching it holds on again.
       this.expectedTop = -1;
       this.forced = null;
-      this.setStick(this.isAtBottom());
+      this.setStick(top >= this.lastTop && this.isAtBottom());
     }
+    this.lastTop = top;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = window.setTimeout(() => {
+      if (Math.abs(this.skew) >= 1) {
+        this.settleNext = true;
+        this.schedule();
+      }
+    }, IDLE_MS);
     this.schedule();
   }
 
@@ -239,38 +257,74 @@ export class VirtualList {
     if (this.isAtBottom() || this.stick) this.onAtBottom();
   }
 
+  /**
+   * Lays out the rows around the reader's anchor.
+   *
+   * Rows above the viewport are usually measured for the first time while the reader scrolls up,
+   * and their real heights differ from the estimates. Moving scrollTop to compensate would cancel
+   * the browser's smooth (keyboard, wheel) scrolling, so the difference is absorbed by `skew`, an
+   * offset added to the top padding: rows stay where they are on screen. The skew is settled
+   * (set back to 0, with one scrollTop change) when the reader pauses, at the very top, when the
+   * padding cannot absorb it, and on jumps.
+   */
   private renderLog(log: ConversationLog): void {
     const items = log.items;
     const n = items.length;
     const anchor = this.stick ? null : (this.forced ?? this.currentAnchor());
     const viewH = this.scroller.clientHeight;
+    let settle = this.settleNext || this.forced !== null || this.rendered.size === 0;
+    this.settleNext = false;
 
     for (let pass = 0; pass < 4; pass++) {
       this.ensureOffsets();
-      const total = n ? this.offsets[n]! : 0;
       let anchorIdx = anchor ? log.indexOf(anchor.id) : -1;
-      if (anchor && anchorIdx < 0) anchorIdx = Math.min(n - 1, this.lastStart);
-      const wantTop = anchor && anchorIdx >= 0 ? EDGE + this.offsets[anchorIdx]! - anchor.offset : EDGE * 2 + total - viewH;
-      const top = Math.max(0, wantTop);
+      if (anchor && anchorIdx < 0) anchorIdx = Math.max(0, Math.min(n - 1, this.lastStart));
+      const useAnchor = anchor !== null && anchorIdx >= 0 && n > 0;
 
-      // The window of rows to render.
+      // Where the viewport starts (scrollTop) and the skew that keeps the anchor in place.
+      const place = (): number => {
+        const total = n ? this.offsets[n]! : 0;
+        if (!useAnchor) {
+          this.skew = 0;
+          return Math.max(0, EDGE * 2 + total - viewH);
+        }
+        if (settle) {
+          this.skew = 0;
+          return Math.max(0, EDGE + this.offsets[anchorIdx]! - anchor!.offset);
+        }
+        const top = this.scroller.scrollTop;
+        this.skew = top + anchor!.offset - EDGE - this.offsets[anchorIdx]!;
+        return top;
+      };
+      let top = place();
+
+      // The window of rows to render (in row-offset space).
       let start = 0;
       let end = 0;
       if (n > 0) {
-        start = this.indexAtY(top - EDGE - OVERSCAN, n);
-        end = this.indexAtY(top - EDGE + viewH + OVERSCAN, n) + 1;
+        const y = top - EDGE - this.skew;
+        start = this.indexAtY(y - OVERSCAN, n);
+        end = this.indexAtY(y + viewH + OVERSCAN, n) + 1;
         if (end - start > MAX_ROWS) {
-          const mid = this.indexAtY(top - EDGE + viewH / 2, n);
+          const mid = this.indexAtY(y + viewH / 2, n);
           start = Math.max(0, Math.min(mid - MAX_ROWS / 2, n - MAX_ROWS));
           end = Math.min(n, start + MAX_ROWS);
         }
       }
+      const cannotAbsorb = () => {
+        if (n === 0) return false;
+        const padTop = EDGE + this.skew + this.offsets[start]!;
+        return start === 0 ? Math.abs(this.skew) >= 1 : padTop < EDGE;
+      };
+      if (!settle && cannotAbsorb()) {
+        settle = true;
+        top = place();
+        pass--;
+        continue;
+      }
       this.lastStart = start;
       this.reconcile(items, start, end);
-      const padTop = EDGE + (n ? this.offsets[start]! : 0);
-      const padBottom = EDGE + (n ? total - this.offsets[end]! : 0);
-      this.list.style.setProperty("--pad-top", `${padTop}px`);
-      this.list.style.setProperty("--pad-bottom", `${padBottom}px`);
+      this.setPads(n, start, end);
 
       // Measure what is rendered; remember heights that differ from what was assumed.
       let changed = false;
@@ -287,23 +341,28 @@ export class VirtualList {
       if (changed) {
         this.offsetsDirty = true;
         this.ensureOffsets();
+        top = place();
+        if (!settle && cannotAbsorb()) {
+          settle = true;
+          top = place();
+        }
+        this.setPads(n, start, end);
       }
-      const total2 = n ? this.offsets[n]! : 0;
-      const finalTop = anchor && anchorIdx >= 0 ? EDGE + this.offsets[anchorIdx]! - anchor.offset : EDGE * 2 + total2 - viewH;
-      if (changed) {
-        this.list.style.setProperty("--pad-top", `${EDGE + (n ? this.offsets[start]! : 0)}px`);
-        this.list.style.setProperty("--pad-bottom", `${EDGE + (n ? total2 - this.offsets[end]! : 0)}px`);
-      }
-      this.setScrollTop(finalTop);
+      if (settle || !useAnchor) this.setScrollTop(top);
       // Done when the rendered window covers the viewport as it now stands.
-      const st = this.scroller.scrollTop - EDGE;
-      const covered =
-        n === 0 ||
-        ((start === 0 || this.offsets[start]! <= st) && (end === n || this.offsets[end]! >= st + viewH));
-      if (covered && !changed) break;
-      if (covered && pass > 0) break;
+      const y = this.scroller.scrollTop - EDGE - this.skew;
+      const covered = n === 0 || ((start === 0 || this.offsets[start]! <= y) && (end === n || this.offsets[end]! >= y + viewH));
+      if (covered && (!changed || pass > 0)) break;
     }
     if (anchor && this.forced) this.forced = anchor;
+  }
+
+  private setPads(n: number, start: number, end: number): void {
+    const total = n ? this.offsets[n]! : 0;
+    const padTop = EDGE + (n ? this.skew + this.offsets[start]! : 0);
+    const padBottom = EDGE + (n ? total - this.offsets[end]! : 0);
+    this.list.style.setProperty("--pad-top", `${padTop}px`);
+    this.list.style.setProperty("--pad-bottom", `${padBottom}px`);
   }
 
   private reconcile(items: Message[], start: number, end: number): void {
