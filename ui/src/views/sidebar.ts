@@ -22,7 +22,8 @@ export class Sidebar {
     this.accounts.addEventListener("click", (e) => {
       const id = (e.target as Element).closest<HTMLElement>("[data-account]")?.dataset.account;
       if (id === undefined) return;
-      void app.selectAccount(Number(id)).then(() => app.setPane("chat"));
+      // On phones the list stays: the hub's conversations are what one picks next.
+      void app.selectAccount(Number(id));
     });
     this.conversations.addEventListener("click", (e) => {
       const key = (e.target as Element).closest<HTMLElement>("[data-key]")?.dataset.key;
@@ -125,7 +126,7 @@ export class Sidebar {
           "span",
           { class: "nav-text" },
           h("span", { class: "nav-name" }, label),
-          h("span", { class: "nav-sub" }, a.displayName),
+          h("span", { class: "nav-sub" }, a.status.state === "connected" ? a.displayName : `${a.displayName} · ${stateWord(a.status)}`),
         ),
         unread ? h("span", { class: "badge", "aria-hidden": "true" }, unread > 999 ? "999+" : String(unread)) : null,
       ),
