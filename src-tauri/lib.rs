@@ -6,10 +6,11 @@
 //! notifications the core asks for when the window is not focused, and shut the core down on
 //! exit. [`app`] is generic over the runtime so the commands are tested on the mock runtime.
 //!
-//! Environment (all optional): `HUBBUB_DATA_DIR` (a profile directory; a profile other than
-//! the default is a separate instance), `HUBBUB_HUB_URL` and `HUBBUB_NAME` (the first-run
-//! account: a hub and a display name instead of the embedded hub and the OS user name),
-//! `HUBBUB_KEYCHAIN=off` (tokens for the session only), `RUST_LOG`.
+//! Launch options (all optional), as arguments or environment variables:
+//! `--profile DIR` / `HUBBUB_DATA_DIR` (a profile directory; a profile other than the default
+//! is a separate instance), `--hub URL` / `HUBBUB_HUB_URL` and `--name NAME` / `HUBBUB_NAME`
+//! (the first-run account: a hub and a display name instead of the embedded hub and the OS
+//! user name), `HUBBUB_KEYCHAIN=off` (tokens for the session only), `RUST_LOG`.
 
 use std::sync::{Arc, Mutex};
 
@@ -118,9 +119,23 @@ async fn pump(
     }
 }
 
-/// The platform's configuration, from the app's paths and the environment.
+/// A launch option: `--flag VALUE` (or `--flag=VALUE`) among the arguments, else `var`.
+fn option(flag: &str, var: &str) -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            return args.next();
+        }
+        if let Some(value) = arg.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
+            return Some(value.to_owned());
+        }
+    }
+    std::env::var(var).ok()
+}
+
+/// The platform's configuration, from the app's paths, the arguments and the environment.
 fn config_for<R: Runtime>(app: &tauri::AppHandle<R>) -> Result<Config, String> {
-    let data_dir = match std::env::var_os("HUBBUB_DATA_DIR") {
+    let data_dir = match option("--profile", "HUBBUB_DATA_DIR") {
         Some(dir) => std::path::PathBuf::from(dir),
         None => app.path().app_data_dir().map_err(|e| e.to_string())?,
     };
@@ -130,10 +145,10 @@ fn config_for<R: Runtime>(app: &tauri::AppHandle<R>) -> Result<Config, String> {
         config.platform = Platform::Mobile;
     }
     if let Some(first) = &mut config.first_run {
-        if let Ok(url) = std::env::var("HUBBUB_HUB_URL") {
+        if let Some(url) = option("--hub", "HUBBUB_HUB_URL") {
             first.url = Some(url).filter(|u| !u.is_empty());
         }
-        if let Ok(name) = std::env::var("HUBBUB_NAME") {
+        if let Some(name) = option("--name", "HUBBUB_NAME") {
             *first = FirstRun {
                 url: first.url.take(),
                 display_name: name,
@@ -234,7 +249,7 @@ pub fn run() {
     #[cfg(desktop)]
     {
         // One window per profile: a second launch of the default profile focuses the first.
-        if std::env::var_os("HUBBUB_DATA_DIR").is_none() {
+        if option("--profile", "HUBBUB_DATA_DIR").is_none() {
             builder = builder.plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
                 if let Some(window) = app.get_webview_window("main") {
                     let _ = window.unminimize();

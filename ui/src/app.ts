@@ -377,7 +377,8 @@ export class App {
     if (!log) return;
     try {
       const updated = await api.retry(log.account, m.conversation, m.id);
-      log.update(updated);
+      // Unless an event already moved it on (sent, or failed again).
+      if (log.stateOf(m.id) === "failed" && updated.state !== "failed") log.update(updated);
       this.list?.invalidate();
     } catch (err) {
       this.notifier.toast(`Retry failed: ${api.errorText(err)}`, "error");

@@ -77,10 +77,9 @@ export class ConversationLog {
       if (!this.early.some((e) => e.id === m.id)) this.early.push(m);
       return true;
     }
-    if (this.ids.has(m.id)) {
-      this.update(m);
-      return false;
-    }
+    // Already here: the shell's events are newer than a command's reply (a `send` reply can
+    // arrive after the `messageUpdated` that marked the message sent), so keep what is shown.
+    if (this.ids.has(m.id)) return false;
     this.pushSorted(m);
     this.version++;
     return true;
@@ -118,6 +117,12 @@ export class ConversationLog {
       this.version++;
     }
     this.early = this.early.filter((m) => m.id !== id);
+  }
+
+  /** The state shown for a message, if it is loaded. */
+  stateOf(id: string): Message["state"] | undefined {
+    const i = this.indexOf(id);
+    return i < 0 ? this.early.find((e) => e.id === id)?.state : this.items[i]!.state;
   }
 
   /** Index by id, searching from the newest end (updates are nearly always recent). */

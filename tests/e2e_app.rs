@@ -1,0 +1,473 @@
+//! End to end on the real desktop binary: WebKitGTK under Xvfb, driven through tauri-driver
+//! and WebKitWebDriver (the W3C WebDriver protocol, spoken here over plain HTTP), against a
+//! real `hubbub hub` process on loopback.
+//!
+//! Two app instances (two profiles) on one hub exchange broadcasts; Disconnect shows
+//! disconnected and Connect restores; the hub is killed (SIGKILL) and restarted, the apps show
+//! reconnecting and then connected, and a message typed meanwhile arrives exactly once.
+//!
+//! Needs `tauri-driver` (`cargo install tauri-driver --locked`), `WebKitWebDriver` (Debian
+//! `webkit2gtk-driver`) and `Xvfb`; `scripts/test.sh` installs them. Screenshots of each step
+//! go to `$CARGO_TARGET_DIR/e2e-artifacts/`.
+//!
+//! `HUBBUB_E2E_APP` runs the same scenario against another build of the app (the installed
+//! `.deb`'s `/usr/bin/hubbub-app`, say).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Kills a child process when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let home_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.or(home_bin.filter(|p| p.is_file()))
+}
+
+fn tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let found = (
+        find_tool("tauri-driver"),
+        find_tool("WebKitWebDriver"),
+        find_tool("Xvfb"),
+    );
+    match found {
+        (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+        missing => {
+            assert!(
+                std::env::var_os("HUBBUB_SKIP_E2E").is_some(),
+                "end-to-end tools missing ({missing:?}): scripts/test.sh installs tauri-driver, webkit2gtk-driver and xvfb (HUBBUB_SKIP_E2E=1 skips)"
+            );
+            None
+        }
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An X server of the test's own.
+fn xvfb(binary: &Path) -> (Guard, String) {
+    for n in 0..50u32 {
+        let display = 200 + (std::process::id() + n * 7) % 700;
+        if Path::new(&format!("/tmp/.X{display}-lock")).exists() {
+            continue;
+        }
+        let child = Command::new(binary)
+            .args([
+                format!(":{display}"),
+                "-screen".into(),
+                "0".into(),
+                "1280x800x24".into(),
+                "-nolisten".into(),
+                "tcp".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb starts");
+        let socket = format!("/tmp/.X11-unix/X{display}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&socket).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if Path::new(&socket).exists() {
+            return (Guard(child), format!(":{display}"));
+        }
+        drop(Guard(child));
+    }
+    panic!("no free X display");
+}
+
+/// `hubbub hub` on `port` (the CLI binary is built beside this test's app binary).
+fn hub(port: u16) -> Guard {
+    let dir = Path::new(env!("CARGO_BIN_EXE_hubbub-app"))
+        .parent()
+        .unwrap();
+    let binary = dir.join("hubbub");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build -p hubbub-cli` (cargo test --workspace does)",
+        binary.display()
+    );
+    let child = Command::new(binary)
+        .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "the hub");
+    Guard(child)
+}
+
+/// A tauri-driver of its own (one app session each).
+fn driver(tauri_driver: &Path, native: &Path, display: &str) -> (Guard, u16) {
+    let (port, native_port) = (free_port(), free_port());
+    let child = Command::new(tauri_driver)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--native-port",
+            &native_port.to_string(),
+            "--native-driver",
+        ])
+        .arg(native)
+        .env("DISPLAY", display)
+        .env("HUBBUB_KEYCHAIN", "off")
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "tauri-driver");
+    (Guard(child), port)
+}
+
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let bytes = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A WebDriver session: one running app instance.
+struct App {
+    http: reqwest::Client,
+    base: String,
+    name: &'static str,
+}
+
+impl App {
+    async fn launch(port: u16, app: &Path, args: &[&str], name: &'static str) -> Self {
+        let http = reqwest::Client::new();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "tauri:options": {"application": app, "args": args}
+        }}});
+        let started = Instant::now();
+        let reply = post_json(&http, &format!("http://127.0.0.1:{port}/session"), &caps).await;
+        let session = reply["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {reply}"))
+            .to_owned();
+        eprintln!("e2e: {name} launched in {:?}", started.elapsed());
+        Self {
+            http,
+            base: format!("http://127.0.0.1:{port}/session/{session}"),
+            name,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap());
+        }
+        let sent = tokio::time::timeout(Duration::from_secs(30), async {
+            request.send().await.unwrap().bytes().await.unwrap()
+        })
+        .await;
+        let Ok(bytes) = sent else {
+            panic!("{}: WebDriver {path} did not answer in 30 s", self.name);
+        };
+        let reply: Value = serde_json::from_slice(&bytes).unwrap();
+        if reply["value"]["error"].is_string() {
+            panic!("{}: WebDriver {path}: {}", self.name, reply["value"]);
+        }
+        reply["value"].clone()
+    }
+
+    /// Runs `script` (a function body) in the page.
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    /// Waits (at most `secs`) until `script` returns something truthy; returns it.
+    async fn until(&self, what: &str, secs: u64, script: &str, args: Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let value = self.js(script, args.clone()).await;
+            let truthy = match &value {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return value;
+            }
+            if Instant::now() > deadline {
+                self.screenshot(&format!("timeout-{}", what.replace(' ', "-")))
+                    .await;
+                let status = self
+                    .js(
+                        "const s = document.querySelector('#status'); return s && (s.dataset.state + ': ' + s.textContent);",
+                        json!([]),
+                    )
+                    .await;
+                panic!(
+                    "{}: timed out waiting for {what} (status {status})",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn state_is(&self, state: &str, secs: u64) {
+        self.until(
+            &format!("state {state}"),
+            secs,
+            "const s = document.querySelector('#status'); return s && s.dataset.state === arguments[0];",
+            json!([state]),
+        )
+        .await;
+    }
+
+    /// The state of the first message with `body`, once it is shown.
+    async fn message_state(&self, body: &str, secs: u64) -> String {
+        self.until(
+            &format!("message {body:?}"),
+            secs,
+            "for (const li of document.querySelectorAll('#messages li.message')) { const b = li.querySelector('.body'); if (b && b.textContent === arguments[0]) return li.dataset.state; } return null;",
+            json!([body]),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned()
+    }
+
+    /// Waits until the first message with `body` is shown in `state`.
+    async fn message_reaches(&self, body: &str, state: &str, secs: u64) {
+        self.until(
+            &format!("message {body:?} {state}"),
+            secs,
+            "for (const li of document.querySelectorAll('#messages li.message')) { const b = li.querySelector('.body'); if (b && b.textContent === arguments[0]) return li.dataset.state === arguments[1]; } return false;",
+            json!([body, state]),
+        )
+        .await;
+    }
+
+    async fn count(&self, body: &str) -> u64 {
+        self.js(
+            "return [...document.querySelectorAll('#messages li.message .body')].filter(b => b.textContent === arguments[0]).length;",
+            json!([body]),
+        )
+        .await
+        .as_u64()
+        .unwrap()
+    }
+
+    async fn screenshot(&self, step: &str) {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        if let Some(b64) = png.as_str() {
+            use base64::Engine as _;
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                let path = artifacts().join(format!("{}-{step}.png", self.name));
+                let _ = std::fs::write(path, bytes);
+            }
+        }
+    }
+
+    async fn quit(self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+fn profile(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("hubbub-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.to_string_lossy().into_owned()
+}
+
+fn app_binary() -> PathBuf {
+    std::env::var_os("HUBBUB_E2E_APP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hubbub-app")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_chat_disconnect_reconnect_and_survive_a_hub_restart() {
+    let Some((tauri_driver, native, xvfb_bin)) = tools() else {
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let hub_port = free_port();
+    let mut hub_process = hub(hub_port);
+    let url = format!("http://127.0.0.1:{hub_port}/chathub");
+    let (_driver_a, port_a) = driver(&tauri_driver, &native, &display);
+    let (_driver_b, port_b) = driver(&tauri_driver, &native, &display);
+    let app = app_binary();
+    let (dir_a, dir_b) = (profile("ann"), profile("bob"));
+    let ann = App::launch(
+        port_a,
+        &app,
+        &["--profile", &dir_a, "--hub", &url, "--name", "ann"],
+        "ann",
+    )
+    .await;
+    let bob = App::launch(
+        port_b,
+        &app,
+        &["--profile", &dir_b, "--hub", &url, "--name", "bob"],
+        "bob",
+    )
+    .await;
+    ann.state_is("connected", 30).await;
+    bob.state_is("connected", 30).await;
+    ann.screenshot("1-connected").await;
+
+    // A broadcast with the button, one with Enter.
+    ann.type_into("#composer", "hello from ann").await;
+    ann.click("#broadcast").await;
+    assert_eq!(bob.message_state("hello from ann", 15).await, "received");
+    ann.message_reaches("hello from ann", "sent", 15).await;
+    bob.type_into("#composer", "hi ann\u{E007}").await;
+    assert_eq!(ann.message_state("hi ann", 15).await, "received");
+    bob.message_reaches("hi ann", "sent", 15).await;
+    // Markup in a message is shown as text.
+    ann.type_into("#composer", "<img src=x onerror=alert(1)>\u{E007}")
+        .await;
+    assert_eq!(
+        bob.message_state("<img src=x onerror=alert(1)>", 15).await,
+        "received"
+    );
+    assert_eq!(
+        bob.js(
+            "return document.querySelectorAll('#messages img').length;",
+            json!([])
+        )
+        .await,
+        json!(0)
+    );
+    bob.screenshot("2-received").await;
+
+    // Disconnect shows disconnected; Connect restores.
+    ann.click("#toggle-connection").await;
+    ann.state_is("disconnected", 10).await;
+    let label = ann
+        .js(
+            "return document.querySelector('#toggle-connection').textContent.trim();",
+            json!([]),
+        )
+        .await;
+    assert_eq!(label, json!("Connect"));
+    ann.screenshot("3-disconnected").await;
+    ann.click("#toggle-connection").await;
+    ann.state_is("connected", 15).await;
+
+    // The hub is killed: both show reconnecting; a message typed meanwhile waits, then arrives.
+    let _ = hub_process.0.kill();
+    let _ = hub_process.0.wait();
+    ann.state_is("reconnecting", 20).await;
+    bob.state_is("reconnecting", 20).await;
+    ann.type_into("#composer", "typed while the hub was down\u{E007}")
+        .await;
+    assert_eq!(
+        ann.message_state("typed while the hub was down", 10).await,
+        "sending"
+    );
+    ann.screenshot("4-reconnecting").await;
+    hub_process = hub(hub_port);
+    ann.state_is("connected", 30).await;
+    bob.state_is("connected", 30).await;
+    assert_eq!(
+        bob.message_state("typed while the hub was down", 20).await,
+        "received"
+    );
+    ann.message_reaches("typed while the hub was down", "sent", 20)
+        .await;
+    assert_eq!(bob.count("typed while the hub was down").await, 1);
+    bob.screenshot("5-after-restart").await;
+
+    ann.quit().await;
+    bob.quit().await;
+    drop(hub_process);
+}
