@@ -86,7 +86,9 @@ async fn wait_connected(core: &Core, id: AccountId) {
 #[tokio::test]
 async fn tokens_in_the_os_keychain_or_for_the_session_when_it_cannot_be_used() {
     let Ok(mode) = std::env::var("HUBBUB_TEST_KEYCHAIN") else {
-        eprintln!("HUBBUB_TEST_KEYCHAIN is not set: scripts/test.sh runs this test in each keychain setup");
+        eprintln!(
+            "HUBBUB_TEST_KEYCHAIN is not set: scripts/test.sh runs this test in each keychain setup"
+        );
         return;
     };
     let (server, token) = jwt_hub().await;
@@ -139,7 +141,13 @@ async fn tokens_in_the_os_keychain_or_for_the_session_when_it_cannot_be_used() {
 /// Reads the keychain directly (not through the core), to see what it really holds.
 fn keyring_entry(service: &str, account: AccountId) -> Option<String> {
     let output = std::process::Command::new("secret-tool")
-        .args(["lookup", "service", service, "username", &format!("account-{account}")])
+        .args([
+            "lookup",
+            "service",
+            service,
+            "username",
+            &format!("account-{account}"),
+        ])
         .output()
         .expect("secret-tool (libsecret-tools) is installed");
     let found = String::from_utf8_lossy(&output.stdout).trim().to_owned();
