@@ -16,6 +16,7 @@
 //! MessagePack (from `hubbub-protocol`). Each connection is one task; see `connection.rs`.
 
 mod auth;
+mod backplane;
 mod chat;
 mod connection;
 mod frame;
@@ -28,9 +29,10 @@ mod state;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError};
+pub use backplane::{BackplaneError, RedisOptions};
 pub use chat::{
     DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, PRESENCE_LIMIT, SEQ_HEADER,
-    TO_HEADER, chat_hub, chat_hub_with,
+    TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
 };
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};
