@@ -24,6 +24,12 @@
 //! **Exactly once:** an invocation header `hubbub-msg-id` names a message. A repeat of the same
 //! id from the same user within [`DEDUPE_WINDOW`] completes without being delivered again; the
 //! id travels on to receivers in the same header, so they can drop repeats too.
+//!
+//! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
+//! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
+//! unreachable, `Send` and `History` fail with an error starting with [`UNAVAILABLE`] (nothing
+//! was delivered: send it again), and room and direct messages reach this node's connections
+//! only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

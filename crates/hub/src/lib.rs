@@ -14,6 +14,11 @@
 //!
 //! Transports: WebSockets, Server-Sent Events and long polling; hub protocols: JSON and
 //! MessagePack (from `hubbub-protocol`). Each connection is one task; see `connection.rs`.
+//!
+//! Several nodes scale out over a Redis backplane ([`ServerBuilder::redis`] with
+//! [`RedisOptions`]): ASP.NET Core's channel layout and MessagePack payloads (with the
+//! deviations listed in `ARCHITECTURE.md`), presence across nodes with heartbeats, and the chat
+//! hub's history and message ids shared in Redis.
 
 mod auth;
 mod backplane;
