@@ -182,7 +182,11 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     let server = builder
         .bind(args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| match e.kind() {
+            // A backplane that cannot be set up (a Redis URL that does not parse).
+            std::io::ErrorKind::InvalidInput => e.to_string(),
+            _ => format!("cannot listen on {}: {e}", args.listen),
+        })?;
     shutdown_signal().await;
     tracing::info!("shutting down: closing every connection (clients may reconnect)");
     server.shutdown().await.map_err(|e| e.to_string())
