@@ -48,6 +48,23 @@ for size in sorted({k[0] for k in fan}):
         cells.append(f"{med(a, 'serverCpuMicrosPerDelivery') / max(med(b, 'serverCpuMicrosPerDelivery'), 1e-9):.2f}×" if a and b else "–")
     print("| hub ÷ raw (CPU per delivery) | " + " | ".join(cells) + " |\n")
 
+scale = defaultdict(list)
+for r in by["scaleout"]:
+    scale[(r["server"], r["nodes"], r["receivers"])].append(r)
+if scale:
+    print("### Scale-out: the same fan-out through one hub, and through 1, 2, 3 nodes sharing Redis\n")
+    print("One sender on the first node, receivers spread evenly over the nodes, 16-byte JSON messages; everything on this machine (nodes, redis-server, load generator share its cores).\n")
+    print("| setup | nodes | receivers | runs | deliveries/s | latency p50 ms | latency p99 ms | lost |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    base = None
+    for key in sorted(scale, key=lambda k: (k[2], k[0] != "hubbub", k[1])):
+        rs = scale[key]
+        server, nodes, n = key
+        label = "one hub, no Redis" if server == "hubbub" else "hub nodes + Redis"
+        print(f"| {label} | {nodes} | {n:,} | {len(rs)} | {med(rs, 'deliveriesPerSecond'):,.0f} | "
+              f"{med(rs, 'latencyP50Ms'):.2f} | {med(rs, 'latencyP99Ms'):.2f} | {sum(r['lost'] for r in rs)} |")
+    print()
+
 idle = defaultdict(list)
 for r in by["idle"]:
     idle[(r["mode"], r["connections"])].append(r)

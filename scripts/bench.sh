@@ -16,6 +16,9 @@
 #              official @microsoft/signalr client (Node), against the same hub
 #   reconnect  hub killed and restarted: time until the client is back (default policy)
 #   store      the SQLite history: insert rates, page and full-text latency, bytes per message
+#   scaleout   the same fan-out (one sender, receivers spread evenly over the nodes) through one
+#              hub without Redis, and through 1, 2 and 3 `hubbub hub --redis` nodes sharing one
+#              redis-server: deliveries/s and latency side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh test
@@ -23,12 +26,12 @@ source scripts/setup.sh test
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
-    runs=1; sizes="10 50"; idles="200"; flood=2000; invokes=100; stored=20000
+    runs=1; sizes="10 50"; idles="200"; flood=2000; invokes=100; stored=20000; fleet=30
 else
-    runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000
+    runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000; fleet=1000
 fi
 payloads="16 1024"
-# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout scripts/bench.sh
+# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout scripts/bench.sh
 sizes="${HUBBUB_BENCH_SIZES:-$sizes}"
 only="${HUBBUB_BENCH_ONLY:-}"
 
@@ -57,6 +60,28 @@ start_raw() { local p; p=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:
 start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-broadcast.mjs "$p") >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_aio() { local p; p=$(free_port); "$python" tests/interop/python/aiosignalr_hub.py --port "$p" >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
 
+start_redis() { local p; p=$(free_port); redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
+start_fleet_node() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --redis "redis://127.0.0.1:$1" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
+
+scaleout() { # nodes (0: one hub without Redis) receivers
+    local urls=() stop=() pid port rpid rport messages name=hubbub
+    messages=$(( 200000 / $2 )); [ $messages -gt 2000 ] && messages=2000
+    [ $smoke = 1 ] && messages=20
+    if [ "$1" = 0 ]; then
+        read -r pid port _ _ < <(start_hub); urls+=(--url "ws://127.0.0.1:$port/chathub"); stop+=("$pid")
+    else
+        name=hubbub-redis
+        read -r rpid rport < <(start_redis); stop+=("$rpid")
+        for _ in $(seq "$1"); do
+            read -r pid port < <(start_fleet_node "$rport"); urls+=(--url "ws://127.0.0.1:$port/chathub"); stop+=("$pid")
+        done
+        sleep 0.3 # the nodes subscribe
+    fi
+    "$bin/loadgen" fanout "${urls[@]}" --scenario scaleout --mode signalr --protocol json --receivers "$2" \
+        --messages "$messages" --size 16 --server "$name" >> "$out"
+    kill "${stop[@]}"; for p in "${stop[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
 fanout() { # server-name starter protocol receivers payload
     local pid port path mode messages
     read -r pid port path mode < <("$2")
@@ -70,6 +95,10 @@ fanout() { # server-name starter protocol receivers payload
 
 for run in $(seq "$runs"); do
     echo "== run $run of $runs" >&2
+    if [ -z "$only" ] || [ "$only" = scaleout ]; then
+        for nodes in 0 1 2 3; do scaleout "$nodes" "$fleet"; done
+    fi
+    [ "$only" = scaleout ] && continue
     for n in $sizes; do
         for size in $payloads; do
             fanout hubbub start_hub json "$n" "$size"
@@ -98,6 +127,6 @@ for run in $(seq "$runs"); do
     "$bin/loadgen" reconnect --hub-bin "$bin/hubbub" >> "$out"
 done
 # The history store, once (1,000,000 messages take about a minute).
-[ "$only" = fanout ] || "$bin/store-bench" --messages "$stored" >> "$out"
+[ -n "$only" ] || "$bin/store-bench" --messages "$stored" >> "$out"
 
 python3 scripts/bench-report.py "$out"

@@ -11,7 +11,7 @@ hubbub_setup() {
 
     local packages=(build-essential pkg-config curl ca-certificates git)
     if [ "$purpose" = test ]; then
-        packages+=(python3 python3-venv python3-pip nodejs)
+        packages+=(python3 python3-venv python3-pip nodejs redis-server)
     fi
     local missing=()
     for p in "${packages[@]}"; do

@@ -1,6 +1,7 @@
 //! `hubbub`: the terminal face of Hubbub.
 //!
-//! - `hubbub hub --listen ADDR` serves the chat hub at `/chathub` (plus `/healthz`, `/metrics`).
+//! - `hubbub hub --listen ADDR` serves the chat hub at `/chathub` (plus `/healthz`, `/metrics`);
+//!   with `--redis URL` it is one node of a fleet sharing that Redis.
 //! - `hubbub chat [--url URL] --name NAME` is a terminal chat (an embedded hub when no URL).
 //! - `hubbub listen --url URL` prints one JSON object per event and per received invocation.
 //! - `hubbub send --url URL --name NAME TEXT` invokes `Send(NAME, TEXT)` and waits for it.
@@ -68,8 +69,19 @@ struct HubArgs {
     #[arg(long)]
     jwt_audience: Option<String>,
     /// Keep the chat history in this SQLite file, across restarts (default: in memory).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis")]
     history: Option<std::path::PathBuf>,
+    /// Join a fleet of hub nodes through this Redis (redis://HOST:PORT): messages, rooms,
+    /// direct messages, presence, message ids and the chat history are shared by every node.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Put this in front of every Redis channel and key (several fleets can share one Redis).
+    #[arg(long, default_value = "hubbub:", requires = "redis")]
+    redis_prefix: String,
+    /// Seconds after which a node that stopped renewing its heartbeat (a crashed node) leaves
+    /// everyone's presence.
+    #[arg(long, default_value_t = 6.0, requires = "redis")]
+    redis_node_ttl: f64,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +158,18 @@ async fn hub(args: HubArgs) -> Result<(), String> {
             },
         )
         .cors_origins(args.cors_origins);
+    if let Some(url) = &args.redis {
+        if !(args.redis_node_ttl.is_finite() && args.redis_node_ttl >= 0.3) {
+            return Err("--redis-node-ttl must be at least 0.3 seconds".to_owned());
+        }
+        let ttl = std::time::Duration::from_secs_f64(args.redis_node_ttl);
+        builder = builder.redis(hubbub_hub::RedisOptions {
+            prefix: args.redis_prefix.clone(),
+            node_ttl: ttl,
+            heartbeat: ttl / 3,
+            ..hubbub_hub::RedisOptions::new(url)
+        });
+    }
     if let Some(mut auth) = auth {
         if let Some(issuer) = &args.jwt_issuer {
             auth = auth.issuer(issuer);
@@ -158,7 +182,11 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     let server = builder
         .bind(args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| match e.kind() {
+            // A backplane that cannot be set up (a Redis URL that does not parse).
+            std::io::ErrorKind::InvalidInput => e.to_string(),
+            _ => format!("cannot listen on {}: {e}", args.listen),
+        })?;
     shutdown_signal().await;
     tracing::info!("shutting down: closing every connection (clients may reconnect)");
     server.shutdown().await.map_err(|e| e.to_string())

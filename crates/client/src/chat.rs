@@ -21,6 +21,9 @@ use crate::{Error, Event, HubConnection, State};
 pub const MESSAGE_ID_HEADER: &str = "hubbub-msg-id";
 /// The header with a broadcast's number in the hub's history.
 pub const SEQ_HEADER: &str = "hubbub-seq";
+/// The start of a hub error that means "not now, send it again later" (a Hubbub hub whose
+/// Redis backplane is unreachable); such a message stays in the outbox.
+pub const UNAVAILABLE: &str = "Unavailable:";
 /// The header with the epoch of that number.
 pub const EPOCH_HEADER: &str = "hubbub-epoch";
 /// On a direct message: the user it went to.
@@ -588,6 +591,8 @@ async fn drain(inner: &Inner) -> Result<(), String> {
                     }
                 }
             }
+            // The hub cannot take it now: it stays in the outbox, which tries again shortly.
+            Err(Error::Hub(reason)) if reason.starts_with(UNAVAILABLE) => return Err(reason),
             // The hub refused it: failed, with the hub's reason; the rest of the outbox goes on.
             Err(Error::Hub(reason)) if inner.connection.state() == State::Connected => {
                 if let Ok(failed) = inner

@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub(crate) observers: Mutex<Vec<Observer>>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) next_id: AtomicU64,
+    /// Which of the hub's URLs the connection uses (see `fallback_urls`).
+    pub(crate) url_index: std::sync::atomic::AtomicUsize,
+    pub(crate) urls: Vec<String>,
 }
 
 impl Shared {
@@ -96,6 +99,10 @@ impl HubConnection {
             observers: Mutex::default(),
             events,
             next_id: AtomicU64::new(0),
+            url_index: std::sync::atomic::AtomicUsize::new(0),
+            urls: std::iter::once(options.url.clone())
+                .chain(options.fallback_urls.iter().cloned())
+                .collect(),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(engine::run(options, shared.clone(), rx));
@@ -125,6 +132,16 @@ impl HubConnection {
     /// The current state.
     pub fn state(&self) -> State {
         *self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The hub URL the connection uses now, or tries next (one of the builder's URL and its
+    /// fallbacks).
+    pub fn url(&self) -> String {
+        let i = self
+            .shared
+            .url_index
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.shared.urls[i % self.shared.urls.len()].clone()
     }
 
     /// The current connection id (none while disconnected or with skip-negotiation).

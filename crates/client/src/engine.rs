@@ -109,8 +109,28 @@ impl Actor {
             new,
         );
         if old != new {
-            tracing::info!(%old, %new, url = %redact(&self.options.url), "connection state changed");
+            tracing::info!(%old, %new, url = %redact(self.url()), "connection state changed");
             self.emit(Event::StateChanged { old, new });
+        }
+    }
+
+    /// The URL connect attempts go to now.
+    fn url(&self) -> &str {
+        self.options.url(
+            self.shared
+                .url_index
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// After a failed connect attempt: the next URL of the hub, if it has several.
+    fn next_url(&self) {
+        if !self.options.fallback_urls.is_empty() {
+            let i = self
+                .shared
+                .url_index
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(url = %redact(self.options.url(i + 1)), "trying the hub's next URL");
         }
     }
 
@@ -158,7 +178,7 @@ impl Actor {
         let format = protocol.transfer_format();
         if self.options.skip_negotiation {
             let target = link::Target {
-                url: negotiate::http_url(&self.options.url)?,
+                url: negotiate::http_url(self.url())?,
                 headers: self.options.headers.clone(),
                 token: self.token().await?,
                 format,
@@ -169,7 +189,8 @@ impl Actor {
         }
         let mut failures = Vec::new();
         let mut fresh = Some(
-            crate::negotiate::negotiate(&self.http, &self.options, self.token().await?).await?,
+            crate::negotiate::negotiate(&self.http, &self.options, self.url(), self.token().await?)
+                .await?,
         );
         let order: Vec<TransportKind> = fresh
             .as_ref()
@@ -195,8 +216,13 @@ impl Actor {
             let n = match fresh.take() {
                 Some(n) => n,
                 None => {
-                    crate::negotiate::negotiate(&self.http, &self.options, self.token().await?)
-                        .await?
+                    crate::negotiate::negotiate(
+                        &self.http,
+                        &self.options,
+                        self.url(),
+                        self.token().await?,
+                    )
+                    .await?
                 }
             };
             let target = link::Target {
@@ -417,6 +443,7 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                     continue 'idle;
                 }
                 Err(Err(error)) => {
+                    actor.next_url();
                     let retrying = (ever_connected
                         || start_reply.is_none()
                         || actor.options.retry_first_start)

@@ -16,9 +16,10 @@ pub(crate) struct Negotiated {
 pub(crate) async fn negotiate(
     http: &reqwest::Client,
     options: &Options,
+    hub_url: &str,
     mut token: Option<String>,
 ) -> Result<Negotiated, Error> {
-    let mut url = negotiate::http_url(&options.url)?;
+    let mut url = negotiate::http_url(hub_url)?;
     for _ in 0..=MAX_REDIRECTS {
         // A hub that accepts the connection but never answers must not hang a start or a
         // reconnect: negotiate gets the handshake's time limit.

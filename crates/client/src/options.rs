@@ -19,6 +19,8 @@ pub type TokenProvider =
 #[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) url: String,
+    /// Other URLs of the same hub (other nodes of a fleet), tried in turn after `url`.
+    pub(crate) fallback_urls: Vec<String>,
     pub(crate) transports: Vec<TransportKind>,
     pub(crate) protocol: Protocol,
     pub(crate) token_provider: Option<TokenProvider>,
@@ -53,6 +55,15 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
+    /// The hub's URLs: the first one given, then the fallbacks.
+    pub(crate) fn url(&self, index: usize) -> &str {
+        let all = 1 + self.fallback_urls.len();
+        match index % all {
+            0 => &self.url,
+            i => &self.fallback_urls[i - 1],
+        }
+    }
+
     /// The slow-connection threshold: as set, else ⅔ of the server timeout (as the classic
     /// .NET and jQuery clients warn at ⅔ of their keep-alive timeout).
     pub(crate) fn slow_after(&self) -> Duration {
@@ -84,6 +95,7 @@ impl HubConnectionBuilder {
         Self {
             options: Options {
                 url: url.into(),
+                fallback_urls: Vec::new(),
                 transports: TransportKind::ALL.to_vec(),
                 protocol: Protocol::Json,
                 token_provider: None,
@@ -100,6 +112,19 @@ impl HubConnectionBuilder {
                 stateful_buffer: hubbub_protocol::stateful::DEFAULT_BUFFER_SIZE,
             },
         }
+    }
+
+    /// Other URLs of the same hub, such as the other nodes of a fleet behind a Redis
+    /// backplane. Each failed connect attempt moves on to the next URL (after the last, back to
+    /// the first); a lost connection tries the URL it was on first. Negotiate redirects still
+    /// apply per URL.
+    pub fn fallback_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.options.fallback_urls = urls.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The transports allowed, tried in the server's order.
@@ -199,8 +224,9 @@ impl HubConnectionBuilder {
 
     /// Builds the connection (it starts with [`HubConnection::start`]).
     pub fn build(self) -> Result<HubConnection, Error> {
-        hubbub_protocol::negotiate::http_url(&self.options.url)
-            .map_err(|e| Error::Url(e.to_string()))?;
+        for url in std::iter::once(&self.options.url).chain(&self.options.fallback_urls) {
+            hubbub_protocol::negotiate::http_url(url).map_err(|e| Error::Url(e.to_string()))?;
+        }
         if self.options.skip_negotiation && self.options.transports != [TransportKind::WebSockets] {
             return Err(Error::Url(
                 "skip-negotiation works only with the WebSockets transport alone".to_owned(),

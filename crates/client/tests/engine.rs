@@ -850,3 +850,51 @@ async fn handler_names_match_case_insensitively() {
     conn.stop().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_urls_are_tried_in_turn_when_a_hub_is_gone() {
+    // A port nobody listens on comes first: the first start moves on to the second URL.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/chathub", dead.local_addr().unwrap());
+    drop(dead);
+    let a = hub().await;
+    let b = hub().await;
+    let conn = HubConnectionBuilder::new(dead_url.clone())
+        .fallback_urls([a.url("/chathub"), b.url("/chathub")])
+        .retry_policy(Delays(vec![Duration::from_millis(50); 20]))
+        .retry_first_start(true)
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    assert_eq!(conn.url(), a.url("/chathub"));
+
+    // Hub A goes away: the first attempt goes back to A (refused), the next one to B.
+    a.shutdown().await.unwrap();
+    expect_event(&mut events, Duration::from_secs(10), "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert_eq!(conn.url(), b.url("/chathub"));
+    let echoed: String = conn.invoke("Echo", vec!["on b".into()]).await.unwrap();
+    assert_eq!(echoed, "on b");
+
+    // B goes too: the URLs wrap around (dead, A: both refuse) and the client keeps trying
+    // until the policy gives up.
+    b.shutdown().await.unwrap();
+    let closed = expect_event(&mut events, Duration::from_secs(10), "closed", |e| {
+        matches!(e, Event::Closed { .. })
+    })
+    .await;
+    assert!(
+        matches!(closed, Event::Closed { reason: Some(_) }),
+        "{closed:?}"
+    );
+    assert!(
+        HubConnectionBuilder::new(dead_url)
+            .fallback_urls(["not a url"])
+            .build()
+            .is_err(),
+        "every URL is checked at build time"
+    );
+}

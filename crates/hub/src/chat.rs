@@ -24,6 +24,12 @@
 //! **Exactly once:** an invocation header `hubbub-msg-id` names a message. A repeat of the same
 //! id from the same user within [`DEDUPE_WINDOW`] completes without being delivered again; the
 //! id travels on to receivers in the same header, so they can drop repeats too.
+//!
+//! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
+//! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
+//! unreachable, `Send` and `History` fail with an error starting with [`UNAVAILABLE`] (nothing
+//! was delivered: send it again), and room and direct messages reach this node's connections
+//! only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,14 +104,21 @@ fn strings(args: RawArgs, expected: usize) -> Result<Vec<Arg>, HubError> {
 }
 
 /// Whether this message id is new for the caller (no id: always new), and the headers to pass on.
-fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
+/// With a backplane the window is the fleet's (a repeat that reaches another node is caught);
+/// while Redis is unreachable, this node's.
+async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
     match ctx.headers().get(MESSAGE_ID_HEADER) {
         None => (true, Headers::new()),
         Some(id) => {
-            let fresh = seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .first_time(ctx.user(), id);
+            let shared = match ctx.state.backplane.redis() {
+                Some(node) => node.first_time(ctx.user(), id, DEDUPE_WINDOW).await.ok(),
+                None => None,
+            };
+            let fresh = shared.unwrap_or_else(|| {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .first_time(ctx.user(), id)
+            });
             (
                 fresh,
                 Headers::from([(MESSAGE_ID_HEADER.to_owned(), id.clone())]),
@@ -117,6 +130,11 @@ fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
 fn count(n: usize) -> Arg {
     Arg::from_value(Value::from(n as u64))
 }
+
+/// The start of an error that means "not now": the hub could not record the message (its Redis
+/// backplane is unreachable) and nothing was delivered. Hubbub's chat layer keeps such a message
+/// in its outbox and sends it again later.
+pub const UNAVAILABLE: &str = "Unavailable:";
 
 /// The chat hub.
 pub fn chat_hub() -> Hub {
@@ -142,7 +160,8 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     Hub::new("chat")
         .on_connected(|ctx| async move {
             let scope = scope_group(&ctx);
-            ctx.add_to_group(ctx.connection_id(), &scope);
+            // The caller's own connection: this cannot fail.
+            let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
             let n = ctx.connection_count(Some(&scope));
             if n <= PRESENCE_LIMIT {
                 ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
@@ -161,9 +180,27 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             async move {
                 let args = strings(args, 2)?;
                 let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned();
+                // A fleet keeps one history in Redis: numbered there, repeats caught there.
+                if let Some(node) = ctx.state.backplane.redis() {
+                    let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+                    let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                    let scope = scope_group(&ctx);
+                    let recorded = node
+                        .chat_append(&scope, ctx.user(), id.as_deref(), &name, &text)
+                        .await
+                        .map_err(|e| HubError::new(format!("{UNAVAILABLE} the message could not be recorded ({e}); send it again")))?;
+                    let Some((entry, epoch)) = recorded else { return Ok(()) };
+                    let headers = Headers::from([
+                        (MESSAGE_ID_HEADER.to_owned(), entry.id),
+                        (SEQ_HEADER.to_owned(), entry.seq.to_string()),
+                        (EPOCH_HEADER.to_owned(), epoch),
+                    ]);
+                    ctx.clients().group(&scope).send_with_headers("broadcastMessage", args, headers);
+                    return Ok(());
+                }
                 // In memory, repeats are remembered for a window; a history file remembers
                 // every id, across restarts.
-                if !history.is_persistent() && !dedupe(&ctx, &seen).0 {
+                if !history.is_persistent() && !dedupe(&ctx, &seen).await.0 {
                     return Ok(());
                 }
                 let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
@@ -195,9 +232,13 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         .method("History", move |ctx, (epoch, after): (String, u64)| {
             let history = history.clone();
             async move {
+                let scope = scope_group(&ctx);
+                if let Some(node) = ctx.state.backplane.redis() {
+                    let (current, entries) = node.chat_since(&scope, &epoch, after, HISTORY_PAGE).await.map_err(|e| HubError::new(format!("{UNAVAILABLE} {e}")))?;
+                    return Reply::value(&serde_json::json!({ "epoch": current, "messages": entries }));
+                }
                 // Numbers from another epoch mean nothing here: start from the beginning.
                 let after = if epoch == history.epoch() { after } else { 0 };
-                let scope = scope_group(&ctx);
                 let h = history.clone();
                 let entries = tokio::task::spawn_blocking(move || h.since(&scope, after, HISTORY_PAGE))
                     .await
@@ -208,12 +249,12 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         })
         .method("JoinRoom", |ctx, (room,): (String,)| async move {
             let group = room_group(&ctx, &room);
-            ctx.add_to_group(ctx.connection_id(), &group);
+            ctx.add_to_group(ctx.connection_id(), &group).await?;
             Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
         })
         .method("LeaveRoom", |ctx, (room,): (String,)| async move {
             let group = room_group(&ctx, &room);
-            ctx.remove_from_group(ctx.connection_id(), &group);
+            ctx.remove_from_group(ctx.connection_id(), &group).await?;
             Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
         })
         .method("SendToRoom", move |ctx, args: RawArgs| {
@@ -227,7 +268,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 if !member || members == 0 {
                     return Err(HubError::new(format!("Join the room '{room}' before sending to it.")));
                 }
-                let (fresh, headers) = dedupe(&ctx, &seen);
+                let (fresh, headers) = dedupe(&ctx, &seen).await;
                 if fresh {
                     ctx.clients().group(&group).send_with_headers("roomMessage", args, headers);
                 }
@@ -240,7 +281,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 if ctx.users_online(None).iter().all(|(name, _)| *name != user) {
                     return Err(HubError::new(format!("User '{user}' is not connected.")));
                 }
-                let (fresh, mut headers) = dedupe(&ctx, &seen);
+                let (fresh, mut headers) = dedupe(&ctx, &seen).await;
                 if !fresh {
                     return Ok(());
                 }

@@ -175,7 +175,7 @@ pub(crate) async fn run(
         next_invocation: AtomicU64::new(0),
         uploads: Mutex::default(),
     });
-    state.router.add(conn.clone());
+    state.connected(conn.clone()).await;
     Counters::add(&state.counters.connections_total, 1);
     Counters::add(&state.counters.connections_open, 1);
     tracing::info!(connection = %conn.id, user = %conn.user, %protocol, transport = ?http.transport.get(), "connected");
@@ -191,7 +191,7 @@ pub(crate) async fn run(
 
     let close = message_loop(&state, &conn, &http, protocol, rest, &mut inbound).await;
 
-    state.router.remove(&conn);
+    state.disconnected(&conn);
     state
         .counters
         .connections_open

@@ -6,10 +6,12 @@ use bytes::Bytes;
 use hubbub_protocol::{HubMessage, Protocol};
 
 /// One outgoing hub message shared by every recipient. The first writer that needs the JSON or
-/// MessagePack bytes encodes them; every other recipient of that protocol reuses them.
+/// MessagePack bytes encodes them; every other recipient of that protocol reuses them. A frame
+/// that came from another node over the backplane arrives already encoded (and has no message).
 #[derive(Debug)]
 pub struct Frame {
-    message: HubMessage,
+    message: Option<HubMessage>,
+    sequenced: bool,
     json: OnceLock<Option<Bytes>>,
     msgpack: OnceLock<Option<Bytes>>,
 }
@@ -18,15 +20,32 @@ impl Frame {
     /// Wraps a message for sending.
     pub fn new(message: HubMessage) -> Arc<Self> {
         Arc::new(Self {
-            message,
+            sequenced: message.is_sequenced(),
+            message: Some(message),
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
         })
     }
 
-    /// The message.
-    pub fn message(&self) -> &HubMessage {
-        &self.message
+    /// A frame of invocation bytes encoded elsewhere (one framed copy per protocol; `None` for a
+    /// protocol it cannot be written in).
+    pub(crate) fn encoded(json: Option<Bytes>, msgpack: Option<Bytes>) -> Arc<Self> {
+        Arc::new(Self {
+            message: None,
+            sequenced: true,
+            json: OnceLock::from(json),
+            msgpack: OnceLock::from(msgpack),
+        })
+    }
+
+    /// The message, unless the frame arrived encoded from another node.
+    pub fn message(&self) -> Option<&HubMessage> {
+        self.message.as_ref()
+    }
+
+    /// Whether stateful reconnect numbers this message (invocations and the like; not pings).
+    pub fn is_sequenced(&self) -> bool {
+        self.sequenced
     }
 
     /// The framed bytes for `protocol`, or `None` when the message cannot be written in it
@@ -36,11 +55,14 @@ impl Frame {
             Protocol::Json => &self.json,
             Protocol::MessagePack => &self.msgpack,
         };
-        cell.get_or_init(|| match protocol.encode_to_vec(&self.message) {
-            Ok(bytes) => Some(Bytes::from(bytes)),
-            Err(error) => {
-                tracing::warn!(%protocol, %error, "message cannot be sent to clients of this protocol");
-                None
+        cell.get_or_init(|| {
+            let message = self.message.as_ref()?;
+            match protocol.encode_to_vec(message) {
+                Ok(bytes) => Some(Bytes::from(bytes)),
+                Err(error) => {
+                    tracing::warn!(%protocol, %error, "message cannot be sent to clients of this protocol");
+                    None
+                }
             }
         })
         .as_ref()

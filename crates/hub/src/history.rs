@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 pub const MEMORY_CAPACITY: usize = 10_000;
 
 /// One recorded message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Its number in the scope (per epoch).
     pub seq: u64,

@@ -300,25 +300,39 @@ impl Context {
         Clients { ctx: self }
     }
 
-    /// Adds a connection to a group.
-    pub fn add_to_group(&self, connection_id: &str, group: &str) {
-        self.state.router.add_to_group(connection_id, group);
+    /// Adds a connection to a group. With a backplane the connection may be on any node: the
+    /// node that holds it applies the change and acknowledges it, and this waits for that (an
+    /// error if no node does within the ack timeout). Without one, an unknown connection is
+    /// ignored (as in ASP.NET Core).
+    pub async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), HubError> {
+        self.state
+            .add_to_group(connection_id, group)
+            .await
+            .map_err(|e| HubError::new(e.to_string()))
     }
 
-    /// Removes a connection from a group.
-    pub fn remove_from_group(&self, connection_id: &str, group: &str) {
-        self.state.router.remove_from_group(connection_id, group);
+    /// Removes a connection from a group (on any node, as [`add_to_group`](Self::add_to_group)).
+    pub async fn remove_from_group(
+        &self,
+        connection_id: &str,
+        group: &str,
+    ) -> Result<(), HubError> {
+        self.state
+            .remove_from_group(connection_id, group)
+            .await
+            .map_err(|e| HubError::new(e.to_string()))
     }
 
     /// The users connected to this hub (each once, however many connections they hold), with
-    /// their connection counts.
+    /// their connection counts; with a backplane, on every live node.
     pub fn users_online(&self, group: Option<&str>) -> Vec<(String, usize)> {
-        self.state.router.users(group)
+        self.state.users(group)
     }
 
-    /// How many connections are open (in `group`, when given).
+    /// How many connections are open (in `group`, when given); with a backplane, on every live
+    /// node.
     pub fn connection_count(&self, group: Option<&str>) -> usize {
-        self.state.router.connection_count(group)
+        self.state.connection_count(group)
     }
 
     /// Sends `message` to the caller, waiting while its send queue is full (backpressure)
@@ -336,7 +350,8 @@ impl Context {
             .await
     }
 
-    /// Invokes a method on any connection of this hub and waits for its result.
+    /// Invokes a method on a connection of this node and waits for its result (client results
+    /// do not cross the backplane).
     pub async fn invoke_client(
         &self,
         connection_id: &str,
@@ -411,18 +426,28 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// Invokes `method` on every recipient (fire-and-forget). Returns how many connections
-    /// the message was queued for.
+    /// Invokes `method` on every recipient (fire-and-forget). Returns how many connections of
+    /// this node the message was queued for (with a backplane, other nodes get it too).
     pub fn send(&self, method: &str, args: Vec<Arg>) -> usize {
         self.send_with_headers(method, args, Headers::new())
     }
 
     /// As [`send`](Self::send), with headers on the invocation.
     pub fn send_with_headers(&self, method: &str, args: Vec<Arg>, headers: Headers) -> usize {
-        let exclude = self.exclude_caller.then_some(self.ctx.conn.id.as_str());
-        self.ctx
-            .state
-            .router
-            .send(&self.scope, method, args, headers, exclude)
+        let exclude: &[String] = if self.exclude_caller {
+            std::slice::from_ref(&self.ctx.conn.id)
+        } else {
+            &[]
+        };
+        let frame = crate::Frame::new(hubbub_protocol::HubMessage::Invocation(
+            hubbub_protocol::Invocation {
+                headers,
+                invocation_id: None,
+                target: method.to_owned(),
+                arguments: args,
+                stream_ids: Vec::new(),
+            },
+        ));
+        self.ctx.state.deliver(&self.scope, &frame, exclude)
     }
 }

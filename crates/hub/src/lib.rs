@@ -14,8 +14,14 @@
 //!
 //! Transports: WebSockets, Server-Sent Events and long polling; hub protocols: JSON and
 //! MessagePack (from `hubbub-protocol`). Each connection is one task; see `connection.rs`.
+//!
+//! Several nodes scale out over a Redis backplane ([`ServerBuilder::redis`] with
+//! [`RedisOptions`]): ASP.NET Core's channel layout and MessagePack payloads (with the
+//! deviations listed in `ARCHITECTURE.md`), presence across nodes with heartbeats, and the chat
+//! hub's history and message ids shared in Redis.
 
 mod auth;
+mod backplane;
 mod chat;
 mod connection;
 mod frame;
@@ -28,9 +34,10 @@ mod state;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError};
+pub use backplane::{BackplaneError, RedisOptions};
 pub use chat::{
     DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, PRESENCE_LIMIT, SEQ_HEADER,
-    TO_HEADER, chat_hub, chat_hub_with,
+    TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
 };
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};

@@ -1,4 +1,5 @@
-//! Who is connected, which groups and users they belong to, and delivery to a scope.
+//! Who is connected to this node, which groups and users they belong to, and delivery to a
+//! scope among them. What other nodes hold is the backplane's business (`backplane/`).
 //!
 //! The registries are sharded maps (no global lock); nothing here awaits, so no lock is held
 //! across an await. A message is wrapped in one shared [`Frame`] and encoded at most once per
@@ -8,7 +9,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use hubbub_protocol::{Arg, Headers, HubMessage, Invocation};
 
 use crate::connection::Connection;
 use crate::frame::{Frame, Outbound};
@@ -26,6 +26,15 @@ pub enum Scope {
     Connection(String),
 }
 
+/// What a connection's departure emptied on this node.
+#[derive(Debug, Default)]
+pub(crate) struct Removed {
+    /// It was the user's last connection here.
+    pub(crate) user_gone: bool,
+    /// Groups it was the last member of here.
+    pub(crate) groups_gone: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     connections: DashMap<String, Arc<Connection>>,
@@ -34,62 +43,120 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn add(&self, conn: Arc<Connection>) {
-        self.users
-            .entry(conn.user.clone())
-            .or_default()
-            .insert(conn.id.clone());
+    /// Registers a connection; `true` if it is its user's first here.
+    pub(crate) fn add(&self, conn: Arc<Connection>) -> bool {
+        let mut ids = self.users.entry(conn.user.clone()).or_default();
+        let first = ids.is_empty();
+        ids.insert(conn.id.clone());
+        drop(ids);
         self.connections.insert(conn.id.clone(), conn);
+        first
     }
 
-    pub(crate) fn remove(&self, conn: &Connection) {
+    pub(crate) fn remove(&self, conn: &Connection) -> Removed {
+        let mut removed = Removed::default();
         self.connections.remove(&conn.id);
-        self.users.remove_if_mut(&conn.user, |_, ids| {
-            ids.remove(&conn.id);
-            ids.is_empty()
-        });
+        removed.user_gone = self
+            .users
+            .remove_if_mut(&conn.user, |_, ids| {
+                ids.remove(&conn.id);
+                ids.is_empty()
+            })
+            .is_some();
         for group in conn
             .groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain()
         {
-            self.groups.remove_if_mut(&group, |_, ids| {
-                ids.remove(&conn.id);
-                ids.is_empty()
-            });
+            if self
+                .groups
+                .remove_if_mut(&group, |_, ids| {
+                    ids.remove(&conn.id);
+                    ids.is_empty()
+                })
+                .is_some()
+            {
+                removed.groups_gone.push(group);
+            }
         }
+        removed
     }
 
     pub(crate) fn connection(&self, id: &str) -> Option<Arc<Connection>> {
         self.connections.get(id).map(|c| c.clone())
     }
 
-    pub(crate) fn add_to_group(&self, id: &str, group: &str) {
-        let Some(conn) = self.connection(id) else {
-            return;
-        };
+    /// Adds a connection of this node to a group: `None` if there is no such connection here,
+    /// else whether it is the group's first member here.
+    pub(crate) fn add_to_group(&self, id: &str, group: &str) -> Option<bool> {
+        let conn = self.connection(id)?;
         conn.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(group.to_owned());
-        self.groups
-            .entry(group.to_owned())
-            .or_default()
-            .insert(id.to_owned());
+        let mut ids = self.groups.entry(group.to_owned()).or_default();
+        let first = ids.is_empty();
+        ids.insert(id.to_owned());
+        Some(first)
     }
 
-    pub(crate) fn remove_from_group(&self, id: &str, group: &str) {
-        if let Some(conn) = self.connection(id) {
+    /// Removes a connection from a group: `None` if there is no such connection here, else
+    /// whether the group has no member left here.
+    pub(crate) fn remove_from_group(&self, id: &str, group: &str) -> Option<bool> {
+        let conn = self.connection(id);
+        if let Some(conn) = &conn {
             conn.groups
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(group);
         }
-        self.groups.remove_if_mut(group, |_, ids| {
-            ids.remove(id);
-            ids.is_empty()
-        });
+        let emptied = self
+            .groups
+            .remove_if_mut(group, |_, ids| {
+                ids.remove(id);
+                ids.is_empty()
+            })
+            .is_some();
+        conn.map(|_| emptied)
+    }
+
+    pub(crate) fn has_group(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    pub(crate) fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    pub(crate) fn has_connection(&self, id: &str) -> bool {
+        self.connections.contains_key(id)
+    }
+
+    /// Every group, user and connection with a member here (what the backplane subscribes to).
+    pub(crate) fn names(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        (
+            self.groups.iter().map(|e| e.key().clone()).collect(),
+            self.users.iter().map(|e| e.key().clone()).collect(),
+            self.connections.iter().map(|e| e.key().clone()).collect(),
+        )
+    }
+
+    /// Every connection here with its user and groups (this node's presence).
+    pub(crate) fn records(&self) -> Vec<(String, String, Vec<String>)> {
+        self.connections
+            .iter()
+            .map(|c| {
+                let groups = c
+                    .groups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                (c.id.clone(), c.user.clone(), groups)
+            })
+            .collect()
     }
 
     pub(crate) fn connection_count(&self, group: Option<&str>) -> usize {
@@ -99,7 +166,7 @@ impl Router {
         }
     }
 
-    /// Users with their connection counts, sorted by name.
+    /// Users with their connection counts here, sorted by name.
     pub(crate) fn users(&self, group: Option<&str>) -> Vec<(String, usize)> {
         let mut users: Vec<(String, usize)> = match group {
             None => self
@@ -126,35 +193,12 @@ impl Router {
         users
     }
 
-    /// Queues `method(args)` for every connection in `scope` but `exclude`; returns how many
-    /// connections it was queued for.
-    pub(crate) fn send(
-        &self,
-        scope: &Scope,
-        method: &str,
-        arguments: Vec<Arg>,
-        headers: Headers,
-        exclude: Option<&str>,
-    ) -> usize {
-        let frame = Frame::new(HubMessage::Invocation(Invocation {
-            headers,
-            invocation_id: None,
-            target: method.to_owned(),
-            arguments,
-            stream_ids: Vec::new(),
-        }));
-        self.deliver(scope, &frame, exclude)
-    }
-
-    pub(crate) fn deliver(
-        &self,
-        scope: &Scope,
-        frame: &Arc<Frame>,
-        exclude: Option<&str>,
-    ) -> usize {
+    /// Queues `frame` for every connection here in `scope` but those in `exclude`; returns how
+    /// many connections it was queued for.
+    pub(crate) fn deliver(&self, scope: &Scope, frame: &Arc<Frame>, exclude: &[String]) -> usize {
         let mut delivered = 0;
         let mut push = |conn: &Connection| {
-            if Some(conn.id.as_str()) != exclude && conn.enqueue(Outbound::Message(frame.clone())) {
+            if !exclude.contains(&conn.id) && conn.enqueue(Outbound::Message(frame.clone())) {
                 delivered += 1;
             }
         };

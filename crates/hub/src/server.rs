@@ -26,6 +26,7 @@ pub struct ServerBuilder {
     hubs: Vec<(String, Hub)>,
     cors_origins: Vec<String>,
     auth: Option<JwtAuth>,
+    redis: Option<crate::RedisOptions>,
 }
 
 impl ServerBuilder {
@@ -60,6 +61,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Joins a fleet of nodes through a Redis backplane: messages for any scope reach the
+    /// connections of every node, and presence counts them all.
+    pub fn redis(mut self, options: crate::RedisOptions) -> Self {
+        self.redis = Some(options);
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -81,7 +89,9 @@ impl ServerBuilder {
                 shutdown.clone(),
                 tasks.clone(),
                 self.auth.clone(),
-            );
+                self.redis.as_ref(),
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let hub_router = Router::new()
                 .route(&format!("{path}/negotiate"), any(transport::negotiate))
                 .route(&path, any(transport::connect))

@@ -7,9 +7,12 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backplane::{Backplane, BackplaneError, RedisNode, RedisOptions};
+use crate::connection::Connection;
+use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::options::HubOptions;
-use crate::router::Router;
+use crate::router::{Router, Scope};
 use crate::transport::HttpConnection;
 
 /// Counters of one hub endpoint.
@@ -46,7 +49,8 @@ pub(crate) struct HubState {
     pub(crate) hub: Hub,
     pub(crate) path: String,
     pub(crate) options: HubOptions,
-    pub(crate) router: Router,
+    pub(crate) router: Arc<Router>,
+    pub(crate) backplane: Backplane,
     /// Negotiated connections by their secret token.
     pub(crate) http: DashMap<String, Arc<HttpConnection>>,
     pub(crate) counters: Arc<Counters>,
@@ -63,17 +67,123 @@ impl HubState {
         shutdown: CancellationToken,
         tasks: TaskTracker,
         auth: Option<crate::auth::JwtAuth>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+        redis: Option<&RedisOptions>,
+    ) -> Result<Arc<Self>, BackplaneError> {
+        let router = Arc::new(Router::default());
+        let backplane = match redis {
+            None => Backplane::Local,
+            Some(options) => Backplane::Redis(RedisNode::start(
+                options.clone(),
+                &hub.name,
+                router.clone(),
+                shutdown.clone(),
+                &tasks,
+            )?),
+        };
+        Ok(Arc::new(Self {
             hub,
             path,
             options,
-            router: Router::default(),
+            router,
+            backplane,
             http: DashMap::new(),
             counters: Arc::new(Counters::default()),
             shutdown,
             tasks,
             auth,
-        })
+        }))
+    }
+
+    /// Queues `frame` for every connection in `scope` but those in `exclude`: this node's at
+    /// once, other nodes' through the backplane. Returns how many connections of this node it
+    /// was queued for.
+    pub(crate) fn deliver(&self, scope: &Scope, frame: &Arc<Frame>, exclude: &[String]) -> usize {
+        let delivered = self.router.deliver(scope, frame, exclude);
+        if let Some(node) = self.backplane.redis() {
+            // A message for a connection of this node needs no one else (as in ASP.NET Core).
+            let here = matches!(scope, Scope::Connection(id) if self.router.has_connection(id));
+            if !here {
+                node.publish(scope, frame, exclude);
+            }
+        }
+        delivered
+    }
+
+    /// Registers a connection that completed its handshake (and, with a backplane, subscribes
+    /// to its connection and user channels and announces it).
+    pub(crate) async fn connected(&self, conn: Arc<Connection>) {
+        let first_of_user = self.router.add(conn.clone());
+        if let Some(node) = self.backplane.redis() {
+            node.sync(&Scope::Connection(conn.id.clone())).await;
+            if first_of_user {
+                node.sync(&Scope::User(conn.user.clone())).await;
+            }
+            node.presence(&conn.id, node.record(&conn.id));
+        }
+    }
+
+    /// Forgets a connection that ended.
+    pub(crate) fn disconnected(&self, conn: &Connection) {
+        let removed = self.router.remove(conn);
+        if let Some(node) = self.backplane.redis() {
+            node.sync_later(&Scope::Connection(conn.id.clone()));
+            if removed.user_gone {
+                node.sync_later(&Scope::User(conn.user.clone()));
+            }
+            for group in removed.groups_gone {
+                node.sync_later(&Scope::Group(group));
+            }
+            node.presence(&conn.id, None);
+        }
+    }
+
+    /// Adds a connection (of any node) to a group.
+    pub(crate) async fn add_to_group(&self, id: &str, group: &str) -> Result<(), BackplaneError> {
+        match self.backplane.redis() {
+            None => {
+                self.router.add_to_group(id, group);
+                Ok(())
+            }
+            Some(node) if node.local_add(id, group).await => Ok(()),
+            Some(node) => node.remote_group(id, group, true).await,
+        }
+    }
+
+    /// Removes a connection (of any node) from a group.
+    pub(crate) async fn remove_from_group(
+        &self,
+        id: &str,
+        group: &str,
+    ) -> Result<(), BackplaneError> {
+        match self.backplane.redis() {
+            None => {
+                self.router.remove_from_group(id, group);
+                Ok(())
+            }
+            Some(node) if node.local_remove(id, group).await => Ok(()),
+            Some(node) => node.remote_group(id, group, false).await,
+        }
+    }
+
+    /// Connections (in `group`) on every node.
+    pub(crate) fn connection_count(&self, group: Option<&str>) -> usize {
+        self.router.connection_count(group)
+            + self
+                .backplane
+                .redis()
+                .map_or(0, |node| node.remote_count(group))
+    }
+
+    /// Users (in `group`) on every node, each once with its connection count, sorted by name.
+    pub(crate) fn users(&self, group: Option<&str>) -> Vec<(String, usize)> {
+        let local = self.router.users(group);
+        let Some(node) = self.backplane.redis() else {
+            return local;
+        };
+        let mut all = std::collections::BTreeMap::<String, usize>::new();
+        for (user, n) in local.into_iter().chain(node.remote_users(group)) {
+            *all.entry(user).or_default() += n;
+        }
+        all.into_iter().collect()
     }
 }

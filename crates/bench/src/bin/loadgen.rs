@@ -206,8 +206,13 @@ enum Proto {
 
 #[derive(clap::Args, Debug)]
 struct Fanout {
-    #[arg(long)]
-    url: String,
+    /// The server's URL; repeated for a fleet of hub nodes: receivers are spread over them in
+    /// turn and the sender uses the first.
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
+    /// The scenario name in the results (`scaleout` for runs through several nodes).
+    #[arg(long, default_value = "fanout")]
+    scenario: String,
     #[arg(long, value_enum)]
     mode: Mode,
     #[arg(long, default_value_t = 1000)]
@@ -373,8 +378,13 @@ async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
     let origin = Instant::now();
     // Receivers share the sender's scope (they must hear its broadcasts), so each arrival is
     // announced to the others; the clock starts once that traffic has been read.
-    let receivers = open_many(&args.url, args.mode, protocol, args.receivers, false).await;
-    let (mut sender, _) = open(&args.url, args.mode, protocol).await?;
+    let nodes = args.urls.len();
+    let mut receivers = Vec::with_capacity(args.receivers);
+    for (i, url) in args.urls.iter().enumerate() {
+        let n = args.receivers / nodes + usize::from(i < args.receivers % nodes);
+        receivers.extend(open_many(url, args.mode, protocol, n, false).await);
+    }
+    let (mut sender, _) = open(&args.urls[0], args.mode, protocol).await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let expected = (args.messages * args.receivers) as u64;
     let mut tasks = Vec::new();
@@ -467,8 +477,9 @@ async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
     let got = delivered.load(Ordering::Relaxed);
     latencies.sort_unstable();
     let result = serde_json::json!({
-        "scenario": "fanout",
+        "scenario": args.scenario,
         "server": args.server,
+        "nodes": nodes,
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "protocol": protocol.name(),
         "receivers": args.receivers,

@@ -204,7 +204,7 @@ async fn write(
                     let Some(bytes) = protocol().and_then(|p| frame.bytes(p)) else {
                         continue;
                     };
-                    if frame.message().is_sequenced() && stateful(http) {
+                    if frame.is_sequenced() && stateful(http) {
                         // Kept before it is written: a message cut off by a dropped socket is
                         // replayed, never lost.
                         let mut replay = http.replay.lock().unwrap_or_else(|e| e.into_inner());
