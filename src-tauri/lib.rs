@@ -72,7 +72,7 @@ impl Shell {
             .await;
         started
             .clone()
-            .map_err(|message| commands::CommandError::startup(message))
+            .map_err(commands::CommandError::startup)
     }
 
     fn set_channel(&self, channel: Channel<AppEvent>) {
@@ -236,6 +236,9 @@ fn notify<R: Runtime>(app: &tauri::AppHandle<R>, n: Notification) {
 }
 
 /// Runs the app (the desktop binary's `main`, the mobile library's entry point).
+// `generate_context!` exits on a broken embedded config, and an app that cannot build its
+// window has nothing to return to: both end the process with a message.
+#[allow(clippy::exit)]
 #[cfg_attr(mobile, tauri::mobile_entry_point)]
 pub fn run() {
     let _ = tracing_subscriber::fmt()

@@ -782,9 +782,8 @@ impl Core {
         let mut kinds = HashMap::new();
         let mut out = Vec::with_capacity(found.len());
         for m in found {
-            if !kinds.contains_key(&m.conversation) {
-                let kind = self.inner.store.conversation_kind(m.conversation).await?;
-                kinds.insert(m.conversation, kind);
+            if let std::collections::hash_map::Entry::Vacant(slot) = kinds.entry(m.conversation) {
+                slot.insert(self.inner.store.conversation_kind(m.conversation).await?);
             }
             out.push(MessageView::new(&m, &kinds[&m.conversation]));
         }

@@ -177,16 +177,17 @@ async fn two_cores_chat_through_a_hub_with_rooms_direct_messages_presence_and_un
 
     // Leaving: bob goes, ann hears it.
     bob.remove_account(b.id).await.unwrap();
-    expect(&mut ann_rx, "bob's departure", |e| match e {
+    let online = expect(&mut ann_rx, "bob's departure", |e| match e {
         AppEvent::Presence {
             user,
             joined: false,
             online,
             ..
-        } if user == "bob" => Some(assert_eq!(*online, vec!["ann".to_owned()])),
+        } if user == "bob" => Some(online.clone()),
         _ => None,
     })
     .await;
+    assert_eq!(online, vec!["ann".to_owned()]);
     assert!(bob.accounts().await.unwrap().is_empty());
     ann.shutdown().await;
     bob.shutdown().await;
