@@ -9,9 +9,17 @@ hubbub_setup() {
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
-    local packages=(build-essential pkg-config curl ca-certificates git)
+    # The app: a Rust toolchain's C needs, WebKitGTK and friends for Tauri, D-Bus for the
+    # keychain, Node.js for building the web UI.
+    local packages=(build-essential pkg-config curl ca-certificates git file
+        libwebkit2gtk-4.1-dev libssl-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev
+        libdbus-1-dev nodejs)
     if [ "$purpose" = test ]; then
-        packages+=(python3 python3-venv python3-pip nodejs redis-server)
+        # Peers and servers the tests run against: Python (aiosignalr), Redis, Chromium for
+        # the UI tests, WebKitWebDriver + Xvfb for the end-to-end tests, GNOME Keyring under a
+        # private D-Bus for the keychain tests.
+        packages+=(python3 python3-venv python3-pip redis-server chromium webkit2gtk-driver xvfb
+            dbus dbus-bin gnome-keyring libsecret-tools)
     fi
     local missing=()
     for p in "${packages[@]}"; do
@@ -24,7 +32,7 @@ hubbub_setup() {
     fi
 
     # npm: Debian ships it apart from nodejs; NodeSource's nodejs already has it.
-    if [ "$purpose" = test ] && ! command -v npm >/dev/null 2>&1; then
+    if ! command -v npm >/dev/null 2>&1; then
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm
     fi
@@ -42,6 +50,22 @@ hubbub_setup() {
             rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
         done
     fi
+
+    # The WebDriver front for Tauri apps (end-to-end tests).
+    if [ "$purpose" = test ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
+        echo "setup: installing tauri-driver"
+        cargo install tauri-driver --locked --version 2.1.0
+    fi
+    export PATH="$PATH:$HOME/.cargo/bin"
+
+    # The web UI's and the Tauri CLI's packages (from package-lock.json; again only when the
+    # lock file is newer than what is installed).
+    local dir
+    for dir in ui .; do
+        if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+            (cd "$dir" && npm ci --no-audit --no-fund)
+        fi
+    done
 
     # One target directory outside the clone, reused across clones and CI runs.
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hubbub/target}"

@@ -25,6 +25,9 @@ fi
 export HUBBUB_PYTHON="$venv/bin/python"
 "$HUBBUB_PYTHON" -c 'import importlib.metadata as m; print("aiosignalr", m.version("aiosignalr"))'
 
+step "web UI: type check, build (ui/dist, which the app embeds), Playwright in Chromium at desktop and phone sizes"
+(cd ui && npm test)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -33,6 +36,24 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, property, integration; benches in smoke mode)"
 cargo test --workspace --all-targets --locked
+
+step "tokens in the real OS keychain: GNOME Keyring unlocked, locked, and no session bus at all"
+# (the D-Bus daemon and the keyring's failed prompt are noisy; their lines are dropped)
+quiet_dbus() { grep -vE "fd limit|dbus-daemon|SystemPrompter|system prompt|cannot open display|^$" || true; }
+dbus-run-session -- sh -c 'echo -n hubbub | gnome-keyring-daemon --unlock --components=secrets >/dev/null &&
+    HUBBUB_TEST_KEYCHAIN=unlocked cargo test --locked -q -p hubbub-core --test keychain' 2>&1 | quiet_dbus
+dbus-run-session -- env HUBBUB_TEST_KEYCHAIN=locked cargo test --locked -q -p hubbub-core --test keychain 2>&1 | quiet_dbus
+env -u DBUS_SESSION_BUS_ADDRESS HUBBUB_TEST_KEYCHAIN=absent cargo test --locked -q -p hubbub-core --test keychain
+
+step "the .deb: built offline by the Tauri CLI, installed with dpkg, the installed app run end to end"
+npx tauri build --debug --bundles deb
+deb=$(ls -t "$CARGO_TARGET_DIR"/debug/bundle/deb/*.deb | head -1)
+echo "built $deb ($(du -h "$deb" | cut -f1))"
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo dpkg -i "$deb"
+dpkg -L hubbub | grep -E "bin/|\.desktop$"
+HUBBUB_E2E_APP=/usr/bin/hubbub-app cargo test --locked --test e2e_app
+$sudo dpkg -r hubbub
 
 step "doc tests"
 cargo test --workspace --doc --locked

@@ -423,6 +423,7 @@ async fn migration_2_applies_to_a_version_1_database_and_keeps_its_rows() {
                                         protocol TEXT NOT NULL DEFAULT 'json', transport TEXT, created_at INTEGER NOT NULL);
                      INSERT INTO hubs SELECT * FROM hubs_v1;
                      DROP TABLE hubs_v1;
+                     ALTER TABLE conversations DROP COLUMN archived;
                      PRAGMA foreign_keys = ON;
                      PRAGMA user_version = 1;",
                 )?;
