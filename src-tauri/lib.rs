@@ -70,9 +70,7 @@ impl Shell {
                 Ok(core)
             })
             .await;
-        started
-            .clone()
-            .map_err(commands::CommandError::startup)
+        started.clone().map_err(commands::CommandError::startup)
     }
 
     fn set_channel(&self, channel: Channel<AppEvent>) {
