@@ -471,3 +471,46 @@ async fn two_apps_chat_disconnect_reconnect_and_survive_a_hub_restart() {
     bob.quit().await;
     drop(hub_process);
 }
+
+/// A second launch of the default profile hands over to the first (which stays) and exits.
+#[test]
+fn a_second_launch_of_the_default_profile_hands_over_to_the_first() {
+    let Some((_, _, xvfb_bin)) = tools() else {
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let home = std::env::temp_dir().join(format!("hubbub-e2e-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let data = home.join("data");
+    // One private session bus for both launches: the single-instance lock lives on it.
+    let script = r#"
+        "$APP" >/dev/null 2>&1 & first=$!
+        for i in $(seq 1 200); do [ -f "$XDG_DATA_HOME/app.hubbub.chat/history.sqlite3" ] && break; sleep 0.1; done
+        start=$(date +%s%N)
+        timeout 30 "$APP" >/dev/null 2>&1; second=$?
+        took=$(( ($(date +%s%N) - start) / 1000000 ))
+        if kill -0 $first 2>/dev/null; then alive=yes; else alive=no; fi
+        kill $first; wait $first 2>/dev/null
+        echo "second=$second alive=$alive ms=$took"
+    "#;
+    let output = Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", script])
+        .env("APP", app_binary())
+        .env("DISPLAY", &display)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", &data)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("HUBBUB_KEYCHAIN", "off")
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env_remove("HUBBUB_DATA_DIR")
+        .output()
+        .expect("dbus-run-session runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let line = report.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("second=0 alive=yes"),
+        "the second launch should hand over and exit at once, the first stay: {line:?}"
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}

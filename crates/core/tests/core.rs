@@ -420,3 +420,83 @@ async fn without_a_keychain_tokens_stay_in_memory_and_never_reach_the_database()
         );
     }
 }
+
+#[tokio::test]
+async fn on_a_phone_the_background_suspends_and_the_foreground_resumes() {
+    let server = hub().await;
+    let mut cfg = config("mobile", None);
+    cfg.platform = Platform::Mobile;
+    let core = Core::start(cfg).await.unwrap();
+    let mut rx = core.subscribe();
+    let a = core
+        .add_account(new_account(&server.url("/chathub"), "ann"))
+        .await
+        .unwrap();
+    expect(&mut rx, "connected", connected(a.id)).await;
+    core.lifecycle(false);
+    expect(&mut rx, "suspended", |e| match e {
+        AppEvent::Status { status, .. } if status.state == StateView::Suspended => Some(()),
+        _ => None,
+    })
+    .await;
+    // Typed in the background: kept, and sent after the app comes back.
+    let queued = core
+        .send(a.id, "broadcast", "from the pocket")
+        .await
+        .unwrap();
+    core.lifecycle(true);
+    expect(&mut rx, "resumed", connected(a.id)).await;
+    expect(&mut rx, "sent after resuming", |e| match e {
+        AppEvent::MessageUpdated { message, .. }
+            if message.id == queued.id && message.state == MessageStateView::Sent =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    core.shutdown().await;
+}
+
+#[tokio::test]
+async fn notifications_for_others_messages_once_per_conversation_burst() {
+    let core = Core::start(config("notify", None)).await.unwrap();
+    let message = |id: &str, conversation: &str, outgoing: bool, body: &str| AppEvent::Message {
+        account: 1,
+        message: MessageView {
+            seq: 1,
+            id: id.to_owned(),
+            conversation: conversation.to_owned(),
+            sender: "bob".to_owned(),
+            body: body.to_owned(),
+            outgoing,
+            state: if outgoing {
+                MessageStateView::Sending
+            } else {
+                MessageStateView::Received
+            },
+            error: None,
+            created_at: 0,
+        },
+    };
+    assert_eq!(
+        core.notification_for(&message("1", "broadcast", true, "mine")),
+        None,
+        "own messages never notify"
+    );
+    let first = core
+        .notification_for(&message("2", "room:ops", false, &"long ".repeat(60)))
+        .unwrap();
+    assert_eq!(first.title, "bob in ops");
+    assert!(first.body.ends_with('…') && first.body.chars().count() == 141);
+    assert_eq!(
+        core.notification_for(&message("3", "room:ops", false, "again")),
+        None,
+        "a burst in one conversation notifies once"
+    );
+    let dm = core
+        .notification_for(&message("4", "dm:bob", false, "psst"))
+        .unwrap();
+    assert_eq!((dm.title.as_str(), dm.body.as_str()), ("bob", "psst"));
+    core.shutdown().await;
+}
