@@ -16,6 +16,8 @@
 #              official @microsoft/signalr client (Node), against the same hub
 #   reconnect  hub killed and restarted: time until the client is back (default policy)
 #   store      the SQLite history: insert rates, page and full-text latency, bytes per message
+#   app        the desktop app: launch to interactive, idle memory of all its processes, .deb
+#              size, beside the terminal chat (scripts/bench-app.mjs)
 #   scaleout   the same fan-out (one sender, receivers spread evenly over the nodes) through one
 #              hub without Redis, and through 1, 2 and 3 `hubbub hub --redis` nodes sharing one
 #              redis-server: deliveries/s and latency side by side
@@ -31,7 +33,7 @@ else
     runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000; fleet=1000
 fi
 payloads="16 1024"
-# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout scripts/bench.sh
+# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout|app scripts/bench.sh
 sizes="${HUBBUB_BENCH_SIZES:-$sizes}"
 only="${HUBBUB_BENCH_ONLY:-}"
 
@@ -95,6 +97,7 @@ fanout() { # server-name starter protocol receivers payload
 
 for run in $(seq "$runs"); do
     echo "== run $run of $runs" >&2
+    [ "$only" = app ] && break
     if [ -z "$only" ] || [ "$only" = scaleout ]; then
         for nodes in 0 1 2 3; do scaleout "$nodes" "$fleet"; done
     fi
@@ -129,4 +132,21 @@ done
 # The history store, once (1,000,000 messages take about a minute).
 [ -n "$only" ] || "$bin/store-bench" --messages "$stored" >> "$out"
 
-python3 scripts/bench-report.py "$out"
+[ "$only" = app ] || python3 scripts/bench-report.py "$out"
+
+# The desktop app: launch to interactive, idle memory of all its processes (the app and
+# WebKit's), the .deb's size; the terminal chat beside it as the baseline. Full: the release
+# build and its .deb, 5 launches; smoke: the debug build the tests use, one launch.
+if [ -z "$only" ] || [ "$only" = app ]; then
+    echo
+    echo "== the desktop app"
+    if [ $smoke = 1 ]; then
+        (cd ui && npm run build >/dev/null)
+        cargo build --locked -p hubbub-app
+        node scripts/bench-app.mjs --app "$CARGO_TARGET_DIR/debug/hubbub-app" --cli "$bin/hubbub" --runs 1 --idle 1
+    else
+        npx tauri build --bundles deb
+        deb=$(ls -t "$CARGO_TARGET_DIR"/release/bundle/deb/*.deb | head -1)
+        node scripts/bench-app.mjs --app "$CARGO_TARGET_DIR/release/hubbub-app" --cli "$bin/hubbub" --deb "$deb" --runs 5 --idle 5
+    fi
+fi
