@@ -389,6 +389,8 @@ fn app_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hubbub-app")))
 }
 
+// The lock only makes the two tests take turns; nothing else waits on it.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread")]
 async fn two_apps_chat_disconnect_reconnect_and_survive_a_hub_restart() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
