@@ -39,10 +39,13 @@ cargo test --workspace --all-targets --locked
 
 step "tokens in the real OS keychain: GNOME Keyring unlocked, locked, and no session bus at all"
 # (the D-Bus daemon and the keyring's failed prompt are noisy; their lines are dropped)
+# Each setup gets keyrings of its own ($XDG_DATA_HOME/keyrings), never the user's.
 quiet_dbus() { grep -vE "fd limit|dbus-daemon|SystemPrompter|system prompt|cannot open display|^$" || true; }
-dbus-run-session -- sh -c 'echo -n hubbub | gnome-keyring-daemon --unlock --components=secrets >/dev/null &&
+keyrings=$(mktemp -d)
+XDG_DATA_HOME="$keyrings/unlocked" dbus-run-session -- sh -c 'echo -n hubbub | gnome-keyring-daemon --unlock --components=secrets >/dev/null &&
     HUBBUB_TEST_KEYCHAIN=unlocked cargo test --locked -q -p hubbub-core --test keychain' 2>&1 | quiet_dbus
-dbus-run-session -- env HUBBUB_TEST_KEYCHAIN=locked cargo test --locked -q -p hubbub-core --test keychain 2>&1 | quiet_dbus
+XDG_DATA_HOME="$keyrings/locked" dbus-run-session -- env HUBBUB_TEST_KEYCHAIN=locked cargo test --locked -q -p hubbub-core --test keychain 2>&1 | quiet_dbus
+rm -rf "$keyrings"
 env -u DBUS_SESSION_BUS_ADDRESS HUBBUB_TEST_KEYCHAIN=absent cargo test --locked -q -p hubbub-core --test keychain
 
 step "the .deb: built offline by the Tauri CLI, installed with dpkg, the installed app run end to end"
