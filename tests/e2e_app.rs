@@ -7,8 +7,9 @@
 //! reconnecting and then connected, and a message typed meanwhile arrives exactly once.
 //!
 //! Needs `tauri-driver` (`cargo install tauri-driver --locked`), `WebKitWebDriver` (Debian
-//! `webkit2gtk-driver`) and `Xvfb`; `scripts/test.sh` installs them. Screenshots of each step
-//! go to `$CARGO_TARGET_DIR/e2e-artifacts/`.
+//! `webkit2gtk-driver`) and `Xvfb`; `scripts/test.sh` installs them. With
+//! `HUBBUB_E2E_SCREENSHOTS=1`, screenshots of each step go to `$CARGO_TARGET_DIR/e2e-artifacts/`
+//! (a failed wait always tries to take one).
 //!
 //! `HUBBUB_E2E_APP` runs the same scenario against another build of the app (the installed
 //! `.deb`'s `/usr/bin/hubbub-app`, say).
@@ -361,9 +362,23 @@ impl App {
         .unwrap()
     }
 
+    /// A screenshot of each step when `HUBBUB_E2E_SCREENSHOTS` is set (and of a failure),
+    /// best effort: WebKitWebDriver can stall on screenshots of a window nobody composites,
+    /// so this never waits long and never fails the test.
     async fn screenshot(&self, step: &str) {
-        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        if let Some(b64) = png.as_str() {
+        if std::env::var_os("HUBBUB_E2E_SCREENSHOTS").is_none() && !step.starts_with("timeout") {
+            return;
+        }
+        let request = self.http.get(format!("{}/screenshot", self.base)).send();
+        let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(5), request).await else {
+            return;
+        };
+        let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_secs(5), reply.bytes()).await
+        else {
+            return;
+        };
+        let png: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Some(b64) = png["value"].as_str() {
             use base64::Engine as _;
             if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
                 let path = artifacts().join(format!("{}-{step}.png", self.name));
