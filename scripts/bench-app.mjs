@@ -140,7 +140,13 @@ async function terminalBaseline() {
   });
   await sleep(1000 + idle * 1000);
   const mem = sum(tree(child.pid));
-  child.kill();
+  // End of input ends the terminal chat (as Ctrl-D does); SIGKILL if it lingers.
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.stdin.end();
+  if ((await Promise.race([exited.then(() => true), sleep(5000).then(() => false)])) === false) {
+    child.kill("SIGKILL");
+    await exited;
+  }
   rmSync(dir, { recursive: true, force: true });
   return mem;
 }

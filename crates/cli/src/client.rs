@@ -137,6 +137,9 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
         print_line(&line.to_string());
     });
     conn.start().await.map_err(|e| e.to_string())?;
+    // One signal listener for the whole run (see `chat`).
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -156,7 +159,7 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
                 }
                 Err(_) => return Ok(()),
             },
-            () = crate::shutdown_signal() => {
+            () = &mut shutdown => {
                 conn.stop().await;
                 return Ok(());
             }
@@ -301,6 +304,10 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         }
         show_event(event);
     };
+    // One signal listener for the whole session: a fresh one per turn of the loop would miss
+    // a SIGTERM that arrives between turns (and tokio's handler keeps it from killing us).
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
             line = lines.next_line(), if input_open => match line {
@@ -331,7 +338,7 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
                     break Ok(());
                 }
             }
-            () = crate::shutdown_signal() => break Ok(()),
+            () = &mut shutdown => break Ok(()),
         }
     };
     // Give the echoes of the last lines a moment to be shown.

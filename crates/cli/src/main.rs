@@ -118,6 +118,10 @@ fn main() -> ExitCode {
             Command::Send(args) => client::send(args).await,
         }
     });
+    // Everything has been stopped and flushed by now. The one thing the runtime would still
+    // wait for is the blocking read of stdin (the terminal chat's input), which never ends on
+    // its own when the input is a terminal or a pipe nobody closes.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

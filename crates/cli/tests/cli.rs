@@ -303,6 +303,30 @@ fn chat_without_url_runs_an_embedded_hub() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("a hub runs here: http://127.0.0.1:"));
 }
 
+/// SIGTERM ends a chat whose input is still open (a terminal, or a pipe nobody closes), and
+/// it exits 0: the blocking read of stdin does not hold the process.
+#[test]
+fn sigterm_ends_a_chat_waiting_for_input() {
+    let mut chat = Command::new(BIN)
+        .args(["chat", "--name", "idle", "--db", &temp_db("sigterm")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _input = chat.stdin.take().unwrap(); // kept open
+    let stderr = chat.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("chatting as idle"));
+    assert!(started, "the chat did not start");
+    sigterm(&chat);
+    let status = wait_exit(&mut chat, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
 /// Lines read by a chat are durable: a chat killed with SIGKILL in the middle of sending picks
 /// its outbox up on the next start, and every stored line reaches the hub exactly once, in the
 /// order typed.
