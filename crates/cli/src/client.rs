@@ -59,10 +59,7 @@ fn builder(
     name: Option<&str>,
 ) -> HubConnectionBuilder {
     let url = match name {
-        Some(name) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}name={}", percent_encode(name))
-        }
+        Some(name) => hubbub_client::with_query(url, "name", name),
         None => url.to_owned(),
     };
     let mut b = HubConnectionBuilder::new(url).protocol(match protocol {
@@ -83,17 +80,6 @@ fn builder(
         });
     }
     b
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn to_json(args: &[Arg]) -> Vec<serde_json::Value> {

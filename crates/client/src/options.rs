@@ -235,3 +235,18 @@ impl HubConnectionBuilder {
         Ok(HubConnection::new(self.options))
     }
 }
+
+/// `url` with `key=value` added to its query, `value` percent-encoded (how a chat hub learns a
+/// connection's user name: `?name=…`).
+pub fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut out = format!("{url}{sep}{key}=");
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -598,12 +598,8 @@ impl Core {
     /// An account's conversations (rooms left are not listed), the broadcast first.
     pub async fn conversations(&self, account: AccountId) -> Result<Vec<Conversation>> {
         let session = self.session(account)?;
+        // (The broadcast conversation exists from the start: `Chat::open_hub` makes it.)
         let hub = session.chat.hub();
-        // The broadcast exists from the start.
-        self.inner
-            .store
-            .conversation(hub, ConversationKind::Broadcast)
-            .await?;
         let unread: HashMap<_, _> = self
             .inner
             .store
@@ -726,7 +722,7 @@ impl Core {
         } else {
             session.chat.remember_room(&room);
         }
-        let unread = session::unread_of(&self.inner.store, session.chat.hub(), id).await;
+        let unread = session::unread_of(&self.inner.store, id).await;
         let conversation = Conversation::new(&kind, unread);
         let _ = self.inner.events.send(AppEvent::Conversation {
             account,
@@ -751,8 +747,8 @@ impl Core {
     /// Opens (or finds) the direct conversation with `user`.
     pub async fn open_direct(&self, account: AccountId, user: &str) -> Result<Conversation> {
         let user = validate_name("user name", user)?;
-        let (session, id, kind) = self.conversation_id(account, &format!("dm:{user}")).await?;
-        let unread = session::unread_of(&self.inner.store, session.chat.hub(), id).await;
+        let (_, id, kind) = self.conversation_id(account, &format!("dm:{user}")).await?;
+        let unread = session::unread_of(&self.inner.store, id).await;
         let conversation = Conversation::new(&kind, unread);
         let _ = self.inner.events.send(AppEvent::Conversation {
             account,
@@ -792,9 +788,9 @@ impl Core {
 
     /// Marks a conversation read up to `seq`.
     pub async fn mark_read(&self, account: AccountId, conversation: &str, seq: i64) -> Result<()> {
-        let (session, id, kind) = self.conversation_id(account, conversation).await?;
+        let (_, id, kind) = self.conversation_id(account, conversation).await?;
         self.inner.store.mark_read(id, seq).await?;
-        let unread = session::unread_of(&self.inner.store, session.chat.hub(), id).await;
+        let unread = session::unread_of(&self.inner.store, id).await;
         let _ = self.inner.events.send(AppEvent::Conversation {
             account,
             conversation: Conversation::new(&kind, unread),

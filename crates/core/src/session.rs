@@ -8,7 +8,7 @@ use std::time::Duration;
 use hubbub_client::store::{ConversationId, ConversationKind, Hub, Store};
 use hubbub_client::{
     Arg, Chat, ChatEvent, Event, ExponentialBackoff, HubConnection, HubConnectionBuilder, Protocol,
-    State, TransportKind,
+    State, TransportKind, with_query,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -46,20 +46,6 @@ impl Drop for Session {
     }
 }
 
-/// `url` with `name=NAME` added to its query (how the chat hub learns who a connection is).
-pub(crate) fn with_name(url: &str, name: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let mut out = format!("{url}{sep}name=");
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[derive(Debug, serde::Deserialize)]
 struct OnlineReply {
     users: Vec<OnlineUser>,
@@ -85,25 +71,26 @@ impl Session {
     ) -> Result<Self, crate::Error> {
         let id = hub.id.0;
         let token = Arc::new(Mutex::new(connect.token.clone()));
-        let mut builder = HubConnectionBuilder::new(with_name(&connect.url, &hub.display_name))
-            .protocol(match ProtocolChoice::parse(&hub.protocol) {
-                ProtocolChoice::Json => Protocol::Json,
-                ProtocolChoice::Messagepack => Protocol::MessagePack,
-            })
-            .with_automatic_reconnect()
-            .retry_policy(ExponentialBackoff {
-                base: Duration::from_millis(500),
-                max: connect.retry_max,
-                give_up_after: None,
-            })
-            .retry_first_start(true)
-            .access_token({
-                let token = token.clone();
-                move || {
-                    let token = token.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    async move { Ok(token.unwrap_or_default()) }
-                }
-            });
+        let mut builder =
+            HubConnectionBuilder::new(with_query(&connect.url, "name", &hub.display_name))
+                .protocol(match ProtocolChoice::parse(&hub.protocol) {
+                    ProtocolChoice::Json => Protocol::Json,
+                    ProtocolChoice::Messagepack => Protocol::MessagePack,
+                })
+                .with_automatic_reconnect()
+                .retry_policy(ExponentialBackoff {
+                    base: Duration::from_millis(500),
+                    max: connect.retry_max,
+                    give_up_after: None,
+                })
+                .retry_first_start(true)
+                .access_token({
+                    let token = token.clone();
+                    move || {
+                        let token = token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        async move { Ok(token.unwrap_or_default()) }
+                    }
+                });
         if let Some(threshold) = connect.slow_threshold {
             builder = builder.slow_threshold(threshold);
         }
@@ -285,7 +272,7 @@ async fn forward(
                     message: MessageView::new(&m, &kind),
                 });
                 if new || !m.outgoing {
-                    let unread = unread_of(&store, chat.hub(), m.conversation).await;
+                    let unread = unread_of(&store, m.conversation).await;
                     let _ = events.send(AppEvent::Conversation {
                         account,
                         conversation: Conversation::new(&kind, unread),
@@ -325,22 +312,9 @@ async fn forward(
     }
 }
 
-pub(crate) async fn unread_of(
-    store: &Store,
-    hub: hubbub_client::store::HubId,
-    conversation: ConversationId,
-) -> u64 {
-    store
-        .unread_counts(hub)
-        .await
-        .ok()
-        .and_then(|counts| {
-            counts
-                .into_iter()
-                .find(|(c, _)| *c == conversation)
-                .map(|(_, n)| n)
-        })
-        .unwrap_or(0)
+/// A conversation's unread count (0 if it cannot be read: the count is informational).
+pub(crate) async fn unread_of(store: &Store, conversation: ConversationId) -> u64 {
+    store.unread(conversation).await.unwrap_or(0)
 }
 
 /// Asks the hub who is online and announces the list: after a (re)connect (`left` is `None`:
@@ -455,11 +429,11 @@ mod tests {
     #[test]
     fn names_are_percent_encoded_into_the_query() {
         assert_eq!(
-            with_name("http://h/chathub", "Zoë K"),
+            with_query("http://h/chathub", "name", "Zoë K"),
             "http://h/chathub?name=Zo%C3%AB%20K"
         );
         assert_eq!(
-            with_name("http://h/chathub?scope=a", "a&b=c"),
+            with_query("http://h/chathub?scope=a", "name", "a&b=c"),
             "http://h/chathub?scope=a&name=a%26b%3Dc"
         );
     }

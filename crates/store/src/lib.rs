@@ -713,6 +713,20 @@ impl Store {
         .await
     }
 
+    /// Unread messages in one conversation (from others, after the read mark).
+    pub async fn unread(&self, conversation: ConversationId) -> Result<u64> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(m.seq) FROM conversations c JOIN messages m
+                   ON m.conversation_id = c.id AND m.seq > c.last_read_seq AND m.outgoing = 0
+                 WHERE c.id = ?1",
+                [conversation.0],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+        .await
+    }
+
     /// Unread received messages per conversation of a hub (conversations with none are left out).
     pub async fn unread_counts(&self, hub: HubId) -> Result<Vec<(ConversationId, u64)>> {
         self.call(move |c| {
