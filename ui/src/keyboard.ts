@@ -11,6 +11,12 @@ function typingIn(target: EventTarget | null): boolean {
 }
 
 export function installShortcuts(app: App, chat: ChatView, search: SearchDialog, help: HelpDialog): void {
+  // The skip link focuses the message box itself: fragment navigation alone only scrolls in
+  // some engines.
+  document.querySelector(".skip-link")?.addEventListener("click", (e) => {
+    e.preventDefault();
+    chat.focusComposer();
+  });
   document.addEventListener("keydown", (e) => {
     if (e.defaultPrevented || e.isComposing) return;
     const inChat = app.store.screen === "chat";
@@ -36,7 +42,10 @@ export function installShortcuts(app: App, chat: ChatView, search: SearchDialog,
       const step = e.shiftKey ? app.stepAccount(dir) : app.stepConversation(dir);
       void step.then(() => {
         app.setPane("chat");
-        if (keepListFocus) {
+        // Only if focus has not moved on meanwhile (the step is async): never steal it back.
+        const now = document.activeElement;
+        const unmoved = !now || now === document.body || now.closest("#conversations, #accounts");
+        if (keepListFocus && unmoved) {
           const sel = e.shiftKey ? "#accounts .current" : "#conversations .current";
           document.querySelector<HTMLElement>(sel)?.focus();
         }
