@@ -122,9 +122,9 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
         }
         print_line(&line.to_string());
     });
-    conn.start().await.map_err(|e| e.to_string())?;
-    // One signal listener for the whole run (see `chat`).
+    // One signal listener for the whole run, installed before anything is shown (see `chat`).
     let shutdown = crate::shutdown_signal();
+    conn.start().await.map_err(|e| e.to_string())?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -273,6 +273,10 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         let conn = conn.clone();
         async move { conn.start().await }
     });
+    // One signal listener for the whole session, installed before we say we are ready: a fresh
+    // one per turn of the loop would miss a SIGTERM that arrives between turns, and one made
+    // later would let an early SIGTERM kill us with the default action.
+    let shutdown = crate::shutdown_signal();
     eprintln!(
         "hubbub: chatting as {} on {url} (type a line and press Enter; Ctrl-D to quit)",
         args.name
@@ -290,9 +294,6 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         }
         show_event(event);
     };
-    // One signal listener for the whole session: a fresh one per turn of the loop would miss
-    // a SIGTERM that arrives between turns (and tokio's handler keeps it from killing us).
-    let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
