@@ -25,6 +25,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -195,6 +203,16 @@ impl Client {
             .unwrap()
             .iter()
             .filter(|(m, a)| m == method && a.iter().map(String::as_str).eq(args.iter().copied()))
+            .count()
+    }
+
+    /// How many `method` invocations had `first` as their first argument.
+    fn count_first(&self, method: &str, first: &str) -> usize {
+        self.inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, a)| m == method && a.first().is_some_and(|a| a == first))
             .count()
     }
 
@@ -533,13 +551,22 @@ async fn a_killed_node_clients_fail_over_losing_nothing_and_it_leaves_presence()
         "each exactly once"
     );
 
-    // eve's node is gone: within the node TTL (1.5 s) plus a heartbeat, presence forgets her.
+    // eve's node is gone: within the node TTL (1.5 s) plus a heartbeat, presence forgets her,
+    // and the surviving nodes announce that she left (she had no chance to say goodbye).
     dan.online_is(&[("cat", 1), ("dan", 1)]).await;
     let forgotten = killed.elapsed();
     assert!(
         forgotten < Duration::from_secs(6),
         "presence took {forgotten:?}"
     );
+    eventually(
+        Duration::from_secs(5),
+        "userLeft(eve) on node C",
+        async || dan.count_first("userLeft", "eve") > 0,
+    )
+    .await;
+    // cat's connection on A was lost too: announced like any departure, with the count after.
+    dan.got("userLeft", &["cat", "2"]).await;
     let _: () = dan.invoke("Send", &["dan", "marker"]).await;
     dan.got("broadcastMessage", &["dan", "marker"]).await;
     assert_eq!(
@@ -547,6 +574,9 @@ async fn a_killed_node_clients_fail_over_losing_nothing_and_it_leaves_presence()
         1,
         "exactly once"
     );
+    // Each client hears it once: only its own node tells it.
+    assert_eq!(dan.count_first("userLeft", "eve"), 1);
+    assert_eq!(dan.count("userLeft", &["eve", "2"]), 1);
     drop(cat);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -610,10 +640,54 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     x.got("directMessage", &["z", "cross again"]).await;
     z.online_is(&[("w", 1), ("x", 1), ("y", 1), ("z", 1)]).await;
     x.online_is(&[("w", 1), ("x", 1), ("y", 1), ("z", 1)]).await;
+    // Nobody left: a Redis restart (every node's heartbeat gone with it) announces no one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (who, client) in [("x", &x), ("y", &y), ("z", &z)] {
+        let left: Vec<_> = client
+            .inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == "userLeft")
+            .cloned()
+            .collect();
+        assert!(left.is_empty(), "{who} heard {left:?}");
+    }
     // What was published for other nodes during the outage is not delivered there later.
     assert_eq!(z.count("roomMessage", &["r", "x", "outage room"]), 0);
     assert_eq!(z.count("broadcastMessage", &["w", "typed in outage"]), 1);
     assert_eq!(y.count("broadcastMessage", &["w", "typed in outage"]), 1);
     drop(w);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// After a Redis restart each node comes back after its own reconnect delay. One that comes
+/// back a little later than the others is not a crashed one: nobody is announced as left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_late_back_after_a_redis_restart_is_not_taken_for_lost() {
+    let mut redis = Redis::start();
+    let nodes = [Node::start(&redis), Node::start(&redis)];
+    let x = Client::connect(&nodes[0], "x").await;
+    let z = Client::connect(&nodes[1], "z").await;
+    x.online_is(&[("x", 1), ("z", 1)]).await;
+    redis.kill();
+    for node in &nodes {
+        node.wait_log("Redis backplane unavailable", Duration::from_secs(5));
+    }
+    // Node B is held back (SIGSTOP) while A rejoins and renews its heartbeat a few times.
+    signal(&nodes[1].child, "STOP");
+    redis.launch();
+    nodes[0].wait_log("Redis backplane back", Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&nodes[1].child, "CONT");
+    nodes[1].wait_log("Redis backplane back", Duration::from_secs(10));
+    x.online_is(&[("x", 1), ("z", 1)]).await;
+    z.online_is(&[("x", 1), ("z", 1)]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        nodes[0].logged("connections of a lost backplane node are gone"),
+        0
+    );
+    assert_eq!(x.count_first("userLeft", "z"), 0, "x heard z leave");
+    assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
 }

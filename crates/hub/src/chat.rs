@@ -16,7 +16,8 @@
 //!
 //! Arrivals and departures are announced to the rest of the scope as `userJoined(user,
 //! connections)` and `userLeft(user, connections)`, in scopes of up to [`PRESENCE_LIMIT`]
-//! connections.
+//! connections. In a fleet, the users of a node that crashed are announced as left by the
+//! surviving nodes once its heartbeat expires.
 //!
 //! **Scopes** keep tenants apart: a client that connects with `?scope=X` only hears, and is only
 //! heard by, connections of scope X (no `scope` is a scope of its own).
@@ -172,6 +173,25 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let n = ctx.connection_count(Some(&scope));
             if n < PRESENCE_LIMIT {
                 ctx.clients().group(&scope).send("userLeft", vec![ctx.user().into(), count(n)]);
+            }
+        })
+        // A crashed node's users said no goodbye: each surviving node tells its own clients
+        // of every user who is now gone from a scope.
+        .on_connections_lost(|lost| {
+            let mut gone: Vec<(&str, &str)> = Vec::new();
+            for c in lost.connections() {
+                for scope in c.groups.iter().filter(|g| g.starts_with("scope:")) {
+                    if !gone.contains(&(scope.as_str(), c.user.as_str())) {
+                        gone.push((scope, &c.user));
+                    }
+                }
+            }
+            for (scope, user) in gone {
+                // As `on_disconnected` does: a departure, with the scope's count after it.
+                let n = lost.connection_count(Some(scope));
+                if n < PRESENCE_LIMIT {
+                    lost.send_here(scope, "userLeft", vec![user.into(), count(n)]);
+                }
             }
         })
         .method("Send", move |ctx, args: RawArgs| {

@@ -150,6 +150,7 @@ pub(crate) type Handler = Arc<
     dyn Fn(Context, &[Arg]) -> Result<BoxFuture<Result<Reply, HubError>>, String> + Send + Sync,
 >;
 pub(crate) type Lifecycle = Arc<dyn Fn(Context) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type LostHook = Arc<dyn Fn(Lost<'_>) + Send + Sync>;
 
 /// A hub: named methods clients can call, and what happens when clients come and go.
 ///
@@ -167,6 +168,7 @@ pub struct Hub {
     pub(crate) methods: HashMap<String, Handler>,
     pub(crate) on_connected: Option<Lifecycle>,
     pub(crate) on_disconnected: Option<Lifecycle>,
+    pub(crate) on_lost: Option<LostHook>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -228,6 +230,18 @@ impl Hub {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_disconnected = Some(Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    /// Runs on every surviving node of a fleet when another node's connections ended without
+    /// `on_disconnected` running for them: the node crashed, or was cut off from Redis for
+    /// longer than its time limit. They are already gone from presence and counts when this
+    /// runs. Never runs on a single node (its own connections always get `on_disconnected`).
+    pub fn on_connections_lost<F>(mut self, f: F) -> Self
+    where
+        F: Fn(Lost<'_>) + Send + Sync + 'static,
+    {
+        self.on_lost = Some(Arc::new(f));
         self
     }
 
@@ -363,6 +377,67 @@ impl Context {
         })?;
         conn.invoke_client(method, args, self.state.options.client_result_timeout)
             .await
+    }
+}
+
+/// A connection of another node that ended without a goodbye (see
+/// [`Hub::on_connections_lost`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostConnection {
+    /// Its id.
+    pub connection_id: String,
+    /// Its user.
+    pub user: String,
+    /// The groups it was in.
+    pub groups: Vec<String>,
+}
+
+/// Connections another node lost, as one surviving node sees them.
+pub struct Lost<'a> {
+    pub(crate) state: &'a HubState,
+    pub(crate) connections: &'a [LostConnection],
+}
+
+impl std::fmt::Debug for Lost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lost")
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+impl Lost<'_> {
+    /// The connections that are gone.
+    pub fn connections(&self) -> &[LostConnection] {
+        self.connections
+    }
+
+    /// Users online (in `group`, when given) on every live node, now that these are gone.
+    pub fn users_online(&self, group: Option<&str>) -> Vec<(String, usize)> {
+        self.state.users(group)
+    }
+
+    /// Connections open (in `group`, when given) on every live node, now that these are gone.
+    pub fn connection_count(&self, group: Option<&str>) -> usize {
+        self.state.connection_count(group)
+    }
+
+    /// Invokes `method` on **this node's** connections in `group`. Every surviving node runs
+    /// the hook, so each client hears it once, from its own node. Returns how many
+    /// connections it was queued for.
+    pub fn send_here(&self, group: &str, method: &str, args: Vec<Arg>) -> usize {
+        let frame = crate::Frame::new(hubbub_protocol::HubMessage::Invocation(
+            hubbub_protocol::Invocation {
+                headers: Headers::new(),
+                invocation_id: None,
+                target: method.to_owned(),
+                arguments: args,
+                stream_ids: Vec::new(),
+            },
+        ));
+        self.state
+            .router
+            .deliver(&Scope::Group(group.to_owned()), &frame, &[])
     }
 }
 

@@ -42,8 +42,8 @@ pub use chat::{
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};
 pub use hub::{
-    BoxFuture, Clients, Context, FromArgs, Hub, HubError, IntoReply, ItemStream, RawArgs, Reply,
-    Target,
+    BoxFuture, Clients, Context, FromArgs, Hub, HubError, IntoReply, ItemStream, Lost,
+    LostConnection, RawArgs, Reply, Target,
 };
 pub use options::HubOptions;
 pub use router::Scope;

@@ -70,17 +70,20 @@ impl HubState {
         redis: Option<&RedisOptions>,
     ) -> Result<Arc<Self>, BackplaneError> {
         let router = Arc::new(Router::default());
-        let backplane = match redis {
-            None => Backplane::Local,
-            Some(options) => Backplane::Redis(RedisNode::start(
-                options.clone(),
-                &hub.name,
-                router.clone(),
-                shutdown.clone(),
-                &tasks,
-            )?),
+        let (backplane, lost) = match redis {
+            None => (Backplane::Local, None),
+            Some(options) => {
+                let (node, lost) = RedisNode::start(
+                    options.clone(),
+                    &hub.name,
+                    router.clone(),
+                    shutdown.clone(),
+                    &tasks,
+                )?;
+                (Backplane::Redis(node), Some(lost))
+            }
         };
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             hub,
             path,
             options,
@@ -91,7 +94,28 @@ impl HubState {
             shutdown,
             tasks,
             auth,
-        }))
+        });
+        if let Some(mut lost) = lost {
+            // Held weakly: the task must not keep a stopped hub alive.
+            let weak = Arc::downgrade(&state);
+            let shutdown = state.shutdown.clone();
+            state.tasks.spawn(async move {
+                loop {
+                    let connections = tokio::select! {
+                        c = lost.recv() => match c { Some(c) => c, None => break },
+                        () = shutdown.cancelled() => break,
+                    };
+                    let Some(state) = weak.upgrade() else { break };
+                    if let Some(hook) = &state.hub.on_lost {
+                        hook(crate::hub::Lost {
+                            state: &state,
+                            connections: &connections,
+                        });
+                    }
+                }
+            });
+        }
+        Ok(state)
     }
 
     /// Queues `frame` for every connection in `scope` but those in `exclude`: this node's at

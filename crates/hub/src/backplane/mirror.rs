@@ -83,12 +83,15 @@ impl Mirror {
         }
     }
 
-    /// Replaces everything known of `node` (`None`: the node is gone).
-    pub(crate) fn replace(&mut self, node: &str, records: Option<HashMap<String, Record>>) {
-        if let Some(old) = self.nodes.remove(node) {
-            for r in old.values() {
-                self.uncount(r);
-            }
+    /// Replaces everything known of `node` (`None`: the node is gone); returns what was known.
+    pub(crate) fn replace(
+        &mut self,
+        node: &str,
+        records: Option<HashMap<String, Record>>,
+    ) -> HashMap<String, Record> {
+        let old = self.nodes.remove(node).unwrap_or_default();
+        for r in old.values() {
+            self.uncount(r);
         }
         if let Some(records) = records {
             for r in records.values() {
@@ -96,6 +99,7 @@ impl Mirror {
             }
             self.nodes.insert(node.to_owned(), records);
         }
+        old
     }
 
     /// The nodes known.
@@ -149,7 +153,10 @@ mod tests {
         m.apply("b", "c3", None);
         assert_eq!(m.connection_count(Some("g")), 0);
         assert!(m.users(Some("g")).is_empty());
-        m.replace("a", None);
+        let gone = m.replace("a", None);
+        assert_eq!(gone.len(), 2);
+        assert_eq!(gone["c1"], rec("ann", &[]).unwrap());
+        assert!(m.replace("a", None).is_empty());
         assert_eq!(m.connection_count(None), 0);
         assert!(m.users(None).is_empty());
         assert!(m.nodes().is_empty() || m.nodes() == vec!["b".to_owned()]);

@@ -31,6 +31,7 @@ use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
 use crate::frame::Frame;
 use crate::history::Entry;
+use crate::hub::LostConnection;
 use crate::router::{Router, Scope};
 
 /// How a node reaches Redis, and its timings.
@@ -92,6 +93,8 @@ enum Sub {
 }
 
 const PUBLISH_QUEUE: usize = 65_536;
+/// The longest wait between two attempts to reach Redis again.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 const PIPELINE_BATCH: usize = 512;
 
 /// Records a chat message (dedupe by sender and id, next number of the scope, append, trim)
@@ -144,6 +147,11 @@ pub(crate) struct RedisNode {
     acks: Mutex<HashMap<u32, oneshot::Sender<()>>>,
     next_ack: AtomicU32,
     up: AtomicBool,
+    /// When the node last came back after losing Redis (`None`: it never lost it).
+    rejoined: Mutex<Option<tokio::time::Instant>>,
+    /// Connections of other nodes that vanished without a goodbye, for the hub's
+    /// `on_connections_lost`.
+    lost: mpsc::UnboundedSender<Vec<LostConnection>>,
     append: redis::Script,
     since: redis::Script,
 }
@@ -186,7 +194,7 @@ impl RedisNode {
         router: Arc<Router>,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
-    ) -> Result<Arc<Self>, BackplaneError> {
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Vec<LostConnection>>), BackplaneError> {
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| BackplaneError::Url(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
@@ -198,6 +206,7 @@ impl RedisNode {
             .map_err(|e| BackplaneError::Redis(e.to_string()))?;
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (subs, subs_rx) = mpsc::unbounded_channel();
+        let (lost, lost_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Self {
             server: format!("{}_{}", hostname(), random_hex(16)),
             base: format!("{}{hub_name}", options.prefix),
@@ -211,6 +220,8 @@ impl RedisNode {
             acks: Mutex::default(),
             next_ack: AtomicU32::new(1),
             up: AtomicBool::new(false),
+            rejoined: Mutex::default(),
+            lost,
             append: redis::Script::new(APPEND),
             since: redis::Script::new(SINCE),
         });
@@ -218,7 +229,7 @@ impl RedisNode {
         tasks.spawn(publisher(node.clone(), publish_rx, shutdown.clone()));
         tasks.spawn(subscriber(node.clone(), subs_rx, shutdown.clone()));
         tasks.spawn(heartbeat(node.clone(), shutdown));
-        Ok(node)
+        Ok((node, lost_rx))
     }
 
     fn key(&self, suffix: &str) -> String {
@@ -747,23 +758,41 @@ impl RedisNode {
             })
             .await?;
         let others: Vec<String> = members.into_iter().filter(|s| *s != self.server).collect();
-        let keys: Vec<String> = others.iter().map(|s| self.node_key(s)).collect();
-        let alive: Vec<bool> = if keys.is_empty() {
+        // Each node's liveness and presence read in one transaction: a node whose key expires
+        // in between would otherwise be read alive with the presence another node has just
+        // deleted, and its connections would vanish without being reported lost.
+        let keys: Vec<(String, String)> = others
+            .iter()
+            .map(|s| (self.node_key(s), self.presence_key(s)))
+            .collect();
+        let read: Vec<(bool, HashMap<String, String>)> = if keys.is_empty() {
             Vec::new()
         } else {
-            self.call("liveness", async move |mut conn| {
+            self.call("presence read", async move |mut conn| {
                 let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("EXISTS").arg(k);
+                pipe.atomic();
+                for (node, presence) in &keys {
+                    pipe.cmd("EXISTS").arg(node).cmd("HGETALL").arg(presence);
                 }
-                pipe.query_async(&mut conn).await
+                let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+                flat.chunks(2)
+                    .map(|pair| {
+                        Ok((
+                            redis::from_redis_value_ref(&pair[0])?,
+                            redis::from_redis_value_ref(&pair[1])?,
+                        ))
+                    })
+                    .collect()
             })
             .await?
         };
         let mut live = HashSet::new();
-        for (server, alive) in others.iter().zip(alive) {
+        for (server, (alive, raw)) in others.iter().zip(read) {
             if alive {
-                let records = self.load(server).await?;
+                let records = raw
+                    .into_iter()
+                    .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
+                    .collect();
                 self.mirror
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -789,11 +818,38 @@ impl RedisNode {
                     .await?;
             }
         }
-        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-        for known in mirror.nodes() {
-            if !live.contains(&known) {
-                mirror.replace(&known, None);
+        // A node that stopped renewing its heartbeat, or that another node already forgot, lost
+        // its connections without a goodbye: the hub hears of them. Unless this node came back
+        // from losing Redis only just now: after a Redis restart every node writes its presence
+        // afresh, each after its own reconnect delay, and until they all have, a missing node
+        // is not a lost one.
+        let settled = self
+            .rejoined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
+        let mut lost = Vec::new();
+        {
+            let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+            for known in mirror.nodes() {
+                if !live.contains(&known) {
+                    let gone = mirror.replace(&known, None);
+                    if settled {
+                        lost.extend(gone.into_iter().map(|(connection_id, r)| LostConnection {
+                            connection_id,
+                            user: r.user,
+                            groups: r.groups,
+                        }));
+                    }
+                }
             }
+        }
+        if !lost.is_empty() {
+            tracing::info!(
+                connections = lost.len(),
+                "connections of a lost backplane node are gone"
+            );
+            let _ = self.lost.send(lost);
         }
         Ok(())
     }
@@ -938,7 +994,7 @@ async fn subscriber(
                     () = shutdown.cancelled() => return,
                 }
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             continue;
         };
         let (mut sink, mut stream) = pubsub.split();
@@ -957,6 +1013,10 @@ async fn subscriber(
         if failed || node.restore().await.is_err() {
             tokio::time::sleep(delay).await;
             continue;
+        }
+        if ever {
+            *node.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
         if let Err(e) = node.refresh().await {
