@@ -16,10 +16,11 @@ hubbub_setup() {
         libdbus-1-dev nodejs)
     if [ "$purpose" = test ]; then
         # Peers and servers the tests run against: Python (aiosignalr), Redis, Chromium for
-        # the UI tests, WebKitWebDriver + Xvfb for the end-to-end tests, GNOME Keyring under a
+        # the UI tests, WebKitWebDriver + Xvfb (+ xdotool to resize the window) for the
+        # end-to-end tests, GNOME Keyring under a
         # private D-Bus for the keychain tests.
         packages+=(python3 python3-venv python3-pip redis-server chromium webkit2gtk-driver xvfb
-            dbus dbus-bin gnome-keyring libsecret-tools)
+            xdotool dbus dbus-bin gnome-keyring libsecret-tools)
     fi
     local missing=()
     for p in "${packages[@]}"; do

@@ -3,8 +3,9 @@
 //! The shell's whole job: build the core's [`Config`] from the platform (data directory,
 //! environment), expose the core's methods as commands (`commands.rs`, listed in `ui/IPC.md`),
 //! stream the core's events to the UI through one `tauri::ipc::Channel`, show the desktop
-//! notifications the core asks for when the window is not focused, and shut the core down on
-//! exit. [`app`] is generic over the runtime so the commands are tested on the mock runtime.
+//! notifications the core asks for when the window is not focused, remember the window's size
+//! and place (written shortly after each change, not only at exit), and shut the core down on
+//! exit, SIGTERM or SIGINT included. [`app`] is generic over the runtime so the commands are tested on the mock runtime.
 //!
 //! Launch options (all optional), as arguments or environment variables:
 //! `--profile DIR` / `HUBBUB_DATA_DIR` (a profile directory; a profile other than the default
@@ -21,6 +22,10 @@ use tauri::{Manager, Runtime};
 mod commands;
 
 type Notifier = Arc<dyn Fn(Notification) + Send + Sync>;
+
+/// How long moving or resizing the window must have been quiet before its state is written.
+#[cfg(desktop)]
+const WINDOW_STATE_QUIET: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// The shell's state: the core (started once, on first use or at setup), the UI's channel,
 /// and how to notify.
@@ -260,6 +265,29 @@ pub fn run() {
             }));
         }
         builder = builder.plugin(tauri_plugin_window_state::Builder::default().build());
+        // The plugin writes the window's size and place only on a clean exit; a crash, a
+        // SIGKILL or a power cut would lose them. Written again once moving or resizing has
+        // been quiet for a moment.
+        let moves = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        builder = builder.on_window_event(move |window, event| {
+            if matches!(
+                event,
+                tauri::WindowEvent::Resized(_) | tauri::WindowEvent::Moved(_)
+            ) {
+                use std::sync::atomic::Ordering;
+                let this = moves.fetch_add(1, Ordering::SeqCst) + 1;
+                let (moves, app) = (moves.clone(), window.app_handle().clone());
+                tauri::async_runtime::spawn(async move {
+                    tokio::time::sleep(WINDOW_STATE_QUIET).await;
+                    if moves.load(Ordering::SeqCst) == this {
+                        use tauri_plugin_window_state::{AppHandleExt as _, StateFlags};
+                        if let Err(e) = app.save_window_state(StateFlags::all()) {
+                            tracing::debug!(error = %e, "the window state was not saved");
+                        }
+                    }
+                });
+            }
+        });
     }
     builder = builder.plugin(tauri_plugin_notification::init());
     let app = app(builder, None)
@@ -268,6 +296,27 @@ pub fn run() {
             eprintln!("hubbub: the app could not start: {e}");
             std::process::exit(1);
         });
+    // SIGTERM (a logout, `kill`, a service manager) and SIGINT end the app as closing its
+    // window does: the window state is saved and the core closes its connections cleanly.
+    #[cfg(all(desktop, unix))]
+    {
+        let handle = app.handle().clone();
+        tauri::async_runtime::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("asked to stop: closing");
+            handle.exit(0);
+        });
+    }
     app.run(|handle, event| {
         if let tauri::RunEvent::Exit = event {
             tauri::async_runtime::block_on(handle.state::<Shell>().shutdown());

@@ -11,6 +11,9 @@
 //! `HUBBUB_E2E_SCREENSHOTS=1`, screenshots of each step go to `$CARGO_TARGET_DIR/e2e-artifacts/`
 //! (a failed wait always tries to take one).
 //!
+//! The window's size survives a SIGKILL (it is written shortly after each resize, made with
+//! xdotool) and a SIGTERM, which ends the app cleanly.
+//!
 //! `HUBBUB_E2E_APP` runs the same scenario against another build of the app (the installed
 //! `.deb`'s `/usr/bin/hubbub-app`, say).
 
@@ -547,5 +550,78 @@ fn a_second_launch_of_the_default_profile_hands_over_to_the_first() {
         line.starts_with("second=0 alive=yes"),
         "the second launch should hand over and exit at once, the first stay: {line:?}"
     );
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The window's size is remembered across launches: written shortly after a resize (so even a
+/// SIGKILL keeps it), and at once when the app is asked to stop with SIGTERM, which ends it
+/// cleanly (exit status 0). The window is resized from outside with xdotool, as a window
+/// manager would.
+#[test]
+fn the_window_size_survives_a_sigkill_and_a_sigterm_ends_the_app_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((_, _, xvfb_bin)) = tools() else {
+        return;
+    };
+    let Some(xdotool) = find_tool("xdotool") else {
+        assert!(
+            std::env::var_os("HUBBUB_SKIP_E2E").is_some(),
+            "xdotool is missing: scripts/test.sh installs it (HUBBUB_SKIP_E2E=1 skips)"
+        );
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let home = std::env::temp_dir().join(format!("hubbub-e2e-win-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let script = r#"
+        win() {
+            for i in $(seq 1 300); do
+                w=$("$XDOTOOL" search --onlyvisible --pid "$1" --name '^Hubbub$' 2>/dev/null | head -1)
+                [ -n "$w" ] && { echo "$w"; return; }
+                sleep 0.1
+            done
+        }
+        size() { "$XDOTOOL" getwindowgeometry "$1" | sed -n 's/.*Geometry: //p'; }
+        launch() { "$APP" --profile "$PROFILE" >>"$HOME/app.log" 2>&1 & pid=$!; w=$(win $pid); sleep 1; }
+        stopped() { for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || return; sleep 0.1; done; }
+
+        launch; echo "default=$(size $w)"
+        "$XDOTOOL" windowsize "$w" 900 640; sleep 2
+        kill -KILL $pid; wait $pid 2>/dev/null
+        launch; echo "after_sigkill=$(size $w)"
+        "$XDOTOOL" windowsize "$w" 1100 700; sleep 0.2
+        kill -TERM $pid; stopped; wait $pid; echo "sigterm_status=$?"
+        launch; echo "after_sigterm=$(size $w)"
+        kill -TERM $pid; stopped; wait $pid
+    "#;
+    let output = Command::new("sh")
+        .args(["-c", script])
+        .env("APP", app_binary())
+        .env("XDOTOOL", &xdotool)
+        .env("PROFILE", home.join("profile"))
+        .env("DISPLAY", &display)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("HUBBUB_KEYCHAIN", "off")
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env_remove("HUBBUB_DATA_DIR")
+        .output()
+        .expect("sh runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let log = std::fs::read_to_string(home.join("app.log")).unwrap_or_default();
+    let get = |key: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let context = format!("report:\n{report}\napp log:\n{log}");
+    assert_eq!(get("default"), "1024x720", "{context}");
+    assert_eq!(get("after_sigkill"), "900x640", "{context}");
+    assert_eq!(get("sigterm_status"), "0", "{context}");
+    assert_eq!(get("after_sigterm"), "1100x700", "{context}");
     let _ = std::fs::remove_dir_all(&home);
 }
