@@ -16,11 +16,11 @@ hubbub_setup() {
         libdbus-1-dev nodejs)
     if [ "$purpose" = test ]; then
         # Peers and servers the tests run against: Python (aiosignalr), Redis, Chromium for
-        # the UI tests, WebKitWebDriver + Xvfb (+ xdotool to resize the window) for the
-        # end-to-end tests, GNOME Keyring under a
+        # the UI tests, WebKitWebDriver + Xvfb (+ xdotool to resize and focus the window, dunst
+        # to show notifications) for the end-to-end tests, GNOME Keyring under a
         # private D-Bus for the keychain tests.
         packages+=(python3 python3-venv python3-pip redis-server chromium webkit2gtk-driver xvfb
-            xdotool dbus dbus-bin gnome-keyring libsecret-tools)
+            xdotool dunst dbus dbus-bin gnome-keyring libsecret-tools)
     fi
     local missing=()
     for p in "${packages[@]}"; do

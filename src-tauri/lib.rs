@@ -219,6 +219,7 @@ fn notify<R: Runtime>(app: &tauri::AppHandle<R>, n: Notification) {
         .and_then(|w| w.is_focused().ok())
         .unwrap_or(false);
     if focused {
+        tracing::debug!("the window has focus: no desktop notification");
         return;
     }
     #[cfg(not(test))]

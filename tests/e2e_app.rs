@@ -12,7 +12,8 @@
 //! (a failed wait always tries to take one).
 //!
 //! The window's size survives a SIGKILL (it is written shortly after each resize, made with
-//! xdotool) and a SIGTERM, which ends the app cleanly.
+//! xdotool) and a SIGTERM, which ends the app cleanly. A message to an unfocused window is a
+//! desktop notification, shown by a real notification server (dunst) on a private session bus.
 //!
 //! `HUBBUB_E2E_APP` runs the same scenario against another build of the app (the installed
 //! `.deb`'s `/usr/bin/hubbub-app`, say).
@@ -121,7 +122,8 @@ fn xvfb(binary: &Path) -> (Guard, String) {
 }
 
 /// `hubbub hub` on `port` (the CLI binary is built beside this test's app binary).
-fn hub(port: u16) -> Guard {
+/// The `hubbub` CLI built beside the app.
+fn cli() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_hubbub-app"))
         .parent()
         .unwrap();
@@ -131,7 +133,11 @@ fn hub(port: u16) -> Guard {
         "{} is missing: build it with `cargo build -p hubbub-cli` (cargo test --workspace does)",
         binary.display()
     );
-    let child = Command::new(binary)
+    binary
+}
+
+fn hub(port: u16) -> Guard {
+    let child = Command::new(cli())
         .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -623,5 +629,91 @@ fn the_window_size_survives_a_sigkill_and_a_sigterm_ends_the_app_cleanly() {
     assert_eq!(get("after_sigkill"), "900x640", "{context}");
     assert_eq!(get("sigterm_status"), "0", "{context}");
     assert_eq!(get("after_sigterm"), "1100x700", "{context}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A message that arrives while the window does not have focus is shown as a desktop
+/// notification by a real notification server (dunst, on a private session bus); a second one
+/// in the same conversation within 5 s is not; nor is one that arrives while the window has
+/// focus. Focus is moved with xdotool (no window manager under Xvfb).
+#[test]
+fn a_message_to_an_unfocused_window_is_a_desktop_notification() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((_, _, xvfb_bin)) = tools() else {
+        return;
+    };
+    let (Some(xdotool), Some(dunst)) = (find_tool("xdotool"), find_tool("dunst")) else {
+        assert!(
+            std::env::var_os("HUBBUB_SKIP_E2E").is_some(),
+            "xdotool or dunst is missing: scripts/test.sh installs them (HUBBUB_SKIP_E2E=1 skips)"
+        );
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let port = free_port();
+    let _hub = hub(port);
+    let url = format!("http://127.0.0.1:{port}/chathub");
+    let home = std::env::temp_dir().join(format!("hubbub-e2e-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let script = r#"
+        "$DUNST" >"$HOME/dunst.log" 2>&1 & dunst=$!
+        RUST_LOG=hubbub_app=debug,info "$APP" --profile "$HOME/profile" --hub "$URL" --name ann >"$HOME/app.log" 2>&1 & app=$!
+        # (the log is coloured: escapes sit between "new=" and the state)
+        for i in $(seq 1 300); do grep -q "new[^ ]*=[^ ]*connected" "$HOME/app.log" && break; sleep 0.1; done
+        w=$("$XDOTOOL" search --onlyvisible --pid $app --name '^Hubbub$' | head -1)
+        sleep 1
+        shown() { dunstctl count displayed; }
+        bob() { "$CLI" send --url "$URL" --name bob "$1" >/dev/null 2>&1; sleep 1.5; }
+
+        # Focus away: to the root window, the pointer outside ours.
+        "$XDOTOOL" mousemove 1270 790
+        "$XDOTOOL" windowfocus --sync "$("$XDOTOOL" search --maxdepth 0 --name '')"
+        bob "hello ann"
+        echo "unfocused=$(shown)"
+        bob "again within 5 s"
+        echo "throttled=$(shown)"
+        # Focus back; once the 5 s have passed, a message is still not a notification.
+        "$XDOTOOL" mousemove --window "$w" 100 100
+        "$XDOTOOL" windowfocus --sync "$w"
+        sleep 4
+        bob "while focused"
+        echo "focused=$(shown)"
+        dunstctl close-all; sleep 0.3
+        dunstctl history | python3 -c 'import json, sys
+for n in json.load(sys.stdin)["data"][0]:
+    print("shown=" + n["summary"]["data"] + ": " + n["body"]["data"])'
+        kill $app; wait $app; kill $dunst
+    "#;
+    let output = Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", script])
+        .env("APP", app_binary())
+        .env("CLI", cli())
+        .env("URL", &url)
+        .env("XDOTOOL", &xdotool)
+        .env("DUNST", &dunst)
+        .env("DISPLAY", &display)
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("HUBBUB_KEYCHAIN", "off")
+        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .env_remove("HUBBUB_DATA_DIR")
+        .output()
+        .expect("dbus-run-session runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let log = std::fs::read_to_string(home.join("app.log")).unwrap_or_default();
+    let get = |key: &str| -> Vec<String> {
+        report
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let context = format!("report:\n{report}\napp log:\n{log}");
+    assert_eq!(get("unfocused"), ["1"], "{context}");
+    assert_eq!(get("throttled"), ["1"], "{context}");
+    assert_eq!(get("focused"), ["1"], "{context}");
+    assert_eq!(get("shown"), ["bob to everyone: hello ann"], "{context}");
     let _ = std::fs::remove_dir_all(&home);
 }
