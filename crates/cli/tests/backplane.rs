@@ -478,6 +478,33 @@ async fn three_nodes_share_broadcast_rooms_direct_messages_presence_and_ids() {
     bob_c.online_is(&[("ann", 1), ("bob", 1), ("jo", 1)]).await;
     jo_b.invoke("LeaveRoom", serde_json::json!(["lobby"])).await;
     assert_eq!(ann_a.invoke::<u64>("JoinRoom", &["lobby"]).await, 1);
+
+    // A direct message to a user nowhere online is kept in the fleet's inbox: sent on node C,
+    // found by the user on node A, numbered in their inbox.
+    let _: () = bob_c.invoke("SendToUser", &["kim", "for later"]).await;
+    let inbox_of = async |client: &Client| -> serde_json::Value {
+        let args = vec![Arg::from(""), Arg::from_value(0u64.into())];
+        client.conn.invoke("Inbox", args).await.unwrap()
+    };
+    let kim = Client::connect(&nodes[0], "kim").await;
+    let inbox = inbox_of(&kim).await;
+    let messages = inbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{inbox}");
+    assert_eq!(messages[0]["name"], "bob");
+    assert_eq!(messages[0]["message"], "for later");
+    assert_eq!(messages[0]["to"], "kim");
+    assert_eq!(messages[0]["seq"], 1);
+    // The sender's inbox has its copy, read from another node.
+    let bob_b = Client::connect(&nodes[1], "bob").await;
+    let own = inbox_of(&bob_b).await;
+    assert!(
+        own["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["message"] == "for later" && m["to"] == "kim"),
+        "{own}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,8 +636,6 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     for node in &nodes {
         node.wait_log("Redis backplane unavailable", Duration::from_secs(5));
     }
-    let _: () = x.invoke("SendToUser", &["y", "local direct"]).await;
-    y.got("directMessage", &["x", "local direct"]).await;
     let _: () = x.invoke("SendToRoom", &["r", "x", "outage room"]).await;
     x.got("roomMessage", &["r", "x", "outage room"]).await;
     // A broadcast is recorded in the fleet's history before it is delivered: refused for now,
@@ -621,6 +646,17 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("Unavailable:"), "{refused}");
+    // So is a direct message: it is kept in both users' inboxes before it is delivered.
+    let refused = x
+        .conn
+        .invoke::<()>(
+            "SendToUser",
+            vec![Arg::from("y"), Arg::from("outage direct")],
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("Unavailable:"), "{refused}");
+    assert_eq!(y.count("directMessage", &["x", "outage direct"]), 0);
     w.send("typed in outage").await.unwrap();
     assert_eq!(w.pending().await.unwrap(), 1);
 

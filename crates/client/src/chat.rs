@@ -6,7 +6,10 @@
 //!   the order typed. Every message carries a stable id in the `hubbub-msg-id` header, so a
 //!   resend after an ambiguous failure is dropped by the hub and by receivers.
 //! - Every received chat message is stored once (by id) before [`ChatEvent::Stored`] tells the
-//!   shell.
+//!   shell. After every (re)connect, and whenever numbers show a gap, the chat catches up from
+//!   the hub's numbered histories: the scope's broadcasts (`History`) and this user's inbox of
+//!   direct messages (`Inbox`: those sent to them while away, and their own from other
+//!   devices).
 //! - After a crash, [`Chat::open`] finds the outbox where it was and resumes it.
 
 use std::sync::Arc;
@@ -158,11 +161,12 @@ impl Chat {
                                 from.clone()
                             };
                             let kind = ConversationKind::Direct(peer);
-                            let _ = received_tx.send(Incoming::Other {
+                            let _ = received_tx.send(Incoming::Direct {
                                 kind,
                                 id: id(),
                                 name: from,
                                 text: body,
+                                position: position(headers),
                             });
                         }
                     }
@@ -183,29 +187,29 @@ impl Chat {
                     .get(MESSAGE_ID_HEADER)
                     .cloned()
                     .unwrap_or_else(new_message_id);
-                let position = match (
-                    headers.get(EPOCH_HEADER),
-                    headers.get(SEQ_HEADER).and_then(|s| s.parse().ok()),
-                ) {
-                    (Some(epoch), Some(seq)) => Some((epoch.clone(), seq)),
-                    _ => None,
-                };
                 let _ = received_tx.send(Incoming::Live {
                     id,
                     name,
                     text,
-                    position,
+                    position: position(headers),
                 });
             }
         });
         let receiver = Arc::downgrade(&inner);
         tokio::spawn(async move {
-            let mut cursor = match receiver.upgrade() {
-                Some(inner) => inner
-                    .store
-                    .history_cursor(inner.hub)
-                    .await
-                    .unwrap_or((None, 0)),
+            let (mut cursor, mut inbox) = match receiver.upgrade() {
+                Some(inner) => (
+                    inner
+                        .store
+                        .history_cursor(inner.hub)
+                        .await
+                        .unwrap_or((None, 0)),
+                    inner
+                        .store
+                        .inbox_cursor(inner.hub)
+                        .await
+                        .unwrap_or((None, 0)),
+                ),
                 None => return,
             };
             while let Some(item) = received_rx.recv().await {
@@ -214,7 +218,8 @@ impl Chat {
                 };
                 match item {
                     Incoming::CatchUp => {
-                        catch_up(&inner, &mut cursor).await;
+                        catch_up(&inner, Stream::Broadcast, &mut cursor).await;
+                        catch_up(&inner, Stream::Inbox, &mut inbox).await;
                         inner
                             .caught_up
                             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -233,6 +238,34 @@ impl Chat {
                             tracing::error!(error = %e, "a received message could not be stored")
                         }
                     },
+                    Incoming::Direct {
+                        kind,
+                        id,
+                        name,
+                        text,
+                        position,
+                    } => {
+                        if let Some((epoch, seq)) = &position {
+                            let known = inbox.0.as_deref() == Some(epoch.as_str());
+                            if !known || *seq > inbox.1 + 1 {
+                                catch_up(&inner, Stream::Inbox, &mut inbox).await;
+                            }
+                        }
+                        match inner.store.conversation(inner.hub, kind).await {
+                            Ok(conversation) => {
+                                store_received(&inner, conversation, &id, &name, &text).await
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "a received message could not be stored")
+                            }
+                        }
+                        if let Some((epoch, seq)) = position {
+                            if inbox.0.as_deref() == Some(epoch.as_str()) && seq == inbox.1 + 1 {
+                                inbox.1 = seq;
+                                let _ = inner.store.set_inbox_cursor(inner.hub, &epoch, seq).await;
+                            }
+                        }
+                    }
                     Incoming::Live {
                         id,
                         name,
@@ -243,7 +276,7 @@ impl Chat {
                             let known = cursor.0.as_deref() == Some(epoch.as_str());
                             if !known || *seq > cursor.1 + 1 {
                                 // Something was missed (or the hub's history was renewed).
-                                catch_up(&inner, &mut cursor).await;
+                                catch_up(&inner, Stream::Broadcast, &mut cursor).await;
                             }
                         }
                         store_received(&inner, inner.broadcast, &id, &name, &text).await;
@@ -423,7 +456,15 @@ enum Incoming {
     },
     /// Connected: fetch what was missed.
     CatchUp,
-    /// A room or direct message.
+    /// A direct message, with its place in the receiver's inbox when the hub numbers them.
+    Direct {
+        kind: ConversationKind,
+        id: String,
+        name: String,
+        text: String,
+        position: Option<(String, u64)>,
+    },
+    /// A room message.
     Other {
         kind: ConversationKind,
         id: String,
@@ -467,20 +508,47 @@ struct HistoryItem {
     id: String,
     name: String,
     message: String,
+    /// On an inbox entry: the user the message went to.
+    #[serde(default)]
+    to: Option<String>,
 }
 
-/// Fetches the hub's history after `cursor` (all of it when the epoch changed) and stores what
-/// is new, in order. A hub without `History` (not a Hubbub hub) is left alone.
-async fn catch_up(inner: &Inner, cursor: &mut (Option<String>, u64)) {
+/// A numbered history on the hub that this client follows.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    /// The scope's broadcasts (`History`).
+    Broadcast,
+    /// This user's direct messages, sent and received (`Inbox`).
+    Inbox,
+}
+
+/// A message's place in a numbered history, from its headers.
+fn position(headers: &Headers) -> Option<(String, u64)> {
+    match (
+        headers.get(EPOCH_HEADER),
+        headers.get(SEQ_HEADER).and_then(|s| s.parse().ok()),
+    ) {
+        (Some(epoch), Some(seq)) => Some((epoch.clone(), seq)),
+        _ => None,
+    }
+}
+
+/// Fetches a history of the hub after `cursor` (all of it when the epoch changed) and stores
+/// what is new, in order. A hub without it (not a Hubbub hub, or an older one) is left alone.
+async fn catch_up(inner: &Inner, stream: Stream, cursor: &mut (Option<String>, u64)) {
+    let method = match stream {
+        Stream::Broadcast => "History",
+        Stream::Inbox => "Inbox",
+    };
     loop {
         let args = vec![
             Arg::from(cursor.0.clone().unwrap_or_default()),
             Arg::from_value(cursor.1.into()),
         ];
-        let page: HistoryPage = match inner.connection.invoke("History", args).await {
+        let page: HistoryPage = match inner.connection.invoke(method, args).await {
             Ok(page) => page,
             Err(e) => {
-                tracing::debug!(error = %e, "no history from this hub");
+                tracing::debug!(error = %e, method, "no history from this hub");
                 return;
             }
         };
@@ -489,13 +557,43 @@ async fn catch_up(inner: &Inner, cursor: &mut (Option<String>, u64)) {
         }
         let full = page.messages.len() >= 500;
         for item in page.messages {
-            store_received(inner, inner.broadcast, &item.id, &item.name, &item.message).await;
+            let conversation = match stream {
+                Stream::Broadcast => Ok(inner.broadcast),
+                Stream::Inbox => {
+                    // Our own messages (from any device) are filed under the user they went to.
+                    let peer = if item.name == inner.me {
+                        item.to.clone().unwrap_or_else(|| inner.me.clone())
+                    } else {
+                        item.name.clone()
+                    };
+                    inner
+                        .store
+                        .conversation(inner.hub, ConversationKind::Direct(peer))
+                        .await
+                }
+            };
+            match conversation {
+                Ok(conversation) => {
+                    store_received(inner, conversation, &item.id, &item.name, &item.message).await
+                }
+                Err(e) => tracing::error!(error = %e, "a caught-up message could not be stored"),
+            }
             cursor.1 = cursor.1.max(item.seq);
         }
-        let _ = inner
-            .store
-            .set_history_cursor(inner.hub, &page.epoch, cursor.1)
-            .await;
+        let _ = match stream {
+            Stream::Broadcast => {
+                inner
+                    .store
+                    .set_history_cursor(inner.hub, &page.epoch, cursor.1)
+                    .await
+            }
+            Stream::Inbox => {
+                inner
+                    .store
+                    .set_inbox_cursor(inner.hub, &page.epoch, cursor.1)
+                    .await
+            }
+        };
         if !full {
             return;
         }

@@ -183,3 +183,84 @@ async fn a_message_the_hub_refuses_fails_with_its_reason_and_can_be_retried() {
     .await;
     server.shutdown().await.unwrap();
 }
+
+/// A direct message to a user who is not connected is kept by the hub and reaches them when
+/// they connect; the sender's other devices get their own copy the same way. Catching up
+/// again (a reconnect) stores nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_reach_a_user_who_was_away_and_the_senders_other_devices() {
+    let server = hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = server.url("/chathub");
+    let dm = |user: &str| ConversationKind::Direct(user.to_owned());
+    let ann = chat(&url, "ann", "away").await;
+    // bob has never connected: the hub keeps it, and ann's message is sent, not failed.
+    ann.send_to(dm("bob"), "while you were away").await.unwrap();
+    eventually("ann's message sent", || async {
+        bodies(&ann, dm("bob")).await
+            == vec![(
+                "ann".to_owned(),
+                "while you were away".to_owned(),
+                MessageState::Sent,
+            )]
+    })
+    .await;
+
+    let bob = chat(&url, "bob", "away").await;
+    eventually("bob has it on connecting", || async {
+        bodies(&bob, dm("ann")).await
+            == vec![(
+                "ann".to_owned(),
+                "while you were away".to_owned(),
+                MessageState::Received,
+            )]
+    })
+    .await;
+    // bob answers live; ann's laptop (a second device with its own store) connects later and
+    // finds both sides of the conversation.
+    bob.send_to(dm("ann"), "back now").await.unwrap();
+    eventually("ann hears bob", || async {
+        bodies(&ann, dm("bob")).await.len() == 2
+    })
+    .await;
+    let laptop_store = Store::open(temp_db("away-ann-laptop")).await.unwrap();
+    let laptop_conn = HubConnectionBuilder::new(format!("{url}?name=ann"))
+        .build()
+        .unwrap();
+    let laptop = Chat::open(laptop_conn.clone(), laptop_store, &url, "ann")
+        .await
+        .unwrap();
+    laptop_conn.start().await.unwrap();
+    eventually("the laptop has both sides", || async {
+        let got: Vec<_> = bodies(&laptop, dm("bob"))
+            .await
+            .into_iter()
+            .map(|(from, body, _)| (from, body))
+            .collect();
+        got == vec![
+            ("ann".to_owned(), "while you were away".to_owned()),
+            ("bob".to_owned(), "back now".to_owned()),
+        ]
+    })
+    .await;
+
+    // A reconnect catches up again from where each left off: nothing is stored twice.
+    bob.connection().stop().await;
+    ann.send_to(dm("bob"), "and one more").await.unwrap();
+    bob.connection().start().await.unwrap();
+    eventually("bob catches up", || async {
+        bodies(&bob, dm("ann")).await.len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got: Vec<_> = bodies(&bob, dm("ann"))
+        .await
+        .into_iter()
+        .map(|(_, body, _)| body)
+        .collect();
+    assert_eq!(got, ["while you were away", "back now", "and one more"]);
+    server.shutdown().await.unwrap();
+}

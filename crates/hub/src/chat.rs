@@ -6,7 +6,8 @@
 //! | `History(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the scope's messages after `afterSeq` (all of them when `epoch` is not the hub's), at most 500 |
 //! | `JoinRoom(room)` / `LeaveRoom(room)` | room membership; returns the room's connection count |
 //! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections |
-//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender |
+//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender; kept in both users' inboxes first (`user` may be offline) |
+//! | `Inbox(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message, to}]}`: the caller's direct messages, sent and received, after `afterSeq`, at most 500 (a `directMessage` carries its number in the receiver's inbox) |
 //! | `GetOnline()` | `{users: [{name, connections}], connections}` for the caller's scope |
 //! | `Echo(value)` | returns `value` |
 //! | `Counter(count, delayMs)` | streams `0..count` |
@@ -28,9 +29,9 @@
 //!
 //! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
 //! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
-//! unreachable, `Send` and `History` fail with an error starting with [`UNAVAILABLE`] (nothing
-//! was delivered: send it again), and room and direct messages reach this node's connections
-//! only.
+//! unreachable, `Send`, `SendToUser`, `History` and `Inbox` fail with an error starting with
+//! [`UNAVAILABLE`] (nothing was delivered: send it again), and room messages reach this node's
+//! connections only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,78 @@ async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
     }
 }
 
+/// A user's inbox: the direct messages to and from them, in the caller's scope.
+fn inbox(ctx: &Context, user: &str) -> String {
+    format!("inbox:{}\u{1f}{user}", ctx.query("scope").unwrap_or(""))
+}
+
+/// Records a message in a history (`key`: a scope or an inbox) in Redis or in this node's
+/// history; `None` for a repeat of an id `user` already sent.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    ctx: &Context,
+    history: &ChatHistory,
+    key: &str,
+    user: &str,
+    id: Option<&str>,
+    name: &str,
+    text: &str,
+    to: Option<&str>,
+) -> Result<Option<(crate::HistoryEntry, String)>, HubError> {
+    if let Some(node) = ctx.state.backplane.redis() {
+        return node
+            .chat_append(key, user, id, name, text, to)
+            .await
+            .map_err(|e| {
+                HubError::new(format!(
+                    "{UNAVAILABLE} the message could not be recorded ({e}); send it again"
+                ))
+            });
+    }
+    let (h, key, user) = (history.clone(), key.to_owned(), user.to_owned());
+    let (id, name, text, to) = (
+        id.map(str::to_owned),
+        name.to_owned(),
+        text.to_owned(),
+        to.map(str::to_owned),
+    );
+    let append = move || h.append_to(&key, &user, id.as_deref(), &name, &text, to.as_deref());
+    let entry = if history.is_persistent() {
+        tokio::task::spawn_blocking(append)
+            .await
+            .map_err(|e| HubError::new(e.to_string()))?
+    } else {
+        append()
+    }
+    .map_err(|e| HubError::new(e.to_string()))?;
+    Ok(entry.map(|e| (e, history.epoch().to_owned())))
+}
+
+/// The current epoch and the messages of a history (`key`: a scope or an inbox) after `after`
+/// (all of them when `epoch` is not the current one), at most [`HISTORY_PAGE`].
+async fn read(
+    ctx: &Context,
+    history: &ChatHistory,
+    key: &str,
+    epoch: &str,
+    after: u64,
+) -> Result<(String, Vec<crate::HistoryEntry>), HubError> {
+    if let Some(node) = ctx.state.backplane.redis() {
+        return node
+            .chat_since(key, epoch, after, HISTORY_PAGE)
+            .await
+            .map_err(|e| HubError::new(format!("{UNAVAILABLE} {e}")));
+    }
+    // Numbers from another epoch mean nothing here: start from the beginning.
+    let after = if epoch == history.epoch() { after } else { 0 };
+    let (h, key) = (history.clone(), key.to_owned());
+    let entries = tokio::task::spawn_blocking(move || h.since(&key, after, HISTORY_PAGE))
+        .await
+        .map_err(|e| HubError::new(e.to_string()))?
+        .map_err(|e| HubError::new(e.to_string()))?;
+    Ok((history.epoch().to_owned(), entries))
+}
+
 fn count(n: usize) -> Arg {
     Arg::from_value(Value::from(n as u64))
 }
@@ -158,6 +231,8 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     let seen_room = seen.clone();
     let seen_direct = seen.clone();
     let history_for_send = history.clone();
+    let history_for_direct = history.clone();
+    let history_for_inbox = history.clone();
     Hub::new("chat")
         .on_connected(|ctx| async move {
             let scope = scope_group(&ctx);
@@ -206,7 +281,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                     let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
                     let scope = scope_group(&ctx);
                     let recorded = node
-                        .chat_append(&scope, ctx.user(), id.as_deref(), &name, &text)
+                        .chat_append(&scope, ctx.user(), id.as_deref(), &name, &text, None)
                         .await
                         .map_err(|e| HubError::new(format!("{UNAVAILABLE} the message could not be recorded ({e}); send it again")))?;
                     let Some((entry, epoch)) = recorded else { return Ok(()) };
@@ -253,18 +328,8 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let history = history.clone();
             async move {
                 let scope = scope_group(&ctx);
-                if let Some(node) = ctx.state.backplane.redis() {
-                    let (current, entries) = node.chat_since(&scope, &epoch, after, HISTORY_PAGE).await.map_err(|e| HubError::new(format!("{UNAVAILABLE} {e}")))?;
-                    return Reply::value(&serde_json::json!({ "epoch": current, "messages": entries }));
-                }
-                // Numbers from another epoch mean nothing here: start from the beginning.
-                let after = if epoch == history.epoch() { after } else { 0 };
-                let h = history.clone();
-                let entries = tokio::task::spawn_blocking(move || h.since(&scope, after, HISTORY_PAGE))
-                    .await
-                    .map_err(|e| HubError::new(e.to_string()))?
-                    .map_err(|e| HubError::new(e.to_string()))?;
-                Reply::value(&serde_json::json!({ "epoch": history.epoch(), "messages": entries }))
+                let (epoch, entries) = read(&ctx, &history, &scope, &epoch, after).await?;
+                Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
             }
         })
         .method("JoinRoom", |ctx, (room,): (String,)| async move {
@@ -296,23 +361,49 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             }
         })
         .method("SendToUser", move |ctx, (user, message): (String, String)| {
-            let seen = seen_direct.clone();
+            let (seen, history) = (seen_direct.clone(), history_for_direct.clone());
             async move {
-                if ctx.users_online(None).iter().all(|(name, _)| *name != user) {
-                    return Err(HubError::new(format!("User '{user}' is not connected.")));
-                }
-                let (fresh, mut headers) = dedupe(&ctx, &seen).await;
-                if !fresh {
+                let me = ctx.user().to_owned();
+                // One id for both inboxes' copies (the hub makes one when the sender did not).
+                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
+                // In memory, repeats are caught by the window (a file or Redis remembers ids).
+                if ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(&ctx, &seen).await.0 {
                     return Ok(());
                 }
-                // The sender's own copy says whom it went to.
-                headers.insert(TO_HEADER.to_owned(), user.clone());
-                let args = vec![Arg::from(ctx.user()), Arg::from(message)];
-                ctx.clients().user(&user).send_with_headers("directMessage", args.clone(), headers.clone());
-                if user != ctx.user() {
-                    ctx.clients().user(ctx.user()).send_with_headers("directMessage", args, headers);
+                // Kept in the recipient's inbox first (a repeat stops here), then in the
+                // sender's, so both catch up with `Inbox` after being away.
+                let Some((entry, epoch)) =
+                    record(&ctx, &history, &inbox(&ctx, &user), &me, Some(&id), &me, &message, Some(&user)).await?
+                else {
+                    return Ok(());
+                };
+                let headers = |entry: &crate::HistoryEntry| {
+                    Headers::from([
+                        (MESSAGE_ID_HEADER.to_owned(), entry.id.clone()),
+                        (SEQ_HEADER.to_owned(), entry.seq.to_string()),
+                        (EPOCH_HEADER.to_owned(), epoch.clone()),
+                        // The sender's own copy says whom it went to.
+                        (TO_HEADER.to_owned(), user.clone()),
+                    ])
+                };
+                let args = vec![Arg::from(me.as_str()), Arg::from(message.as_str())];
+                ctx.clients().user(&user).send_with_headers("directMessage", args.clone(), headers(&entry));
+                if user != me {
+                    // The sender's copy has its own dedupe key: the recipient's took the id.
+                    let copy = record(&ctx, &history, &inbox(&ctx, &me), &format!("{me}\u{1}sent"), Some(&entry.id), &me, &message, Some(&user)).await?;
+                    if let Some((own, _)) = copy {
+                        ctx.clients().user(&me).send_with_headers("directMessage", args, headers(&own));
+                    }
                 }
                 Ok(())
+            }
+        })
+        .method("Inbox", move |ctx, (epoch, after): (String, u64)| {
+            let history = history_for_inbox.clone();
+            async move {
+                let key = inbox(&ctx, ctx.user());
+                let (epoch, entries) = read(&ctx, &history, &key, &epoch, after).await?;
+                Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
             }
         })
         .method("GetOnline", |ctx, (): ()| async move {

@@ -25,6 +25,9 @@ pub struct Entry {
     pub name: String,
     /// The text.
     pub message: String,
+    /// On a direct message (an inbox entry): the user it was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// Why history could not be opened or written.
@@ -56,6 +59,14 @@ impl std::fmt::Debug for ChatHistory {
 enum Backend {
     Memory(Mutex<HashMap<String, VecDeque<Entry>>>),
     Sqlite(Mutex<rusqlite::Connection>),
+}
+
+/// A fresh message id, for a message its sender gave none.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("h-{hex}")
 }
 
 fn random_epoch() -> String {
@@ -93,6 +104,13 @@ impl ChatHistory {
                  UNIQUE (scope, seq)
              );",
         )?;
+        // Added with inboxes (direct messages): files from before have no such column.
+        let has_to = conn
+            .prepare("SELECT 1 FROM pragma_table_info('history') WHERE name = 'recipient'")?
+            .exists([])?;
+        if !has_to {
+            conn.execute("ALTER TABLE history ADD COLUMN recipient TEXT", [])?;
+        }
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
             [random_epoch()],
@@ -122,6 +140,19 @@ impl ChatHistory {
         name: &str,
         message: &str,
     ) -> Result<Option<Entry>, HistoryError> {
+        self.append_to(scope, user, id, name, message, None)
+    }
+
+    /// As [`append`](Self::append), for a direct message to `to` (an inbox entry).
+    pub(crate) fn append_to(
+        &self,
+        scope: &str,
+        user: &str,
+        id: Option<&str>,
+        name: &str,
+        message: &str,
+        to: Option<&str>,
+    ) -> Result<Option<Entry>, HistoryError> {
         match &*self.backend {
             Backend::Memory(scopes) => {
                 let mut scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,6 +163,7 @@ impl ChatHistory {
                     id: id.map_or_else(|| format!("h-{}-{seq}", self.epoch), str::to_owned),
                     name: name.to_owned(),
                     message: message.to_owned(),
+                    to: to.map(str::to_owned),
                 };
                 if log.len() >= MEMORY_CAPACITY {
                     log.pop_front();
@@ -156,8 +188,8 @@ impl ChatHistory {
                     |r| r.get(0),
                 )?;
                 let inserted = conn.execute(
-                    "INSERT OR IGNORE INTO history (scope, seq, user, id, name, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    rusqlite::params![scope, seq, user, provisional, name, message, now],
+                    "INSERT OR IGNORE INTO history (scope, seq, user, id, name, message, at, recipient) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    rusqlite::params![scope, seq, user, provisional, name, message, now, to],
                 )?;
                 if inserted == 0 {
                     return Ok(None);
@@ -168,6 +200,7 @@ impl ChatHistory {
                     id: provisional,
                     name: name.to_owned(),
                     message: message.to_owned(),
+                    to: to.map(str::to_owned),
                 }))
             }
         }
@@ -197,7 +230,7 @@ impl ChatHistory {
             Backend::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
                 let mut stmt = conn.prepare_cached(
-                    "SELECT seq, id, name, message FROM history WHERE scope = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, id, name, message, recipient FROM history WHERE scope = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )?;
                 let rows =
                     stmt.query_map(rusqlite::params![scope, after as i64, limit as i64], |r| {
@@ -206,6 +239,7 @@ impl ChatHistory {
                             id: r.get(1)?,
                             name: r.get(2)?,
                             message: r.get(3)?,
+                            to: r.get(4)?,
                         })
                     })?;
                 Ok(rows.collect::<Result<_, _>>()?)
@@ -216,5 +250,75 @@ impl ChatHistory {
     /// Whether writes block (persistent history), so callers move them off the async threads.
     pub(crate) fn is_persistent(&self) -> bool {
         matches!(&*self.backend, Backend::Sqlite(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history file written before inboxes existed opens, keeps its messages, and takes
+    /// direct messages with their recipient from then on.
+    #[test]
+    fn a_file_from_before_inboxes_opens_and_takes_recipients() {
+        let dir = std::env::temp_dir().join(format!("hubbub-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.sqlite3");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('epoch', 'e1');
+                 CREATE TABLE history (
+                     rowid_ INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL,
+                     seq INTEGER NOT NULL, user TEXT NOT NULL, id TEXT NOT NULL,
+                     name TEXT NOT NULL, message TEXT NOT NULL, at INTEGER NOT NULL,
+                     UNIQUE (user, id), UNIQUE (scope, seq));
+                 INSERT INTO history (scope, seq, user, id, name, message, at)
+                     VALUES ('scope:', 1, 'ann', 'a1', 'Ann', 'old', 0);",
+            )
+            .unwrap();
+        }
+        let history = ChatHistory::open(&path).unwrap();
+        assert_eq!(history.epoch(), "e1");
+        let old = history.since("scope:", 0, 10).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            (old[0].message.as_str(), old[0].to.as_deref()),
+            ("old", None)
+        );
+        let dm = history
+            .append_to(
+                "inbox:\u{1f}bob",
+                "ann",
+                Some("d1"),
+                "ann",
+                "hi",
+                Some("bob"),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(dm.seq, 1);
+        // The same sender and id again is a repeat.
+        assert!(
+            history
+                .append_to(
+                    "inbox:\u{1f}bob",
+                    "ann",
+                    Some("d1"),
+                    "ann",
+                    "hi",
+                    Some("bob")
+                )
+                .unwrap()
+                .is_none()
+        );
+        drop(history);
+        let reopened = ChatHistory::open(&path).unwrap();
+        let inbox = reopened.since("inbox:\u{1f}bob", 0, 10).unwrap();
+        assert_eq!(inbox, vec![dm]);
+        assert_eq!(inbox[0].to.as_deref(), Some("bob"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -510,6 +510,32 @@ impl Store {
         .await
     }
 
+    /// Where this client is in its inbox on the hub (direct messages): the epoch and the last
+    /// number seen.
+    pub async fn inbox_cursor(&self, hub: HubId) -> Result<(Option<String>, u64)> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT inbox_epoch, inbox_seq FROM hubs WHERE id = ?1",
+                [hub.0],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+        .await
+    }
+
+    /// Records where this client is in its inbox.
+    pub async fn set_inbox_cursor(&self, hub: HubId, epoch: &str, seq: u64) -> Result<()> {
+        let epoch = epoch.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hubs SET inbox_epoch = ?2, inbox_seq = ?3 WHERE id = ?1",
+                params![hub.0, epoch, seq as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The conversation for `kind` on `hub`, created on first use.
     pub async fn conversation(&self, hub: HubId, kind: ConversationKind) -> Result<ConversationId> {
         self.call(move |c| {

@@ -99,7 +99,8 @@ const PIPELINE_BATCH: usize = 512;
 
 /// Records a chat message (dedupe by sender and id, next number of the scope, append, trim)
 /// in one step. KEYS: dedupe, seq, history, epoch. ARGV: window ms, id, name, message,
-/// capacity, a fresh epoch (used if Redis has none).
+/// capacity, a fresh epoch (used if Redis has none), the recipient of a direct message ('' for
+/// none).
 const APPEND: &str = r"
 local id = ARGV[2]
 if id ~= '' then
@@ -109,7 +110,9 @@ local epoch = redis.call('GET', KEYS[4])
 if not epoch then epoch = ARGV[6]; redis.call('SET', KEYS[4], epoch) end
 local seq = redis.call('INCR', KEYS[2])
 if id == '' then id = 'h-' .. epoch .. '-' .. seq end
-redis.call('RPUSH', KEYS[3], cjson.encode({seq = seq, id = id, name = ARGV[3], message = ARGV[4]}))
+local entry = {seq = seq, id = id, name = ARGV[3], message = ARGV[4]}
+if ARGV[7] ~= '' then entry.to = ARGV[7] end
+redis.call('RPUSH', KEYS[3], cjson.encode(entry))
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
 return {seq, id, epoch}
 ";
@@ -456,6 +459,7 @@ impl RedisNode {
         id: Option<&str>,
         name: &str,
         message: &str,
+        to: Option<&str>,
     ) -> Result<Option<(Entry, String)>, BackplaneError> {
         let (window, capacity) = (crate::DEDUPE_WINDOW, crate::MEMORY_CAPACITY);
         let keys = [
@@ -471,6 +475,7 @@ impl RedisNode {
             message.to_owned(),
             capacity,
             random_hex(8),
+            to.unwrap_or("").to_owned(),
         );
         let script = &self.append;
         let result: Option<(u64, String, String)> = self
@@ -484,7 +489,8 @@ impl RedisNode {
                     .arg(&args.2)
                     .arg(&args.3)
                     .arg(args.4)
-                    .arg(&args.5);
+                    .arg(&args.5)
+                    .arg(&args.6);
                 inv.invoke_async(&mut conn).await
             })
             .await?;
@@ -495,6 +501,7 @@ impl RedisNode {
                     id,
                     name: name.to_owned(),
                     message: message.to_owned(),
+                    to: to.map(str::to_owned),
                 },
                 epoch,
             )
