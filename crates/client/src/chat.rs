@@ -64,6 +64,8 @@ struct Inner {
     /// The receive task has caught up with the hub's history since the last (re)connect: new
     /// messages go out after what was said meanwhile has been stored and shown.
     caught_up: std::sync::atomic::AtomicBool,
+    /// The receive task's queue (to ask it to catch up with a room).
+    received: mpsc::UnboundedSender<Incoming>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -103,6 +105,10 @@ impl Chat {
     ) -> Result<Self, hubbub_store::Error> {
         let broadcast = store.conversation(hub, ConversationKind::Broadcast).await?;
         let (events, _) = broadcast::channel(4096);
+        // Received messages go through one queue and are stored by one task, in order; the
+        // same task catches up from the hub's histories when numbers show a gap, and after
+        // every (re)connect.
+        let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Incoming>();
         let inner = Arc::new(Inner {
             connection,
             store,
@@ -114,12 +120,9 @@ impl Chat {
             rooms: std::sync::Mutex::default(),
             rejoin: std::sync::atomic::AtomicBool::new(false),
             caught_up: std::sync::atomic::AtomicBool::new(false),
+            received: received_tx.clone(),
         });
 
-        // Received messages go through one queue and are stored by one task, in order; the
-        // same task catches up from the hub's history when numbers show a gap, and after every
-        // (re)connect.
-        let (received_tx, mut received_rx) = mpsc::unbounded_channel::<Incoming>();
         inner.connection.on_any({
             let received_tx = received_tx.clone();
             let me = me.to_owned();
@@ -136,12 +139,12 @@ impl Chat {
                         if let (Some(room), Some(name), Some(body)) =
                             (text(room), text(name), text(body))
                         {
-                            let kind = ConversationKind::Room(room);
-                            let _ = received_tx.send(Incoming::Other {
-                                kind,
+                            let _ = received_tx.send(Incoming::Room {
+                                room,
                                 id: id(),
                                 name,
                                 text: body,
+                                position: position(headers),
                             });
                         }
                     }
@@ -212,32 +215,57 @@ impl Chat {
                 ),
                 None => return,
             };
+            // Each room's conversation and cursor, read from the store on first use.
+            let mut rooms: std::collections::HashMap<String, (ConversationId, Cursor)> =
+                std::collections::HashMap::new();
             while let Some(item) = received_rx.recv().await {
                 let Some(inner) = receiver.upgrade() else {
                     return;
                 };
                 match item {
                     Incoming::CatchUp => {
-                        catch_up(&inner, Stream::Broadcast, &mut cursor).await;
-                        catch_up(&inner, Stream::Inbox, &mut inbox).await;
+                        catch_up(&inner, &Stream::Broadcast, &mut cursor).await;
+                        catch_up(&inner, &Stream::Inbox, &mut inbox).await;
                         inner
                             .caught_up
                             .store(true, std::sync::atomic::Ordering::SeqCst);
                         inner.wake.notify_one();
                     }
-                    Incoming::Other {
-                        kind,
+                    Incoming::CatchUpRoom(room) => {
+                        if let Some((_, cursor)) = room_cursor(&inner, &mut rooms, &room).await {
+                            catch_up(&inner, &Stream::Room(room), cursor).await;
+                        }
+                    }
+                    Incoming::Room {
+                        room,
                         id,
                         name,
                         text,
-                    } => match inner.store.conversation(inner.hub, kind).await {
-                        Ok(conversation) => {
-                            store_received(&inner, conversation, &id, &name, &text).await
+                        position,
+                    } => {
+                        let Some((conversation, cursor)) =
+                            room_cursor(&inner, &mut rooms, &room).await
+                        else {
+                            continue;
+                        };
+                        let conversation = *conversation;
+                        if let Some((epoch, seq)) = &position {
+                            let known = cursor.0.as_deref() == Some(epoch.as_str());
+                            if !known || *seq > cursor.1 + 1 {
+                                catch_up(&inner, &Stream::Room(room.clone()), cursor).await;
+                            }
                         }
-                        Err(e) => {
-                            tracing::error!(error = %e, "a received message could not be stored")
+                        store_received(&inner, conversation, &id, &name, &text).await;
+                        if let Some((epoch, seq)) = position {
+                            if cursor.0.as_deref() == Some(epoch.as_str()) && seq == cursor.1 + 1 {
+                                cursor.1 = seq;
+                                let _ = inner
+                                    .store
+                                    .set_conversation_cursor(conversation, &epoch, seq)
+                                    .await;
+                            }
                         }
-                    },
+                    }
                     Incoming::Direct {
                         kind,
                         id,
@@ -248,7 +276,7 @@ impl Chat {
                         if let Some((epoch, seq)) = &position {
                             let known = inbox.0.as_deref() == Some(epoch.as_str());
                             if !known || *seq > inbox.1 + 1 {
-                                catch_up(&inner, Stream::Inbox, &mut inbox).await;
+                                catch_up(&inner, &Stream::Inbox, &mut inbox).await;
                             }
                         }
                         match inner.store.conversation(inner.hub, kind).await {
@@ -276,7 +304,7 @@ impl Chat {
                             let known = cursor.0.as_deref() == Some(epoch.as_str());
                             if !known || *seq > cursor.1 + 1 {
                                 // Something was missed (or the hub's history was renewed).
-                                catch_up(&inner, Stream::Broadcast, &mut cursor).await;
+                                catch_up(&inner, &Stream::Broadcast, &mut cursor).await;
                             }
                         }
                         store_received(&inner, inner.broadcast, &id, &name, &text).await;
@@ -372,7 +400,8 @@ impl Chat {
         Ok(message)
     }
 
-    /// Joins a room now and after every reconnect; returns its connection count.
+    /// Joins a room now and after every reconnect, and catches up with what was said in it;
+    /// returns its connection count.
     pub async fn join_room(&self, room: &str) -> Result<u64, Error> {
         let count = self
             .inner
@@ -384,6 +413,10 @@ impl Chat {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(room.to_owned());
+        let _ = self
+            .inner
+            .received
+            .send(Incoming::CatchUpRoom(room.to_owned()));
         Ok(count)
     }
 
@@ -464,13 +497,44 @@ enum Incoming {
         text: String,
         position: Option<(String, u64)>,
     },
-    /// A room message.
-    Other {
-        kind: ConversationKind,
+    /// A room message, with its place in the room's history when the hub numbers them.
+    Room {
+        room: String,
         id: String,
         name: String,
         text: String,
+        position: Option<(String, u64)>,
     },
+    /// A room was joined (again): fetch what was said in it meanwhile.
+    CatchUpRoom(String),
+}
+
+/// Where the client is in one of the hub's numbered histories: its epoch and the last number.
+type Cursor = (Option<String>, u64);
+
+/// A room's conversation and cursor, read from the store the first time.
+async fn room_cursor<'a>(
+    inner: &Inner,
+    rooms: &'a mut std::collections::HashMap<String, (ConversationId, Cursor)>,
+    room: &str,
+) -> Option<(&'a ConversationId, &'a mut Cursor)> {
+    if !rooms.contains_key(room) {
+        let kind = ConversationKind::Room(room.to_owned());
+        let conversation = match inner.store.conversation(inner.hub, kind).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "a room's conversation could not be opened");
+                return None;
+            }
+        };
+        let cursor = inner
+            .store
+            .conversation_cursor(conversation)
+            .await
+            .unwrap_or((None, 0));
+        rooms.insert(room.to_owned(), (conversation, cursor));
+    }
+    rooms.get_mut(room).map(|(c, cursor)| (&*c, cursor))
 }
 
 /// Stores a received message once; a repeat of our own message marks it sent.
@@ -514,12 +578,14 @@ struct HistoryItem {
 }
 
 /// A numbered history on the hub that this client follows.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Stream {
     /// The scope's broadcasts (`History`).
     Broadcast,
     /// This user's direct messages, sent and received (`Inbox`).
     Inbox,
+    /// A room's messages (`RoomHistory`).
+    Room(String),
 }
 
 /// A message's place in a numbered history, from its headers.
@@ -535,16 +601,20 @@ fn position(headers: &Headers) -> Option<(String, u64)> {
 
 /// Fetches a history of the hub after `cursor` (all of it when the epoch changed) and stores
 /// what is new, in order. A hub without it (not a Hubbub hub, or an older one) is left alone.
-async fn catch_up(inner: &Inner, stream: Stream, cursor: &mut (Option<String>, u64)) {
+async fn catch_up(inner: &Inner, stream: &Stream, cursor: &mut Cursor) {
     let method = match stream {
         Stream::Broadcast => "History",
         Stream::Inbox => "Inbox",
+        Stream::Room(_) => "RoomHistory",
     };
     loop {
-        let args = vec![
+        let mut args = vec![
             Arg::from(cursor.0.clone().unwrap_or_default()),
             Arg::from_value(cursor.1.into()),
         ];
+        if let Stream::Room(room) = stream {
+            args.insert(0, Arg::from(room.as_str()));
+        }
         let page: HistoryPage = match inner.connection.invoke(method, args).await {
             Ok(page) => page,
             Err(e) => {
@@ -571,6 +641,12 @@ async fn catch_up(inner: &Inner, stream: Stream, cursor: &mut (Option<String>, u
                         .conversation(inner.hub, ConversationKind::Direct(peer))
                         .await
                 }
+                Stream::Room(room) => {
+                    inner
+                        .store
+                        .conversation(inner.hub, ConversationKind::Room(room.clone()))
+                        .await
+                }
             };
             match conversation {
                 Ok(conversation) => {
@@ -592,6 +668,21 @@ async fn catch_up(inner: &Inner, stream: Stream, cursor: &mut (Option<String>, u
                     .store
                     .set_inbox_cursor(inner.hub, &page.epoch, cursor.1)
                     .await
+            }
+            Stream::Room(room) => {
+                match inner
+                    .store
+                    .conversation(inner.hub, ConversationKind::Room(room.clone()))
+                    .await
+                {
+                    Ok(conversation) => {
+                        inner
+                            .store
+                            .set_conversation_cursor(conversation, &page.epoch, cursor.1)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         if !full {
@@ -638,7 +729,7 @@ async fn drain(inner: &Inner) -> Result<(), String> {
         for room in rooms {
             if let Err(e) = inner
                 .connection
-                .invoke::<u64>("JoinRoom", vec![Arg::from(room)])
+                .invoke::<u64>("JoinRoom", vec![Arg::from(room.as_str())])
                 .await
             {
                 inner
@@ -646,6 +737,8 @@ async fn drain(inner: &Inner) -> Result<(), String> {
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(e.to_string());
             }
+            // Back in the room: what was said in it while we were away.
+            let _ = inner.received.send(Incoming::CatchUpRoom(room));
         }
     }
     let pending = inner

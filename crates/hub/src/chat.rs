@@ -5,7 +5,8 @@
 //! | `Send(name, message)` | `broadcastMessage(name, message)` to every connection in the caller's scope, the caller included; recorded in the scope's history first |
 //! | `History(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the scope's messages after `afterSeq` (all of them when `epoch` is not the hub's), at most 500 |
 //! | `JoinRoom(room)` / `LeaveRoom(room)` | room membership; returns the room's connection count |
-//! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections |
+//! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections; recorded in the room's history first |
+//! | `RoomHistory(room, epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the room's messages after `afterSeq`, at most 500 |
 //! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender; kept in both users' inboxes first (`user` may be offline) |
 //! | `Inbox(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message, to}]}`: the caller's direct messages, sent and received, after `afterSeq`, at most 500 (a `directMessage` carries its number in the receiver's inbox) |
 //! | `GetOnline()` | `{users: [{name, connections}], connections}` for the caller's scope |
@@ -29,9 +30,8 @@
 //!
 //! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
 //! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
-//! unreachable, `Send`, `SendToUser`, `History` and `Inbox` fail with an error starting with
-//! [`UNAVAILABLE`] (nothing was delivered: send it again), and room messages reach this node's
-//! connections only.
+//! unreachable, `Send`, `SendToRoom`, `SendToUser` and the history methods fail with an error
+//! starting with [`UNAVAILABLE`] (nothing was delivered: send it again).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -232,6 +232,8 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     let seen_direct = seen.clone();
     let history_for_send = history.clone();
     let history_for_direct = history.clone();
+    let history_for_room = history.clone();
+    let history_for_room_read = history.clone();
     let history_for_inbox = history.clone();
     Hub::new("chat")
         .on_connected(|ctx| async move {
@@ -343,21 +345,42 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
         })
         .method("SendToRoom", move |ctx, args: RawArgs| {
-            let seen = seen_room.clone();
+            let (seen, history) = (seen_room.clone(), history_for_room.clone());
             async move {
                 let args = strings(args, 3)?;
                 let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let name: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let text: String = args[2].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let group = room_group(&ctx, &room);
                 let members = ctx.state.router.connection_count(Some(&group));
                 let member = ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group);
                 if !member || members == 0 {
                     return Err(HubError::new(format!("Join the room '{room}' before sending to it.")));
                 }
-                let (fresh, headers) = dedupe(&ctx, &seen).await;
-                if fresh {
-                    ctx.clients().group(&group).send_with_headers("roomMessage", args, headers);
+                // In memory, repeats are caught by the window (a file or Redis remembers ids).
+                if ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(&ctx, &seen).await.0 {
+                    return Ok(());
                 }
+                // Recorded in the room's history before it is delivered.
+                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
+                let Some((entry, epoch)) = record(&ctx, &history, &group, ctx.user(), Some(&id), &name, &text, None).await? else {
+                    return Ok(());
+                };
+                let headers = Headers::from([
+                    (MESSAGE_ID_HEADER.to_owned(), entry.id),
+                    (SEQ_HEADER.to_owned(), entry.seq.to_string()),
+                    (EPOCH_HEADER.to_owned(), epoch),
+                ]);
+                ctx.clients().group(&group).send_with_headers("roomMessage", args, headers);
                 Ok(())
+            }
+        })
+        .method("RoomHistory", move |ctx, (room, epoch, after): (String, String, u64)| {
+            let history = history_for_room_read.clone();
+            async move {
+                let group = room_group(&ctx, &room);
+                let (epoch, entries) = read(&ctx, &history, &group, &epoch, after).await?;
+                Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
             }
         })
         .method("SendToUser", move |ctx, (user, message): (String, String)| {

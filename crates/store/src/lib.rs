@@ -536,6 +536,40 @@ impl Store {
         .await
     }
 
+    /// Where this client is in a conversation's history on the hub (a room's): the epoch and
+    /// the last number seen.
+    pub async fn conversation_cursor(
+        &self,
+        conversation: ConversationId,
+    ) -> Result<(Option<String>, u64)> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT hub_epoch, hub_seq FROM conversations WHERE id = ?1",
+                [conversation.0],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+        .await
+    }
+
+    /// Records where this client is in a conversation's history on the hub.
+    pub async fn set_conversation_cursor(
+        &self,
+        conversation: ConversationId,
+        epoch: &str,
+        seq: u64,
+    ) -> Result<()> {
+        let epoch = epoch.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE conversations SET hub_epoch = ?2, hub_seq = ?3 WHERE id = ?1",
+                params![conversation.0, epoch, seq as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The conversation for `kind` on `hub`, created on first use.
     pub async fn conversation(&self, hub: HubId, kind: ConversationKind) -> Result<ConversationId> {
         self.call(move |c| {

@@ -66,9 +66,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE hubs ADD COLUMN token_in_keychain INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE conversations ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 4: where the client is in its inbox on each hub (direct messages, sent and received).
+    // 4: where the client is in its inbox on each hub (direct messages, sent and received), and
+    // in each room's history.
     r#"
     ALTER TABLE hubs ADD COLUMN inbox_epoch TEXT;
     ALTER TABLE hubs ADD COLUMN inbox_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE conversations ADD COLUMN hub_epoch TEXT;
+    ALTER TABLE conversations ADD COLUMN hub_seq INTEGER NOT NULL DEFAULT 0;
     "#,
 ];

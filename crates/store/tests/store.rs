@@ -424,6 +424,8 @@ async fn migration_2_applies_to_a_version_1_database_and_keeps_its_rows() {
                      INSERT INTO hubs SELECT * FROM hubs_v1;
                      DROP TABLE hubs_v1;
                      ALTER TABLE conversations DROP COLUMN archived;
+                     ALTER TABLE conversations DROP COLUMN hub_epoch;
+                     ALTER TABLE conversations DROP COLUMN hub_seq;
                      PRAGMA foreign_keys = ON;
                      PRAGMA user_version = 1;",
                 )?;
@@ -448,7 +450,15 @@ async fn migration_2_applies_to_a_version_1_database_and_keeps_its_rows() {
         store.newest(conv, 10).await.unwrap()[0].body,
         "from version 1"
     );
-    assert!(schema_version() >= 2);
+    // Later migrations too: the inbox and room cursors start at the beginning.
+    assert_eq!(store.inbox_cursor(hub).await.unwrap(), (None, 0));
+    assert_eq!(store.conversation_cursor(conv).await.unwrap(), (None, 0));
+    store.set_conversation_cursor(conv, "e2", 7).await.unwrap();
+    assert_eq!(
+        store.conversation_cursor(conv).await.unwrap(),
+        (Some("e2".to_owned()), 7)
+    );
+    assert!(schema_version() >= 4);
 }
 
 #[tokio::test]
