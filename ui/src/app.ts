@@ -8,7 +8,7 @@ import { AccountState, ConversationLog, Store } from "./store";
 /** Messages per history page while scrolling. */
 export const PAGE = 100;
 /** Messages per page while paging back to a search result. */
-const JUMP_PAGE = 1000;
+const JUMP_PAGE = 5000;
 
 export type Pane = "list" | "chat";
 

@@ -2,7 +2,8 @@ import { expect, mock, mockSet, test } from "./fixtures";
 
 test.describe("sending", () => {
   test("Enter sends, Shift+Enter adds a line; sending turns into sent", async ({ hub, page }) => {
-    await hub.open({ sendDelay: 600 });
+    // Long enough that "sending" is still shown when checked on a loaded CI machine.
+    await hub.open({ sendDelay: 3000 });
     const composer = page.locator("#composer");
     await composer.click();
     await composer.pressSequentially("kiwi line");
@@ -22,7 +23,7 @@ test.describe("sending", () => {
     await expect(mine).toHaveAttribute("data-state", "sending");
     await expect(mine.locator(".delivery")).toContainText("Sending");
     await hub.shot("message-sending");
-    await expect(mine).toHaveAttribute("data-state", "sent");
+    await expect(mine).toHaveAttribute("data-state", "sent", { timeout: 10_000 });
     await expect(mine.locator(".delivery")).toContainText("Sent");
     // The message is shown once, although the shell both returned it and sent an event.
     await expect(page.locator("#messages li.message .body", { hasText: "zebra line" })).toHaveCount(1);

@@ -306,7 +306,8 @@
         }
         end = lo;
       }
-      return log.slice(Math.max(0, end - args.limit), end);
+      // As the core: at most 5,000 per call.
+      return log.slice(Math.max(0, end - Math.min(args.limit, 5000)), end);
     },
     send: (args) => {
       const hub = hubOf(args);

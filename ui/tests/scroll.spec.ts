@@ -107,4 +107,24 @@ test.describe("100,000 messages of history", () => {
     await expect(page.locator("#messages li.message").last()).toContainText(`History message ${N}`);
     await expect(page.locator("#messages li.message").last()).toBeInViewport();
   });
+
+  test("jumping to a search result near the start takes a few history calls", async ({ hub, page }) => {
+    await hub.open({ history: N });
+    await expect(page.locator("#messages li.message").last()).toContainText(`History message ${N}`);
+    const before = (await hub.calls("history")).length;
+    await page.keyboard.press("Control+k");
+    // The 13th of 100,000 (its text is unlike any other's).
+    await page.locator("#search-input").fill("History message 13 —");
+    const result = page.locator("#search-results .result-button");
+    await expect(result).toHaveCount(1);
+    await result.click();
+    const target = page.locator("#messages li.message.highlight");
+    await expect(target).toContainText("History message 13 —");
+    await expect(target).toBeInViewport();
+    await hub.shot("jump-far-back");
+    // 100,000 messages back in pages of up to 5,000: about 20 calls, not hundreds.
+    const calls = (await hub.calls("history")).length - before;
+    expect(calls).toBeLessThanOrEqual(25);
+    expect(await page.locator("#messages li.message").count()).toBeLessThan(200);
+  });
 });

@@ -42,6 +42,10 @@ pub const LOCAL_HUB: &str = "local";
 /// it can never block the outbox by being refused by the hub over and over.
 pub const MAX_MESSAGE_BYTES: usize = 30 * 1024;
 
+/// The most messages one `history` call returns: enough that jumping to a search result far
+/// back in a long conversation takes a few calls, not hundreds.
+pub const HISTORY_PAGE_MAX: u32 = 5_000;
+
 /// The longest display name or room name.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -620,7 +624,7 @@ impl Core {
         Ok(list)
     }
 
-    /// Up to `limit` (at most 500) messages before `before` (the newest without it), oldest
+    /// Up to `limit` (at most [`HISTORY_PAGE_MAX`]) messages before `before` (the newest without it), oldest
     /// first.
     pub async fn history(
         &self,
@@ -630,7 +634,7 @@ impl Core {
         limit: u32,
     ) -> Result<Vec<MessageView>> {
         let (_, id, kind) = self.conversation_id(account, conversation).await?;
-        let limit = limit.clamp(1, 500);
+        let limit = limit.clamp(1, HISTORY_PAGE_MAX);
         let page = self
             .inner
             .store
