@@ -1,11 +1,13 @@
-//! The chat hub's message history: what was said in each scope, numbered, so clients that
-//! missed messages (they connected late, or the hub restarted) catch up with `History`.
+//! The chat hub's message histories, numbered, so clients that missed messages (they connected
+//! late, or the hub restarted) catch up: one per scope (broadcasts, `History`), one per room
+//! (`RoomHistory`) and one per user (their inbox of direct messages, sent and received,
+//! `Inbox`). Each is a *key* here; the chat hub names them.
 //!
-//! In memory by default (the newest [`MEMORY_CAPACITY`] messages per scope, numbered afresh
+//! In memory by default (the newest [`MEMORY_CAPACITY`] messages per key, numbered afresh
 //! each time the hub starts: a new *epoch*). With a file, SQLite keeps it across restarts (one
 //! epoch for the file's life), and message ids stay deduplicated across restarts too. A message
-//! is recorded before it is broadcast or completed: nothing is acknowledged that a later
-//! `History` call cannot return.
+//! is recorded before it is delivered or completed: nothing is acknowledged that a later
+//! call cannot return.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;

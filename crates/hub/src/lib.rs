@@ -18,7 +18,8 @@
 //! Several nodes scale out over a Redis backplane ([`ServerBuilder::redis`] with
 //! [`RedisOptions`]): ASP.NET Core's channel layout and MessagePack payloads (with the
 //! deviations listed in `ARCHITECTURE.md`), presence across nodes with heartbeats, and the chat
-//! hub's history and message ids shared in Redis.
+//! hub's histories (broadcasts, rooms, inboxes) and message ids shared in Redis; the users of a
+//! crashed node are announced as left by the others ([`Hub::on_connections_lost`]).
 
 mod auth;
 mod backplane;
