@@ -299,3 +299,56 @@ async fn direct_messages_reach_a_user_who_was_away_and_the_senders_other_devices
     assert_eq!(got, ["while you were away", "back now", "and one more"]);
     server.shutdown().await.unwrap();
 }
+
+/// The hub handles one connection's invocations in the order they were sent, as ASP.NET Core
+/// does (one at a time per client): thousands of fire-and-forget room messages are numbered in
+/// the room's history in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_invocations_are_handled_in_the_order_sent() {
+    use hubbub_client::Arg;
+    const N: u64 = 3_000;
+    let server = hubbub_hub::ServerBuilder::new()
+        .options(hubbub_hub::HubOptions {
+            max_messages_per_second: 100_000,
+            // The sender hears its own room messages too: room for all of them at once.
+            send_queue_capacity: 100_000,
+            ..hubbub_hub::HubOptions::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = server.url("/chathub");
+    let conn = HubConnectionBuilder::new(format!("{url}?name=pat"))
+        .build()
+        .unwrap();
+    conn.start().await.unwrap();
+    let _: u64 = conn.invoke("JoinRoom", vec![Arg::from("r")]).await.unwrap();
+    for i in 0..N {
+        let args = vec![Arg::from("r"), Arg::from("pat"), Arg::from(i.to_string())];
+        conn.send("SendToRoom", args).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut epoch = String::new();
+    while (got.len() as u64) < N {
+        let after = got.len() as u64;
+        let args = vec![
+            Arg::from("r"),
+            Arg::from(epoch.as_str()),
+            Arg::from_value(after.into()),
+        ];
+        let page: serde_json::Value = conn.invoke("RoomHistory", args).await.unwrap();
+        epoch = page["epoch"].as_str().unwrap().to_owned();
+        let messages = page["messages"].as_array().unwrap();
+        if messages.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for m in messages {
+            assert_eq!(m["seq"].as_u64().unwrap(), got.len() as u64 + 1);
+            got.push(m["message"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+    }
+    let expected: Vec<u64> = (0..N).collect();
+    assert_eq!(got, expected, "numbered in the order sent");
+    server.shutdown().await.unwrap();
+}

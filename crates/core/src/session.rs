@@ -231,7 +231,20 @@ async fn forward(
             }
         }
     };
+    // Conversations whose unread count changed: recounted once a burst has been worked
+    // through (a catch-up stores thousands of messages in a row; a count per message would
+    // fall behind the chat layer's events).
+    let mut changed: BTreeMap<ConversationId, ConversationKind> = BTreeMap::new();
     loop {
+        if rx.is_empty() {
+            for (id, kind) in std::mem::take(&mut changed) {
+                let unread = unread_of(&store, id).await;
+                let _ = events.send(AppEvent::Conversation {
+                    account,
+                    conversation: Conversation::new(&kind, unread),
+                });
+            }
+        }
         let received = tokio::select! {
             received = rx.recv() => received,
             Some((user, joined)) = presence.recv() => {
@@ -272,11 +285,7 @@ async fn forward(
                     message: MessageView::new(&m, &kind),
                 });
                 if new || !m.outgoing {
-                    let unread = unread_of(&store, m.conversation).await;
-                    let _ = events.send(AppEvent::Conversation {
-                        account,
-                        conversation: Conversation::new(&kind, unread),
-                    });
+                    changed.insert(m.conversation, kind);
                 }
             }
             ChatEvent::Updated(m) => {

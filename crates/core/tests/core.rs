@@ -500,3 +500,82 @@ async fn notifications_for_others_messages_once_per_conversation_burst() {
     assert_eq!((dm.title.as_str(), dm.body.as_str()), ("bob", "psst"));
     core.shutdown().await;
 }
+
+/// Joining a room with a long backlog: the whole backlog is caught up from the hub and reaches
+/// the UI's event stream, every message once, then one unread count for the room (a catch-up
+/// of thousands does not fall behind the chat layer, whose queue holds 4,096 events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_backlog_of_thousands_reaches_the_ui_whole() {
+    const BACKLOG: usize = 6_000;
+    let server = hubbub_hub::ServerBuilder::new()
+        .options(hubbub_hub::HubOptions {
+            max_messages_per_second: 100_000,
+            // The sender hears its own room messages too: room for all of them at once.
+            send_queue_capacity: 100_000,
+            ..hubbub_hub::HubOptions::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let url = server.url("/chathub");
+    // pat fills the room first.
+    let pat = hubbub_client::HubConnectionBuilder::new(format!("{url}?name=pat"))
+        .build()
+        .unwrap();
+    pat.start().await.unwrap();
+    let _: u64 = pat
+        .invoke("JoinRoom", vec![hubbub_client::Arg::from("big")])
+        .await
+        .unwrap();
+    for i in 0..BACKLOG {
+        let args = vec![
+            hubbub_client::Arg::from("big"),
+            hubbub_client::Arg::from("pat"),
+            hubbub_client::Arg::from(format!("backlog {i}")),
+        ];
+        pat.send("SendToRoom", args).await.unwrap();
+    }
+    let _: String = pat
+        .invoke("Echo", vec![hubbub_client::Arg::from("flushed")])
+        .await
+        .unwrap();
+
+    let bob = Core::start(config("backlog-bob", None)).await.unwrap();
+    let mut rx = bob.subscribe();
+    let b = bob.add_account(new_account(&url, "bob")).await.unwrap();
+    expect(&mut rx, "bob connected", connected(b.id)).await;
+    bob.join_room(b.id, "big").await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last_unread = 0;
+    while seen.len() < BACKLOG || last_unread < BACKLOG as u64 {
+        let event = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "timed out: {} of {BACKLOG} messages, unread {last_unread}",
+                    seen.len()
+                )
+            })
+            .expect("the UI's event stream never lags");
+        match event {
+            AppEvent::Message { message, .. } if message.conversation == "room:big" => {
+                assert!(seen.insert(message.body.clone()), "twice: {}", message.body);
+            }
+            AppEvent::Conversation { conversation, .. } if conversation.key == "room:big" => {
+                last_unread = conversation.unread;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen.len(), BACKLOG);
+    assert_eq!(last_unread, BACKLOG as u64);
+    let page = bob.history(b.id, "room:big", None, 5_000).await.unwrap();
+    assert_eq!(page.len(), 5_000);
+    assert_eq!(
+        page.last().unwrap().body,
+        format!("backlog {}", BACKLOG - 1)
+    );
+    server.shutdown().await.unwrap();
+}

@@ -17,7 +17,7 @@ use hubbub_protocol::{
     Ack, Arg, Close, Completion, Error as ProtocolError, Headers, HubMessage, Invocation,
     MessageReader, Outcome, Protocol, StreamItem,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,27 @@ pub(crate) struct Connection {
     next_invocation: AtomicU64,
     /// Client-to-server streams in progress, by stream id.
     uploads: Mutex<HashMap<String, mpsc::UnboundedSender<Result<Arg, String>>>>,
+}
+
+/// Invocations of one connection take turns in the order they arrived: each waits until the
+/// one before it is done (its turn's sender dropped). A tokio task may first run after a
+/// later-spawned one, so waiting in a queue joined from inside the task (a semaphore acquired
+/// there) would not keep the arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct Turns(Mutex<Option<oneshot::Receiver<()>>>);
+
+impl Turns {
+    /// The end of the previous invocation's turn to wait for (none: go now), and this one's,
+    /// which ends when dropped.
+    fn take(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (done, next) = oneshot::channel();
+        let previous = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(next);
+        (previous, done)
+    }
 }
 
 /// The receiving ends of an invocation's client-to-server streams, in `streamIds` order.
@@ -353,7 +374,7 @@ async fn message_loop(
     let mut rate = RateLimit::new(options.max_messages_per_second);
     // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
-    let order = Arc::new(Semaphore::new(1));
+    let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
     let close = 'serve: loop {
         loop {
@@ -465,7 +486,7 @@ fn handle(
     state: &Arc<HubState>,
     conn: &Arc<Connection>,
     message: HubMessage,
-    order: &Arc<Semaphore>,
+    order: &Arc<Turns>,
     streams: &Arc<Mutex<HashMap<String, CancellationToken>>>,
 ) -> Option<Option<Close>> {
     match message {
@@ -588,7 +609,7 @@ fn invoke(
     target: String,
     arguments: Vec<Arg>,
     uploads: Uploads,
-    order: &Arc<Semaphore>,
+    order: &Arc<Turns>,
     stream: Option<(CancellationToken, StreamRegistry)>,
 ) {
     let reply_error = |error: String| {
@@ -616,10 +637,14 @@ fn invoke(
             return;
         }
     };
-    let order = order.clone();
+    // The turn is taken here, in arrival order; the task may start running in any order.
+    let (previous, _permit) = order.take();
     let conn = conn.clone();
     state.tasks.spawn(async move {
-        let Ok(_permit) = order.acquire_owned().await else { return };
+        if let Some(previous) = previous {
+            // Done or dropped: either way it is this one's turn.
+            let _ = previous.await;
+        }
         let result = future.await;
         let Some(id) = invocation_id else {
             if let Err(e) = result {
