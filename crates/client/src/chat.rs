@@ -125,7 +125,6 @@ impl Chat {
 
         inner.connection.on_any({
             let received_tx = received_tx.clone();
-            let me = me.to_owned();
             move |target, args, headers| {
                 let id = || {
                     headers
@@ -139,8 +138,8 @@ impl Chat {
                         if let (Some(room), Some(name), Some(body)) =
                             (text(room), text(name), text(body))
                         {
-                            let _ = received_tx.send(Incoming::Room {
-                                room,
+                            let _ = received_tx.send(Incoming::Message {
+                                target: Target::Room(room),
                                 id: id(),
                                 name,
                                 text: body,
@@ -153,19 +152,10 @@ impl Chat {
                 if target.eq_ignore_ascii_case("directMessage") {
                     if let [from, body] = args {
                         if let (Some(from), Some(body)) = (text(from), text(body)) {
-                            // Our own copy (from another device, or this one) is filed under
-                            // the user it went to.
-                            let peer = if from == me {
-                                headers
-                                    .get(TO_HEADER)
-                                    .cloned()
-                                    .unwrap_or_else(|| from.clone())
-                            } else {
-                                from.clone()
-                            };
-                            let kind = ConversationKind::Direct(peer);
-                            let _ = received_tx.send(Incoming::Direct {
-                                kind,
+                            let _ = received_tx.send(Incoming::Message {
+                                target: Target::Direct {
+                                    to: headers.get(TO_HEADER).cloned(),
+                                },
                                 id: id(),
                                 name: from,
                                 text: body,
@@ -190,7 +180,8 @@ impl Chat {
                     .get(MESSAGE_ID_HEADER)
                     .cloned()
                     .unwrap_or_else(new_message_id);
-                let _ = received_tx.send(Incoming::Live {
+                let _ = received_tx.send(Incoming::Message {
+                    target: Target::Broadcast,
                     id,
                     name,
                     text,
@@ -232,92 +223,30 @@ impl Chat {
                         inner.wake.notify_one();
                     }
                     Incoming::CatchUpRoom(room) => {
-                        if let Some((_, cursor)) = room_cursor(&inner, &mut rooms, &room).await {
-                            catch_up(&inner, &Stream::Room(room), cursor).await;
+                        if let Some((stream, cursor)) = room_cursor(&inner, &mut rooms, room).await
+                        {
+                            catch_up(&inner, &stream, cursor).await;
                         }
                     }
-                    Incoming::Room {
-                        room,
+                    Incoming::Message {
+                        target,
                         id,
                         name,
                         text,
                         position,
                     } => {
-                        let Some((conversation, cursor)) =
-                            room_cursor(&inner, &mut rooms, &room).await
-                        else {
-                            continue;
+                        let (stream, cursor, to) = match target {
+                            Target::Broadcast => (Stream::Broadcast, &mut cursor, None),
+                            Target::Direct { to } => (Stream::Inbox, &mut inbox, to),
+                            Target::Room(room) => {
+                                match room_cursor(&inner, &mut rooms, room).await {
+                                    Some((stream, cursor)) => (stream, cursor, None),
+                                    None => continue,
+                                }
+                            }
                         };
-                        let conversation = *conversation;
-                        if let Some((epoch, seq)) = &position {
-                            let known = cursor.0.as_deref() == Some(epoch.as_str());
-                            if !known || *seq > cursor.1 + 1 {
-                                catch_up(&inner, &Stream::Room(room.clone()), cursor).await;
-                            }
-                        }
-                        store_received(&inner, conversation, &id, &name, &text).await;
-                        if let Some((epoch, seq)) = position {
-                            if cursor.0.as_deref() == Some(epoch.as_str()) && seq == cursor.1 + 1 {
-                                cursor.1 = seq;
-                                let _ = inner
-                                    .store
-                                    .set_conversation_cursor(conversation, &epoch, seq)
-                                    .await;
-                            }
-                        }
-                    }
-                    Incoming::Direct {
-                        kind,
-                        id,
-                        name,
-                        text,
-                        position,
-                    } => {
-                        if let Some((epoch, seq)) = &position {
-                            let known = inbox.0.as_deref() == Some(epoch.as_str());
-                            if !known || *seq > inbox.1 + 1 {
-                                catch_up(&inner, &Stream::Inbox, &mut inbox).await;
-                            }
-                        }
-                        match inner.store.conversation(inner.hub, kind).await {
-                            Ok(conversation) => {
-                                store_received(&inner, conversation, &id, &name, &text).await
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "a received message could not be stored")
-                            }
-                        }
-                        if let Some((epoch, seq)) = position {
-                            if inbox.0.as_deref() == Some(epoch.as_str()) && seq == inbox.1 + 1 {
-                                inbox.1 = seq;
-                                let _ = inner.store.set_inbox_cursor(inner.hub, &epoch, seq).await;
-                            }
-                        }
-                    }
-                    Incoming::Live {
-                        id,
-                        name,
-                        text,
-                        position,
-                    } => {
-                        if let Some((epoch, seq)) = &position {
-                            let known = cursor.0.as_deref() == Some(epoch.as_str());
-                            if !known || *seq > cursor.1 + 1 {
-                                // Something was missed (or the hub's history was renewed).
-                                catch_up(&inner, &Stream::Broadcast, &mut cursor).await;
-                            }
-                        }
-                        store_received(&inner, inner.broadcast, &id, &name, &text).await;
-                        // The cursor only moves over messages with no gap before them: if the catch-up
-                        // above failed (the connection dropped again), the next one starts from
-                        // where the gap began.
-                        if let Some((epoch, seq)) = position {
-                            if cursor.0.as_deref() == Some(epoch.as_str()) && seq == cursor.1 + 1 {
-                                cursor.1 = seq;
-                                let _ =
-                                    inner.store.set_history_cursor(inner.hub, &epoch, seq).await;
-                            }
-                        }
+                        let message = (id.as_str(), name.as_str(), text.as_str(), to.as_ref());
+                        receive(&inner, &stream, cursor, message, position).await;
                     }
                 }
             }
@@ -480,8 +409,10 @@ impl Chat {
 
 /// What the receive task works through, in order.
 enum Incoming {
-    /// A broadcast as it arrived, with its place in the hub's history when the hub numbers them.
-    Live {
+    /// A chat message as it arrived, with its place in the hub's numbered history for it when
+    /// the hub numbers them.
+    Message {
+        target: Target,
         id: String,
         name: String,
         text: String,
@@ -489,37 +420,31 @@ enum Incoming {
     },
     /// Connected: fetch what was missed.
     CatchUp,
-    /// A direct message, with its place in the receiver's inbox when the hub numbers them.
-    Direct {
-        kind: ConversationKind,
-        id: String,
-        name: String,
-        text: String,
-        position: Option<(String, u64)>,
-    },
-    /// A room message, with its place in the room's history when the hub numbers them.
-    Room {
-        room: String,
-        id: String,
-        name: String,
-        text: String,
-        position: Option<(String, u64)>,
-    },
     /// A room was joined (again): fetch what was said in it meanwhile.
     CatchUpRoom(String),
+}
+
+/// Where a received message belongs.
+enum Target {
+    Broadcast,
+    /// A direct message (`to`: the user it went to, on our own copies).
+    Direct {
+        to: Option<String>,
+    },
+    Room(String),
 }
 
 /// Where the client is in one of the hub's numbered histories: its epoch and the last number.
 type Cursor = (Option<String>, u64);
 
-/// A room's conversation and cursor, read from the store the first time.
+/// A room's stream and cursor, its conversation and cursor read from the store the first time.
 async fn room_cursor<'a>(
     inner: &Inner,
     rooms: &'a mut std::collections::HashMap<String, (ConversationId, Cursor)>,
-    room: &str,
-) -> Option<(&'a ConversationId, &'a mut Cursor)> {
-    if !rooms.contains_key(room) {
-        let kind = ConversationKind::Room(room.to_owned());
+    room: String,
+) -> Option<(Stream, &'a mut Cursor)> {
+    if !rooms.contains_key(&room) {
+        let kind = ConversationKind::Room(room.clone());
         let conversation = match inner.store.conversation(inner.hub, kind).await {
             Ok(c) => c,
             Err(e) => {
@@ -532,9 +457,47 @@ async fn room_cursor<'a>(
             .conversation_cursor(conversation)
             .await
             .unwrap_or((None, 0));
-        rooms.insert(room.to_owned(), (conversation, cursor));
+        rooms.insert(room.clone(), (conversation, cursor));
     }
-    rooms.get_mut(room).map(|(c, cursor)| (&*c, cursor))
+    let (conversation, cursor) = rooms.get_mut(&room)?;
+    let conversation = *conversation;
+    Some((Stream::Room { room, conversation }, cursor))
+}
+
+/// The other user of a direct message: our own messages (from any device) are filed under the
+/// user they went to.
+fn peer(me: &str, from: &str, to: Option<&String>) -> String {
+    match to {
+        Some(to) if from == me => to.clone(),
+        _ => from.to_owned(),
+    }
+}
+
+/// Stores a message as it arrived. When its number shows a gap (or a new epoch), what was
+/// missed is fetched first; the cursor only moves over messages with no gap before them, so
+/// if that catch-up failed (the connection dropped again), the next one starts where the gap
+/// began.
+async fn receive(
+    inner: &Inner,
+    stream: &Stream,
+    cursor: &mut Cursor,
+    (id, name, text, to): (&str, &str, &str, Option<&String>),
+    position: Option<(String, u64)>,
+) {
+    if let Some((epoch, seq)) = &position {
+        if cursor.0.as_deref() != Some(epoch.as_str()) || *seq > cursor.1 + 1 {
+            catch_up(inner, stream, cursor).await;
+        }
+    }
+    if let Some(conversation) = stream.conversation(inner, name, to).await {
+        store_received(inner, conversation, id, name, text).await;
+    }
+    if let Some((epoch, seq)) = position {
+        if cursor.0.as_deref() == Some(epoch.as_str()) && seq == cursor.1 + 1 {
+            cursor.1 = seq;
+            stream.save(inner, &epoch, seq).await;
+        }
+    }
 }
 
 /// Stores a received message once; a repeat of our own message marks it sent.
@@ -577,15 +540,65 @@ struct HistoryItem {
     to: Option<String>,
 }
 
-/// A numbered history on the hub that this client follows.
+/// A numbered history on the hub that this client follows, and where its messages go.
 #[derive(Debug, Clone)]
 enum Stream {
     /// The scope's broadcasts (`History`).
     Broadcast,
-    /// This user's direct messages, sent and received (`Inbox`).
+    /// This user's direct messages, sent and received (`Inbox`); filed per peer.
     Inbox,
     /// A room's messages (`RoomHistory`).
-    Room(String),
+    Room {
+        room: String,
+        conversation: ConversationId,
+    },
+}
+
+impl Stream {
+    /// The hub method that pages through it, and the arguments before the cursor.
+    fn method(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Self::Broadcast => ("History", None),
+            Self::Inbox => ("Inbox", None),
+            Self::Room { room, .. } => ("RoomHistory", Some(room)),
+        }
+    }
+
+    /// The conversation a message of it belongs in (`to`: on a direct message, the user it
+    /// went to).
+    async fn conversation(
+        &self,
+        inner: &Inner,
+        sender: &str,
+        to: Option<&String>,
+    ) -> Option<ConversationId> {
+        let kind = match self {
+            Self::Broadcast => return Some(inner.broadcast),
+            Self::Room { conversation, .. } => return Some(*conversation),
+            Self::Inbox => ConversationKind::Direct(peer(&inner.me, sender, to)),
+        };
+        match inner.store.conversation(inner.hub, kind).await {
+            Ok(conversation) => Some(conversation),
+            Err(e) => {
+                tracing::error!(error = %e, "a received message could not be stored");
+                None
+            }
+        }
+    }
+
+    /// Records where the client is in it.
+    async fn save(&self, inner: &Inner, epoch: &str, seq: u64) {
+        let _ = match self {
+            Self::Broadcast => inner.store.set_history_cursor(inner.hub, epoch, seq).await,
+            Self::Inbox => inner.store.set_inbox_cursor(inner.hub, epoch, seq).await,
+            Self::Room { conversation, .. } => {
+                inner
+                    .store
+                    .set_conversation_cursor(*conversation, epoch, seq)
+                    .await
+            }
+        };
+    }
 }
 
 /// A message's place in a numbered history, from its headers.
@@ -602,19 +615,11 @@ fn position(headers: &Headers) -> Option<(String, u64)> {
 /// Fetches a history of the hub after `cursor` (all of it when the epoch changed) and stores
 /// what is new, in order. A hub without it (not a Hubbub hub, or an older one) is left alone.
 async fn catch_up(inner: &Inner, stream: &Stream, cursor: &mut Cursor) {
-    let method = match stream {
-        Stream::Broadcast => "History",
-        Stream::Inbox => "Inbox",
-        Stream::Room(_) => "RoomHistory",
-    };
+    let (method, first) = stream.method();
     loop {
-        let mut args = vec![
-            Arg::from(cursor.0.clone().unwrap_or_default()),
-            Arg::from_value(cursor.1.into()),
-        ];
-        if let Stream::Room(room) = stream {
-            args.insert(0, Arg::from(room.as_str()));
-        }
+        let mut args: Vec<Arg> = first.map(Arg::from).into_iter().collect();
+        args.push(Arg::from(cursor.0.clone().unwrap_or_default()));
+        args.push(Arg::from_value(cursor.1.into()));
         let page: HistoryPage = match inner.connection.invoke(method, args).await {
             Ok(page) => page,
             Err(e) => {
@@ -627,64 +632,15 @@ async fn catch_up(inner: &Inner, stream: &Stream, cursor: &mut Cursor) {
         }
         let full = page.messages.len() >= 500;
         for item in page.messages {
-            let conversation = match stream {
-                Stream::Broadcast => Ok(inner.broadcast),
-                Stream::Inbox => {
-                    // Our own messages (from any device) are filed under the user they went to.
-                    let peer = if item.name == inner.me {
-                        item.to.clone().unwrap_or_else(|| inner.me.clone())
-                    } else {
-                        item.name.clone()
-                    };
-                    inner
-                        .store
-                        .conversation(inner.hub, ConversationKind::Direct(peer))
-                        .await
-                }
-                Stream::Room(room) => {
-                    inner
-                        .store
-                        .conversation(inner.hub, ConversationKind::Room(room.clone()))
-                        .await
-                }
-            };
-            match conversation {
-                Ok(conversation) => {
-                    store_received(inner, conversation, &item.id, &item.name, &item.message).await
-                }
-                Err(e) => tracing::error!(error = %e, "a caught-up message could not be stored"),
+            if let Some(conversation) = stream
+                .conversation(inner, &item.name, item.to.as_ref())
+                .await
+            {
+                store_received(inner, conversation, &item.id, &item.name, &item.message).await;
             }
             cursor.1 = cursor.1.max(item.seq);
         }
-        let _ = match stream {
-            Stream::Broadcast => {
-                inner
-                    .store
-                    .set_history_cursor(inner.hub, &page.epoch, cursor.1)
-                    .await
-            }
-            Stream::Inbox => {
-                inner
-                    .store
-                    .set_inbox_cursor(inner.hub, &page.epoch, cursor.1)
-                    .await
-            }
-            Stream::Room(room) => {
-                match inner
-                    .store
-                    .conversation(inner.hub, ConversationKind::Room(room.clone()))
-                    .await
-                {
-                    Ok(conversation) => {
-                        inner
-                            .store
-                            .set_conversation_cursor(conversation, &page.epoch, cursor.1)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
+        stream.save(inner, &page.epoch, cursor.1).await;
         if !full {
             return;
         }

@@ -129,6 +129,21 @@ async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
     }
 }
 
+/// Whether this is a repeat caught by the in-memory window. Only a hub whose history is in
+/// memory asks: a history file or Redis remembers ids itself, when the message is recorded.
+async fn repeat_in_memory(ctx: &Context, history: &ChatHistory, seen: &Mutex<Seen>) -> bool {
+    ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(ctx, seen).await.0
+}
+
+/// The headers of a recorded message: its id and its number in its history.
+fn numbered(entry: &crate::HistoryEntry, epoch: String) -> Headers {
+    Headers::from([
+        (MESSAGE_ID_HEADER.to_owned(), entry.id.clone()),
+        (SEQ_HEADER.to_owned(), entry.seq.to_string()),
+        (EPOCH_HEADER.to_owned(), epoch),
+    ])
+}
+
 /// A user's inbox: the direct messages to and from them, in the caller's scope.
 fn inbox(ctx: &Context, user: &str) -> String {
     format!("inbox:{}\u{1f}{user}", ctx.query("scope").unwrap_or(""))
@@ -164,7 +179,7 @@ async fn record(
         text.to_owned(),
         to.map(str::to_owned),
     );
-    let append = move || h.append_to(&key, &user, id.as_deref(), &name, &text, to.as_deref());
+    let append = move || h.append(&key, &user, id.as_deref(), &name, &text, to.as_deref());
     let entry = if history.is_persistent() {
         tokio::task::spawn_blocking(append)
             .await
@@ -276,53 +291,18 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let history = history_for_send.clone();
             async move {
                 let args = strings(args, 2)?;
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned();
-                // A fleet keeps one history in Redis: numbered there, repeats caught there.
-                if let Some(node) = ctx.state.backplane.redis() {
-                    let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
-                    let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
-                    let scope = scope_group(&ctx);
-                    let recorded = node
-                        .chat_append(&scope, ctx.user(), id.as_deref(), &name, &text, None)
-                        .await
-                        .map_err(|e| HubError::new(format!("{UNAVAILABLE} the message could not be recorded ({e}); send it again")))?;
-                    let Some((entry, epoch)) = recorded else { return Ok(()) };
-                    let headers = Headers::from([
-                        (MESSAGE_ID_HEADER.to_owned(), entry.id),
-                        (SEQ_HEADER.to_owned(), entry.seq.to_string()),
-                        (EPOCH_HEADER.to_owned(), epoch),
-                    ]);
-                    ctx.clients().group(&scope).send_with_headers("broadcastMessage", args, headers);
-                    return Ok(());
-                }
-                // In memory, repeats are remembered for a window; a history file remembers
-                // every id, across restarts.
-                if !history.is_persistent() && !dedupe(&ctx, &seen).await.0 {
-                    return Ok(());
-                }
                 let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                if repeat_in_memory(&ctx, &history, &seen).await {
+                    return Ok(());
+                }
+                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned();
                 let scope = scope_group(&ctx);
-                let user = ctx.user().to_owned();
                 // Recorded before it is broadcast or completed.
-                let persistent = history.is_persistent();
-                let entry = {
-                    let (history, scope) = (history.clone(), scope.clone());
-                    let append = move || history.append(&scope, &user, id.as_deref(), &name, &text);
-                    let result = if persistent {
-                        tokio::task::spawn_blocking(append).await.map_err(|e| HubError::new(e.to_string()))?
-                    } else {
-                        append()
-                    };
-                    result.map_err(|e| HubError::new(e.to_string()))?
+                let Some((entry, epoch)) = record(&ctx, &history, &scope, ctx.user(), id.as_deref(), &name, &text, None).await? else {
+                    return Ok(());
                 };
-                let Some(entry) = entry else { return Ok(()) };
-                let headers = Headers::from([
-                    (MESSAGE_ID_HEADER.to_owned(), entry.id),
-                    (SEQ_HEADER.to_owned(), entry.seq.to_string()),
-                    (EPOCH_HEADER.to_owned(), history.epoch().to_owned()),
-                ]);
-                ctx.clients().group(&scope).send_with_headers("broadcastMessage", args, headers);
+                ctx.clients().group(&scope).send_with_headers("broadcastMessage", args, numbered(&entry, epoch));
                 Ok(())
             }
         })
@@ -357,8 +337,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 if !member || members == 0 {
                     return Err(HubError::new(format!("Join the room '{room}' before sending to it.")));
                 }
-                // In memory, repeats are caught by the window (a file or Redis remembers ids).
-                if ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(&ctx, &seen).await.0 {
+                if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
                 // Recorded in the room's history before it is delivered.
@@ -366,12 +345,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 let Some((entry, epoch)) = record(&ctx, &history, &group, ctx.user(), Some(&id), &name, &text, None).await? else {
                     return Ok(());
                 };
-                let headers = Headers::from([
-                    (MESSAGE_ID_HEADER.to_owned(), entry.id),
-                    (SEQ_HEADER.to_owned(), entry.seq.to_string()),
-                    (EPOCH_HEADER.to_owned(), epoch),
-                ]);
-                ctx.clients().group(&group).send_with_headers("roomMessage", args, headers);
+                ctx.clients().group(&group).send_with_headers("roomMessage", args, numbered(&entry, epoch));
                 Ok(())
             }
         })
@@ -389,8 +363,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 let me = ctx.user().to_owned();
                 // One id for both inboxes' copies (the hub makes one when the sender did not).
                 let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
-                // In memory, repeats are caught by the window (a file or Redis remembers ids).
-                if ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(&ctx, &seen).await.0 {
+                if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
                 // Kept in the recipient's inbox first (a repeat stops here), then in the
@@ -401,13 +374,10 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                     return Ok(());
                 };
                 let headers = |entry: &crate::HistoryEntry| {
-                    Headers::from([
-                        (MESSAGE_ID_HEADER.to_owned(), entry.id.clone()),
-                        (SEQ_HEADER.to_owned(), entry.seq.to_string()),
-                        (EPOCH_HEADER.to_owned(), epoch.clone()),
-                        // The sender's own copy says whom it went to.
-                        (TO_HEADER.to_owned(), user.clone()),
-                    ])
+                    let mut headers = numbered(entry, epoch.clone());
+                    // The sender's own copy says whom it went to.
+                    headers.insert(TO_HEADER.to_owned(), user.clone());
+                    headers
                 };
                 let args = vec![Arg::from(me.as_str()), Arg::from(message.as_str())];
                 ctx.clients().user(&user).send_with_headers("directMessage", args.clone(), headers(&entry));

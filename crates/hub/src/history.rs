@@ -133,20 +133,9 @@ impl ChatHistory {
     }
 
     /// Records a message; `None` when `user` already sent `id` (a repeat, not to deliver again).
-    /// Persistent history is written through blocking I/O: call from a blocking context.
+    /// `to`: on a direct message (an inbox entry), the user it went to. Persistent history is
+    /// written through blocking I/O: call from a blocking context.
     pub(crate) fn append(
-        &self,
-        scope: &str,
-        user: &str,
-        id: Option<&str>,
-        name: &str,
-        message: &str,
-    ) -> Result<Option<Entry>, HistoryError> {
-        self.append_to(scope, user, id, name, message, None)
-    }
-
-    /// As [`append`](Self::append), for a direct message to `to` (an inbox entry).
-    pub(crate) fn append_to(
         &self,
         scope: &str,
         user: &str,
@@ -291,7 +280,7 @@ mod tests {
             ("old", None)
         );
         let dm = history
-            .append_to(
+            .append(
                 "inbox:\u{1f}bob",
                 "ann",
                 Some("d1"),
@@ -305,7 +294,7 @@ mod tests {
         // The same sender and id again is a repeat.
         assert!(
             history
-                .append_to(
+                .append(
                     "inbox:\u{1f}bob",
                     "ann",
                     Some("d1"),

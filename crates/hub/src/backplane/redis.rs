@@ -169,6 +169,13 @@ impl std::fmt::Debug for RedisNode {
     }
 }
 
+/// A node's presence hash as read from Redis: connection id → record (unreadable ones skipped).
+fn records(raw: HashMap<String, String>) -> HashMap<String, Record> {
+    raw.into_iter()
+        .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
+        .collect()
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     let _ = getrandom::fill(&mut buf);
@@ -731,10 +738,7 @@ impl RedisNode {
                 cmd("HGETALL").arg(key).query_async(&mut conn).await
             })
             .await?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
-            .collect())
+        Ok(records(raw))
     }
 
     /// Renews this node's liveness; rereads the presence of every live node and forgets the
@@ -796,14 +800,10 @@ impl RedisNode {
         let mut live = HashSet::new();
         for (server, (alive, raw)) in others.iter().zip(read) {
             if alive {
-                let records = raw
-                    .into_iter()
-                    .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
-                    .collect();
                 self.mirror
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .replace(server, Some(records));
+                    .replace(server, Some(records(raw)));
                 live.insert(server.clone());
             } else {
                 tracing::info!(node = %server, "a backplane node stopped renewing its heartbeat: its connections are forgotten");
