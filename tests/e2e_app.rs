@@ -401,6 +401,19 @@ impl App {
     }
 }
 
+/// A desktop session of its own for an app launched straight from a test: the test's X
+/// display, a private home with its data and config under it, no keychain.
+fn desktop(display: &str, home: &Path) -> [(&'static str, std::ffi::OsString); 6] {
+    [
+        ("DISPLAY", display.into()),
+        ("HOME", home.into()),
+        ("XDG_DATA_HOME", home.join("data").into()),
+        ("XDG_CONFIG_HOME", home.join("config").into()),
+        ("HUBBUB_KEYCHAIN", "off".into()),
+        ("WEBKIT_DISABLE_DMABUF_RENDERER", "1".into()),
+    ]
+}
+
 fn profile(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("hubbub-e2e-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -526,7 +539,6 @@ fn a_second_launch_of_the_default_profile_hands_over_to_the_first() {
     let home = std::env::temp_dir().join(format!("hubbub-e2e-home-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
-    let data = home.join("data");
     // One private session bus for both launches: the single-instance lock lives on it.
     let script = r#"
         "$APP" >/dev/null 2>&1 & first=$!
@@ -541,12 +553,7 @@ fn a_second_launch_of_the_default_profile_hands_over_to_the_first() {
     let output = Command::new("dbus-run-session")
         .args(["--", "sh", "-c", script])
         .env("APP", app_binary())
-        .env("DISPLAY", &display)
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", &data)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("HUBBUB_KEYCHAIN", "off")
-        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .envs(desktop(&display, &home))
         .env_remove("HUBBUB_DATA_DIR")
         .output()
         .expect("dbus-run-session runs");
@@ -606,12 +613,7 @@ fn the_window_size_survives_a_sigkill_and_a_sigterm_ends_the_app_cleanly() {
         .env("APP", app_binary())
         .env("XDOTOOL", &xdotool)
         .env("PROFILE", home.join("profile"))
-        .env("DISPLAY", &display)
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("HUBBUB_KEYCHAIN", "off")
-        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .envs(desktop(&display, &home))
         .env_remove("HUBBUB_DATA_DIR")
         .output()
         .expect("sh runs");
@@ -692,12 +694,7 @@ for n in json.load(sys.stdin)["data"][0]:
         .env("URL", &url)
         .env("XDOTOOL", &xdotool)
         .env("DUNST", &dunst)
-        .env("DISPLAY", &display)
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("HUBBUB_KEYCHAIN", "off")
-        .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+        .envs(desktop(&display, &home))
         .env_remove("HUBBUB_DATA_DIR")
         .output()
         .expect("dbus-run-session runs");

@@ -726,13 +726,7 @@ impl Core {
         } else {
             session.chat.remember_room(&room);
         }
-        let unread = session::unread_of(&self.inner.store, id).await;
-        let conversation = Conversation::new(&kind, unread);
-        let _ = self.inner.events.send(AppEvent::Conversation {
-            account,
-            conversation: conversation.clone(),
-        });
-        Ok(conversation)
+        Ok(session::announce(&self.inner.store, &self.inner.events, account, id, &kind).await)
     }
 
     /// Leaves a room; its history stays.
@@ -752,13 +746,7 @@ impl Core {
     pub async fn open_direct(&self, account: AccountId, user: &str) -> Result<Conversation> {
         let user = validate_name("user name", user)?;
         let (_, id, kind) = self.conversation_id(account, &format!("dm:{user}")).await?;
-        let unread = session::unread_of(&self.inner.store, id).await;
-        let conversation = Conversation::new(&kind, unread);
-        let _ = self.inner.events.send(AppEvent::Conversation {
-            account,
-            conversation: conversation.clone(),
-        });
-        Ok(conversation)
+        Ok(session::announce(&self.inner.store, &self.inner.events, account, id, &kind).await)
     }
 
     /// Who is online on the account's hub, as last heard.
@@ -794,11 +782,7 @@ impl Core {
     pub async fn mark_read(&self, account: AccountId, conversation: &str, seq: i64) -> Result<()> {
         let (_, id, kind) = self.conversation_id(account, conversation).await?;
         self.inner.store.mark_read(id, seq).await?;
-        let unread = session::unread_of(&self.inner.store, id).await;
-        let _ = self.inner.events.send(AppEvent::Conversation {
-            account,
-            conversation: Conversation::new(&kind, unread),
-        });
+        session::announce(&self.inner.store, &self.inner.events, account, id, &kind).await;
         Ok(())
     }
 

@@ -238,11 +238,7 @@ async fn forward(
     loop {
         if rx.is_empty() {
             for (id, kind) in std::mem::take(&mut changed) {
-                let unread = unread_of(&store, id).await;
-                let _ = events.send(AppEvent::Conversation {
-                    account,
-                    conversation: Conversation::new(&kind, unread),
-                });
+                announce(&store, &events, account, id, &kind).await;
             }
         }
         let received = tokio::select! {
@@ -322,6 +318,22 @@ async fn forward(
 }
 
 /// A conversation's unread count (0 if it cannot be read: the count is informational).
+/// Tells the UI a conversation's state (its unread count read now); returns what it said.
+pub(crate) async fn announce(
+    store: &Store,
+    events: &broadcast::Sender<AppEvent>,
+    account: AccountId,
+    id: ConversationId,
+    kind: &ConversationKind,
+) -> Conversation {
+    let conversation = Conversation::new(kind, unread_of(store, id).await);
+    let _ = events.send(AppEvent::Conversation {
+        account,
+        conversation: conversation.clone(),
+    });
+    conversation
+}
+
 pub(crate) async fn unread_of(store: &Store, conversation: ConversationId) -> u64 {
     store.unread(conversation).await.unwrap_or(0)
 }
