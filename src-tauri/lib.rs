@@ -27,6 +27,14 @@ type Notifier = Arc<dyn Fn(Notification) + Send + Sync>;
 #[cfg(desktop)]
 const WINDOW_STATE_QUIET: std::time::Duration = std::time::Duration::from_millis(400);
 
+/// How long a clean exit may spend closing connections and stopping the embedded hub.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long after SIGTERM or SIGINT the process ends even if the clean exit is stuck (a frozen
+/// main thread, a step that never returns). A second signal ends it at once.
+#[cfg(all(desktop, unix))]
+const SIGNAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The shell's state: the core (started once, on first use or at setup), the UI's channel,
 /// and how to notify.
 pub struct Shell {
@@ -34,6 +42,8 @@ pub struct Shell {
     config: Mutex<Option<Config>>,
     channel: Arc<Mutex<Option<Channel<AppEvent>>>>,
     notifier: Mutex<Option<Notifier>>,
+    /// Whether the main window has focus, as its last `Focused` event said.
+    focused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shell {
@@ -51,6 +61,7 @@ impl Shell {
             config: Mutex::new(config),
             channel: Arc::default(),
             notifier: Mutex::new(None),
+            focused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -82,9 +93,19 @@ impl Shell {
         *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel);
     }
 
+    /// Closes every connection and stops the embedded hub, giving up after
+    /// [`SHUTDOWN_GRACE`]: an app asked to quit always quits.
     async fn shutdown(&self) {
         if let Some(Ok(core)) = self.core.get() {
-            core.shutdown().await;
+            if tokio::time::timeout(SHUTDOWN_GRACE, core.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    grace = ?SHUTDOWN_GRACE,
+                    "the connections did not close in time; exiting anyway"
+                );
+            }
         }
     }
 }
@@ -213,11 +234,14 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, config: Option<Config>) -> ta
 }
 
 /// Shows `n` unless the main window has focus.
+///
+/// Called from a worker (the event pump): the focus comes from the window's own `Focused`
+/// events, never from asking the window, which would block this worker on the main thread.
 fn notify<R: Runtime>(app: &tauri::AppHandle<R>, n: Notification) {
     let focused = app
-        .get_webview_window("main")
-        .and_then(|w| w.is_focused().ok())
-        .unwrap_or(false);
+        .state::<Shell>()
+        .focused
+        .load(std::sync::atomic::Ordering::Relaxed);
     if focused {
         tracing::debug!("the window has focus: no desktop notification");
         return;
@@ -271,6 +295,12 @@ pub fn run() {
         // been quiet for a moment.
         let moves = Arc::new(std::sync::atomic::AtomicU64::new(0));
         builder = builder.on_window_event(move |window, event| {
+            if let tauri::WindowEvent::Focused(focused) = event {
+                window
+                    .state::<Shell>()
+                    .focused
+                    .store(*focused, std::sync::atomic::Ordering::Relaxed);
+            }
             if matches!(
                 event,
                 tauri::WindowEvent::Resized(_) | tauri::WindowEvent::Moved(_)
@@ -280,11 +310,23 @@ pub fn run() {
                 let (moves, app) = (moves.clone(), window.app_handle().clone());
                 tauri::async_runtime::spawn(async move {
                     tokio::time::sleep(WINDOW_STATE_QUIET).await;
-                    if moves.load(Ordering::SeqCst) == this {
+                    if moves.load(Ordering::SeqCst) != this {
+                        return;
+                    }
+                    // On the main thread, never from this worker: the plugin holds its lock
+                    // while it asks the window for its state, and a window getter called
+                    // from a worker blocks until the main thread answers, while the main
+                    // thread may be waiting for that same lock in the plugin's own window
+                    // event handler: a deadlock that froze the app for good.
+                    // `run_on_main_thread` only queues the closure; nothing here waits.
+                    let main = app.clone();
+                    if let Err(e) = app.run_on_main_thread(move || {
                         use tauri_plugin_window_state::{AppHandleExt as _, StateFlags};
-                        if let Err(e) = app.save_window_state(StateFlags::all()) {
+                        if let Err(e) = main.save_window_state(StateFlags::all()) {
                             tracing::debug!(error = %e, "the window state was not saved");
                         }
+                    }) {
+                        tracing::debug!(error = %e, "the window state was not saved");
                     }
                 });
             }
@@ -315,7 +357,24 @@ pub fn run() {
                 _ = int.recv() => {}
             }
             tracing::info!("asked to stop: closing");
+            // The clean way out runs on the main thread; if that thread is stuck, or a step
+            // of the exit never returns, a plain thread (no runtime, no window, no lock) ends
+            // the process anyway.
+            std::thread::spawn(|| {
+                std::thread::sleep(SIGNAL_DEADLINE);
+                eprintln!(
+                    "hubbub: still running {} s after being asked to stop; exiting now",
+                    SIGNAL_DEADLINE.as_secs()
+                );
+                std::process::exit(1);
+            });
             handle.exit(0);
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("hubbub: asked to stop again; exiting now");
+            std::process::exit(1);
         });
     }
     app.run(|handle, event| {

@@ -849,7 +849,9 @@ impl Core {
         })
     }
 
-    /// Disconnects every account (each sends Close) and stops the embedded hub.
+    /// Disconnects every account (each sends Close, all at once, each bounded by the client's
+    /// 2 s close) and stops the embedded hub (its drain is bounded to 10 s: the shell bounds
+    /// the whole to a few seconds).
     pub async fn shutdown(&self) {
         let sessions: Vec<_> = std::mem::take(
             &mut *self
@@ -860,9 +862,9 @@ impl Core {
         )
         .into_values()
         .collect();
-        for session in &sessions {
-            session.connection().stop().await;
-        }
+        // All at once: each stop is bounded (the client gives a Close 2 s to go out), so the
+        // whole takes as long as the slowest one, not their sum.
+        futures_util::future::join_all(sessions.iter().map(|s| s.connection().stop())).await;
         drop(sessions);
         if let Some(server) = self.inner.local_hub.lock().await.take() {
             if let Err(e) = server.shutdown().await {
