@@ -51,6 +51,68 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// Runs `command` to its end, for at most `limit`; on expiry its whole process group is killed
+/// and the test fails, naming `what` and showing what it printed so far.
+fn output_within(mut command: Command, limit: Duration, what: &str) -> std::process::Output {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // The whole group: the shell and everything it started.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            let (out, err) = (
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default(),
+            );
+            panic!(
+                "{what} did not finish within {limit:?}; it printed:\n{}\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Shell helpers for the scripts below. `stop PID NAME` sends SIGTERM and waits at most 10 s
+/// (then prints `hung=NAME` and kills it); its status is the process's exit status.
+const SH_STOP: &str = r#"
+    stop() {
+        kill -TERM "$1" 2>/dev/null
+        for i in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$1" 2>/dev/null; then echo "hung=$2"; kill -KILL "$1"; fi
+        wait "$1"
+    }
+"#;
+
 fn find_tool(name: &str) -> Option<PathBuf> {
     let home_bin = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin").join(name));
     let on_path = std::env::var_os("PATH").and_then(|paths| {
@@ -547,17 +609,25 @@ fn a_second_launch_of_the_default_profile_hands_over_to_the_first() {
         timeout 30 "$APP" >/dev/null 2>&1; second=$?
         took=$(( ($(date +%s%N) - start) / 1000000 ))
         if kill -0 $first 2>/dev/null; then alive=yes; else alive=no; fi
-        kill $first; wait $first 2>/dev/null
+        stop $first first
         echo "second=$second alive=$alive ms=$took"
     "#;
-    let output = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", script])
+    let mut command = Command::new("dbus-run-session");
+    command
+        .args(["--", "sh", "-c", &format!("{SH_STOP}{script}")])
         .env("APP", app_binary())
         .envs(desktop(&display, &home))
-        .env_remove("HUBBUB_DATA_DIR")
-        .output()
-        .expect("dbus-run-session runs");
+        .env_remove("HUBBUB_DATA_DIR");
+    let output = output_within(
+        command,
+        Duration::from_secs(90),
+        "the single-instance script",
+    );
     let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !report.contains("hung="),
+        "an app ignored SIGTERM: {report}"
+    );
     let line = report.lines().last().unwrap_or_default();
     assert!(
         line.starts_with("second=0 alive=yes"),
@@ -597,26 +667,25 @@ fn the_window_size_survives_a_sigkill_and_a_sigterm_ends_the_app_cleanly() {
         }
         size() { "$XDOTOOL" getwindowgeometry "$1" | sed -n 's/.*Geometry: //p'; }
         launch() { "$APP" --profile "$PROFILE" >>"$HOME/app.log" 2>&1 & pid=$!; w=$(win $pid); sleep 1; }
-        stopped() { for i in $(seq 1 100); do kill -0 $pid 2>/dev/null || return; sleep 0.1; done; }
 
         launch; echo "default=$(size $w)"
         "$XDOTOOL" windowsize "$w" 900 640; sleep 2
         kill -KILL $pid; wait $pid 2>/dev/null
         launch; echo "after_sigkill=$(size $w)"
         "$XDOTOOL" windowsize "$w" 1100 700; sleep 0.2
-        kill -TERM $pid; stopped; wait $pid; echo "sigterm_status=$?"
+        stop $pid app; echo "sigterm_status=$?"
         launch; echo "after_sigterm=$(size $w)"
-        kill -TERM $pid; stopped; wait $pid
+        stop $pid app
     "#;
-    let output = Command::new("sh")
-        .args(["-c", script])
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("{SH_STOP}{script}")])
         .env("APP", app_binary())
         .env("XDOTOOL", &xdotool)
         .env("PROFILE", home.join("profile"))
         .envs(desktop(&display, &home))
-        .env_remove("HUBBUB_DATA_DIR")
-        .output()
-        .expect("sh runs");
+        .env_remove("HUBBUB_DATA_DIR");
+    let output = output_within(command, Duration::from_secs(120), "the window-size script");
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     let log = std::fs::read_to_string(home.join("app.log")).unwrap_or_default();
     let get = |key: &str| {
@@ -685,19 +754,19 @@ fn a_message_to_an_unfocused_window_is_a_desktop_notification() {
         dunstctl history | python3 -c 'import json, sys
 for n in json.load(sys.stdin)["data"][0]:
     print("shown=" + n["summary"]["data"] + ": " + n["body"]["data"])'
-        kill $app; wait $app; kill $dunst
+        stop $app app; stop $dunst dunst
     "#;
-    let output = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", script])
+    let mut command = Command::new("dbus-run-session");
+    command
+        .args(["--", "sh", "-c", &format!("{SH_STOP}{script}")])
         .env("APP", app_binary())
         .env("CLI", cli())
         .env("URL", &url)
         .env("XDOTOOL", &xdotool)
         .env("DUNST", &dunst)
         .envs(desktop(&display, &home))
-        .env_remove("HUBBUB_DATA_DIR")
-        .output()
-        .expect("dbus-run-session runs");
+        .env_remove("HUBBUB_DATA_DIR");
+    let output = output_within(command, Duration::from_secs(120), "the notification script");
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     let log = std::fs::read_to_string(home.join("app.log")).unwrap_or_default();
     let get = |key: &str| -> Vec<String> {
@@ -712,5 +781,65 @@ for n in json.load(sys.stdin)["data"][0]:
     assert_eq!(get("throttled"), ["1"], "{context}");
     assert_eq!(get("focused"), ["1"], "{context}");
     assert_eq!(get("shown"), ["bob to everyone: hello ann"], "{context}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Moving the window while its state is being saved never freezes the app (issue 12.1: the
+/// debounced save, run from a worker, held the window-state plugin's lock while waiting for
+/// the main thread, which was waiting for that lock to record a move; the app hung for good
+/// and ignored SIGTERM). Moves come about every 400 ms, the save's own delay, so saves and
+/// moves meet many times; then SIGTERM must end the app cleanly (status 0: not the forced
+/// exit, status 1) within a few seconds.
+#[test]
+fn moving_the_window_while_its_state_is_saved_never_freezes_the_app() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((_, _, xvfb_bin)) = tools() else {
+        return;
+    };
+    let Some(xdotool) = find_tool("xdotool") else {
+        assert!(
+            std::env::var_os("HUBBUB_SKIP_E2E").is_some(),
+            "xdotool is missing: scripts/test.sh installs it (HUBBUB_SKIP_E2E=1 skips)"
+        );
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let home = std::env::temp_dir().join(format!("hubbub-e2e-moves-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let script = r#"
+        "$APP" --profile "$HOME/profile" >"$HOME/app.log" 2>&1 & pid=$!
+        for i in $(seq 1 300); do
+            w=$("$XDOTOOL" search --onlyvisible --pid $pid --name '^Hubbub$' 2>/dev/null | head -1)
+            [ -n "$w" ] && break
+            sleep 0.1
+        done
+        sleep 1
+        # 60 moves, each 390-414 ms after the last (about 25 s); a move the app cannot take
+        # (xdotool waits for it) counts as stuck.
+        stuck=0
+        for n in $(seq 1 60); do
+            timeout 5 "$XDOTOOL" windowmove "$w" $((100 + n % 50)) $((100 + n % 30)) || stuck=$((stuck + 1))
+            sleep 0.$(( 390 + $(od -An -N1 -tu1 /dev/urandom) % 25 ))
+        done
+        echo "stuck=$stuck"
+        stop $pid app; echo "status=$?"
+    "#;
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("{SH_STOP}{script}")])
+        .env("APP", app_binary())
+        .env("XDOTOOL", &xdotool)
+        .envs(desktop(&display, &home))
+        .env_remove("HUBBUB_DATA_DIR");
+    let output = output_within(command, Duration::from_secs(120), "the window-moves script");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let log = std::fs::read_to_string(home.join("app.log")).unwrap_or_default();
+    let context = format!("report:\n{report}\napp log:\n{log}");
+    assert!(!report.contains("hung="), "the app froze: {context}");
+    assert!(
+        report.contains("status=0"),
+        "the app did not end cleanly: {context}"
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
