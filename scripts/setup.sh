@@ -52,6 +52,12 @@ hubbub_setup() {
         done
     fi
 
+    # cargo-nextest runs the suite, every test with a time limit (.config/nextest.toml).
+    if [ "$purpose" = test ] && ! cargo nextest --version >/dev/null 2>&1; then
+        echo "setup: installing cargo-nextest"
+        cargo install cargo-nextest --locked
+    fi
+
     # The WebDriver front for Tauri apps (end-to-end tests).
     if [ "$purpose" = test ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
         echo "setup: installing tauri-driver"

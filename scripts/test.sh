@@ -8,6 +8,19 @@ source scripts/setup.sh test
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Nothing in the suite waits without bound: every test runs under cargo-nextest, which kills a
+# test still running at its limit (.config/nextest.toml) and reports it TIMEOUT by name; every
+# step that nextest does not run (doc tests, bench smoke, builds) has a limit of its own.
+bounded() {
+    local limit=$1 what=$2; shift 2
+    local status=0
+    timeout --kill-after=30 "$limit" "$@" || status=$?
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+        echo "error: $what did not finish within $limit" >&2
+    fi
+    return "$status"
+}
+
 step "interoperability peers: the official SignalR client (npm)"
 if [ ! -d tests/interop/node/node_modules/@microsoft/signalr ] || [ tests/interop/node/package-lock.json -nt tests/interop/node/node_modules ]; then
     (cd tests/interop/node && npm ci --no-audit --no-fund)
@@ -26,7 +39,7 @@ export HUBBUB_PYTHON="$venv/bin/python"
 "$HUBBUB_PYTHON" -c 'import importlib.metadata as m; print("aiosignalr", m.version("aiosignalr"))'
 
 step "web UI: type check, build (ui/dist, which the app embeds), Playwright in Chromium at desktop and phone sizes"
-(cd ui && npm test)
+(cd ui && bounded 20m "the UI tests" npm test)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -34,8 +47,11 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit, property, integration; benches in smoke mode)"
-cargo test --workspace --all-targets --locked
+step "tests: unit, property, integration, end to end on the debug app (cargo-nextest, each test bounded)"
+cargo nextest run --workspace --lib --bins --tests --examples --locked
+
+step "benches in smoke mode (each runs once)"
+bounded 15m "cargo test --benches" cargo test --workspace --benches --locked
 
 step "tokens in the real OS keychain: GNOME Keyring unlocked, locked, and no session bus at all"
 # (the D-Bus daemon and the keyring's failed prompt are noisy; their lines are dropped)
@@ -43,26 +59,26 @@ step "tokens in the real OS keychain: GNOME Keyring unlocked, locked, and no ses
 quiet_dbus() { grep -vE "fd limit|dbus-daemon|SystemPrompter|system prompt|cannot open display|^$" || true; }
 keyrings=$(mktemp -d)
 XDG_DATA_HOME="$keyrings/unlocked" dbus-run-session -- sh -c 'echo -n hubbub | gnome-keyring-daemon --unlock --components=secrets >/dev/null &&
-    HUBBUB_TEST_KEYCHAIN=unlocked cargo test --locked -q -p hubbub-core --test keychain' 2>&1 | quiet_dbus
-XDG_DATA_HOME="$keyrings/locked" dbus-run-session -- env HUBBUB_TEST_KEYCHAIN=locked cargo test --locked -q -p hubbub-core --test keychain 2>&1 | quiet_dbus
+    HUBBUB_TEST_KEYCHAIN=unlocked cargo nextest run --locked -p hubbub-core --test keychain' 2>&1 | quiet_dbus
+XDG_DATA_HOME="$keyrings/locked" dbus-run-session -- env HUBBUB_TEST_KEYCHAIN=locked cargo nextest run --locked -p hubbub-core --test keychain 2>&1 | quiet_dbus
 rm -rf "$keyrings"
-env -u DBUS_SESSION_BUS_ADDRESS HUBBUB_TEST_KEYCHAIN=absent cargo test --locked -q -p hubbub-core --test keychain
+env -u DBUS_SESSION_BUS_ADDRESS HUBBUB_TEST_KEYCHAIN=absent cargo nextest run --locked -p hubbub-core --test keychain
 
 step "the .deb: built offline by the Tauri CLI, installed with dpkg, the installed app run end to end"
-npx tauri build --debug --bundles deb
+bounded 30m "the .deb build" npx tauri build --debug --bundles deb
 deb=$(ls -t "$CARGO_TARGET_DIR"/debug/bundle/deb/*.deb | head -1)
 echo "built $deb ($(du -h "$deb" | cut -f1))"
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 $sudo dpkg -i "$deb"
 dpkg -L hubbub | grep -E "bin/|\.desktop$"
-HUBBUB_E2E_APP=/usr/bin/hubbub-app cargo test --locked --test e2e_app
+HUBBUB_E2E_APP=/usr/bin/hubbub-app cargo nextest run --locked --test e2e_app
 $sudo dpkg -r hubbub
 
 step "doc tests"
-cargo test --workspace --doc --locked
+bounded 15m "the doc tests" cargo test --workspace --doc --locked
 
 step "benchmarks, smoke form (each scenario runs and loses nothing; no timing is judged)"
-bash scripts/bench.sh --smoke
+bounded 20m "the bench smoke run" bash scripts/bench.sh --smoke
 
 step "protocol crate has no I/O dependency"
 if cargo tree -p hubbub-protocol --edges normal --prefix none --locked | grep -Ei '^(tokio|hyper|reqwest|mio|async-std|tungstenite|tokio-tungstenite) '; then
