@@ -86,3 +86,7 @@ if cargo tree -p hubbub-protocol --edges normal --prefix none --locked | grep -E
     exit 1
 fi
 echo "ok: no tokio, hyper, reqwest, mio or tungstenite under hubbub-protocol"
+
+step "docs: every path the Markdown files name exists"
+python3 scripts/check-doc-paths.py
+echo "ok: every path named in the docs exists"
