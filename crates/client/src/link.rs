@@ -341,7 +341,8 @@ async fn long_polling(target: &Target, http: &reqwest::Client) -> Result<Link, E
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        format!("{}&_={stamp}", t.url)
+        // A cache buster, as the official client's `_=<Date.now()>`: set as a parameter.
+        hubbub_protocol::negotiate::set_query_param(&t.url, "_", &stamp.to_string())
     };
     // ASP.NET Core answers the first poll at once, but some servers (aiosignalr) hold it until
     // there is data, which comes only after the handshake: so polling starts in the background

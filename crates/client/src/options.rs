@@ -236,17 +236,10 @@ impl HubConnectionBuilder {
     }
 }
 
-/// `url` with `key=value` added to its query, `value` percent-encoded (how a chat hub learns a
-/// connection's user name: `?name=…`).
+/// `url` with its query parameter `key` set to `value`, percent-encoded (how a chat hub learns a
+/// connection's user name: `?name=…`). The query is parsed, not searched: a `key` already there
+/// is replaced, the other parameters are kept as written
+/// ([`hubbub_protocol::negotiate::set_query_param`]).
 pub fn with_query(url: &str, key: &str, value: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let mut out = format!("{url}{sep}{key}=");
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    hubbub_protocol::negotiate::set_query_param(url, key, value)
 }

@@ -279,7 +279,7 @@ async fn handshake(
         let Some(protocol) = Protocol::from_name(&request.protocol) else {
             return refuse(errors::unsupported_protocol(&request.protocol));
         };
-        if request.version == 0 || request.version > protocol.max_version() {
+        if !protocol.is_version_supported(request.version) {
             return refuse(errors::unsupported_version(
                 protocol.name(),
                 request.version,

@@ -13,8 +13,10 @@ use crate::protocol::Protocol;
 pub struct HandshakeRequest {
     /// The hub protocol name (`json`, `messagepack`).
     pub protocol: String,
-    /// The protocol version (1; 2 with stateful reconnect).
-    pub version: u32,
+    /// The protocol version the client speaks (Hubbub's client sends 1, or 2 with stateful
+    /// reconnect; other clients send 0 too). An `int` as in ASP.NET Core's `HandshakeProtocol`:
+    /// the server accepts any version up to its own ([`Protocol::is_version_supported`]).
+    pub version: i32,
 }
 
 /// The server's handshake response.
@@ -46,7 +48,7 @@ fn split(buf: &[u8], max_size: usize) -> Result<Option<&[u8]>> {
 
 impl HandshakeRequest {
     /// A request for `protocol` at `version`.
-    pub fn new(protocol: Protocol, version: u32) -> Self {
+    pub fn new(protocol: Protocol, version: i32) -> Self {
         Self {
             protocol: protocol.name().to_owned(),
             version,
@@ -93,8 +95,8 @@ impl HandshakeRequest {
                 ));
             }
             Some(v) => v
-                .as_u64()
-                .and_then(|v| u32::try_from(v).ok())
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok())
                 .ok_or_else(|| {
                     Error::Handshake("Expected 'version' to be of type Integer.".into())
                 })?,
@@ -157,7 +159,7 @@ pub mod errors {
     }
 
     /// The requested protocol version is not supported.
-    pub fn unsupported_version(protocol: &str, version: u32) -> String {
+    pub fn unsupported_version(protocol: &str, version: i32) -> String {
         format!("The server does not support version {version} of the '{protocol}' protocol.")
     }
 

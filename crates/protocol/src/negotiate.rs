@@ -285,54 +285,128 @@ pub fn requested_version(query_value: Option<&str>, minimum: u32) -> Result<u32,
     Ok(version.min(i64::from(NEGOTIATE_VERSION)) as u32)
 }
 
-/// The negotiate URL for a hub URL, as the official JavaScript client builds it: `/negotiate`
-/// goes before the user's query, which is kept; `negotiateVersion` is added unless the user set
-/// it; `useStatefulReconnect=true` is added when asked for (and not already there).
+/// The negotiate URL for a hub URL, as the official JavaScript client builds it
+/// (`HttpConnection._resolveNegotiateUrl`): `/negotiate` goes after the path, the user's query
+/// is kept as written; `negotiateVersion=1` is added unless the query has a `negotiateVersion`
+/// parameter; `useStatefulReconnect=true` is added when asked for, unless the query has a
+/// `useStatefulReconnect` parameter. Parameters are parsed ([`query_param`]), never searched
+/// for as text: `?x=negotiateVersion` has no `negotiateVersion` parameter.
 pub fn negotiate_url(hub_url: &str, stateful_reconnect: bool) -> String {
-    let (path, query) = match hub_url.find('?') {
-        Some(i) => (&hub_url[..i], Some(&hub_url[i + 1..])),
-        None => (hub_url, None),
-    };
+    let (path, query, _fragment) = split_query(hub_url);
     let mut url = String::with_capacity(hub_url.len() + 48);
     url.push_str(path);
     if !url.ends_with('/') {
         url.push('/');
     }
     url.push_str("negotiate");
-    let mut sep = '?';
-    if let Some(query) = query {
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
         url.push('?');
         url.push_str(query);
-        sep = '&';
     }
-    if !url.contains("negotiateVersion") {
-        url.push(sep);
-        url.push_str("negotiateVersion=");
-        url.push_str(&NEGOTIATE_VERSION.to_string());
-        sep = '&';
+    if query_param(hub_url, "negotiateVersion").is_none() {
+        url = append_query_param(&url, "negotiateVersion", &NEGOTIATE_VERSION.to_string());
     }
-    if stateful_reconnect && !url.contains("useStatefulReconnect") {
-        url.push(sep);
-        url.push_str("useStatefulReconnect=true");
+    if stateful_reconnect && query_param(hub_url, "useStatefulReconnect").is_none() {
+        url = append_query_param(&url, "useStatefulReconnect", "true");
     }
     url
 }
 
-/// Whether the user's hub URL itself opts into stateful reconnect.
+/// Whether the user's hub URL itself opts into stateful reconnect: its query's
+/// `useStatefulReconnect` parameter is `true` (as the official JavaScript client reads it).
 pub fn url_requests_stateful_reconnect(hub_url: &str) -> bool {
-    hub_url.contains("useStatefulReconnect=true")
+    query_param(hub_url, "useStatefulReconnect").as_deref() == Some("true")
 }
 
-/// The URL a transport connects to: the hub URL with `id={token}` appended (not URL-encoded, as
-/// the official client does). Without a token (skip-negotiation) the URL is unchanged.
+/// The URL a transport connects to: the hub URL with its `id` query parameter set to the
+/// connection token. The server reads exactly one `id`, so an `id` already in the user's URL is
+/// replaced rather than repeated; the token is percent-encoded (ASP.NET Core's base64url tokens
+/// come out unchanged, as the official client sends them). Without a token (skip-negotiation)
+/// the URL is unchanged.
 pub fn connect_url(hub_url: &str, connection_token: Option<&str>) -> String {
     match connection_token {
         None => hub_url.to_owned(),
-        Some(token) => {
-            let sep = if hub_url.contains('?') { '&' } else { '?' };
-            format!("{hub_url}{sep}id={token}")
+        Some(token) => set_query_param(hub_url, "id", token),
+    }
+}
+
+/// A URL split around its query: what comes before `?`, the query (without `?`; `None` when
+/// there is no `?`), and the fragment (from `#`, or empty). A `?` after `#` belongs to the
+/// fragment.
+fn split_query(url: &str) -> (&str, Option<&str>, &str) {
+    let (main, fragment) = url.find('#').map_or((url, ""), |i| url.split_at(i));
+    match main.find('?') {
+        Some(i) => (&main[..i], Some(&main[i + 1..]), fragment),
+        None => (main, None, fragment),
+    }
+}
+
+/// The first value of the query parameter `key` in `url`, decoded: the query parsed as
+/// `application/x-www-form-urlencoded` (the `url` crate's `query_pairs`, the official clients'
+/// `URLSearchParams`), the key compared exactly. `None` when there is no such parameter.
+pub fn query_param(url: &str, key: &str) -> Option<String> {
+    let (_, query, _) = split_query(url);
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Percent-encodes a query key or value: everything but RFC 3986's unreserved characters.
+fn encode_component(text: &str, out: &mut String) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+}
+
+/// `url` with `key=value` appended to its query (both percent-encoded), whatever is there
+/// already; the rest of the URL is kept as written.
+pub fn append_query_param(url: &str, key: &str, value: &str) -> String {
+    let (base, query, fragment) = split_query(url);
+    let mut out = String::with_capacity(url.len() + key.len() + value.len() + 2);
+    out.push_str(base);
+    match query.filter(|q| !q.is_empty()) {
+        Some(query) => {
+            out.push('?');
+            out.push_str(query);
+            if !query.ends_with('&') {
+                out.push('&');
+            }
+        }
+        None => out.push('?'),
+    }
+    encode_component(key, &mut out);
+    out.push('=');
+    encode_component(value, &mut out);
+    out.push_str(fragment);
+    out
+}
+
+/// `url` with its query parameter `key` set to `value` (percent-encoded): every `key` already
+/// in the query is removed (matched after decoding, as [`query_param`] matches), the other
+/// parameters are kept as written, and `key=value` goes last.
+pub fn set_query_param(url: &str, key: &str, value: &str) -> String {
+    let (base, query, fragment) = split_query(url);
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|part| !part.is_empty())
+        .filter(|part| {
+            url::form_urlencoded::parse(part.as_bytes())
+                .next()
+                .is_none_or(|(k, _)| k != key)
+        })
+        .collect();
+    let mut rebuilt = base.to_owned();
+    if !kept.is_empty() {
+        rebuilt.push('?');
+        rebuilt.push_str(&kept.join("&"));
+    }
+    rebuilt.push_str(fragment);
+    append_query_param(&rebuilt, key, value)
 }
 
 /// The WebSocket form of an HTTP URL (`http` → `ws`, `https` → `wss`; `ws`/`wss` kept).

@@ -47,8 +47,17 @@ impl Protocol {
     }
 
     /// The highest protocol version this implementation speaks (2 adds stateful reconnect).
-    pub fn max_version(self) -> u32 {
+    pub fn max_version(self) -> i32 {
         2
+    }
+
+    /// Whether a server accepts a handshake asking for `version`: any version up to
+    /// [`max_version`](Self::max_version), 0 and below included, for both protocols. This is
+    /// ASP.NET Core's `IsVersionSupported` (`version <= Version`) in `JsonHubProtocol` and
+    /// `MessagePackHubProtocol` since version 2 of the protocols (ASP.NET Core 8); every
+    /// version below 2 means "no stateful reconnect", which is all a lower version changes.
+    pub fn is_version_supported(self, version: i32) -> bool {
+        version <= self.max_version()
     }
 
     /// Appends one framed message to `out`. On error `out` is unchanged.

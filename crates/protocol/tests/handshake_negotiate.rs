@@ -112,6 +112,64 @@ fn negotiate_urls() {
     ));
 }
 
+/// Query parameters are parsed, never found by text search (issue 12, item 3): a parameter
+/// whose *value* names `negotiateVersion` is not a `negotiateVersion` parameter.
+#[test]
+fn query_parameters_are_parsed_not_searched_for() {
+    for (hub, stateful, expected) in [
+        (
+            "http://h/hub?x=negotiateVersion",
+            false,
+            "http://h/hub/negotiate?x=negotiateVersion&negotiateVersion=1",
+        ),
+        (
+            "http://h/hub?mynegotiateVersion=1",
+            false,
+            "http://h/hub/negotiate?mynegotiateVersion=1&negotiateVersion=1",
+        ),
+        (
+            "http://h/hub?x=useStatefulReconnect",
+            true,
+            "http://h/hub/negotiate?x=useStatefulReconnect&negotiateVersion=1&useStatefulReconnect=true",
+        ),
+        (
+            "http://h/hub?negotiate%56ersion=1#frag?negotiateVersion=2",
+            false,
+            "http://h/hub/negotiate?negotiate%56ersion=1",
+        ),
+    ] {
+        assert_eq!(negotiate_url(hub, stateful), expected, "{hub}");
+    }
+    assert!(!url_requests_stateful_reconnect(
+        "http://h/hub?x=useStatefulReconnect=true"
+    ));
+    assert!(!url_requests_stateful_reconnect(
+        "http://h/hub?useStatefulReconnect=false&x=useStatefulReconnect%3Dtrue"
+    ));
+    assert_eq!(
+        query_param("http://h/hub?a=1&name=Zo%C3%AB+K&name=2", "name").as_deref(),
+        Some("Zoë K")
+    );
+    assert_eq!(query_param("http://h/hub?xid=1", "id"), None);
+    // `id` is the transport's: a user's own `id` is replaced, not repeated.
+    assert_eq!(
+        connect_url("http://h/hub?id=mine&room=a&identity=x", Some("tok")),
+        "http://h/hub?room=a&identity=x&id=tok"
+    );
+    assert_eq!(
+        connect_url("http://h/hub?x=id%3D1", Some("a+b/c=")),
+        "http://h/hub?x=id%3D1&id=a%2Bb%2Fc%3D"
+    );
+    assert_eq!(
+        set_query_param("http://h/chathub?name=old&scope=s", "name", "Zoë K"),
+        "http://h/chathub?scope=s&name=Zo%C3%AB%20K"
+    );
+    assert_eq!(
+        set_query_param("http://h/chathub?x=name%3Dold", "name", "n"),
+        "http://h/chathub?x=name%3Dold&name=n"
+    );
+}
+
 #[test]
 fn connect_and_scheme_urls() {
     assert_eq!(
