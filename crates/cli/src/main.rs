@@ -48,7 +48,8 @@ struct HubArgs {
     /// Largest hub message accepted from a client, in bytes.
     #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_message_size)]
     max_message_size: usize,
-    /// Messages per second one connection may send before it is closed.
+    /// Hub messages per second handled from one connection (bursts of twice that pass); a
+    /// connection over it is slowed down (read no further until it is back under), not closed.
     #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_messages_per_second)]
     max_messages_per_second: u32,
     /// Require HS256 JWTs signed with this secret (read from HUBBUB_JWT_SECRET when not given).

@@ -539,3 +539,97 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
     sigterm(&hub);
     assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
 }
+
+/// Starts `hubbub listen` on `hub_url` and waits until it is connected; its stdout lines come
+/// through the receiver.
+fn start_listener(hub_url: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut listen = Command::new(BIN)
+        .args(["listen", "--url", hub_url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = listen.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the listener connects within 10 s");
+        if line.contains("\"event\":\"connected\"") {
+            return (listen, rx);
+        }
+    }
+}
+
+/// Issue 12, item 7: 1,000 lines piped into `hubbub chat` against `hubbub hub` with its default
+/// rate limit (200 messages a second per connection). The hub used to close the sender for
+/// good after about half of them; now the outbox paces itself, the hub would slow it rather
+/// than close it, and a listener sees every line exactly once, in order.
+#[test]
+fn a_thousand_piped_lines_all_arrive_once_under_the_hubs_default_rate_limit() {
+    const LINES: usize = 1_000;
+    let (mut hub, url) = start_hub("127.0.0.1", &[]);
+    let hub_url = format!("{url}/chathub");
+    let (mut listen, rx) = start_listener(&hub_url);
+    let mut chat = Command::new(BIN)
+        .args([
+            "chat",
+            "--url",
+            &hub_url,
+            "--name",
+            "sender",
+            "--db",
+            &temp_db("burst"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (1..=LINES).map(|i| format!("burst-{i}\n")).collect();
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let stderr = chat.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+
+    let mut delivered = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while delivered.len() < LINES && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["target"] == "broadcastMessage" && v["arguments"][0] == "sender" {
+                delivered.push(v["arguments"][1].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    // The chat ends by itself once its outbox is empty, and with success.
+    let status = wait_exit(&mut chat, Duration::from_secs(30));
+    let stderr = stderr.join().unwrap();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    // Anything repeated would come now.
+    std::thread::sleep(Duration::from_millis(500));
+    while let Ok(line) = rx.try_recv() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["target"] == "broadcastMessage" {
+            delivered.push(v["arguments"][1].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("burst-{i}")).collect();
+    assert!(
+        delivered == expected,
+        "{} delivered (expected {LINES}, each once, in order); first difference at {:?}; chat's \
+         stderr:\n{stderr}",
+        delivered.len(),
+        delivered.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    assert!(!stderr.contains("disconnected"), "{stderr}");
+    let _ = listen.kill();
+    let _ = listen.wait();
+    sigterm(&hub);
+    assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
+}

@@ -4,7 +4,8 @@
 //!   hands it to the hub; it becomes `sent` when the hub completes it, or `failed` with the
 //!   hub's reason. While disconnected the outbox waits; after a reconnect it sends again, in
 //!   the order typed. Every message carries a stable id in the `hubbub-msg-id` header, so a
-//!   resend after an ambiguous failure is dropped by the hub and by receivers.
+//!   resend after an ambiguous failure is dropped by the hub and by receivers. The outbox
+//!   paces itself ([`OUTBOX_MESSAGES_PER_SECOND`]) below a Hubbub hub's default rate limit.
 //! - Every received chat message is stored once (by id) before [`ChatEvent::Stored`] tells the
 //!   shell. After every (re)connect, and whenever numbers show a gap, the chat catches up from
 //!   the hub's numbered histories: the scope's broadcasts (`History`) and this user's inbox of
@@ -31,6 +32,14 @@ pub const UNAVAILABLE: &str = "Unavailable:";
 pub const EPOCH_HEADER: &str = "hubbub-epoch";
 /// On a direct message: the user it went to.
 pub const TO_HEADER: &str = "hubbub-to";
+/// How many messages per second the outbox sends at most, sustained (bursts of as many pass
+/// at once): below a Hubbub hub's default limit of 200 hub messages per second per connection
+/// (`HubOptions::max_messages_per_second`), leaving room for pings, acknowledgements and
+/// history calls, so emptying a long outbox (a paste, a day offline) is never slowed by the
+/// hub. A hub with a lower limit slows the connection down instead (it reads no more until the
+/// connection is back under it); the outbox sends one message at a time and waits for each
+/// completion, so it follows.
+pub const OUTBOX_MESSAGES_PER_SECOND: u32 = 150;
 
 /// What the chat layer tells a shell.
 #[derive(Debug, Clone)]
@@ -647,15 +656,50 @@ async fn catch_up(inner: &Inner, stream: &Stream, cursor: &mut Cursor) {
     }
 }
 
-/// Sends the outbox in order, one message at a time, whenever the connection is up.
+/// A token bucket: `rate` messages per second, bursts of up to `rate`.
+struct Pacer {
+    rate: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: rate,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits (at most 1/rate s) until a message may go, and counts it.
+    async fn ready(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = std::time::Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = tokio::time::Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+/// Sends the outbox in order, one message at a time and at most
+/// [`OUTBOX_MESSAGES_PER_SECOND`], whenever the connection is up.
 async fn outbox_loop(inner: std::sync::Weak<Inner>) {
+    let mut pacer = Pacer::new(OUTBOX_MESSAGES_PER_SECOND);
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let notified = strong.wake.notified();
         if strong.connection.state() == State::Connected {
-            match drain(&strong).await {
+            match drain(&strong, &mut pacer).await {
                 Ok(()) => {}
                 Err(e) => tracing::debug!(error = %e, "outbox paused"),
             }
@@ -666,7 +710,7 @@ async fn outbox_loop(inner: std::sync::Weak<Inner>) {
     }
 }
 
-async fn drain(inner: &Inner) -> Result<(), String> {
+async fn drain(inner: &Inner, pacer: &mut Pacer) -> Result<(), String> {
     if !inner.caught_up.load(std::sync::atomic::Ordering::SeqCst) {
         return Err("catching up with the hub's history first".to_owned());
     }
@@ -722,6 +766,7 @@ async fn drain(inner: &Inner) -> Result<(), String> {
             ),
             ConversationKind::Direct(user) => ("SendToUser", vec![Arg::from(user.as_str()), body]),
         };
+        pacer.ready().await;
         match inner
             .connection
             .invoke_with_headers::<()>(method, args, headers)

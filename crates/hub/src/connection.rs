@@ -327,16 +327,17 @@ impl RateLimit {
         }
     }
 
-    fn allow(&mut self) -> bool {
+    /// Takes a token; without one, says when the next is there.
+    fn take(&mut self) -> Result<(), Instant> {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
             .min(self.rate * 2.0);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
     }
 }
@@ -372,31 +373,42 @@ async fn message_loop(
     let mut lost_until: Option<Instant> = None;
     let mut received = Received::default();
     let mut rate = RateLimit::new(options.max_messages_per_second);
+    // Over the rate limit: the message that has to wait, and until when. Meanwhile nothing more
+    // is read from the client (its transport stops reading, so its sends wait): slowed, not
+    // closed.
+    let mut held: Option<HubMessage> = None;
+    let mut paused_until: Option<Instant> = None;
     // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
     let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
     let close = 'serve: loop {
-        loop {
-            let message = match reader.next_message() {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(ProtocolError::MessageTooLarge { max, .. }) => {
-                    break 'serve close_error(format!(
-                        "Connection closed with an error: the maximum message size of {max}B \
-                         was exceeded."
-                    ));
-                }
-                Err(e) => {
-                    break 'serve close_error(format!("Connection closed with an error: {e}"));
-                }
+        while paused_until.is_none() {
+            let message = match held.take() {
+                Some(message) => message,
+                None => match reader.next_message() {
+                    Ok(Some(message)) => {
+                        Counters::add(&state.counters.messages_in, 1);
+                        message
+                    }
+                    Ok(None) => break,
+                    Err(ProtocolError::MessageTooLarge { max, .. }) => {
+                        break 'serve close_error(format!(
+                            "Connection closed with an error: the maximum message size of \
+                             {max}B was exceeded."
+                        ));
+                    }
+                    Err(e) => {
+                        break 'serve close_error(format!("Connection closed with an error: {e}"));
+                    }
+                },
             };
-            Counters::add(&state.counters.messages_in, 1);
-            if !rate.allow() {
-                break 'serve close_error(format!(
-                    "Connection closed: more than {} messages per second.",
-                    options.max_messages_per_second
-                ));
+            if let Err(ready) = rate.take() {
+                Counters::add(&state.counters.rate_limit_pauses, 1);
+                tracing::trace!(connection = %conn.id, "over the rate limit; reading paused");
+                held = Some(message);
+                paused_until = Some(ready);
+                break;
             }
             if stateful {
                 match &message {
@@ -426,7 +438,12 @@ async fn message_loop(
         }
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
         tokio::select! {
-            item = inbound.recv() => match item {
+            () = sleep_until(paused_until.unwrap_or(window)), if paused_until.is_some() => {
+                paused_until = None;
+                // The held messages did arrive: the client is not silent.
+                last_heard = Instant::now();
+            }
+            item = inbound.recv(), if paused_until.is_none() => match item {
                 Some(Inbound::Data(data)) => {
                     last_heard = Instant::now();
                     reader.push_bytes(data);

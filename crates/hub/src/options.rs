@@ -17,8 +17,12 @@ pub struct HubOptions {
     pub max_message_size: usize,
     /// How many connections the server accepts at once; more are refused with 503.
     pub max_connections: usize,
-    /// How many hub messages a connection may send per second (sustained; bursts of twice
-    /// that pass). A connection over the limit is closed with a reason.
+    /// How many hub messages a connection may send per second (200; sustained, bursts of
+    /// twice that pass). A connection over the limit is slowed down, never closed for it: the
+    /// hub handles its next message when the limit allows, and meanwhile reads nothing more
+    /// from it, so the sender's writes wait (TCP flow control on a WebSocket; the send POST of
+    /// Server-Sent Events and long polling is answered later), as ASP.NET Core's transports stop
+    /// reading when a connection's input buffer is full. Other connections are not affected.
     pub max_messages_per_second: u32,
     /// Messages queued for one connection before it counts as too slow and is closed.
     pub send_queue_capacity: usize,

@@ -26,6 +26,9 @@ pub struct Counters {
     pub messages_in: AtomicU64,
     /// Hub messages queued for clients (one per recipient).
     pub messages_out: AtomicU64,
+    /// Times a connection reached its rate limit and the hub paused reading from it until it
+    /// was back under (see `HubOptions::max_messages_per_second`).
+    pub rate_limit_pauses: AtomicU64,
 }
 
 impl Counters {
@@ -40,6 +43,7 @@ impl Counters {
             "connectionsOpen": self.connections_open.load(Ordering::Relaxed),
             "messagesIn": self.messages_in.load(Ordering::Relaxed),
             "messagesOut": self.messages_out.load(Ordering::Relaxed),
+            "rateLimitPauses": self.rate_limit_pauses.load(Ordering::Relaxed),
         })
     }
 }
