@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse, errors};
 use hubbub_protocol::negotiate::{TransferFormat, TransportKind};
 use hubbub_protocol::{
@@ -222,11 +224,17 @@ pub(crate) async fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
-    // Client-to-server streams end with the connection.
-    conn.uploads
+    // Client-to-server streams end with the connection, as an error for the methods reading
+    // them (ASP.NET Core completes them with "The underlying connection was closed."), not as
+    // if the client had ended them.
+    for (_, upload) in conn
+        .uploads
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clear();
+        .drain()
+    {
+        let _ = upload.send(Err("The underlying connection was closed.".to_owned()));
+    }
     if let Some(close) = &close {
         conn.send(HubMessage::Close(close.clone()));
     }
@@ -506,10 +514,20 @@ fn handle(
         }
         HubMessage::StreamInvocation(inv) => {
             let token = CancellationToken::new();
-            streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(inv.invocation_id.clone(), token.clone());
+            {
+                let mut registry = streams.lock().unwrap_or_else(|e| e.into_inner());
+                if registry.contains_key(&inv.invocation_id) {
+                    // As ASP.NET Core: the second one is refused, the first goes on.
+                    drop(registry);
+                    let error = format!("Invocation ID '{}' is already in use.", inv.invocation_id);
+                    conn.send(HubMessage::Completion(Completion::error(
+                        inv.invocation_id,
+                        error,
+                    )));
+                    return None;
+                }
+                registry.insert(inv.invocation_id.clone(), token.clone());
+            }
             let streams = streams.clone();
             let uploads = open_uploads(conn, &inv.stream_ids);
             invoke(
@@ -612,8 +630,16 @@ fn invoke(
     order: &Arc<Turns>,
     stream: Option<(CancellationToken, StreamRegistry)>,
 ) {
+    // An invocation that cannot start still ends with its one Completion, and a stream's
+    // registration goes with it.
     let reply_error = |error: String| {
         if let Some(id) = &invocation_id {
+            if let Some((_, registry)) = &stream {
+                registry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+            }
             conn.send(HubMessage::Completion(Completion::error(id.clone(), error)));
         }
     };
@@ -645,7 +671,17 @@ fn invoke(
             // Done or dropped: either way it is this one's turn.
             let _ = previous.await;
         }
-        let result = future.await;
+        // A panicking method is an error Completion, worded as ASP.NET Core words an unexpected
+        // exception without detailed errors; the panic is logged.
+        let result = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                tracing::error!(connection = %conn.id, %target, panic = panic_text(&*panic), "hub method panicked");
+                Err(HubError::new(format!(
+                    "An unexpected error occurred invoking '{target}' on the server."
+                )))
+            }
+        };
         let Some(id) = invocation_id else {
             if let Err(e) = result {
                 tracing::debug!(connection = %conn.id, %target, error = %e, "fire-and-forget invocation failed");
@@ -668,29 +704,43 @@ fn invoke(
                 drop(_permit);
                 let completion = loop {
                     let item = tokio::select! {
-                        item = items.next() => item,
-                        () = cancel.cancelled() => break None,
+                        item = AssertUnwindSafe(items.next()).catch_unwind() => item,
+                        // Cancelled by the client: no more items, and a Completion without
+                        // error, as ASP.NET Core ends a cancelled stream.
+                        () = cancel.cancelled() => break Completion::void(id.clone()),
                     };
                     match item {
-                        Some(Ok(item)) => {
+                        Ok(Some(Ok(item))) => {
                             conn.send(HubMessage::StreamItem(StreamItem {
                                 headers: Headers::new(),
                                 invocation_id: id.clone(),
                                 item,
                             }));
                         }
-                        Some(Err(e)) => break Some(Completion::error(id.clone(), e.0)),
-                        None => break Some(Completion::void(id.clone())),
+                        Ok(Some(Err(e))) => break Completion::error(id.clone(), e.0),
+                        Ok(None) => break Completion::void(id.clone()),
+                        Err(panic) => {
+                            tracing::error!(connection = %conn.id, %target, panic = panic_text(&*panic), "hub stream panicked");
+                            break Completion::error(
+                                id.clone(),
+                                "An error occurred on the server while streaming results.",
+                            );
+                        }
                     }
                 };
                 registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                match completion {
-                    Some(c) => c,
-                    // Cancelled by the client: nothing more is sent for this stream.
-                    None => return,
-                }
+                completion
             }
         };
         conn.send(HubMessage::Completion(completion));
     });
+}
+
+/// The message of a panic payload (a `&str` or `String`), for the log.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }
