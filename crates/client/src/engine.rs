@@ -539,6 +539,11 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     let mut slow = false;
     let slow_after = options.slow_after();
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // Long polling keeps itself alive (each poll is an HTTP request the hub answers, empty
+    // after its poll timeout): as the official clients (`inherentKeepAlive`), no keep-alive
+    // pings and no server timeout there, and no "hub silent" warning either (the classic .NET
+    // client's heartbeat skips long polling too). Stalled sends are still reported.
+    let inherent_keep_alive = live.link.kind == TransportKind::LongPolling;
 
     let end = 'serve: loop {
         // Dispatch whatever complete messages are buffered.
@@ -661,10 +666,10 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             permit = tx.reserve_owned(), if !backlog.is_empty() => Wake::Writable(permit.ok()),
             _ = ack_timer.tick(), if live.resume.is_some() => Wake::AckDue,
             command = commands.recv(), if accepting => Wake::Command(command),
-            () = sleep_until(last_sent + options.keep_alive_interval) => Wake::PingDue,
-            () = sleep_until(last_heard + slow_after), if !slow => Wake::Silent,
+            () = sleep_until(last_sent + options.keep_alive_interval), if !inherent_keep_alive => Wake::PingDue,
+            () = sleep_until(last_heard + slow_after), if !slow && !inherent_keep_alive => Wake::Silent,
             () = sleep_until(stalled_since.unwrap_or(last_heard) + slow_after), if !slow && stalled_since.is_some() => Wake::Stalled,
-            () = sleep_until(last_heard + options.server_timeout) => Wake::ServerTimeout,
+            () = sleep_until(last_heard + options.server_timeout), if !inherent_keep_alive => Wake::ServerTimeout,
         };
         match wake {
             Wake::Link(Some(LinkEvent::Data(data))) => {

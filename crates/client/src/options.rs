@@ -167,20 +167,25 @@ impl HubConnectionBuilder {
         self
     }
 
-    /// Ping after this long without sending (15 s).
+    /// Ping after this long without sending (15 s). Not on long polling, which keeps itself
+    /// alive (as in the official clients).
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
         self.options.keep_alive_interval = interval;
         self
     }
 
-    /// Give up on a hub that has sent nothing for this long (30 s).
+    /// Give up on a hub that has sent nothing for this long (30 s). Not on long polling: a
+    /// hub holds each poll up to its poll timeout (90 s in ASP.NET Core) and sends no pings
+    /// there; a failed or refused poll ends the connection instead (as in the official
+    /// clients).
     pub fn server_timeout(mut self, timeout: Duration) -> Self {
         self.options.server_timeout = timeout;
         self
     }
 
     /// Report the connection as slow after this long without hearing from the hub, or with
-    /// sends stuck (default ⅔ of the server timeout).
+    /// sends stuck (default ⅔ of the server timeout). On long polling only stuck sends count:
+    /// a quiet hub is normal there.
     pub fn slow_threshold(mut self, threshold: Duration) -> Self {
         self.options.slow_threshold = Some(threshold);
         self

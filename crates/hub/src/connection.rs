@@ -374,6 +374,15 @@ async fn message_loop(
         options.keep_alive_interval,
     );
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // Long polling keeps itself alive (ASP.NET Core's inherent keep-alive): no pings there, and
+    // no client timeout, since its clients send no pings either; instead, as ASP.NET Core's
+    // connection manager, a connection with no poll open for the disconnect timeout
+    // (`reconnect_window`, 15 s) has lost its client. Checked about once a second, as there.
+    let mut poll_check = tokio::time::interval(
+        Duration::from_secs(1)
+            .min(options.reconnect_window)
+            .max(Duration::from_millis(10)),
+    );
     let ping_frame = Frame::new(HubMessage::Ping);
     let mut last_heard = Instant::now();
     // Stateful reconnect: when the socket dropped, how long the client has to come back.
@@ -433,6 +442,8 @@ async fn message_loop(
             }
         }
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
+        // Known once the first poll or stream arrives (data may come first).
+        let long_polling = http.transport.get() == Some(&TransportKind::LongPolling);
         tokio::select! {
             item = inbound.recv() => match item {
                 Some(Inbound::Data(data)) => {
@@ -453,15 +464,21 @@ async fn message_loop(
                 }
                 Some(Inbound::Closed | Inbound::Lost) | None => break None,
             },
-            _ = ping.tick() => {
+            _ = ping.tick(), if !long_polling => {
                 conn.enqueue(Outbound::Message(ping_frame.clone()));
+            }
+            _ = poll_check.tick(), if long_polling => {
+                if http.poll_idle_for() > options.reconnect_window {
+                    tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
+                    break None;
+                }
             }
             _ = ack_timer.tick(), if stateful => {
                 if let Some(id) = received.to_ack() {
                     conn.send(HubMessage::Ack(Ack { sequence_id: id }));
                 }
             }
-            () = sleep_until(window) => {
+            () = sleep_until(window), if !long_polling || lost_until.is_some() => {
                 if lost_until.is_some() {
                     tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
                     break None;
