@@ -271,6 +271,7 @@ impl HubConnection {
             message,
             id,
             reply: tx,
+            bounded: false,
         })?;
         for (stream_id, mut upload) in stream_ids.into_iter().zip(uploads) {
             let commands = self.commands.clone();
@@ -326,6 +327,7 @@ impl HubConnection {
             message,
             id,
             reply: tx,
+            bounded: true,
         })?;
         rx.await.map_err(|_| Error::ConnectionClosed)?
     }

@@ -31,6 +31,9 @@ pub(crate) enum Command {
         message: HubMessage,
         id: String,
         reply: oneshot::Sender<Result<Outcome, Error>>,
+        /// Whether the invocation timeout applies (not to calls with client-to-server streams,
+        /// which last as long as their streams).
+        bounded: bool,
     },
     Stream {
         message: HubMessage,
@@ -86,6 +89,7 @@ enum Wake {
     AckDue,
     Command(Option<Command>),
     PingDue,
+    CallDue,
     Silent,
     Stalled,
     ServerTimeout,
@@ -531,6 +535,12 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     let options = &actor.options;
     let protocol = options.protocol;
     let mut pending: HashMap<String, oneshot::Sender<Result<Outcome, Error>>> = HashMap::new();
+    // When each bounded call times out, in the order they were sent: one timeout for all, so
+    // the front is always the next due (entries of calls already answered are skipped then).
+    let mut deadlines: VecDeque<(Instant, String)> = VecDeque::new();
+    // What pending calls and streams fail with when the connection ends for a reason of their
+    // own (an invalid message), instead of "the connection closed".
+    let mut calls_fail_with: Option<Error> = None;
     let mut streams: HashMap<String, mpsc::UnboundedSender<Result<Arg, Error>>> = HashMap::new();
     // Messages the transport could not take yet, with when they were queued.
     let mut backlog: VecDeque<(Bytes, Instant)> = VecDeque::new();
@@ -539,6 +549,11 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     let mut slow = false;
     let slow_after = options.slow_after();
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // Long polling keeps itself alive (each poll is an HTTP request the hub answers, empty
+    // after its poll timeout): as the official clients (`inherentKeepAlive`), no keep-alive
+    // pings and no server timeout there, and no "hub silent" warning either (the classic .NET
+    // client's heartbeat skips long polling too). Stalled sends are still reported.
+    let inherent_keep_alive = live.link.kind == TransportKind::LongPolling;
 
     let end = 'serve: loop {
         // Dispatch whatever complete messages are buffered.
@@ -554,11 +569,21 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                     };
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "malformed message from the hub skipped");
+                    // A message that parses as a frame but not as a valid hub message (a
+                    // Completion with both `result` and `error`, a missing id...) may be the
+                    // answer some call waits for: as the official clients, the connection ends
+                    // with the reason, and every call and stream waiting fails with it.
+                    let error = Error::InvalidMessage(e.to_string());
                     actor.emit(Event::Error {
-                        message: format!("malformed message from the hub: {e}"),
+                        message: error.to_string(),
                     });
-                    continue;
+                    let reason = error.to_string();
+                    calls_fail_with = Some(error);
+                    break 'serve End::Lost {
+                        reason,
+                        reconnect: true,
+                        at_once: false,
+                    };
                 }
             };
             if let Some(resume) = &mut live.resume {
@@ -626,6 +651,13 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                 HubMessage::StreamItem(item) => {
                     if let Some(tx) = streams.get(&item.invocation_id) {
                         let _ = tx.send(Ok(item.item));
+                    } else if let Some(reply) = pending.remove(&item.invocation_id) {
+                        // An item for a call that is not a stream: the call fails rather than
+                        // waiting (the official JavaScript client rejects it the same way).
+                        let _ = reply.send(Err(Error::InvalidMessage(format!(
+                            "a StreamItem for the non-streaming invocation '{}'",
+                            item.invocation_id
+                        ))));
                     }
                 }
                 HubMessage::Completion(c) => {
@@ -661,10 +693,11 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             permit = tx.reserve_owned(), if !backlog.is_empty() => Wake::Writable(permit.ok()),
             _ = ack_timer.tick(), if live.resume.is_some() => Wake::AckDue,
             command = commands.recv(), if accepting => Wake::Command(command),
-            () = sleep_until(last_sent + options.keep_alive_interval) => Wake::PingDue,
-            () = sleep_until(last_heard + slow_after), if !slow => Wake::Silent,
+            () = sleep_until(last_sent + options.keep_alive_interval), if !inherent_keep_alive => Wake::PingDue,
+            () = sleep_until(last_heard + slow_after), if !slow && !inherent_keep_alive => Wake::Silent,
             () = sleep_until(stalled_since.unwrap_or(last_heard) + slow_after), if !slow && stalled_since.is_some() => Wake::Stalled,
-            () = sleep_until(last_heard + options.server_timeout) => Wake::ServerTimeout,
+            () = sleep_until(last_heard + options.server_timeout), if !inherent_keep_alive => Wake::ServerTimeout,
+            () = sleep_until(deadlines.front().map_or(last_heard, |(at, _)| *at)), if !deadlines.is_empty() => Wake::CallDue,
         };
         match wake {
             Wake::Link(Some(LinkEvent::Data(data))) => {
@@ -757,17 +790,23 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                     let _ = done.send(queue(live, &mut backlog, protocol, &message));
                     last_sent = Instant::now();
                 }
-                Some(Command::Invoke { message, id, reply }) => {
-                    match queue(live, &mut backlog, protocol, &message) {
-                        Ok(()) => {
-                            pending.insert(id, reply);
-                            last_sent = Instant::now();
+                Some(Command::Invoke {
+                    message,
+                    id,
+                    reply,
+                    bounded,
+                }) => match queue(live, &mut backlog, protocol, &message) {
+                    Ok(()) => {
+                        if let (true, Some(limit)) = (bounded, options.invocation_timeout) {
+                            deadlines.push_back((Instant::now() + limit, id.clone()));
                         }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                        pending.insert(id, reply);
+                        last_sent = Instant::now();
                     }
-                }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
                 Some(Command::Stream { message, id, items }) => {
                     match queue(live, &mut backlog, protocol, &message) {
                         Ok(()) => {
@@ -816,6 +855,23 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                 let _ = queue(live, &mut backlog, protocol, &HubMessage::Ping);
                 last_sent = Instant::now();
             }
+            Wake::CallDue => {
+                let now = Instant::now();
+                while let Some((at, _)) = deadlines.front() {
+                    if *at > now {
+                        break;
+                    }
+                    let Some((_, id)) = deadlines.pop_front() else {
+                        break;
+                    };
+                    if let (Some(reply), Some(limit)) =
+                        (pending.remove(&id), options.invocation_timeout)
+                    {
+                        tracing::debug!(%id, ?limit, "invocation timed out");
+                        let _ = reply.send(Err(Error::InvocationTimeout(limit)));
+                    }
+                }
+            }
             Wake::Silent => {
                 slow = true;
                 tracing::warn!(silent_for = ?slow_after, "connection slow: the hub has been silent");
@@ -846,15 +902,20 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
         _ => Error::ConnectionClosed,
     };
     for (_, reply) in pending.drain() {
-        let _ = reply.send(Err(match &close_error {
-            Error::Hub(reason) if reason.starts_with("Server returned an error on close") => {
+        let _ = reply.send(Err(match (&calls_fail_with, &close_error) {
+            (Some(error), _) => error.clone(),
+            (None, Error::Hub(reason))
+                if reason.starts_with("Server returned an error on close") =>
+            {
                 close_error.clone()
             }
             _ => Error::ConnectionClosed,
         }));
     }
     for (_, tx) in streams.drain() {
-        let _ = tx.send(Err(Error::ConnectionClosed));
+        let _ = tx.send(Err(calls_fail_with
+            .clone()
+            .unwrap_or(Error::ConnectionClosed)));
     }
     end
 }

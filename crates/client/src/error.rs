@@ -25,6 +25,17 @@ pub enum Error {
     /// The server invoked with an error completion.
     #[error("{0}")]
     Hub(String),
+    /// The hub sent a message that is not a valid hub message (a Completion with both
+    /// `result` and `error`, an item for a call that is not a stream, ...). The connection
+    /// ends with this reason (and reconnects if allowed), failing every call and stream
+    /// waiting on it, as the official clients do.
+    #[error("the hub sent an invalid message: {0}")]
+    InvalidMessage(String),
+    /// The hub did not answer the call within the invocation timeout
+    /// ([`HubConnectionBuilder::invocation_timeout`](crate::HubConnectionBuilder::invocation_timeout)).
+    /// The hub may still run it; its late answer is ignored.
+    #[error("the hub did not answer within {0:?}")]
+    InvocationTimeout(Duration),
     /// The connection closed while the call was pending.
     #[error("Invocation canceled due to the underlying connection being closed.")]
     ConnectionClosed,

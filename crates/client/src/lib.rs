@@ -22,5 +22,5 @@ pub use event::{Event, SlowReason, State};
 pub use hubbub_protocol::negotiate::TransportKind;
 pub use hubbub_protocol::{Arg, Headers, Outcome, Protocol, Value};
 pub use hubbub_store as store;
-pub use options::{HubConnectionBuilder, TokenProvider, with_query};
+pub use options::{DEFAULT_INVOCATION_TIMEOUT, HubConnectionBuilder, TokenProvider, with_query};
 pub use retry::{Delays, ExponentialBackoff, NoRetry, RetryContext, RetryPolicy};

@@ -29,6 +29,7 @@ pub(crate) struct Options {
     pub(crate) handshake_timeout: Duration,
     pub(crate) keep_alive_interval: Duration,
     pub(crate) server_timeout: Duration,
+    pub(crate) invocation_timeout: Option<Duration>,
     pub(crate) slow_threshold: Option<Duration>,
     pub(crate) retry: Option<Arc<dyn RetryPolicy>>,
     pub(crate) retry_first_start: bool,
@@ -72,6 +73,11 @@ impl Options {
     }
 }
 
+/// How long a call waits for its Completion by default (60 s): long enough for any chat
+/// call on a slow link, short enough that a hub that never answers does not hold a caller
+/// for ever. See [`HubConnectionBuilder::invocation_timeout`].
+pub const DEFAULT_INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Builds a [`HubConnection`].
 ///
 /// ```no_run
@@ -104,6 +110,7 @@ impl HubConnectionBuilder {
                 handshake_timeout: Duration::from_secs(15),
                 keep_alive_interval: Duration::from_secs(15),
                 server_timeout: Duration::from_secs(30),
+                invocation_timeout: Some(DEFAULT_INVOCATION_TIMEOUT),
                 slow_threshold: None,
                 retry: None,
                 retry_first_start: false,
@@ -167,20 +174,37 @@ impl HubConnectionBuilder {
         self
     }
 
-    /// Ping after this long without sending (15 s).
+    /// Ping after this long without sending (15 s). Not on long polling, which keeps itself
+    /// alive (as in the official clients).
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
         self.options.keep_alive_interval = interval;
         self
     }
 
-    /// Give up on a hub that has sent nothing for this long (30 s).
+    /// Give up on a hub that has sent nothing for this long (30 s). Not on long polling: a
+    /// hub holds each poll up to its poll timeout (90 s in ASP.NET Core) and sends no pings
+    /// there; a failed or refused poll ends the connection instead (as in the official
+    /// clients).
     pub fn server_timeout(mut self, timeout: Duration) -> Self {
         self.options.server_timeout = timeout;
         self
     }
 
+    /// How long a call ([`HubConnection::invoke`] and the other `invoke` forms) waits for
+    /// the hub's Completion before failing with [`Error::InvocationTimeout`]
+    /// ([`DEFAULT_INVOCATION_TIMEOUT`], 60 s, unless set); `None` waits until the connection
+    /// ends, as the official clients do. Counted from when the invocation is sent; not for
+    /// calls with client-to-server streams, which last as long as their streams, nor for
+    /// server-to-client streams, whose items may be far apart. The hub is not told: a late
+    /// answer is ignored, and a method that changes state may still have run.
+    pub fn invocation_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.options.invocation_timeout = timeout.into();
+        self
+    }
+
     /// Report the connection as slow after this long without hearing from the hub, or with
-    /// sends stuck (default ⅔ of the server timeout).
+    /// sends stuck (default ⅔ of the server timeout). On long polling only stuck sends count:
+    /// a quiet hub is normal there.
     pub fn slow_threshold(mut self, threshold: Duration) -> Self {
         self.options.slow_threshold = Some(threshold);
         self

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse, errors};
 use hubbub_protocol::negotiate::{TransferFormat, TransportKind};
 use hubbub_protocol::{
@@ -222,11 +224,17 @@ pub(crate) async fn run(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
-    // Client-to-server streams end with the connection.
-    conn.uploads
+    // Client-to-server streams end with the connection, as an error for the methods reading
+    // them (ASP.NET Core completes them with "The underlying connection was closed."), not as
+    // if the client had ended them.
+    for (_, upload) in conn
+        .uploads
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clear();
+        .drain()
+    {
+        let _ = upload.send(Err("The underlying connection was closed.".to_owned()));
+    }
     if let Some(close) = &close {
         conn.send(HubMessage::Close(close.clone()));
     }
@@ -367,6 +375,15 @@ async fn message_loop(
         options.keep_alive_interval,
     );
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // Long polling keeps itself alive (ASP.NET Core's inherent keep-alive): no pings there, and
+    // no client timeout, since its clients send no pings either; instead, as ASP.NET Core's
+    // connection manager, a connection with no poll open for the disconnect timeout
+    // (`reconnect_window`, 15 s) has lost its client. Checked about once a second, as there.
+    let mut poll_check = tokio::time::interval(
+        Duration::from_secs(1)
+            .min(options.reconnect_window)
+            .max(Duration::from_millis(10)),
+    );
     let ping_frame = Frame::new(HubMessage::Ping);
     let mut last_heard = Instant::now();
     // Stateful reconnect: when the socket dropped, how long the client has to come back.
@@ -437,6 +454,8 @@ async fn message_loop(
             }
         }
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
+        // Known once the first poll or stream arrives (data may come first).
+        let long_polling = http.transport.get() == Some(&TransportKind::LongPolling);
         tokio::select! {
             () = sleep_until(paused_until.unwrap_or(window)), if paused_until.is_some() => {
                 paused_until = None;
@@ -462,15 +481,21 @@ async fn message_loop(
                 }
                 Some(Inbound::Closed | Inbound::Lost) | None => break None,
             },
-            _ = ping.tick() => {
+            _ = ping.tick(), if !long_polling => {
                 conn.enqueue(Outbound::Message(ping_frame.clone()));
+            }
+            _ = poll_check.tick(), if long_polling => {
+                if http.poll_idle_for() > options.reconnect_window {
+                    tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
+                    break None;
+                }
             }
             _ = ack_timer.tick(), if stateful => {
                 if let Some(id) = received.to_ack() {
                     conn.send(HubMessage::Ack(Ack { sequence_id: id }));
                 }
             }
-            () = sleep_until(window) => {
+            () = sleep_until(window), if !long_polling || lost_until.is_some() => {
                 if lost_until.is_some() {
                     tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
                     break None;
@@ -523,10 +548,20 @@ fn handle(
         }
         HubMessage::StreamInvocation(inv) => {
             let token = CancellationToken::new();
-            streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(inv.invocation_id.clone(), token.clone());
+            {
+                let mut registry = streams.lock().unwrap_or_else(|e| e.into_inner());
+                if registry.contains_key(&inv.invocation_id) {
+                    // As ASP.NET Core: the second one is refused, the first goes on.
+                    drop(registry);
+                    let error = format!("Invocation ID '{}' is already in use.", inv.invocation_id);
+                    conn.send(HubMessage::Completion(Completion::error(
+                        inv.invocation_id,
+                        error,
+                    )));
+                    return None;
+                }
+                registry.insert(inv.invocation_id.clone(), token.clone());
+            }
             let streams = streams.clone();
             let uploads = open_uploads(conn, &inv.stream_ids);
             invoke(
@@ -629,8 +664,16 @@ fn invoke(
     order: &Arc<Turns>,
     stream: Option<(CancellationToken, StreamRegistry)>,
 ) {
+    // An invocation that cannot start still ends with its one Completion, and a stream's
+    // registration goes with it.
     let reply_error = |error: String| {
         if let Some(id) = &invocation_id {
+            if let Some((_, registry)) = &stream {
+                registry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id);
+            }
             conn.send(HubMessage::Completion(Completion::error(id.clone(), error)));
         }
     };
@@ -662,7 +705,17 @@ fn invoke(
             // Done or dropped: either way it is this one's turn.
             let _ = previous.await;
         }
-        let result = future.await;
+        // A panicking method is an error Completion, worded as ASP.NET Core words an unexpected
+        // exception without detailed errors; the panic is logged.
+        let result = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                tracing::error!(connection = %conn.id, %target, panic = panic_text(&*panic), "hub method panicked");
+                Err(HubError::new(format!(
+                    "An unexpected error occurred invoking '{target}' on the server."
+                )))
+            }
+        };
         let Some(id) = invocation_id else {
             if let Err(e) = result {
                 tracing::debug!(connection = %conn.id, %target, error = %e, "fire-and-forget invocation failed");
@@ -685,29 +738,43 @@ fn invoke(
                 drop(_permit);
                 let completion = loop {
                     let item = tokio::select! {
-                        item = items.next() => item,
-                        () = cancel.cancelled() => break None,
+                        item = AssertUnwindSafe(items.next()).catch_unwind() => item,
+                        // Cancelled by the client: no more items, and a Completion without
+                        // error, as ASP.NET Core ends a cancelled stream.
+                        () = cancel.cancelled() => break Completion::void(id.clone()),
                     };
                     match item {
-                        Some(Ok(item)) => {
+                        Ok(Some(Ok(item))) => {
                             conn.send(HubMessage::StreamItem(StreamItem {
                                 headers: Headers::new(),
                                 invocation_id: id.clone(),
                                 item,
                             }));
                         }
-                        Some(Err(e)) => break Some(Completion::error(id.clone(), e.0)),
-                        None => break Some(Completion::void(id.clone())),
+                        Ok(Some(Err(e))) => break Completion::error(id.clone(), e.0),
+                        Ok(None) => break Completion::void(id.clone()),
+                        Err(panic) => {
+                            tracing::error!(connection = %conn.id, %target, panic = panic_text(&*panic), "hub stream panicked");
+                            break Completion::error(
+                                id.clone(),
+                                "An error occurred on the server while streaming results.",
+                            );
+                        }
                     }
                 };
                 registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                match completion {
-                    Some(c) => c,
-                    // Cancelled by the client: nothing more is sent for this stream.
-                    None => return,
-                }
+                completion
             }
         };
         conn.send(HubMessage::Completion(completion));
     });
+}
+
+/// The message of a panic payload (a `&str` or `String`), for the log.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }

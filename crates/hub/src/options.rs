@@ -7,9 +7,11 @@ use hubbub_protocol::DEFAULT_MAX_MESSAGE_SIZE;
 /// Settings of a hub endpoint. The defaults are the official server's.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
-    /// How often the server pings a connection it has sent nothing else to (15 s).
+    /// How often the server pings a connection it has sent nothing else to (15 s); not on long
+    /// polling, which keeps itself alive (as in ASP.NET Core).
     pub keep_alive_interval: Duration,
-    /// How long a connection may stay silent before the server drops it (30 s).
+    /// How long a connection may stay silent before the server drops it (30 s); not on long
+    /// polling, whose clients send no pings: see `reconnect_window`.
     pub client_timeout: Duration,
     /// How long a new connection has to complete its handshake (15 s).
     pub handshake_timeout: Duration,
@@ -35,8 +37,9 @@ pub struct HubOptions {
     /// Bytes of sent messages kept for replay until acknowledged (100,000); when full, sending
     /// waits for acknowledgements.
     pub stateful_reconnect_buffer: usize,
-    /// How long a stateful connection whose socket dropped waits for the client to come back
-    /// (15 s).
+    /// How long a connection without its transport waits for the client (15 s, ASP.NET Core's
+    /// `DisconnectTimeout`): a stateful connection whose socket dropped, or a long-polling
+    /// connection with no poll open.
     pub reconnect_window: Duration,
 }
 

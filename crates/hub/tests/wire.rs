@@ -80,7 +80,6 @@ async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::Text(text.into())).await.unwrap();
 }
 
-#[allow(dead_code)] // used by the Completion tests below
 async fn json_connection(hub: &hubbub_hub::RunningServer) -> Ws {
     let mut ws = socket(hub).await;
     send_text(&mut ws, "{\"protocol\":\"json\",\"version\":1}\u{1e}").await;
@@ -148,5 +147,188 @@ async fn handshake_versions_up_to_two_are_accepted_for_both_protocols() {
         completion,
         serde_json::json!({"type":3,"invocationId":"1","result":5})
     );
+    hub.shutdown().await.unwrap();
+}
+
+/// Reads messages until the Completion for `id`, checking that nothing else for `id` follows
+/// it: an Echo sent after the Completion comes back before anything more for `id` could.
+async fn completion_then_quiet(
+    ws: &mut Ws,
+    reader: &mut JsonReader,
+    id: &str,
+) -> (serde_json::Value, usize) {
+    let mut items = 0;
+    let completion = loop {
+        let message = reader.next(ws, &format!("the Completion of {id}")).await;
+        match message["type"].as_i64() {
+            Some(2) if message["invocationId"] == id => items += 1,
+            Some(3) if message["invocationId"] == id => break message,
+            _ => {}
+        }
+    };
+    send_text(
+        ws,
+        "{\"type\":1,\"invocationId\":\"after\",\"target\":\"Echo\",\"arguments\":[1]}\u{1e}",
+    )
+    .await;
+    loop {
+        let message = reader.next(ws, "the Echo sent after the Completion").await;
+        assert_ne!(
+            message["invocationId"], id,
+            "nothing more for {id} after its Completion: {message}"
+        );
+        if message["invocationId"] == "after" {
+            break;
+        }
+    }
+    (completion, items)
+}
+
+/// Issue 12, item 4: a stream cancelled with CancelInvocation ends with
+/// `{"type":3,"invocationId":"7"}`, as ASP.NET Core sends it (a Completion without error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_stream_gets_exactly_one_completion() {
+    let hub = hub().await;
+    let mut ws = json_connection(&hub).await;
+    let mut reader = JsonReader::new();
+    send_text(
+        &mut ws,
+        "{\"type\":4,\"invocationId\":\"7\",\"target\":\"Counter\",\"arguments\":[1000,200]}\u{1e}",
+    )
+    .await;
+    for expected in 0..2 {
+        let item = reader.next(&mut ws, "a stream item").await;
+        assert_eq!(
+            item,
+            serde_json::json!({"type":2,"invocationId":"7","item":expected})
+        );
+    }
+    send_text(&mut ws, "{\"type\":5,\"invocationId\":\"7\"}\u{1e}").await;
+    let (completion, _) = completion_then_quiet(&mut ws, &mut reader, "7").await;
+    assert_eq!(completion, serde_json::json!({"type":3,"invocationId":"7"}));
+    hub.shutdown().await.unwrap();
+}
+
+/// The rest of the kind: whatever ends an invocation (an error, a panic, a stream that fails,
+/// a client-to-server stream ended with an error, an id already in use, an unknown method) it
+/// gets exactly one Completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invocation_ends_with_exactly_one_completion() {
+    use futures_util::StreamExt as _;
+    use hubbub_hub::{HubError, Reply};
+    use hubbub_protocol::{Arg, Value};
+    let methods = hubbub_hub::Hub::new("faults")
+        .method("Echo", |_ctx, (v,): (serde_json::Value,)| async move {
+            Ok::<_, HubError>(v)
+        })
+        .method("Fails", |_ctx, (): ()| async move {
+            Err::<(), _>(HubError::new("it failed"))
+        })
+        .method("Panics", |_ctx, (): ()| async move {
+            if true {
+                panic!("a hub method panicked");
+            }
+            Ok::<(), HubError>(())
+        })
+        .method("PanicsWhileStreaming", |_ctx, (): ()| async move {
+            let items = futures_util::stream::iter(0..3).map(|i| {
+                assert!(i < 1, "a stream panicked");
+                Ok(Arg::from_value(Value::from(i)))
+            });
+            Ok::<_, HubError>(Reply::stream(items))
+        })
+        .method("FailsWhileStreaming", |_ctx, (): ()| async move {
+            let items = futures_util::stream::iter([
+                Ok(Arg::from_value(Value::from(1))),
+                Err(HubError::new("the stream failed")),
+            ]);
+            Ok::<_, HubError>(Reply::stream(items))
+        })
+        .method("Forever", |_ctx, (): ()| async move {
+            Ok::<_, HubError>(Reply::stream(futures_util::stream::pending()))
+        })
+        .method("Collect", |ctx, (): ()| async move {
+            let mut upload = ctx.upload(0).ok_or_else(|| HubError::new("no stream"))?;
+            let mut n = 0_i64;
+            while let Some(item) = upload.next().await {
+                item?;
+                n += 1;
+            }
+            Ok::<_, HubError>(serde_json::json!(n))
+        });
+    let hub = hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", methods)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut ws = json_connection(&hub).await;
+    let mut reader = JsonReader::new();
+    let cases: [(&str, &str, &str, serde_json::Value); 7] = [
+        (
+            "1",
+            r#"{"type":1,"invocationId":"1","target":"Fails","arguments":[]}"#,
+            "an error",
+            serde_json::json!("it failed"),
+        ),
+        (
+            "2",
+            r#"{"type":1,"invocationId":"2","target":"Panics","arguments":[]}"#,
+            "a panic",
+            serde_json::json!("An unexpected error occurred invoking 'Panics' on the server."),
+        ),
+        (
+            "3",
+            r#"{"type":4,"invocationId":"3","target":"PanicsWhileStreaming","arguments":[]}"#,
+            "a panic while streaming",
+            serde_json::json!("An error occurred on the server while streaming results."),
+        ),
+        (
+            "4",
+            r#"{"type":4,"invocationId":"4","target":"FailsWhileStreaming","arguments":[]}"#,
+            "a stream error",
+            serde_json::json!("the stream failed"),
+        ),
+        (
+            "5",
+            r#"{"type":4,"invocationId":"5","target":"Nope","arguments":[]}"#,
+            "an unknown method",
+            serde_json::json!("Unknown hub method 'Nope'"),
+        ),
+        (
+            "6",
+            r#"{"type":1,"invocationId":"6","target":"Collect","arguments":[],"streamIds":["s6"]}{"type":2,"invocationId":"s6","item":1}{"type":3,"invocationId":"s6","error":"the upload failed"}"#,
+            "a client-to-server stream ended with an error",
+            serde_json::json!("the upload failed"),
+        ),
+        (
+            "8",
+            r#"{"type":1,"invocationId":"8","target":"Collect","arguments":[],"streamIds":["s8"]}{"type":2,"invocationId":"s8","item":1}{"type":3,"invocationId":"s8"}"#,
+            "a client-to-server stream that ends",
+            serde_json::Value::Null,
+        ),
+    ];
+    for (id, request, what, error) in cases {
+        let framed = request.replace("}{", "}\u{1e}{") + "\u{1e}";
+        send_text(&mut ws, &framed).await;
+        let (completion, _) = completion_then_quiet(&mut ws, &mut reader, id).await;
+        assert_eq!(completion["error"], error, "{what}: {completion}");
+    }
+    // A stream id already in use is refused (ASP.NET Core's wording); the first one goes on
+    // and still ends with one Completion when cancelled.
+    send_text(
+        &mut ws,
+        "{\"type\":4,\"invocationId\":\"9\",\"target\":\"Forever\",\"arguments\":[]}\u{1e}{\"type\":4,\"invocationId\":\"9\",\"target\":\"Forever\",\"arguments\":[]}\u{1e}",
+    )
+    .await;
+    let refused = reader
+        .next(&mut ws, "the refusal of a second stream 9")
+        .await;
+    assert_eq!(
+        refused,
+        serde_json::json!({"type":3,"invocationId":"9","error":"Invocation ID '9' is already in use."})
+    );
+    send_text(&mut ws, "{\"type\":5,\"invocationId\":\"9\"}\u{1e}").await;
+    let (completion, _) = completion_then_quiet(&mut ws, &mut reader, "9").await;
+    assert_eq!(completion, serde_json::json!({"type":3,"invocationId":"9"}));
     hub.shutdown().await.unwrap();
 }

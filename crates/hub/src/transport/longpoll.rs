@@ -10,7 +10,26 @@ use super::{BATCH_BYTES, HttpConnection, write_outbound};
 use crate::connection::Inbound;
 use crate::state::HubState;
 
+/// Counts a poll as open while it lives (however it ends: answered, superseded, or dropped
+/// with its request), and stamps when it ended.
+struct OpenPoll(Arc<HttpConnection>);
+
+impl OpenPoll {
+    fn new(http: &Arc<HttpConnection>) -> Self {
+        http.polls_open.fetch_add(1, Ordering::SeqCst);
+        Self(http.clone())
+    }
+}
+
+impl Drop for OpenPoll {
+    fn drop(&mut self) {
+        *self.0.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0.polls_open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub(crate) async fn poll(state: &HubState, http: Arc<HttpConnection>, first: bool) -> Response {
+    let _open = OpenPoll::new(&http);
     let generation = http.next_poll();
     if first {
         // The first poll answers at once, so the client knows the transport works.

@@ -46,6 +46,10 @@ pub(crate) struct HttpConnection {
     pub(crate) ended: CancellationToken,
     pub(crate) poll_generation: AtomicU64,
     pub(crate) poll_superseded: Notify,
+    /// Long polls being answered now, and when the last one ended: long polling's liveness
+    /// (the connection's task ends one that stops polling, see [`HttpConnection::poll_idle_for`]).
+    pub(crate) polls_open: AtomicU64,
+    pub(crate) last_poll: std::sync::Mutex<tokio::time::Instant>,
     /// Negotiated with stateful reconnect (the client asked and the hub allows it).
     pub(crate) stateful: AtomicBool,
     /// How many WebSockets this connection has had (a new one resumes a stateful connection).
@@ -108,6 +112,8 @@ fn open(
         ended: CancellationToken::new(),
         poll_generation: AtomicU64::new(0),
         poll_superseded: Notify::new(),
+        polls_open: AtomicU64::new(0),
+        last_poll: std::sync::Mutex::new(tokio::time::Instant::now()),
         stateful: AtomicBool::new(stateful),
         ws_generation: AtomicU64::new(0),
         ws_replaced: Notify::new(),
@@ -421,6 +427,17 @@ pub(crate) async fn connect(
 }
 
 impl HttpConnection {
+    /// How long this long-polling connection has had no poll open (zero while one is).
+    pub(crate) fn poll_idle_for(&self) -> std::time::Duration {
+        if self.polls_open.load(Ordering::SeqCst) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        self.last_poll
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
     /// Marks a new long poll; the previous one (if any) answers 204.
     pub(crate) fn next_poll(&self) -> u64 {
         let generation = self.poll_generation.fetch_add(1, Ordering::SeqCst) + 1;
