@@ -107,50 +107,129 @@ pub(crate) struct ListenArgs {
     name: Option<String>,
 }
 
+/// What `listen` prints, in the order it happened.
+enum Line {
+    Event(Event),
+    Invocation(serde_json::Value),
+    Lagged(u64),
+}
+
+/// Moves the connection's events that are waiting into the output queue. The engine emits an
+/// event before it hands the hub's next message to observers, so pumping before each
+/// invocation puts both in the order they happened.
+fn pump(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    out: &tokio::sync::mpsc::UnboundedSender<Line>,
+) {
+    use tokio::sync::broadcast::error::TryRecvError;
+    loop {
+        match events.try_recv() {
+            Ok(event) => {
+                let _ = out.send(Line::Event(event));
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                let _ = out.send(Line::Lagged(n));
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+        }
+    }
+}
+
 pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
+    // One signal listener for the whole run, installed first: SIGTERM and Ctrl-C end the
+    // command at every stage, connecting included.
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
     let conn = args
         .connect
         .builder(args.name.as_deref())
         .with_automatic_reconnect()
         .build()
         .map_err(|e| e.to_string())?;
-    let mut events = conn.events();
-    conn.on_any(|target, arguments, headers| {
-        let mut line = serde_json::json!({ "type": "invocation", "target": target, "arguments": to_json(arguments) });
-        if !headers.is_empty() {
-            line["headers"] = serde_json::json!(headers);
+    // Events and invocations reach stdout through one queue, in the order they happened.
+    let (out, mut lines) = tokio::sync::mpsc::unbounded_channel::<Line>();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(conn.events()));
+    // Only wakes the loop up; what is printed comes from `events`.
+    let mut wake = conn.events();
+    conn.on_any({
+        let events = events.clone();
+        let out = out.clone();
+        move |target, arguments, headers| {
+            let mut line = serde_json::json!({ "type": "invocation", "target": target, "arguments": to_json(arguments) });
+            if !headers.is_empty() {
+                line["headers"] = serde_json::json!(headers);
+            }
+            let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+            pump(&mut events, &out);
+            let _ = out.send(Line::Invocation(line));
         }
-        print_line(&line.to_string());
     });
-    // One signal listener for the whole run, installed before anything is shown (see `chat`).
-    let shutdown = crate::shutdown_signal();
-    conn.start().await.map_err(|e| e.to_string())?;
-    tokio::pin!(shutdown);
+    let stop = |conn: HubConnection| async move {
+        if tokio::time::timeout(Duration::from_secs(5), conn.stop())
+            .await
+            .is_err()
+        {
+            eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
+        }
+    };
+    let mut started = std::pin::pin!(conn.start());
+    let mut starting = true;
     loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => {
-                    let mut line = serde_json::to_value(&event).unwrap_or_default();
-                    line["type"] = "event".into();
-                    print_line(&line.to_string());
-                    if let Event::Closed { reason } = event {
-                        return match reason {
-                            None => Ok(()),
-                            Some(reason) => Err(format!("connection closed: {reason}")),
-                        };
+            result = &mut started, if starting => {
+                starting = false;
+                if let Err(e) = result {
+                    // The events that led here (and the closed one) first.
+                    pump(&mut events.lock().unwrap_or_else(|e| e.into_inner()), &out);
+                    while let Ok(line) = lines.try_recv() {
+                        print(line);
                     }
+                    return Err(e.to_string());
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    print_line(&serde_json::json!({ "type": "event", "event": "lagged", "missed": n }).to_string());
+            }
+            woken = wake.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = woken {
+                    return Ok(());
                 }
-                Err(_) => return Ok(()),
-            },
+                pump(&mut events.lock().unwrap_or_else(|e| e.into_inner()), &out);
+            }
+            Some(line) = lines.recv() => {
+                let closed = match &line {
+                    Line::Event(Event::Closed { reason }) => Some(reason.clone()),
+                    _ => None,
+                };
+                print(line);
+                match closed {
+                    // The hub ended the connection cleanly: not a failure.
+                    Some(None) => {
+                        eprintln!("hubbub: the hub closed the connection");
+                        return Ok(());
+                    }
+                    Some(Some(reason)) => return Err(format!("connection closed: {reason}")),
+                    None => {}
+                }
+            }
             () = &mut shutdown => {
-                conn.stop().await;
+                stop(conn.clone()).await;
                 return Ok(());
             }
         }
     }
+}
+
+fn print(line: Line) {
+    let text = match line {
+        Line::Event(event) => {
+            let mut line = serde_json::to_value(&event).unwrap_or_default();
+            line["type"] = "event".into();
+            line.to_string()
+        }
+        Line::Invocation(line) => line.to_string(),
+        Line::Lagged(n) => {
+            serde_json::json!({ "type": "event", "event": "lagged", "missed": n }).to_string()
+        }
+    };
+    print_line(&text);
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,19 +244,32 @@ pub(crate) struct SendArgs {
 }
 
 pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
+    // Installed first: SIGTERM and Ctrl-C end the command at every stage.
+    let shutdown = crate::shutdown_signal();
     let conn = args
         .connect
         .builder(Some(&args.name))
         .build()
         .map_err(|e| e.to_string())?;
-    conn.start()
+    let sending = async {
+        conn.start()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        conn.invoke::<()>("Send", vec![args.name.clone().into(), args.text.into()])
+            .await
+            .map_err(|e| format!("send failed: {e}"))
+    };
+    let result = tokio::select! {
+        result = sending => result,
+        () = shutdown => Err("interrupted before the hub confirmed the message".to_owned()),
+    };
+    if tokio::time::timeout(Duration::from_secs(5), conn.stop())
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let result = conn
-        .invoke::<()>("Send", vec![args.name.clone().into(), args.text.into()])
-        .await;
-    conn.stop().await;
-    result.map_err(|e| format!("send failed: {e}"))
+        .is_err()
+    {
+        eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
+    }
+    result
 }
 
 #[derive(Debug, clap::Args)]
@@ -206,8 +298,14 @@ pub(crate) struct ChatArgs {
 }
 
 pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
-    use hubbub_client::store::{Error as StoreError, MessageState, Store};
+    use hubbub_client::store::{Error as StoreError, Store};
     use hubbub_client::{Chat, ChatEvent};
+
+    // One signal listener for the whole session, installed first: a fresh one per turn of the
+    // loop would miss a SIGTERM that arrives between turns, and one made later would let an
+    // early SIGTERM kill us with the default action. A signal that comes while the store or
+    // the embedded hub opens ends the session as soon as it starts.
+    let shutdown = crate::shutdown_signal();
 
     let db = args
         .db
@@ -263,6 +361,7 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
     let chat = Chat::open(conn.clone(), store, &url, &args.name)
         .await
         .map_err(|e| e.to_string())?;
+    let mut screen = Screen::new(&chat);
     let mut events = chat.events();
     let pending = chat.pending().await.map_err(|e| e.to_string())?;
     if pending > 0 {
@@ -273,28 +372,14 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         let conn = conn.clone();
         async move { conn.start().await }
     });
-    // One signal listener for the whole session, installed before we say we are ready: a fresh
-    // one per turn of the loop would miss a SIGTERM that arrives between turns, and one made
-    // later would let an early SIGTERM kill us with the default action.
-    let shutdown = crate::shutdown_signal();
     eprintln!(
         "hubbub: chatting as {} on {url} (type a line and press Enter; Ctrl-D to quit)",
         args.name
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
-    // Each message is shown once: received ones when stored, our own once the hub has them.
-    let mut shown = std::collections::HashSet::new();
-    let show_once = |shown: &mut std::collections::HashSet<(String, MessageState)>,
-                     event: &ChatEvent| {
-        if let ChatEvent::Stored(m) | ChatEvent::Updated(m) = event {
-            if !shown.insert((m.msg_id.clone(), m.state)) {
-                return;
-            }
-        }
-        show_event(event);
-    };
     tokio::pin!(shutdown);
+    let mut interrupted = false;
     let result = loop {
         tokio::select! {
             line = lines.next_line(), if input_open => match line {
@@ -311,9 +396,17 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
             },
             event = events.recv() => match event {
                 Ok(event) => {
-                    show_once(&mut shown, &event);
-                    if let ChatEvent::Connection(Event::Closed { reason: Some(reason) }) = event {
-                        break Err(format!("connection closed: {reason}"));
+                    screen.show(&event).await;
+                    match event {
+                        ChatEvent::Connection(Event::Closed { reason: Some(reason) }) => {
+                            break Err(format!("connection closed: {reason}"));
+                        }
+                        // The hub ended the session cleanly: not a failure.
+                        ChatEvent::Connection(Event::Closed { reason: None }) => {
+                            eprintln!("hubbub: the hub closed the connection");
+                            break Ok(());
+                        }
+                        _ => {}
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => eprintln!("hubbub: {n} events skipped"),
@@ -325,71 +418,120 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
                     break Ok(());
                 }
             }
-            () = &mut shutdown => break Ok(()),
+            () = &mut shutdown => {
+                interrupted = true;
+                break Ok(());
+            }
         }
     };
     // Give the echoes of the last lines a moment to be shown.
     let until = tokio::time::Instant::now() + Duration::from_millis(300);
     while let Ok(Ok(event)) = tokio::time::timeout_at(until, events.recv()).await {
-        show_once(&mut shown, &event);
+        screen.show(&event).await;
     }
-    conn.stop().await;
-    if let Ok(Err(e)) = starting.await {
-        if result.is_ok() {
+    if tokio::time::timeout(Duration::from_secs(5), conn.stop())
+        .await
+        .is_err()
+    {
+        eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
+    }
+    // Stopped by a signal while still connecting is how the user wanted it to end.
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), starting).await {
+        if result.is_ok() && !interrupted {
             return Err(format!("cannot connect to {url}: {e}"));
         }
     }
     if let Some(server) = embedded {
-        let _ = server.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!("hubbub: the embedded hub did not stop within 10 s; leaving anyway");
+        }
     }
     result
 }
 
-/// Prints one chat event: a message on stdout, everything else on stderr.
-fn show_event(event: &hubbub_client::ChatEvent) {
-    use hubbub_client::ChatEvent;
-    use hubbub_client::store::MessageState;
-    match event {
-        ChatEvent::Stored(m) if !m.outgoing => print_line(&format!("{}: {}", m.sender, m.body)),
-        ChatEvent::Updated(m) if m.state == MessageState::Sent => {
-            print_line(&format!("{}: {}", m.sender, m.body))
+/// What the terminal chat shows: each stored message once, marked with its conversation.
+struct Screen {
+    store: hubbub_client::store::Store,
+    me: String,
+    /// Messages already shown, with the state they were shown in.
+    shown: std::collections::HashSet<(String, hubbub_client::store::MessageState)>,
+    kinds: std::collections::HashMap<
+        hubbub_client::store::ConversationId,
+        hubbub_client::store::ConversationKind,
+    >,
+}
+
+impl Screen {
+    fn new(chat: &hubbub_client::Chat) -> Self {
+        let mut kinds = std::collections::HashMap::new();
+        kinds.insert(
+            chat.conversation(),
+            hubbub_client::store::ConversationKind::Broadcast,
+        );
+        Self {
+            store: chat.store().clone(),
+            me: chat.me().to_owned(),
+            shown: std::collections::HashSet::new(),
+            kinds,
         }
-        ChatEvent::Updated(m) if m.state == MessageState::Failed => {
-            eprintln!(
-                "hubbub: not sent: {} ({})",
-                m.body,
-                m.error.as_deref().unwrap_or("refused")
-            );
+    }
+
+    /// Shows one chat event: a message on stdout (received ones when stored, our own once the
+    /// hub has them), everything else on stderr.
+    async fn show(&mut self, event: &hubbub_client::ChatEvent) {
+        use hubbub_client::ChatEvent;
+        use hubbub_client::store::{ConversationKind, MessageState};
+        let message = match event {
+            ChatEvent::Stored(m) if !m.outgoing => m,
+            ChatEvent::Updated(m) if m.state == MessageState::Sent => m,
+            ChatEvent::Updated(m) if m.state == MessageState::Failed => {
+                if self.shown.insert((m.msg_id.clone(), m.state)) {
+                    eprintln!(
+                        "hubbub: not sent: {} ({})",
+                        m.body,
+                        m.error.as_deref().unwrap_or("refused")
+                    );
+                }
+                return;
+            }
+            ChatEvent::Connection(event) => {
+                if let Some(text) = describe(event) {
+                    eprintln!("hubbub: {text}");
+                }
+                return;
+            }
+            _ => return,
+        };
+        if !self.shown.insert((message.msg_id.clone(), message.state)) {
+            return;
         }
-        ChatEvent::Connection(event) => {
-            if let Some(text) = describe(event) {
-                eprintln!("hubbub: {text}");
+        if !self.kinds.contains_key(&message.conversation) {
+            match self.store.conversation_kind(message.conversation).await {
+                Ok(kind) => {
+                    self.kinds.insert(message.conversation, kind);
+                }
+                Err(e) => tracing::warn!(error = %e, "a message's conversation is unknown"),
             }
         }
-        _ => {}
+        let (sender, body) = (&message.sender, &message.body);
+        print_line(&match self.kinds.get(&message.conversation) {
+            Some(ConversationKind::Room(room)) => format!("[{room}] {sender}: {body}"),
+            Some(ConversationKind::Direct(peer)) if *sender == self.me => {
+                format!("(direct to {peer}) {sender}: {body}")
+            }
+            Some(ConversationKind::Direct(_)) => format!("(direct) {sender}: {body}"),
+            Some(ConversationKind::Broadcast) | None => format!("{sender}: {body}"),
+        });
     }
 }
 
-/// Room, direct-message and presence notices (the broadcast itself goes through the store).
+/// Presence notices. Messages (broadcast, room, direct) are shown from the store, once, by
+/// [`Screen`].
 fn register_notices(conn: &HubConnection) {
     let text = |a: &Arg| a.decode::<String>().unwrap_or_default();
-    conn.on("roomMessage", move |args| {
-        if let [room, name, message] = args {
-            print_line(&format!(
-                "[{}] {}: {}",
-                text(room),
-                text(name),
-                text(message)
-            ));
-        }
-        None
-    });
-    conn.on("directMessage", move |args| {
-        if let [from, message] = args {
-            print_line(&format!("(direct) {}: {}", text(from), text(message)));
-        }
-        None
-    });
     let count = |a: &Arg| a.decode::<u64>().unwrap_or_default();
     conn.on("userJoined", move |args| {
         if let [user, n] = args {

@@ -133,6 +133,10 @@ fn main() -> ExitCode {
 }
 
 async fn hub(args: HubArgs) -> Result<(), String> {
+    // Installed first, so SIGTERM and Ctrl-C end the command at every stage (binding, and
+    // setting up a Redis backplane, included) and an early one still shuts down cleanly.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let options = hubbub_hub::HubOptions {
         max_connections: args.max_connections,
         max_message_size: args.max_message_size,
@@ -184,16 +188,14 @@ async fn hub(args: HubArgs) -> Result<(), String> {
         }
         builder = builder.auth(auth);
     }
-    // Installed before the node says it listens, so an early SIGTERM still shuts down cleanly.
-    let shutdown = shutdown_signal();
-    let server = builder
-        .bind(args.listen)
-        .await
-        .map_err(|e| match e.kind() {
+    let server = tokio::select! {
+        bound = builder.bind(args.listen) => bound.map_err(|e| match e.kind() {
             // A backplane that cannot be set up (a Redis URL that does not parse).
             std::io::ErrorKind::InvalidInput => e.to_string(),
             _ => format!("cannot listen on {}: {e}", args.listen),
-        })?;
+        })?,
+        () = &mut shutdown => return Ok(()),
+    };
     shutdown.await;
     tracing::info!("shutting down: closing every connection (clients may reconnect)");
     server.shutdown().await.map_err(|e| e.to_string())

@@ -633,3 +633,95 @@ fn a_thousand_piped_lines_all_arrive_once_under_the_hubs_default_rate_limit() {
     sigterm(&hub);
     assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
 }
+
+/// Issue 12, item 8: `hubbub chat` shows a direct message once, marked as direct (it used to
+/// show it a second time as if it were a broadcast).
+#[test]
+fn chat_shows_each_direct_message_once_marked_as_direct() {
+    use hubbub_client::{Arg, HubConnectionBuilder, chat::MESSAGE_ID_HEADER};
+    let (mut hub, url) = start_hub("127.0.0.1", &[]);
+    let hub_url = format!("{url}/chathub");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // ann is there first, and sees bob arrive.
+    let (joined_tx, joined) = std::sync::mpsc::channel();
+    let ann = runtime.block_on(async {
+        let ann = HubConnectionBuilder::new(format!("{hub_url}?name=ann"))
+            .build()
+            .unwrap();
+        ann.on("userJoined", move |args| {
+            if args
+                .first()
+                .and_then(|a| a.decode::<String>().ok())
+                .as_deref()
+                == Some("bob")
+            {
+                let _ = joined_tx.send(());
+            }
+            None
+        });
+        ann.start().await.unwrap();
+        ann
+    });
+    let mut bob = Command::new(BIN)
+        .args([
+            "chat",
+            "--url",
+            &hub_url,
+            "--name",
+            "bob",
+            "--db",
+            &temp_db("direct"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _input = bob.stdin.take().unwrap(); // kept open: bob stays until SIGTERM
+    let stdout = bob.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    joined
+        .recv_timeout(Duration::from_secs(10))
+        .expect("bob joins within 10 s");
+    let mut shown = Vec::new();
+    let mut say = |method: &str, args: Vec<Arg>, id: &str, expect: &str| {
+        let headers = hubbub_client::Headers::from([(MESSAGE_ID_HEADER.to_owned(), id.to_owned())]);
+        runtime
+            .block_on(ann.invoke_with_headers::<()>(method, args, headers))
+            .unwrap();
+        while !shown.iter().any(|l| l == expect) {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("bob did not show {expect:?} within 10 s: {shown:?}"));
+            shown.push(line);
+        }
+    };
+    say(
+        "SendToUser",
+        vec!["bob".into(), "psst".into()],
+        "direct-1",
+        "(direct) ann: psst",
+    );
+    // A broadcast after it: by the time bob shows it, any second copy of the direct message
+    // would have been shown (one connection's messages are handled in order).
+    say(
+        "Send",
+        vec!["ann".into(), "after".into()],
+        "broadcast-1",
+        "ann: after",
+    );
+    sigterm(&bob);
+    assert!(wait_exit(&mut bob, Duration::from_secs(10)).success());
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        shown.push(line);
+    }
+    assert_eq!(shown, ["(direct) ann: psst", "ann: after"]);
+    runtime.block_on(ann.stop());
+    sigterm(&hub);
+    assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
+}

@@ -104,6 +104,9 @@ enum End {
         at_once: bool,
     },
     Suspended,
+    /// The hub sent a Close without an error that does not allow reconnecting: a plain end,
+    /// as the official clients treat it (`onclose` without an error).
+    ClosedByHub,
 }
 
 impl Actor {
@@ -418,13 +421,23 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                             actor.set_state(State::Suspended);
                             continue 'idle;
                         }
+                        End::ClosedByHub => {
+                            live.link.close().await;
+                            tracing::info!("the hub closed the connection");
+                            actor.set_state(State::Disconnected);
+                            actor.emit(Event::Closed { reason: None });
+                            continue 'idle;
+                        }
                         End::Lost {
                             reason,
                             reconnect,
                             at_once,
                         } => {
+                            // What this connection will do, not only what the hub allows: one
+                            // without a retry policy never reconnects.
+                            let reconnect = reconnect && actor.options.retry.is_some();
                             tracing::warn!(%reason, reconnect, "connection lost");
-                            if !reconnect || actor.options.retry.is_none() {
+                            if !reconnect {
                                 actor.set_state(State::Disconnected);
                                 actor.emit(Event::Closed {
                                     reason: Some(reason),
@@ -670,6 +683,9 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                     }
                 }
                 HubMessage::Close(close) => {
+                    if close.error.is_none() && !close.allow_reconnect {
+                        break 'serve End::ClosedByHub;
+                    }
                     let reason = close.error.map_or_else(
                         || "the server closed the connection".to_owned(),
                         |e| format!("Server returned an error on close: {e}"),

@@ -84,7 +84,9 @@ pub enum Event {
     Recovered,
     /// The connection closed for good (no more retries).
     Closed {
-        /// Why, if it was not a plain stop.
+        /// Why, if it ended in an error; none after a plain stop, and when the hub closed it
+        /// with a Close message without an error that does not allow reconnecting (a clean end,
+        /// as the official clients report it: `onclose` without an error).
         reason: Option<String>,
     },
     /// Something went wrong that did not close the connection.
