@@ -25,14 +25,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Kills a child process when dropped.
+/// Kills a child process, and everything it started, when dropped. The child must lead a
+/// process group of its own ([`own_group`]): tauri-driver starts WebKitWebDriver, which
+/// outlived it before and kept its inherited file descriptors open.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `command` in a process group of its own, so a [`Guard`] can end all of it.
+fn own_group(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    command.process_group(0)
 }
 
 fn free_port() -> u16 {
@@ -157,7 +169,7 @@ fn xvfb(binary: &Path) -> (Guard, String) {
         if Path::new(&format!("/tmp/.X{display}-lock")).exists() {
             continue;
         }
-        let child = Command::new(binary)
+        let child = own_group(&mut Command::new(binary))
             .args([
                 format!(":{display}"),
                 "-screen".into(),
@@ -199,7 +211,7 @@ fn cli() -> PathBuf {
 }
 
 fn hub(port: u16) -> Guard {
-    let child = Command::new(cli())
+    let child = own_group(&mut Command::new(cli()))
         .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -212,7 +224,7 @@ fn hub(port: u16) -> Guard {
 /// A tauri-driver of its own (one app session each).
 fn driver(tauri_driver: &Path, native: &Path, display: &str) -> (Guard, u16) {
     let (port, native_port) = (free_port(), free_port());
-    let child = Command::new(tauri_driver)
+    let child = own_group(&mut Command::new(tauri_driver))
         .args([
             "--port",
             &port.to_string(),

@@ -14,6 +14,15 @@ use hubbub_client::store::{ConversationKind, Store};
 use hubbub_client::{Arg, Chat, Delays, Headers, HubConnection, HubConnectionBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
+
+/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
+/// user's: tests run in parallel, and a real profile may hold another version's database.
+fn hubbub() -> Command {
+    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
+    let mut command = Command::new(BIN);
+    command.env("XDG_DATA_HOME", dir);
+    command
+}
 /// Node liveness for these tests: a killed node leaves presence within TTL + TTL/3.
 const NODE_TTL: &str = "1.5";
 
@@ -105,7 +114,7 @@ struct Node {
 impl Node {
     fn start(redis: &Redis) -> Self {
         let port = free_port();
-        let mut child = Command::new(BIN)
+        let mut child = hubbub()
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis", &redis.url(), "--redis-node-ttl", NODE_TTL])
             .args(["--max-messages-per-second", "100000"])

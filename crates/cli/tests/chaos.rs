@@ -9,11 +9,20 @@ use hubbub_client::store::{ConversationKind, Store};
 use hubbub_client::{Chat, Delays, HubConnectionBuilder};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
+
+/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
+/// user's: tests run in parallel, and a real profile may hold another version's database.
+fn hubbub() -> Command {
+    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
+    let mut command = Command::new(BIN);
+    command.env("XDG_DATA_HOME", dir);
+    command
+}
 const CLIENTS: usize = 10;
 const PER_CLIENT: usize = 30;
 
 fn start_hub(port: u16, history: &std::path::Path) -> Child {
-    let child = Command::new(BIN)
+    let child = hubbub()
         .args([
             "hub",
             "--listen",

@@ -10,6 +10,15 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
 
+/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
+/// user's: tests run in parallel, and a real profile may hold another version's database.
+fn hubbub() -> Command {
+    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
+    let mut command = Command::new(BIN);
+    command.env("XDG_DATA_HOME", dir);
+    command
+}
+
 /// Starts `hubbub hub` on a free port of `host` and waits for its "listening on" line.
 fn start_hub(host: &str, extra: &[&str]) -> (Child, String) {
     let port = std::net::TcpListener::bind(format!("{host}:0"))
@@ -22,7 +31,7 @@ fn start_hub(host: &str, extra: &[&str]) -> (Child, String) {
     } else {
         format!("{host}:{port}")
     };
-    let mut child = Command::new(BIN)
+    let mut child = hubbub()
         .args(["hub", "--listen", &listen])
         .args(extra)
         .env("RUST_LOG", "info")
@@ -85,7 +94,7 @@ fn hub_serves_then_sigterm_closes_connections_allowing_reconnect_and_exits_0() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
     // A listener sees the Close that allows reconnecting.
-    let mut listen = Command::new(BIN)
+    let mut listen = hubbub()
         .args([
             "listen",
             "--url",
@@ -134,7 +143,7 @@ fn hub_listens_on_ipv6_loopback() {
         return;
     }
     let (mut hub, url) = start_hub("::1", &[]);
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args([
             "send",
             "--url",
@@ -158,7 +167,7 @@ fn hub_listens_on_ipv6_loopback() {
 fn send_listen_and_piped_chat() {
     let (mut hub, url) = start_hub("127.0.0.1", &[]);
     let hub_url = format!("{url}/chathub");
-    let mut listen = Command::new(BIN)
+    let mut listen = hubbub()
         .args(["listen", "--url", &hub_url, "--transport", "sse"])
         .stdout(Stdio::piped())
         .spawn()
@@ -177,7 +186,7 @@ fn send_listen_and_piped_chat() {
             break;
         }
     }
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args([
             "send",
             "--url",
@@ -194,7 +203,7 @@ fn send_listen_and_piped_chat() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Piped input: each line is one message, in order; output is one line per message.
-    let mut chat = Command::new(BIN)
+    let mut chat = hubbub()
         .args([
             "chat",
             "--url",
@@ -255,7 +264,7 @@ fn send_to_nothing_fails_with_a_clear_error() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args([
             "send",
             "--url",
@@ -272,7 +281,7 @@ fn send_to_nothing_fails_with_a_clear_error() {
         err.contains("cannot connect") && err.contains("Connection refused"),
         "{err}"
     );
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args(["send", "--url", "ftp://x/hub", "--name", "x", "hi"])
         .output()
         .unwrap();
@@ -282,7 +291,7 @@ fn send_to_nothing_fails_with_a_clear_error() {
 
 #[test]
 fn chat_without_url_runs_an_embedded_hub() {
-    let mut chat = Command::new(BIN)
+    let mut chat = hubbub()
         .args(["chat", "--name", "solo", "--db", &temp_db("embedded")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -307,7 +316,7 @@ fn chat_without_url_runs_an_embedded_hub() {
 /// it exits 0: the blocking read of stdin does not hold the process.
 #[test]
 fn sigterm_ends_a_chat_waiting_for_input() {
-    let mut chat = Command::new(BIN)
+    let mut chat = hubbub()
         .args(["chat", "--name", "idle", "--db", &temp_db("sigterm")])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -335,7 +344,7 @@ fn sigkill_while_sending_then_restart_delivers_everything_once_in_order() {
     let (mut hub, url) = start_hub("127.0.0.1", &["--max-messages-per-second", "100000"]);
     let hub_url = format!("{url}/chathub");
     let db = temp_db("sigkill");
-    let mut listen = Command::new(BIN)
+    let mut listen = hubbub()
         .args(["listen", "--url", &hub_url])
         .stdout(Stdio::piped())
         .spawn()
@@ -358,7 +367,7 @@ fn sigkill_while_sending_then_restart_delivers_everything_once_in_order() {
     }
 
     // A chat reading a steady stream of lines, killed without warning part way through.
-    let mut chat = Command::new(BIN)
+    let mut chat = hubbub()
         .args(["chat", "--url", &hub_url, "--name", "ann", "--db", &db])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -420,7 +429,7 @@ fn sigkill_while_sending_then_restart_delivers_everything_once_in_order() {
     );
 
     // Restarted with nothing to type: it sends what is left and exits.
-    let status = Command::new(BIN)
+    let status = hubbub()
         .args(["chat", "--url", &hub_url, "--name", "ann", "--db", &db])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -481,7 +490,7 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
     let (mut hub, url) = start_hub("127.0.0.1", &[]);
     let db = temp_db("damaged");
     std::fs::write(&db, b"definitely not SQLite").unwrap();
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args([
             "chat",
             "--url",
@@ -505,7 +514,7 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
         b"definitely not SQLite",
         "nothing was wiped"
     );
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args([
             "chat",
             "--url",
@@ -543,7 +552,7 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
 /// Starts `hubbub listen` on `hub_url` and waits until it is connected; its stdout lines come
 /// through the receiver.
 fn start_listener(hub_url: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut listen = Command::new(BIN)
+    let mut listen = hubbub()
         .args(["listen", "--url", hub_url])
         .stdout(Stdio::piped())
         .spawn()
@@ -575,7 +584,7 @@ fn a_thousand_piped_lines_all_arrive_once_under_the_hubs_default_rate_limit() {
     let (mut hub, url) = start_hub("127.0.0.1", &[]);
     let hub_url = format!("{url}/chathub");
     let (mut listen, rx) = start_listener(&hub_url);
-    let mut chat = Command::new(BIN)
+    let mut chat = hubbub()
         .args([
             "chat",
             "--url",
@@ -662,7 +671,7 @@ fn chat_shows_each_direct_message_once_marked_as_direct() {
         ann.start().await.unwrap();
         ann
     });
-    let mut bob = Command::new(BIN)
+    let mut bob = hubbub()
         .args([
             "chat",
             "--url",

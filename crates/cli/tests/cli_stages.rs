@@ -17,6 +17,15 @@ use axum::routing::{get, post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
 
+/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
+/// user's: tests run in parallel, and a real profile may hold another version's database.
+fn hubbub() -> Command {
+    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
+    let mut command = Command::new(BIN);
+    command.env("XDG_DATA_HOME", dir);
+    command
+}
+
 /// Kills a child when dropped (a failed assertion must not leave it running).
 struct Reap(Child);
 
@@ -114,7 +123,7 @@ fn sigterm_ends_listen_send_and_chat_while_they_are_still_connecting() {
     ];
     for (name, args, success) in commands {
         let mut child = Reap(
-            Command::new(BIN)
+            hubbub()
                 .args(&args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
@@ -248,7 +257,7 @@ fn json(line: &str) -> serde_json::Value {
 fn listen_prints_events_and_invocations_in_the_order_they_happened() {
     let url = stand_in_hub(Act::SpeakAtOnce);
     let mut listen = Reap(
-        Command::new(BIN)
+        hubbub()
             .args(["listen", "--url", &url])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -292,7 +301,7 @@ fn listen_prints_events_and_invocations_in_the_order_they_happened() {
 fn a_clean_close_from_the_hub_is_not_a_failure() {
     let url = stand_in_hub(Act::CloseCleanly);
     let mut listen = Reap(
-        Command::new(BIN)
+        hubbub()
             .args(["listen", "--url", &url])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -316,7 +325,7 @@ fn a_clean_close_from_the_hub_is_not_a_failure() {
 #[test]
 fn send_logs_no_reconnect_when_its_connection_is_lost() {
     let url = stand_in_hub(Act::DropOnInvocation);
-    let out = Command::new(BIN)
+    let out = hubbub()
         .args(["send", "--url", &url, "--name", "x", "hi"])
         .env("RUST_LOG", "hubbub_client=warn")
         .stdout(Stdio::null())

@@ -578,7 +578,7 @@ impl Core {
 
     /// Disconnects an account (its outbox waits for the next connect).
     pub async fn disconnect(&self, account: AccountId) -> Result<()> {
-        self.session(account)?.connection().stop().await;
+        self.session(account)?.disconnect().await;
         Ok(())
     }
 

@@ -35,6 +35,8 @@ pub(crate) struct Session {
     online: Arc<Mutex<BTreeMap<String, u64>>>,
     token: Arc<Mutex<Option<String>>>,
     kinds: Arc<Mutex<HashMap<ConversationId, ConversationKind>>>,
+    /// Whether the user asked to disconnect: a close without a reason is theirs, not the hub's.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -134,6 +136,7 @@ impl Session {
         }
 
         let status = Arc::new(Mutex::new(Status::default()));
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let forward = tokio::spawn(forward(
             id,
             chat.clone(),
@@ -142,6 +145,7 @@ impl Session {
             status.clone(),
             online.clone(),
             kinds.clone(),
+            stopping.clone(),
             events,
         ));
         Ok(Self {
@@ -150,6 +154,7 @@ impl Session {
             online,
             token,
             kinds,
+            stopping,
             tasks: vec![forward],
         })
     }
@@ -160,12 +165,21 @@ impl Session {
 
     /// Starts connecting (in the background: a hub that is down is retried until it is up).
     pub(crate) fn connect(&self) {
+        self.stopping
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let connection = self.connection().clone();
         tokio::spawn(async move {
             if let Err(e) = connection.start().await {
                 tracing::debug!(error = %e, "start ended without a connection");
             }
         });
+    }
+
+    /// Disconnects at the user's request (the status then shows no reason).
+    pub(crate) async fn disconnect(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.connection().stop().await;
     }
 
     pub(crate) fn set_token(&self, token: Option<String>) {
@@ -206,6 +220,7 @@ async fn forward(
     status: Arc<Mutex<Status>>,
     online: Arc<Mutex<BTreeMap<String, u64>>>,
     kinds: Arc<Mutex<HashMap<ConversationId, ConversationKind>>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     events: broadcast::Sender<AppEvent>,
 ) {
     let mut rx = chat.events();
@@ -307,6 +322,13 @@ async fn forward(
                     let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
                     let before = s.clone();
                     apply(&mut s, &event);
+                    // The client reports a clean Close from the hub without a reason, as the
+                    // official clients do; unless the user asked for it, say who ended it.
+                    if matches!(event, Event::Closed { reason: None })
+                        && !stopping.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        s.reason = Some("the hub closed the connection".to_owned());
+                    }
                     (*s != before).then(|| s.clone())
                 };
                 if let Some(status) = changed {
