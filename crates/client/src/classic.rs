@@ -145,7 +145,12 @@ impl Wire {
                 Ok(call) => {
                     tracing::debug!(hub = %call.hub, method = %call.method, "call for another hub ignored");
                 }
-                Err(e) => self.decoded.push_back(Err(e)),
+                // A 2.x server sends progress (and may send results) through the message
+                // bus: items with a top-level `I`, which the jQuery client reads as results.
+                Err(e) => match Incoming::decode(item) {
+                    Ok(Incoming::Result(result)) => self.result(result),
+                    _ => self.decoded.push_back(Err(e)),
+                },
             }
         }
         if let Some(error) = envelope.error {
