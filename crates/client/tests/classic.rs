@@ -405,3 +405,93 @@ async fn without_try_web_sockets_the_client_falls_back_to_sse() {
     assert_eq!(transport, "ServerSentEvents");
     conn.stop().await;
 }
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("hubbub-classic-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("history.sqlite3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_layer_on_a_classic_hub_loses_nothing_across_a_cut() {
+    use hubbub_client::Chat;
+    use hubbub_client::store::Store;
+    let server = ClassicServer::start(Settings {
+        poll_hold: Duration::from_millis(500),
+        ..Settings::default()
+    })
+    .await;
+    for transport in TRANSPORTS {
+        let open = |name: &'static str| {
+            let server = server.clone();
+            async move {
+                let store = Store::open(temp_db(&format!("{}-{name}", transport.name())))
+                    .await
+                    .unwrap();
+                let conn = builder(&server, transport)
+                    .retry_policy(Delays(vec![Duration::from_millis(200); 100]))
+                    .build()
+                    .unwrap();
+                let chat = Chat::open(conn.clone(), store, &server.url(), name)
+                    .await
+                    .unwrap();
+                conn.start().await.unwrap();
+                chat
+            }
+        };
+        let ann = open("ann").await;
+        let bob = open("bob").await;
+        let received = |chat: &Chat| {
+            let store = chat.store().clone();
+            let conversation = chat.conversation();
+            async move {
+                store
+                    .newest(conversation, 100)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| (m.sender, m.body))
+                    .collect::<Vec<_>>()
+            }
+        };
+        ann.send("hello bob").await.unwrap();
+        let start = std::time::Instant::now();
+        while received(&bob).await.is_empty() {
+            assert!(start.elapsed() < LIMIT, "{transport:?}: bob got nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Typed while the transports are cut: kept in the outbox, sent after the reconnect.
+        server.cut_all();
+        ann.send("while cut").await.unwrap();
+        ann.send("still cut").await.unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            let got = received(&bob).await;
+            let mut bodies: Vec<&str> = got.iter().map(|(_, b)| b.as_str()).collect();
+            bodies.sort_unstable();
+            if bodies.len() >= 3 {
+                assert_eq!(
+                    bodies,
+                    ["hello bob", "still cut", "while cut"],
+                    "{transport:?}: each once"
+                );
+                assert!(got.iter().all(|(sender, _)| sender == "ann"), "{got:?}");
+                break;
+            }
+            assert!(start.elapsed() < LIMIT, "{transport:?}: bob has {got:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let start = std::time::Instant::now();
+        while ann.pending().await.unwrap() > 0 {
+            assert!(
+                start.elapsed() < LIMIT,
+                "{transport:?}: the outbox never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ann.connection().stop().await;
+        bob.connection().stop().await;
+    }
+}
