@@ -25,6 +25,15 @@ pub enum Error {
     /// The server invoked with an error completion.
     #[error("{0}")]
     Hub(String),
+    /// A classic hub threw a `HubException` with extra data (`D`); without data a hub error
+    /// is [`Error::Hub`].
+    #[error("{message}")]
+    HubException {
+        /// The exception's message (`E`).
+        message: String,
+        /// Its data (`D`), as JSON.
+        data: hubbub_protocol::Arg,
+    },
     /// The connection closed while the call was pending.
     #[error("Invocation canceled due to the underlying connection being closed.")]
     ConnectionClosed,
