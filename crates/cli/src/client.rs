@@ -4,7 +4,9 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use hubbub_client::{Arg, Event, HubConnection, HubConnectionBuilder, Protocol, TransportKind};
+use hubbub_client::{
+    Arg, Event, Family, HubConnection, HubConnectionBuilder, Protocol, TransportKind,
+};
 use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -23,6 +25,17 @@ pub(crate) enum ProtocolArg {
     Msgpack,
 }
 
+/// The SignalR protocol family.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum FamilyArg {
+    /// Decided by the hub's negotiate answer.
+    Auto,
+    /// ASP.NET Core SignalR.
+    Core,
+    /// Classic ASP.NET SignalR 2.x (a URL such as http://host/signalr, with --hub-name).
+    Classic,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnectArgs {
     /// The hub URL, such as http://127.0.0.1:5000/chathub.
@@ -37,6 +50,12 @@ pub(crate) struct ConnectArgs {
     /// A bearer token for the hub (read from HUBBUB_TOKEN when not given).
     #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The protocol family (auto: decided by the hub's negotiate answer).
+    #[arg(long, value_enum, default_value = "auto")]
+    family: FamilyArg,
+    /// The hub on a classic ASP.NET SignalR endpoint (its URL names the endpoint, not the hub).
+    #[arg(long, default_value = hubbub_client::DEFAULT_CLASSIC_HUB)]
+    hub_name: String,
 }
 
 impl ConnectArgs {
@@ -47,6 +66,8 @@ impl ConnectArgs {
             self.protocol,
             self.token.clone(),
             name,
+            self.family,
+            &self.hub_name,
         )
     }
 }
@@ -57,15 +78,24 @@ fn builder(
     protocol: ProtocolArg,
     token: Option<String>,
     name: Option<&str>,
+    family: FamilyArg,
+    hub_name: &str,
 ) -> HubConnectionBuilder {
     let url = match name {
         Some(name) => hubbub_client::with_query(url, "name", name),
         None => url.to_owned(),
     };
-    let mut b = HubConnectionBuilder::new(url).protocol(match protocol {
-        ProtocolArg::Json => Protocol::Json,
-        ProtocolArg::Msgpack => Protocol::MessagePack,
-    });
+    let mut b = HubConnectionBuilder::new(url)
+        .protocol(match protocol {
+            ProtocolArg::Json => Protocol::Json,
+            ProtocolArg::Msgpack => Protocol::MessagePack,
+        })
+        .family(match family {
+            FamilyArg::Auto => Family::Auto,
+            FamilyArg::Core => Family::Core,
+            FamilyArg::Classic => Family::Classic,
+        })
+        .hub_name(hub_name);
     if let Some(t) = transport {
         b = b.transports(&[match t {
             TransportArg::Ws => TransportKind::WebSockets,
@@ -289,6 +319,12 @@ pub(crate) struct ChatArgs {
     /// A bearer token for the hub (read from HUBBUB_TOKEN when not given).
     #[arg(long, env = "HUBBUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The protocol family (auto: decided by the hub's negotiate answer).
+    #[arg(long, value_enum, default_value = "auto")]
+    family: FamilyArg,
+    /// The hub on a classic ASP.NET SignalR endpoint (its URL names the endpoint, not the hub).
+    #[arg(long, default_value = hubbub_client::DEFAULT_CLASSIC_HUB)]
+    hub_name: String,
     /// The history database (default: the platform's data directory, profile "terminal").
     #[arg(long)]
     db: Option<std::path::PathBuf>,
@@ -352,6 +388,8 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         args.protocol,
         args.token,
         Some(&args.name),
+        args.family,
+        &args.hub_name,
     )
     .with_automatic_reconnect()
     .retry_first_start(true)

@@ -1,7 +1,9 @@
 //! `hubbub`: the terminal face of Hubbub.
 //!
-//! - `hubbub hub --listen ADDR` serves the chat hub at `/chathub` (plus `/healthz`, `/metrics`);
-//!   with `--redis URL` it is one node of a fleet sharing that Redis.
+//! - `hubbub hub --listen ADDR` serves the chat hub at `/chathub` for ASP.NET Core SignalR
+//!   clients and at `/signalr` for classic ASP.NET SignalR 2.x clients (plus `/healthz`,
+//!   `/metrics`, and a folder at `/` with `--static DIR`); with `--redis URL` it is one node of
+//!   a fleet sharing that Redis.
 //! - `hubbub chat [--url URL] --name NAME` is a terminal chat (an embedded hub when no URL).
 //! - `hubbub listen --url URL` prints one JSON object per event and per received invocation.
 //! - `hubbub send --url URL --name NAME TEXT` invokes `Send(NAME, TEXT)` and waits for it.
@@ -24,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the chat hub (at /chathub) until SIGTERM or Ctrl-C.
-    Hub(HubArgs),
+    Hub(Box<HubArgs>),
     /// Chat in the terminal: each line typed (or piped) is sent; messages are shown as they come.
     Chat(client::ChatArgs),
     /// Print one JSON object per connection event and per invocation received from the hub.
@@ -83,6 +85,21 @@ struct HubArgs {
     /// everyone's presence.
     #[arg(long, default_value_t = 6.0, requires = "redis")]
     redis_node_ttl: f64,
+    /// Serve this folder at / (index.html for a directory), same origin as the hub: a page
+    /// built like the classic tutorial (jQuery, jquery.signalR, /signalr/hubs) works unchanged.
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<std::path::PathBuf>,
+    /// Where classic ASP.NET SignalR 2.x clients connect.
+    #[arg(long, default_value = "/signalr")]
+    classic_path: String,
+    /// Serve no classic ASP.NET SignalR 2.x clients.
+    #[arg(long, conflicts_with = "classic_path")]
+    no_classic: bool,
+    /// The secret that protects classic connection and groups tokens (read from
+    /// HUBBUB_CLASSIC_KEY when not given); every node of a fleet needs the same one. Without
+    /// it each process makes its own, and its tokens die with it.
+    #[arg(long, env = "HUBBUB_CLASSIC_KEY", hide_env_values = true)]
+    classic_key: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -113,7 +130,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Hub(args) => hub(args).await,
+            Command::Hub(args) => hub(*args).await,
             Command::Chat(args) => client::chat(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Send(args) => client::send(args).await,
@@ -167,6 +184,24 @@ async fn hub(args: HubArgs) -> Result<(), String> {
             },
         )
         .cors_origins(args.cors_origins);
+    if args.no_classic {
+        builder = builder.without_classic();
+    } else {
+        if args.classic_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err("--classic-key needs at least 16 characters".to_owned());
+        }
+        builder = builder.classic(hubbub_hub::ClassicOptions {
+            path: args.classic_path.clone(),
+            key: args.classic_key.as_ref().map(|k| k.as_bytes().to_vec()),
+            ..hubbub_hub::ClassicOptions::default()
+        });
+    }
+    if let Some(dir) = &args.static_dir {
+        if !dir.is_dir() {
+            return Err(format!("--static {}: not a folder", dir.display()));
+        }
+        builder = builder.static_dir(dir);
+    }
     if let Some(url) = &args.redis {
         if !(args.redis_node_ttl.is_finite() && args.redis_node_ttl >= 0.3) {
             return Err("--redis-node-ttl must be at least 0.3 seconds".to_owned());

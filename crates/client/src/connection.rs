@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     /// Which of the hub's URLs the connection uses (see `fallback_urls`).
     pub(crate) url_index: std::sync::atomic::AtomicUsize,
     pub(crate) urls: Vec<String>,
+    /// Classic ASP.NET SignalR caller state (`S`), sent with every call and updated by the hub.
+    pub(crate) caller_state: Arc<Mutex<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Shared {
@@ -103,6 +105,7 @@ impl HubConnection {
             urls: std::iter::once(options.url.clone())
                 .chain(options.fallback_urls.iter().cloned())
                 .collect(),
+            caller_state: Arc::default(),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(engine::run(options, shared.clone(), rx));
@@ -151,6 +154,27 @@ impl HubConnection {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The caller state of a classic ASP.NET SignalR hub (`S`): what this side set with
+    /// [`set_caller_state`](Self::set_caller_state), updated by what the hub changed in its
+    /// results and calls. Empty on ASP.NET Core hubs, which have none.
+    pub fn caller_state(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.shared
+            .caller_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets one caller-state entry, sent with every later call to a classic hub (the hub reads
+    /// it as `Clients.Caller.<key>`). ASP.NET Core hubs ignore it.
+    pub fn set_caller_state(&self, key: impl Into<String>, value: serde_json::Value) {
+        self.shared
+            .caller_state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.into(), value);
     }
 
     /// Every event from now on: state changes, reconnecting, reconnected, slow, recovered,

@@ -14,9 +14,10 @@ use hubbub_protocol::{Ack, Arg, Completion, HubMessage, MessageReader, Outcome, 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
+use crate::classic;
 use crate::connection::Shared;
 use crate::link::{self, Link, LinkEvent, Outgoing};
-use crate::options::Options;
+use crate::options::{Family, Options};
 use crate::retry::RetryContext;
 use crate::{Error, Event, SlowReason, State};
 
@@ -64,12 +65,48 @@ struct Actor {
     options: Options,
     shared: Arc<Shared>,
     http: reqwest::Client,
+    /// The family [`Family::Auto`] found, kept for later connects.
+    detected: std::sync::Mutex<Option<Family>>,
+    /// A lost classic connection, which `reconnect` may resume until the server's
+    /// DisconnectTimeout has passed since `Instant`.
+    lost_classic: std::sync::Mutex<Option<(classic::Session, Instant)>>,
+}
+
+/// How payloads on the link are read and written: the family is a property of the link.
+enum Wire {
+    /// ASP.NET Core: framed hub messages in the negotiated hub protocol.
+    Core(MessageReader),
+    /// Classic ASP.NET SignalR 2.x.
+    Classic(Box<classic::Wire>),
+}
+
+impl Wire {
+    fn push(&mut self, data: Bytes) {
+        match self {
+            Self::Core(reader) => reader.push_bytes(data),
+            Self::Classic(wire) => wire.push(data),
+        }
+    }
+
+    fn next_message(&mut self) -> Result<Option<HubMessage>, hubbub_protocol::Error> {
+        match self {
+            Self::Core(reader) => reader.next_message(),
+            Self::Classic(wire) => wire.next_message(),
+        }
+    }
+
+    fn classic(&self) -> Option<&classic::Wire> {
+        match self {
+            Self::Core(_) => None,
+            Self::Classic(wire) => Some(wire),
+        }
+    }
 }
 
 /// A live connection.
 struct Live {
     link: Link,
-    reader: MessageReader,
+    wire: Wire,
     connection_id: Option<String>,
     /// Stateful reconnect, when the hub granted it on a WebSocket.
     resume: Option<Resume>,
@@ -179,8 +216,20 @@ impl Actor {
         }
     }
 
-    /// One full connect: token, negotiate, transport (with fallback), handshake.
+    fn family(&self) -> Family {
+        self.detected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(self.options.family)
+    }
+
+    /// One full connect: token, negotiate, transport (with fallback), handshake; for a classic
+    /// hub (forced, or found by negotiate), the classic sequence instead.
     async fn connect(&self) -> Result<Live, Error> {
+        let family = self.family();
+        if family == Family::Classic {
+            return self.connect_classic().await;
+        }
         let protocol = self.options.protocol;
         let format = protocol.transfer_format();
         if self.options.skip_negotiation {
@@ -195,10 +244,37 @@ impl Actor {
             return self.handshake(link, None, None).await;
         }
         let mut failures = Vec::new();
-        let mut fresh = Some(
-            crate::negotiate::negotiate(&self.http, &self.options, self.url(), self.token().await?)
-                .await?,
-        );
+        let first = crate::negotiate::negotiate_core(
+            &self.http,
+            &self.options,
+            self.url(),
+            self.token().await?,
+        )
+        .await;
+        let first = match first {
+            Ok(n) => n,
+            Err(refused) if refused.maybe_classic && family == Family::Auto => {
+                let classic = crate::negotiate::negotiate_classic(
+                    &self.http,
+                    &self.options,
+                    self.url(),
+                    self.token().await?,
+                )
+                .await;
+                let n = match classic {
+                    Ok(n) => n,
+                    // Not a classic hub either: the ASP.NET Core answer is the one to report,
+                    // unless the hub did answer the classic way.
+                    Err(e) if refused.classic_body => return Err(e),
+                    Err(_) => return Err(refused.error),
+                };
+                tracing::info!("the hub speaks classic ASP.NET SignalR");
+                *self.detected.lock().unwrap_or_else(|e| e.into_inner()) = Some(Family::Classic);
+                return self.connect_classic_with(n).await;
+            }
+            Err(refused) => return Err(refused.error),
+        };
+        let mut fresh = Some(first);
         let order: Vec<TransportKind> = fresh
             .as_ref()
             .map(|n| {
@@ -312,11 +388,258 @@ impl Actor {
                 reader.push(&buf[used..]);
                 return Ok(Live {
                     link,
-                    reader,
+                    wire: Wire::Core(reader),
                     connection_id,
                     resume,
                 });
             }
+        }
+    }
+
+    /// A classic connect: `reconnect` the lost connection while the server may still hold it
+    /// (its DisconnectTimeout), else negotiate a new one.
+    async fn connect_classic(&self) -> Result<Live, Error> {
+        let lost = self
+            .lost_classic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((session, lost_at)) = lost {
+            if session.may_resume(lost_at.elapsed()) {
+                return match self.reconnect_classic(&session).await {
+                    Ok(live) => Ok(live),
+                    Err(e) => {
+                        if session.may_resume(lost_at.elapsed()) {
+                            *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some((session, lost_at));
+                        }
+                        Err(e)
+                    }
+                };
+            }
+            tracing::info!(
+                disconnect_timeout = ?session.negotiated.disconnect_timeout(),
+                "the hub's DisconnectTimeout has passed since the connection was lost: \
+                 it has forgotten it; starting a new connection"
+            );
+        }
+        let n = crate::negotiate::negotiate_classic(
+            &self.http,
+            &self.options,
+            self.url(),
+            self.token().await?,
+        )
+        .await?;
+        self.connect_classic_with(n).await
+    }
+
+    /// Opens a transport for a negotiated classic connection: WebSockets (when the server
+    /// says `TryWebSockets`), then SSE, then long polling, among the allowed ones; each must
+    /// deliver the init message within the server's TransportConnectTimeout. Then `start`.
+    async fn connect_classic_with(
+        &self,
+        n: crate::negotiate::ClassicNegotiated,
+    ) -> Result<Live, Error> {
+        use hubbub_protocol::classic::Transport;
+        let cursor = Arc::new(std::sync::Mutex::new(link::Cursor::default()));
+        let connection_data = hubbub_protocol::classic::form::encode_connection_data([self
+            .options
+            .hub_name
+            .as_str()]);
+        let wait = n.response.transport_connect_timeout();
+        let mut failures = Vec::new();
+        for transport in Transport::ALL {
+            if !self.options.transports.contains(&kind(transport))
+                || (transport == Transport::WebSockets && !n.response.try_web_sockets)
+            {
+                continue;
+            }
+            let session = classic::Session {
+                target: link::ClassicTarget {
+                    base: n.base.clone(),
+                    transport,
+                    connection_token: n.response.connection_token.clone(),
+                    connection_data: connection_data.clone(),
+                    headers: self.options.headers.clone(),
+                    bearer: n.token.clone(),
+                    cursor: cursor.clone(),
+                    open_timeout: wait,
+                    poll_timeout: n.response.connection_timeout() + Duration::from_secs(10),
+                    long_poll_delay: n.response.long_poll_delay(),
+                },
+                connection_id: n.response.connection_id.clone(),
+                hub: self.options.hub_name.clone(),
+                negotiated: n.response.clone(),
+            };
+            let opening = async {
+                let mut link = link::open_classic(&session.target, false, &self.http).await?;
+                let mut wire =
+                    classic::Wire::new(session.clone(), self.shared.caller_state.clone());
+                while !wire.initialized {
+                    match link.rx.recv().await {
+                        Some(LinkEvent::Data(data)) => wire.push(data),
+                        Some(LinkEvent::Closed(reason)) => {
+                            return Err(Error::Transport(reason.unwrap_or_else(|| {
+                                "the server closed the transport before its init message".to_owned()
+                            })));
+                        }
+                        None => {
+                            return Err(Error::Transport("the transport closed".to_owned()));
+                        }
+                    }
+                }
+                Ok((link, wire))
+            };
+            let (link, wire) = match tokio::time::timeout(wait, opening).await {
+                Ok(Ok(opened)) => opened,
+                Ok(Err(e)) => {
+                    tracing::debug!(transport = transport.name(), error = %e, "classic transport failed; trying the next");
+                    failures.push(format!("{}: {e}", transport.name()));
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        transport = transport.name(),
+                        "no init message in time; trying the next"
+                    );
+                    failures.push(format!(
+                        "{}: no init message within the TransportConnectTimeout ({wait:?})",
+                        transport.name()
+                    ));
+                    continue;
+                }
+            };
+            if let Err(e) = self.start_classic(&session.target).await {
+                abort_classic(&self.http, &session.target).await;
+                return Err(e);
+            }
+            return Ok(Live {
+                link,
+                wire: Wire::Classic(Box::new(wire)),
+                connection_id: Some(session.connection_id.clone()),
+                resume: None,
+            });
+        }
+        if failures.is_empty() {
+            return Err(Error::Transport(
+                "the classic hub offers no transport that is allowed here".to_owned(),
+            ));
+        }
+        Err(Error::Transport(failures.join("; ")))
+    }
+
+    /// `GET start`, which must answer `{ "Response": "started" }` within the handshake timeout.
+    async fn start_classic(&self, target: &link::ClassicTarget) -> Result<(), Error> {
+        let limit = self.options.handshake_timeout;
+        let url = target.url(hubbub_protocol::classic::Action::Start);
+        let response = target
+            .request(&self.http, reqwest::Method::GET, &url)
+            .timeout(limit)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(Error::Transport(format!(
+                    "the hub did not answer the classic `start` request within {limit:?}"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Transport(format!(
+                    "start: {}",
+                    crate::negotiate::without_url(&e)
+                )));
+            }
+        };
+        if !response.status().is_success() {
+            return Err(Error::Transport(
+                link::classic_status("start", response).await,
+            ));
+        }
+        let body = tokio::time::timeout(limit, response.bytes())
+            .await
+            .map_err(|_| {
+                Error::Transport(format!(
+                    "the hub did not finish answering `start` within {limit:?}"
+                ))
+            })?
+            .map_err(|e| {
+                Error::Transport(format!("start: {}", crate::negotiate::without_url(&e)))
+            })?;
+        #[derive(serde::Deserialize)]
+        struct Started {
+            #[serde(rename = "Response")]
+            response: String,
+        }
+        match serde_json::from_slice::<Started>(&body) {
+            Ok(s) if s.response == "started" => Ok(()),
+            _ => Err(Error::Transport(format!(
+                "the hub answered `start` with {:?}, not {}",
+                String::from_utf8_lossy(&body[..body.len().min(100)]),
+                hubbub_protocol::classic::START_RESPONSE
+            ))),
+        }
+    }
+
+    /// `reconnect`: the same connection on the same transport, with the last cursor and groups
+    /// token, so the hub replays what was sent meanwhile. WebSockets count as reconnected once
+    /// open, SSE at its `initialized` event, long polling once the request is out (the hub holds
+    /// it until there is something to send).
+    async fn reconnect_classic(&self, session: &classic::Session) -> Result<Live, Error> {
+        use hubbub_protocol::classic::Transport;
+        let wait = session.negotiated.transport_connect_timeout();
+        let opening = async {
+            let mut link = link::open_classic(&session.target, true, &self.http).await?;
+            let mut wire = classic::Wire::new(session.clone(), self.shared.caller_state.clone());
+            if session.target.transport == Transport::ServerSentEvents {
+                while !wire.initialized {
+                    match link.rx.recv().await {
+                        Some(LinkEvent::Data(data)) => wire.push(data),
+                        Some(LinkEvent::Closed(reason)) => {
+                            return Err(Error::Transport(reason.unwrap_or_else(|| {
+                                "the server closed the transport during reconnect".to_owned()
+                            })));
+                        }
+                        None => return Err(Error::Transport("the transport closed".to_owned())),
+                    }
+                }
+            }
+            Ok((link, wire))
+        };
+        let (link, wire) = tokio::time::timeout(wait, opening).await.map_err(|_| {
+            Error::Transport(format!(
+                "{}: no answer to reconnect within the TransportConnectTimeout ({wait:?})",
+                session.target.transport.name()
+            ))
+        })??;
+        tracing::info!(
+            transport = session.target.transport.name(),
+            "classic connection resumed"
+        );
+        Ok(Live {
+            link,
+            wire: Wire::Classic(Box::new(wire)),
+            connection_id: Some(session.connection_id.clone()),
+            resume: None,
+        })
+    }
+
+    /// Remembers a lost classic connection for `reconnect`.
+    fn lost(&self, live: &Live) {
+        if let Some(wire) = live.wire.classic() {
+            *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((wire.session.clone(), Instant::now()));
+        }
+    }
+
+    /// Ends a classic connection on the hub (`abort`), best effort; forgets it either way.
+    async fn abort(&self, live: &Live) {
+        self.lost_classic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(wire) = live.wire.classic() {
+            abort_classic(&self.http, &wire.session.target).await;
         }
     }
 
@@ -356,6 +679,8 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
         options,
         shared,
         http,
+        detected: std::sync::Mutex::new(None),
+        lost_classic: std::sync::Mutex::new(None),
     };
     'idle: loop {
         // Disconnected: wait for start.
@@ -410,6 +735,7 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                         .unwrap_or_else(|e| e.into_inner()) = None;
                     match end {
                         End::Stopped(reply) => {
+                            actor.abort(&live).await;
                             live.link.close().await;
                             actor.set_state(State::Disconnected);
                             actor.emit(Event::Closed { reason: None });
@@ -417,6 +743,7 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                             continue 'idle;
                         }
                         End::Suspended => {
+                            actor.abort(&live).await;
                             live.link.close().await;
                             actor.set_state(State::Suspended);
                             continue 'idle;
@@ -437,6 +764,9 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                             // without a retry policy never reconnects.
                             let reconnect = reconnect && actor.options.retry.is_some();
                             tracing::warn!(%reason, reconnect, "connection lost");
+                            if reconnect {
+                                actor.lost(&live);
+                            }
                             if !reconnect {
                                 actor.set_state(State::Disconnected);
                                 actor.emit(Event::Closed {
@@ -560,18 +890,35 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
     let mut slow = false;
-    let slow_after = options.slow_after();
-    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
     // Long polling keeps itself alive (each poll is an HTTP request the hub answers, empty
     // after its poll timeout): as the official clients (`inherentKeepAlive`), no keep-alive
     // pings and no server timeout there, and no "hub silent" warning either (the classic .NET
     // client's heartbeat skips long polling too). Stalled sends are still reported.
     let inherent_keep_alive = live.link.kind == TransportKind::LongPolling;
+    // The family's timers: ASP.NET Core pings and watches for the hub's; a classic client
+    // sends nothing and watches the hub's keep-alives (none on long polling).
+    let (ping_every, slow_after, server_timeout) = match live.wire.classic() {
+        None if inherent_keep_alive => (None, None, None),
+        None => (
+            Some(options.keep_alive_interval),
+            Some(options.slow_after()),
+            Some(options.server_timeout),
+        ),
+        Some(wire) => {
+            let (slow, timeout) = wire.session.timers(options.slow_threshold);
+            (None, slow, timeout)
+        }
+    };
+    // "Never" for a timer a family does not have.
+    let never = Duration::from_secs(86_400 * 365);
+    // Sends the hub has not taken for this long count as a slow connection, on any transport.
+    let stall_after = slow_after.unwrap_or_else(|| options.slow_after());
+    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
 
     let end = 'serve: loop {
         // Dispatch whatever complete messages are buffered.
         loop {
-            let message = match live.reader.next_message() {
+            let message = match live.wire.next_message() {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e @ hubbub_protocol::Error::MessageTooLarge { .. }) => {
@@ -675,7 +1022,19 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                 }
                 HubMessage::Completion(c) => {
                     if let Some(reply) = pending.remove(&c.invocation_id) {
-                        let _ = reply.send(Ok(c.outcome));
+                        // A classic HubException's data travels beside the message.
+                        let data = match (&mut live.wire, &c.outcome) {
+                            (Wire::Classic(wire), Outcome::Error(_)) => {
+                                wire.take_error_data(&c.invocation_id)
+                            }
+                            _ => None,
+                        };
+                        let _ = reply.send(match (c.outcome, data) {
+                            (Outcome::Error(message), Some(data)) => {
+                                Err(Error::HubException { message, data })
+                            }
+                            (outcome, _) => Ok(outcome),
+                        });
                     } else if let Some(tx) = streams.remove(&c.invocation_id) {
                         if let Outcome::Error(e) = c.outcome {
                             let _ = tx.send(Err(Error::Hub(e)));
@@ -709,10 +1068,10 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             permit = tx.reserve_owned(), if !backlog.is_empty() => Wake::Writable(permit.ok()),
             _ = ack_timer.tick(), if live.resume.is_some() => Wake::AckDue,
             command = commands.recv(), if accepting => Wake::Command(command),
-            () = sleep_until(last_sent + options.keep_alive_interval), if !inherent_keep_alive => Wake::PingDue,
-            () = sleep_until(last_heard + slow_after), if !slow && !inherent_keep_alive => Wake::Silent,
-            () = sleep_until(stalled_since.unwrap_or(last_heard) + slow_after), if !slow && stalled_since.is_some() => Wake::Stalled,
-            () = sleep_until(last_heard + options.server_timeout), if !inherent_keep_alive => Wake::ServerTimeout,
+            () = sleep_until(last_sent + ping_every.unwrap_or(never)), if ping_every.is_some() => Wake::PingDue,
+            () = sleep_until(last_heard + slow_after.unwrap_or(never)), if !slow && slow_after.is_some() => Wake::Silent,
+            () = sleep_until(stalled_since.unwrap_or(last_heard) + stall_after), if !slow && stalled_since.is_some() => Wake::Stalled,
+            () = sleep_until(last_heard + server_timeout.unwrap_or(never)), if server_timeout.is_some() => Wake::ServerTimeout,
             () = sleep_until(deadlines.front().map_or(last_heard, |(at, _)| *at)), if !deadlines.is_empty() => Wake::CallDue,
         };
         match wake {
@@ -722,7 +1081,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                     slow = false;
                     actor.emit(Event::Recovered);
                 }
-                live.reader.push_bytes(data);
+                live.wire.push(data);
             }
             Wake::Link(closed) => {
                 let reason = match closed {
@@ -744,7 +1103,8 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                     permit.send(Outgoing::Data(bytes));
                     last_sent = Instant::now();
                 }
-                if slow && backlog.is_empty() && last_heard.elapsed() < slow_after {
+                if slow && backlog.is_empty() && slow_after.is_none_or(|s| last_heard.elapsed() < s)
+                {
                     slow = false;
                     actor.emit(Event::Recovered);
                 }
@@ -890,7 +1250,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             }
             Wake::Silent => {
                 slow = true;
-                tracing::warn!(silent_for = ?slow_after, "connection slow: the hub has been silent");
+                tracing::warn!(silent_for = ?slow_after.unwrap_or_default(), "connection slow: the hub has been silent");
                 actor.emit(Event::Slow {
                     reason: SlowReason::HubSilent,
                 });
@@ -904,8 +1264,16 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             }
             Wake::ServerTimeout => {
                 break End::Lost {
-                    reason: "Server timeout elapsed without receiving a message from the server."
-                        .to_owned(),
+                    reason: match live.wire {
+                        Wire::Core(_) => {
+                            "Server timeout elapsed without receiving a message from the server."
+                                .to_owned()
+                        }
+                        Wire::Classic(_) => format!(
+                            "no keep-alive from the hub within its KeepAliveTimeout ({:?})",
+                            server_timeout.unwrap_or_default()
+                        ),
+                    },
                     reconnect: true,
                     at_once: false,
                 };
@@ -943,7 +1311,13 @@ fn queue(
     protocol: hubbub_protocol::Protocol,
     message: &HubMessage,
 ) -> Result<(), Error> {
-    let bytes = Bytes::from(protocol.encode_to_vec(message)?);
+    let bytes = match &mut live.wire {
+        Wire::Core(_) => Bytes::from(protocol.encode_to_vec(message)?),
+        Wire::Classic(wire) => match wire.encode(message)? {
+            Some(bytes) => bytes,
+            None => return Ok(()),
+        },
+    };
     if let Some(resume) = &mut live.resume
         && message.is_sequenced()
     {
@@ -985,7 +1359,10 @@ async fn resume(actor: &Actor, live: &mut Live, backlog: &mut VecDeque<(Bytes, I
         }
     };
     live.link = link;
-    live.reader = MessageReader::new(actor.options.protocol, actor.options.max_message_size);
+    live.wire = Wire::Core(MessageReader::new(
+        actor.options.protocol,
+        actor.options.max_message_size,
+    ));
     resume.received.resumed();
     // Everything sequenced in the backlog is in the replay buffer too; the rest (pings, acks)
     // is not worth resending.
@@ -1005,4 +1382,32 @@ async fn resume(actor: &Actor, live: &mut Live, backlog: &mut VecDeque<(Bytes, I
 /// The URL without its query (which may hold an access token), for logs.
 fn redact(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+/// The transport kind of a classic transport (the one enum shells see).
+fn kind(transport: hubbub_protocol::classic::Transport) -> TransportKind {
+    use hubbub_protocol::classic::Transport;
+    match transport {
+        Transport::WebSockets => TransportKind::WebSockets,
+        Transport::ServerSentEvents => TransportKind::ServerSentEvents,
+        Transport::LongPolling => TransportKind::LongPolling,
+    }
+}
+
+/// `POST abort`: the hub ends the connection at once (its disconnected callback runs).
+/// Best effort, bounded by 2 s.
+async fn abort_classic(http: &reqwest::Client, target: &link::ClassicTarget) {
+    let url = target.url(hubbub_protocol::classic::Action::Abort);
+    let sent = target
+        .request(http, reqwest::Method::POST, &url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => tracing::debug!("classic connection aborted"),
+        Ok(r) => tracing::debug!(status = %r.status(), "classic abort refused"),
+        Err(e) => {
+            tracing::debug!(error = %crate::negotiate::without_url(&e), "classic abort failed")
+        }
+    }
 }

@@ -36,6 +36,15 @@ pub enum Error {
     /// The hub may still run it; its late answer is ignored.
     #[error("the hub did not answer within {0:?}")]
     InvocationTimeout(Duration),
+    /// A classic hub threw a `HubException` with extra data (`D`); without data a hub error
+    /// is [`Error::Hub`].
+    #[error("{message}")]
+    HubException {
+        /// The exception's message (`E`).
+        message: String,
+        /// Its data (`D`), as JSON.
+        data: hubbub_protocol::Arg,
+    },
     /// The connection closed while the call was pending.
     #[error("Invocation canceled due to the underlying connection being closed.")]
     ConnectionClosed,

@@ -1,4 +1,6 @@
-//! A complete, self-healing SignalR client (ASP.NET Core protocol) for Hubbub's shells.
+//! A complete, self-healing SignalR client for Hubbub's shells: ASP.NET Core SignalR, and
+//! classic ASP.NET SignalR 2.x behind the same API (the family is decided by the negotiate
+//! response, see [`Family`]).
 //!
 //! One actor task per connection owns the transport, the timers, the pending calls and the
 //! reconnect state machine; [`HubConnection`] is a cheap handle to it. Transports: WebSockets,
@@ -6,6 +8,7 @@
 //! protocols: JSON and MessagePack. Every shell observes one closed [`Event`] enum.
 
 pub mod chat;
+mod classic;
 mod connection;
 mod engine;
 mod error;
@@ -22,5 +25,8 @@ pub use event::{Event, SlowReason, State};
 pub use hubbub_protocol::negotiate::TransportKind;
 pub use hubbub_protocol::{Arg, Headers, Outcome, Protocol, Value};
 pub use hubbub_store as store;
-pub use options::{DEFAULT_INVOCATION_TIMEOUT, HubConnectionBuilder, TokenProvider, with_query};
+pub use options::{
+    DEFAULT_CLASSIC_HUB, DEFAULT_INVOCATION_TIMEOUT, Family, HubConnectionBuilder, TokenProvider,
+    with_query,
+};
 pub use retry::{Delays, ExponentialBackoff, NoRetry, RetryContext, RetryPolicy};

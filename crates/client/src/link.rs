@@ -3,11 +3,16 @@
 //! - WebSockets: JSON in text frames, MessagePack in binary frames.
 //! - Server-Sent Events: a GET that streams `data:` events in; POSTs out (text only).
 //! - Long polling: a loop of GETs in; POSTs out; DELETE to stop.
+//!
+//! Classic ASP.NET SignalR links (see [`open_classic`]) use the same WebSocket and SSE readers;
+//! their sends go to `send` as `data=` forms, and their long polling is a loop of `poll` POSTs
+//! carrying the cursor.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use hubbub_protocol::classic;
 use hubbub_protocol::negotiate::{TransferFormat, TransportKind};
 use hubbub_protocol::sse::SseReader;
 use tokio::sync::mpsc;
@@ -102,7 +107,16 @@ pub(crate) async fn open(
 ) -> Result<Link, Error> {
     match kind {
         TransportKind::WebSockets => websocket(target).await,
-        TransportKind::ServerSentEvents => sse(target, http).await,
+        TransportKind::ServerSentEvents => {
+            sse(
+                target,
+                http,
+                Post::Core {
+                    delete_on_close: false,
+                },
+            )
+            .await
+        }
         TransportKind::LongPolling => long_polling(target, http).await,
     }
 }
@@ -211,25 +225,63 @@ async fn websocket(target: &Target) -> Result<Link, Error> {
     })
 }
 
+/// How an HTTP transport sends.
+#[derive(Debug, Clone)]
+enum Post {
+    /// ASP.NET Core: the payload as the body, to the transport's URL; DELETE on close (long
+    /// polling).
+    Core { delete_on_close: bool },
+    /// Classic: `data=<payload>` form-encoded to the `send` URL; the answer's body (a hub
+    /// result) is delivered like received data. Closing sends nothing (the engine sends
+    /// `abort`).
+    Classic { send_url: String },
+}
+
 /// Sends in order, one POST at a time (shared by SSE and long polling).
 fn poster(
     target: Target,
     http: reqwest::Client,
     in_tx: mpsc::Sender<LinkEvent>,
-    delete_on_close: bool,
+    post: Post,
 ) -> (mpsc::Sender<Outgoing>, JoinHandle<()>) {
     let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(64);
     let task = tokio::spawn(async move {
         while let Some(out) = out_rx.recv().await {
             match out {
                 Outgoing::Data(bytes) => {
-                    let sent = target
-                        .request(&http, reqwest::Method::POST, &target.url)
-                        .body(bytes)
-                        .send()
-                        .await;
+                    let request = match &post {
+                        Post::Core { .. } => target
+                            .request(&http, reqwest::Method::POST, &target.url)
+                            .body(bytes),
+                        Post::Classic { send_url } => target
+                            .request(&http, reqwest::Method::POST, send_url)
+                            .header(
+                                "Content-Type",
+                                "application/x-www-form-urlencoded; charset=UTF-8",
+                            )
+                            .body(classic::form::encode_send_body(&bytes)),
+                    };
+                    let sent = request.send().await;
                     let failure = match sent {
-                        Ok(r) if r.status().is_success() => None,
+                        Ok(r) if r.status().is_success() => {
+                            if matches!(post, Post::Classic { .. }) {
+                                match r.bytes().await {
+                                    Ok(body) if body.iter().all(u8::is_ascii_whitespace) => None,
+                                    Ok(body) => {
+                                        if in_tx.send(LinkEvent::Data(body)).await.is_err() {
+                                            return;
+                                        }
+                                        None
+                                    }
+                                    Err(e) => Some(format!(
+                                        "send failed: {}",
+                                        crate::negotiate::without_url(&e)
+                                    )),
+                                }
+                            } else {
+                                None
+                            }
+                        }
                         Ok(r) => Some(format!("send failed with status {}", r.status())),
                         Err(e) => Some(format!(
                             "send failed: {}",
@@ -242,7 +294,12 @@ fn poster(
                     }
                 }
                 Outgoing::Close => {
-                    if delete_on_close {
+                    if matches!(
+                        post,
+                        Post::Core {
+                            delete_on_close: true
+                        }
+                    ) {
                         let _ = target
                             .request(&http, reqwest::Method::DELETE, &target.url)
                             .send()
@@ -257,7 +314,7 @@ fn poster(
     (out_tx, task)
 }
 
-async fn sse(target: &Target, http: &reqwest::Client) -> Result<Link, Error> {
+async fn sse(target: &Target, http: &reqwest::Client, post: Post) -> Result<Link, Error> {
     if target.format == TransferFormat::Binary {
         return Err(Error::Transport(
             "Server-Sent Events carry text only".to_owned(),
@@ -327,7 +384,7 @@ async fn sse(target: &Target, http: &reqwest::Client) -> Result<Link, Error> {
         };
         let _ = reader_tx.send(LinkEvent::Closed(reason)).await;
     });
-    let (tx, writer) = poster(target.clone(), http.clone(), in_tx, false);
+    let (tx, writer) = poster(target.clone(), http.clone(), in_tx, post);
     Ok(Link {
         kind: TransportKind::ServerSentEvents,
         tx,
@@ -386,11 +443,246 @@ async fn long_polling(target: &Target, http: &reqwest::Client) -> Result<Link, E
         };
         let _ = reader_tx.send(LinkEvent::Closed(reason)).await;
     });
-    let (tx, writer) = poster(target.clone(), http.clone(), in_tx, true);
+    let (tx, writer) = poster(
+        target.clone(),
+        http.clone(),
+        in_tx,
+        Post::Core {
+            delete_on_close: true,
+        },
+    );
     Ok(Link {
         kind: TransportKind::LongPolling,
         tx,
         rx: in_rx,
         tasks: vec![reader, writer],
     })
+}
+
+/// Where a classic connection's transport connects, and the cursor it carries.
+#[derive(Debug, Clone)]
+pub(crate) struct ClassicTarget {
+    /// The endpoint URL (`http://host/signalr`, with the user's query), http or https.
+    pub(crate) base: String,
+    pub(crate) transport: classic::Transport,
+    pub(crate) connection_token: String,
+    pub(crate) connection_data: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) bearer: Option<String>,
+    /// The last `C` and `G`, shared with the engine (which reads them for `reconnect`).
+    pub(crate) cursor: std::sync::Arc<std::sync::Mutex<Cursor>>,
+    /// How long opening the transport may take.
+    pub(crate) open_timeout: Duration,
+    /// How long a long poll may be held (the server's ConnectionTimeout plus a margin).
+    pub(crate) poll_timeout: Duration,
+    /// The server's LongPollDelay.
+    pub(crate) long_poll_delay: Duration,
+}
+
+/// A classic connection's position: the last message id and groups token received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    pub(crate) message_id: Option<String>,
+    pub(crate) groups_token: Option<String>,
+}
+
+impl Cursor {
+    /// Takes `C` and `G` from an envelope.
+    pub(crate) fn update(&mut self, envelope: &classic::Envelope) {
+        if let Some(c) = &envelope.cursor {
+            self.message_id = Some(c.clone());
+        }
+        if let Some(g) = &envelope.groups_token {
+            self.groups_token = Some(g.clone());
+        }
+    }
+}
+
+impl ClassicTarget {
+    /// The URL of `action`; `connect`/`reconnect` of WebSockets and SSE carry the cursor in the
+    /// query (long polling sends it in the body).
+    pub(crate) fn url(&self, action: classic::Action) -> String {
+        let cursor = self
+            .cursor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let with_cursor = action == classic::Action::Reconnect
+            && self.transport != classic::Transport::LongPolling;
+        classic::request_url(
+            &self.base,
+            action,
+            &classic::RequestParams {
+                transport: Some(self.transport),
+                connection_token: Some(&self.connection_token),
+                connection_data: Some(&self.connection_data),
+                message_id: cursor.message_id.as_deref().filter(|_| with_cursor),
+                groups_token: cursor.groups_token.as_deref().filter(|_| with_cursor),
+            },
+        )
+    }
+
+    fn target(&self, url: String) -> Target {
+        Target {
+            url,
+            headers: self.headers.clone(),
+            token: self.bearer.clone(),
+            format: TransferFormat::Text,
+            open_timeout: self.open_timeout,
+        }
+    }
+
+    /// A request with the connection's headers and bearer token.
+    pub(crate) fn request(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        url: &str,
+    ) -> reqwest::RequestBuilder {
+        self.target(String::new()).request(http, method, url)
+    }
+}
+
+/// Opens a classic transport: `connect` for a new connection, `reconnect` (with the cursor)
+/// for a lost one.
+pub(crate) async fn open_classic(
+    target: &ClassicTarget,
+    reconnect: bool,
+    http: &reqwest::Client,
+) -> Result<Link, Error> {
+    let action = if reconnect {
+        classic::Action::Reconnect
+    } else {
+        classic::Action::Connect
+    };
+    match target.transport {
+        classic::Transport::WebSockets => websocket(&target.target(target.url(action))).await,
+        classic::Transport::ServerSentEvents => {
+            let send_url = target.url(classic::Action::Send);
+            sse(
+                &target.target(target.url(action)),
+                http,
+                Post::Classic { send_url },
+            )
+            .await
+        }
+        classic::Transport::LongPolling => classic_long_polling(target, action, http),
+    }
+}
+
+/// Classic long polling: `connect` (or `reconnect`), then `poll` after each answer, every
+/// request a POST whose form body carries the cursor (`messageId`, `groupsToken`) as the jQuery
+/// client sends it. Each answer's cursor is taken before the next poll goes out, so nothing is
+/// fetched twice.
+fn classic_long_polling(
+    target: &ClassicTarget,
+    first: classic::Action,
+    http: &reqwest::Client,
+) -> Result<Link, Error> {
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let reader_tx = in_tx.clone();
+    let poll_target = target.clone();
+    let poll_http = http.clone();
+    let reader = tokio::spawn(async move {
+        let mut action = first;
+        let reason = loop {
+            let cursor = poll_target
+                .cursor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let body = classic::PollBody {
+                message_id: cursor.message_id,
+                groups_token: cursor.groups_token,
+            }
+            .encode();
+            let response = poll_target
+                .request(&poll_http, reqwest::Method::POST, &poll_target.url(action))
+                .header(
+                    "Content-Type",
+                    "application/x-www-form-urlencoded; charset=UTF-8",
+                )
+                .body(body)
+                .timeout(poll_target.poll_timeout)
+                .send()
+                .await;
+            let mut delay = poll_target.long_poll_delay;
+            match response {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => match r.bytes().await {
+                    Ok(body) => {
+                        match classic::Incoming::decode(&body) {
+                            Ok(classic::Incoming::Empty) => {}
+                            Ok(incoming) => {
+                                if let classic::Incoming::Envelope(envelope) = &incoming {
+                                    poll_target
+                                        .cursor
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .update(envelope);
+                                    if let Some(ms) = envelope.long_poll_delay {
+                                        delay = Duration::from_millis(ms);
+                                    }
+                                }
+                                if reader_tx.send(LinkEvent::Data(body)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // The engine reports what is wrong with it.
+                            Err(_) => {
+                                if reader_tx.send(LinkEvent::Data(body)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        break Some(format!(
+                            "longPolling: {}",
+                            crate::negotiate::without_url(&e)
+                        ));
+                    }
+                },
+                Ok(r) => break Some(classic_status("longPolling", r).await),
+                Err(e) if e.is_timeout() => {}
+                Err(e) => {
+                    break Some(format!(
+                        "longPolling: {}",
+                        crate::negotiate::without_url(&e)
+                    ));
+                }
+            }
+            action = classic::Action::Poll;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        };
+        let _ = reader_tx.send(LinkEvent::Closed(reason)).await;
+    });
+    let send_url = target.url(classic::Action::Send);
+    let (tx, writer) = poster(
+        target.target(String::new()),
+        http.clone(),
+        in_tx,
+        Post::Classic { send_url },
+    );
+    Ok(Link {
+        kind: TransportKind::LongPolling,
+        tx,
+        rx: in_rx,
+        tasks: vec![reader, writer],
+    })
+}
+
+/// A failed classic request's status and the start of its body (a classic server explains
+/// refusals in the body).
+pub(crate) async fn classic_status(what: &str, response: reqwest::Response) -> String {
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    let text = text.trim();
+    if text.is_empty() {
+        format!("{what}: status {status}")
+    } else {
+        format!("{what}: status {status}: {text}")
+    }
 }

@@ -1,5 +1,6 @@
 //! The negotiate request, with redirects.
 
+use hubbub_protocol::classic::{self, ClassicNegotiation};
 use hubbub_protocol::negotiate::{self, MAX_REDIRECTS, NegotiateResponse, Negotiation};
 
 use crate::Error;
@@ -13,12 +14,50 @@ pub(crate) struct Negotiated {
     pub(crate) token: Option<String>,
 }
 
+/// A failed ASP.NET Core negotiate, and whether the hub may be a classic one (it answered
+/// with a classic body, or refused the request with 404 or 405).
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) error: Error,
+    pub(crate) maybe_classic: bool,
+    /// The body was a classic one (so a classic negotiate's error is the one to report).
+    pub(crate) classic_body: bool,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            maybe_classic: false,
+            classic_body: false,
+        }
+    }
+}
+
+impl From<hubbub_protocol::Error> for Refused {
+    fn from(error: hubbub_protocol::Error) -> Self {
+        Error::from(error).into()
+    }
+}
+
 pub(crate) async fn negotiate(
     http: &reqwest::Client,
     options: &Options,
     hub_url: &str,
-    mut token: Option<String>,
+    token: Option<String>,
 ) -> Result<Negotiated, Error> {
+    negotiate_core(http, options, hub_url, token)
+        .await
+        .map_err(|r| r.error)
+}
+
+/// The ASP.NET Core negotiate (`POST …/negotiate?negotiateVersion=1`), following redirects.
+pub(crate) async fn negotiate_core(
+    http: &reqwest::Client,
+    options: &Options,
+    hub_url: &str,
+    mut token: Option<String>,
+) -> Result<Negotiated, Refused> {
     let mut url = negotiate::http_url(hub_url)?;
     for _ in 0..=MAX_REDIRECTS {
         // A hub that accepts the connection but never answers must not hang a start or a
@@ -44,10 +83,27 @@ pub(crate) async fn negotiate(
             .map_err(|e| Error::Negotiate(without_url(&e)))?;
         if status != reqwest::StatusCode::OK {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Err(Error::Negotiate(format!(
-                "status {status}: {}",
-                text.trim()
-            )));
+            return Err(Refused {
+                error: Error::Negotiate(format!("status {status}: {}", text.trim())),
+                classic_body: classic::is_classic(&body),
+                maybe_classic: classic::is_classic(&body)
+                    || matches!(
+                        status,
+                        reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+                    ),
+            });
+        }
+        if classic::is_classic(&body) {
+            return Err(Refused {
+                error: Error::Negotiate(
+                    hubbub_protocol::NegotiateError::ClassicServer {
+                        protocol_version: None,
+                    }
+                    .to_string(),
+                ),
+                maybe_classic: true,
+                classic_body: true,
+            });
         }
         let asked = options.stateful_reconnect || negotiate::url_requests_stateful_reconnect(&url);
         match negotiate::parse_response(&body, asked) {
@@ -67,12 +123,119 @@ pub(crate) async fn negotiate(
                     token = access_token;
                 }
             }
+            Err(e) => return Err(Error::Negotiate(e.to_string()).into()),
+        }
+    }
+    Err(Error::Negotiate(format!("more than {MAX_REDIRECTS} redirects")).into())
+}
+
+/// The outcome of a classic negotiate.
+#[derive(Debug)]
+pub(crate) struct ClassicNegotiated {
+    /// The endpoint URL (after redirects), http or https.
+    pub(crate) base: String,
+    pub(crate) response: classic::NegotiateResponse,
+    pub(crate) token: Option<String>,
+}
+
+/// The classic negotiate (`GET …/negotiate?clientProtocol=2.1&connectionData=…`), following
+/// `RedirectUrl` (with its `AccessToken`) at most [`MAX_REDIRECTS`] times. Errors are worded
+/// for a user: a hub the endpoint does not know, refused credentials, a server's `Error`, a
+/// protocol version this client does not speak.
+pub(crate) async fn negotiate_classic(
+    http: &reqwest::Client,
+    options: &Options,
+    base_url: &str,
+    mut token: Option<String>,
+) -> Result<ClassicNegotiated, Error> {
+    let mut base = negotiate::http_url(base_url)?;
+    let connection_data = classic::form::encode_connection_data([options.hub_name.as_str()]);
+    for _ in 0..=MAX_REDIRECTS {
+        let url = classic::request_url(
+            &base,
+            classic::Action::Negotiate,
+            &classic::RequestParams {
+                connection_data: Some(&connection_data),
+                ..Default::default()
+            },
+        );
+        let mut request = http
+            .get(url)
+            .timeout(options.handshake_timeout)
+            .header("X-Requested-With", "XMLHttpRequest");
+        for (k, v) in &options.headers {
+            request = request.header(k, v);
+        }
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+        if status != reqwest::StatusCode::OK {
+            return Err(classic_refusal(status, &body, &options.hub_name));
+        }
+        match classic::parse_negotiate(&body) {
+            Ok(ClassicNegotiation::Connect(response)) => {
+                if !classic::ACCEPTED_PROTOCOL_VERSIONS
+                    .contains(&response.protocol_version.as_str())
+                {
+                    return Err(Error::Negotiate(format!(
+                        "the classic SignalR server speaks protocol version {}; this client \
+                         speaks {} (a SignalR 2.2 or newer server)",
+                        response.protocol_version,
+                        classic::ACCEPTED_PROTOCOL_VERSIONS.join(", ")
+                    )));
+                }
+                return Ok(ClassicNegotiated {
+                    base,
+                    response,
+                    token,
+                });
+            }
+            Ok(ClassicNegotiation::Redirect { url, access_token }) => {
+                base = negotiate::http_url(&url)?;
+                if access_token.is_some() {
+                    token = access_token;
+                }
+            }
             Err(e) => return Err(Error::Negotiate(e.to_string())),
         }
     }
     Err(Error::Negotiate(format!(
         "more than {MAX_REDIRECTS} redirects"
     )))
+}
+
+/// A classic refusal as a sentence a user can act on.
+pub(crate) fn classic_refusal(status: reqwest::StatusCode, body: &[u8], hub: &str) -> Error {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    let text = text.trim();
+    if text.contains("could not be resolved") {
+        return Error::Negotiate(format!(
+            "the classic SignalR endpoint has no hub named '{hub}' (check the hub name; \
+             the server said: {text})"
+        ));
+    }
+    if matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+    ) {
+        return Error::Negotiate(format!(
+            "the hub refused the credentials (status {status}); check the access token"
+        ));
+    }
+    if text.is_empty() {
+        Error::Negotiate(format!("status {status}"))
+    } else {
+        Error::Negotiate(format!("status {status}: {text}"))
+    }
 }
 
 /// The error with its causes ("…: tcp connect error: Connection refused"), without the URL:

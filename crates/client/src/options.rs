@@ -15,6 +15,24 @@ use crate::{Error, HubConnection};
 pub type TokenProvider =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
+/// Which SignalR protocol family a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    /// Decided by the negotiate response (the default): classic ASP.NET SignalR answers carry
+    /// `ProtocolVersion`; a hub that refuses the ASP.NET Core negotiate (404, 405) is asked the
+    /// classic way. The decision is kept for the connection's later reconnects.
+    #[default]
+    Auto,
+    /// ASP.NET Core SignalR only.
+    Core,
+    /// Classic ASP.NET SignalR 2.x only (`shared/reference/signalr-protocol.md` §8).
+    Classic,
+}
+
+/// The hub name a classic connection asks for unless told otherwise (a classic URL names the
+/// endpoint, `…/signalr`, not the hub).
+pub const DEFAULT_CLASSIC_HUB: &str = "chatHub";
+
 /// Everything a connection needs to know. Build with [`HubConnectionBuilder`].
 #[derive(Clone)]
 pub(crate) struct Options {
@@ -36,6 +54,9 @@ pub(crate) struct Options {
     pub(crate) max_message_size: usize,
     pub(crate) stateful_reconnect: bool,
     pub(crate) stateful_buffer: usize,
+    pub(crate) family: Family,
+    /// The hub a classic connection talks to (`connectionData`, `H`).
+    pub(crate) hub_name: String,
 }
 
 impl std::fmt::Debug for Options {
@@ -51,6 +72,8 @@ impl std::fmt::Debug for Options {
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .field("skip_negotiation", &self.skip_negotiation)
+            .field("family", &self.family)
+            .field("hub_name", &self.hub_name)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +140,8 @@ impl HubConnectionBuilder {
                 max_message_size: 1 << 20,
                 stateful_reconnect: false,
                 stateful_buffer: hubbub_protocol::stateful::DEFAULT_BUFFER_SIZE,
+                family: Family::Auto,
+                hub_name: DEFAULT_CLASSIC_HUB.to_owned(),
             },
         }
     }
@@ -240,6 +265,21 @@ impl HubConnectionBuilder {
         self
     }
 
+    /// The protocol family ([`Family::Auto`] by default: decided by the negotiate response).
+    pub fn family(mut self, family: Family) -> Self {
+        self.options.family = family;
+        self
+    }
+
+    /// The hub a classic connection talks to ([`DEFAULT_CLASSIC_HUB`], `chatHub`, by default).
+    /// A classic URL names the endpoint (`http://host/signalr`); the hub is named in
+    /// `connectionData` and in every call. Names match without regard to case. Ignored by
+    /// ASP.NET Core hubs, whose URL names the hub.
+    pub fn hub_name(mut self, name: impl Into<String>) -> Self {
+        self.options.hub_name = name.into();
+        self
+    }
+
     /// The largest message accepted from the hub (1 MiB).
     pub fn max_message_size(mut self, size: usize) -> Self {
         self.options.max_message_size = size;
@@ -250,6 +290,16 @@ impl HubConnectionBuilder {
     pub fn build(self) -> Result<HubConnection, Error> {
         for url in std::iter::once(&self.options.url).chain(&self.options.fallback_urls) {
             hubbub_protocol::negotiate::http_url(url).map_err(|e| Error::Url(e.to_string()))?;
+        }
+        if self.options.skip_negotiation && self.options.family == Family::Classic {
+            return Err(Error::Url(
+                "classic ASP.NET SignalR always negotiates; skip-negotiation is for ASP.NET Core \
+                 hubs"
+                    .to_owned(),
+            ));
+        }
+        if self.options.hub_name.trim().is_empty() {
+            return Err(Error::Url("the classic hub name is empty".to_owned()));
         }
         if self.options.skip_negotiation && self.options.transports != [TransportKind::WebSockets] {
             return Err(Error::Url(

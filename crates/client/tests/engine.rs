@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hubbub_client::{
-    Arg, Delays, Event, HubConnection, HubConnectionBuilder, Protocol, SlowReason, State,
+    Arg, Delays, Event, Family, HubConnection, HubConnectionBuilder, Protocol, SlowReason, State,
     TransportKind,
 };
 use tokio::sync::broadcast;
@@ -671,7 +671,9 @@ async fn redirect_loops_and_classic_servers_fail_clearly() {
         ("classic", "classic ASP.NET SignalR server"),
         ("refuses", "the server refused the negotiation: no room"),
     ] {
+        // Forced to ASP.NET Core (auto would go on with the classic protocol, tests/classic.rs).
         let conn = HubConnectionBuilder::new(format!("http://{addr}/{path}"))
+            .family(Family::Core)
             .build()
             .unwrap();
         let err = conn.start().await.unwrap_err().to_string();

@@ -335,7 +335,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 let members = ctx.state.router.connection_count(Some(&group));
                 let member = ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group);
                 if !member || members == 0 {
-                    return Err(HubError::new(format!("Join the room '{room}' before sending to it.")));
+                    return Err(HubError::with_data(format!("Join the room '{room}' before sending to it."), serde_json::json!({ "room": room })));
                 }
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());

@@ -70,7 +70,7 @@ pub(crate) struct Turns(Mutex<Option<oneshot::Receiver<()>>>);
 impl Turns {
     /// The end of the previous invocation's turn to wait for (none: go now), and this one's,
     /// which ends when dropped.
-    fn take(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+    pub(crate) fn take(&self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
         let (done, next) = oneshot::channel();
         let previous = self
             .0
@@ -85,6 +85,67 @@ impl Turns {
 pub(crate) type Uploads = Vec<Option<mpsc::UnboundedReceiver<Result<Arg, String>>>>;
 
 impl Connection {
+    /// A connection of `user`, whose messages go to `tx` (the transport's side drains it).
+    pub(crate) fn new(
+        id: String,
+        user: String,
+        query: HashMap<String, String>,
+        tx: mpsc::Sender<Outbound>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            query,
+            groups: Mutex::default(),
+            tx,
+            counters,
+            closed: AtomicBool::new(false),
+            abort: CancellationToken::new(),
+            abort_reason: OnceLock::new(),
+            pending_results: Mutex::default(),
+            next_invocation: AtomicU64::new(0),
+            uploads: Mutex::default(),
+        }
+    }
+
+    /// Fires when the hub asked to close the connection ([`close_with`](Self::close_with)).
+    pub(crate) fn aborted(&self) -> &CancellationToken {
+        &self.abort
+    }
+
+    /// Why the hub asked to close the connection.
+    pub(crate) fn abort_reason(&self) -> Option<&str> {
+        self.abort_reason.get().map(String::as_str)
+    }
+
+    /// The connection is over: nothing more is queued, pending client results and
+    /// client-to-server streams end now.
+    pub(crate) fn finish(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.pending_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The groups the connection is in, sorted.
+    pub(crate) fn group_names(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        groups.sort();
+        groups
+    }
+
     /// Queues a message for the client. A full queue means the client cannot keep up: it is
     /// closed rather than allowed to slow the sender or grow memory.
     pub(crate) fn enqueue(&self, out: Outbound) -> bool {
@@ -184,20 +245,13 @@ pub(crate) async fn run(
         return;
     };
     let _ = http.protocol.set(protocol);
-    let conn = Arc::new(Connection {
-        id: http.id.clone(),
-        user: http.user.clone(),
-        query: http.query.clone(),
-        groups: Mutex::default(),
-        tx: tx.clone(),
-        counters: state.counters.clone(),
-        closed: AtomicBool::new(false),
-        abort: CancellationToken::new(),
-        abort_reason: OnceLock::new(),
-        pending_results: Mutex::default(),
-        next_invocation: AtomicU64::new(0),
-        uploads: Mutex::default(),
-    });
+    let conn = Arc::new(Connection::new(
+        http.id.clone(),
+        http.user.clone(),
+        http.query.clone(),
+        tx.clone(),
+        state.counters.clone(),
+    ));
     state.connected(conn.clone()).await;
     Counters::add(&state.counters.connections_total, 1);
     Counters::add(&state.counters.connections_open, 1);
@@ -319,20 +373,26 @@ async fn handshake(
 }
 
 /// A token bucket: `rate` messages per second, bursts up to twice that.
-struct RateLimit {
+#[derive(Debug)]
+pub(crate) struct RateLimit {
     rate: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl RateLimit {
-    fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         let rate = f64::from(rate.max(1));
         Self {
             rate,
             tokens: rate * 2.0,
             at: Instant::now(),
         }
+    }
+
+    /// Takes a token if there is one (the classic endpoint refuses a send without one).
+    pub(crate) fn allow(&mut self) -> bool {
+        self.take().is_ok()
     }
 
     /// Takes a token; without one, says when the next is there.
@@ -652,6 +712,40 @@ fn open_uploads(conn: &Connection, stream_ids: &[String]) -> Uploads {
         .collect()
 }
 
+/// Why a hub method could not be called.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// No method of that name (ASP.NET Core's text).
+    #[error("Unknown hub method '{0}'")]
+    UnknownMethod(String),
+    /// The arguments did not fit the method.
+    #[error("Failed to invoke '{0}' due to an error on the server. {1}")]
+    Binding(String, String),
+}
+
+/// Finds a hub method by name (without regard to case) and binds its arguments: the call,
+/// ready to run, or why it cannot be made. Both protocol families dispatch through here.
+pub(crate) fn prepare(
+    state: &Arc<HubState>,
+    conn: &Arc<Connection>,
+    headers: Headers,
+    target: &str,
+    arguments: &[Arg],
+    uploads: Uploads,
+) -> Result<crate::hub::BoxFuture<Result<Reply, HubError>>, Refused> {
+    let Some(handler) = state.hub.methods.get(&target.to_lowercase()) else {
+        tracing::debug!(connection = %conn.id, %target, "unknown hub method");
+        return Err(Refused::UnknownMethod(target.to_owned()));
+    };
+    let ctx = Context {
+        conn: conn.clone(),
+        state: state.clone(),
+        headers: Arc::new(headers),
+        uploads: Arc::new(Mutex::new(uploads)),
+    };
+    handler(ctx, arguments).map_err(|binding| Refused::Binding(target.to_owned(), binding))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn invoke(
     state: &Arc<HubState>,
@@ -677,23 +771,10 @@ fn invoke(
             conn.send(HubMessage::Completion(Completion::error(id.clone(), error)));
         }
     };
-    let Some(handler) = state.hub.methods.get(&target.to_lowercase()) else {
-        tracing::debug!(connection = %conn.id, %target, "unknown hub method");
-        reply_error(format!("Unknown hub method '{target}'"));
-        return;
-    };
-    let ctx = Context {
-        conn: conn.clone(),
-        state: state.clone(),
-        headers: Arc::new(headers),
-        uploads: Arc::new(Mutex::new(uploads)),
-    };
-    let future = match handler(ctx, &arguments) {
+    let future = match prepare(state, conn, headers, &target, &arguments, uploads) {
         Ok(future) => future,
-        Err(binding) => {
-            reply_error(format!(
-                "Failed to invoke '{target}' due to an error on the server. {binding}"
-            ));
+        Err(refused) => {
+            reply_error(refused.to_string());
             return;
         }
     };

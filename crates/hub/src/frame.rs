@@ -1,4 +1,5 @@
-//! A message on its way to many connections: encoded at most once per hub protocol.
+//! A message on its way to many connections: encoded at most once per hub protocol, and once
+//! for the classic family.
 
 use std::sync::{Arc, OnceLock};
 
@@ -14,6 +15,8 @@ pub struct Frame {
     sequenced: bool,
     json: OnceLock<Option<Bytes>>,
     msgpack: OnceLock<Option<Bytes>>,
+    /// The classic `{"H","M","A"}` item (a frame belongs to one hub, so one hub name).
+    classic: OnceLock<Option<Bytes>>,
 }
 
 impl Frame {
@@ -24,6 +27,7 @@ impl Frame {
             message: Some(message),
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            classic: OnceLock::new(),
         })
     }
 
@@ -35,6 +39,7 @@ impl Frame {
             sequenced: true,
             json: OnceLock::from(json),
             msgpack: OnceLock::from(msgpack),
+            classic: OnceLock::new(),
         })
     }
 
@@ -66,6 +71,44 @@ impl Frame {
             }
         })
         .as_ref()
+    }
+}
+
+impl Frame {
+    /// The message as a classic (ASP.NET SignalR 2.x) client receives it: one
+    /// `{"H":hub,"M":method,"A":[…]}` item of an envelope's `M`, encoded once for every classic
+    /// recipient. `None` for what classic clients have no form for (anything but a
+    /// fire-and-forget invocation). A frame from another node is read from its JSON copy.
+    pub(crate) fn classic_item(&self, hub: &str) -> Option<&Bytes> {
+        self.classic
+            .get_or_init(|| {
+                let decoded;
+                let message = match &self.message {
+                    Some(message) => message,
+                    None => {
+                        let json = self.json.get()?.as_ref()?;
+                        // One framed JSON message: strip the record separator.
+                        let body = json.slice(..json.len().saturating_sub(1));
+                        decoded = Protocol::Json.decode_frame(&body).ok()??;
+                        &decoded
+                    }
+                };
+                let HubMessage::Invocation(inv) = message else {
+                    return None;
+                };
+                if inv.invocation_id.is_some() {
+                    // A client result: classic clients have none.
+                    return None;
+                }
+                match crate::classic::wire::client_invocation(hub, &inv.target, &inv.arguments) {
+                    Ok(bytes) => Some(Bytes::from(bytes)),
+                    Err(error) => {
+                        tracing::warn!(%error, "message cannot be sent to classic clients");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 }
 

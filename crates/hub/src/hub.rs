@@ -54,15 +54,28 @@ impl Reply {
     }
 }
 
-/// An error a hub method reports to its caller (in the Completion's `error`).
+/// An error a hub method reports to its caller (in the Completion's `error`). Classic
+/// clients get it as a hub error (`"H":true`, ASP.NET SignalR's `HubException`) with its data
+/// in `D`; the Core protocol has no place for the data.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct HubError(pub String);
+pub struct HubError(pub String, pub(crate) Option<serde_json::Value>);
 
 impl HubError {
     /// An error with this text.
     pub fn new(text: impl Into<String>) -> Self {
-        Self(text.into())
+        Self(text.into(), None)
+    }
+
+    /// An error with this text and data for the caller (a classic client reads it as
+    /// `error.data`, from `D`).
+    pub fn with_data(text: impl Into<String>, data: serde_json::Value) -> Self {
+        Self(text.into(), Some(data))
+    }
+
+    /// The error's data, if it has any.
+    pub fn data(&self) -> Option<&serde_json::Value> {
+        self.1.as_ref()
     }
 }
 
@@ -165,7 +178,10 @@ pub(crate) type LostHook = Arc<dyn Fn(Lost<'_>) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Hub {
     pub(crate) name: String,
+    pub(crate) classic_name: Option<String>,
     pub(crate) methods: HashMap<String, Handler>,
+    /// The methods' names as registered (their own casing), for the classic proxy.
+    pub(crate) method_names: Vec<String>,
     pub(crate) on_connected: Option<Lifecycle>,
     pub(crate) on_disconnected: Option<Lifecycle>,
     pub(crate) on_lost: Option<LostHook>,
@@ -209,8 +225,34 @@ impl Hub {
                 async move { handler(ctx, typed).await?.into_reply() },
             ))
         });
-        self.methods.insert(name.to_lowercase(), erased);
+        if self.methods.insert(name.to_lowercase(), erased).is_none() {
+            self.method_names.push(name.to_owned());
+        }
         self
+    }
+
+    /// The name classic (ASP.NET SignalR 2.x) clients know the hub by: the `H` of their calls,
+    /// `$.connection.<camelCase name>` in the generated proxy. By default the hub's name with
+    /// a capital first letter and `Hub` appended unless it ends so (`chat` → `ChatHub`).
+    pub fn classic_name(mut self, name: impl Into<String>) -> Self {
+        self.classic_name = Some(name.into());
+        self
+    }
+
+    /// The classic name in effect (see [`classic_name`](Self::classic_name)).
+    pub(crate) fn classic_name_or_default(&self) -> String {
+        if let Some(name) = &self.classic_name {
+            return name.clone();
+        }
+        let mut chars = self.name.chars();
+        let mut name: String = match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => "Hub".to_owned(),
+        };
+        if !name.to_lowercase().ends_with("hub") {
+            name.push_str("Hub");
+        }
+        name
     }
 
     /// Runs when a connection has completed its handshake.
@@ -304,7 +346,7 @@ impl Context {
             rx,
             |mut rx| async move {
                 let item = rx.recv().await?;
-                Some((item.map_err(HubError), rx))
+                Some((item.map_err(HubError::new), rx))
             },
         )))
     }

@@ -24,6 +24,7 @@
 mod auth;
 mod backplane;
 mod chat;
+mod classic;
 mod connection;
 mod frame;
 mod history;
@@ -32,6 +33,7 @@ mod options;
 mod router;
 mod server;
 mod state;
+mod static_files;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError};
@@ -40,6 +42,7 @@ pub use chat::{
     DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, PRESENCE_LIMIT, SEQ_HEADER,
     TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
 };
+pub use classic::ClassicOptions;
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};
 pub use hub::{

@@ -14,25 +14,62 @@ use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::auth::JwtAuth;
+use crate::classic::ClassicOptions;
 use crate::hub::Hub;
 use crate::options::HubOptions;
 use crate::state::{Counters, HubState};
 use crate::transport;
 
 /// Configures a server: which hubs at which paths, with which options.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerBuilder {
     options: HubOptions,
     hubs: Vec<(String, Hub)>,
     cors_origins: Vec<String>,
     auth: Option<JwtAuth>,
     redis: Option<crate::RedisOptions>,
+    classic: Option<ClassicOptions>,
+    static_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            options: HubOptions::default(),
+            hubs: Vec::new(),
+            cors_origins: Vec::new(),
+            auth: None,
+            redis: None,
+            classic: Some(ClassicOptions::default()),
+            static_dir: None,
+        }
+    }
 }
 
 impl ServerBuilder {
-    /// A server with default options and no hubs.
+    /// A server with default options and no hubs; classic clients are served at `/signalr`.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Serves classic ASP.NET SignalR 2.x clients with these settings (on by default, at
+    /// `/signalr`): every hub mounted is also theirs, by its classic name.
+    pub fn classic(mut self, options: ClassicOptions) -> Self {
+        self.classic = Some(options);
+        self
+    }
+
+    /// Serves no classic clients.
+    pub fn without_classic(mut self) -> Self {
+        self.classic = None;
+        self
+    }
+
+    /// Serves the files of `dir` at `/` (`index.html` for a directory), so a page and the hub
+    /// share one origin. Hub routes take precedence.
+    pub fn static_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.static_dir = Some(dir.into());
+        self
     }
 
     /// Options for every hub.
@@ -98,6 +135,20 @@ impl ServerBuilder {
                 .with_state(state.clone());
             router = router.merge(hub_router);
             hubs.push(state);
+        }
+        if let Some(classic) = self.classic {
+            let endpoint = crate::classic::Endpoint::new(
+                classic,
+                self.options.clone(),
+                &hubs,
+                self.auth.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            router = router.merge(endpoint.router());
+        }
+        if let Some(dir) = self.static_dir {
+            router = router.fallback_service(crate::static_files::service(dir));
         }
         let metrics: Vec<(String, Arc<Counters>)> = hubs
             .iter()

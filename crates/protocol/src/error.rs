@@ -58,6 +58,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// Classic ASP.NET SignalR (2.x) data was malformed or of the wrong shape.
+    #[error("invalid classic SignalR {context}: {reason}")]
+    Classic {
+        /// What was being read (`envelope`, `hub request`, `form body`…).
+        context: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
     /// An argument or result could not be read as the requested Rust type.
     #[error("cannot read value as {type_name}: {reason}")]
     Decode {
@@ -84,6 +92,13 @@ pub enum NegotiateError {
         /// The `ProtocolVersion` the server reported, when it was a string.
         protocol_version: Option<String>,
     },
+    /// A classic negotiate found an ASP.NET Core SignalR server (its response has
+    /// `availableTransports` or `negotiateVersion`), as the classic .NET client reports it.
+    #[error(
+        "detected an ASP.NET Core SignalR server (the negotiate response has `availableTransports`); \
+         this connection speaks the classic ASP.NET SignalR protocol"
+    )]
+    CoreServer,
     /// The server turned on stateful reconnect although the client did not ask for it.
     #[error("Client didn't negotiate Stateful Reconnect but the server did.")]
     UnrequestedStatefulReconnect,

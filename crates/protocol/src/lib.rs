@@ -9,7 +9,9 @@
 //!   [`Protocol::MessagePack`];
 //! - [`MessageReader`] / [`Framer`]: incremental framing with a maximum message size, for any
 //!   chunking of the input;
-//! - [`sse`]: Server-Sent Events framing.
+//! - [`sse`]: Server-Sent Events framing;
+//! - [`classic`]: the classic ASP.NET SignalR 2.x family (negotiate, envelopes, hub requests
+//!   and results, form bodies), apart from the Core family above.
 //!
 //! Arguments, items and results are [`Arg`]s: kept as the bytes they arrived in and parsed only
 //! when asked for a type, so a message is decoded once and forwarding an argument to a
@@ -35,6 +37,7 @@
 //! ```
 
 mod arg;
+pub mod classic;
 mod error;
 mod framing;
 pub mod handshake;

@@ -6,6 +6,9 @@ use std::path::Path;
 use hubbub_protocol::handshake::{HandshakeRequest, HandshakeResponse};
 use hubbub_protocol::{MessageReader, Protocol, negotiate};
 
+#[path = "../fuzz/fuzz_targets/classic_common.rs"]
+mod classic_common;
+
 #[test]
 fn every_seed_parses_or_fails_cleanly() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
@@ -26,7 +29,12 @@ fn every_seed_parses_or_fails_cleanly() {
             let _ = negotiate::parse_response(&data, false);
             let _ = HandshakeRequest::parse(&data, 1 << 16);
             let _ = HandshakeResponse::parse(&data, 1 << 16);
+            // The classic decoders, with their fuzz oracles (re-encode, decode, compare).
+            classic_common::negotiate(&data);
+            classic_common::frame(&data);
+            classic_common::request(&data);
+            classic_common::form(&data);
         }
     }
-    assert!(seen >= 30, "the seed corpus is checked in ({seen} files)");
+    assert!(seen >= 55, "the seed corpus is checked in ({seen} files)");
 }

@@ -71,7 +71,11 @@ fn random_id() -> String {
 
 /// The user of a new connection: the token's subject, else the `name` query parameter, else
 /// one made from the id.
-fn identify(authenticated: Option<String>, query: &HashMap<String, String>, id: &str) -> String {
+pub(crate) fn identify(
+    authenticated: Option<String>,
+    query: &HashMap<String, String>,
+    id: &str,
+) -> String {
     if let Some(user) = authenticated {
         return user;
     }

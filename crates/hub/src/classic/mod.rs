@@ -1,0 +1,319 @@
+//! The classic family: ASP.NET SignalR 2.x clients (the jQuery client with `/signalr/hubs`,
+//! the .NET `Microsoft.AspNet.SignalR.Client`, and others) at `/signalr`, beside the Core
+//! endpoints, on the same hubs.
+//!
+//! | request | handled by |
+//! |---|---|
+//! | `GET {path}/negotiate` | [`negotiate`]: a protected `ConnectionToken` and the timeouts (§8a) |
+//! | `GET {path}/connect`, `{path}/reconnect` | WebSockets (upgrade), Server-Sent Events, long polling (`transport=`) |
+//! | `POST {path}/poll` | long polling: the messages after `messageId`, held up to `ConnectionTimeout` |
+//! | `GET {path}/start` | `{ "Response": "started" }` once the hubs' connected callbacks ran |
+//! | `POST {path}/send` | `data=<hub request>`, answered with the hub result |
+//! | `POST {path}/abort` | the client stops: the hubs' disconnected callbacks run now |
+//! | `GET {path}/ping` | `{ "Response": "pong" }` |
+//! | `GET {path}/hubs`, `{path}/js` | the generated JavaScript proxy |
+//!
+//! A classic connection is a [`session::Session`]: for every hub in its `connectionData` it
+//! holds a [`Connection`](crate::connection::Connection) registered with that hub's router
+//! like any Core connection, so groups, users, presence and the backplane treat both families
+//! alike. What the hub sends it is rendered once per message as a `{"H","M","A"}` item
+//! ([`Frame::classic_item`](crate::frame::Frame)), numbered in the session's replay buffer,
+//! and written by whichever transport request is attached, in `{"C","M"}` envelopes. Hub
+//! requests go through the same dispatch as Core invocations
+//! ([`prepare`](crate::connection::prepare)).
+//!
+//! Deviations from a 2.4.3 server: the cursor `C` is a decimal message number (opaque to
+//! clients either way); `foreverFrame` is refused; a hub invoked over a connection whose
+//! `connectionData` does not list it can be called but does not deliver to it (as in 2.x);
+//! `abort` always runs the disconnected callbacks at once.
+
+pub(crate) mod protect;
+mod proxy;
+mod replay;
+pub(crate) mod session;
+mod transport;
+pub(crate) mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get};
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::JwtAuth;
+use crate::options::HubOptions;
+use crate::state::HubState;
+
+use self::protect::Protector;
+use self::session::Session;
+
+/// Settings of the classic endpoint. The defaults are ASP.NET SignalR 2.4's.
+#[derive(Clone)]
+pub struct ClassicOptions {
+    /// Where it is served (`/signalr`).
+    pub path: String,
+    /// The key that protects connection and groups tokens. Nodes of a fleet need the same key
+    /// to accept each other's tokens; `None` makes a random one for this process.
+    pub key: Option<Vec<u8>>,
+    /// How long a connection without any transport lives on before the hubs' disconnected
+    /// callbacks run (30 s).
+    pub disconnect_timeout: Duration,
+    /// How often a keep-alive `{}` is written on WebSockets and SSE (10 s, a third of the
+    /// disconnect timeout); `None` turns keep-alives off (negotiate then answers
+    /// `KeepAliveTimeout: null`). Clients take twice this as their timeout.
+    pub keep_alive: Option<Duration>,
+    /// How long a long poll is held open without messages (110 s).
+    pub connection_timeout: Duration,
+    /// How long a client waits for a transport to connect (5 s; negotiate tells clients).
+    pub transport_connect_timeout: Duration,
+    /// Messages kept per connection for clients that reconnect or poll again (1,000, the 2.x
+    /// `DefaultMessageBufferSize`).
+    pub replay_messages: usize,
+    /// Bytes of messages kept per connection at most (4 MiB): the oldest go first.
+    pub replay_bytes: usize,
+}
+
+impl std::fmt::Debug for ClassicOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClassicOptions")
+            .field("path", &self.path)
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .field("disconnect_timeout", &self.disconnect_timeout)
+            .field("keep_alive", &self.keep_alive)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("transport_connect_timeout", &self.transport_connect_timeout)
+            .field("replay_messages", &self.replay_messages)
+            .field("replay_bytes", &self.replay_bytes)
+            .finish()
+    }
+}
+
+impl Default for ClassicOptions {
+    fn default() -> Self {
+        Self {
+            path: "/signalr".to_owned(),
+            key: None,
+            disconnect_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            connection_timeout: Duration::from_secs(110),
+            transport_connect_timeout: Duration::from_secs(5),
+            replay_messages: 1000,
+            replay_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A classic transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    WebSockets,
+    ServerSentEvents,
+    LongPolling,
+}
+
+impl Transport {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::WebSockets => "webSockets",
+            Self::ServerSentEvents => "serverSentEvents",
+            Self::LongPolling => "longPolling",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Self::WebSockets, Self::ServerSentEvents, Self::LongPolling]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+}
+
+/// A hub as classic clients see it.
+#[derive(Debug)]
+pub(crate) struct ClassicHub {
+    /// Its classic name (`ChatHub`): the `H` of what it sends.
+    pub(crate) name: String,
+    pub(crate) state: Arc<HubState>,
+}
+
+/// Everything the classic endpoint shares between its connections.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) options: ClassicOptions,
+    pub(crate) hub_options: HubOptions,
+    pub(crate) hubs: Vec<ClassicHub>,
+    pub(crate) protector: Protector,
+    pub(crate) sessions: DashMap<String, Arc<Session>>,
+    pub(crate) auth: Option<JwtAuth>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    proxy: String,
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        options: ClassicOptions,
+        hub_options: HubOptions,
+        hubs: &[Arc<HubState>],
+        auth: Option<JwtAuth>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
+        let mut options = options;
+        options.path = format!("/{}", options.path.trim_matches('/'));
+        let hubs: Vec<ClassicHub> = hubs
+            .iter()
+            .map(|state| ClassicHub {
+                name: state.hub.classic_name_or_default(),
+                state: state.clone(),
+            })
+            .collect();
+        let proxy = proxy::generate(
+            &options.path,
+            &hubs
+                .iter()
+                .map(|h| (h.name.clone(), h.state.hub.method_names.clone()))
+                .collect::<Vec<_>>(),
+        );
+        Arc::new(Self {
+            protector: Protector::new(options.key.as_deref()),
+            options,
+            hub_options,
+            hubs,
+            sessions: DashMap::new(),
+            auth,
+            shutdown,
+            tasks,
+            proxy,
+        })
+    }
+
+    /// The hub a classic client names (`chatHub`, `chathub`, `ChatHub`: case does not matter).
+    pub(crate) fn hub_index(&self, name: &str) -> Option<usize> {
+        self.hubs
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The routes under the endpoint's path.
+    pub(crate) fn router(self: &Arc<Self>) -> Router {
+        let path = self.options.path.clone();
+        let proxy = self.proxy.clone();
+        let js = move || {
+            let proxy = proxy.clone();
+            async move {
+                (
+                    [
+                        (
+                            axum::http::header::CONTENT_TYPE,
+                            "application/javascript; charset=UTF-8",
+                        ),
+                        (axum::http::header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    proxy,
+                )
+            }
+        };
+        Router::new()
+            .route(&format!("{path}/negotiate"), get(transport::negotiate))
+            .route(&format!("{path}/connect"), any(transport::connect))
+            .route(&format!("{path}/reconnect"), any(transport::reconnect))
+            .route(&format!("{path}/poll"), any(transport::poll))
+            .route(&format!("{path}/start"), get(transport::start))
+            .route(&format!("{path}/send"), any(transport::send))
+            .route(&format!("{path}/abort"), any(transport::abort))
+            .route(&format!("{path}/ping"), get(transport::ping))
+            .route(&format!("{path}/hubs"), get(js.clone()))
+            .route(&format!("{path}/js"), get(js))
+            .with_state(self.clone())
+    }
+}
+
+/// The answered `ProtocolVersion` for a `clientProtocol`: clamped to [1.2, 2.0] as the 2.4
+/// server's `ProtocolResolver` does (none sent: 1.2). `None` if it is not a version.
+pub(crate) fn protocol_version(client: Option<&str>) -> Option<String> {
+    let Some(client) = client else {
+        return Some("1.2".to_owned());
+    };
+    let (major, minor) = client
+        .trim()
+        .split_once('.')
+        .unwrap_or((client.trim(), "0"));
+    let major: u32 = major.parse().ok()?;
+    let minor: u32 = minor.parse().ok()?;
+    Some(match (major, minor) {
+        (m, _) if m >= 2 => "2.0".to_owned(),
+        (1, n) if n >= 2 => format!("1.{n}"),
+        _ => "1.2".to_owned(),
+    })
+}
+
+/// Seconds as a 2.x server writes them in negotiate (`20.0`, `0.5`).
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s}")
+    }
+}
+
+/// The negotiate response, keys in the order a 2.4.3 server writes them (§8a).
+pub(crate) fn negotiate_body(
+    options: &ClassicOptions,
+    token: &str,
+    connection_id: &str,
+    version: &str,
+) -> String {
+    let keep_alive = options
+        .keep_alive
+        .map_or_else(|| "null".to_owned(), |k| seconds(k * 2));
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    format!(
+        "{{\"Url\":{},\"ConnectionToken\":{},\"ConnectionId\":{},\"KeepAliveTimeout\":{keep_alive},\"DisconnectTimeout\":{},\"ConnectionTimeout\":{},\"TryWebSockets\":true,\"ProtocolVersion\":{},\"TransportConnectTimeout\":{},\"LongPollDelay\":0.0}}",
+        json(&options.path),
+        json(token),
+        json(connection_id),
+        seconds(options.disconnect_timeout),
+        seconds(options.connection_timeout),
+        json(version),
+        seconds(options.transport_connect_timeout),
+    )
+}
+
+/// Query parameters of a request.
+pub(crate) type Query = HashMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions_are_clamped_as_a_2_4_server_does() {
+        assert_eq!(protocol_version(Some("2.1")).unwrap(), "2.0");
+        assert_eq!(protocol_version(Some("2.0")).unwrap(), "2.0");
+        assert_eq!(protocol_version(Some("1.5")).unwrap(), "1.5");
+        assert_eq!(protocol_version(Some("1.2")).unwrap(), "1.2");
+        assert_eq!(protocol_version(Some("1.0")).unwrap(), "1.2");
+        assert_eq!(protocol_version(None).unwrap(), "1.2");
+        assert_eq!(protocol_version(Some("abc")), None);
+    }
+
+    #[test]
+    fn negotiate_writes_the_2_4_keys_in_order() {
+        let body = negotiate_body(&ClassicOptions::default(), "tok+/=", "id-1", "2.0");
+        assert_eq!(
+            body,
+            r#"{"Url":"/signalr","ConnectionToken":"tok+/=","ConnectionId":"id-1","KeepAliveTimeout":20.0,"DisconnectTimeout":30.0,"ConnectionTimeout":110.0,"TryWebSockets":true,"ProtocolVersion":"2.0","TransportConnectTimeout":5.0,"LongPollDelay":0.0}"#
+        );
+        let off = ClassicOptions {
+            keep_alive: None,
+            ..ClassicOptions::default()
+        };
+        assert!(negotiate_body(&off, "t", "i", "1.5").contains(r#""KeepAliveTimeout":null,"#));
+    }
+}

@@ -1,0 +1,152 @@
+//! A classic connection's recent messages, numbered, so a client that lost its transport gets
+//! every message after its cursor when it reconnects or polls again.
+//!
+//! ASP.NET SignalR 2.x keeps the newest `DefaultMessageBufferSize` (1,000) messages per
+//! connection in its message bus and answers `reconnect` and `poll` with everything after the
+//! `messageId` the client sends. This buffer does the same per connection, bounded in count
+//! and in bytes: when either bound is reached the oldest message goes. The cursor on the wire
+//! (`C`) is the number of the last message a response carried, as decimal text.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// The numbered messages of one connection.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    items: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    last: u64,
+    max_items: usize,
+    max_bytes: usize,
+}
+
+impl Replay {
+    /// An empty buffer keeping at most `max_items` messages and `max_bytes` bytes of them.
+    pub(crate) fn new(max_items: usize, max_bytes: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            last: 0,
+            max_items: max_items.max(1),
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// Adds a message (one `M` item, encoded); returns its number.
+    pub(crate) fn push(&mut self, item: Bytes) -> u64 {
+        self.last += 1;
+        self.bytes += item.len();
+        self.items.push_back((self.last, item));
+        while self.items.len() > self.max_items
+            || (self.bytes > self.max_bytes && self.items.len() > 1)
+        {
+            if let Some((_, old)) = self.items.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+        self.last
+    }
+
+    /// The number of the newest message (0 before the first).
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The messages after `cursor`, oldest first, up to about `max_bytes` (at least one), and
+    /// the cursor that follows them. A cursor older than the buffer gets what is left (the
+    /// rest is gone, as with the 2.x message bus); a cursor from the future gets nothing.
+    pub(crate) fn after(&self, cursor: u64, max_bytes: usize) -> (Vec<Bytes>, u64) {
+        let start = self.items.partition_point(|(seq, _)| *seq <= cursor);
+        let mut out = Vec::new();
+        let mut size = 0;
+        let mut next = cursor.min(self.last);
+        for (seq, item) in self.items.iter().skip(start) {
+            if !out.is_empty() && size + item.len() > max_bytes {
+                break;
+            }
+            size += item.len();
+            out.push(item.clone());
+            next = *seq;
+        }
+        (out, next)
+    }
+}
+
+/// Reads a cursor sent back by a client (`messageId`): decimal text.
+pub(crate) fn parse_cursor(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(n: u64) -> Bytes {
+        Bytes::from(format!("{{\"n\":{n}}}"))
+    }
+
+    #[test]
+    fn replays_everything_after_a_cursor() {
+        let mut r = Replay::new(1000, 1 << 20);
+        for n in 1..=5 {
+            assert_eq!(r.push(item(n)), n);
+        }
+        let (items, next) = r.after(2, usize::MAX);
+        assert_eq!(items, vec![item(3), item(4), item(5)]);
+        assert_eq!(next, 5);
+        let (items, next) = r.after(5, usize::MAX);
+        assert!(items.is_empty());
+        assert_eq!(next, 5);
+        // A cursor from the future (another connection's, or forged) gets nothing.
+        let (items, next) = r.after(99, usize::MAX);
+        assert!(items.is_empty());
+        assert_eq!(next, 5);
+    }
+
+    #[test]
+    fn keeps_the_newest_within_its_bounds() {
+        let mut r = Replay::new(1000, 1 << 20);
+        for n in 1..=1500 {
+            r.push(item(n));
+        }
+        let (items, next) = r.after(0, usize::MAX);
+        assert_eq!(items.len(), 1000);
+        assert_eq!(items[0], item(501));
+        assert_eq!(next, 1500);
+
+        let mut r = Replay::new(1000, 100);
+        for n in 1..=100 {
+            r.push(Bytes::from(vec![b'x'; 30 + (n as usize % 2)]));
+        }
+        assert!(r.bytes <= 100);
+        assert_eq!(r.after(0, usize::MAX).1, 100);
+    }
+
+    #[test]
+    fn a_response_is_bounded_in_size_but_never_empty() {
+        let mut r = Replay::new(1000, 1 << 20);
+        for n in 1..=10 {
+            r.push(item(n));
+        }
+        let (items, next) = r.after(0, 20);
+        assert_eq!(items.len(), 2);
+        assert_eq!(next, 2);
+        let (items, _) = r.after(0, 1);
+        assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn cursors_parse_strictly() {
+        assert_eq!(parse_cursor("42"), Some(42));
+        assert_eq!(parse_cursor(" 7 "), Some(7));
+        assert_eq!(parse_cursor(""), None);
+        assert_eq!(parse_cursor("-1"), None);
+        assert_eq!(parse_cursor("d-1-B,0"), None);
+        assert_eq!(parse_cursor("99999999999999999999999"), None);
+    }
+}

@@ -1,0 +1,527 @@
+//! One classic connection: its hub memberships, its numbered messages, the transport requests
+//! attached to it, and its life from `connect` until `abort` or the disconnect timeout.
+//!
+//! A classic connection outlives its transports: a socket may drop and come back
+//! (`reconnect`), a long poll ends and the next one starts. The session lives on while no
+//! transport is attached for up to `DisconnectTimeout` (30 s), then the hubs' disconnected
+//! callbacks run. Every message for the connection is numbered in its replay buffer, so the
+//! next transport request picks up after the client's cursor.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hubbub_protocol::Headers;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::protect::Protector;
+use super::replay::Replay;
+use super::wire::{self, HubRequest, Outcome};
+use super::{Endpoint, Transport};
+use crate::connection::{Connection, RateLimit, Refused, Turns, prepare};
+use crate::frame::Outbound;
+use crate::hub::{Context, Reply};
+use crate::state::Counters;
+
+/// How many groups a groups token carries at most (a larger token would grow every URL).
+const MAX_GROUPS_IN_TOKEN: usize = 100;
+
+/// A classic connection's membership in one hub.
+#[derive(Debug)]
+struct Member {
+    hub: usize,
+    conn: Arc<Connection>,
+    /// In the hub's router (listed in `connectionData`), with its lifecycle callbacks run;
+    /// else only used to call the hub's methods.
+    joined: bool,
+}
+
+/// One classic connection.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) user: String,
+    query: HashMap<String, String>,
+    transport: Mutex<Transport>,
+    members: Mutex<Vec<Member>>,
+    replay: Mutex<Replay>,
+    /// The number of the newest message, for transports waiting for one.
+    newest: watch::Sender<u64>,
+    /// The groups the last groups token sent carried.
+    groups_sent: Mutex<Vec<String>>,
+    /// Transport requests attached now (a socket, an event stream, a held poll).
+    active: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    activity: Notify,
+    /// Fires once the hubs have been joined (their connected callbacks done).
+    pub(crate) started: CancellationToken,
+    /// Fires when the connection has ended.
+    pub(crate) ended: CancellationToken,
+    /// The client asked to stop (`abort`).
+    stop_called: AtomicBool,
+    /// Counts transport requests: a newer one replaces an older one still attached.
+    generation: AtomicU64,
+    pub(crate) superseded: Notify,
+    order: Turns,
+    rate: Mutex<RateLimit>,
+}
+
+/// Holds a transport request attached to its session; the session counts as idle (towards
+/// its disconnect timeout) only while none is.
+#[derive(Debug)]
+pub(crate) struct Attached(Arc<Session>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            self.0.activity.notify_one();
+        }
+    }
+}
+
+impl Session {
+    fn new(
+        id: String,
+        user: String,
+        query: HashMap<String, String>,
+        transport: Transport,
+        endpoint: &Endpoint,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            query,
+            transport: Mutex::new(transport),
+            members: Mutex::default(),
+            replay: Mutex::new(Replay::new(
+                endpoint.options.replay_messages,
+                endpoint.options.replay_bytes,
+            )),
+            newest: watch::Sender::new(0),
+            groups_sent: Mutex::default(),
+            active: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            activity: Notify::new(),
+            started: CancellationToken::new(),
+            ended: CancellationToken::new(),
+            stop_called: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            superseded: Notify::new(),
+            order: Turns::default(),
+            rate: Mutex::new(RateLimit::new(endpoint.hub_options.max_messages_per_second)),
+        }
+    }
+
+    /// The transport the connection uses now.
+    pub(crate) fn transport(&self) -> Transport {
+        *self.transport.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Switches transports (a client falling back from WebSockets to SSE keeps its token).
+    pub(crate) fn set_transport(&self, transport: Transport) {
+        *self.transport.lock().unwrap_or_else(|e| e.into_inner()) = transport;
+    }
+
+    /// Attaches a transport request: it replaces any older one (which ends), and the
+    /// connection is not idle while it lasts. Returns the guard and the request's generation.
+    pub(crate) fn attach(self: &Arc<Self>) -> (Attached, u64) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.superseded.notify_waiters();
+        (Attached(self.clone()), generation)
+    }
+
+    /// Whether a newer transport request took over from `generation`.
+    pub(crate) fn is_superseded(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) != generation
+    }
+
+    /// Waits for a message newer than those seen through `rx`.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+
+    /// Numbers a message (an `M` item) and wakes the transports.
+    pub(crate) fn push(&self, item: Bytes) {
+        let seq = self
+            .replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(item);
+        self.newest.send_replace(seq);
+    }
+
+    /// The newest message's number.
+    pub(crate) fn cursor(&self) -> u64 {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner()).last()
+    }
+
+    /// An envelope of the messages after `cursor` (up to about `max_bytes`), with a new groups
+    /// token when the connection's groups changed since the last one sent; `None` when there
+    /// is nothing to say. Returns the cursor after it.
+    pub(crate) fn envelope_after(
+        &self,
+        cursor: u64,
+        max_bytes: usize,
+        protector: &Protector,
+    ) -> Option<(Vec<u8>, u64)> {
+        let (items, next) = self
+            .replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .after(cursor, max_bytes);
+        let groups = self.groups_token_if_changed(protector);
+        if items.is_empty() && groups.is_none() {
+            return None;
+        }
+        Some((wire::envelope(next, false, groups.as_deref(), &items), next))
+    }
+
+    /// The init message `{"C":…,"S":1,"M":[]}` (a transport's first, on `connect`).
+    pub(crate) fn init_message(&self) -> (Vec<u8>, u64) {
+        let cursor = self.cursor();
+        (wire::envelope(cursor, true, None, &[]), cursor)
+    }
+
+    /// An envelope with no messages, only the cursor (a long poll that timed out).
+    pub(crate) fn empty_envelope(&self, cursor: u64) -> Vec<u8> {
+        wire::envelope(cursor, false, None, &[])
+    }
+
+    fn groups_token_if_changed(&self, protector: &Protector) -> Option<String> {
+        let mut groups: Vec<String> = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|m| m.joined)
+            .flat_map(|m| m.conn.group_names())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        groups.truncate(MAX_GROUPS_IN_TOKEN);
+        let mut sent = self.groups_sent.lock().unwrap_or_else(|e| e.into_inner());
+        if *sent == groups {
+            return None;
+        }
+        let token = protector.groups_token(&self.id, &groups);
+        *sent = groups;
+        Some(token)
+    }
+
+    /// Ends the connection now: the client stopped, or the hub ends it.
+    pub(crate) fn stop(&self, stop_called: bool) {
+        if stop_called {
+            self.stop_called.store(true, Ordering::SeqCst);
+        }
+        self.ended.cancel();
+    }
+
+    /// Whether the client stopped the connection itself (`abort`).
+    pub(crate) fn stop_called(&self) -> bool {
+        self.stop_called.load(Ordering::SeqCst)
+    }
+
+    /// The connection to call hub `hub`'s methods with: its membership, or (for a hub not in
+    /// `connectionData`) one that only calls methods.
+    fn connection_for(&self, endpoint: &Endpoint, hub: usize) -> Arc<Connection> {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = members.iter().find(|m| m.hub == hub) {
+            return m.conn.clone();
+        }
+        let state = &endpoint.hubs[hub].state;
+        // Nothing is delivered to a connection outside the router; the channel only keeps
+        // the type whole.
+        let (tx, _rx) = mpsc::channel(1);
+        let conn = Arc::new(Connection::new(
+            self.id.clone(),
+            self.user.clone(),
+            self.query.clone(),
+            tx,
+            state.counters.clone(),
+        ));
+        members.push(Member {
+            hub,
+            conn: conn.clone(),
+            joined: false,
+        });
+        conn
+    }
+}
+
+/// Creates a session, registers it, and starts its life: it joins `hubs` (restoring `groups`
+/// after a reconnect to a node that did not know it), then waits for its end.
+pub(crate) fn open(
+    endpoint: &Arc<Endpoint>,
+    id: String,
+    user: String,
+    query: HashMap<String, String>,
+    transport: Transport,
+    hubs: Vec<usize>,
+    groups: Vec<String>,
+) -> Arc<Session> {
+    let session = Arc::new(Session::new(id, user, query, transport, endpoint));
+    endpoint
+        .sessions
+        .insert(session.id.clone(), session.clone());
+    let (endpoint, task) = (endpoint.clone(), session.clone());
+    endpoint.tasks.clone().spawn(async move {
+        run(&endpoint, &task, hubs, groups).await;
+    });
+    session
+}
+
+async fn run(
+    endpoint: &Arc<Endpoint>,
+    session: &Arc<Session>,
+    hubs: Vec<usize>,
+    groups: Vec<String>,
+) {
+    let mut contexts = Vec::new();
+    for hub in hubs {
+        let entry = &endpoint.hubs[hub];
+        let state = &entry.state;
+        let (tx, rx) = mpsc::channel(state.options.send_queue_capacity);
+        let conn = Arc::new(Connection::new(
+            session.id.clone(),
+            session.user.clone(),
+            session.query.clone(),
+            tx,
+            state.counters.clone(),
+        ));
+        session
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Member {
+                hub,
+                conn: conn.clone(),
+                joined: true,
+            });
+        endpoint
+            .tasks
+            .spawn(pump(session.clone(), entry.name.clone(), rx));
+        state.connected(conn.clone()).await;
+        Counters::add(&state.counters.connections_total, 1);
+        Counters::add(&state.counters.connections_open, 1);
+        tracing::info!(connection = %session.id, user = %session.user, hub = %entry.name, transport = session.transport().name(), family = "classic", "connected");
+        for group in &groups {
+            let _ = state.add_to_group(&session.id, group).await;
+        }
+        let ctx = Context {
+            conn: conn.clone(),
+            state: state.clone(),
+            headers: Arc::default(),
+            uploads: Arc::default(),
+        };
+        if let Some(on_connected) = &state.hub.on_connected {
+            on_connected(ctx.clone()).await;
+        }
+        contexts.push(ctx);
+    }
+    session.started.cancel();
+
+    let timeout = endpoint.options.disconnect_timeout;
+    let reason = loop {
+        let aborted = async {
+            let conns: Vec<_> = contexts.iter().map(|c| c.conn.clone()).collect();
+            if conns.is_empty() {
+                return std::future::pending::<String>().await;
+            }
+            let waits = conns.iter().map(|c| Box::pin(c.aborted().cancelled()));
+            let ((), i, _) = futures_util::future::select_all(waits).await;
+            conns[i].abort_reason().unwrap_or_default().to_owned()
+        };
+        let idle_deadline = {
+            let since = *session.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            since + timeout
+        };
+        let idle = session.active.load(Ordering::SeqCst) == 0;
+        tokio::select! {
+            () = session.ended.cancelled() => {
+                break if session.stop_called() { "the client stopped".to_owned() } else { "ended".to_owned() };
+            }
+            () = endpoint.shutdown.cancelled() => break "the server is shutting down".to_owned(),
+            reason = aborted => break reason,
+            () = session.activity.notified() => {}
+            () = tokio::time::sleep_until(idle_deadline), if idle => {
+                if session.active.load(Ordering::SeqCst) == 0
+                    && session.idle_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= timeout
+                {
+                    break format!("no transport for {} s (DisconnectTimeout)", timeout.as_secs());
+                }
+            }
+            // Re-reads the idle state now and then (an attach does not wake this loop).
+            () = tokio::time::sleep(Duration::from_secs(1)), if !idle => {}
+        }
+    };
+    session.ended.cancel();
+    endpoint
+        .sessions
+        .remove_if(&session.id, |_, s| Arc::ptr_eq(s, session));
+    for ctx in contexts {
+        let state = &ctx.state;
+        state.disconnected(&ctx.conn);
+        state
+            .counters
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        ctx.conn.finish();
+        tracing::info!(connection = %session.id, %reason, family = "classic", "disconnected");
+        if let Some(on_disconnected) = &state.hub.on_disconnected {
+            on_disconnected(ctx.clone()).await;
+        }
+    }
+}
+
+/// Moves what the hub sends one membership into the session's numbered messages, each encoded
+/// once per frame for every classic recipient.
+async fn pump(session: Arc<Session>, hub: String, mut rx: mpsc::Receiver<Outbound>) {
+    loop {
+        let out = tokio::select! {
+            out = rx.recv() => out,
+            () = session.ended.cancelled() => None,
+        };
+        let Some(out) = out else { break };
+        match out {
+            Outbound::Message(frame) => {
+                if let Some(item) = frame.classic_item(&hub) {
+                    session.push(item.clone());
+                }
+            }
+            Outbound::Raw(_) => {}
+            Outbound::End => break,
+        }
+    }
+}
+
+/// Why a hub request could not even be read.
+#[derive(Debug)]
+pub(crate) enum DispatchError {
+    /// Not a hub request.
+    Malformed(String),
+    /// Over the connection's rate limit.
+    TooMany(u32),
+}
+
+/// A hub request that has been read and has taken its turn (one at a time per connection, in
+/// arrival order); [`Call::run`] runs it.
+#[derive(Debug)]
+pub(crate) struct Call {
+    request: HubRequest,
+    previous: Option<oneshot::Receiver<()>>,
+    turn: oneshot::Sender<()>,
+}
+
+/// Reads a hub request `{"H","M","A","I","S"}` and takes its turn. Called where the request
+/// arrived, before anything is spawned, so calls run in the order they came.
+pub(crate) fn begin(
+    endpoint: &Endpoint,
+    session: &Session,
+    data: &[u8],
+) -> Result<Call, DispatchError> {
+    if data.len() > endpoint.hub_options.max_message_size {
+        return Err(DispatchError::Malformed(format!(
+            "the hub request is larger than the maximum message size of {} bytes",
+            endpoint.hub_options.max_message_size
+        )));
+    }
+    if !session
+        .rate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allow()
+    {
+        return Err(DispatchError::TooMany(
+            endpoint.hub_options.max_messages_per_second,
+        ));
+    }
+    let request = HubRequest::parse(data).map_err(DispatchError::Malformed)?;
+    let (previous, turn) = session.order.take();
+    Ok(Call {
+        request,
+        previous,
+        turn,
+    })
+}
+
+impl Call {
+    /// Runs the call on the hub it names, through the same dispatch as Core invocations, and
+    /// returns its result `{"I",…}` (none for a request without an id). A method that streams
+    /// reports each item as progress (numbered messages), then completes.
+    pub(crate) async fn run(self, endpoint: &Endpoint, session: &Arc<Session>) -> Option<Vec<u8>> {
+        let Self {
+            request,
+            previous,
+            turn: _turn,
+        } = self;
+        let id = request.id.as_deref();
+        let caller_state = request.state.as_deref();
+        let result =
+            |outcome: Outcome<'_>| id.map(|id| wire::hub_result(id, outcome, caller_state));
+        let Some(hub) = endpoint.hub_index(&request.hub) else {
+            return result(Outcome::Error(&format!(
+                "'{}' Hub could not be resolved.",
+                request.hub
+            )));
+        };
+        let state = endpoint.hubs[hub].state.clone();
+        Counters::add(&state.counters.messages_in, 1);
+        // The client may call as soon as it has sent `start`: wait for the hubs to be joined.
+        let _ = tokio::time::timeout(Duration::from_secs(10), session.started.cancelled()).await;
+        let conn = session.connection_for(endpoint, hub);
+        let future = match prepare(
+            &state,
+            &conn,
+            Headers::new(),
+            &request.method,
+            &request.args,
+            Vec::new(),
+        ) {
+            Ok(future) => future,
+            Err(Refused::UnknownMethod(method)) => {
+                return result(Outcome::Error(&format!(
+                    "'{method}' method could not be resolved on hub '{}'.",
+                    endpoint.hubs[hub].name
+                )));
+            }
+            Err(refused @ Refused::Binding(..)) => {
+                return result(Outcome::Error(&refused.to_string()));
+            }
+        };
+        if let Some(previous) = previous {
+            // Done or dropped: either way it is this one's turn.
+            let _ = previous.await;
+        }
+        match future.await {
+            Ok(Reply::Void) => result(Outcome::Void),
+            Ok(Reply::Value(value)) => result(Outcome::Value(&value)),
+            Ok(Reply::Stream(mut items)) => {
+                let call = id?;
+                loop {
+                    let item = tokio::select! {
+                        item = items.next() => item,
+                        () = session.ended.cancelled() => return None,
+                    };
+                    match item {
+                        Some(Ok(item)) => match wire::progress(call, &item) {
+                            Ok(bytes) => session.push(Bytes::from(bytes)),
+                            Err(e) => {
+                                tracing::debug!(connection = %session.id, error = %e, "progress item cannot be written as JSON");
+                            }
+                        },
+                        Some(Err(e)) => break result(Outcome::HubError(&e.0, e.data())),
+                        None => break result(Outcome::Void),
+                    }
+                }
+            }
+            Err(e) => result(Outcome::HubError(&e.0, e.data())),
+        }
+    }
+}

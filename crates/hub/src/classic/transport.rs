@@ -1,0 +1,702 @@
+//! The classic requests over HTTP: negotiate, the three transports, start, send, abort, ping.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::{FromRequestParts, Query, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::replay::parse_cursor;
+use super::session::{self, DispatchError, Session};
+use super::{Endpoint, Query as Params, Transport, negotiate_body, protocol_version, wire};
+
+/// How much one envelope carries at most when many messages wait.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+const START_RESPONSE: &str = r#"{ "Response": "started" }"#;
+const PING_RESPONSE: &str = r#"{ "Response": "pong" }"#;
+const JSON: &str = "application/json; charset=UTF-8";
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn json(body: impl Into<Body>) -> Response {
+    ([(header::CONTENT_TYPE, JSON)], body.into()).into_response()
+}
+
+/// A refused request.
+#[derive(Debug)]
+enum Refusal {
+    /// 401, asking for a bearer token.
+    Unauthorized,
+    /// A status and a plain-text reason.
+    Text(StatusCode, String),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthorized => crate::transport::Unauthorized.into_response(),
+            Self::Text(status, reason) => text(status, reason),
+        }
+    }
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal::Text(status, reason.into())
+}
+
+/// The user a request's JWT names (`Ok(None)` without auth), or the 401.
+fn authenticate(
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    query: &Params,
+) -> Result<Option<String>, Refusal> {
+    let Some(auth) = &endpoint.auth else {
+        return Ok(None);
+    };
+    auth.authenticate(headers, query)
+        .map(Some)
+        .map_err(|reason| {
+            tracing::debug!(%reason, family = "classic", "request refused");
+            Refusal::Unauthorized
+        })
+}
+
+/// The hubs a `connectionData` names, by index; a clear 400 for one not served.
+fn hubs(endpoint: &Endpoint, query: &Params) -> Result<Vec<usize>, Refusal> {
+    let Some(data) = query.get("connectionData").filter(|d| !d.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let names = wire::connection_data(data).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    let mut hubs = Vec::new();
+    for name in names {
+        let Some(i) = endpoint.hub_index(&name) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("'{name}' Hub could not be resolved."),
+            ));
+        };
+        if !hubs.contains(&i) {
+            hubs.push(i);
+        }
+    }
+    Ok(hubs)
+}
+
+/// What every request after negotiate carries, checked.
+struct Checked {
+    id: String,
+    user: String,
+    transport: Transport,
+    hubs: Vec<usize>,
+}
+
+/// Checks a request after negotiate: its JWT (with auth on), its connection token (400 when
+/// missing or not genuine, 403 when issued to another user), its transport and hubs.
+fn check(endpoint: &Endpoint, headers: &HeaderMap, query: &Params) -> Result<Checked, Refusal> {
+    let authenticated = authenticate(endpoint, headers, query)?;
+    let Some(token) = query.get("connectionToken").filter(|t| !t.is_empty()) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "Protocol error: Missing connection token.",
+        ));
+    };
+    let Some((id, user)) = endpoint.protector.open_connection_token(token) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "The connection token is not valid (it was not issued by this hub, or was altered).",
+        ));
+    };
+    // The user the request comes from: the token's subject with auth on, else the name it
+    // gives (clients repeat their query string on every request).
+    let claimed = authenticated.or_else(|| {
+        query
+            .get("name")
+            .or_else(|| query.get("user"))
+            .map(|n| n.trim().chars().take(64).collect::<String>())
+            .filter(|n| !n.is_empty())
+    });
+    if claimed.is_some_and(|c| c != user) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "Unrecognized user identity. The user identity cannot change during an active SignalR connection.",
+        ));
+    }
+    let transport = match query.get("transport").map(String::as_str) {
+        Some(name) => match Transport::from_name(name) {
+            Some(t) => t,
+            None if name == "foreverFrame" => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "The foreverFrame transport is not supported by this hub: use webSockets, serverSentEvents or longPolling.",
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "Protocol error: Unknown transport.",
+                ));
+            }
+        },
+        None => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Protocol error: Unknown transport.",
+            ));
+        }
+    };
+    Ok(Checked {
+        id,
+        user,
+        transport,
+        hubs: hubs(endpoint, query)?,
+    })
+}
+
+/// `GET {path}/negotiate`.
+pub(crate) async fn negotiate(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    Query(query): Query<Params>,
+) -> Response {
+    let authenticated = match authenticate(&endpoint, &headers, &query) {
+        Ok(user) => user,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(version) = protocol_version(query.get("clientProtocol").map(String::as_str)) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Protocol error: clientProtocol is not a version (such as 2.1).",
+        );
+    };
+    if let Err(response) = hubs(&endpoint, &query) {
+        return response.into_response();
+    }
+    if endpoint.sessions.len() >= endpoint.hub_options.max_connections {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is at its connection limit.",
+        );
+    }
+    let id = super::protect::new_connection_id();
+    let user = crate::transport::identify(authenticated, &query, &id);
+    let token = endpoint.protector.connection_token(&id, &user);
+    json(negotiate_body(&endpoint.options, &token, &id, &version))
+}
+
+/// `GET {path}/ping`.
+pub(crate) async fn ping(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    Query(query): Query<Params>,
+) -> Response {
+    if let Err(response) = authenticate(&endpoint, &headers, &query) {
+        return response.into_response();
+    }
+    json(PING_RESPONSE)
+}
+
+/// `{path}/connect`: the transport's first request.
+pub(crate) async fn connect(
+    State(endpoint): State<Arc<Endpoint>>,
+    Query(query): Query<Params>,
+    request: Request,
+) -> Response {
+    open_transport(endpoint, query, request, false).await
+}
+
+/// `{path}/reconnect`: a transport back after a drop, with the client's cursor.
+pub(crate) async fn reconnect(
+    State(endpoint): State<Arc<Endpoint>>,
+    Query(query): Query<Params>,
+    request: Request,
+) -> Response {
+    open_transport(endpoint, query, request, true).await
+}
+
+/// `POST {path}/poll`: long polling's next request.
+pub(crate) async fn poll(
+    State(endpoint): State<Arc<Endpoint>>,
+    Query(query): Query<Params>,
+    request: Request,
+) -> Response {
+    open_transport(endpoint, query, request, true).await
+}
+
+/// The form fields of a body (`messageId`, `groupsToken`, `data`), or a clear 400.
+async fn form(endpoint: &Endpoint, body: Body) -> Result<Params, Refusal> {
+    let limit = endpoint
+        .hub_options
+        .max_message_size
+        .saturating_mul(4)
+        .max(64 * 1024);
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        )
+    })?;
+    let fields = wire::parse_form(&bytes).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    Ok(fields.into_iter().collect())
+}
+
+async fn open_transport(
+    endpoint: Arc<Endpoint>,
+    query: Params,
+    request: Request,
+    reconnecting: bool,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let checked = match check(&endpoint, &parts.headers, &query) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Long polling posts its cursor and groups token in the body; the others use the query.
+    let mut fields = query.clone();
+    if checked.transport == Transport::LongPolling {
+        match form(&endpoint, body).await {
+            Ok(body) => fields.extend(body),
+            Err(refusal) => return refusal.into_response(),
+        }
+    }
+    let cursor = match fields.get("messageId").filter(|m| !m.is_empty()) {
+        None => None,
+        Some(text_cursor) => match parse_cursor(text_cursor) {
+            Some(c) => Some(c),
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Protocol error: messageId is not a cursor this hub issued.",
+                );
+            }
+        },
+    };
+    let existing = endpoint
+        .sessions
+        .get(&checked.id)
+        .map(|s| s.clone())
+        .filter(|s| !s.ended.is_cancelled());
+    let session = match existing {
+        Some(session) => {
+            session.set_transport(checked.transport);
+            session
+        }
+        None => {
+            if endpoint.sessions.len() >= endpoint.hub_options.max_connections {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server is at its connection limit.",
+                );
+            }
+            // Back after this node forgot the connection (the disconnect timeout passed, or
+            // another node served it): it starts again under the same id, in the groups its
+            // groups token names.
+            let groups = if reconnecting {
+                fields
+                    .get("groupsToken")
+                    .and_then(|t| endpoint.protector.open_groups_token(&checked.id, t))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            session::open(
+                &endpoint,
+                checked.id,
+                checked.user,
+                query,
+                checked.transport,
+                checked.hubs,
+                groups,
+            )
+        }
+    };
+    match checked.transport {
+        Transport::WebSockets => {
+            let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &endpoint).await {
+                Ok(upgrade) => upgrade,
+                Err(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "The webSockets transport needs a WebSocket upgrade request.",
+                    );
+                }
+            };
+            let limit = endpoint
+                .hub_options
+                .max_message_size
+                .saturating_mul(4)
+                .max(1 << 20);
+            let tasks = endpoint.tasks.clone();
+            upgrade
+                .read_buffer_size(4096)
+                .write_buffer_size(0)
+                .max_message_size(limit)
+                .max_frame_size(limit)
+                .on_upgrade(move |socket| {
+                    tasks.track_future(websocket(
+                        endpoint,
+                        session,
+                        socket,
+                        reconnecting.then_some(cursor).flatten(),
+                    ))
+                })
+        }
+        Transport::ServerSentEvents => event_stream(
+            &endpoint,
+            session,
+            reconnecting.then_some(cursor).flatten(),
+            reconnecting,
+        ),
+        Transport::LongPolling if !reconnecting => {
+            // The connect request of long polling answers at once with the init message.
+            let (init, _) = session.init_message();
+            json(init)
+        }
+        Transport::LongPolling => long_poll(&endpoint, session, cursor).await,
+    }
+}
+
+/// Serves one WebSocket of a connection until it closes, the connection ends, or a newer
+/// transport request takes over.
+async fn websocket(
+    endpoint: Arc<Endpoint>,
+    session: Arc<Session>,
+    socket: WebSocket,
+    resume_from: Option<u64>,
+) {
+    let (_attached, generation) = session.attach();
+    let (mut sink, mut stream) = socket.split();
+    let mut newest = session.subscribe();
+    let mut cursor = match resume_from {
+        Some(cursor) => cursor,
+        None => {
+            let (init, cursor) = session.init_message();
+            if !send_text(&mut sink, init).await {
+                return;
+            }
+            cursor
+        }
+    };
+    // Hub results come back from the calls' tasks through here.
+    let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
+    let mut keep_alive = endpoint
+        .options
+        .keep_alive
+        .map(|every| tokio::time::interval_at(Instant::now() + every, every));
+    let close = loop {
+        while let Some((envelope, next)) =
+            session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
+        {
+            if !send_text(&mut sink, envelope).await {
+                return;
+            }
+            cursor = next;
+        }
+        let superseded = session.superseded.notified();
+        tokio::pin!(superseded);
+        superseded.as_mut().enable();
+        if session.is_superseded(generation) {
+            break None;
+        }
+        tokio::select! {
+            biased;
+            () = session.ended.cancelled() => break Some((1000, "the connection has ended")),
+            () = endpoint.shutdown.cancelled() => break Some((1001, "the server is shutting down")),
+            () = &mut superseded => {}
+            changed = newest.changed() => {
+                if changed.is_err() {
+                    break None;
+                }
+            }
+            Some(result) = results_rx.recv() => {
+                if !send_text(&mut sink, result).await {
+                    return;
+                }
+            }
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(data))) => {
+                    match session::begin(&endpoint, &session, data.as_bytes()) {
+                        Ok(call) => {
+                            let (endpoint, session, tx) = (endpoint.clone(), session.clone(), results_tx.clone());
+                            endpoint.tasks.clone().spawn(async move {
+                                if let Some(result) = call.run(&endpoint, &session).await {
+                                    let _ = tx.send(result).await;
+                                }
+                            });
+                        }
+                        Err(DispatchError::Malformed(reason)) => {
+                            tracing::debug!(connection = %session.id, %reason, "malformed hub request");
+                            break Some((1007, "malformed hub request"));
+                        }
+                        Err(DispatchError::TooMany(_)) => {
+                            break Some((1008, "too many messages per second"));
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => break Some((1003, "binary messages are not part of the classic protocol")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+            },
+            _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
+                if !send_text(&mut sink, b"{}".to_vec()).await {
+                    return;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })))
+            .await;
+    }
+    let _ = sink.close().await;
+}
+
+async fn send_text(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    payload: Vec<u8>,
+) -> bool {
+    match Utf8Bytes::try_from(payload) {
+        Ok(text) => sink.send(Message::Text(text)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn sse_event(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Serves a connection's messages as Server-Sent Events: `data: initialized` first, then the
+/// init message (on connect) or what the client missed (on reconnect), envelopes as they come
+/// and `data: {}` keep-alives.
+fn event_stream(
+    endpoint: &Arc<Endpoint>,
+    session: Arc<Session>,
+    resume_from: Option<u64>,
+    reconnecting: bool,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let task_endpoint = endpoint.clone();
+    endpoint.tasks.spawn(async move {
+        let endpoint = task_endpoint;
+        let (_attached, generation) = session.attach();
+        let mut newest = session.subscribe();
+        if tx.send(Bytes::from_static(b"data: initialized\n\n")).await.is_err() {
+            return;
+        }
+        let mut cursor = match resume_from {
+            Some(cursor) if reconnecting => cursor,
+            _ if reconnecting => session.cursor(),
+            _ => {
+                let (init, cursor) = session.init_message();
+                if tx.send(sse_event(&init)).await.is_err() {
+                    return;
+                }
+                cursor
+            }
+        };
+        let mut keep_alive = endpoint.options.keep_alive.map(|every| {
+            tokio::time::interval_at(Instant::now() + every, every)
+        });
+        loop {
+            while let Some((envelope, next)) =
+                session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
+            {
+                if tx.send(sse_event(&envelope)).await.is_err() {
+                    return;
+                }
+                cursor = next;
+            }
+            let superseded = session.superseded.notified();
+            tokio::pin!(superseded);
+            superseded.as_mut().enable();
+            if session.is_superseded(generation) {
+                return;
+            }
+            tokio::select! {
+                biased;
+                () = session.ended.cancelled() => return,
+                () = endpoint.shutdown.cancelled() => return,
+                () = &mut superseded => {}
+                () = tx.closed() => return,
+                changed = newest.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
+                    if tx.send(Bytes::from_static(b"data: {}\n\n")).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// One long poll: what came after `cursor` at once, else the first messages to come, else
+/// (after `ConnectionTimeout`) an envelope with none. A newer poll answers an older one with
+/// none; a stopped connection gets an empty body; a server shutting down asks the client to
+/// reconnect (`T`).
+async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u64>) -> Response {
+    let (_attached, generation) = session.attach();
+    let mut newest = session.subscribe();
+    let cursor = cursor.unwrap_or_else(|| session.cursor());
+    let deadline = Instant::now() + endpoint.options.connection_timeout;
+    loop {
+        if let Some((envelope, _)) =
+            session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
+        {
+            return json(envelope);
+        }
+        let superseded = session.superseded.notified();
+        tokio::pin!(superseded);
+        superseded.as_mut().enable();
+        if session.is_superseded(generation) {
+            return json(session.empty_envelope(cursor));
+        }
+        tokio::select! {
+            biased;
+            () = session.ended.cancelled() => return json(""),
+            () = endpoint.shutdown.cancelled() => {
+                return json(format!(r#"{{"C":"{cursor}","T":1,"M":[]}}"#));
+            }
+            () = &mut superseded => return json(session.empty_envelope(cursor)),
+            changed = newest.changed() => {
+                if changed.is_err() {
+                    return json("");
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return json(session.empty_envelope(cursor)),
+        }
+    }
+}
+
+/// The session a request names, if it is alive.
+fn live_session(endpoint: &Endpoint, id: &str) -> Option<Arc<Session>> {
+    endpoint
+        .sessions
+        .get(id)
+        .map(|s| s.clone())
+        .filter(|s| !s.ended.is_cancelled())
+}
+
+/// `GET {path}/start`: answered once the hubs' connected callbacks have run.
+pub(crate) async fn start(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    Query(query): Query<Params>,
+) -> Response {
+    let checked = match check(&endpoint, &headers, &query) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(session) = live_session(&endpoint, &checked.id) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "The connection is not open on this server: connect first.",
+        );
+    };
+    let wait = endpoint.options.transport_connect_timeout * 2;
+    if tokio::time::timeout(wait, session.started.cancelled())
+        .await
+        .is_err()
+    {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The hubs did not finish connecting in time.",
+        );
+    }
+    json(START_RESPONSE)
+}
+
+/// `POST {path}/send`: one hub request in `data=`, answered with its result.
+pub(crate) async fn send(
+    State(endpoint): State<Arc<Endpoint>>,
+    Query(query): Query<Params>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let checked = match check(&endpoint, &parts.headers, &query) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let fields = match form(&endpoint, body).await {
+        Ok(fields) => fields,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(data) = fields.get("data") else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Protocol error: the send request has no data field.",
+        );
+    };
+    let Some(session) = live_session(&endpoint, &checked.id) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "The connection is not open on this server: reconnect first.",
+        );
+    };
+    let call = match session::begin(&endpoint, &session, data.as_bytes()) {
+        Ok(call) => call,
+        Err(DispatchError::Malformed(reason)) => return text(StatusCode::BAD_REQUEST, reason),
+        Err(DispatchError::TooMany(limit)) => {
+            return text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("More than {limit} messages per second: slow down."),
+            );
+        }
+    };
+    match call.run(&endpoint, &session).await {
+        Some(result) => json(result),
+        None => json(""),
+    }
+}
+
+/// `POST {path}/abort`: the client stops; the hubs' disconnected callbacks run now.
+pub(crate) async fn abort(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    Query(query): Query<Params>,
+) -> Response {
+    let checked = match check(&endpoint, &headers, &query) {
+        Ok(checked) => checked,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if let Some(session) = live_session(&endpoint, &checked.id) {
+        session.stop(true);
+    }
+    StatusCode::OK.into_response()
+}

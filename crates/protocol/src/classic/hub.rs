@@ -1,0 +1,638 @@
+//! Classic hub frames: calls from client to server ([`HubRequest`]), calls from server to client
+//! ([`ClientInvocation`], an item of an envelope's `M`), and results ([`HubResult`]), progress
+//! updates included.
+//!
+//! Sources: S2 `Hubs/HubRequestParser.cs` and the .NET client's `HubInvocation` (requests),
+//! `Hubs/ClientHubInvocation.cs` (server calls), `Hubs/HubResponse.cs` and
+//! `HubDispatcher.SendProgressUpdate` (results and progress, properties in declaration order:
+//! `S`, `R`, `I`, `P`, `H`, `E`, `T`, `D`, nulls left out); bytes as in §8a.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::envelope::write_str;
+use crate::arg::Arg;
+use crate::error::{Error, Result};
+
+/// A hub method call from client to server: `{"H":hub,"M":method,"A":[…],"I":id,"S":state}`
+/// (the body of a `send`, form-encoded on HTTP transports, a text message on WebSockets).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HubRequest {
+    /// `H`: the hub name, matched without regard to case.
+    pub hub: String,
+    /// `M`: the method name, matched without regard to case.
+    pub method: String,
+    /// `A`: the arguments, kept as the JSON they arrived in.
+    pub args: Vec<Arg>,
+    /// `I`: the call id, a counter from 0 per connection. Sent as a string by the .NET client
+    /// and as a number by the jQuery client; read as text either way.
+    pub id: String,
+    /// `S`: the caller state (a JSON object), when the client has any.
+    pub state: Option<Arg>,
+}
+
+/// A call from the server to a client's hub method, an item of an envelope's `M`:
+/// `{"H":hub,"M":method,"A":[…],"S":state}`. `H` keeps the hub class's own casing
+/// (`ChatHub`); clients match hub and method names without regard to case (§8a).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientInvocation {
+    /// `H`: the hub name.
+    pub hub: String,
+    /// `M`: the client method name.
+    pub method: String,
+    /// `A`: the arguments.
+    pub args: Vec<Arg>,
+    /// `S`: caller state changed by the server, when any (a JSON object).
+    pub state: Option<Arg>,
+}
+
+/// A progress update of a running call: on the wire a result with `I` = `"P|<id>"` and
+/// `P` = `{"I":"<id>","D":data}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubProgress {
+    /// `P.I`: the id of the call that reports progress.
+    pub id: String,
+    /// `P.D`: the reported value (JSON `null` when the hub reported null).
+    pub data: Arg,
+}
+
+/// The answer to a [`HubRequest`], or a progress update of it:
+/// `{"S":state,"R":result,"I":id,"P":progress,"H":true,"E":error,"T":stack,"D":data}`, each
+/// left out when null. Examples from a 2.4.3 server (§8a): `{"R":"ping!","I":"1"}`,
+/// `{"I":"0"}` (a void method), `{"I":"3","H":true,"E":"nope","D":{"code":42}}` (a
+/// `HubException` with data).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HubResult {
+    /// `I`: the call id (for progress, `P|<id>`).
+    pub id: String,
+    /// `R`: the return value; `None` for a void method (or a null return, which the server
+    /// leaves out the same way).
+    pub result: Option<Arg>,
+    /// `E`: the error message, when the call failed.
+    pub error: Option<String>,
+    /// `H`: whether the error is a `HubException` (its message is meant for the caller).
+    pub hub_exception: bool,
+    /// `D`: a `HubException`'s extra data.
+    pub error_data: Option<Arg>,
+    /// `T`: the server's stack trace (detailed errors only).
+    pub stack_trace: Option<String>,
+    /// `S`: the caller state after the call, when the hub changed it (a JSON object).
+    pub state: Option<Arg>,
+    /// `P`: set on progress updates.
+    pub progress: Option<HubProgress>,
+}
+
+fn invalid(context: &'static str, reason: impl Into<String>) -> Error {
+    Error::Classic {
+        context,
+        reason: reason.into(),
+    }
+}
+
+fn check_object(payload: &[u8], context: &'static str) -> Result<()> {
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid(context, "not a JSON object"));
+    }
+    Ok(())
+}
+
+/// An id as text: a string as is, a number as its JSON text (as Json.NET reads a number into
+/// a string property).
+fn id_text(raw: &RawValue, context: &'static str, name: &str) -> Result<String> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        return serde_json::from_str(text)
+            .map_err(|_| invalid(context, format!("`{name}` is not a valid string")));
+    }
+    if serde_json::from_str::<serde_json::Number>(text).is_ok() {
+        return Ok(text.to_owned());
+    }
+    Err(invalid(
+        context,
+        format!("`{name}` must be a string or a number, not {text}"),
+    ))
+}
+
+/// A state object: `null` is no state; anything but an object is an error.
+fn state(frame: &Bytes, raw: Option<&RawValue>, context: &'static str) -> Result<Option<Arg>> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) if raw.get().starts_with('{') => Ok(Some(arg(frame, raw))),
+        Some(raw) => Err(invalid(
+            context,
+            format!("`S` (the state) must be an object, not {}", raw.get()),
+        )),
+    }
+}
+
+fn arg(frame: &Bytes, raw: &RawValue) -> Arg {
+    Arg::json_unchecked(frame.slice_ref(raw.get().as_bytes()))
+}
+
+fn required<T>(value: Option<T>, context: &'static str, name: &str) -> Result<T> {
+    value.ok_or_else(|| invalid(context, format!("missing `{name}`")))
+}
+
+fn write_args(out: &mut Vec<u8>, args: &[Arg]) -> Result<()> {
+    out.push(b'[');
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        a.write_json(out)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// Runs `write` and leaves `out` as it was when it fails.
+fn atomic(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    let start = out.len();
+    write(out).inspect_err(|_| out.truncate(start))
+}
+
+#[derive(Deserialize)]
+struct WireCall<'a> {
+    #[serde(rename = "H")]
+    hub: Option<String>,
+    #[serde(rename = "M")]
+    method: Option<String>,
+    #[serde(rename = "A", borrow, default)]
+    args: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "I", borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "S", borrow)]
+    state: Option<&'a RawValue>,
+}
+
+impl HubRequest {
+    /// Decodes a hub request (the JSON text, already out of its form body). `H`, `M` and `I`
+    /// are required; a missing or null `A` is no arguments, as on a 2.4 server; unknown keys
+    /// are ignored. Arguments and state are slices of `payload`.
+    pub fn decode(payload: &Bytes) -> Result<Self> {
+        const CX: &str = "hub request";
+        check_object(payload, CX)?;
+        let wire: WireCall<'_> = serde_json::from_slice(payload)
+            .map_err(crate::error::json_error("a classic hub request"))?;
+        let id = required(wire.id, CX, "I")?;
+        Ok(Self {
+            hub: required(wire.hub, CX, "H")?,
+            method: required(wire.method, CX, "M")?,
+            args: wire
+                .args
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| arg(payload, a))
+                .collect(),
+            id: id_text(id, CX, "I")?,
+            state: state(payload, wire.state, CX)?,
+        })
+    }
+
+    /// Appends the request as JSON, `{"H":…,"M":…,"A":[…],"I":"…"}` plus `"S"` when there is
+    /// state (the id as a string, as the .NET client sends it). On error (an argument with no
+    /// JSON form) `out` is unchanged.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        atomic(out, |out| {
+            out.extend_from_slice(b"{\"H\":");
+            write_str(out, &self.hub);
+            out.extend_from_slice(b",\"M\":");
+            write_str(out, &self.method);
+            out.extend_from_slice(b",\"A\":");
+            write_args(out, &self.args)?;
+            out.extend_from_slice(b",\"I\":");
+            write_str(out, &self.id);
+            if let Some(state) = &self.state {
+                out.extend_from_slice(b",\"S\":");
+                state.write_json(out)?;
+            }
+            out.push(b'}');
+            Ok(())
+        })
+    }
+
+    /// The request as JSON bytes.
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl ClientInvocation {
+    /// Decodes one `M` item as a server call. `H`, `M` and `A` are required (an item without
+    /// them is not a hub call: a persistent connection's raw message).
+    pub fn decode(item: &Bytes) -> Result<Self> {
+        const CX: &str = "server call";
+        check_object(item, CX)?;
+        let wire: WireCall<'_> = serde_json::from_slice(item)
+            .map_err(crate::error::json_error("a classic server call"))?;
+        Ok(Self {
+            hub: required(wire.hub, CX, "H")?,
+            method: required(wire.method, CX, "M")?,
+            args: required(wire.args, CX, "A")?
+                .into_iter()
+                .map(|a| arg(item, a))
+                .collect(),
+            state: state(item, wire.state, CX)?,
+        })
+    }
+
+    /// Appends the call as a 2.4.3 server writes it: `{"H":…,"M":…,"A":[…]}` plus `"S"` when
+    /// there is state. On error `out` is unchanged.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        atomic(out, |out| {
+            out.extend_from_slice(b"{\"H\":");
+            write_str(out, &self.hub);
+            out.extend_from_slice(b",\"M\":");
+            write_str(out, &self.method);
+            out.extend_from_slice(b",\"A\":");
+            write_args(out, &self.args)?;
+            if let Some(state) = &self.state {
+                out.extend_from_slice(b",\"S\":");
+                state.write_json(out)?;
+            }
+            out.push(b'}');
+            Ok(())
+        })
+    }
+
+    /// The call as JSON bytes.
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+
+    /// Whether this call is for `hub`'s `method`, compared without regard to case as the
+    /// classic clients compare them.
+    pub fn is(&self, hub: &str, method: &str) -> bool {
+        self.hub.eq_ignore_ascii_case(hub) && self.method.eq_ignore_ascii_case(method)
+    }
+}
+
+#[derive(Deserialize)]
+struct WireResult<'a> {
+    #[serde(rename = "I", borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "R", borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(rename = "E", borrow)]
+    error: Option<&'a RawValue>,
+    #[serde(rename = "H", borrow)]
+    hub_exception: Option<&'a RawValue>,
+    #[serde(rename = "D", borrow)]
+    error_data: Option<&'a RawValue>,
+    #[serde(rename = "T", borrow)]
+    stack_trace: Option<&'a RawValue>,
+    #[serde(rename = "S", borrow)]
+    state: Option<&'a RawValue>,
+    #[serde(rename = "P", borrow)]
+    progress: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireProgress<'a> {
+    #[serde(rename = "I", borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(rename = "D", borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// A raw value that is not JSON `null`.
+fn non_null(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| r.get() != "null")
+}
+
+fn opt_string(raw: Option<&RawValue>, name: &str) -> Result<Option<String>> {
+    non_null(raw)
+        .map(|r| {
+            serde_json::from_str::<String>(r.get())
+                .map_err(|_| invalid("hub result", format!("`{name}` must be a string")))
+        })
+        .transpose()
+}
+
+impl HubResult {
+    /// A successful result (`R` left out when `None`).
+    pub fn ok(id: impl Into<String>, result: Option<Arg>) -> Self {
+        Self {
+            id: id.into(),
+            result,
+            ..Self::default()
+        }
+    }
+
+    /// A failed call: `error` with `H` set when it is a `HubException`, and its data.
+    pub fn failed(
+        id: impl Into<String>,
+        error: impl Into<String>,
+        hub_exception: bool,
+        error_data: Option<Arg>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            error: Some(error.into()),
+            hub_exception,
+            error_data,
+            ..Self::default()
+        }
+    }
+
+    /// A progress update of call `id`, as a 2.x server sends it: `I` = `P|<id>`.
+    pub fn progress(id: impl Into<String>, data: Arg) -> Self {
+        let id = id.into();
+        Self {
+            id: format!("P|{id}"),
+            progress: Some(HubProgress { id, data }),
+            ..Self::default()
+        }
+    }
+
+    /// Decodes a hub result (a top-level object with `I`). `I` is required (string or number);
+    /// `H` must be a boolean, `E` and `T` strings, `S` an object, `P` an object with `I`;
+    /// null values count as absent, as the server leaves them out.
+    pub fn decode(payload: &Bytes) -> Result<Self> {
+        const CX: &str = "hub result";
+        check_object(payload, CX)?;
+        let wire: WireResult<'_> = serde_json::from_slice(payload)
+            .map_err(crate::error::json_error("a classic hub result"))?;
+        let id = id_text(required(wire.id, CX, "I")?, CX, "I")?;
+        let hub_exception = match non_null(wire.hub_exception).map(RawValue::get) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(invalid(CX, format!("`H` must be a boolean, not {other}"))),
+        };
+        let progress = match non_null(wire.progress) {
+            None => None,
+            Some(raw) => {
+                if !raw.get().starts_with('{') {
+                    return Err(invalid(CX, "`P` (progress) must be an object"));
+                }
+                let p: WireProgress<'_> = serde_json::from_str(raw.get())
+                    .map_err(|e| invalid(CX, format!("`P` (progress): {e}")))?;
+                Some(HubProgress {
+                    id: id_text(required(p.id, CX, "P.I")?, CX, "P.I")?,
+                    data: match p.data {
+                        Some(d) => arg(payload, d),
+                        None => Arg::json_unchecked(Bytes::from_static(b"null")),
+                    },
+                })
+            }
+        };
+        Ok(Self {
+            id,
+            result: non_null(wire.result).map(|r| arg(payload, r)),
+            error: opt_string(wire.error, "E")?,
+            hub_exception,
+            error_data: non_null(wire.error_data).map(|d| arg(payload, d)),
+            stack_trace: opt_string(wire.stack_trace, "T")?,
+            state: state(payload, wire.state, CX)?,
+            progress,
+        })
+    }
+
+    /// Appends the result as a 2.4.3 server writes it: `S`, `R`, `I`, `P`, `H`, `E`, `T`, `D`
+    /// in that order, each left out when absent (`H` written only when true). On error `out`
+    /// is unchanged.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        atomic(out, |out| {
+            out.push(b'{');
+            if let Some(state) = &self.state {
+                out.extend_from_slice(b"\"S\":");
+                state.write_json(out)?;
+                out.push(b',');
+            }
+            if let Some(result) = &self.result {
+                out.extend_from_slice(b"\"R\":");
+                result.write_json(out)?;
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"I\":");
+            write_str(out, &self.id);
+            if let Some(p) = &self.progress {
+                out.extend_from_slice(b",\"P\":{\"I\":");
+                write_str(out, &p.id);
+                out.extend_from_slice(b",\"D\":");
+                p.data.write_json(out)?;
+                out.push(b'}');
+            }
+            if self.hub_exception {
+                out.extend_from_slice(b",\"H\":true");
+            }
+            if let Some(error) = &self.error {
+                out.extend_from_slice(b",\"E\":");
+                write_str(out, error);
+            }
+            if let Some(trace) = &self.stack_trace {
+                out.extend_from_slice(b",\"T\":");
+                write_str(out, trace);
+            }
+            if let Some(data) = &self.error_data {
+                out.extend_from_slice(b",\"D\":");
+                data.write_json(out)?;
+            }
+            out.push(b'}');
+            Ok(())
+        })
+    }
+
+    /// The result as JSON bytes.
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn results_observed_on_a_2_4_3_server_round_trip_byte_for_byte() {
+        for text in [
+            r#"{"R":"ping!","I":"1"}"#,
+            r#"{"I":"0"}"#,
+            r#"{"I":"3","H":true,"E":"nope","D":{"code":42}}"#,
+            r#"{"I":"4","E":"boom"}"#,
+        ] {
+            let r = HubResult::decode(&b(text)).unwrap();
+            assert_eq!(r.to_vec().unwrap(), text.as_bytes(), "{text}");
+        }
+        let r = HubResult::decode(&b(r#"{"I":"3","H":true,"E":"nope","D":{"code":42}}"#)).unwrap();
+        assert!(r.hub_exception);
+        assert_eq!(r.error.as_deref(), Some("nope"));
+        assert_eq!(
+            r.error_data.unwrap().decode::<serde_json::Value>().unwrap(),
+            serde_json::json!({"code": 42})
+        );
+        let ping = HubResult::decode(&b(r#"{"R":"ping!","I":"1"}"#)).unwrap();
+        assert_eq!(ping, HubResult::ok("1", Some("ping!".into())));
+        assert_eq!(
+            HubResult::failed(
+                "3",
+                "nope",
+                true,
+                Some(Arg::from_json(&b"{\"code\":42}"[..]).unwrap())
+            )
+            .to_vec()
+            .unwrap(),
+            br#"{"I":"3","H":true,"E":"nope","D":{"code":42}}"#
+        );
+    }
+
+    #[test]
+    fn progress_is_sent_as_a_2_x_server_sends_it() {
+        let p = HubResult::progress("7", Arg::from_json(&b"50"[..]).unwrap());
+        assert_eq!(p.to_vec().unwrap(), br#"{"I":"P|7","P":{"I":"7","D":50}}"#);
+        let again = HubResult::decode(&b(r#"{"I":"P|7","P":{"I":"7","D":50}}"#)).unwrap();
+        assert_eq!(again, p);
+        assert_eq!(again.progress.unwrap().id, "7");
+    }
+
+    #[test]
+    fn state_and_stack_trace_in_the_server_order() {
+        let text = r#"{"S":{"name":"ann"},"R":[1,2],"I":"9","E":"x","T":"at Foo()"}"#;
+        let r = HubResult::decode(&b(text)).unwrap();
+        assert_eq!(r.stack_trace.as_deref(), Some("at Foo()"));
+        assert_eq!(r.to_vec().unwrap(), text.as_bytes());
+    }
+
+    #[test]
+    fn requests_from_the_dotnet_and_jquery_clients() {
+        let dotnet = r#"{"H":"chathub","M":"Send","A":["ann","hi"],"I":"0"}"#;
+        let r = HubRequest::decode(&b(dotnet)).unwrap();
+        assert_eq!(
+            (r.hub.as_str(), r.method.as_str(), r.id.as_str()),
+            ("chathub", "Send", "0")
+        );
+        assert_eq!(r.args[1].decode::<String>().unwrap(), "hi");
+        assert_eq!(r.to_vec().unwrap(), dotnet.as_bytes());
+
+        // jQuery sends the id as a number, and caller state.
+        let jquery = r#"{"H":"chathub","M":"send","A":[{"a":1}],"I":12,"S":{"user":"ann"}}"#;
+        let r = HubRequest::decode(&b(jquery)).unwrap();
+        assert_eq!(r.id, "12");
+        assert_eq!(
+            r.state
+                .as_ref()
+                .unwrap()
+                .decode::<serde_json::Value>()
+                .unwrap(),
+            serde_json::json!({"user": "ann"})
+        );
+        assert_eq!(
+            r.to_vec().unwrap(),
+            br#"{"H":"chathub","M":"send","A":[{"a":1}],"I":"12","S":{"user":"ann"}}"#
+        );
+        // No `A` is no arguments.
+        assert!(
+            HubRequest::decode(&b(r#"{"H":"h","M":"m","I":"1"}"#))
+                .unwrap()
+                .args
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn server_calls_keep_the_hub_casing_and_match_without_case() {
+        let text = r#"{"H":"ChatHub","M":"broadcastMessage","A":["bob","hello"]}"#;
+        let call = ClientInvocation::decode(&b(text)).unwrap();
+        assert!(call.is("chathub", "BroadcastMessage"));
+        assert!(!call.is("chathub", "other"));
+        assert_eq!(call.to_vec().unwrap(), text.as_bytes());
+        let with_state = ClientInvocation {
+            state: Some(Arg::from_json(&b"{\"n\":1}"[..]).unwrap()),
+            ..call
+        };
+        assert_eq!(
+            with_state.to_vec().unwrap(),
+            br#"{"H":"ChatHub","M":"broadcastMessage","A":["bob","hello"],"S":{"n":1}}"#
+        );
+        // Args given as values (e.g. from a Core hub call) are written as JSON.
+        let built = ClientInvocation {
+            hub: "ChatHub".into(),
+            method: "m".into(),
+            args: vec![Arg::serialize(&(1, "x")).unwrap()],
+            state: None,
+        };
+        assert_eq!(
+            built.to_vec().unwrap(),
+            br#"{"H":"ChatHub","M":"m","A":[[1,"x"]]}"#
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_named_errors() {
+        type Decoder = fn(&Bytes) -> Result<()>;
+        let cases: [(Decoder, &str, &str); 12] = [
+            (
+                |p| HubRequest::decode(p).map(drop),
+                r#"{"M":"m","I":"1"}"#,
+                "`H`",
+            ),
+            (
+                |p| HubRequest::decode(p).map(drop),
+                r#"{"H":"h","I":"1"}"#,
+                "`M`",
+            ),
+            (
+                |p| HubRequest::decode(p).map(drop),
+                r#"{"H":"h","M":"m"}"#,
+                "`I`",
+            ),
+            (
+                |p| HubRequest::decode(p).map(drop),
+                r#"{"H":"h","M":"m","I":[]}"#,
+                "`I`",
+            ),
+            (
+                |p| HubRequest::decode(p).map(drop),
+                r#"{"H":"h","M":"m","I":"1","S":[1]}"#,
+                "`S`",
+            ),
+            (
+                |p| HubRequest::decode(p).map(drop),
+                r#"["H"]"#,
+                "not a JSON object",
+            ),
+            (
+                |p| ClientInvocation::decode(p).map(drop),
+                r#"{"H":"h","M":"m"}"#,
+                "`A`",
+            ),
+            (|p| HubResult::decode(p).map(drop), r#"{"R":1}"#, "`I`"),
+            (
+                |p| HubResult::decode(p).map(drop),
+                r#"{"I":"1","H":1}"#,
+                "`H`",
+            ),
+            (
+                |p| HubResult::decode(p).map(drop),
+                r#"{"I":"1","E":{}}"#,
+                "`E`",
+            ),
+            (
+                |p| HubResult::decode(p).map(drop),
+                r#"{"I":"1","P":{"D":1}}"#,
+                "`P.I`",
+            ),
+            (
+                |p| HubResult::decode(p).map(drop),
+                r#"{"I":"1","P":3}"#,
+                "`P`",
+            ),
+        ];
+        for (decode, text, what) in cases {
+            let err = decode(&b(text)).unwrap_err().to_string();
+            assert!(err.contains(what), "{text}: {err} should mention {what}");
+        }
+    }
+}
