@@ -13,6 +13,9 @@
 //!   directory.
 //! - **What the UI shows**: connection status (state, attempt, next try, reason, slow),
 //!   presence, unread counts and messages, as serializable views ([`view`]).
+//! - **Any compatible hub**: each account's hub methods (auto, a preset or custom:
+//!   [`Core::set_methods`]), what its hub lacks, an inspector feed of everything the hub sends
+//!   ([`AppEvent::Inspector`]) and a console ([`Core::invoke`]).
 //! - **Notifications**: which received messages deserve a desktop notification
 //!   ([`Core::notification_for`]); the shell only checks whether its window has focus.
 
