@@ -23,6 +23,8 @@ const COMMANDS: &[&str] = &[
     "search",
     "mark_read",
     "lifecycle",
+    "set_methods",
+    "invoke_hub",
 ];
 
 fn main() {

@@ -1,7 +1,9 @@
 //! The commands the UI may call (`ui/IPC.md`): each one awaits the core and calls one of its
 //! methods. No rule lives here.
 
-use hubbub_core::{Account, AccountId, AppEvent, AppInfo, Conversation, MessageView, NewAccount};
+use hubbub_core::{
+    Account, AccountId, AppEvent, AppInfo, Conversation, MessageView, MethodsView, NewAccount,
+};
 use serde::Serialize;
 use tauri::State;
 use tauri::ipc::Channel;
@@ -205,4 +207,27 @@ pub(crate) async fn mark_read(
 pub(crate) async fn lifecycle(shell: State<'_, Shell>, foreground: bool) -> Result<()> {
     shell.core().await?.lifecycle(foreground);
     Ok(())
+}
+
+#[tauri::command]
+pub(crate) async fn set_methods(
+    shell: State<'_, Shell>,
+    account: AccountId,
+    methods: MethodsView,
+) -> Result<Account> {
+    Ok(shell.core().await?.set_methods(account, methods).await?)
+}
+
+#[tauri::command]
+pub(crate) async fn invoke_hub(
+    shell: State<'_, Shell>,
+    account: AccountId,
+    method: String,
+    arguments: Vec<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    Ok(shell
+        .core()
+        .await?
+        .invoke(account, &method, arguments)
+        .await?)
 }

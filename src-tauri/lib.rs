@@ -212,6 +212,8 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, config: Option<Config>) -> ta
             commands::search,
             commands::mark_read,
             commands::lifecycle,
+            commands::set_methods,
+            commands::invoke_hub,
         ])
         .setup(move |app| {
             let shell = app.state::<Shell>();

@@ -183,6 +183,57 @@ fn the_ui_commands_drive_the_core() {
         ok(&w, "list_accounts", json!({}))[0]["status"]["state"] == "connected"
     });
 
+    // Hubbub's hub: auto found `Send`; the console invokes any method; methods are set by
+    // preset or by hand, and a method that does not parse is refused.
+    assert_eq!(
+        ok(&w, "list_accounts", json!({}))[0]["methods"]["send"],
+        "Send(name,text)"
+    );
+    let online = ok(
+        &w,
+        "invoke_hub",
+        json!({"account": id, "method": "GetOnline", "arguments": []}),
+    );
+    assert_eq!(online["users"][0]["name"], "ann", "{online}");
+    let unknown = invoke(
+        &w,
+        "invoke_hub",
+        json!({"account": id, "method": "NoSuchMethod", "arguments": [1, {"a": null}]}),
+    )
+    .unwrap_err();
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown hub method 'NoSuchMethod'"),
+        "{unknown}"
+    );
+    let core_tutorial = ok(
+        &w,
+        "set_methods",
+        json!({"account": id, "methods": {"preset": "coreTutorial", "send": null, "receive": []}}),
+    );
+    assert_eq!(
+        core_tutorial["methods"],
+        json!({"preset": "coreTutorial", "send": "SendMessage(name,text)", "receive": ["ReceiveMessage(0,1)"]})
+    );
+    let bad = invoke(
+        &w,
+        "set_methods",
+        json!({"account": id, "methods": {"preset": "custom", "send": "Post(when)", "receive": []}}),
+    )
+    .unwrap_err();
+    assert_eq!(bad["kind"], "invalid", "{bad}");
+    let auto = ok(
+        &w,
+        "set_methods",
+        json!({"account": id, "methods": {"preset": "auto", "send": null, "receive": []}}),
+    );
+    assert_eq!(
+        auto["methods"],
+        json!({"preset": "auto", "send": null, "receive": []})
+    );
+
     // A token with no keychain: kept for the session.
     let with_token = ok(&w, "set_token", json!({"account": id, "token": "t0k"}));
     assert_eq!(with_token["token"], "session");

@@ -855,3 +855,107 @@ fn moving_the_window_while_its_state_is_saved_never_freezes_the_app() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `tests/interop/python/tutorial_hub.py` (a hub written like the ASP.NET Core tutorial, on
+/// aiosignalr) on `port`.
+fn tutorial_hub(port: u16) -> Guard {
+    let python = std::env::var("HUBBUB_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/hubbub/venv/bin/python",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    assert!(
+        Path::new(&python).exists(),
+        "no Python with aiosignalr at {python}: run scripts/test.sh (it creates the venv)"
+    );
+    let child = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/python/tutorial_hub.py"))
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "the tutorial hub");
+    Guard(child)
+}
+
+/// Issue 15: two apps chat on a hub whose methods are `SendMessage`/`ReceiveMessage` with no
+/// setting; each message is shown once; the inspector lists what the hub sent, and the hub
+/// settings show the method auto found and that the hub keeps no history.
+// The lock only makes the desktop tests take turns; nothing else waits on it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_chat_on_the_core_tutorial_hub_with_no_setting() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((tauri_driver, native, xvfb_bin)) = tools() else {
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let hub_port = free_port();
+    let _hub = tutorial_hub(hub_port);
+    let url = format!("http://127.0.0.1:{hub_port}/chatHub");
+    let (_driver_a, port_a) = driver(&tauri_driver, &native, &display);
+    let (_driver_b, port_b) = driver(&tauri_driver, &native, &display);
+    let app = app_binary();
+    let (dir_a, dir_b) = (profile("tut-ann"), profile("tut-bob"));
+    let ann = App::launch(
+        port_a,
+        &app,
+        &["--profile", &dir_a, "--hub", &url, "--name", "ann"],
+        "tut-ann",
+    )
+    .await;
+    let bob = App::launch(
+        port_b,
+        &app,
+        &["--profile", &dir_b, "--hub", &url, "--name", "bob"],
+        "tut-bob",
+    )
+    .await;
+    ann.state_is("connected", 30).await;
+    bob.state_is("connected", 30).await;
+
+    ann.type_into("#composer", "hello tutorial\u{E007}").await;
+    assert_eq!(bob.message_state("hello tutorial", 20).await, "received");
+    ann.message_reaches("hello tutorial", "sent", 20).await;
+    bob.type_into("#composer", "hi ann\u{E007}").await;
+    assert_eq!(ann.message_state("hi ann", 20).await, "received");
+    bob.message_reaches("hi ann", "sent", 20).await;
+    for app in [&ann, &bob] {
+        assert_eq!(app.count("hello tutorial").await, 1, "{}", app.name);
+        assert_eq!(app.count("hi ann").await, 1, "{}", app.name);
+    }
+
+    // The inspector shows the invocations the hub sent.
+    ann.click("#open-inspector").await;
+    ann.until(
+        "ReceiveMessage in the inspector",
+        10,
+        "return document.querySelectorAll('#inspector-log [data-target=\"ReceiveMessage\"]').length >= 2;",
+        json!([]),
+    )
+    .await;
+    ann.screenshot("tut-inspector").await;
+    ann.click("#inspector-close").await;
+    // The hub settings: what auto found, and what this hub lacks.
+    ann.click("#open-account").await;
+    let found = ann
+        .until(
+            "the method auto found",
+            10,
+            "const v = document.querySelector('#send-method').value; return v || null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(found, json!("SendMessage(name,text)"));
+    let lacks = ann
+        .js(
+            "return document.querySelector('#unavailable').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(lacks.as_str().unwrap().contains("no history"), "{lacks}");
+    ann.quit().await;
+    bob.quit().await;
+}

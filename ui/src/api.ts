@@ -46,7 +46,31 @@ export interface Account {
   /** Where its token lives: none, the OS keychain, or only in memory for this session. */
   token: "none" | "keychain" | "session";
   status: Status;
+  /** The hub's chat methods in use (auto until the first send found them). */
+  methods: Methods;
+  /** Hubbub's extras this hub lacks (history, inbox, rooms, presence), with the hub's answer. */
+  unavailable: Unavailable[];
 }
+
+export type Preset = "auto" | "hubbub" | "classicTutorial" | "coreTutorial" | "custom";
+
+/** A hub's chat contract, written as `Name(name,text)` / `Name(0,1)`, `Name(0.user,0.message)`. */
+export interface Methods {
+  preset: Preset;
+  /** The send method; null under auto until the first send found it. */
+  send: string | null;
+  /** The receive methods; empty: every known one (auto). */
+  receive: string[];
+}
+
+export interface Unavailable {
+  feature: string;
+  reason: string;
+}
+
+export type InspectorEntry =
+  | { kind: "invocation"; atMs: number; target: string; arguments: unknown[]; chat: boolean }
+  | { kind: "connection"; atMs: number; event: Record<string, unknown> };
 
 export interface NewAccount {
   /** Empty or null: the embedded local hub. */
@@ -96,6 +120,8 @@ export type AppEvent =
   | { type: "messageUpdated"; account: AccountId; message: Message }
   | { type: "conversation"; account: AccountId; conversation: Conversation }
   | { type: "presence"; account: AccountId; user: string; joined: boolean; online: string[] }
+  | { type: "inspector"; account: AccountId; entry: InspectorEntry }
+  | { type: "hubMethods"; account: AccountId; methods: Methods; unavailable: Unavailable[] }
   | { type: "notice"; account: AccountId | null; level: NoticeLevel; text: string };
 
 export interface AppError {
@@ -207,6 +233,15 @@ export function markRead(account: AccountId, conversation: ConversationKey, seq:
 
 export function lifecycle(foreground: boolean): Promise<void> {
   return invoke<void>("lifecycle", { foreground });
+}
+
+export function setMethods(account: AccountId, methods: Methods): Promise<Account> {
+  return invoke<Account>("set_methods", { account, methods });
+}
+
+/** Invokes any hub method with JSON arguments; resolves with its result (null for none). */
+export function invokeHub(account: AccountId, method: string, args: unknown[]): Promise<unknown> {
+  return invoke<unknown>("invoke_hub", { account, method, arguments: args });
 }
 
 // ---- helpers over conversation keys ---------------------------------------------------------

@@ -9,6 +9,8 @@ import { AccountState, ConversationLog, Store } from "./store";
 export const PAGE = 100;
 /** Messages per page while paging back to a search result. */
 const JUMP_PAGE = 5000;
+/** The inspector keeps this many entries per account. */
+const INSPECTOR_MAX = 500;
 
 export type Pane = "list" | "chat";
 
@@ -118,6 +120,21 @@ export class App {
           const text = ev.joined ? `${ev.user} joined` : `${ev.user} left`;
           this.notifier.toast(text, "info");
         }
+        break;
+      }
+      case "inspector": {
+        const st = s.accounts.get(ev.account);
+        if (!st) break;
+        st.inspector.push(ev.entry);
+        if (st.inspector.length > INSPECTOR_MAX) st.inspector.splice(0, st.inspector.length - INSPECTOR_MAX);
+        s.emit("inspector", ev.account);
+        break;
+      }
+      case "hubMethods": {
+        const st = s.accounts.get(ev.account);
+        if (!st) break;
+        st.account = { ...st.account, methods: ev.methods, unavailable: ev.unavailable };
+        s.emit("methods", ev.account);
         break;
       }
       case "notice": {
@@ -361,6 +378,21 @@ export class App {
       st.account = account;
       this.store.emit("accounts");
     }
+  }
+
+  /** Uses these hub methods for the account from now on. Rejects with why they do not parse. */
+  async setMethods(id: AccountId, methods: api.Methods): Promise<void> {
+    const account = await api.setMethods(id, methods);
+    const st = this.store.accounts.get(id);
+    if (st) {
+      st.account = account;
+      this.store.emit("methods", id);
+    }
+  }
+
+  /** The inspector's console: invokes a hub method; resolves with its result. */
+  invokeHub(id: AccountId, method: string, args: unknown[]): Promise<unknown> {
+    return api.invokeHub(id, method, args);
   }
 
   /** Sends the composer's text to the shown conversation. Rejects with a readable message. */

@@ -75,7 +75,8 @@ export type IconName =
   | "at"
   | "globe"
   | "down"
-  | "power";
+  | "power"
+  | "inspect";
 
 const ICONS: Record<IconName, string[]> = {
   plus: ["M12 5v14", "M5 12h14"],
@@ -90,4 +91,5 @@ const ICONS: Record<IconName, string[]> = {
   globe: ["M12 3a9 9 0 1 0 0 18a9 9 0 1 0 0-18z", "M3 12h18", "M12 3c2.5 2.7 3.8 5.7 3.8 9s-1.3 6.3-3.8 9c-2.5-2.7-3.8-5.7-3.8-9s1.3-6.3 3.8-9z"],
   down: ["M12 5v14", "M6 13l6 6l6-6"],
   power: ["M12 3v9", "M6.3 6.3a8 8 0 1 0 11.4 0"],
+  inspect: ["M8 4c-2 0-2 2-2 4s-2 4-2 4s2 0 2 4s0 4 2 4", "M16 4c2 0 2 2 2 4s2 4 2 4s-2 0-2 4s0 4-2 4"],
 };

@@ -8,7 +8,7 @@ import { stateWord, hubLabel } from "./format";
 import { installShortcuts } from "./keyboard";
 import { ChatView } from "./views/chat";
 import { ConnectView } from "./views/connect";
-import { AccountDialog, HelpDialog, SearchDialog } from "./views/dialogs";
+import { AccountDialog, HelpDialog, InspectorDialog, SearchDialog } from "./views/dialogs";
 import { Notices } from "./views/notices";
 import { Sidebar } from "./views/sidebar";
 
@@ -23,6 +23,7 @@ const connect = new ConnectView(app);
 const search = new SearchDialog(app);
 const help = new HelpDialog(app);
 new AccountDialog(app);
+new InspectorDialog(app);
 installShortcuts(app, chat, search, help);
 
 function renderView(): void {

@@ -1,7 +1,7 @@
 // The UI's model of what the shell has told it: accounts, their statuses, conversations,
 // who is online, and the loaded part of each conversation's history. Views subscribe to topics.
 
-import type { Account, AccountId, AppInfo, Conversation, ConversationKey, Message, Status } from "./api";
+import type { Account, AccountId, AppInfo, Conversation, ConversationKey, InspectorEntry, Message, Status } from "./api";
 import { BROADCAST, placeholderConversation } from "./api";
 
 /** The loaded, contiguous newest-to-some-point slice of one conversation's history. */
@@ -163,6 +163,8 @@ export class AccountState {
   current: ConversationKey = BROADCAST;
   /** Conversations have been fetched once. */
   conversationsLoaded = false;
+  /** What the hub sent and what happened to the connection, newest last (the last 500). */
+  inspector: InspectorEntry[] = [];
 
   constructor(public account: Account) {}
 
@@ -201,6 +203,8 @@ export type Topic =
   | "status" // an account's status changed (detail: account id)
   | "conversations" // an account's conversation list or an unread count changed
   | "online" // an account's online list changed
+  | "inspector" // an account's inspector got an entry (detail: account id)
+  | "methods" // an account's hub methods or missing extras changed (detail: account id)
   | "messages" // a log changed (detail: "account|key")
   | "selection" // current account or conversation changed
   | "view"; // which screen is shown changed

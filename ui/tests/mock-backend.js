@@ -51,6 +51,8 @@
         local: true,
         token: "none",
         status: status("connected"),
+        methods: { preset: "auto", send: null, receive: [] },
+        unavailable: [],
       },
       fields,
     );
@@ -196,6 +198,17 @@
       const hub = hubs.get(accountId);
       hub.online = joined ? Array.from(new Set(hub.online.concat(user))) : hub.online.filter((u) => u !== user);
       emit({ type: "presence", account: accountId, user, joined, online: hub.online.slice() });
+    },
+    /** The hub sends an invocation (shown in the inspector). */
+    inspect(accountId, target, args, chat) {
+      emit({ type: "inspector", account: accountId, entry: { kind: "invocation", atMs: Date.now(), target, arguments: args, chat: !!chat } });
+    },
+    /** The core found (or was told) the hub's methods, or found an extra missing. */
+    hubMethods(accountId, methods, unavailable) {
+      const hub = hubs.get(accountId);
+      hub.account.methods = methods;
+      hub.account.unavailable = unavailable;
+      emit({ type: "hubMethods", account: accountId, methods, unavailable });
     },
     /** Acknowledges every held send. */
     release() {
@@ -375,6 +388,19 @@
       return null;
     },
     lifecycle: () => null,
+    set_methods: (args) => {
+      const hub = hubOf(args);
+      const m = args.methods;
+      if (m.send && !/^[A-Za-z_][\w.-]*(\(.*\))?$/.test(m.send)) throw { kind: "invalid", message: `send method: '${m.send}': a method name is expected` };
+      hub.account.methods = { preset: m.preset, send: m.send, receive: m.receive };
+      return hub.account;
+    },
+    invoke_hub: (args) => {
+      hubOf(args);
+      if (args.method === "Add") return args.arguments.reduce((a, b) => a + b, 0);
+      if (args.method === "Fail") throw { kind: "client", message: "nope: Fail always fails" };
+      throw { kind: "client", message: `Unknown hub method '${args.method}'` };
+    },
   };
 
   async function invoke(cmd, args) {

@@ -1,11 +1,12 @@
-//! The client commands: `chat`, `listen`, `send`. All connection rules live in
+//! The client commands: `chat`, `listen`, `send`, `invoke`. All connection rules live in
 //! `hubbub-client`; this module parses arguments and renders.
 
 use std::io::Write as _;
 use std::time::Duration;
 
+use hubbub_client::methods::{self, HubMethods, Preset, ReceiveMethod, SendMethod, hubbub};
 use hubbub_client::{
-    Arg, Event, Family, HubConnection, HubConnectionBuilder, Protocol, TransportKind,
+    Arg, Event, Family, HubConnection, HubConnectionBuilder, Outcome, Protocol, TransportKind,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -128,6 +129,52 @@ fn print_line(line: &str) {
     let _ = out.flush();
 }
 
+/// `--send-method` as clap reads it.
+fn parse_send(s: &str) -> Result<SendMethod, String> {
+    s.parse().map_err(|e: methods::ParseError| e.to_string())
+}
+
+/// `--receive-method` as clap reads it.
+fn parse_receive(s: &str) -> Result<ReceiveMethod, String> {
+    s.parse().map_err(|e: methods::ParseError| e.to_string())
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReceiveArgs {
+    /// The method the hub delivers messages with, and where the sender and the text are:
+    /// `NAME` (read as it comes), `NAME(0,1)` (argument positions), `NAME(0.user,0.message)`
+    /// (fields of an object argument) or `NAME(_,0)` (no sender). Repeatable. Default: auto
+    /// (every known name: broadcastMessage, ReceiveMessage, …).
+    #[arg(long = "receive-method", value_name = "NAME", value_parser = parse_receive)]
+    receive: Vec<ReceiveMethod>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SendMethodArgs {
+    /// The method to send with and its arguments in order: `NAME` (sends name, text),
+    /// `NAME(text,name)` or `NAME(text)`. Default: auto (tries Send, then SendMessage; only a
+    /// "method does not exist" answer moves on, so nothing is delivered twice).
+    #[arg(long = "send-method", value_name = "NAME", value_parser = parse_send)]
+    send: Option<SendMethod>,
+}
+
+/// The contract the flags name on top of `base`; `base` itself when no flag is given.
+fn with_flags(
+    mut base: HubMethods,
+    send: Option<&SendMethod>,
+    receive: &[ReceiveMethod],
+) -> HubMethods {
+    if let Some(send) = send {
+        base.send = Some(send.clone());
+        base.preset = Preset::Custom;
+    }
+    if !receive.is_empty() {
+        base.receive = receive.to_vec();
+        base.preset = Preset::Custom;
+    }
+    base
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct ListenArgs {
     #[command(flatten)]
@@ -135,6 +182,8 @@ pub(crate) struct ListenArgs {
     /// The display name to connect with.
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    receive: ReceiveArgs,
 }
 
 /// What `listen` prints, in the order it happened.
@@ -181,6 +230,7 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
     let events = std::sync::Arc::new(std::sync::Mutex::new(conn.events()));
     // Only wakes the loop up; what is printed comes from `events`.
     let mut wake = conn.events();
+    let contract = with_flags(HubMethods::default(), None, &args.receive.receive);
     conn.on_any({
         let events = events.clone();
         let out = out.clone();
@@ -188,6 +238,13 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
             let mut line = serde_json::json!({ "type": "invocation", "target": target, "arguments": to_json(arguments) });
             if !headers.is_empty() {
                 line["headers"] = serde_json::json!(headers);
+            }
+            // A chat message (by the hub's contract): who sent what, as a chat would show it.
+            if let Some(message) = contract.recognize(target, arguments) {
+                line["message"] = serde_json::json!({
+                    "sender": message.sender.as_deref().unwrap_or(methods::UNKNOWN_SENDER),
+                    "text": message.text,
+                });
             }
             let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
             pump(&mut events, &out);
@@ -266,9 +323,11 @@ fn print(line: Line) {
 pub(crate) struct SendArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// The sender name (the first argument of Send).
+    /// The sender name.
     #[arg(long)]
     name: String,
+    #[command(flatten)]
+    method: SendMethodArgs,
     /// The message.
     text: String,
 }
@@ -281,13 +340,20 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
         .builder(Some(&args.name))
         .build()
         .map_err(|e| e.to_string())?;
+    let contract = with_flags(HubMethods::default(), args.method.send.as_ref(), &[]);
     let sending = async {
         conn.start()
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        conn.invoke::<()>("Send", vec![args.name.clone().into(), args.text.into()])
-            .await
-            .map_err(|e| format!("send failed: {e}"))
+        methods::send_message(
+            &conn,
+            &contract,
+            &args.name,
+            &args.text,
+            hubbub_client::Headers::new(),
+        )
+        .await
+        .map_err(|e| format!("send failed: {e}"))
     };
     let result = tokio::select! {
         result = sending => result,
@@ -299,7 +365,60 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
     {
         eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
     }
-    result
+    let used = result?;
+    if contract.send.is_none() {
+        eprintln!("hubbub: sent with {used}");
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InvokeArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The display name to connect with.
+    #[arg(long)]
+    name: Option<String>,
+    /// The hub method.
+    method: String,
+    /// Its arguments, each one JSON value (`'"text"'`, `42`, `'{"a":1}'`).
+    #[arg(value_name = "JSON_ARG")]
+    args: Vec<String>,
+}
+
+pub(crate) async fn invoke(args: InvokeArgs) -> Result<(), String> {
+    let arguments = args
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                format!(
+                    "argument {} is not JSON ({e}): {text} (a string is written '\"text\"')",
+                    i + 1
+                )
+            })?;
+            Arg::serialize(&value).map_err(|e| format!("argument {}: {e}", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let conn = args
+        .connect
+        .builder(args.name.as_deref())
+        .build()
+        .map_err(|e| e.to_string())?;
+    conn.start()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let outcome = conn
+        .invoke_raw(&args.method, arguments, hubbub_client::Headers::new())
+        .await;
+    conn.stop().await;
+    match outcome.map_err(|e| format!("{} failed: {e}", args.method))? {
+        Outcome::Void => print_line("null"),
+        Outcome::Result(value) => print_line(&to_json(&[value])[0].to_string()),
+        Outcome::Error(e) => return Err(format!("{} failed: {e}", args.method)),
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,6 +450,10 @@ pub(crate) struct ChatArgs {
     /// If the history database is damaged, move it aside and start a fresh one.
     #[arg(long)]
     recover_db: bool,
+    #[command(flatten)]
+    method: SendMethodArgs,
+    #[command(flatten)]
+    receive: ReceiveArgs,
 }
 
 pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
@@ -400,6 +523,17 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut screen = Screen::new(&chat);
+    // The flags name the hub's methods for this account from now on (kept in the store).
+    let contract = with_flags(
+        chat.methods(),
+        args.method.send.as_ref(),
+        &args.receive.receive,
+    );
+    if contract != chat.methods() {
+        chat.set_methods(contract)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let mut events = chat.events();
     let pending = chat.pending().await.map_err(|e| e.to_string())?;
     if pending > 0 {
@@ -541,6 +675,31 @@ impl Screen {
                 }
                 return;
             }
+            // Nothing a hub sends is hidden: what is not a chat message (nor shown in another
+            // way) is shown as it came.
+            ChatEvent::Invocation(call)
+                if !call.chat
+                    && !SHOWN_ELSEWHERE
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(&call.target)) =>
+            {
+                let args: Vec<String> = to_json(&call.arguments)
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect();
+                eprintln!("hubbub: the hub sent {}({})", call.target, args.join(", "));
+                return;
+            }
+            ChatEvent::Methods(contract) => {
+                if let Some(send) = &contract.send {
+                    eprintln!("hubbub: this hub takes messages with {send} (remembered)");
+                }
+                return;
+            }
+            ChatEvent::Unavailable { feature, reason } => {
+                eprintln!("hubbub: this hub has no {feature} ({reason})");
+                return;
+            }
             _ => return,
         };
         if !self.shown.insert((message.msg_id.clone(), message.state)) {
@@ -566,18 +725,27 @@ impl Screen {
     }
 }
 
+/// What the chat shows in its own way: presence (by `register_notices`), room and direct
+/// messages (from the store, by [`Screen`]).
+const SHOWN_ELSEWHERE: [&str; 4] = [
+    hubbub::USER_JOINED,
+    hubbub::USER_LEFT,
+    hubbub::ROOM_MESSAGE,
+    hubbub::DIRECT_MESSAGE,
+];
+
 /// Presence notices. Messages (broadcast, room, direct) are shown from the store, once, by
 /// [`Screen`].
 fn register_notices(conn: &HubConnection) {
     let text = |a: &Arg| a.decode::<String>().unwrap_or_default();
     let count = |a: &Arg| a.decode::<u64>().unwrap_or_default();
-    conn.on("userJoined", move |args| {
+    conn.on(hubbub::USER_JOINED, move |args| {
         if let [user, n] = args {
             eprintln!("hubbub: {} joined ({} connected)", text(user), count(n));
         }
         None
     });
-    conn.on("userLeft", move |args| {
+    conn.on(hubbub::USER_LEFT, move |args| {
         if let [user, n] = args {
             eprintln!("hubbub: {} left ({} connected)", text(user), count(n));
         }

@@ -6,7 +6,10 @@
 //!   a fleet sharing that Redis.
 //! - `hubbub chat [--url URL] --name NAME` is a terminal chat (an embedded hub when no URL).
 //! - `hubbub listen --url URL` prints one JSON object per event and per received invocation.
-//! - `hubbub send --url URL --name NAME TEXT` invokes `Send(NAME, TEXT)` and waits for it.
+//! - `hubbub send --url URL --name NAME TEXT` sends a chat message with the hub's send method
+//!   (auto: `Send`, else `SendMessage`; or `--send-method`) and waits for it.
+//! - `hubbub invoke --url URL METHOD [JSON_ARG…]` invokes any hub method and prints its result
+//!   as JSON.
 
 mod client;
 
@@ -31,8 +34,11 @@ enum Command {
     Chat(client::ChatArgs),
     /// Print one JSON object per connection event and per invocation received from the hub.
     Listen(client::ListenArgs),
-    /// Invoke Send(NAME, TEXT) on the hub, wait for its completion, and exit.
+    /// Send one chat message (Send or SendMessage, found automatically), wait for it, and exit.
     Send(client::SendArgs),
+    /// Invoke any hub method with JSON arguments and print its result as JSON (exit status 1
+    /// with the hub's error on failure).
+    Invoke(client::InvokeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +140,7 @@ fn main() -> ExitCode {
             Command::Chat(args) => client::chat(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Send(args) => client::send(args).await,
+            Command::Invoke(args) => client::invoke(args).await,
         }
     });
     // Everything has been stopped and flushed by now. The one thing the runtime would still

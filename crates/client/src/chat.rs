@@ -12,6 +12,11 @@
 //!   direct messages (`Inbox`: those sent to them while away, and their own from other
 //!   devices).
 //! - After a crash, [`Chat::open`] finds the outbox where it was and resumes it.
+//! - Which methods send and deliver broadcasts is the account's [`HubMethods`] (auto by
+//!   default: found on the first send and remembered in the store). Every invocation the hub
+//!   sends is reported as [`ChatEvent::Invocation`] (the inspector), whether or not it was a
+//!   chat message, so nothing a hub sends is hidden. What a hub lacks (history, inbox, rooms)
+//!   is reported once as [`ChatEvent::Unavailable`].
 
 use std::sync::Arc;
 
@@ -19,6 +24,7 @@ use hubbub_protocol::{Arg, Headers};
 use hubbub_store::{ConversationId, ConversationKind, HubId, Message, MessageState, Store};
 use tokio::sync::{Notify, broadcast, mpsc};
 
+use crate::methods::{self, HubMethods, SendError, hubbub};
 use crate::{Error, Event, HubConnection, State};
 
 /// The invocation header that carries a message's id (the hub's `MESSAGE_ID_HEADER`).
@@ -50,6 +56,33 @@ pub enum ChatEvent {
     Updated(Message),
     /// The connection's own events.
     Connection(Event),
+    /// An invocation the hub sent, whatever it was (for an inspector).
+    Invocation(Inspected),
+    /// The account's hub contract changed (auto found the send method; it is stored).
+    Methods(HubMethods),
+    /// The hub lacks one of Hubbub's extras: `feature` is `history`, `inbox` or `rooms`,
+    /// `reason` the hub's answer. Reported once per chat.
+    Unavailable {
+        /// Which extra.
+        feature: &'static str,
+        /// The hub's answer.
+        reason: String,
+    },
+}
+
+/// One invocation received from the hub, as an inspector shows it.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    /// The method the hub invoked.
+    pub target: String,
+    /// Its arguments as they arrived (decode with `Arg::decode::<serde_json::Value>`).
+    pub arguments: Vec<Arg>,
+    /// Its headers.
+    pub headers: Headers,
+    /// When it arrived (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The chat layer took it as a chat message (it is also in a conversation).
+    pub chat: bool,
 }
 
 /// A chat on one hub, backed by the store.
@@ -75,7 +108,19 @@ struct Inner {
     caught_up: std::sync::atomic::AtomicBool,
     /// The receive task's queue (to ask it to catch up with a room).
     received: mpsc::UnboundedSender<Incoming>,
+    /// The hub's chat contract (the account's, or auto).
+    methods: std::sync::RwLock<HubMethods>,
+    /// Texts of our own broadcasts sent recently, for recognizing their echo from a hub that
+    /// passes no message id (such a hub sends the sender its own message back): (text, when).
+    echoes: std::sync::Mutex<std::collections::VecDeque<(String, std::time::Instant)>>,
+    /// Extras the hub was found to lack, with its answer (reported once each).
+    lacks: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
+
+/// How long an echo of our own message from a hub without message ids is waited for.
+const ECHO_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// The most echoes waited for at once (the oldest is forgotten first).
+const ECHO_MAX: usize = 1024;
 
 impl std::fmt::Debug for Chat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +158,7 @@ impl Chat {
         me: &str,
     ) -> Result<Self, hubbub_store::Error> {
         let broadcast = store.conversation(hub, ConversationKind::Broadcast).await?;
+        let methods = HubMethods::from_stored(store.hub_methods(hub).await?.as_deref());
         let (events, _) = broadcast::channel(4096);
         // Received messages go through one queue and are stored by one task, in order; the
         // same task catches up from the hub's histories when numbers show a gap, and after
@@ -130,72 +176,26 @@ impl Chat {
             rejoin: std::sync::atomic::AtomicBool::new(false),
             caught_up: std::sync::atomic::AtomicBool::new(false),
             received: received_tx.clone(),
+            methods: std::sync::RwLock::new(methods),
+            echoes: std::sync::Mutex::default(),
+            lacks: std::sync::Mutex::default(),
         });
 
+        let observer = Arc::downgrade(&inner);
         inner.connection.on_any({
             let received_tx = received_tx.clone();
             move |target, args, headers| {
-                let id = || {
-                    headers
-                        .get(MESSAGE_ID_HEADER)
-                        .cloned()
-                        .unwrap_or_else(new_message_id)
-                };
-                let text = |a: &Arg| a.decode::<String>().ok();
-                if target.eq_ignore_ascii_case("roomMessage") {
-                    if let [room, name, body] = args {
-                        if let (Some(room), Some(name), Some(body)) =
-                            (text(room), text(name), text(body))
-                        {
-                            let _ = received_tx.send(Incoming::Message {
-                                target: Target::Room(room),
-                                id: id(),
-                                name,
-                                text: body,
-                                position: position(headers),
-                            });
-                        }
-                    }
-                    return;
-                }
-                if target.eq_ignore_ascii_case("directMessage") {
-                    if let [from, body] = args {
-                        if let (Some(from), Some(body)) = (text(from), text(body)) {
-                            let _ = received_tx.send(Incoming::Message {
-                                target: Target::Direct {
-                                    to: headers.get(TO_HEADER).cloned(),
-                                },
-                                id: id(),
-                                name: from,
-                                text: body,
-                                position: position(headers),
-                            });
-                        }
-                    }
-                    return;
-                }
-                if !target.eq_ignore_ascii_case("broadcastMessage") {
-                    return;
-                }
-                let (Some(name), Some(text)) = (args.first(), args.get(1)) else {
+                let Some(inner) = observer.upgrade() else {
                     return;
                 };
-                let (Ok(name), Ok(text)) = (name.decode::<String>(), text.decode::<String>())
-                else {
-                    return;
-                };
-                // A message from a hub that sends no id cannot be deduplicated: it gets one here.
-                let id = headers
-                    .get(MESSAGE_ID_HEADER)
-                    .cloned()
-                    .unwrap_or_else(new_message_id);
-                let _ = received_tx.send(Incoming::Message {
-                    target: Target::Broadcast,
-                    id,
-                    name,
-                    text,
-                    position: position(headers),
-                });
+                let chat = take_message(&inner, &received_tx, target, args, headers);
+                let _ = inner.events.send(ChatEvent::Invocation(Inspected {
+                    target: target.to_owned(),
+                    arguments: args.to_vec(),
+                    headers: headers.clone(),
+                    at_ms: hubbub_store::now_ms(),
+                    chat,
+                }));
             }
         });
         let receiver = Arc::downgrade(&inner);
@@ -341,11 +341,19 @@ impl Chat {
     /// Joins a room now and after every reconnect, and catches up with what was said in it;
     /// returns its connection count.
     pub async fn join_room(&self, room: &str) -> Result<u64, Error> {
-        let count = self
+        let count = match self
             .inner
             .connection
-            .invoke("JoinRoom", vec![Arg::from(room)])
-            .await?;
+            .invoke(hubbub::JOIN_ROOM, vec![Arg::from(room)])
+            .await
+        {
+            Ok(count) => count,
+            Err(Error::Hub(reason)) if methods::is_missing_method(&reason) => {
+                lacks(&self.inner, "rooms", &reason);
+                return Err(Error::Hub(reason));
+            }
+            Err(e) => return Err(e),
+        };
         self.inner
             .rooms
             .lock()
@@ -368,6 +376,51 @@ impl Chat {
             .insert(room.to_owned());
     }
 
+    /// The hub's chat contract in use (auto until a send found the method).
+    pub fn methods(&self) -> HubMethods {
+        self.inner
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Uses `methods` from now on and keeps it for the account (`HubMethods::default()`: back
+    /// to auto-detection).
+    pub async fn set_methods(&self, methods: HubMethods) -> Result<(), hubbub_store::Error> {
+        let stored = (methods != HubMethods::default()).then(|| methods.to_stored());
+        self.inner
+            .store
+            .set_hub_methods(self.inner.hub, stored.as_deref())
+            .await?;
+        *self
+            .inner
+            .methods
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = methods.clone();
+        let _ = self.inner.events.send(ChatEvent::Methods(methods));
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// The extras this hub was found to lack so far (`history`, `inbox`, `rooms`, and what
+    /// a shell reported with [`Chat::mark_unavailable`]), each with the hub's answer.
+    pub fn unavailable(&self) -> Vec<(&'static str, String)> {
+        self.inner
+            .lacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// Records that the hub lacks `feature` (found by a shell, such as `presence`), with the
+    /// hub's answer; reported once as [`ChatEvent::Unavailable`].
+    pub fn mark_unavailable(&self, feature: &'static str, reason: &str) {
+        lacks(&self.inner, feature, reason);
+    }
+
     /// The hub's row in the store.
     pub fn hub(&self) -> HubId {
         self.inner.hub
@@ -387,7 +440,7 @@ impl Chat {
             .remove(room);
         self.inner
             .connection
-            .invoke("LeaveRoom", vec![Arg::from(room)])
+            .invoke(hubbub::LEAVE_ROOM, vec![Arg::from(room)])
             .await
     }
 
@@ -414,6 +467,85 @@ impl Chat {
     pub async fn pending(&self) -> Result<usize, hubbub_store::Error> {
         Ok(self.inner.store.outbox(self.inner.hub).await?.len())
     }
+}
+
+/// Hands a chat message in an invocation to the receive task; `false` when the invocation is
+/// not one (the inspector still shows it).
+fn take_message(
+    inner: &Inner,
+    received_tx: &mpsc::UnboundedSender<Incoming>,
+    target: &str,
+    args: &[Arg],
+    headers: &Headers,
+) -> bool {
+    let id = || {
+        headers
+            .get(MESSAGE_ID_HEADER)
+            .cloned()
+            .unwrap_or_else(new_message_id)
+    };
+    let text = |a: &Arg| a.decode::<String>().ok();
+    // Hubbub's chat hub's extras (its preset): rooms and direct messages.
+    if target.eq_ignore_ascii_case(hubbub::ROOM_MESSAGE) {
+        if let [room, name, body] = args {
+            if let (Some(room), Some(name), Some(body)) = (text(room), text(name), text(body)) {
+                let _ = received_tx.send(Incoming::Message {
+                    target: Target::Room(room),
+                    id: id(),
+                    name,
+                    text: body,
+                    position: position(headers),
+                });
+                return true;
+            }
+        }
+        return false;
+    }
+    if target.eq_ignore_ascii_case(hubbub::DIRECT_MESSAGE) {
+        if let [from, body] = args {
+            if let (Some(from), Some(body)) = (text(from), text(body)) {
+                let _ = received_tx.send(Incoming::Message {
+                    target: Target::Direct {
+                        to: headers.get(TO_HEADER).cloned(),
+                    },
+                    id: id(),
+                    name: from,
+                    text: body,
+                    position: position(headers),
+                });
+                return true;
+            }
+        }
+        return false;
+    }
+    let recognized = inner
+        .methods
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .recognize(target, args);
+    let Some(message) = recognized else {
+        return false;
+    };
+    let name = message
+        .sender
+        .unwrap_or_else(|| methods::UNKNOWN_SENDER.to_owned());
+    let id = match headers.get(MESSAGE_ID_HEADER) {
+        Some(id) => id.clone(),
+        // A hub that passes no id sends us our own message back: it is already
+        // stored (as ours), so its echo is not stored again.
+        None if is_own_echo(inner, &name, &message.text) => return true,
+        // A message from a hub that sends no id cannot be deduplicated: it gets one
+        // here.
+        None => new_message_id(),
+    };
+    let _ = received_tx.send(Incoming::Message {
+        target: Target::Broadcast,
+        id,
+        name,
+        text: message.text,
+        position: position(headers),
+    });
+    true
 }
 
 /// What the receive task works through, in order.
@@ -509,6 +641,46 @@ async fn receive(
     }
 }
 
+/// Whether an id-less broadcast from `name` (or from no one said) is the echo of a message we
+/// sent within [`ECHO_WINDOW`]; if so, that echo is used up.
+fn is_own_echo(inner: &Inner, name: &str, text: &str) -> bool {
+    if name != inner.me && name != methods::UNKNOWN_SENDER {
+        return false;
+    }
+    let mut echoes = inner.echoes.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    while echoes
+        .front()
+        .is_some_and(|(_, at)| now.duration_since(*at) > ECHO_WINDOW)
+    {
+        echoes.pop_front();
+    }
+    match echoes.iter().position(|(t, _)| t == text) {
+        Some(i) => {
+            echoes.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Records, once, that the hub lacks one of Hubbub's extras, and tells the shell.
+fn lacks(inner: &Inner, feature: &'static str, reason: &str) {
+    let new = inner
+        .lacks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(feature, reason.to_owned())
+        .is_none();
+    if new {
+        tracing::info!(feature, reason, "this hub lacks one of Hubbub's extras");
+        let _ = inner.events.send(ChatEvent::Unavailable {
+            feature,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
 /// Stores a received message once; a repeat of our own message marks it sent.
 async fn store_received(
     inner: &Inner,
@@ -567,9 +739,9 @@ impl Stream {
     /// The hub method that pages through it, and the arguments before the cursor.
     fn method(&self) -> (&'static str, Option<&str>) {
         match self {
-            Self::Broadcast => ("History", None),
-            Self::Inbox => ("Inbox", None),
-            Self::Room { room, .. } => ("RoomHistory", Some(room)),
+            Self::Broadcast => (hubbub::HISTORY, None),
+            Self::Inbox => (hubbub::INBOX, None),
+            Self::Room { room, .. } => (hubbub::ROOM_HISTORY, Some(room)),
         }
     }
 
@@ -592,6 +764,15 @@ impl Stream {
                 tracing::error!(error = %e, "a received message could not be stored");
                 None
             }
+        }
+    }
+
+    /// The extra a hub without this history lacks.
+    fn feature(&self) -> &'static str {
+        match self {
+            Self::Broadcast => "history",
+            Self::Inbox => "inbox",
+            Self::Room { .. } => "rooms",
         }
     }
 
@@ -631,6 +812,10 @@ async fn catch_up(inner: &Inner, stream: &Stream, cursor: &mut Cursor) {
         args.push(Arg::from_value(cursor.1.into()));
         let page: HistoryPage = match inner.connection.invoke(method, args).await {
             Ok(page) => page,
+            Err(Error::Hub(reason)) if methods::is_missing_method(&reason) => {
+                lacks(inner, stream.feature(), &reason);
+                return;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, method, "no history from this hub");
                 return;
@@ -689,6 +874,88 @@ impl Pacer {
     }
 }
 
+/// Sends a broadcast with the hub's send method (found first under auto, then remembered) and
+/// marks it sent or failed; `Err` leaves it in the outbox (not connected, or no answer).
+async fn send_broadcast(inner: &Inner, message: &Message, headers: Headers) -> Result<(), String> {
+    let contract = inner
+        .methods
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    {
+        // Pruned here too: on a hub that passes ids no echo is ever looked for.
+        let mut echoes = inner.echoes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        while echoes.front().is_some_and(|(_, at)| {
+            now.duration_since(*at) > ECHO_WINDOW || echoes.len() >= ECHO_MAX
+        }) {
+            echoes.pop_front();
+        }
+        echoes.push_back((message.body.clone(), now));
+    }
+    let forget_echo = || {
+        let mut echoes = inner.echoes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = echoes.iter().rposition(|(t, _)| *t == message.body) {
+            echoes.remove(i);
+        }
+    };
+    let result = methods::send_message(
+        &inner.connection,
+        &contract,
+        &message.sender,
+        &message.body,
+        headers,
+    )
+    .await;
+    let failed = |reason: String| async move {
+        forget_echo();
+        if let Ok(failed) = inner
+            .store
+            .mark_failed(message.conversation, &message.msg_id, &reason)
+            .await
+        {
+            let _ = inner.events.send(ChatEvent::Updated(failed));
+        }
+        Ok(())
+    };
+    match result {
+        Ok(used) => {
+            if contract.send.is_none() {
+                // Auto found it: remembered for the account.
+                let mut found = contract;
+                found.send = Some(used);
+                let _ = inner
+                    .store
+                    .set_hub_methods(inner.hub, Some(&found.to_stored()))
+                    .await;
+                *inner.methods.write().unwrap_or_else(|e| e.into_inner()) = found.clone();
+                let _ = inner.events.send(ChatEvent::Methods(found));
+            }
+            if let Ok(sent) = inner
+                .store
+                .mark_sent(message.conversation, &message.msg_id)
+                .await
+            {
+                if sent.state == MessageState::Sent {
+                    let _ = inner.events.send(ChatEvent::Updated(sent));
+                }
+            }
+            Ok(())
+        }
+        Err(e @ SendError::NoMethod { .. }) => failed(e.to_string()).await,
+        Err(SendError::Call(Error::Hub(reason))) if reason.starts_with(UNAVAILABLE) => {
+            forget_echo();
+            Err(reason)
+        }
+        Err(SendError::Call(Error::Hub(reason)))
+            if inner.connection.state() == State::Connected =>
+        {
+            failed(reason).await
+        }
+        Err(SendError::Call(e)) => Err(e.to_string()),
+    }
+}
+
 /// Sends the outbox in order, one message at a time and at most
 /// [`OUTBOX_MESSAGES_PER_SECOND`], whenever the connection is up.
 async fn outbox_loop(inner: std::sync::Weak<Inner>) {
@@ -729,7 +996,7 @@ async fn drain(inner: &Inner, pacer: &mut Pacer) -> Result<(), String> {
         for room in rooms {
             if let Err(e) = inner
                 .connection
-                .invoke::<u64>("JoinRoom", vec![Arg::from(room.as_str())])
+                .invoke::<u64>(hubbub::JOIN_ROOM, vec![Arg::from(room.as_str())])
                 .await
             {
                 inner
@@ -754,19 +1021,24 @@ async fn drain(inner: &Inner, pacer: &mut Pacer) -> Result<(), String> {
         }
         let headers = Headers::from([(MESSAGE_ID_HEADER.to_owned(), message.msg_id.clone())]);
         let body = Arg::from(message.body.clone());
+        pacer.ready().await;
         let (method, args) = match &kinds[&message.conversation] {
-            ConversationKind::Broadcast => ("Send", vec![Arg::from(message.sender.clone()), body]),
+            ConversationKind::Broadcast => {
+                send_broadcast(inner, &message, headers).await?;
+                continue;
+            }
             ConversationKind::Room(room) => (
-                "SendToRoom",
+                hubbub::SEND_TO_ROOM,
                 vec![
                     Arg::from(room.as_str()),
                     Arg::from(message.sender.clone()),
                     body,
                 ],
             ),
-            ConversationKind::Direct(user) => ("SendToUser", vec![Arg::from(user.as_str()), body]),
+            ConversationKind::Direct(user) => {
+                (hubbub::SEND_TO_USER, vec![Arg::from(user.as_str()), body])
+            }
         };
-        pacer.ready().await;
         match inner
             .connection
             .invoke_with_headers::<()>(method, args, headers)

@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod event;
 mod link;
+pub mod methods;
 mod negotiate;
 mod options;
 mod retry;
@@ -25,6 +26,7 @@ pub use event::{Event, SlowReason, State};
 pub use hubbub_protocol::negotiate::TransportKind;
 pub use hubbub_protocol::{Arg, Headers, Outcome, Protocol, Value};
 pub use hubbub_store as store;
+pub use methods::{HubMethods, Preset};
 pub use options::{
     DEFAULT_CLASSIC_HUB, DEFAULT_INVOCATION_TIMEOUT, Family, HubConnectionBuilder, TokenProvider,
     with_query,

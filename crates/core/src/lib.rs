@@ -13,6 +13,9 @@
 //!   directory.
 //! - **What the UI shows**: connection status (state, attempt, next try, reason, slow),
 //!   presence, unread counts and messages, as serializable views ([`view`]).
+//! - **Any compatible hub**: each account's hub methods (auto, a preset or custom:
+//!   [`Core::set_methods`]), what its hub lacks, an inspector feed of everything the hub sends
+//!   ([`AppEvent::Inspector`]) and a console ([`Core::invoke`]).
 //! - **Notifications**: which received messages deserve a desktop notification
 //!   ([`Core::notification_for`]); the shell only checks whether its window has focus.
 
@@ -45,6 +48,9 @@ pub const MAX_MESSAGE_BYTES: usize = 30 * 1024;
 /// The most messages one `history` call returns: enough that jumping to a search result far
 /// back in a long conversation takes a few calls, not hundreds.
 pub const HISTORY_PAGE_MAX: u32 = 5_000;
+
+/// How long the inspector's console waits for a hub's answer.
+pub const INVOKE_LIMIT: Duration = Duration::from_secs(30);
 
 /// The longest display name or room name.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -423,6 +429,12 @@ impl Core {
             local,
             token,
             status: session.map(Session::status).unwrap_or_default(),
+            methods: session
+                .map(|s| MethodsView::from(&s.chat.methods()))
+                .unwrap_or_else(|| MethodsView::from(&hubbub_client::HubMethods::default())),
+            unavailable: session
+                .map(|s| session::unavailable(&s.chat))
+                .unwrap_or_default(),
         }
     }
 
@@ -747,6 +759,86 @@ impl Core {
         let user = validate_name("user name", user)?;
         let (_, id, kind) = self.conversation_id(account, &format!("dm:{user}")).await?;
         Ok(session::announce(&self.inner.store, &self.inner.events, account, id, &kind).await)
+    }
+
+    /// Uses `methods` for the account's hub from now on (kept in the store): a preset's
+    /// methods, or (custom) the ones written in `send` and `receive`; auto (the default)
+    /// finds the send method on the next send. Returns the account as it is now.
+    ///
+    /// Errors: [`Error::Invalid`] with why, when a method is not written as
+    /// `hubbub_client::methods` reads it (`Name(name,text)`, `Name(0.user,0.message)`).
+    pub async fn set_methods(&self, account: AccountId, methods: MethodsView) -> Result<Account> {
+        use hubbub_client::Preset;
+        let session = self.session(account)?;
+        let contract = match methods.preset {
+            Preset::Custom | Preset::Auto => {
+                let send = match methods.send.as_deref().map(str::trim) {
+                    None | Some("") => None,
+                    Some(text) => Some(text.parse().map_err(
+                        |e: hubbub_client::methods::ParseError| {
+                            Error::Invalid(format!("send method: {e}"))
+                        },
+                    )?),
+                };
+                let receive = methods
+                    .receive
+                    .iter()
+                    .map(|r| r.trim())
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        r.parse().map_err(|e: hubbub_client::methods::ParseError| {
+                            Error::Invalid(format!("receive method: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let preset = if send.is_none() && receive.is_empty() {
+                    Preset::Auto
+                } else {
+                    methods.preset
+                };
+                hubbub_client::HubMethods {
+                    preset,
+                    send,
+                    receive,
+                }
+            }
+            preset => preset.methods(),
+        };
+        session.chat.set_methods(contract).await?;
+        let hub = self.hub(account).await?;
+        Ok(self.account_view(&hub, Some(&session)))
+    }
+
+    /// Invokes any method of the account's hub with JSON arguments and returns its result as
+    /// JSON (`null` for none): the inspector's console. Waits at most 30 s for the answer.
+    ///
+    /// Errors: [`Error::Client`] with the hub's error (`Error::Hub`), or not connected.
+    pub async fn invoke(
+        &self,
+        account: AccountId,
+        method: &str,
+        arguments: Vec<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let method = method.trim();
+        if method.is_empty() {
+            return Err(Error::Invalid("the method name is empty".to_owned()));
+        }
+        let session = self.session(account)?;
+        let args = arguments
+            .iter()
+            .map(hubbub_client::Arg::serialize)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Invalid(format!("an argument cannot be sent: {e}")))?;
+        let call = session
+            .connection()
+            .invoke::<serde_json::Value>(method, args);
+        match tokio::time::timeout(INVOKE_LIMIT, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Error::Client(hubbub_client::Error::Hub(format!(
+                "no answer from the hub within {} s",
+                INVOKE_LIMIT.as_secs()
+            )))),
+        }
     }
 
     /// Who is online on the account's hub, as last heard.

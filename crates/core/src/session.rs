@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hubbub_client::methods::hubbub;
 use hubbub_client::store::{ConversationId, ConversationKind, Hub, Store};
 use hubbub_client::{
     Arg, Chat, ChatEvent, Event, ExponentialBackoff, HubConnection, HubConnectionBuilder, Protocol,
@@ -14,8 +15,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::view::{
-    AccountId, AppEvent, Conversation, MessageView, ProtocolChoice, SlowView, StateView, Status,
-    TransportChoice,
+    AccountId, AppEvent, Conversation, InspectorEntry, MessageView, MethodsView, ProtocolChoice,
+    SlowView, StateView, Status, TransportChoice, Unavailable,
 };
 
 /// How a session connects.
@@ -112,7 +113,7 @@ impl Session {
         // asks the hub who is online rather than guessing.
         let online: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
-        for (method, joined) in [("userJoined", true), ("userLeft", false)] {
+        for (method, joined) in [(hubbub::USER_JOINED, true), (hubbub::USER_LEFT, false)] {
             let presence_tx = presence_tx.clone();
             connection.on(method, move |args| {
                 let user = args.first().and_then(|a| a.decode::<String>().ok())?;
@@ -308,7 +309,36 @@ async fn forward(
                     message: MessageView::new(&m, &kind),
                 });
             }
+            ChatEvent::Invocation(call) => {
+                let _ = events.send(AppEvent::Inspector {
+                    account,
+                    entry: InspectorEntry::Invocation {
+                        at_ms: call.at_ms,
+                        target: call.target,
+                        arguments: call
+                            .arguments
+                            .iter()
+                            .map(|a| {
+                                a.decode::<serde_json::Value>().unwrap_or_else(
+                                    |e| serde_json::json!({ "undecodable": e.to_string() }),
+                                )
+                            })
+                            .collect(),
+                        chat: call.chat,
+                    },
+                });
+            }
+            ChatEvent::Methods(_) | ChatEvent::Unavailable { .. } => {
+                let _ = events.send(hub_methods_event(account, &chat));
+            }
             ChatEvent::Connection(event) => {
+                let _ = events.send(AppEvent::Inspector {
+                    account,
+                    entry: InspectorEntry::Connection {
+                        at_ms: now_ms(),
+                        event: serde_json::to_value(&event).unwrap_or_default(),
+                    },
+                });
                 if matches!(event, Event::Connected { .. } | Event::Reconnected { .. }) {
                     tokio::spawn(refresh_online(
                         account,
@@ -337,6 +367,26 @@ async fn forward(
             }
         }
     }
+}
+
+/// The account's hub contract and what its hub lacks, as the UI is told.
+pub(crate) fn hub_methods_event(account: AccountId, chat: &Chat) -> AppEvent {
+    AppEvent::HubMethods {
+        account,
+        methods: MethodsView::from(&chat.methods()),
+        unavailable: unavailable(chat),
+    }
+}
+
+/// What the account's hub lacks.
+pub(crate) fn unavailable(chat: &Chat) -> Vec<Unavailable> {
+    chat.unavailable()
+        .into_iter()
+        .map(|(feature, reason)| Unavailable {
+            feature: feature.to_owned(),
+            reason,
+        })
+        .collect()
 }
 
 /// A conversation's unread count (0 if it cannot be read: the count is informational).
@@ -372,7 +422,7 @@ async fn refresh_online(
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
         chat.connection()
-            .invoke::<OnlineReply>("GetOnline", Vec::<Arg>::new()),
+            .invoke::<OnlineReply>(hubbub::GET_ONLINE, Vec::<Arg>::new()),
     )
     .await;
     let list: Vec<String> = {
@@ -386,6 +436,11 @@ async fn refresh_online(
             }
             failed => {
                 // Not every hub has GetOnline: presence then follows join/leave events alone.
+                if let Ok(Err(hubbub_client::Error::Hub(reason))) = &failed {
+                    if hubbub_client::methods::is_missing_method(reason) {
+                        chat.mark_unavailable("presence", reason);
+                    }
+                }
                 tracing::debug!(?failed, "GetOnline failed");
                 match &left {
                     Some(user) => {

@@ -216,6 +216,69 @@ pub struct Account {
     pub token: TokenPlace,
     /// Its connection.
     pub status: Status,
+    /// The hub's chat methods in use (auto until the first send found them).
+    pub methods: MethodsView,
+    /// Hubbub's extras this hub was found to lack, and why.
+    pub unavailable: Vec<Unavailable>,
+}
+
+/// A hub's chat contract as the UI edits it: the methods in their written form
+/// (`hubbub_client::methods`: `SendMessage(name,text)`, `ReceiveMessage(0.user,0.message)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MethodsView {
+    /// `auto`, `hubbub`, `classicTutorial`, `coreTutorial` or `custom`.
+    pub preset: hubbub_client::Preset,
+    /// The method to send with; `None` under auto until the first send found it.
+    pub send: Option<String>,
+    /// The methods that deliver messages; empty: every known one (auto).
+    #[serde(default)]
+    pub receive: Vec<String>,
+}
+
+impl From<&hubbub_client::HubMethods> for MethodsView {
+    fn from(m: &hubbub_client::HubMethods) -> Self {
+        Self {
+            preset: m.preset,
+            send: m.send.as_ref().map(ToString::to_string),
+            receive: m.receive.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// One of Hubbub's extras (`history`, `inbox`, `rooms`, `presence`) a hub lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unavailable {
+    /// Which extra.
+    pub feature: String,
+    /// The hub's answer.
+    pub reason: String,
+}
+
+/// One entry of an account's inspector: everything the hub sent and what happened to the
+/// connection, as it came.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum InspectorEntry {
+    /// An invocation from the hub.
+    Invocation {
+        /// When it arrived (ms since the Unix epoch).
+        at_ms: i64,
+        /// The method the hub invoked.
+        target: String,
+        /// Its arguments as JSON.
+        arguments: Vec<serde_json::Value>,
+        /// It was taken as a chat message (also shown in a conversation).
+        chat: bool,
+    },
+    /// A connection event (the client's `Event`, as JSON).
+    Connection {
+        /// When (ms since the Unix epoch).
+        at_ms: i64,
+        /// The event.
+        event: serde_json::Value,
+    },
 }
 
 /// What the connect screen sends.
@@ -425,6 +488,24 @@ pub enum AppEvent {
         joined: bool,
         /// Everyone online now, sorted.
         online: Vec<String>,
+    },
+    /// The inspector's next entry for an account.
+    Inspector {
+        /// Which account.
+        account: AccountId,
+        /// What the hub sent, or what happened to the connection.
+        entry: InspectorEntry,
+    },
+    /// An account's hub contract changed (auto found the send method, or the user chose), or
+    /// one more of Hubbub's extras was found missing.
+    #[serde(rename = "hubMethods")]
+    HubMethods {
+        /// Which account.
+        account: AccountId,
+        /// The methods in use.
+        methods: MethodsView,
+        /// What the hub lacks.
+        unavailable: Vec<Unavailable>,
     },
     /// Something the user should read.
     Notice {

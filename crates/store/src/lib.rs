@@ -485,6 +485,33 @@ impl Store {
         .await
     }
 
+    /// The hub's chat contract as stored by [`Store::set_hub_methods`] (JSON written by
+    /// `hubbub_client::methods::HubMethods`); `None` when none was chosen or found yet (auto).
+    pub async fn hub_methods(&self, hub: HubId) -> Result<Option<String>> {
+        self.call(move |c| {
+            Ok(
+                c.query_row("SELECT methods FROM hubs WHERE id = ?1", [hub.0], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    /// Records the hub's chat contract (`None`: back to auto-detection). The store keeps it as
+    /// an opaque JSON text; the chat layer gives it meaning.
+    pub async fn set_hub_methods(&self, hub: HubId, methods: Option<&str>) -> Result<()> {
+        let methods = methods.map(str::to_owned);
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hubs SET methods = ?2 WHERE id = ?1",
+                params![hub.0, methods],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Where this client is in the hub's history: the epoch and the last message number seen.
     pub async fn history_cursor(&self, hub: HubId) -> Result<(Option<String>, u64)> {
         self.call(move |c| {

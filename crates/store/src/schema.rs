@@ -74,4 +74,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations ADD COLUMN hub_epoch TEXT;
     ALTER TABLE conversations ADD COLUMN hub_seq INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 5: the hub's chat contract (which methods send and deliver messages, and where the sender
+    // and the text are), as JSON written by `hubbub_client::methods`; NULL means auto-detect.
+    r#"
+    ALTER TABLE hubs ADD COLUMN methods TEXT;
+    "#,
 ];

@@ -502,3 +502,35 @@ async fn accounts_keep_a_keychain_flag_list_conversations_and_are_removed_whole(
     assert!(store.outbox(hub).await.unwrap().is_empty());
     assert!(store.newest(broadcast, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_hubs_chat_contract_is_kept_per_hub_and_survives_reopening() {
+    let path = temp_db("methods");
+    let store = Store::open(&path).await.unwrap();
+    let ann = store
+        .upsert_hub("http://127.0.0.1:5000/chathub", "ann", "json", None)
+        .await
+        .unwrap();
+    let other = store
+        .upsert_hub("http://127.0.0.1:5001/chatHub", "ann", "json", None)
+        .await
+        .unwrap();
+    assert_eq!(store.hub_methods(ann).await.unwrap(), None);
+    let contract = r#"{"send":{"method":"SendMessage","args":["name","text"]}}"#;
+    store.set_hub_methods(ann, Some(contract)).await.unwrap();
+    // Changing an account's other settings leaves its contract alone.
+    store
+        .upsert_hub("http://127.0.0.1:5000/chathub", "ann", "messagepack", None)
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(
+        store.hub_methods(ann).await.unwrap().as_deref(),
+        Some(contract)
+    );
+    assert_eq!(store.hub_methods(other).await.unwrap(), None);
+    store.set_hub_methods(ann, None).await.unwrap();
+    assert_eq!(store.hub_methods(ann).await.unwrap(), None);
+    assert!(schema_version() >= 5);
+}

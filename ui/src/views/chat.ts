@@ -45,6 +45,7 @@ export class ChatView implements ListHost {
     byId("back").append(icon("back"));
     byId("open-search").append(icon("search"));
     byId("open-account").append(icon("settings"));
+    byId("open-inspector").append(icon("inspect"));
     this.toggle.prepend(icon("power"));
     this.leave.prepend(icon("close"));
     this.sendButton.prepend(icon("send"));

@@ -1,10 +1,18 @@
 // Modal dialogs: search (Ctrl+K), keyboard help (?), hub settings.
 
-import type { Message } from "../api";
+import type { InspectorEntry, Message, Methods, Preset } from "../api";
 import { errorText, kindOf, peerOf, roomOf } from "../api";
 import type { App } from "../app";
 import { byId, h, icon, replace, setText } from "../dom";
 import { clockTime, dayLabel, hubLabel, plural } from "../format";
+
+/** Each preset's methods as the Advanced form shows them (the core's presets, written out). */
+const PRESETS: Partial<Record<Preset, [string, string]>> = {
+  auto: ["", ""],
+  hubbub: ["Send(name,text)", "broadcastMessage(0,1)"],
+  classicTutorial: ["Send(name,text)", "broadcastMessage(0,1), addNewMessageToPage(0,1)"],
+  coreTutorial: ["SendMessage(name,text)", "ReceiveMessage(0,1)"],
+};
 
 function openDialog(d: HTMLDialogElement): void {
   if (!d.open) d.showModal();
@@ -156,11 +164,20 @@ export class AccountDialog {
     app.store.on("status", () => {
       if (this.dialog.open) this.render();
     });
+    app.store.on("methods", () => {
+      if (this.dialog.open) this.render();
+    });
+    byId<HTMLFormElement>("methods-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.saveMethods();
+    });
+    byId<HTMLSelectElement>("methods-preset").addEventListener("change", () => this.presetChanged());
   }
 
   open(): void {
     this.confirmRemove = false;
     this.token.value = "";
+    this.fillMethods();
     this.render();
     openDialog(this.dialog);
     byId("account-close").focus();
@@ -185,7 +202,56 @@ export class AccountDialog {
       k && !k.available ? `The system keychain is not available${k.detail ? ` (${k.detail})` : ""}: a token is kept for this session only.` : "Saved in the system keychain.",
     );
     byId("forget-token").hidden = a.token === "none";
+    // Features the hub lacks are said, with the hub's answer, instead of showing empty lists.
+    const missing = a.unavailable ?? [];
+    setText(
+      byId("unavailable"),
+      missing.length
+        ? `This hub has no ${missing.map((u) => u.feature).join(", ")} (it answered: ${missing.map((u) => u.reason).join("; ")}). Messages sent while you are away are not kept for you, and a message resent after a lost answer may arrive twice on a hub that ignores message ids.`
+        : "",
+    );
     setText(this.remove, this.confirmRemove ? "Press again to remove this hub and its history" : "Remove this hub");
+  }
+
+  /** Puts the account's methods in the Advanced form (what auto found, once it did). */
+  private fillMethods(): void {
+    const a = this.app.store.current()?.account;
+    if (!a?.methods) return;
+    byId<HTMLSelectElement>("methods-preset").value = a.methods.preset;
+    byId<HTMLInputElement>("send-method").value = a.methods.send ?? "";
+    byId<HTMLInputElement>("receive-methods").value = a.methods.receive.join(", ");
+  }
+
+  private presetChanged(): void {
+    const preset = byId<HTMLSelectElement>("methods-preset").value as Preset;
+    const chosen = PRESETS[preset];
+    if (chosen) {
+      byId<HTMLInputElement>("send-method").value = chosen[0];
+      byId<HTMLInputElement>("receive-methods").value = chosen[1];
+    }
+  }
+
+  private async saveMethods(): Promise<void> {
+    const st = this.app.store.current();
+    if (!st) return;
+    let preset = byId<HTMLSelectElement>("methods-preset").value as Preset;
+    const send = byId<HTMLInputElement>("send-method").value.trim();
+    // Commas inside a method's parentheses do not separate methods.
+    const receive = byId<HTMLInputElement>("receive-methods")
+      .value.split(/,(?![^(]*\))/)
+      .map((r) => r.trim())
+      .filter((r) => r);
+    // A preset whose methods were edited by hand is custom.
+    const row = PRESETS[preset];
+    if (row && preset !== "auto" && (row[0] !== send || row[1] !== receive.join(", "))) preset = "custom";
+    const methods: Methods = { preset, send: send || null, receive };
+    try {
+      await this.app.setMethods(st.id, methods);
+      this.fillMethods();
+      this.app.notifier.toast("Hub methods saved.", "info");
+    } catch (err) {
+      this.app.notifier.toast(`Could not save the methods: ${errorText(err)}`, "error");
+    }
   }
 
   private async saveToken(token: string | null): Promise<void> {
@@ -215,5 +281,106 @@ export class AccountDialog {
     } catch (err) {
       this.app.notifier.toast(`Could not remove the hub: ${errorText(err)}`, "error");
     }
+  }
+}
+
+/** Everything the current hub sent, as it came, and a console to invoke any of its methods. */
+export class InspectorDialog {
+  private readonly dialog = byId<HTMLDialogElement>("inspector-dialog");
+  private readonly log = byId<HTMLOListElement>("inspector-log");
+  private readonly result = byId("console-result");
+  private shown = 0;
+  private account: number | null = null;
+
+  constructor(private readonly app: App) {
+    byId("inspector-close").append(icon("close"));
+    byId("inspector-close").addEventListener("click", () => this.dialog.close());
+    byId("open-inspector").addEventListener("click", () => this.open());
+    app.store.on("inspector", (id) => {
+      if (this.dialog.open && id === this.account) this.render();
+    });
+    byId<HTMLFormElement>("console-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.invoke();
+    });
+  }
+
+  open(): void {
+    this.account = this.app.store.currentAccount;
+    this.shown = 0;
+    replace(this.log);
+    setText(this.result, "");
+    this.render();
+    openDialog(this.dialog);
+    byId("console-method").focus();
+  }
+
+  private render(): void {
+    const st = this.account === null ? null : this.app.store.accounts.get(this.account);
+    if (!st) return;
+    const entries = st.inspector;
+    // The log keeps the last 500: when older ones were dropped, start over.
+    if (this.shown > entries.length || (this.log.children.length > 0 && this.shown === entries.length && entries.length >= 500)) {
+      replace(this.log);
+      this.shown = 0;
+    }
+    for (const entry of entries.slice(this.shown)) this.log.append(this.row(entry));
+    this.shown = entries.length;
+    this.log.lastElementChild?.scrollIntoView({ block: "nearest" });
+  }
+
+  private row(entry: InspectorEntry): HTMLLIElement {
+    const time = clockTime(entry.atMs);
+    if (entry.kind === "invocation") {
+      return h(
+        "li",
+        { class: "inspector-entry", "data-kind": "invocation", "data-target": entry.target, "data-chat": entry.chat },
+        h("span", { class: "muted" }, `${time} `),
+        h("span", { class: "target" }, entry.target),
+        h("code", { class: "arguments" }, JSON.stringify(entry.arguments)),
+        entry.chat ? h("span", { class: "muted" }, " (chat message)") : null,
+      );
+    }
+    const name = typeof entry.event.event === "string" ? entry.event.event : "event";
+    return h(
+      "li",
+      { class: "inspector-entry", "data-kind": "connection" },
+      h("span", { class: "muted" }, `${time} `),
+      h("span", { class: "target" }, `connection: ${name}`),
+      h("code", { class: "arguments" }, JSON.stringify(entry.event)),
+    );
+  }
+
+  private async invoke(): Promise<void> {
+    const id = this.account;
+    if (id === null) return;
+    const method = byId<HTMLInputElement>("console-method").value.trim();
+    const text = byId<HTMLInputElement>("console-args").value.trim();
+    if (!method) {
+      this.show("error", "Name the method to invoke.");
+      return;
+    }
+    let args: unknown[] = [];
+    if (text) {
+      try {
+        const parsed: unknown = JSON.parse(text);
+        args = Array.isArray(parsed) ? parsed : [parsed];
+      } catch (err) {
+        this.show("error", `The arguments are not JSON: ${String(err)}`);
+        return;
+      }
+    }
+    this.show("pending", `Invoking ${method}…`);
+    try {
+      const value = await this.app.invokeHub(id, method, args);
+      this.show("result", JSON.stringify(value === undefined ? null : value));
+    } catch (err) {
+      this.show("error", errorText(err));
+    }
+  }
+
+  private show(state: string, text: string): void {
+    this.result.dataset.state = state;
+    setText(this.result, text);
   }
 }

@@ -78,6 +78,9 @@ export class Sidebar {
     s.on("online", (id) => {
       if (id === s.currentAccount) this.renderOnline();
     });
+    s.on("methods", (id) => {
+      if (id === s.currentAccount) this.renderOnline();
+    });
   }
 
   render(): void {
@@ -173,6 +176,15 @@ export class Sidebar {
     this.onlineCount.textContent = people.length ? `(${people.length})` : "";
     const me = st?.account.displayName;
     this.keepFocus(this.online, "data-user", () => {
+      // A hub without presence is said to have none, rather than shown as empty.
+      const missing = st?.account.unavailable?.find((u) => u.feature === "presence");
+      if (missing && people.length <= 1) {
+        replace(
+          this.online,
+          h("li", { class: "nav-empty", id: "presence-unavailable" }, `This hub does not say who is online (it answered: ${missing.reason}).`),
+        );
+        return;
+      }
       if (people.length === 0) {
         replace(this.online, h("li", { class: "nav-empty" }, "Nobody else is here yet."));
         return;
