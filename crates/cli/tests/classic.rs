@@ -35,12 +35,16 @@ fn classic_dir() -> PathBuf {
     dir
 }
 
-/// A folder like a classic tutorial's site: the page, jQuery and jquery.signalR.
-fn site() -> PathBuf {
+/// A folder like a classic tutorial's site: the page, jQuery and jquery.signalR (one per test:
+/// tests run at once, and each removes its own).
+fn site(test: &str) -> PathBuf {
     let dir = classic_dir();
-    let site = std::env::temp_dir().join(format!("hubbub-classic-site-{}", std::process::id()));
+    let site =
+        std::env::temp_dir().join(format!("hubbub-classic-site-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&site).unwrap();
-    std::fs::copy(dir.join("page/index.html"), site.join("index.html")).unwrap();
+    for page in ["index.html", "parts.html"] {
+        std::fs::copy(dir.join("page").join(page), site.join(page)).unwrap();
+    }
     std::fs::copy(
         dir.join("node_modules/jquery/dist/jquery.js"),
         site.join("jquery.js"),
@@ -179,12 +183,13 @@ fn assert_all_passed(results: &[serde_json::Value], expected: usize, output: &Ou
 /// The jQuery 2.4.3 client in Chromium, on a page served by `--static`: over webSockets,
 /// serverSentEvents, longPolling and auto, `Send` → `broadcastMessage`, results, hub errors
 /// with data, progress; a socket cut mid-chat and every message sent meanwhile arrives after
-/// the reconnect, in order; `stop` → `abort` → the disconnected callback at once. Then the
-/// jQuery client and the official Core client in one chat (messages both ways, presence,
-/// direct messages).
+/// the reconnect, in order; `stop` → `abort` → the disconnected callback at once. Two iframes of
+/// a page (one scope) chat, another page's (another scope) do not hear them. Then the jQuery
+/// client and the official Core client in one chat (messages both ways, presence, direct
+/// messages).
 #[test]
 fn jquery_client_in_chromium_every_transport_and_mixed_with_core() {
-    let site = site();
+    let site = site("transports");
     let hub = Hub::start(&["--static", site.to_str().unwrap()], &[]);
     let core = format!("{}/chathub", hub.origin);
     let output = node(
@@ -193,8 +198,8 @@ fn jquery_client_in_chromium_every_transport_and_mixed_with_core() {
         Duration::from_secs(300),
     );
     let results = scenarios(&output);
-    // Three scenarios per transport (4), and the mixed one.
-    assert_all_passed(&results, 13, &output);
+    // Three scenarios per transport (4), the app parts, and the mixed one.
+    assert_all_passed(&results, 14, &output);
     let _ = std::fs::remove_dir_all(site);
 }
 
@@ -275,7 +280,7 @@ impl Drop for Redis {
 fn jquery_and_core_clients_chat_across_a_redis_fleet() {
     let redis = Redis::start();
     let url = format!("redis://127.0.0.1:{}", redis.port);
-    let site = site();
+    let site = site("fleet");
     let key = [("HUBBUB_CLASSIC_KEY", "one key for the whole fleet")];
     let a = Hub::start(&["--redis", &url, "--static", site.to_str().unwrap()], &key);
     let b = Hub::start(&["--redis", &url], &key);

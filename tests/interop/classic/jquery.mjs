@@ -213,6 +213,44 @@ for (const transport of transports) {
   });
 }
 
+await scenario("connected app parts: two iframes of a page chat through the hub; another page's parts do not hear them", async () => {
+  const pages = [];
+  try {
+    for (const scope of ["page-one", "page-two"]) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      page.context_ = context;
+      await page.goto(`${origin}/parts.html?scope=${scope}`);
+      pages.push(page);
+    }
+    const part = async (page, name) => {
+      const frame = await waitFor(`iframe ${name}`, async () => page.frame({ name }));
+      await frame.waitForFunction(() => window.started);
+      await frame.evaluate(() => window.started);
+      return frame;
+    };
+    const [oneA, oneB, twoA, twoB] = [
+      await part(pages[0], "part-a"), await part(pages[0], "part-b"),
+      await part(pages[1], "part-a"), await part(pages[1], "part-b"),
+    ];
+    const frameHas = async (frame, ...item) =>
+      (await frame.evaluate(() => window.inbox)).some((m) => JSON.stringify(m) === JSON.stringify(item));
+    const sent = await oneA.evaluate(() => window.call("send", "part-a", "selection changed"));
+    assert(sent.ok, JSON.stringify(sent));
+    await waitFor("the other part of page one", () => frameHas(oneB, "broadcastMessage", "part-a", "selection changed"));
+    assert((await twoA.evaluate(() => window.call("send", "part-a", "page two only"))).ok, "page two sends");
+    await waitFor("page two's other part", () => frameHas(twoB, "broadcastMessage", "part-a", "page two only"));
+    for (const frame of [twoA, twoB]) {
+      assert(!(await frameHas(frame, "broadcastMessage", "part-a", "selection changed")), "page two heard page one");
+    }
+    for (const frame of [oneA, oneB]) {
+      assert(!(await frameHas(frame, "broadcastMessage", "part-a", "page two only")), "page one heard page two");
+    }
+  } finally {
+    for (const page of pages) await page.context_.close();
+  }
+});
+
 if (coreUrl) {
   await scenario("mixed: jQuery and the official @microsoft/signalr client in one chat", async () => {
     const scope = "mixed";
