@@ -27,6 +27,11 @@ if [ ! -d tests/interop/node/node_modules/@microsoft/signalr ] || [ tests/intero
 fi
 node --version
 
+step "interoperability peers: classic ASP.NET SignalR 2.x clients (npm: jQuery signalR 2.4.3, node-signalr; playwright-core drives the system Chromium)"
+if [ ! -d tests/interop/classic/node_modules/signalr ] || [ tests/interop/classic/package-lock.json -nt tests/interop/classic/node_modules ]; then
+    (cd tests/interop/classic && npm ci --no-audit --no-fund)
+fi
+
 step "interoperability peers: aiosignalr, an independent SignalR server (PyPI)"
 venv="$HOME/.cache/hubbub/venv"
 if [ ! -x "$venv/bin/python" ]; then

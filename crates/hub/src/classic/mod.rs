@@ -108,29 +108,7 @@ impl Default for ClassicOptions {
     }
 }
 
-/// A classic transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
-    WebSockets,
-    ServerSentEvents,
-    LongPolling,
-}
-
-impl Transport {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::WebSockets => "webSockets",
-            Self::ServerSentEvents => "serverSentEvents",
-            Self::LongPolling => "longPolling",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        [Self::WebSockets, Self::ServerSentEvents, Self::LongPolling]
-            .into_iter()
-            .find(|t| t.name() == name)
-    }
-}
+pub(crate) use hubbub_protocol::classic::Transport;
 
 /// A hub as classic clients see it.
 #[derive(Debug)]
@@ -233,56 +211,27 @@ impl Endpoint {
     }
 }
 
-/// The answered `ProtocolVersion` for a `clientProtocol`: clamped to [1.2, 2.0] as the 2.4
-/// server's `ProtocolResolver` does (none sent: 1.2). `None` if it is not a version.
-pub(crate) fn protocol_version(client: Option<&str>) -> Option<String> {
-    let Some(client) = client else {
-        return Some("1.2".to_owned());
-    };
-    let (major, minor) = client
-        .trim()
-        .split_once('.')
-        .unwrap_or((client.trim(), "0"));
-    let major: u32 = major.parse().ok()?;
-    let minor: u32 = minor.parse().ok()?;
-    Some(match (major, minor) {
-        (m, _) if m >= 2 => "2.0".to_owned(),
-        (1, n) if n >= 2 => format!("1.{n}"),
-        _ => "1.2".to_owned(),
-    })
-}
-
-/// Seconds as a 2.x server writes them in negotiate (`20.0`, `0.5`).
-fn seconds(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s.fract() == 0.0 {
-        format!("{s:.1}")
-    } else {
-        format!("{s}")
-    }
-}
-
-/// The negotiate response, keys in the order a 2.4.3 server writes them (§8a).
+/// The negotiate response, keys in the order a 2.4.3 server writes them (§8a), for the
+/// answered `ProtocolVersion` (`clientProtocol` clamped to [1.2, 2.0]).
 pub(crate) fn negotiate_body(
     options: &ClassicOptions,
     token: &str,
     connection_id: &str,
-    version: &str,
+    client_protocol: Option<&str>,
 ) -> String {
-    let keep_alive = options
-        .keep_alive
-        .map_or_else(|| "null".to_owned(), |k| seconds(k * 2));
-    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    format!(
-        "{{\"Url\":{},\"ConnectionToken\":{},\"ConnectionId\":{},\"KeepAliveTimeout\":{keep_alive},\"DisconnectTimeout\":{},\"ConnectionTimeout\":{},\"TryWebSockets\":true,\"ProtocolVersion\":{},\"TransportConnectTimeout\":{},\"LongPollDelay\":0.0}}",
-        json(&options.path),
-        json(token),
-        json(connection_id),
-        seconds(options.disconnect_timeout),
-        seconds(options.connection_timeout),
-        json(version),
-        seconds(options.transport_connect_timeout),
-    )
+    hubbub_protocol::classic::NegotiateResponse {
+        url: options.path.clone(),
+        connection_token: token.to_owned(),
+        connection_id: connection_id.to_owned(),
+        keep_alive_timeout: options.keep_alive.map(|k| (k * 2).as_secs_f64()),
+        disconnect_timeout: options.disconnect_timeout.as_secs_f64(),
+        connection_timeout: options.connection_timeout.as_secs_f64(),
+        try_web_sockets: true,
+        protocol_version: hubbub_protocol::classic::answered_protocol_version(client_protocol),
+        transport_connect_timeout: options.transport_connect_timeout.as_secs_f64(),
+        long_poll_delay: 0.0,
+    }
+    .to_json()
 }
 
 /// Query parameters of a request.
@@ -293,19 +242,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn protocol_versions_are_clamped_as_a_2_4_server_does() {
-        assert_eq!(protocol_version(Some("2.1")).unwrap(), "2.0");
-        assert_eq!(protocol_version(Some("2.0")).unwrap(), "2.0");
-        assert_eq!(protocol_version(Some("1.5")).unwrap(), "1.5");
-        assert_eq!(protocol_version(Some("1.2")).unwrap(), "1.2");
-        assert_eq!(protocol_version(Some("1.0")).unwrap(), "1.2");
-        assert_eq!(protocol_version(None).unwrap(), "1.2");
-        assert_eq!(protocol_version(Some("abc")), None);
-    }
-
-    #[test]
     fn negotiate_writes_the_2_4_keys_in_order() {
-        let body = negotiate_body(&ClassicOptions::default(), "tok+/=", "id-1", "2.0");
+        let body = negotiate_body(&ClassicOptions::default(), "tok+/=", "id-1", Some("2.1"));
         assert_eq!(
             body,
             r#"{"Url":"/signalr","ConnectionToken":"tok+/=","ConnectionId":"id-1","KeepAliveTimeout":20.0,"DisconnectTimeout":30.0,"ConnectionTimeout":110.0,"TryWebSockets":true,"ProtocolVersion":"2.0","TransportConnectTimeout":5.0,"LongPollDelay":0.0}"#
@@ -314,6 +252,8 @@ mod tests {
             keep_alive: None,
             ..ClassicOptions::default()
         };
-        assert!(negotiate_body(&off, "t", "i", "1.5").contains(r#""KeepAliveTimeout":null,"#));
+        let body = negotiate_body(&off, "t", "i", Some("1.5"));
+        assert!(body.contains(r#""KeepAliveTimeout":null,"#), "{body}");
+        assert!(body.contains(r#""ProtocolVersion":"1.5","#), "{body}");
     }
 }

@@ -442,7 +442,8 @@ pub(crate) fn begin(
             endpoint.hub_options.max_messages_per_second,
         ));
     }
-    let request = HubRequest::parse(data).map_err(DispatchError::Malformed)?;
+    let request = HubRequest::decode(&Bytes::copy_from_slice(data))
+        .map_err(|e| DispatchError::Malformed(e.to_string()))?;
     let (previous, turn) = session.order.take();
     Ok(Call {
         request,
@@ -453,16 +454,17 @@ pub(crate) fn begin(
 
 impl Call {
     /// Runs the call on the hub it names, through the same dispatch as Core invocations, and
-    /// returns its result `{"I",…}` (none for a request without an id). A method that streams
-    /// reports each item as progress (numbered messages), then completes.
+    /// returns its result `{"I",…}`. A method that streams reports each item as progress, then
+    /// its result, all as numbered messages (so they arrive in order on every transport), and
+    /// returns `None`.
     pub(crate) async fn run(self, endpoint: &Endpoint, session: &Arc<Session>) -> Option<Vec<u8>> {
         let Self {
             request,
             previous,
             turn: _turn,
         } = self;
-        let id = request.id.as_deref();
-        let caller_state = request.state.as_deref();
+        let id = Some(request.id.as_str());
+        let caller_state = request.state.as_ref();
         let result =
             |outcome: Outcome<'_>| id.map(|id| wire::hub_result(id, outcome, caller_state));
         let Some(hub) = endpoint.hub_index(&request.hub) else {
@@ -504,7 +506,7 @@ impl Call {
             Ok(Reply::Value(value)) => result(Outcome::Value(&value)),
             Ok(Reply::Stream(mut items)) => {
                 let call = id?;
-                loop {
+                let done = loop {
                     let item = tokio::select! {
                         item = items.next() => item,
                         () = session.ended.cancelled() => return None,
@@ -519,7 +521,13 @@ impl Call {
                         Some(Err(e)) => break result(Outcome::HubError(&e.0, e.data())),
                         None => break result(Outcome::Void),
                     }
+                };
+                // The result follows its progress reports on the same ordered path (on long
+                // polling and SSE the send request's answer could overtake them).
+                if let Some(done) = done {
+                    session.push(Bytes::from(done));
                 }
+                None
             }
             Err(e) => result(Outcome::HubError(&e.0, e.data())),
         }

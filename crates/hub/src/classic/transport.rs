@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::replay::parse_cursor;
 use super::session::{self, DispatchError, Session};
-use super::{Endpoint, Query as Params, Transport, negotiate_body, protocol_version, wire};
+use super::{Endpoint, Query as Params, Transport, negotiate_body, wire};
 
 /// How much one envelope carries at most when many messages wait.
 const ENVELOPE_BYTES: usize = 64 * 1024;
@@ -79,7 +79,8 @@ fn hubs(endpoint: &Endpoint, query: &Params) -> Result<Vec<usize>, Refusal> {
     let Some(data) = query.get("connectionData").filter(|d| !d.is_empty()) else {
         return Ok(Vec::new());
     };
-    let names = wire::connection_data(data).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    let names = hubbub_protocol::classic::form::parse_connection_data(data)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut hubs = Vec::new();
     for name in names {
         let Some(i) = endpoint.hub_index(&name) else {
@@ -175,12 +176,6 @@ pub(crate) async fn negotiate(
         Ok(user) => user,
         Err(refusal) => return refusal.into_response(),
     };
-    let Some(version) = protocol_version(query.get("clientProtocol").map(String::as_str)) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Protocol error: clientProtocol is not a version (such as 2.1).",
-        );
-    };
     if let Err(response) = hubs(&endpoint, &query) {
         return response.into_response();
     }
@@ -193,7 +188,12 @@ pub(crate) async fn negotiate(
     let id = super::protect::new_connection_id();
     let user = crate::transport::identify(authenticated, &query, &id);
     let token = endpoint.protector.connection_token(&id, &user);
-    json(negotiate_body(&endpoint.options, &token, &id, &version))
+    json(negotiate_body(
+        &endpoint.options,
+        &token,
+        &id,
+        query.get("clientProtocol").map(String::as_str),
+    ))
 }
 
 /// `GET {path}/ping`.
@@ -248,7 +248,10 @@ async fn form(endpoint: &Endpoint, body: Body) -> Result<Params, Refusal> {
             "The request body is too large.",
         )
     })?;
-    let fields = wire::parse_form(&bytes).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The form body is not UTF-8."))?;
+    let fields = hubbub_protocol::classic::form::parse_form(text)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(fields.into_iter().collect())
 }
 
@@ -591,7 +594,7 @@ async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u6
             biased;
             () = session.ended.cancelled() => return json(""),
             () = endpoint.shutdown.cancelled() => {
-                return json(format!(r#"{{"C":"{cursor}","T":1,"M":[]}}"#));
+                return json(wire::reconnect_envelope(cursor));
             }
             () = &mut superseded => return json(session.empty_envelope(cursor)),
             changed = newest.changed() => {
