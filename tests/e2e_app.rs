@@ -35,6 +35,20 @@ impl Drop for Guard {
     }
 }
 
+/// Kills a child and every process of its process group when dropped: tauri-driver's native
+/// driver (WebKitWebDriver) would otherwise outlive it, holding the test's output pipe and
+/// anything else it inherited.
+struct GroupGuard(Child);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -210,9 +224,11 @@ fn hub(port: u16) -> Guard {
 }
 
 /// A tauri-driver of its own (one app session each).
-fn driver(tauri_driver: &Path, native: &Path, display: &str) -> (Guard, u16) {
+fn driver(tauri_driver: &Path, native: &Path, display: &str) -> (GroupGuard, u16) {
+    use std::os::unix::process::CommandExt as _;
     let (port, native_port) = (free_port(), free_port());
     let child = Command::new(tauri_driver)
+        .process_group(0)
         .args([
             "--port",
             &port.to_string(),
@@ -230,7 +246,7 @@ fn driver(tauri_driver: &Path, native: &Path, display: &str) -> (Guard, u16) {
         .spawn()
         .unwrap();
     wait_for_port(port, "tauri-driver");
-    (Guard(child), port)
+    (GroupGuard(child), port)
 }
 
 /// The two tests each start apps; one at a time keeps a 2-core machine from starving them.
