@@ -48,6 +48,16 @@ impl Preset {
         Preset::CoreTutorial,
     ];
 
+    /// The methods the preset's hub delivers messages with, as `(sender, text)`.
+    pub fn receive_names(self) -> &'static [&'static str] {
+        match self {
+            Preset::Auto | Preset::Custom => &[],
+            Preset::Hubbub => &["broadcastMessage"],
+            Preset::ClassicTutorial => &["broadcastMessage", "addNewMessageToPage"],
+            Preset::CoreTutorial => &["ReceiveMessage"],
+        }
+    }
+
     /// The preset's contract (auto and custom: every method left to auto-detection).
     pub fn methods(self) -> HubMethods {
         let send = |method: &str| {
@@ -56,8 +66,8 @@ impl Preset {
                 args: vec![SendArg::Name, SendArg::Text],
             })
         };
-        let receive = |names: &[&str]| {
-            names
+        let receive = || {
+            self.receive_names()
                 .iter()
                 .map(|name| ReceiveMethod {
                     method: (*name).to_owned(),
@@ -70,12 +80,8 @@ impl Preset {
         };
         let (send, receive) = match self {
             Preset::Auto | Preset::Custom => (None, Vec::new()),
-            Preset::Hubbub => (send("Send"), receive(&["broadcastMessage"])),
-            Preset::ClassicTutorial => (
-                send("Send"),
-                receive(&["broadcastMessage", "addNewMessageToPage"]),
-            ),
-            Preset::CoreTutorial => (send("SendMessage"), receive(&["ReceiveMessage"])),
+            Preset::Hubbub | Preset::ClassicTutorial => (send("Send"), receive()),
+            Preset::CoreTutorial => (send("SendMessage"), receive()),
         };
         HubMethods {
             preset: self,
@@ -283,7 +289,16 @@ impl HubMethods {
     /// The chat message in an invocation of `target`, if `target` is a receive method and its
     /// arguments hold one; `None` otherwise (the inspector shows it).
     pub fn recognize(&self, target: &str, args: &[Arg]) -> Option<Received> {
-        self.receive_methods()
+        if self.receive.is_empty() {
+            // Auto: every preset's names, read as they come (called for every invocation, so
+            // nothing is allocated for one that is not a chat message).
+            let known = Preset::ALL
+                .iter()
+                .flat_map(|p| p.receive_names())
+                .any(|name| name.eq_ignore_ascii_case(target));
+            return known.then(|| Shape::Auto.read(args)).flatten();
+        }
+        self.receive
             .iter()
             .filter(|r| r.method.eq_ignore_ascii_case(target))
             .find_map(|r| r.shape.read(args))
