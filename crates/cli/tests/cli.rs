@@ -731,6 +731,116 @@ fn chat_shows_each_direct_message_once_marked_as_direct() {
     }
     assert_eq!(shown, ["(direct) ann: psst", "ann: after"]);
     runtime.block_on(ann.stop());
+
+#[test]
+fn send_listen_and_chat_on_the_classic_endpoint_over_every_transport() {
+    let (mut hub, url) = start_hub("127.0.0.1", &[]);
+    // A classic URL names the endpoint; the hub (`chatHub`) is the default `--hub-name`.
+    let classic_url = format!("{url}/signalr");
+    for transport in ["ws", "sse", "lp"] {
+        let mut listen = hubbub()
+            .args(["listen", "--url", &classic_url, "--transport", transport])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = listen.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            if line.contains("\"event\":\"connected\"") {
+                break;
+            }
+        }
+        let out = hubbub()
+            .args([
+                "send",
+                "--url",
+                &classic_url,
+                "--transport",
+                transport,
+                "--name",
+                "ann",
+                &format!("classic {transport}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut chat = hubbub()
+            .args([
+                "chat",
+                "--url",
+                &classic_url,
+                "--family",
+                "classic",
+                "--hub-name",
+                "ChatHub",
+                "--transport",
+                transport,
+                "--name",
+                "bob",
+                "--db",
+                &temp_db(&format!("classic-{transport}")),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        chat.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("one {transport}\ntwo {transport}\n").as_bytes())
+            .unwrap();
+        assert!(chat.wait().unwrap().success(), "{transport}: chat exits 0");
+        let mut broadcasts = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broadcasts.len() < 3 && Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).expect("one JSON object per line");
+                if v["type"] == "invocation" && v["target"] == "broadcastMessage" {
+                    broadcasts.push(v["arguments"].clone());
+                }
+            }
+        }
+        assert_eq!(
+            broadcasts,
+            vec![
+                serde_json::json!(["ann", format!("classic {transport}")]),
+                serde_json::json!(["bob", format!("one {transport}")]),
+                serde_json::json!(["bob", format!("two {transport}")]),
+            ],
+            "{transport}"
+        );
+        let _ = listen.kill();
+        let _ = listen.wait();
+    }
+    // A hub name the endpoint does not have is a sentence to act on.
+    let out = hubbub()
+        .args([
+            "send",
+            "--url",
+            &classic_url,
+            "--hub-name",
+            "nosuch",
+            "--name",
+            "ann",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch"), "{err}");
     sigterm(&hub);
     assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
 }

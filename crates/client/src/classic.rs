@@ -135,7 +135,7 @@ impl Wire {
                     }
                     self.decoded
                         .push_back(Ok(HubMessage::Invocation(Invocation {
-                            headers: Headers::new(),
+                            headers: call.headers,
                             invocation_id: None,
                             target: call.method,
                             arguments: call.args,

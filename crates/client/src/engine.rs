@@ -263,9 +263,12 @@ impl Actor {
                 .await;
                 let n = match classic {
                     Ok(n) => n,
-                    // Not a classic hub either: the ASP.NET Core answer is the one to report,
-                    // unless the hub did answer the classic way.
-                    Err(e) if refused.classic_body => return Err(e),
+                    // Not a classic endpoint either (it does not exist, or the request could
+                    // not be made): the ASP.NET Core answer is the one to report, unless the
+                    // hub did answer the classic way.
+                    Err(e) if refused.classic_body || crate::negotiate::classic_answered(&e) => {
+                        return Err(e);
+                    }
                     Err(_) => return Err(refused.error),
                 };
                 tracing::info!("the hub speaks classic ASP.NET SignalR");

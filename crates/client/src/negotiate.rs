@@ -213,6 +213,22 @@ pub(crate) async fn negotiate_classic(
     )))
 }
 
+/// Whether a classic negotiate error came from a classic endpoint refusing (an unknown hub,
+/// credentials, its `Error`), rather than from no classic endpoint being there (404, 405, no
+/// answer).
+pub(crate) fn classic_answered(error: &Error) -> bool {
+    match error {
+        Error::Negotiate(m) => {
+            !(m.starts_with("status 404") || m.starts_with("status 405"))
+                && (m.contains("no hub named")
+                    || m.contains("refused the credentials")
+                    || m.contains("refused the negotiation")
+                    || m.contains("protocol version"))
+        }
+        _ => false,
+    }
+}
+
 /// A classic refusal as a sentence a user can act on.
 pub(crate) fn classic_refusal(status: reqwest::StatusCode, body: &[u8], hub: &str) -> Error {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);

@@ -77,6 +77,10 @@ async fn a_classic_hub_is_detected_and_chats_over_every_transport() {
         let mut events = alice.events();
         // The hub's `broadcastMessage` reaches a handler registered in another casing.
         let got = inbox(&bob, "BroadcastMessage");
+        // Hubbub's `Headers` extension on server calls reaches observers as headers.
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let sink = headers.clone();
+        bob.on_any(move |_, _, h| sink.lock().unwrap().push(h.clone()));
         alice.start().await.unwrap();
         bob.start().await.unwrap();
         let connected = expect_event(&mut events, "connected", |e| {
@@ -111,6 +115,12 @@ async fn a_classic_hub_is_detected_and_chats_over_every_transport() {
             .await
             .unwrap();
         wait_until("bob hears himself", || got.lock().unwrap().len() == 2).await;
+        assert_eq!(
+            headers.lock().unwrap()[0]
+                .get("hubbub-test")
+                .map(String::as_str),
+            Some("from the hub")
+        );
 
         let echoed: serde_json::Value = alice
             .invoke(

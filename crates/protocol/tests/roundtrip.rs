@@ -272,7 +272,7 @@ proptest! {
         let bytes = bytes::Bytes::from(request.to_vec().unwrap());
         prop_assert_eq!(HubRequest::decode(&bytes).unwrap(), request);
 
-        let call = ClientInvocation { hub, method, args: args.clone(), state: None };
+        let call = ClientInvocation { hub, method, args: args.clone(), state: None, headers: Default::default() };
         let item = bytes::Bytes::from(call.to_vec().unwrap());
         let envelope = Envelope { cursor, groups_token: groups, messages: vec![item], ..Envelope::default() };
         let Incoming::Envelope(again) = Incoming::decode(&bytes::Bytes::from(envelope.to_vec())).unwrap() else {

@@ -153,6 +153,7 @@ impl ClassicServer {
             method: method.into(),
             args,
             state: None,
+            headers: [("hubbub-test".to_owned(), "from the hub".to_owned())].into(),
         }
         .to_vec()
         .unwrap();

@@ -45,6 +45,10 @@ pub struct ClientInvocation {
     pub args: Vec<Arg>,
     /// `S`: caller state changed by the server, when any (a JSON object).
     pub state: Option<Arg>,
+    /// `Headers`: the message's headers (string values), a Hubbub extension that 2.x clients
+    /// ignore; written only when not empty. Hubbub's chat layer finds its message ids and
+    /// history positions here, as in ASP.NET Core messages' `headers`.
+    pub headers: crate::Headers,
 }
 
 /// A progress update of a running call: on the wire a result with `I` = `"P|<id>"` and
@@ -165,6 +169,8 @@ struct WireCall<'a> {
     id: Option<&'a RawValue>,
     #[serde(rename = "S", borrow)]
     state: Option<&'a RawValue>,
+    #[serde(rename = "Headers")]
+    headers: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl HubRequest {
@@ -237,11 +243,21 @@ impl ClientInvocation {
                 .map(|a| arg(item, a))
                 .collect(),
             state: state(item, wire.state, CX)?,
+            // Values that are not strings are not headers: left out.
+            headers: wire
+                .headers
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    serde_json::Value::String(v) => Some((k, v)),
+                    _ => None,
+                })
+                .collect(),
         })
     }
 
     /// Appends the call as a 2.4.3 server writes it: `{"H":…,"M":…,"A":[…]}` plus `"S"` when
-    /// there is state. On error `out` is unchanged.
+    /// there is state, and `"Headers"` when there are headers. On error `out` is unchanged.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         atomic(out, |out| {
             out.extend_from_slice(b"{\"H\":");
@@ -253,6 +269,13 @@ impl ClientInvocation {
             if let Some(state) = &self.state {
                 out.extend_from_slice(b",\"S\":");
                 state.write_json(out)?;
+            }
+            if !self.headers.is_empty() {
+                out.extend_from_slice(b",\"Headers\":");
+                serde_json::to_writer(&mut *out, &self.headers).map_err(|e| Error::Encode {
+                    protocol: "json",
+                    reason: e.to_string(),
+                })?;
             }
             out.push(b'}');
             Ok(())
@@ -562,10 +585,25 @@ mod tests {
             method: "m".into(),
             args: vec![Arg::serialize(&(1, "x")).unwrap()],
             state: None,
+            headers: Default::default(),
         };
         assert_eq!(
             built.to_vec().unwrap(),
             br#"{"H":"ChatHub","M":"m","A":[[1,"x"]]}"#
+        );
+        // Hubbub's extension: headers, for Hubbub's own clients.
+        let with_headers = ClientInvocation {
+            headers: [("hubbub-seq".to_owned(), "7".to_owned())].into(),
+            ..built
+        };
+        let bytes = with_headers.to_vec().unwrap();
+        assert_eq!(
+            bytes,
+            br#"{"H":"ChatHub","M":"m","A":[[1,"x"]],"Headers":{"hubbub-seq":"7"}}"#
+        );
+        assert_eq!(
+            ClientInvocation::decode(&Bytes::from(bytes)).unwrap(),
+            with_headers
         );
     }
 

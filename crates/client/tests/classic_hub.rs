@@ -1,0 +1,299 @@
+//! The client's classic family against Hubbub's own classic endpoint (`hubbub_hub`, `/signalr`)
+//! over every transport: a classic and an ASP.NET Core client in one chat, the chat layer
+//! across a cut, keep-alive stopped by a black-holing proxy, stop sending `abort`.
+
+mod proxy;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hubbub_client::store::Store;
+use hubbub_client::{
+    Chat, Delays, Event, Family, HubConnection, HubConnectionBuilder, SlowReason, TransportKind,
+};
+use hubbub_hub::ClassicOptions;
+use tokio::sync::broadcast;
+
+const TRANSPORTS: [TransportKind; 3] = [
+    TransportKind::WebSockets,
+    TransportKind::ServerSentEvents,
+    TransportKind::LongPolling,
+];
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn hub(classic: ClassicOptions) -> hubbub_hub::RunningServer {
+    hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .classic(classic)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn expect_event(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} event within {LIMIT:?}"))
+}
+
+fn inbox(conn: &HubConnection, method: &str) -> Arc<Mutex<Vec<(String, String)>>> {
+    let inbox = Arc::new(Mutex::new(Vec::new()));
+    let sink = inbox.clone();
+    conn.on(method, move |args| {
+        sink.lock().unwrap().push((
+            args[0].decode::<String>().unwrap_or_default(),
+            args[1]
+                .decode::<serde_json::Value>()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        ));
+        None
+    });
+    inbox
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hubbub-classic-hub-test-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("history.sqlite3")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_and_core_clients_share_one_chat_over_every_transport() {
+    let server = hub(ClassicOptions::default()).await;
+    for transport in TRANSPORTS {
+        let scope = format!("mixed-{}", transport.name());
+        // No family, no hub name: detected from negotiate, the default hub `chatHub`.
+        let ann =
+            HubConnectionBuilder::new(server.url(&format!("/signalr?name=ann&scope={scope}")))
+                .transports(&[transport])
+                .build()
+                .unwrap();
+        let carol =
+            HubConnectionBuilder::new(server.url(&format!("/chathub?name=carol&scope={scope}")))
+                .build()
+                .unwrap();
+        let ann_got = inbox(&ann, "broadcastMessage");
+        let carol_got = inbox(&carol, "broadcastMessage");
+        let mut events = ann.events();
+        ann.start().await.unwrap();
+        carol.start().await.unwrap();
+        let Event::Connected {
+            transport: name, ..
+        } = expect_event(&mut events, "connected", |e| {
+            matches!(e, Event::Connected { .. })
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(name, transport.name());
+
+        ann.invoke::<()>("Send", vec!["ann".into(), "from classic".into()])
+            .await
+            .unwrap();
+        carol
+            .invoke::<()>("Send", vec!["carol".into(), "from core".into()])
+            .await
+            .unwrap();
+        for (who, got) in [("ann", &ann_got), ("carol", &carol_got)] {
+            wait_until(&format!("{who} hears both ({transport:?})"), || {
+                let got = got.lock().unwrap();
+                got.iter().any(|(s, _)| s == "ann") && got.iter().any(|(s, _)| s == "carol")
+            })
+            .await;
+        }
+        let echoed: String = ann.invoke("Echo", vec!["round trip".into()]).await.unwrap();
+        assert_eq!(echoed, "round trip");
+        ann.stop().await;
+        carol.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hub to send each message's headers on classic items (`Headers`, see \
+            notes/classic-requests.md): without the message ids the chat layer stores a \
+            message caught up from History a second time"]
+async fn the_chat_layer_loses_nothing_when_the_network_drops_mid_chat() {
+    let server = hub(ClassicOptions::default()).await;
+    let proxy = proxy::Proxy::start(server.local_addr()).await;
+    for transport in TRANSPORTS {
+        let scope = format!("cut-{}", transport.name());
+        let store = Store::open(temp_db(&format!("ann-{}", transport.name())))
+            .await
+            .unwrap();
+        let url = format!("http://{}/signalr?name=ann&scope={scope}", proxy.addr);
+        let conn = HubConnectionBuilder::new(&url)
+            .family(Family::Classic)
+            .transports(&[transport])
+            .retry_policy(Delays(vec![Duration::from_millis(200); 100]))
+            .build()
+            .unwrap();
+        let ann = Chat::open(conn.clone(), store, &url, "ann").await.unwrap();
+        conn.start().await.unwrap();
+        let bob =
+            HubConnectionBuilder::new(server.url(&format!("/chathub?name=bob&scope={scope}")))
+                .build()
+                .unwrap();
+        bob.start().await.unwrap();
+        for i in 0..30 {
+            bob.invoke::<()>("Send", vec!["bob".into(), format!("m{i}").into()])
+                .await
+                .unwrap();
+            if i == 10 || i == 20 {
+                proxy.cut();
+            }
+        }
+        let conversation = ann.conversation();
+        let start = std::time::Instant::now();
+        let bodies = loop {
+            let bodies: Vec<String> = ann
+                .store()
+                .newest(conversation, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|m| m.sender == "bob")
+                .map(|m| m.body)
+                .collect();
+            if bodies.len() >= 30 {
+                break bodies;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "{transport:?}: ann has {} of 30: {bodies:?}",
+                bodies.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut sorted = bodies.clone();
+        sorted.sort_by_key(|b| b[1..].parse::<u32>().unwrap());
+        sorted.dedup();
+        assert_eq!(sorted.len(), 30, "{transport:?}: each once: {bodies:?}");
+        conn.stop().await;
+        bob.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_stopped_is_slow_then_reconnects() {
+    let server = hub(ClassicOptions {
+        // KeepAliveTimeout 1.5 s: slow after 1 s of silence, reconnect at 1.5 s.
+        keep_alive: Some(Duration::from_millis(750)),
+        ..ClassicOptions::default()
+    })
+    .await;
+    for transport in [TransportKind::WebSockets, TransportKind::ServerSentEvents] {
+        let proxy = proxy::Proxy::start(server.local_addr()).await;
+        let conn = HubConnectionBuilder::new(format!("http://{}/signalr?name=kay", proxy.addr))
+            .transports(&[transport])
+            .retry_policy(Delays(vec![Duration::from_millis(200); 100]))
+            .build()
+            .unwrap();
+        let mut events = conn.events();
+        conn.start().await.unwrap();
+        let id = conn.connection_id();
+        proxy.blackhole();
+        expect_event(&mut events, "slow", |e| {
+            *e == Event::Slow {
+                reason: SlowReason::HubSilent,
+            }
+        })
+        .await;
+        let Event::Reconnecting { reason, .. } = expect_event(&mut events, "reconnecting", |e| {
+            matches!(e, Event::Reconnecting { .. })
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert!(
+            reason.contains("KeepAliveTimeout"),
+            "{transport:?}: {reason}"
+        );
+        proxy.pass();
+        let back = expect_event(&mut events, "reconnected", |e| {
+            matches!(e, Event::Reconnected { .. })
+        })
+        .await;
+        assert_eq!(
+            back,
+            Event::Reconnected { connection_id: id },
+            "{transport:?}: the same connection, resumed"
+        );
+        let echoed: String = conn.invoke("Echo", vec!["after".into()]).await.unwrap();
+        assert_eq!(echoed, "after");
+        conn.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_abort_so_others_see_the_user_leave_at_once() {
+    // Without `abort` the hub would wait a DisconnectTimeout (here far longer than the test
+    // waits) before anyone hears the user left.
+    let server = hub(ClassicOptions {
+        disconnect_timeout: Duration::from_secs(600),
+        ..ClassicOptions::default()
+    })
+    .await;
+    for transport in TRANSPORTS {
+        let scope = format!("abort-{}", transport.name());
+        let watcher =
+            HubConnectionBuilder::new(server.url(&format!("/chathub?name=wat&scope={scope}")))
+                .build()
+                .unwrap();
+        let left = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = left.clone();
+        watcher.on("userLeft", move |args| {
+            sink.lock()
+                .unwrap()
+                .push(args[0].decode().unwrap_or_default());
+            None
+        });
+        watcher.start().await.unwrap();
+        let conn =
+            HubConnectionBuilder::new(server.url(&format!("/signalr?name=leaver&scope={scope}")))
+                .transports(&[transport])
+                .build()
+                .unwrap();
+        conn.start().await.unwrap();
+        conn.invoke::<()>("Send", vec!["leaver".into(), "bye".into()])
+            .await
+            .unwrap();
+        conn.stop().await;
+        wait_until(&format!("userLeft after stop ({transport:?})"), || {
+            left.lock().unwrap().iter().any(|u| u == "leaver")
+        })
+        .await;
+        watcher.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}
