@@ -90,6 +90,11 @@ struct Running {
 impl Running {
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
+            // A data directory of this test process's own, never the user's.
+            .env(
+                "XDG_DATA_HOME",
+                std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id())),
+            )
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -175,6 +180,11 @@ impl Drop for Running {
 /// Runs a `hubbub` command to its end (at most [`LIMIT`]).
 fn run(args: &[&str]) -> Output {
     let mut child = Command::new(BIN)
+        // A data directory of this test process's own, never the user's.
+        .env(
+            "XDG_DATA_HOME",
+            std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id())),
+        )
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -731,6 +731,9 @@ fn chat_shows_each_direct_message_once_marked_as_direct() {
     }
     assert_eq!(shown, ["(direct) ann: psst", "ann: after"]);
     runtime.block_on(ann.stop());
+    sigterm(&hub);
+    assert!(wait_exit(&mut hub, Duration::from_secs(10)).success());
+}
 
 #[test]
 fn send_listen_and_chat_on_the_classic_endpoint_over_every_transport() {
