@@ -137,9 +137,6 @@ async fn classic_and_core_clients_share_one_chat_over_every_transport() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the hub to send each message's headers on classic items (`Headers`, see \
-            notes/classic-requests.md): without the message ids the chat layer stores a \
-            message caught up from History a second time"]
 async fn the_chat_layer_loses_nothing_when_the_network_drops_mid_chat() {
     let server = hub(ClassicOptions::default()).await;
     let proxy = proxy::Proxy::start(server.local_addr()).await;

@@ -100,7 +100,12 @@ impl Frame {
                     // A client result: classic clients have none.
                     return None;
                 }
-                match crate::classic::wire::client_invocation(hub, &inv.target, &inv.arguments) {
+                match crate::classic::wire::client_invocation(
+                    hub,
+                    &inv.target,
+                    &inv.arguments,
+                    &inv.headers,
+                ) {
                     Ok(bytes) => Some(Bytes::from(bytes)),
                     Err(error) => {
                         tracing::warn!(%error, "message cannot be sent to classic clients");

@@ -7,13 +7,21 @@ use hubbub_protocol::classic::{ClientInvocation, Envelope, HubResult, write_enve
 
 pub(crate) use hubbub_protocol::classic::HubRequest;
 
-/// A server-to-client call: `{"H":hub,"M":method,"A":[…]}` (an envelope's `M` item).
-pub(crate) fn client_invocation(hub: &str, method: &str, args: &[Arg]) -> Result<Vec<u8>, String> {
+/// A server-to-client call: `{"H":hub,"M":method,"A":[…]}` (an envelope's `M` item), with
+/// `"Headers"` (a Hubbub extension 2.x clients ignore) when the message has headers, so a
+/// client sees a chat message's id (`hubbub-msg-id`) on classic as on Core.
+pub(crate) fn client_invocation(
+    hub: &str,
+    method: &str,
+    args: &[Arg],
+    headers: &hubbub_protocol::Headers,
+) -> Result<Vec<u8>, String> {
     ClientInvocation {
         hub: hub.to_owned(),
         method: method.to_owned(),
         args: args.to_vec(),
         state: None,
+        headers: headers.clone(),
     }
     .to_vec()
     .map_err(|e| e.to_string())
@@ -98,6 +106,7 @@ mod tests {
             "ChatHub",
             "broadcastMessage",
             &["bob".into(), "hello".into()],
+            &hubbub_protocol::Headers::new(),
         )
         .unwrap();
         assert_eq!(
