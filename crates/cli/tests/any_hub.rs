@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
+mod support;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn root() -> PathBuf {
@@ -89,12 +89,7 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            // A data directory of this test process's own, never the user's.
-            .env(
-                "XDG_DATA_HOME",
-                std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id())),
-            )
+        let mut child = support::hubbub()
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -179,12 +174,7 @@ impl Drop for Running {
 
 /// Runs a `hubbub` command to its end (at most [`LIMIT`]).
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        // A data directory of this test process's own, never the user's.
-        .env(
-            "XDG_DATA_HOME",
-            std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id())),
-        )
+    let mut child = support::hubbub()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,16 +13,8 @@ use std::time::{Duration, Instant};
 use hubbub_client::store::{ConversationKind, Store};
 use hubbub_client::{Arg, Chat, Delays, Headers, HubConnection, HubConnectionBuilder};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
-
-/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
-/// user's: tests run in parallel, and a real profile may hold another version's database.
-fn hubbub() -> Command {
-    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command.env("XDG_DATA_HOME", dir);
-    command
-}
+mod support;
+use support::hubbub;
 /// Node liveness for these tests: a killed node leaves presence within TTL + TTL/3.
 const NODE_TTL: &str = "1.5";
 

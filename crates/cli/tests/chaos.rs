@@ -2,22 +2,14 @@
 //! real `hubbub hub` process with a history file) is killed with SIGKILL and restarted several
 //! times. Every client must end with every message exactly once, in each sender's order.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use hubbub_client::store::{ConversationKind, Store};
 use hubbub_client::{Chat, Delays, HubConnectionBuilder};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
-
-/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
-/// user's: tests run in parallel, and a real profile may hold another version's database.
-fn hubbub() -> Command {
-    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command.env("XDG_DATA_HOME", dir);
-    command
-}
+mod support;
+use support::hubbub;
 const CLIENTS: usize = 10;
 const PER_CLIENT: usize = 30;
 

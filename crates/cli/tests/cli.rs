@@ -8,16 +8,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
-
-/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
-/// user's: tests run in parallel, and a real profile may hold another version's database.
-fn hubbub() -> Command {
-    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command.env("XDG_DATA_HOME", dir);
-    command
-}
+mod support;
+use support::hubbub;
 
 /// Starts `hubbub hub` on a free port of `host` and waits for its "listening on" line.
 fn start_hub(host: &str, extra: &[&str]) -> (Child, String) {
@@ -551,9 +543,10 @@ fn a_damaged_history_is_reported_and_recovered_only_when_asked() {
 
 /// Starts `hubbub listen` on `hub_url` and waits until it is connected; its stdout lines come
 /// through the receiver.
-fn start_listener(hub_url: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+fn start_listener(hub_url: &str, extra: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut listen = hubbub()
         .args(["listen", "--url", hub_url])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -583,7 +576,7 @@ fn a_thousand_piped_lines_all_arrive_once_under_the_hubs_default_rate_limit() {
     const LINES: usize = 1_000;
     let (mut hub, url) = start_hub("127.0.0.1", &[]);
     let hub_url = format!("{url}/chathub");
-    let (mut listen, rx) = start_listener(&hub_url);
+    let (mut listen, rx) = start_listener(&hub_url, &[]);
     let mut chat = hubbub()
         .args([
             "chat",
@@ -741,24 +734,7 @@ fn send_listen_and_chat_on_the_classic_endpoint_over_every_transport() {
     // A classic URL names the endpoint; the hub (`chatHub`) is the default `--hub-name`.
     let classic_url = format!("{url}/signalr");
     for transport in ["ws", "sse", "lp"] {
-        let mut listen = hubbub()
-            .args(["listen", "--url", &classic_url, "--transport", transport])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = listen.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-            if line.contains("\"event\":\"connected\"") {
-                break;
-            }
-        }
+        let (mut listen, rx) = start_listener(&classic_url, &["--transport", transport]);
         let out = hubbub()
             .args([
                 "send",

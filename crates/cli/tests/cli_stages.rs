@@ -15,16 +15,8 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::routing::{get, post};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
-
-/// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
-/// user's: tests run in parallel, and a real profile may hold another version's database.
-fn hubbub() -> Command {
-    let dir = std::env::temp_dir().join(format!("hubbub-cli-data-{}", std::process::id()));
-    let mut command = Command::new(BIN);
-    command.env("XDG_DATA_HOME", dir);
-    command
-}
+mod support;
+use support::hubbub;
 
 /// Kills a child when dropped (a failed assertion must not leave it running).
 struct Reap(Child);
