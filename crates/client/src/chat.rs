@@ -874,6 +874,20 @@ impl Pacer {
     }
 }
 
+/// Marks `message` sent now that the hub has it, and tells the shell when that changed it
+/// (an echo may have marked it already).
+async fn mark_sent(inner: &Inner, message: &Message) {
+    if let Ok(sent) = inner
+        .store
+        .mark_sent(message.conversation, &message.msg_id)
+        .await
+    {
+        if sent.state == MessageState::Sent {
+            let _ = inner.events.send(ChatEvent::Updated(sent));
+        }
+    }
+}
+
 /// Sends a broadcast with the hub's send method (found first under auto, then remembered) and
 /// marks it sent or failed; `Err` leaves it in the outbox (not connected, or no answer).
 async fn send_broadcast(inner: &Inner, message: &Message, headers: Headers) -> Result<(), String> {
@@ -931,15 +945,7 @@ async fn send_broadcast(inner: &Inner, message: &Message, headers: Headers) -> R
                 *inner.methods.write().unwrap_or_else(|e| e.into_inner()) = found.clone();
                 let _ = inner.events.send(ChatEvent::Methods(found));
             }
-            if let Ok(sent) = inner
-                .store
-                .mark_sent(message.conversation, &message.msg_id)
-                .await
-            {
-                if sent.state == MessageState::Sent {
-                    let _ = inner.events.send(ChatEvent::Updated(sent));
-                }
-            }
+            mark_sent(inner, message).await;
             Ok(())
         }
         Err(e @ SendError::NoMethod { .. }) => failed(e.to_string()).await,
@@ -1044,17 +1050,7 @@ async fn drain(inner: &Inner, pacer: &mut Pacer) -> Result<(), String> {
             .invoke_with_headers::<()>(method, args, headers)
             .await
         {
-            Ok(()) => {
-                if let Ok(sent) = inner
-                    .store
-                    .mark_sent(message.conversation, &message.msg_id)
-                    .await
-                {
-                    if sent.state == MessageState::Sent {
-                        let _ = inner.events.send(ChatEvent::Updated(sent));
-                    }
-                }
-            }
+            Ok(()) => mark_sent(inner, &message).await,
             // The hub cannot take it now: it stays in the outbox, which tries again shortly.
             Err(Error::Hub(reason)) if reason.starts_with(UNAVAILABLE) => return Err(reason),
             // The hub refused it: failed, with the hub's reason; the rest of the outbox goes on.
