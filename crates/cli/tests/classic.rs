@@ -67,14 +67,21 @@ struct Hub {
 
 impl Hub {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), args, env)
+    }
+
+    /// A hub on `port` (a restarted node comes back where it was). Without a rate limit in
+    /// `args`, one high enough not to slow the test.
+    fn start_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BIN);
         command
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
-            .args(["--max-messages-per-second", "100000"])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
+        if !args.contains(&"--max-messages-per-second") {
+            command.args(["--max-messages-per-second", "100000"]);
+        }
         for (k, v) in env {
             command.env(k, v);
         }
@@ -234,6 +241,63 @@ fn classic_requests_need_the_jwt() {
     );
     let results = scenarios(&output);
     assert_all_passed(&results, 6, &output);
+}
+
+/// Over the rate limit a classic client is slowed, not refused (a flood past 10 s of waiting
+/// is); a client gone without `abort` is announced as left after the 30 s DisconnectTimeout.
+#[test]
+fn classic_rate_limit_slows_and_disconnect_timeout_announces_the_departure() {
+    let hub = Hub::start(&["--max-messages-per-second", "20"], &[]);
+    let output = node("limits.mjs", &[&hub.origin], Duration::from_secs(150));
+    let results = scenarios(&output);
+    assert_all_passed(&results, 4, &output);
+}
+
+/// What `resume.mjs join` saved: the connection token, cursor and groups token.
+fn join(origin: &str, user: &str) -> String {
+    let output = node(
+        "resume.mjs",
+        &["join", origin, user],
+        Duration::from_secs(60),
+    );
+    let results = scenarios(&output);
+    assert_all_passed(&results, 1, &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("state "))
+        .expect("resume.mjs join prints its state")
+        .to_owned()
+}
+
+fn resume(origin: &str, user: &str, state: &str, extra: &[&str]) {
+    let mut args = vec!["resume", origin, user, state];
+    args.extend_from_slice(extra);
+    let output = node("resume.mjs", &args, Duration::from_secs(60));
+    let results = scenarios(&output);
+    assert_all_passed(&results, 1, &output);
+}
+
+/// A long-polling classic client that comes back to a node that does not know its connection
+/// (another node with the same classic key, or its own node restarted) is in its rooms again
+/// through its groups token, and gets every message of the new connection although its cursor
+/// counted the old node's; without the groups token it is in no room.
+#[test]
+fn the_groups_token_restores_rooms_on_another_node_and_after_a_restart() {
+    let key = [("HUBBUB_CLASSIC_KEY", "one key for the whole fleet")];
+    let a = Hub::start(&[], &key);
+    let b = Hub::start(&[], &key);
+    let state = join(&a.origin, "ann");
+    resume(&b.origin, "ann", &state, &[]);
+
+    let state = join(&a.origin, "bea");
+    resume(&b.origin, "bea", &state, &["--without-groups"]);
+
+    let state = join(&a.origin, "cy");
+    let port: u16 = a.origin.rsplit(':').next().unwrap().parse().unwrap();
+    drop(a);
+    let a = Hub::start_on(port, &[], &key);
+    resume(&a.origin, "cy", &state, &[]);
 }
 
 /// A `redis-server` of the test's own on a loopback port, without persistence.

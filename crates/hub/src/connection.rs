@@ -390,17 +390,36 @@ impl RateLimit {
         }
     }
 
-    /// Takes a token if there is one (the classic endpoint refuses a send without one).
-    pub(crate) fn allow(&mut self) -> bool {
-        self.take().is_ok()
+    /// Takes a token now, or reserves the next one free: `Ok(None)` to go at once,
+    /// `Ok(Some(at))` to wait until `at` (later reservations queue behind it). `Err` when
+    /// that would be more than `max_wait` away; nothing is taken then. The classic endpoint
+    /// paces its sends with this (slowed, as Core connections are, and refused only past
+    /// `max_wait`, which bounds what a flooding client can queue).
+    pub(crate) fn reserve(&mut self, max_wait: Duration) -> Result<Option<Instant>, Instant> {
+        let now = Instant::now();
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(None);
+        }
+        let at = now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+        if at - now > max_wait {
+            return Err(at);
+        }
+        self.tokens -= 1.0;
+        Ok(Some(at))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.rate * 2.0);
+        self.at = now;
     }
 
     /// Takes a token; without one, says when the next is there.
     fn take(&mut self) -> Result<(), Instant> {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
-            .min(self.rate * 2.0);
-        self.at = now;
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())

@@ -22,8 +22,8 @@
 //! requests go through the same dispatch as Core invocations
 //! ([`prepare`](crate::connection::prepare)).
 //!
-//! Deviations from a 2.4.3 server: the cursor `C` is a decimal message number (opaque to
-//! clients either way); `foreverFrame` is refused; a hub invoked over a connection whose
+//! Deviations from a 2.4.3 server: the cursor `C` (`d-<stream>-B,<n>`, opaque to clients) counts
+//! one connection's messages rather than message-bus streams; `foreverFrame` is refused; a hub invoked over a connection whose
 //! `connectionData` does not list it can be called but does not deliver to it (as in 2.x);
 //! `abort` always runs the disconnected callbacks at once.
 

@@ -5,7 +5,8 @@
 //! connection in its message bus and answers `reconnect` and `poll` with everything after the
 //! `messageId` the client sends. This buffer does the same per connection, bounded in count
 //! and in bytes: when either bound is reached the oldest message goes. The cursor on the wire
-//! (`C`) is the number of the last message a response carried, as decimal text.
+//! (`C`, sent back as `messageId`) is a [`Cursor`]: which buffer, and the number of the last
+//! message a response carried.
 
 use std::collections::VecDeque;
 
@@ -73,13 +74,43 @@ impl Replay {
     }
 }
 
-/// Reads a cursor sent back by a client (`messageId`): decimal text.
-pub(crate) fn parse_cursor(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+/// A position in one connection's messages, as the wire carries it: `d-<stream>-B,<n>`, where
+/// `stream` (8 hex digits) names the buffer (a new one each time a node opens the connection)
+/// and `n` is the number of the last message a response carried. The shape follows a 2.4.3
+/// server's cursors (`d-<id>-B,0|C,0|D,1`, §8a); clients treat it as opaque text.
+///
+/// A cursor naming another buffer (the connection was opened again, on a restarted node or on
+/// another node of a fleet) means "nothing of this buffer seen yet": everything it holds is
+/// sent, never skipped for a number that counted another buffer's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    /// The buffer it counts in.
+    pub(crate) stream: u32,
+    /// The number of the last message seen (0 before the first).
+    pub(crate) seq: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "d-{:08X}-B,{}", self.stream, self.seq)
+    }
+}
+
+/// Reads a cursor sent back by a client (`messageId`), as [`Cursor`] writes it; `None` for
+/// anything else.
+pub(crate) fn parse_cursor(text: &str) -> Option<Cursor> {
+    let rest = text.trim().strip_prefix("d-")?;
+    let (stream, seq) = rest.split_once("-B,")?;
+    if stream.len() != 8 || !stream.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    text.parse().ok()
+    if seq.is_empty() || seq.len() > 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Cursor {
+        stream: u32::from_str_radix(stream, 16).ok()?,
+        seq: seq.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -142,11 +173,19 @@ mod tests {
 
     #[test]
     fn cursors_parse_strictly() {
-        assert_eq!(parse_cursor("42"), Some(42));
-        assert_eq!(parse_cursor(" 7 "), Some(7));
+        let c = Cursor {
+            stream: 0x00AB_CDEF,
+            seq: 42,
+        };
+        assert_eq!(c.to_string(), "d-00ABCDEF-B,42");
+        assert_eq!(parse_cursor("d-00ABCDEF-B,42"), Some(c));
+        assert_eq!(parse_cursor(" d-00abcdef-B,42 "), Some(c));
         assert_eq!(parse_cursor(""), None);
-        assert_eq!(parse_cursor("-1"), None);
+        assert_eq!(parse_cursor("42"), None);
+        assert_eq!(parse_cursor("d-00ABCDEF-B,-1"), None);
+        assert_eq!(parse_cursor("d-00ABCDEF-B,"), None);
         assert_eq!(parse_cursor("d-1-B,0"), None);
-        assert_eq!(parse_cursor("99999999999999999999999"), None);
+        assert_eq!(parse_cursor("d-not-ours"), None);
+        assert_eq!(parse_cursor("d-00ABCDEF-B,99999999999999999999999"), None);
     }
 }

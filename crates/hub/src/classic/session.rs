@@ -20,13 +20,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::protect::Protector;
-use super::replay::Replay;
+use super::replay::{Cursor, Replay};
 use super::wire::{self, HubRequest, Outcome};
 use super::{Endpoint, Transport};
 use crate::connection::{Connection, RateLimit, Refused, Turns, prepare};
 use crate::frame::Outbound;
 use crate::hub::{Context, Reply};
 use crate::state::Counters;
+
+/// How long a hub request over the connection's rate limit may be held back before it runs;
+/// beyond that it is refused (`429`, or a close over WebSockets). Requests within it are only
+/// slowed, as Core connections are.
+pub(crate) const MAX_PACING_WAIT: Duration = Duration::from_secs(10);
 
 /// How many groups a groups token carries at most (a larger token would grow every URL).
 const MAX_GROUPS_IN_TOKEN: usize = 100;
@@ -69,6 +74,10 @@ pub(crate) struct Session {
     pub(crate) superseded: Notify,
     order: Turns,
     rate: Mutex<RateLimit>,
+    /// Names this connection's message buffer in its cursors ([`Cursor::stream`]): random, so
+    /// a cursor from an earlier opening of the connection (here or on another node) is told
+    /// apart.
+    stream: u32,
 }
 
 /// Holds a transport request attached to its session; the session counts as idle (towards
@@ -115,6 +124,11 @@ impl Session {
             superseded: Notify::new(),
             order: Turns::default(),
             rate: Mutex::new(RateLimit::new(endpoint.hub_options.max_messages_per_second)),
+            stream: {
+                let mut b = [0u8; 4];
+                getrandom::fill(&mut b).expect("the OS random number generator works");
+                u32::from_le_bytes(b)
+            },
         }
     }
 
@@ -162,6 +176,24 @@ impl Session {
         self.replay.lock().unwrap_or_else(|e| e.into_inner()).last()
     }
 
+    /// Where a client's cursor points in this connection's messages: its number when it counts
+    /// in this buffer, else 0 (a cursor from an earlier opening of the connection, on this node
+    /// before it forgot the connection or on another node: everything here is new to it).
+    pub(crate) fn position(&self, cursor: Cursor) -> u64 {
+        if cursor.stream == self.stream {
+            cursor.seq
+        } else {
+            0
+        }
+    }
+
+    fn at(&self, seq: u64) -> Cursor {
+        Cursor {
+            stream: self.stream,
+            seq,
+        }
+    }
+
     /// An envelope of the messages after `cursor` (up to about `max_bytes`), with a new groups
     /// token when the connection's groups changed since the last one sent; `None` when there
     /// is nothing to say. Returns the cursor after it.
@@ -180,18 +212,26 @@ impl Session {
         if items.is_empty() && groups.is_none() {
             return None;
         }
-        Some((wire::envelope(next, false, groups.as_deref(), &items), next))
+        Some((
+            wire::envelope(self.at(next), false, groups.as_deref(), &items),
+            next,
+        ))
     }
 
     /// The init message `{"C":…,"S":1,"M":[]}` (a transport's first, on `connect`).
     pub(crate) fn init_message(&self) -> (Vec<u8>, u64) {
         let cursor = self.cursor();
-        (wire::envelope(cursor, true, None, &[]), cursor)
+        (wire::envelope(self.at(cursor), true, None, &[]), cursor)
     }
 
     /// An envelope with no messages, only the cursor (a long poll that timed out).
     pub(crate) fn empty_envelope(&self, cursor: u64) -> Vec<u8> {
-        wire::envelope(cursor, false, None, &[])
+        wire::envelope(self.at(cursor), false, None, &[])
+    }
+
+    /// An envelope asking the client to reconnect (`T`): the server is shutting down.
+    pub(crate) fn reconnect_envelope(&self, cursor: u64) -> Vec<u8> {
+        wire::reconnect_envelope(self.at(cursor))
     }
 
     fn groups_token_if_changed(&self, protector: &Protector) -> Option<String> {
@@ -406,7 +446,8 @@ async fn pump(session: Arc<Session>, hub: String, mut rx: mpsc::Receiver<Outboun
 pub(crate) enum DispatchError {
     /// Not a hub request.
     Malformed(String),
-    /// Over the connection's rate limit.
+    /// So far over the connection's rate limit that it would wait more than
+    /// [`MAX_PACING_WAIT`].
     TooMany(u32),
 }
 
@@ -417,6 +458,8 @@ pub(crate) struct Call {
     request: HubRequest,
     previous: Option<oneshot::Receiver<()>>,
     turn: oneshot::Sender<()>,
+    /// Over the rate limit: when it may run.
+    not_before: Option<Instant>,
 }
 
 /// Reads a hub request `{"H","M","A","I","S"}` and takes its turn. Called where the request
@@ -432,23 +475,20 @@ pub(crate) fn begin(
             endpoint.hub_options.max_message_size
         )));
     }
-    if !session
+    let request = HubRequest::decode(&Bytes::copy_from_slice(data))
+        .map_err(|e| DispatchError::Malformed(e.to_string()))?;
+    let not_before = session
         .rate
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .allow()
-    {
-        return Err(DispatchError::TooMany(
-            endpoint.hub_options.max_messages_per_second,
-        ));
-    }
-    let request = HubRequest::decode(&Bytes::copy_from_slice(data))
-        .map_err(|e| DispatchError::Malformed(e.to_string()))?;
+        .reserve(MAX_PACING_WAIT)
+        .map_err(|_| DispatchError::TooMany(endpoint.hub_options.max_messages_per_second))?;
     let (previous, turn) = session.order.take();
     Ok(Call {
         request,
         previous,
         turn,
+        not_before,
     })
 }
 
@@ -462,6 +502,7 @@ impl Call {
             request,
             previous,
             turn: _turn,
+            not_before,
         } = self;
         let id = Some(request.id.as_str());
         let caller_state = request.state.as_ref();
@@ -475,6 +516,14 @@ impl Call {
         };
         let state = endpoint.hubs[hub].state.clone();
         Counters::add(&state.counters.messages_in, 1);
+        if let Some(at) = not_before {
+            // Over the rate limit: slowed, as Core connections are, not refused.
+            Counters::add(&state.counters.rate_limit_pauses, 1);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = session.ended.cancelled() => return None,
+            }
+        }
         // The client may call as soon as it has sent `start`: wait for the hubs to be joined.
         let _ = tokio::time::timeout(Duration::from_secs(10), session.started.cancelled()).await;
         let conn = session.connection_for(endpoint, hub);

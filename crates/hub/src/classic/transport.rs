@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::replay::parse_cursor;
 use super::session::{self, DispatchError, Session};
-use super::{Endpoint, Query as Params, Transport, negotiate_body, wire};
+use super::{Endpoint, Query as Params, Transport, negotiate_body};
 
 /// How much one envelope carries at most when many messages wait.
 const ENVELOPE_BYTES: usize = 64 * 1024;
@@ -325,6 +325,7 @@ async fn open_transport(
             )
         }
     };
+    let cursor = cursor.map(|c| session.position(c));
     match checked.transport {
         Transport::WebSockets => {
             let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &endpoint).await {
@@ -594,7 +595,7 @@ async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u6
             biased;
             () = session.ended.cancelled() => return json(""),
             () = endpoint.shutdown.cancelled() => {
-                return json(wire::reconnect_envelope(cursor));
+                return json(session.reconnect_envelope(cursor));
             }
             () = &mut superseded => return json(session.empty_envelope(cursor)),
             changed = newest.changed() => {

@@ -5,6 +5,8 @@ use bytes::Bytes;
 use hubbub_protocol::Arg;
 use hubbub_protocol::classic::{ClientInvocation, Envelope, HubResult, write_envelope};
 
+use super::replay::Cursor;
+
 pub(crate) use hubbub_protocol::classic::HubRequest;
 
 /// A server-to-client call: `{"H":hub,"M":method,"A":[…]}` (an envelope's `M` item), with
@@ -29,7 +31,12 @@ pub(crate) fn client_invocation(
 
 /// A persistent response `{"C":cursor,"S":1?,"G":token?,"M":[items]}`, the items copied as
 /// they were encoded (once per message for every connection).
-pub(crate) fn envelope(cursor: u64, init: bool, groups: Option<&str>, items: &[Bytes]) -> Vec<u8> {
+pub(crate) fn envelope(
+    cursor: Cursor,
+    init: bool,
+    groups: Option<&str>,
+    items: &[Bytes],
+) -> Vec<u8> {
     let header = Envelope {
         cursor: Some(cursor.to_string()),
         initialized: init,
@@ -42,7 +49,7 @@ pub(crate) fn envelope(cursor: u64, init: bool, groups: Option<&str>, items: &[B
 }
 
 /// An envelope asking the client to reconnect (`T`): the server is shutting down.
-pub(crate) fn reconnect_envelope(cursor: u64) -> Vec<u8> {
+pub(crate) fn reconnect_envelope(cursor: Cursor) -> Vec<u8> {
     Envelope {
         cursor: Some(cursor.to_string()),
         reconnect: true,
@@ -113,15 +120,19 @@ mod tests {
             inv,
             br#"{"H":"ChatHub","M":"broadcastMessage","A":["bob","hello"]}"#
         );
-        assert_eq!(envelope(7, true, None, &[]), br#"{"C":"7","S":1,"M":[]}"#);
+        let at = |seq| Cursor { stream: 0xAB, seq };
+        assert_eq!(
+            envelope(at(7), true, None, &[]),
+            br#"{"C":"d-000000AB-B,7","S":1,"M":[]}"#
+        );
         assert_eq!(
             envelope(
-                9,
+                at(9),
                 false,
                 Some("g"),
                 &[Bytes::from_static(b"{}"), Bytes::from_static(b"[]")]
             ),
-            br#"{"C":"9","G":"g","M":[{},[]]}"#
+            br#"{"C":"d-000000AB-B,9","G":"g","M":[{},[]]}"#
         );
         let r: Arg = "ping!".into();
         assert_eq!(
