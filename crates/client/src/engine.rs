@@ -130,6 +130,67 @@ enum Wake {
     Silent,
     Stalled,
     ServerTimeout,
+    /// The classic hub answered `ping` with 401 or 403.
+    PingRefused(String),
+}
+
+/// Pings a classic hub every `every` (`GET {url}/ping`, answered `{ "Response": "pong" }`)
+/// until it refuses the connection's credentials (401 or 403), and returns that reason. Other
+/// failures (no answer within the interval or 30 s, another status, another body) are logged;
+/// the transport's own timers judge the connection, not this.
+async fn ping_classic(
+    http: &reqwest::Client,
+    target: &link::ClassicTarget,
+    every: Duration,
+) -> String {
+    let url = hubbub_protocol::classic::request_url(
+        target.base(),
+        hubbub_protocol::classic::Action::Ping,
+        &hubbub_protocol::classic::RequestParams::default(),
+    );
+    let limit = every.min(Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let answer = tokio::time::timeout(limit, async {
+            let response = target
+                .request(http, reqwest::Method::GET, &url)
+                .send()
+                .await
+                .map_err(|e| crate::negotiate::without_url(&e))?;
+            let status = response.status();
+            let body = response.bytes().await.unwrap_or_default();
+            Ok::<_, String>((status, body))
+        })
+        .await;
+        match answer {
+            Ok(Ok((status, _)))
+                if status == reqwest::StatusCode::UNAUTHORIZED
+                    || status == reqwest::StatusCode::FORBIDDEN =>
+            {
+                return format!(
+                    "the hub refused the connection's credentials ({status} on ping): sign in again"
+                );
+            }
+            Ok(Ok((status, body))) if status.is_success() && is_pong(&body) => {
+                tracing::trace!("classic ping answered");
+            }
+            Ok(Ok((status, body))) => {
+                tracing::warn!(%status, body = %String::from_utf8_lossy(&body[..body.len().min(100)]), "the hub's ping answer is not a pong");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "classic ping failed"),
+            Err(_) => tracing::warn!(?limit, "classic ping: no answer in time"),
+        }
+    }
+}
+
+/// Whether a ping answer is `{"Response":"pong"}` (spaces as a server likes).
+fn is_pong(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Pong {
+        #[serde(rename = "Response")]
+        response: String,
+    }
+    serde_json::from_slice::<Pong>(body).is_ok_and(|p| p.response == "pong")
 }
 
 /// How a live connection ended.
@@ -917,6 +978,20 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     // Sends the hub has not taken for this long count as a slow connection, on any transport.
     let stall_after = slow_after.unwrap_or_else(|| options.slow_after());
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // A classic connection's periodic `ping` (as the jQuery client's `pingInterval`).
+    let ping_target = live
+        .wire
+        .classic()
+        .map(|wire| wire.session.target.clone())
+        .zip(options.classic_ping_interval);
+    let pinging = ping_target.is_some();
+    let classic_ping = async {
+        match &ping_target {
+            Some((target, every)) => ping_classic(&actor.http, target, *every).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(classic_ping);
 
     let end = 'serve: loop {
         // Dispatch whatever complete messages are buffered.
@@ -1076,6 +1151,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             () = sleep_until(stalled_since.unwrap_or(last_heard) + stall_after), if !slow && stalled_since.is_some() => Wake::Stalled,
             () = sleep_until(last_heard + server_timeout.unwrap_or(never)), if server_timeout.is_some() => Wake::ServerTimeout,
             () = sleep_until(deadlines.front().map_or(last_heard, |(at, _)| *at)), if !deadlines.is_empty() => Wake::CallDue,
+            reason = &mut classic_ping, if pinging => Wake::PingRefused(reason),
         };
         match wake {
             Wake::Link(Some(LinkEvent::Data(data))) => {
@@ -1264,6 +1340,14 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                 actor.emit(Event::Slow {
                     reason: SlowReason::SendsStalled,
                 });
+            }
+            Wake::PingRefused(reason) => {
+                // The future is done: leaving the loop, it is never polled again.
+                break End::Lost {
+                    reason,
+                    reconnect: false,
+                    at_once: false,
+                };
             }
             Wake::ServerTimeout => {
                 break End::Lost {

@@ -28,7 +28,7 @@ pub use hubbub_protocol::{Arg, Headers, Outcome, Protocol, Value};
 pub use hubbub_store as store;
 pub use methods::{HubMethods, Preset};
 pub use options::{
-    DEFAULT_CLASSIC_HUB, DEFAULT_INVOCATION_TIMEOUT, Family, HubConnectionBuilder, TokenProvider,
-    with_query,
+    DEFAULT_CLASSIC_HUB, DEFAULT_CLASSIC_PING_INTERVAL, DEFAULT_INVOCATION_TIMEOUT, Family,
+    HubConnectionBuilder, TokenProvider, with_query,
 };
 pub use retry::{Delays, ExponentialBackoff, NoRetry, RetryContext, RetryPolicy};

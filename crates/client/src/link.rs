@@ -499,6 +499,11 @@ impl Cursor {
 }
 
 impl ClassicTarget {
+    /// The endpoint's URL (`…/signalr`, with the custom query).
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The URL of `action`; `connect`/`reconnect` of WebSockets and SSE carry the cursor in the
     /// query (long polling sends it in the body).
     pub(crate) fn url(&self, action: classic::Action) -> String {

@@ -57,6 +57,8 @@ pub(crate) struct Options {
     pub(crate) family: Family,
     /// The hub a classic connection talks to (`connectionData`, `H`).
     pub(crate) hub_name: String,
+    /// How often a classic connection GETs `{url}/ping` (`None`: never).
+    pub(crate) classic_ping_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for Options {
@@ -96,6 +98,10 @@ impl Options {
     }
 }
 
+/// How often a classic connection pings its server by default (300 s, the jQuery client's
+/// `pingInterval`). See [`HubConnectionBuilder::classic_ping_interval`].
+pub const DEFAULT_CLASSIC_PING_INTERVAL: Duration = Duration::from_secs(300);
+
 /// How long a call waits for its Completion by default (60 s): long enough for any chat
 /// call on a slow link, short enough that a hub that never answers does not hold a caller
 /// for ever. See [`HubConnectionBuilder::invocation_timeout`].
@@ -134,6 +140,7 @@ impl HubConnectionBuilder {
                 keep_alive_interval: Duration::from_secs(15),
                 server_timeout: Duration::from_secs(30),
                 invocation_timeout: Some(DEFAULT_INVOCATION_TIMEOUT),
+                classic_ping_interval: Some(DEFAULT_CLASSIC_PING_INTERVAL),
                 slow_threshold: None,
                 retry: None,
                 retry_first_start: false,
@@ -224,6 +231,17 @@ impl HubConnectionBuilder {
     /// answer is ignored, and a method that changes state may still have run.
     pub fn invocation_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.options.invocation_timeout = timeout.into();
+        self
+    }
+
+    /// How often a connection to a classic hub GETs `{url}/ping` while connected
+    /// ([`DEFAULT_CLASSIC_PING_INTERVAL`], 300 s, unless set; `None`: never), as the jQuery
+    /// 2.x client does (`pingInterval`) to keep the server's session and sign-in alive on
+    /// hosts that expire idle ones. An answer of 401 or 403 ends the connection with that
+    /// reason and no reconnect (the credentials are gone, as the jQuery client stops); other
+    /// failures are logged and the next ping tries again. No effect on ASP.NET Core hubs.
+    pub fn classic_ping_interval(mut self, every: impl Into<Option<Duration>>) -> Self {
+        self.options.classic_ping_interval = every.into();
         self
     }
 

@@ -177,6 +177,51 @@ async fn stop_sends_abort_on_every_transport() {
     assert_eq!(server.seen().core_negotiates, 0);
 }
 
+/// While connected, the client pings the server (`GET …/ping`, as the jQuery client's
+/// `pingInterval`) over every transport; when a ping is refused (401: the sign-in expired) the
+/// connection ends with that reason and does not reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_while_connected_and_a_refused_ping_ends_the_connection() {
+    let server = ClassicServer::start(Settings::default()).await;
+    for transport in TRANSPORTS {
+        let before = server.seen().pings.len();
+        let conn = builder(&server, transport)
+            .classic_ping_interval(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        conn.start().await.unwrap();
+        wait_until("three pings", || server.seen().pings.len() >= before + 3).await;
+        let ping = server.seen().pings[before].clone();
+        assert_eq!(ping.get("clientProtocol").map(String::as_str), Some("2.1"));
+        assert!(!ping.contains_key("connectionToken"), "{ping:?}");
+        assert_eq!(conn.state(), State::Connected);
+        conn.stop().await;
+        // Stopped: no more pings.
+        let after_stop = server.seen().pings.len();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(server.seen().pings.len(), after_stop, "{transport:?}");
+    }
+
+    server.settings.lock().unwrap().refuse_pings = true;
+    let conn = builder(&server, TransportKind::WebSockets)
+        .classic_ping_interval(Duration::from_millis(200))
+        .with_automatic_reconnect()
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    let closed = expect_event(&mut events, "closed", |e| matches!(e, Event::Closed { .. })).await;
+    let Event::Closed { reason } = closed else {
+        unreachable!()
+    };
+    let error = reason.expect("a reason");
+    assert!(
+        error.contains("401") && error.contains("sign in again"),
+        "{error}"
+    );
+    assert_eq!(conn.state(), State::Disconnected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_mid_chat_loses_nothing_the_cursor_replays_it() {
     let server = ClassicServer::start(Settings {

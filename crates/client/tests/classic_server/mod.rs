@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) start_hangs: bool,
     /// How long a poll is held when there is nothing to send.
     pub(crate) poll_hold: Duration,
+    /// `ping` answers 401 (the sign-in expired).
+    pub(crate) refuse_pings: bool,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             require_token: None,
             start_hangs: false,
             poll_hold: Duration::from_secs(5),
+            refuse_pings: false,
         }
     }
 }
@@ -98,6 +101,8 @@ pub(crate) struct Seen {
     pub(crate) starts: usize,
     pub(crate) aborts: Vec<String>,
     pub(crate) polls: usize,
+    /// `ping` requests, with their query (a 2.x client sends no connection token there).
+    pub(crate) pings: Vec<HashMap<String, String>>,
 }
 
 pub(crate) struct ClassicServer {
@@ -190,6 +195,13 @@ impl ClassicServer {
             .unwrap_or_default();
         if action == "negotiate" {
             return self.negotiate(&parts.method, &query);
+        }
+        if action == "ping" {
+            self.seen.lock().unwrap().pings.push(query.clone());
+            if self.settings.lock().unwrap().refuse_pings {
+                return (StatusCode::UNAUTHORIZED, "").into_response();
+            }
+            return json(b"{ \"Response\": \"pong\" }".to_vec());
         }
         let Some(conn) = self.conn(query.get("connectionToken").map(String::as_str)) else {
             return (
