@@ -14,8 +14,8 @@ med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None)
 fan = defaultdict(list)
 for r in by["fanout"]:
     fan[(r["size"], r["receivers"], r["server"], r["protocol"])].append(r)
-names = {"hubbub": "Hubbub hub", "raw-rust": "raw WebSocket, same stack (Rust)", "node-ws": "raw WebSocket, Node ws", "aiosignalr": "aiosignalr (Python)"}
-order = [("hubbub", "json"), ("hubbub", "messagepack"), ("raw-rust", "json"), ("node-ws", "json"), ("aiosignalr", "json"), ("aiosignalr", "messagepack")]
+names = {"hubbub": "Hubbub hub", "hubbub-classic": "Hubbub hub, classic 2.x (/signalr)", "raw-rust": "raw WebSocket, same stack (Rust)", "node-ws": "raw WebSocket, Node ws", "aiosignalr": "aiosignalr (Python)"}
+order = [("hubbub", "json"), ("hubbub", "messagepack"), ("hubbub-classic", "json"), ("raw-rust", "json"), ("node-ws", "json"), ("aiosignalr", "json"), ("aiosignalr", "messagepack")]
 for size in sorted({k[0] for k in fan}):
     print(f"### Fan-out, {size}-byte messages: one sender → N receivers\n")
     print("| server | protocol | N | runs | deliveries/s | server CPU µs/delivery | latency p50 ms | latency p99 ms | lost |")
@@ -25,7 +25,7 @@ for size in sorted({k[0] for k in fan}):
             rs = fan.get((size, n, server, proto))
             if not rs:
                 continue
-            label = "raw" if server in ("raw-rust", "node-ws") else proto
+            label = "raw" if server in ("raw-rust", "node-ws") else "classic json" if server == "hubbub-classic" else proto
             print(f"| {names[server]} | {label} | {n:,} | {len(rs)} | {med(rs, 'deliveriesPerSecond'):,.0f} | "
                   f"{med(rs, 'serverCpuMicrosPerDelivery'):.2f} | {med(rs, 'latencyP50Ms'):.1f} | {med(rs, 'latencyP99Ms'):.1f} | "
                   f"{sum(r['lost'] for r in rs)} |")
@@ -46,7 +46,14 @@ for size in sorted({k[0] for k in fan}):
     for n in ns:
         a, b = fan.get((size, n, "hubbub", "json")), fan.get((size, n, "raw-rust", "json"))
         cells.append(f"{med(a, 'serverCpuMicrosPerDelivery') / max(med(b, 'serverCpuMicrosPerDelivery'), 1e-9):.2f}×" if a and b else "–")
-    print("| hub ÷ raw (CPU per delivery) | " + " | ".join(cells) + " |\n")
+    print("| hub ÷ raw (CPU per delivery) | " + " | ".join(cells) + " |")
+    cells = []
+    for n in ns:
+        a, b = fan.get((size, n, "hubbub-classic", "json")), fan.get((size, n, "hubbub", "json"))
+        cells.append(f"{med(a, 'serverCpuMicrosPerDelivery') / max(med(b, 'serverCpuMicrosPerDelivery'), 1e-9):.2f}×" if a and b else "–")
+    if any(c != "–" for c in cells):
+        print("| classic ÷ Core, same hub (CPU per delivery) | " + " | ".join(cells) + " |")
+    print()
 
 scale = defaultdict(list)
 for r in by["scaleout"]:
@@ -80,6 +87,7 @@ if idle:
 cl = defaultdict(list)
 for r in by["client"]:
     cl[(r["client"].split(" ")[0], r["protocol"].replace("messagepack", "msgpack"))].append(r)
+# A classic stream: hubbub-client on /signalr, node-signalr (npm) as the independent baseline.
 if cl:
     print("### Client: one connection decoding a flood of small broadcasts; invoke round trips\n")
     print("| client | protocol | runs | messages/s | invoke p50 ms | invoke p99 ms |")
@@ -93,6 +101,12 @@ if cl:
         if ours and theirs:
             print(f"\nhubbub-client vs @microsoft/signalr ({p}): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
                   f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
+    ours, theirs, core = cl.get(("hubbub-client", "classic")), cl.get(("node-signalr", "classic")), cl.get(("hubbub-client", "json"))
+    if ours and theirs:
+        print(f"\nhubbub-client vs node-signalr (classic stream): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
+              f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
+    if ours and core:
+        print(f"\nhubbub-client, classic stream ÷ Core JSON stream: {med(ours, 'messagesPerSecond') / med(core, 'messagesPerSecond'):.2f}× the messages/s.", end="")
     print("\n")
 
 if by["reconnect"]:

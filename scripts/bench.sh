@@ -10,10 +10,12 @@
 #   fanout     one sender → 10, 100, 1,000, 10,000 receivers; 16 B and 1 KiB messages.
 #              Hubbub's hub (JSON, MessagePack), a raw WebSocket broadcast server on the same
 #              stack (crates/bench/src/bin/raw-broadcast.rs), aiosignalr (PyPI; JSON,
-#              MessagePack), and a raw broadcast server on Node's `ws` (npm).
+#              MessagePack), and a raw broadcast server on Node's `ws` (npm); the same hub's
+#              classic 2.x endpoint (/signalr, WebSockets) beside its Core one.
 #   idle       server memory per idle connection at 1,000 and 10,000: hub vs raw
 #   client     messages/s decoded and dispatched + invoke round trips: hubbub-client vs the
-#              official @microsoft/signalr client (Node), against the same hub
+#              official @microsoft/signalr client (Node), against the same hub; on a classic
+#              stream (/signalr), hubbub-client vs node-signalr (npm)
 #   reconnect  hub killed and restarted: time until the client is back (default policy)
 #   store      the SQLite history: insert rates, page and full-text latency, bytes per message
 #   app        the desktop app: launch to interactive, idle memory of all its processes, .deb
@@ -33,7 +35,9 @@ else
     runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000; fleet=1000
 fi
 payloads="16 1024"
-# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout|app scripts/bench.sh
+# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout|app|classic scripts/bench.sh
+# (classic: the classic endpoint's fan-out beside Core's and the raw server's, and the client
+# scenario on Core and classic streams)
 sizes="${HUBBUB_BENCH_SIZES:-$sizes}"
 only="${HUBBUB_BENCH_ONLY:-}"
 
@@ -41,6 +45,9 @@ cargo build --release --locked -p hubbub-cli -p hubbub-bench
 bin="$CARGO_TARGET_DIR/release"
 if [ ! -d tests/interop/node/node_modules/ws ]; then
     (cd tests/interop/node && npm ci --no-audit --no-fund)
+fi
+if [ ! -d tests/interop/classic/node_modules/node-signalr ]; then
+    (cd tests/interop/classic && npm ci --no-audit --no-fund)
 fi
 python="${HUBBUB_PYTHON:-$HOME/.cache/hubbub/venv/bin/python}"
 if ! "$python" -c 'import aiosignalr' 2>/dev/null; then
@@ -58,6 +65,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "server on $1 did not start" >&2; return 1; }
 # Each prints "PID PORT PATH MODE" for the load generator.
 start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
+start_classic() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /signalr classic"; }
 start_raw() { local p; p=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:$p" >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-broadcast.mjs "$p") >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_aio() { local p; p=$(free_port); "$python" tests/interop/python/aiosignalr_hub.py --port "$p" >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
@@ -105,8 +113,10 @@ for run in $(seq "$runs"); do
     for n in $sizes; do
         for size in $payloads; do
             fanout hubbub start_hub json "$n" "$size"
-            fanout hubbub start_hub msgpack "$n" "$size"
+            [ "$only" = classic ] || fanout hubbub start_hub msgpack "$n" "$size"
+            fanout hubbub-classic start_classic json "$n" "$size"
             fanout raw-rust start_raw json "$n" "$size"
+            [ "$only" = classic ] && continue
             fanout node-ws start_node json "$n" "$size"
             fanout aiosignalr start_aio json "$n" "$size"
             fanout aiosignalr start_aio msgpack "$n" "$size"
@@ -114,6 +124,7 @@ for run in $(seq "$runs"); do
     done
     [ "$only" = fanout ] && continue
     for n in $idles; do
+        [ "$only" = classic ] && break
         read -r pid port path mode < <(start_hub)
         "$bin/loadgen" idle --url "ws://127.0.0.1:$port$path" --mode signalr --connections "$n" --server-pid "$pid" >> "$out"
         kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -126,8 +137,10 @@ for run in $(seq "$runs"); do
         "$bin/loadgen" client --url "http://127.0.0.1:$port/chathub" --messages "$flood" --invokes "$invokes" --protocol "$proto" >> "$out"
         (cd tests/interop/node && node bench-client.mjs "http://127.0.0.1:$port/chathub" "$flood" "$invokes" "$proto") >> "$out"
     done
+    "$bin/loadgen" client --url "http://127.0.0.1:$port/signalr" --family classic --messages "$flood" --invokes "$invokes" >> "$out"
+    (cd tests/interop/classic && node bench-client.mjs "http://127.0.0.1:$port" "$flood" "$invokes") >> "$out"
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    "$bin/loadgen" reconnect --hub-bin "$bin/hubbub" >> "$out"
+    [ "$only" = classic ] || "$bin/loadgen" reconnect --hub-bin "$bin/hubbub" >> "$out"
 done
 # The history store, once (1,000,000 messages take about a minute).
 [ -n "$only" ] || "$bin/store-bench" --messages "$stored" >> "$out"

@@ -3,7 +3,9 @@
 //!
 //!     loadgen fanout --url ws://127.0.0.1:5000/chathub --mode signalr --receivers 1000 \
 //!                    --messages 200 --size 16 --protocol json --server-pid PID
+//!     loadgen fanout --url ws://127.0.0.1:5000/signalr --mode classic --receivers 1000 …
 //!     loadgen idle   --url ws://127.0.0.1:5000/chathub --mode signalr --connections 10000 --server-pid PID
+//!     loadgen client --url http://127.0.0.1:5000/signalr --family classic
 //!
 //! It counts every delivery it expects and fails (exit 1) on any loss. Results are one JSON
 //! object on stdout.
@@ -124,13 +126,22 @@ struct ClientBench {
     invokes: u32,
     #[arg(long, value_enum, default_value = "json")]
     protocol: Proto,
+    /// The protocol family: `core` (`…/chathub`) or `classic` (`…/signalr`, JSON only).
+    #[arg(long, default_value = "core")]
+    family: String,
 }
 
 async fn client(args: ClientBench) -> Result<serde_json::Value, String> {
-    use hubbub_client::{Arg, HubConnectionBuilder, TransportKind};
+    use hubbub_client::{Arg, Family, HubConnectionBuilder, TransportKind};
+    let family = match args.family.as_str() {
+        "core" => Family::Core,
+        "classic" => Family::Classic,
+        other => return Err(format!("unknown family {other:?}: core or classic")),
+    };
     let conn = HubConnectionBuilder::new(&args.url)
         .transports(&[TransportKind::WebSockets])
         .protocol(protocol(args.protocol))
+        .family(family)
         .build()
         .map_err(|e| e.to_string())?;
     let received = Arc::new(AtomicU64::new(0));
@@ -181,7 +192,8 @@ async fn client(args: ClientBench) -> Result<serde_json::Value, String> {
     Ok(serde_json::json!({
         "scenario": "client",
         "client": "hubbub-client",
-        "protocol": protocol(args.protocol).name(),
+        "family": args.family,
+        "protocol": if family == Family::Classic { "classic" } else { protocol(args.protocol).name() },
         "messages": args.messages,
         "messagesPerSecond": f64::from(args.messages) / elapsed,
         "invokes": args.invokes,
@@ -196,6 +208,10 @@ enum Mode {
     Signalr,
     /// The raw broadcast server: a text frame in, the same text frame out to everyone.
     Raw,
+    /// Classic ASP.NET SignalR 2.x over WebSockets (the URL is the endpoint, `…/signalr`):
+    /// negotiate, connect, start; `{"H":"chatHub","M":"Send",…}` → envelopes of
+    /// `broadcastMessage` items.
+    Classic,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -282,6 +298,9 @@ type Ws =
 
 /// Opens a connection; for SignalR also completes the handshake.
 async fn open(url: &str, mode: Mode, protocol: Protocol) -> Result<(Ws, Vec<u8>), String> {
+    if mode == Mode::Classic {
+        return open_classic(url).await;
+    }
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| e.to_string())?;
@@ -310,6 +329,81 @@ async fn open(url: &str, mode: Mode, protocol: Protocol) -> Result<(Ws, Vec<u8>)
             return Ok((ws, buf[used..].to_vec()));
         }
     }
+}
+
+/// A classic connection over WebSockets to the chat hub at `url` (`ws://…/signalr`, with any
+/// query): negotiate, connect (the init message read), start, as the jQuery client does.
+async fn open_classic(url: &str) -> Result<(Ws, Vec<u8>), String> {
+    use hubbub_protocol::classic::{self, Action, ClassicNegotiation, RequestParams};
+    let http_base = url.replacen("ws", "http", 1);
+    let data = classic::form::encode_connection_data(["chatHub"]);
+    let negotiate_url = classic::request_url(
+        &http_base,
+        Action::Negotiate,
+        &RequestParams {
+            connection_data: Some(&data),
+            ..RequestParams::default()
+        },
+    );
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(&url)
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            }
+            Ok::<_, String>(body)
+        }
+    };
+    let body = get(negotiate_url).await?;
+    let ClassicNegotiation::Connect(n) =
+        classic::parse_negotiate(&body).map_err(|e| e.to_string())?
+    else {
+        return Err("the hub redirected the classic negotiate".to_owned());
+    };
+    let params = RequestParams {
+        transport: Some(classic::Transport::WebSockets),
+        connection_token: Some(&n.connection_token),
+        connection_data: Some(&data),
+        ..RequestParams::default()
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        classic::request_url(url, Action::Connect, &params),
+        None,
+        true,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) if t.contains("\"S\":1") => {}
+        other => return Err(format!("no init message: {other:?}")),
+    }
+    get(classic::request_url(&http_base, Action::Start, &params)).await?;
+    Ok((ws, Vec::new()))
+}
+
+/// The `broadcastMessage` texts in one classic payload (an envelope's items; results and
+/// keep-alives have none).
+fn classic_broadcasts(data: &Bytes) -> Vec<String> {
+    use hubbub_protocol::classic::{ClientInvocation, Incoming};
+    let Ok(Incoming::Envelope(envelope)) = Incoming::decode(data) else {
+        return Vec::new();
+    };
+    envelope
+        .messages
+        .iter()
+        .filter_map(|item| ClientInvocation::decode(item).ok())
+        .filter(|call| call.is("chatHub", "broadcastMessage"))
+        .filter_map(|call| call.args.get(1)?.decode::<String>().ok())
+        .collect()
 }
 
 /// Opens `n` connections, 128 at a time. With `own_scope`, each SignalR connection gets a
@@ -404,6 +498,16 @@ async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
                         Ok(Some(Ok(_))) => continue,
                         _ => break,
                     };
+                if mode == Mode::Classic {
+                    for text in classic_broadcasts(&data) {
+                        if let Some(l) = latency_of(&text, origin) {
+                            latencies.push(l);
+                        }
+                        count += 1;
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 if mode == Mode::Raw {
                     if let Some(l) = std::str::from_utf8(&data)
                         .ok()
@@ -449,6 +553,17 @@ async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
         let text = payload(seq, now_nanos(origin), args.size);
         let frame = match args.mode {
             Mode::Raw => Message::Text(text.into()),
+            Mode::Classic => {
+                let call = hubbub_protocol::classic::HubRequest {
+                    hub: "chatHub".to_owned(),
+                    method: "Send".to_owned(),
+                    args: vec!["bench".into(), text.into()],
+                    id: seq.to_string(),
+                    state: None,
+                };
+                let bytes = call.to_vec().map_err(|e| e.to_string())?;
+                Message::Text(String::from_utf8(bytes).unwrap().into())
+            }
             Mode::Signalr => {
                 let call = HubMessage::Invocation(hubbub_protocol::Invocation {
                     target: "Send".to_owned(),
