@@ -294,3 +294,60 @@ async fn stop_sends_abort_so_others_see_the_user_leave_at_once() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// A flood far larger than the connection's replay buffer (1,000 messages, 4 MiB) reaches a classic
+/// client that reads it, whole and in order, over every transport: the hub waits for the
+/// transport instead of dropping messages it has not sent yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_larger_than_the_replay_buffer_arrives_whole_over_every_transport() {
+    const MESSAGES: usize = 3_000;
+    // 16 KiB each: 48 MiB, twelve times the buffer's bytes, decoded slower than the hub queues.
+    const SIZE: u32 = 16 * 1024;
+    let server = hub(ClassicOptions::default()).await;
+    for transport in TRANSPORTS {
+        let conn = HubConnectionBuilder::new(format!(
+            "http://{}/signalr?name=flood&scope=flood-{}",
+            server.local_addr(),
+            transport.name()
+        ))
+        .family(Family::Classic)
+        .transports(&[transport])
+        .build()
+        .unwrap();
+        let got = Arc::new(Mutex::new(Vec::with_capacity(MESSAGES)));
+        let sink = got.clone();
+        conn.on("broadcastMessage", move |args| {
+            sink.lock()
+                .unwrap()
+                .push(args[1].decode::<String>().unwrap_or_default());
+            None
+        });
+        conn.start().await.unwrap();
+        let flood = tokio::time::timeout(
+            Duration::from_secs(60),
+            conn.invoke::<()>(
+                "Flood",
+                vec![
+                    hubbub_client::Arg::from_value((MESSAGES as u32).into()),
+                    hubbub_client::Arg::from_value(SIZE.into()),
+                ],
+            ),
+        )
+        .await;
+        assert!(
+            matches!(flood, Ok(Ok(()))),
+            "{transport:?}: Flood: {flood:?}"
+        );
+        let start = std::time::Instant::now();
+        while got.lock().unwrap().len() < MESSAGES {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{transport:?}: only {} of {MESSAGES} messages arrived",
+                got.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got.lock().unwrap().len(), MESSAGES, "{transport:?}");
+        conn.stop().await;
+    }
+}

@@ -49,6 +49,12 @@ impl Replay {
         self.last
     }
 
+    /// The number of the message that adding one of `len` bytes would drop, if any.
+    pub(crate) fn would_evict(&self, len: usize) -> Option<u64> {
+        let (front, _) = self.items.front()?;
+        (self.items.len() >= self.max_items || self.bytes + len > self.max_bytes).then_some(*front)
+    }
+
     /// The number of the newest message (0 before the first).
     pub(crate) fn last(&self) -> u64 {
         self.last

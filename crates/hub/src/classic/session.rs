@@ -28,6 +28,13 @@ use crate::frame::Outbound;
 use crate::hub::{Context, Reply};
 use crate::state::Counters;
 
+/// How long after its last transport request a client counts as there (long polling is
+/// detached between two polls).
+const PRESENT_FOR: Duration = Duration::from_secs(2);
+
+/// How long a message waits for room in the buffer while the client is there but not reading.
+const MAX_DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a hub request over the connection's rate limit may be held back before it runs;
 /// beyond that it is refused (`429`, or a close over WebSockets). Requests within it are only
 /// slowed, as Core connections are.
@@ -57,6 +64,10 @@ pub(crate) struct Session {
     replay: Mutex<Replay>,
     /// The number of the newest message, for transports waiting for one.
     newest: watch::Sender<u64>,
+    /// The newest message a transport has taken to send (its envelope built).
+    delivered: AtomicU64,
+    /// Fires when a transport takes messages (the buffer may have room again).
+    drained: Notify,
     /// The groups the last groups token sent carried.
     groups_sent: Mutex<Vec<String>>,
     /// Transport requests attached now (a socket, an event stream, a held poll).
@@ -113,6 +124,8 @@ impl Session {
                 endpoint.options.replay_bytes,
             )),
             newest: watch::Sender::new(0),
+            delivered: AtomicU64::new(0),
+            drained: Notify::new(),
             groups_sent: Mutex::default(),
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
@@ -159,6 +172,47 @@ impl Session {
     /// Waits for a message newer than those seen through `rx`.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.newest.subscribe()
+    }
+
+    /// Waits until `len` more bytes can be buffered without dropping a message no transport
+    /// has taken yet, while the client is there (a transport attached, or one detached less
+    /// than [`PRESENT_FOR`] ago: long polling between two polls). A client that is away, or
+    /// does not read for [`MAX_DELIVERY_WAIT`], gets the 2.x behaviour instead: the oldest
+    /// message goes. Meanwhile the connection's send queue fills, and a hub send that finds it
+    /// full closes the connection as too slow, as for Core clients: slowed or closed with a
+    /// reason, never silently short of messages while it reads.
+    pub(crate) async fn wait_for_room(&self, len: usize) {
+        let deadline = Instant::now() + MAX_DELIVERY_WAIT;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let evicted = self
+                .replay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .would_evict(len);
+            let Some(oldest) = evicted else { return };
+            if oldest <= self.delivered.load(Ordering::SeqCst) {
+                return;
+            }
+            let present = self.active.load(Ordering::SeqCst) > 0
+                || self
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed()
+                    < PRESENT_FOR;
+            if !present || Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = &mut drained => {}
+                () = self.ended.cancelled() => return,
+                // Re-checks presence now and then (a detach does not notify).
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
     }
 
     /// Numbers a message (an `M` item) and wakes the transports.
@@ -211,6 +265,9 @@ impl Session {
         let groups = self.groups_token_if_changed(protector);
         if items.is_empty() && groups.is_none() {
             return None;
+        }
+        if self.delivered.fetch_max(next, Ordering::SeqCst) < next {
+            self.drained.notify_waiters();
         }
         Some((
             wire::envelope(self.at(next), false, groups.as_deref(), &items),
@@ -432,6 +489,7 @@ async fn pump(session: Arc<Session>, hub: String, mut rx: mpsc::Receiver<Outboun
         match out {
             Outbound::Message(frame) => {
                 if let Some(item) = frame.classic_item(&hub) {
+                    session.wait_for_room(item.len()).await;
                     session.push(item.clone());
                 }
             }
