@@ -68,8 +68,9 @@ struct Actor {
     /// The family [`Family::Auto`] found, kept for later connects.
     detected: std::sync::Mutex<Option<Family>>,
     /// A lost classic connection, which `reconnect` may resume until the server's
-    /// DisconnectTimeout has passed since `Instant`.
-    lost_classic: std::sync::Mutex<Option<(classic::Session, Instant)>>,
+    /// DisconnectTimeout has passed since `Instant`, on the URL (of the hub's URLs) it was
+    /// made at.
+    lost_classic: std::sync::Mutex<Option<(classic::Session, Instant, String)>>,
 }
 
 /// How payloads on the link are read and written: the family is a property of the link.
@@ -192,6 +193,10 @@ fn is_pong(body: &[u8]) -> bool {
     }
     serde_json::from_slice::<Pong>(body).is_ok_and(|p| p.response == "pong")
 }
+
+/// How long a classic long-polling `reconnect` must be held by the hub, unanswered and not
+/// refused, to count as resumed.
+const LONG_POLL_RECONNECT_GRACE: Duration = Duration::from_secs(1);
 
 /// How a live connection ended.
 enum End {
@@ -468,24 +473,33 @@ impl Actor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some((session, lost_at)) = lost {
-            if session.may_resume(lost_at.elapsed()) {
+        if let Some((session, lost_at, url)) = lost {
+            if url != self.url() {
+                // This attempt goes to another of the hub's URLs, which cannot know the
+                // connection: a new one there. The lost one may still be resumed when its
+                // URL's turn comes again.
+                if session.may_resume(lost_at.elapsed()) {
+                    *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((session, lost_at, url));
+                }
+            } else if session.may_resume(lost_at.elapsed()) {
                 return match self.reconnect_classic(&session).await {
                     Ok(live) => Ok(live),
                     Err(e) => {
                         if session.may_resume(lost_at.elapsed()) {
                             *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some((session, lost_at));
+                                Some((session, lost_at, url));
                         }
                         Err(e)
                     }
                 };
+            } else {
+                tracing::info!(
+                    disconnect_timeout = ?session.negotiated.disconnect_timeout(),
+                    "the hub's DisconnectTimeout has passed since the connection was lost: \
+                     it has forgotten it; starting a new connection"
+                );
             }
-            tracing::info!(
-                disconnect_timeout = ?session.negotiated.disconnect_timeout(),
-                "the hub's DisconnectTimeout has passed since the connection was lost: \
-                 it has forgotten it; starting a new connection"
-            );
         }
         let n = crate::negotiate::negotiate_classic(
             &self.http,
@@ -668,6 +682,22 @@ impl Actor {
                     }
                 }
             }
+            if session.target.transport == Transport::LongPolling {
+                // The hub holds a reconnect poll until it has something to send, so there is
+                // no answer to wait for; a hub that is gone refuses at once. Resumed when the
+                // poll is answered or still held after a moment, as the jQuery client counts
+                // it reconnected after its `reconnectDelay`.
+                match tokio::time::timeout(LONG_POLL_RECONNECT_GRACE, link.rx.recv()).await {
+                    Err(_) => {}
+                    Ok(Some(LinkEvent::Data(data))) => wire.push(data),
+                    Ok(Some(LinkEvent::Closed(reason))) => {
+                        return Err(Error::Transport(
+                            reason.unwrap_or_else(|| "the hub ended the reconnect poll".to_owned()),
+                        ));
+                    }
+                    Ok(None) => return Err(Error::Transport("the transport closed".to_owned())),
+                }
+            }
             Ok((link, wire))
         };
         let (link, wire) = tokio::time::timeout(wait, opening).await.map_err(|_| {
@@ -692,7 +722,7 @@ impl Actor {
     fn lost(&self, live: &Live) {
         if let Some(wire) = live.wire.classic() {
             *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((wire.session.clone(), Instant::now()));
+                Some((wire.session.clone(), Instant::now(), self.url().to_owned()));
         }
     }
 

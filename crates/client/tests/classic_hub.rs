@@ -351,3 +351,90 @@ async fn a_flood_larger_than_the_replay_buffer_arrives_whole_over_every_transpor
         conn.stop().await;
     }
 }
+
+/// On a classic hub as on a Core one: suspend (abort sent, calls refused) and resume, a network
+/// change that re-makes the connection at once, and fallback URLs tried in turn when a hub is
+/// gone (its connection token means nothing to the next hub: negotiated anew there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_resume_network_change_and_fallback_urls_on_a_classic_hub() {
+    use hubbub_client::State;
+    for transport in [TransportKind::WebSockets, TransportKind::LongPolling] {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}/signalr", dead.local_addr().unwrap());
+        drop(dead);
+        let a = hub(ClassicOptions::default()).await;
+        let b = hub(ClassicOptions::default()).await;
+        let (a_url, b_url) = (a.url("/signalr?name=sue"), b.url("/signalr?name=sue"));
+        let conn = HubConnectionBuilder::new(dead_url)
+            .fallback_urls([a_url.clone(), b_url.clone()])
+            .transports(&[transport])
+            .retry_policy(Delays(vec![Duration::from_millis(50); 40]))
+            .retry_first_start(true)
+            .build()
+            .unwrap();
+        let mut events = conn.events();
+        conn.start().await.unwrap();
+        assert_eq!(conn.url(), a_url, "{transport:?}");
+        let first = conn.connection_id().unwrap();
+
+        conn.suspend();
+        expect_event(&mut events, "suspended", |e| {
+            matches!(
+                e,
+                Event::StateChanged {
+                    new: State::Suspended,
+                    ..
+                }
+            )
+        })
+        .await;
+        assert!(
+            matches!(
+                conn.invoke::<()>("Echo", vec!["x".into()]).await,
+                Err(hubbub_client::Error::NotConnected(State::Suspended))
+            ),
+            "{transport:?}"
+        );
+        conn.resume();
+        expect_event(&mut events, "reconnected after resume", |e| {
+            matches!(e, Event::Reconnected { .. })
+        })
+        .await;
+        assert_ne!(conn.connection_id().unwrap(), first, "{transport:?}");
+
+        conn.notify_network_changed();
+        let reconnecting = expect_event(&mut events, "reconnecting", |e| {
+            matches!(e, Event::Reconnecting { .. })
+        })
+        .await;
+        assert!(
+            matches!(reconnecting, Event::Reconnecting { delay, .. } if delay == Duration::ZERO),
+            "{reconnecting:?}"
+        );
+        expect_event(&mut events, "reconnected after the network change", |e| {
+            matches!(e, Event::Reconnected { .. })
+        })
+        .await;
+        let echoed: String = conn.invoke("Echo", vec!["on a".into()]).await.unwrap();
+        assert_eq!(echoed, "on a");
+
+        // Hub A goes away: the next URLs are tried until B answers.
+        // (A long poll may be answered "reconnect" while A drains, and get back in once more
+        // before A is gone: wait for the reconnect that lands on B.)
+        a.shutdown().await.unwrap();
+        let start = std::time::Instant::now();
+        while conn.url() != b_url || conn.state() != State::Connected {
+            assert!(
+                start.elapsed() < LIMIT,
+                "{transport:?}: not reconnected on B; at {} ({:?})",
+                conn.url(),
+                conn.state()
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+        }
+        let echoed: String = conn.invoke("Echo", vec!["on b".into()]).await.unwrap();
+        assert_eq!(echoed, "on b");
+        conn.stop().await;
+        b.shutdown().await.unwrap();
+    }
+}
