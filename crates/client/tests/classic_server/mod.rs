@@ -112,6 +112,10 @@ pub(crate) struct ClassicServer {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     seen: Mutex<Seen>,
     next: Mutex<u64>,
+    /// Message ids (`hubbub-msg-id` in the caller state) already broadcast: a repeat (a send
+    /// retried after its answer was lost in a cut) is answered but not broadcast again, as
+    /// Hubbub's hub does.
+    message_ids: Mutex<std::collections::HashSet<String>>,
 }
 
 impl ClassicServer {
@@ -124,6 +128,7 @@ impl ClassicServer {
             conns: Mutex::default(),
             seen: Mutex::default(),
             next: Mutex::new(0),
+            message_ids: Mutex::default(),
         });
         let s = server.clone();
         let app = axum::Router::new().fallback(move |req: Request| {
@@ -343,7 +348,17 @@ impl ClassicServer {
         );
         match request.method.to_ascii_lowercase().as_str() {
             "send" => {
-                self.broadcast("broadcastMessage", request.args);
+                let id = request
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.decode::<serde_json::Value>().ok())
+                    .and_then(|s| s.get("hubbub-msg-id")?.as_str().map(str::to_owned));
+                let repeat = id
+                    .as_ref()
+                    .is_some_and(|id| !self.message_ids.lock().unwrap().insert(id.clone()));
+                if !repeat {
+                    self.broadcast("broadcastMessage", request.args);
+                }
                 HubResult::ok(request.id, None)
             }
             "echo" => HubResult::ok(request.id, request.args.into_iter().next()),
