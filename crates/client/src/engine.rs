@@ -71,6 +71,8 @@ struct Actor {
     /// DisconnectTimeout has passed since `Instant`, on the URL (of the hub's URLs) it was
     /// made at.
     lost_classic: std::sync::Mutex<Option<(classic::Session, Instant, String)>>,
+    /// The connection being lost must not be resumed (its credentials were refused).
+    not_resumable: std::sync::atomic::AtomicBool,
 }
 
 /// How payloads on the link are read and written: the family is a property of the link.
@@ -135,6 +137,66 @@ enum Wake {
     PingRefused(String),
 }
 
+/// What one `GET {url}/ping` got.
+enum PingAnswer {
+    Pong,
+    /// 401 or 403: the credentials are refused.
+    Refused(reqwest::StatusCode),
+    /// Anything else: why.
+    Failed(String),
+}
+
+async fn ping_request(
+    http: &reqwest::Client,
+    target: &link::ClassicTarget,
+    limit: Duration,
+) -> PingAnswer {
+    let url = hubbub_protocol::classic::request_url(
+        target.base(),
+        hubbub_protocol::classic::Action::Ping,
+        &hubbub_protocol::classic::RequestParams::default(),
+    );
+    let answer = tokio::time::timeout(limit, async {
+        let response = target
+            .request(http, reqwest::Method::GET, &url)
+            .send()
+            .await
+            .map_err(|e| crate::negotiate::without_url(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        Ok::<_, String>((status, body))
+    })
+    .await;
+    match answer {
+        Ok(Ok((status, _)))
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                || status == reqwest::StatusCode::FORBIDDEN =>
+        {
+            PingAnswer::Refused(status)
+        }
+        Ok(Ok((status, body))) if status.is_success() && is_pong(&body) => PingAnswer::Pong,
+        Ok(Ok((status, body))) => PingAnswer::Failed(format!(
+            "ping answered {status}: {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(100)])
+        )),
+        Ok(Err(e)) => PingAnswer::Failed(format!("ping failed: {e}")),
+        Err(_) => PingAnswer::Failed(format!("no answer to ping within {limit:?}")),
+    }
+}
+
+/// One ping; `Err` with the reason unless the hub answers `pong` within `limit`.
+async fn ping_once(
+    http: &reqwest::Client,
+    target: &link::ClassicTarget,
+    limit: Duration,
+) -> Result<(), String> {
+    match ping_request(http, target, limit).await {
+        PingAnswer::Pong => Ok(()),
+        PingAnswer::Refused(status) => Err(format!("ping refused ({status})")),
+        PingAnswer::Failed(reason) => Err(reason),
+    }
+}
+
 /// Pings a classic hub every `every` (`GET {url}/ping`, answered `{ "Response": "pong" }`)
 /// until it refuses the connection's credentials (401 or 403), and returns that reason. Other
 /// failures (no answer within the interval or 30 s, another status, another body) are logged;
@@ -144,42 +206,19 @@ async fn ping_classic(
     target: &link::ClassicTarget,
     every: Duration,
 ) -> String {
-    let url = hubbub_protocol::classic::request_url(
-        target.base(),
-        hubbub_protocol::classic::Action::Ping,
-        &hubbub_protocol::classic::RequestParams::default(),
-    );
-    let limit = every.min(Duration::from_secs(30));
+    let limit = every
+        .min(Duration::from_secs(30))
+        .max(Duration::from_secs(5));
     loop {
         tokio::time::sleep(every).await;
-        let answer = tokio::time::timeout(limit, async {
-            let response = target
-                .request(http, reqwest::Method::GET, &url)
-                .send()
-                .await
-                .map_err(|e| crate::negotiate::without_url(&e))?;
-            let status = response.status();
-            let body = response.bytes().await.unwrap_or_default();
-            Ok::<_, String>((status, body))
-        })
-        .await;
-        match answer {
-            Ok(Ok((status, _)))
-                if status == reqwest::StatusCode::UNAUTHORIZED
-                    || status == reqwest::StatusCode::FORBIDDEN =>
-            {
+        match ping_request(http, target, limit).await {
+            PingAnswer::Pong => tracing::trace!("classic ping answered"),
+            PingAnswer::Refused(status) => {
                 return format!(
                     "the hub refused the connection's credentials ({status} on ping): sign in again"
                 );
             }
-            Ok(Ok((status, body))) if status.is_success() && is_pong(&body) => {
-                tracing::trace!("classic ping answered");
-            }
-            Ok(Ok((status, body))) => {
-                tracing::warn!(%status, body = %String::from_utf8_lossy(&body[..body.len().min(100)]), "the hub's ping answer is not a pong");
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "classic ping failed"),
-            Err(_) => tracing::warn!(?limit, "classic ping: no answer in time"),
+            PingAnswer::Failed(reason) => tracing::warn!(%reason, "classic ping"),
         }
     }
 }
@@ -591,6 +630,11 @@ impl Actor {
                 abort_classic(&self.http, &session.target).await;
                 return Err(e);
             }
+            // A new connection replaces any lost one (made at another of the hub's URLs).
+            self.lost_classic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             return Ok(Live {
                 link,
                 wire: Wire::Classic(Box::new(wire)),
@@ -667,6 +711,13 @@ impl Actor {
         use hubbub_protocol::classic::Transport;
         let wait = session.negotiated.transport_connect_timeout();
         let opening = async {
+            if session.target.transport == Transport::LongPolling {
+                // A held reconnect poll gives no answer to wait for: first make sure the hub
+                // answers at all (a network that drops packets would hang the poll unseen).
+                ping_once(&self.http, &session.target, wait)
+                    .await
+                    .map_err(Error::Transport)?;
+            }
             let mut link = link::open_classic(&session.target, true, &self.http).await?;
             let mut wire = classic::Wire::new(session.clone(), self.shared.caller_state.clone());
             if session.target.transport == Transport::ServerSentEvents {
@@ -718,8 +769,18 @@ impl Actor {
         })
     }
 
-    /// Remembers a lost classic connection for `reconnect`.
+    /// Remembers a lost classic connection for `reconnect` (unless it is not resumable).
     fn lost(&self, live: &Live) {
+        if self
+            .not_resumable
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.lost_classic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            return;
+        }
         if let Some(wire) = live.wire.classic() {
             *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((wire.session.clone(), Instant::now(), self.url().to_owned()));
@@ -775,6 +836,7 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
         http,
         detected: std::sync::Mutex::new(None),
         lost_classic: std::sync::Mutex::new(None),
+        not_resumable: std::sync::atomic::AtomicBool::new(false),
     };
     'idle: loop {
         // Disconnected: wait for start.
@@ -1372,11 +1434,17 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
                 });
             }
             Wake::PingRefused(reason) => {
-                // The future is done: leaving the loop, it is never polled again.
+                // The future is done: leaving the loop, it is never polled again. With a token
+                // provider a new connection may get a fresh token (negotiated anew: the refused
+                // token is the lost connection's); without one, the credentials are gone.
+                let renew = options.token_provider.is_some();
+                actor
+                    .not_resumable
+                    .store(renew, std::sync::atomic::Ordering::SeqCst);
                 break End::Lost {
                     reason,
-                    reconnect: false,
-                    at_once: false,
+                    reconnect: renew,
+                    at_once: renew,
                 };
             }
             Wake::ServerTimeout => {

@@ -238,10 +238,13 @@ impl HubConnectionBuilder {
     /// ([`DEFAULT_CLASSIC_PING_INTERVAL`], 300 s, unless set; `None`: never), as the jQuery
     /// 2.x client does (`pingInterval`) to keep the server's session and sign-in alive on
     /// hosts that expire idle ones. An answer of 401 or 403 ends the connection with that
-    /// reason and no reconnect (the credentials are gone, as the jQuery client stops); other
-    /// failures are logged and the next ping tries again. No effect on ASP.NET Core hubs.
+    /// reason: with a token provider it reconnects at once (negotiating anew, with a fresh
+    /// token); without one it stops (the credentials are gone, as the jQuery client stops).
+    /// Other failures are logged and the next ping tries again. A zero interval means never.
+    /// No effect on ASP.NET Core hubs.
     pub fn classic_ping_interval(mut self, every: impl Into<Option<Duration>>) -> Self {
-        self.options.classic_ping_interval = every.into();
+        // Zero would ping in a loop: it means never.
+        self.options.classic_ping_interval = every.into().filter(|d| !d.is_zero());
         self
     }
 

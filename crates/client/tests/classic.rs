@@ -220,6 +220,36 @@ async fn pings_while_connected_and_a_refused_ping_ends_the_connection() {
         "{error}"
     );
     assert_eq!(conn.state(), State::Disconnected);
+
+    // With a token provider, a refused ping negotiates a new connection (a fresh token)
+    // instead of stopping.
+    let negotiates = server.seen().negotiates;
+    let conn = builder(&server, TransportKind::WebSockets)
+        .classic_ping_interval(Duration::from_millis(200))
+        .access_token(|| async { Ok("renewed".to_owned()) })
+        .with_automatic_reconnect()
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    let reconnecting = expect_event(&mut events, "reconnecting", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(&reconnecting, Event::Reconnecting { reason, .. } if reason.contains("401")),
+        "{reconnecting:?}"
+    );
+    expect_event(&mut events, "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert!(
+        server.seen().negotiates >= negotiates + 2,
+        "negotiated anew: {:?}",
+        server.seen()
+    );
+    conn.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

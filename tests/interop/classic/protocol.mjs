@@ -146,7 +146,7 @@ await scenario("bad input gets a clear error and the connection keeps working", 
   assert(badEscape.status === 400, `bad escape: ${badEscape.status}`);
   const huge = await request("send", { ...p, method: "POST", body: { data: JSON.stringify({ H: "chatHub", M: "Echo", A: ["x".repeat(40000)], I: 9 }) } });
   assert(huge.status === 400 && /maximum message size/.test(huge.text), `oversized: ${huge.status} ${huge.text}`);
-  const badCursor = await request("poll", { ...p, method: "POST", body: { messageId: "d-not-ours" } });
+  const badCursor = await request("poll", { ...p, method: "POST", body: { messageId: "not a cursor" } });
   assert(badCursor.status === 400, `bad cursor: ${badCursor.status}`);
   const noHub = await request("send", { ...p, method: "POST", body: { data: JSON.stringify({ H: "nohub", M: "x", A: [], I: 3 }) } });
   assert(noHub.text === `{"I":"3","E":"'nohub' Hub could not be resolved."}`, noHub.text);

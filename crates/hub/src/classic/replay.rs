@@ -49,10 +49,20 @@ impl Replay {
         self.last
     }
 
-    /// The number of the message that adding one of `len` bytes would drop, if any.
-    pub(crate) fn would_evict(&self, len: usize) -> Option<u64> {
-        let (front, _) = self.items.front()?;
-        (self.items.len() >= self.max_items || self.bytes + len > self.max_bytes).then_some(*front)
+    /// The number of the newest message that adding one of `len` bytes would drop (as
+    /// [`push`](Self::push) drops them), if any.
+    pub(crate) fn evicted_by(&self, len: usize) -> Option<u64> {
+        let (mut count, mut bytes) = (self.items.len() + 1, self.bytes + len);
+        let mut newest_dropped = None;
+        for (seq, item) in &self.items {
+            if !(count > self.max_items || (bytes > self.max_bytes && count > 1)) {
+                break;
+            }
+            count -= 1;
+            bytes -= item.len();
+            newest_dropped = Some(*seq);
+        }
+        newest_dropped
     }
 
     /// The number of the newest message (0 before the first).
@@ -100,6 +110,28 @@ impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "d-{:08X}-B,{}", self.stream, self.seq)
     }
+}
+
+/// A cursor a client sent back (`messageId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientCursor {
+    /// One of ours.
+    Ours(Cursor),
+    /// Shaped as another server's (a 2.x server's `d-…`, or a decimal number): from before a
+    /// migration or an upgrade; nothing of this buffer seen yet.
+    Foreign,
+}
+
+/// Reads a client's `messageId`: ours, another server's, or `None` when it is no cursor at all.
+pub(crate) fn read_cursor(text: &str) -> Option<ClientCursor> {
+    if let Some(cursor) = parse_cursor(text) {
+        return Some(ClientCursor::Ours(cursor));
+    }
+    let text = text.trim();
+    let digits = !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
+    let other =
+        text.starts_with("d-") && text.len() <= 512 && text.bytes().all(|b| b.is_ascii_graphic());
+    (digits || other).then_some(ClientCursor::Foreign)
 }
 
 /// Reads a cursor sent back by a client (`messageId`), as [`Cursor`] writes it; `None` for
@@ -193,5 +225,32 @@ mod tests {
         assert_eq!(parse_cursor("d-1-B,0"), None);
         assert_eq!(parse_cursor("d-not-ours"), None);
         assert_eq!(parse_cursor("d-00ABCDEF-B,99999999999999999999999"), None);
+        assert_eq!(read_cursor("d-00ABCDEF-B,42"), Some(ClientCursor::Ours(c)));
+        assert_eq!(read_cursor("17"), Some(ClientCursor::Foreign));
+        assert_eq!(
+            read_cursor("d-1F2E-B,0|C,12|D,1"),
+            Some(ClientCursor::Foreign)
+        );
+        assert_eq!(read_cursor("not a cursor"), None);
+        assert_eq!(read_cursor("d-with space"), None);
+    }
+
+    #[test]
+    fn evicted_by_names_the_newest_message_a_push_would_drop() {
+        let mut r = Replay::new(3, 100);
+        assert_eq!(r.evicted_by(10), None);
+        for n in 1..=3 {
+            r.push(Bytes::from(vec![b'x'; 10]));
+            assert_eq!(r.last(), n);
+        }
+        // Full in count: the oldest goes.
+        assert_eq!(r.evicted_by(10), Some(1));
+        // Over the bytes: as many of the oldest as it takes, not only the first.
+        assert_eq!(r.evicted_by(85), Some(2));
+        assert_eq!(r.evicted_by(95), Some(3));
+        // What push then does agrees.
+        r.push(Bytes::from(vec![b'y'; 85]));
+        assert_eq!(r.after(0, usize::MAX).0.len(), 2);
+        assert_eq!(r.after(0, usize::MAX).0[0].len(), 10);
     }
 }

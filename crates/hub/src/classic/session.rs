@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::protect::Protector;
-use super::replay::{Cursor, Replay};
+use super::replay::{ClientCursor, Cursor, Replay};
 use super::wire::{self, HubRequest, Outcome};
 use super::{Endpoint, Transport};
 use crate::connection::{Connection, RateLimit, Refused, Turns, prepare};
@@ -34,6 +34,10 @@ const PRESENT_FOR: Duration = Duration::from_secs(2);
 
 /// How long a message waits for room in the buffer while the client is there but not reading.
 const MAX_DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// How many hub requests over the rate limit may wait at once per connection (sends over HTTP
+/// can arrive together; WebSockets stop reading instead): past this they are refused.
+const MAX_PACED_CALLS: usize = 256;
 
 /// How long a hub request over the connection's rate limit may be held back before it runs;
 /// beyond that it is refused (`429`, or a close over WebSockets). Requests within it are only
@@ -68,6 +72,8 @@ pub(crate) struct Session {
     delivered: AtomicU64,
     /// Fires when a transport takes messages (the buffer may have room again).
     drained: Notify,
+    /// Hub requests held back by the rate limit, waiting to run.
+    paced: Arc<AtomicUsize>,
     /// The groups the last groups token sent carried.
     groups_sent: Mutex<Vec<String>>,
     /// Transport requests attached now (a socket, an event stream, a held poll).
@@ -126,6 +132,7 @@ impl Session {
             newest: watch::Sender::new(0),
             delivered: AtomicU64::new(0),
             drained: Notify::new(),
+            paced: Arc::default(),
             groups_sent: Mutex::default(),
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
@@ -174,55 +181,48 @@ impl Session {
         self.newest.subscribe()
     }
 
-    /// Waits until `len` more bytes can be buffered without dropping a message no transport
-    /// has taken yet, while the client is there (a transport attached, or one detached less
-    /// than [`PRESENT_FOR`] ago: long polling between two polls). A client that is away, or
-    /// does not read for [`MAX_DELIVERY_WAIT`], gets the 2.x behaviour instead: the oldest
-    /// message goes. Meanwhile the connection's send queue fills, and a hub send that finds it
-    /// full closes the connection as too slow, as for Core clients: slowed or closed with a
-    /// reason, never silently short of messages while it reads.
-    pub(crate) async fn wait_for_room(&self, len: usize) {
+    /// Numbers a message (an `M` item) and wakes the transports, once it can be buffered
+    /// without dropping a message no transport has taken yet, while the client is there (a
+    /// transport attached, or one detached less than [`PRESENT_FOR`] ago: long polling between
+    /// two polls). A client that is away, or does not read for [`MAX_DELIVERY_WAIT`], gets the
+    /// 2.x behaviour instead: the oldest messages go. Meanwhile the connection's send queue
+    /// fills, and a hub send that finds it full closes the connection as too slow, as for
+    /// Core clients. "Taken" means handed to a transport: what a long poll answer lost in
+    /// flight carried may still be dropped before the client polls again.
+    pub(crate) async fn push_when_room(&self, item: Bytes) {
         let deadline = Instant::now() + MAX_DELIVERY_WAIT;
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            let evicted = self
-                .replay
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .would_evict(len);
-            let Some(oldest) = evicted else { return };
-            if oldest <= self.delivered.load(Ordering::SeqCst) {
-                return;
-            }
-            let present = self.active.load(Ordering::SeqCst) > 0
-                || self
-                    .idle_since
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .elapsed()
-                    < PRESENT_FOR;
-            if !present || Instant::now() >= deadline {
-                return;
+            {
+                // Checked and pushed under one lock: another hub's pump or a call's progress
+                // cannot slip in between.
+                let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+                let safe = replay
+                    .evicted_by(item.len())
+                    .is_none_or(|newest| newest <= self.delivered.load(Ordering::SeqCst));
+                let present = self.active.load(Ordering::SeqCst) > 0
+                    || self
+                        .idle_since
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .elapsed()
+                        < PRESENT_FOR;
+                if safe || !present || Instant::now() >= deadline || self.ended.is_cancelled() {
+                    let seq = replay.push(item);
+                    drop(replay);
+                    self.newest.send_replace(seq);
+                    return;
+                }
             }
             tokio::select! {
                 () = &mut drained => {}
-                () = self.ended.cancelled() => return,
+                () = self.ended.cancelled() => {}
                 // Re-checks presence now and then (a detach does not notify).
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-    }
-
-    /// Numbers a message (an `M` item) and wakes the transports.
-    pub(crate) fn push(&self, item: Bytes) {
-        let seq = self
-            .replay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(item);
-        self.newest.send_replace(seq);
     }
 
     /// The newest message's number.
@@ -233,11 +233,10 @@ impl Session {
     /// Where a client's cursor points in this connection's messages: its number when it counts
     /// in this buffer, else 0 (a cursor from an earlier opening of the connection, on this node
     /// before it forgot the connection or on another node: everything here is new to it).
-    pub(crate) fn position(&self, cursor: Cursor) -> u64 {
-        if cursor.stream == self.stream {
-            cursor.seq
-        } else {
-            0
+    pub(crate) fn position(&self, cursor: ClientCursor) -> u64 {
+        match cursor {
+            ClientCursor::Ours(cursor) if cursor.stream == self.stream => cursor.seq,
+            ClientCursor::Ours(_) | ClientCursor::Foreign => 0,
         }
     }
 
@@ -489,8 +488,7 @@ async fn pump(session: Arc<Session>, hub: String, mut rx: mpsc::Receiver<Outboun
         match out {
             Outbound::Message(frame) => {
                 if let Some(item) = frame.classic_item(&hub) {
-                    session.wait_for_room(item.len()).await;
-                    session.push(item.clone());
+                    session.push_when_room(item.clone()).await;
                 }
             }
             Outbound::Raw(_) => {}
@@ -518,6 +516,25 @@ pub(crate) struct Call {
     turn: oneshot::Sender<()>,
     /// Over the rate limit: when it may run.
     not_before: Option<Instant>,
+    /// Counts the call among the session's paced ones until it is dropped.
+    _paced: Option<Paced>,
+}
+
+/// One paced call, counted in its session while it lives.
+#[derive(Debug)]
+struct Paced(Arc<AtomicUsize>);
+
+impl Paced {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Reads a hub request `{"H","M","A","I","S"}` and takes its turn. Called where the request
@@ -535,22 +552,33 @@ pub(crate) fn begin(
     }
     let request = HubRequest::decode(&Bytes::copy_from_slice(data))
         .map_err(|e| DispatchError::Malformed(e.to_string()))?;
+    let too_many = || DispatchError::TooMany(endpoint.hub_options.max_messages_per_second);
+    if session.paced.load(Ordering::SeqCst) >= MAX_PACED_CALLS {
+        return Err(too_many());
+    }
     let not_before = session
         .rate
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .reserve(MAX_PACING_WAIT)
-        .map_err(|_| DispatchError::TooMany(endpoint.hub_options.max_messages_per_second))?;
+        .map_err(|_| too_many())?;
+    let paced = not_before.map(|_| Paced::new(&session.paced));
     let (previous, turn) = session.order.take();
     Ok(Call {
         request,
         previous,
         turn,
         not_before,
+        _paced: paced,
     })
 }
 
 impl Call {
+    /// Over the rate limit: when the call may run (a WebSocket reads nothing more until then).
+    pub(crate) fn not_before(&self) -> Option<Instant> {
+        self.not_before
+    }
+
     /// Runs the call on the hub it names, through the same dispatch as Core invocations, and
     /// returns its result `{"I",…}`. A method that streams reports each item as progress, then
     /// its result, all as numbered messages (so they arrive in order on every transport), and
@@ -561,6 +589,7 @@ impl Call {
             previous,
             turn: _turn,
             not_before,
+            _paced,
         } = self;
         let id = Some(request.id.as_str());
         let caller_state = request.state.as_ref();
@@ -620,7 +649,7 @@ impl Call {
                     };
                     match item {
                         Some(Ok(item)) => match wire::progress(call, &item) {
-                            Ok(bytes) => session.push(Bytes::from(bytes)),
+                            Ok(bytes) => session.push_when_room(Bytes::from(bytes)).await,
                             Err(e) => {
                                 tracing::debug!(connection = %session.id, error = %e, "progress item cannot be written as JSON");
                             }
@@ -632,7 +661,7 @@ impl Call {
                 // The result follows its progress reports on the same ordered path (on long
                 // polling and SSE the send request's answer could overtake them).
                 if let Some(done) = done {
-                    session.push(Bytes::from(done));
+                    session.push_when_room(Bytes::from(done)).await;
                 }
                 None
             }

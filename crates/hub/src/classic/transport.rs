@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::replay::parse_cursor;
+use super::replay::read_cursor;
 use super::session::{self, DispatchError, Session};
 use super::{Endpoint, Query as Params, Transport, negotiate_body};
 
@@ -276,7 +276,7 @@ async fn open_transport(
     }
     let cursor = match fields.get("messageId").filter(|m| !m.is_empty()) {
         None => None,
-        Some(text_cursor) => match parse_cursor(text_cursor) {
+        Some(text_cursor) => match read_cursor(text_cursor) {
             Some(c) => Some(c),
             None => {
                 return text(
@@ -395,6 +395,7 @@ async fn websocket(
     };
     // Hub results come back from the calls' tasks through here.
     let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
+    let mut paused_until: Option<Instant> = None;
     let mut keep_alive = endpoint
         .options
         .keep_alive
@@ -429,10 +430,16 @@ async fn websocket(
                     return;
                 }
             }
-            message = stream.next() => match message {
+            // Over the rate limit: nothing more is read until the held call's turn, so the
+            // client's sends wait in its socket (slowed, not queued here; as on Core).
+            () = async { tokio::time::sleep_until(paused_until.expect("checked")).await }, if paused_until.is_some() => {
+                paused_until = None;
+            }
+            message = stream.next(), if paused_until.is_none() => match message {
                 Some(Ok(Message::Text(data))) => {
                     match session::begin(&endpoint, &session, data.as_bytes()) {
                         Ok(call) => {
+                            paused_until = call.not_before();
                             let (endpoint, session, tx) = (endpoint.clone(), session.clone(), results_tx.clone());
                             endpoint.tasks.clone().spawn(async move {
                                 if let Some(result) = call.run(&endpoint, &session).await {
