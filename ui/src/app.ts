@@ -390,6 +390,16 @@ export class App {
     }
   }
 
+  /** Uses this protocol family and classic hub name from now on (the account reconnects). */
+  async setFamily(id: AccountId, family: api.Family, hubName: string | null): Promise<void> {
+    const account = await api.setFamily(id, family, hubName);
+    const st = this.store.accounts.get(id);
+    if (st) {
+      st.account = account;
+      this.store.emit("accounts");
+    }
+  }
+
   /** The inspector's console: invokes a hub method; resolves with its result. */
   invokeHub(id: AccountId, method: string, args: unknown[]): Promise<unknown> {
     return api.invokeHub(id, method, args);

@@ -31,7 +31,7 @@
 
   function status(state, extra) {
     return Object.assign(
-      { state, attempt: null, nextRetryAt: null, reason: null, slow: null, transport: state === "connected" ? "WebSockets" : null },
+      { state, attempt: null, nextRetryAt: null, reason: null, slow: null, transport: state === "connected" ? "WebSockets" : null, family: null },
       extra || {},
     );
   }
@@ -48,6 +48,8 @@
         displayName: "alice",
         protocol: "json",
         transport: "auto",
+        family: "auto",
+        hubName: null,
         local: true,
         token: "none",
         status: status("connected"),
@@ -146,6 +148,12 @@
     const index = channelIndex++;
     // Delivered asynchronously, like the real IPC.
     setTimeout(() => cb && cb({ index, message: JSON.parse(JSON.stringify(event)) }), 0);
+  }
+
+  /** The family a connection would speak: forced, or (auto) classic on a …/signalr address. */
+  function familyFound(account) {
+    if (account.family !== "auto") return account.family;
+    return /\/signalr\/?$/.test(account.url) ? "classic" : "core";
   }
 
   function setStatus(id, patch) {
@@ -275,13 +283,15 @@
           displayName: input.displayName,
           protocol: input.protocol,
           transport: input.transport,
+          family: input.family || "auto",
+          hubName: input.hubName || null,
           token: input.token ? "keychain" : "none",
           status: status("connecting"),
         },
         { online: ["bob"] },
       );
       accountsEvent();
-      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets" }));
+      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets", family: familyFound(hub.account) }));
       return hub.account;
     },
     remove_account: (args) => {
@@ -393,6 +403,18 @@
       const m = args.methods;
       if (m.send && !/^[A-Za-z_][\w.-]*(\(.*\))?$/.test(m.send)) throw { kind: "invalid", message: `send method: '${m.send}': a method name is expected` };
       hub.account.methods = { preset: m.preset, send: m.send, receive: m.receive };
+      return hub.account;
+    },
+    set_family: (args) => {
+      const hub = hubOf(args);
+      if (!["auto", "core", "classic"].includes(args.family)) throw { kind: "invalid", message: `unknown variant \`${args.family}\`` };
+      const name = args.hubName == null ? null : String(args.hubName).trim();
+      if (name !== null && !/^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/.test(name)) throw { kind: "invalid", message: `"${name}" is not a hub name` };
+      hub.account.family = args.family;
+      hub.account.hubName = name;
+      // The account reconnects with them.
+      setStatus(hub.account.id, { state: "connecting" });
+      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets", family: familyFound(hub.account) }));
       return hub.account;
     },
     invoke_hub: (args) => {
