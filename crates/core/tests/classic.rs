@@ -171,6 +171,14 @@ async fn an_account_on_a_classic_url_with_no_setting_finds_classic_and_chats_wit
         .unwrap();
     let got = expect(&mut ann_rx, "bob's message", received("hi from core")).await;
     assert_eq!(got.sender, "bob");
+    expect(&mut bob_rx, "bob's message sent", sent("hi from core")).await;
+    // Each message once on both sides (a classic item carries the message id: no echo or
+    // catch-up stores one twice).
+    for (core, account) in [(&ann_core, ann.id), (&bob_core, bob.id)] {
+        let shown = core.history(account, "broadcast", None, 100).await.unwrap();
+        let bodies: Vec<&str> = shown.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["hi from classic", "hi from core"], "{shown:#?}");
+    }
 
     ann_core.shutdown().await;
     bob_core.shutdown().await;
