@@ -17,6 +17,10 @@
       sendDelay: 250,
       /** ms the mock takes to "connect". */
       connectDelay: 300,
+      /** ms the `online` command takes to answer. */
+      onlineDelay: 0,
+      /** A user who joins while `online` is answering. */
+      joinWhileOnline: null,
       keychain: true,
     },
     window.__HUBBUB_MOCK_CONFIG__ || {},
@@ -379,7 +383,14 @@
       conversationEvent(hub, c);
       return c;
     },
-    online: (args) => hubOf(args).online.slice(),
+    online: (args) => {
+      // The list as it is now, answered `onlineDelay` ms later (a slow shell), with
+      // `joinWhileOnline` joining meanwhile (its event arrives before the older answer).
+      const list = hubOf(args).online.slice();
+      if (!config.onlineDelay) return list;
+      if (config.joinWhileOnline) later(10, () => control.presence(args.account, config.joinWhileOnline, true));
+      return new Promise((r) => setTimeout(() => r(list), config.onlineDelay));
+    },
     search: (args) => {
       const hub = hubOf(args);
       const q = String(args.query).toLowerCase();
@@ -433,7 +444,7 @@
     const handler = handlers[cmd];
     if (!handler) return reject("unknownCommand", `no command ${cmd}`);
     try {
-      const out = handler(args || {});
+      const out = await handler(args || {});
       return out === undefined ? null : JSON.parse(JSON.stringify(out));
     } catch (e) {
       return Promise.reject(e);

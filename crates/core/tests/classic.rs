@@ -157,6 +157,19 @@ async fn an_account_on_a_classic_url_with_no_setting_finds_classic_and_chats_wit
     .await;
     assert_eq!(event["family"], "classic", "{event}");
 
+    // Presence across the families: each sees both.
+    for (core, account) in [(&ann_core, ann.id), (&bob_core, bob.id)] {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while core.online(account).unwrap() != ["ann", "bob"] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "online: {:?}",
+                core.online(account)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // One chat across the two families, both ways.
     ann_core
         .send(ann.id, "broadcast", "hi from classic")
