@@ -24,6 +24,7 @@ const COMMANDS: &[&str] = &[
     "mark_read",
     "lifecycle",
     "set_methods",
+    "set_family",
     "invoke_hub",
 ];
 

@@ -2,7 +2,8 @@
 //! methods. No rule lives here.
 
 use hubbub_core::{
-    Account, AccountId, AppEvent, AppInfo, Conversation, MessageView, MethodsView, NewAccount,
+    Account, AccountId, AppEvent, AppInfo, Conversation, FamilyChoice, MessageView, MethodsView,
+    NewAccount,
 };
 use serde::Serialize;
 use tauri::State;
@@ -216,6 +217,20 @@ pub(crate) async fn set_methods(
     methods: MethodsView,
 ) -> Result<Account> {
     Ok(shell.core().await?.set_methods(account, methods).await?)
+}
+
+#[tauri::command]
+pub(crate) async fn set_family(
+    shell: State<'_, Shell>,
+    account: AccountId,
+    family: FamilyChoice,
+    hub_name: Option<String>,
+) -> Result<Account> {
+    Ok(shell
+        .core()
+        .await?
+        .set_family(account, family, hub_name)
+        .await?)
 }
 
 #[tauri::command]

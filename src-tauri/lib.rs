@@ -213,6 +213,7 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, config: Option<Config>) -> ta
             commands::mark_read,
             commands::lifecycle,
             commands::set_methods,
+            commands::set_family,
             commands::invoke_hub,
         ])
         .setup(move |app| {

@@ -234,6 +234,48 @@ fn the_ui_commands_drive_the_core() {
         json!({"preset": "auto", "send": null, "receive": []})
     );
 
+    // The protocol family and the classic hub name (camelCase, as the UI sends them).
+    assert_eq!(
+        (&auto["family"], &auto["hubName"]),
+        (&json!("auto"), &json!(null))
+    );
+    let classic = ok(
+        &w,
+        "set_family",
+        json!({"account": id, "family": "classic", "hubName": "roomHub"}),
+    );
+    assert_eq!(
+        (&classic["family"], &classic["hubName"]),
+        (&json!("classic"), &json!("roomHub"))
+    );
+    let bad = invoke(
+        &w,
+        "set_family",
+        json!({"account": id, "family": "classic", "hubName": "room hub"}),
+    )
+    .unwrap_err();
+    assert_eq!(bad["kind"], "invalid", "{bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("hub name"),
+        "{bad}"
+    );
+    let bad = invoke(
+        &w,
+        "set_family",
+        json!({"account": id, "family": "signalr3"}),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("signalr3"), "{bad}");
+    let auto = ok(
+        &w,
+        "set_family",
+        json!({"account": id, "family": "auto", "hubName": null}),
+    );
+    assert_eq!(
+        (&auto["family"], &auto["hubName"]),
+        (&json!("auto"), &json!(null))
+    );
+
     // A token with no keychain: kept for the session.
     let with_token = ok(&w, "set_token", json!({"account": id, "token": "t0k"}));
     assert_eq!(with_token["token"], "session");

@@ -959,3 +959,109 @@ async fn two_apps_chat_on_the_core_tutorial_hub_with_no_setting() {
     ann.quit().await;
     bob.quit().await;
 }
+
+/// Issue 14: an app given only a classic hub URL (`hubbub hub`'s `/signalr`, no family, no hub
+/// name) finds the classic family, says so, and chats with an app on the same hub's ASP.NET
+/// Core endpoint (`/chathub`), both ways, each message once.
+// The lock only makes the desktop tests take turns; nothing else waits on it.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_chats_on_a_classic_hub_url_with_no_setting() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((tauri_driver, native, xvfb_bin)) = tools() else {
+        return;
+    };
+    let (_x, display) = xvfb(&xvfb_bin);
+    let hub_port = free_port();
+    let _hub = hub(hub_port);
+    let classic = format!("http://127.0.0.1:{hub_port}/signalr");
+    let core = format!("http://127.0.0.1:{hub_port}/chathub");
+    let (_driver_a, port_a) = driver(&tauri_driver, &native, &display);
+    let (_driver_b, port_b) = driver(&tauri_driver, &native, &display);
+    let app = app_binary();
+    let (dir_a, dir_b) = (profile("classic-ann"), profile("classic-bob"));
+    let ann = App::launch(
+        port_a,
+        &app,
+        &["--profile", &dir_a, "--hub", &classic, "--name", "ann"],
+        "classic-ann",
+    )
+    .await;
+    let bob = App::launch(
+        port_b,
+        &app,
+        &["--profile", &dir_b, "--hub", &core, "--name", "bob"],
+        "classic-bob",
+    )
+    .await;
+    ann.state_is("connected", 30).await;
+    bob.state_is("connected", 30).await;
+    // What auto found is shown: the status pill, then the hub settings.
+    let pill = ann
+        .until(
+            "the classic family in the status",
+            10,
+            "const t = document.querySelector('#status').textContent; return t.includes('classic') ? t : null;",
+            json!([]),
+        )
+        .await;
+    assert!(pill.as_str().unwrap().starts_with("Connected"), "{pill}");
+    let bob_pill = bob
+        .js(
+            "return document.querySelector('#status').textContent;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        !bob_pill.as_str().unwrap().contains("classic"),
+        "{bob_pill}"
+    );
+    ann.screenshot("classic-connected").await;
+
+    ann.type_into("#composer", "hello from classic\u{E007}")
+        .await;
+    assert_eq!(
+        bob.message_state("hello from classic", 20).await,
+        "received"
+    );
+    ann.message_reaches("hello from classic", "sent", 20).await;
+    bob.type_into("#composer", "hi from core\u{E007}").await;
+    assert_eq!(ann.message_state("hi from core", 20).await, "received");
+    bob.message_reaches("hi from core", "sent", 20).await;
+    for app in [&ann, &bob] {
+        assert_eq!(app.count("hello from classic").await, 1, "{}", app.name);
+        assert_eq!(app.count("hi from core").await, 1, "{}", app.name);
+    }
+
+    // Presence across the families: each app lists both.
+    for app in [&ann, &bob] {
+        app.until(
+            "both online",
+            15,
+            "return document.querySelectorAll('#online li').length === 2;",
+            json!([]),
+        )
+        .await;
+    }
+
+    ann.click("#open-account").await;
+    let family = ann
+        .until(
+            "the family in the hub settings",
+            10,
+            "const d = document.querySelector('#account-details').textContent; return d.includes('Classic ASP.NET SignalR 2.x') ? d : null;",
+            json!([]),
+        )
+        .await;
+    assert!(family.as_str().unwrap().contains("hub chatHub"), "{family}");
+    let setting = ann
+        .js(
+            "return [document.querySelector('#hub-family').value, document.querySelector('#hub-name').value];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(setting, json!(["auto", ""]), "the setting stays auto");
+    ann.screenshot("classic-settings").await;
+    ann.quit().await;
+    bob.quit().await;
+}

@@ -20,6 +20,8 @@ export type State = "disconnected" | "connecting" | "connected" | "reconnecting"
 export type SlowReason = "hubSilent" | "sendsStalled";
 export type Protocol = "json" | "messagepack";
 export type Transport = "auto" | "webSockets" | "serverSentEvents" | "longPolling";
+/** The SignalR protocol family: decided by the hub's negotiate answer, ASP.NET Core, or classic ASP.NET SignalR 2.x. */
+export type Family = "auto" | "core" | "classic";
 
 export interface Status {
   state: State;
@@ -33,6 +35,8 @@ export interface Status {
   slow: SlowReason | null;
   /** The transport in use while connected ("WebSockets", "ServerSentEvents", "LongPolling"). */
   transport: string | null;
+  /** The protocol family spoken since the last connect (what auto found); null before the first. */
+  family: "core" | "classic" | null;
 }
 
 export interface Account {
@@ -41,6 +45,10 @@ export interface Account {
   displayName: string;
   protocol: Protocol;
   transport: Transport;
+  /** The protocol family it is set to (what auto found is in `status.family`). */
+  family: Family;
+  /** The hub asked for on a classic endpoint (…/signalr); null: the default, chatHub. */
+  hubName: string | null;
   /** This account uses the embedded hub on 127.0.0.1. */
   local: boolean;
   /** Where its token lives: none, the OS keychain, or only in memory for this session. */
@@ -79,6 +87,10 @@ export interface NewAccount {
   token: string | null;
   protocol: Protocol;
   transport: Transport;
+  /** Auto when missing. */
+  family?: Family;
+  /** The classic hub name; missing or null: chatHub. */
+  hubName?: string | null;
 }
 
 export type ConversationKind = "broadcast" | "room" | "direct";
@@ -237,6 +249,30 @@ export function lifecycle(foreground: boolean): Promise<void> {
 
 export function setMethods(account: AccountId, methods: Methods): Promise<Account> {
   return invoke<Account>("set_methods", { account, methods });
+}
+
+/**
+ * Speaks `family` with the account's hub from now on, asking a classic endpoint for `hubName`
+ * (null: chatHub); the account reconnects. Rejects with kind "invalid" for a hub name that is
+ * not a name.
+ */
+export function setFamily(account: AccountId, family: Family, hubName: string | null): Promise<Account> {
+  return invoke<Account>("set_family", { account, family, hubName });
+}
+
+/** The longest classic hub name the core accepts. */
+export const HUB_NAME_MAX = 64;
+
+/**
+ * Why a classic hub name would be refused, or null when it is fine (as the core checks it:
+ * letters, digits, _ or $, not starting with a digit). An empty field means the default.
+ */
+export function hubNameProblem(name: string): string | null {
+  const n = name.trim();
+  if (!n) return null;
+  if (n.length > HUB_NAME_MAX) return `A hub name has at most ${HUB_NAME_MAX} characters.`;
+  if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(n)) return "A hub name has letters, digits, _ or $ only, and does not start with a digit (such as chatHub).";
+  return null;
 }
 
 /** Invokes any hub method with JSON arguments; resolves with its result (null for none). */

@@ -115,6 +115,7 @@ export class App {
         const st = s.accounts.get(ev.account);
         if (!st) break;
         st.online = ev.online.slice();
+        st.presenceEvents += 1;
         s.emit("online", ev.account);
         if (ev.account === s.currentAccount && ev.user !== st.account.displayName) {
           const text = ev.joined ? `${ev.user} joined` : `${ev.user} left`;
@@ -195,10 +196,12 @@ export class App {
 
   private async refreshAccount(st: AccountState): Promise<void> {
     try {
+      const presenceEvents = st.presenceEvents;
       const [convs, who] = await Promise.all([api.conversations(st.id), api.online(st.id)]);
       for (const c of convs) st.conversations.set(c.key, c);
       st.conversationsLoaded = true;
-      st.online = who;
+      // A presence event that came meanwhile is newer than this answer.
+      if (st.presenceEvents === presenceEvents) st.online = who;
       this.store.emit("conversations", st.id);
       this.store.emit("online", st.id);
     } catch (err) {
@@ -387,6 +390,16 @@ export class App {
     if (st) {
       st.account = account;
       this.store.emit("methods", id);
+    }
+  }
+
+  /** Uses this protocol family and classic hub name from now on (the account reconnects). */
+  async setFamily(id: AccountId, family: api.Family, hubName: string | null): Promise<void> {
+    const account = await api.setFamily(id, family, hubName);
+    const st = this.store.accounts.get(id);
+    if (st) {
+      st.account = account;
+      this.store.emit("accounts");
     }
   }
 

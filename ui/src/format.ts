@@ -33,8 +33,11 @@ export function secondsUntil(at: number, now = Date.now()): number {
 /** The one-line state shown in the header pill and read by screen readers. */
 export function statusText(status: Status, now = Date.now()): string {
   switch (status.state) {
-    case "connected":
-      return status.transport ? `Connected · ${status.transport}` : "Connected";
+    case "connected": {
+      // Classic ASP.NET SignalR is said (ASP.NET Core, the usual case, is not).
+      const classic = status.family === "classic" ? " · classic" : "";
+      return status.transport ? `Connected · ${status.transport}${classic}` : `Connected${classic}`;
+    }
     case "connecting":
       return "Connecting…";
     case "reconnecting": {

@@ -159,6 +159,8 @@ export class ConversationLog {
 export class AccountState {
   conversations = new Map<ConversationKey, Conversation>();
   online: string[] = [];
+  /** Counts presence events, so a slower `online` answer never overwrites a newer list. */
+  presenceEvents = 0;
   logs = new Map<ConversationKey, ConversationLog>();
   current: ConversationKey = BROADCAST;
   /** Conversations have been fetched once. */

@@ -1,6 +1,13 @@
 import { expect, mock, test } from "./fixtures";
 
 test.describe("people, rooms and direct messages", () => {
+  test("a presence event while the online list is still loading is not overwritten by the older answer", async ({ hub, page }) => {
+    // dave joins while the start's `online` call is out: its answer (alice, bob, carol) is older.
+    await hub.open({ onlineDelay: 300, joinWhileOnline: "dave" });
+    await hub.sidebar();
+    await expect(page.locator("#online [data-user] .nav-name")).toHaveText(["bob", "carol", "dave"]);
+  });
+
   test("presence: join/leave notices and the online list", async ({ hub, page }) => {
     await hub.open();
     await mock(page, "presence", 1, "dave", true);

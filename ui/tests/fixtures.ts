@@ -16,6 +16,8 @@ export interface MockConfig {
   sendDelay?: number;
   connectDelay?: number;
   keychain?: boolean;
+  onlineDelay?: number;
+  joinWhileOnline?: string;
 }
 
 export interface Hub {

@@ -17,6 +17,10 @@
       sendDelay: 250,
       /** ms the mock takes to "connect". */
       connectDelay: 300,
+      /** ms the `online` command takes to answer. */
+      onlineDelay: 0,
+      /** A user who joins while `online` is answering. */
+      joinWhileOnline: null,
       keychain: true,
     },
     window.__HUBBUB_MOCK_CONFIG__ || {},
@@ -31,7 +35,7 @@
 
   function status(state, extra) {
     return Object.assign(
-      { state, attempt: null, nextRetryAt: null, reason: null, slow: null, transport: state === "connected" ? "WebSockets" : null },
+      { state, attempt: null, nextRetryAt: null, reason: null, slow: null, transport: state === "connected" ? "WebSockets" : null, family: null },
       extra || {},
     );
   }
@@ -48,6 +52,8 @@
         displayName: "alice",
         protocol: "json",
         transport: "auto",
+        family: "auto",
+        hubName: null,
         local: true,
         token: "none",
         status: status("connected"),
@@ -146,6 +152,12 @@
     const index = channelIndex++;
     // Delivered asynchronously, like the real IPC.
     setTimeout(() => cb && cb({ index, message: JSON.parse(JSON.stringify(event)) }), 0);
+  }
+
+  /** The family a connection would speak: forced, or (auto) classic on a …/signalr address. */
+  function familyFound(account) {
+    if (account.family !== "auto") return account.family;
+    return /\/signalr\/?$/.test(account.url) ? "classic" : "core";
   }
 
   function setStatus(id, patch) {
@@ -275,13 +287,15 @@
           displayName: input.displayName,
           protocol: input.protocol,
           transport: input.transport,
+          family: input.family || "auto",
+          hubName: input.hubName || null,
           token: input.token ? "keychain" : "none",
           status: status("connecting"),
         },
         { online: ["bob"] },
       );
       accountsEvent();
-      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets" }));
+      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets", family: familyFound(hub.account) }));
       return hub.account;
     },
     remove_account: (args) => {
@@ -369,7 +383,14 @@
       conversationEvent(hub, c);
       return c;
     },
-    online: (args) => hubOf(args).online.slice(),
+    online: (args) => {
+      // The list as it is now, answered `onlineDelay` ms later (a slow shell), with
+      // `joinWhileOnline` joining meanwhile (its event arrives before the older answer).
+      const list = hubOf(args).online.slice();
+      if (!config.onlineDelay) return list;
+      if (config.joinWhileOnline) later(10, () => control.presence(args.account, config.joinWhileOnline, true));
+      return new Promise((r) => setTimeout(() => r(list), config.onlineDelay));
+    },
     search: (args) => {
       const hub = hubOf(args);
       const q = String(args.query).toLowerCase();
@@ -395,6 +416,18 @@
       hub.account.methods = { preset: m.preset, send: m.send, receive: m.receive };
       return hub.account;
     },
+    set_family: (args) => {
+      const hub = hubOf(args);
+      if (!["auto", "core", "classic"].includes(args.family)) throw { kind: "invalid", message: `unknown variant \`${args.family}\`` };
+      const name = args.hubName == null ? null : String(args.hubName).trim();
+      if (name !== null && !/^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/.test(name)) throw { kind: "invalid", message: `"${name}" is not a hub name` };
+      hub.account.family = args.family;
+      hub.account.hubName = name;
+      // The account reconnects with them.
+      setStatus(hub.account.id, { state: "connecting" });
+      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets", family: familyFound(hub.account) }));
+      return hub.account;
+    },
     invoke_hub: (args) => {
       hubOf(args);
       if (args.method === "Add") return args.arguments.reduce((a, b) => a + b, 0);
@@ -411,7 +444,7 @@
     const handler = handlers[cmd];
     if (!handler) return reject("unknownCommand", `no command ${cmd}`);
     try {
-      const out = handler(args || {});
+      const out = await handler(args || {});
       return out === undefined ? null : JSON.parse(JSON.stringify(out));
     } catch (e) {
       return Promise.reject(e);

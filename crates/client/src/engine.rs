@@ -877,6 +877,10 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                         actor.emit(Event::Connected {
                             connection_id: live.connection_id.clone(),
                             transport: live.link.kind.name().to_owned(),
+                            family: match live.wire {
+                                Wire::Core(_) => Family::Core,
+                                Wire::Classic(_) => Family::Classic,
+                            },
                         });
                     }
                     ever_connected = true;

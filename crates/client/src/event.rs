@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::Family;
+
 /// The connection's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum State {
@@ -74,6 +76,9 @@ pub enum Event {
         connection_id: Option<String>,
         /// The transport in use.
         transport: String,
+        /// The protocol family spoken ([`Family::Core`] or [`Family::Classic`], never
+        /// [`Family::Auto`]): what the negotiate response showed, or what was forced.
+        family: Family,
     },
     /// The connection became slow.
     Slow {

@@ -15,8 +15,10 @@ use crate::{Error, HubConnection};
 pub type TokenProvider =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
-/// Which SignalR protocol family a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which SignalR protocol family a connection speaks. Serialized in lower case (`auto`,
+/// `core`, `classic`), as in [`crate::Event::Connected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// Decided by the negotiate response (the default): classic ASP.NET SignalR answers carry
     /// `ProtocolVersion`; a hub that refuses the ASP.NET Core negotiate (404, 405) is asked the

@@ -90,11 +90,13 @@ async fn a_classic_hub_is_detected_and_chats_over_every_transport() {
         let Event::Connected {
             transport: name,
             connection_id,
+            family,
         } = connected
         else {
             unreachable!()
         };
         assert_eq!(name, transport.name());
+        assert_eq!(family, Family::Classic);
         assert_eq!(connection_id, alice.connection_id());
         assert!(connection_id.unwrap().starts_with("00000000-"));
 

@@ -117,7 +117,7 @@ async fn every_transport_and_protocol_against_our_hub() {
         })
         .await;
         assert!(
-            matches!(connected, Event::Connected { transport: t, .. } if t == transport.name()),
+            matches!(connected, Event::Connected { transport: t, family: Family::Core, .. } if t == transport.name()),
             "{label}"
         );
 

@@ -14,7 +14,9 @@
 //! - **What the UI shows**: connection status (state, attempt, next try, reason, slow),
 //!   presence, unread counts and messages, as serializable views ([`view`]).
 //! - **Any compatible hub**: each account's hub methods (auto, a preset or custom:
-//!   [`Core::set_methods`]), what its hub lacks, an inspector feed of everything the hub sends
+//!   [`Core::set_methods`]), its protocol family (auto, ASP.NET Core or classic ASP.NET
+//!   SignalR 2.x, with the classic hub name: [`Core::set_family`]; what auto found shows in
+//!   [`Status::family`]), what its hub lacks, an inspector feed of everything the hub sends
 //!   ([`AppEvent::Inspector`]) and a console ([`Core::invoke`]).
 //! - **Notifications**: which received messages deserve a desktop notification
 //!   ([`Core::notification_for`]); the shell only checks whether its window has focus.
@@ -207,6 +209,32 @@ fn validate_name(what: &str, name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
+/// A classic hub name as the app accepts it: `None` stays the default (`chatHub`); a given name
+/// is trimmed and must look like a JavaScript identifier (letters, digits, `_`, `$`, not
+/// starting with a digit, at most [`MAX_NAME_CHARS`]), as the hubs of classic ASP.NET SignalR
+/// are named in their generated proxies (`$.connection.chatHub`).
+fn validate_hub_name(name: Option<&str>) -> Result<Option<String>> {
+    let Some(name) = name.map(str::trim) else {
+        return Ok(None);
+    };
+    if name.is_empty() {
+        return Err(Error::Invalid(
+            "the classic hub name is empty (leave it out for the default, chatHub)".to_owned(),
+        ));
+    }
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
+    if name.chars().count() > MAX_NAME_CHARS
+        || name.starts_with(|c: char| c.is_ascii_digit())
+        || !name.chars().all(word)
+    {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a hub name: use letters, digits, _ or $, not starting with a \
+             digit, at most {MAX_NAME_CHARS} characters (such as chatHub)"
+        )));
+    }
+    Ok(Some(name.to_owned()))
+}
+
 fn validate_url(url: &str) -> Result<String> {
     let url = url.trim();
     let rest = url
@@ -266,6 +294,8 @@ impl Core {
                     token: None,
                     protocol: ProtocolChoice::Json,
                     transport: TransportChoice::Auto,
+                    family: FamilyChoice::Auto,
+                    hub_name: None,
                 })
                 .await?;
             }
@@ -426,6 +456,8 @@ impl Core {
             display_name: hub.display_name.clone(),
             protocol: ProtocolChoice::parse(&hub.protocol),
             transport: TransportChoice::parse(hub.transport.as_deref()),
+            family: FamilyChoice::parse(hub.family.as_deref()),
+            hub_name: hub.hub_name.clone(),
             local,
             token,
             status: session.map(Session::status).unwrap_or_default(),
@@ -472,6 +504,7 @@ impl Core {
     /// Adds an account, keeps its token, and starts connecting.
     pub async fn add_account(&self, new: NewAccount) -> Result<Account> {
         let display_name = validate_name("display name", &new.display_name)?;
+        let hub_name = validate_hub_name(new.hub_name.as_deref())?;
         let url = match new.url.as_deref().map(str::trim) {
             None | Some("") => LOCAL_HUB.to_owned(),
             Some(url) => validate_url(url)?,
@@ -494,6 +527,12 @@ impl Core {
                 new.transport.as_stored(),
             )
             .await?;
+        if new.family != FamilyChoice::Auto || hub_name.is_some() {
+            self.inner
+                .store
+                .set_hub_family(id, new.family.as_stored(), hub_name.as_deref())
+                .await?;
+        }
         if let Some(token) = new
             .token
             .as_deref()
@@ -809,6 +848,42 @@ impl Core {
         Ok(self.account_view(&hub, Some(&session)))
     }
 
+    /// Speaks `family` with the account's hub from now on, asking a classic endpoint for
+    /// `hub_name` (`None`: the default, `chatHub`); both are kept in the store. When either
+    /// changed, the account reconnects with them: its session is stopped and opened again
+    /// (the outbox and history stay in the store, and what is queued goes out on the new
+    /// connection). Returns the account as it is now; the family the next connect speaks shows
+    /// in its [`Status::family`].
+    ///
+    /// Errors: [`Error::Invalid`] with why, for a hub name that is empty or not a name
+    /// (letters, digits, `_`, `$`; see [`hubbub_client::HubConnectionBuilder::hub_name`]).
+    pub async fn set_family(
+        &self,
+        account: AccountId,
+        family: FamilyChoice,
+        hub_name: Option<String>,
+    ) -> Result<Account> {
+        let hub_name = validate_hub_name(hub_name.as_deref())?;
+        let _guard = self.inner.accounts_lock.lock().await;
+        let hub = self.hub(account).await?;
+        let old = self.session(account)?;
+        if FamilyChoice::parse(hub.family.as_deref()) == family && hub.hub_name == hub_name {
+            return Ok(self.account_view(&hub, Some(&old)));
+        }
+        self.inner
+            .store
+            .set_hub_family(hub.id, family.as_stored(), hub_name.as_deref())
+            .await?;
+        let hub = self.hub(account).await?;
+        old.disconnect().await;
+        drop(old);
+        let session = self.open_session(&hub).await?;
+        session.connect();
+        drop(_guard);
+        self.announce_accounts().await;
+        Ok(self.account_view(&hub, Some(&session)))
+    }
+
     /// Invokes any method of the account's hub with JSON arguments and returns its result as
     /// JSON (`null` for none): the inspector's console. Waits at most 30 s for the answer.
     ///
@@ -977,6 +1052,22 @@ mod tests {
         for bad in ["ftp://x/hub", "http://", "127.0.0.1:5000", "http://a b/hub"] {
             assert!(matches!(validate_url(bad), Err(Error::Invalid(_))), "{bad}");
         }
+        assert_eq!(validate_hub_name(None).unwrap(), None);
+        assert_eq!(
+            validate_hub_name(Some(" chatHub ")).unwrap().as_deref(),
+            Some("chatHub")
+        );
+        assert_eq!(
+            validate_hub_name(Some("$my_Hub2")).unwrap().as_deref(),
+            Some("$my_Hub2")
+        );
+        for bad in ["", "  ", "2hub", "chat hub", "chat-hub", "chat.hub", "hüb"] {
+            assert!(
+                matches!(validate_hub_name(Some(bad)), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_hub_name(Some(&"h".repeat(65))).is_err());
         assert_eq!(validate_name("n", "  ann ").unwrap(), "ann");
         assert!(validate_name("n", "   ").is_err());
         assert!(validate_name("n", &"x".repeat(65)).is_err());

@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::view::{
-    AccountId, AppEvent, Conversation, InspectorEntry, MessageView, MethodsView, ProtocolChoice,
-    SlowView, StateView, Status, TransportChoice, Unavailable,
+    AccountId, AppEvent, Conversation, FamilyChoice, InspectorEntry, MessageView, MethodsView,
+    ProtocolChoice, SlowView, StateView, Status, TransportChoice, Unavailable,
 };
 
 /// How a session connects.
@@ -96,6 +96,10 @@ impl Session {
                 });
         if let Some(threshold) = connect.slow_threshold {
             builder = builder.slow_threshold(threshold);
+        }
+        builder = builder.family(FamilyChoice::parse(hub.family.as_deref()).into());
+        if let Some(name) = &hub.hub_name {
+            builder = builder.hub_name(name);
         }
         let only = match TransportChoice::parse(hub.transport.as_deref()) {
             TransportChoice::Auto => None,
@@ -502,8 +506,11 @@ pub(crate) fn apply(status: &mut Status, event: &Event) {
             status.slow = None;
             status.transport = None;
         }
-        Event::Connected { transport, .. } => {
+        Event::Connected {
+            transport, family, ..
+        } => {
             status.transport = Some(transport.clone());
+            status.family = Some((*family).into());
         }
         Event::Reconnected { .. } => {}
         Event::Slow { reason } => status.slow = Some(SlowView::from(*reason)),
@@ -551,6 +558,7 @@ mod tests {
             &Event::Connected {
                 connection_id: None,
                 transport: "WebSockets".to_owned(),
+                family: hubbub_client::Family::Classic,
             },
         );
         apply(
@@ -562,6 +570,7 @@ mod tests {
         );
         assert_eq!(s.state, StateView::Connected);
         assert_eq!(s.transport.as_deref(), Some("WebSockets"));
+        assert_eq!(s.family, Some(FamilyChoice::Classic));
         apply(
             &mut s,
             &Event::Slow {

@@ -106,6 +106,10 @@ pub struct Status {
     pub slow: Option<SlowView>,
     /// The transport in use while connected.
     pub transport: Option<String>,
+    /// The protocol family spoken since the last connect (`core` or `classic`): what auto
+    /// found in the negotiate response, or what the account forces. `None` before the first
+    /// connect.
+    pub family: Option<FamilyChoice>,
 }
 
 impl Default for Status {
@@ -117,6 +121,58 @@ impl Default for Status {
             reason: None,
             slow: None,
             transport: None,
+            family: None,
+        }
+    }
+}
+
+/// The SignalR protocol family an account speaks (`hubbub_client::Family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum FamilyChoice {
+    /// Decided by the hub's negotiate response (the default).
+    #[default]
+    Auto,
+    /// ASP.NET Core SignalR only.
+    Core,
+    /// Classic ASP.NET SignalR 2.x only (a URL naming the endpoint, `…/signalr`).
+    Classic,
+}
+
+impl FamilyChoice {
+    pub(crate) fn as_stored(self) -> Option<&'static str> {
+        match self {
+            Self::Auto => None,
+            Self::Core => Some("core"),
+            Self::Classic => Some("classic"),
+        }
+    }
+
+    pub(crate) fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("core") => Self::Core,
+            Some("classic") => Self::Classic,
+            _ => Self::Auto,
+        }
+    }
+}
+
+impl From<FamilyChoice> for hubbub_client::Family {
+    fn from(f: FamilyChoice) -> Self {
+        match f {
+            FamilyChoice::Auto => Self::Auto,
+            FamilyChoice::Core => Self::Core,
+            FamilyChoice::Classic => Self::Classic,
+        }
+    }
+}
+
+impl From<hubbub_client::Family> for FamilyChoice {
+    fn from(f: hubbub_client::Family) -> Self {
+        match f {
+            hubbub_client::Family::Auto => Self::Auto,
+            hubbub_client::Family::Core => Self::Core,
+            hubbub_client::Family::Classic => Self::Classic,
         }
     }
 }
@@ -210,6 +266,11 @@ pub struct Account {
     pub protocol: ProtocolChoice,
     /// The transport.
     pub transport: TransportChoice,
+    /// The protocol family it is set to (auto by default; what auto found is in
+    /// [`Status::family`]).
+    pub family: FamilyChoice,
+    /// The hub asked for on a classic endpoint; `None`: the default, `chatHub`.
+    pub hub_name: Option<String>,
     /// Uses the embedded hub.
     pub local: bool,
     /// Where its token lives.
@@ -297,6 +358,12 @@ pub struct NewAccount {
     /// The transport.
     #[serde(default)]
     pub transport: TransportChoice,
+    /// The protocol family (auto when missing).
+    #[serde(default)]
+    pub family: FamilyChoice,
+    /// The hub asked for on a classic endpoint (`chatHub` when missing or empty).
+    #[serde(default)]
+    pub hub_name: Option<String>,
 }
 
 /// A conversation's key on the wire: `broadcast`, `room:NAME` or `dm:USER`.
@@ -556,6 +623,7 @@ mod tests {
                 reason: Some("hub went away".to_owned()),
                 slow: Some(SlowView::HubSilent),
                 transport: None,
+                family: Some(FamilyChoice::Classic),
             },
         };
         assert_eq!(
@@ -563,7 +631,8 @@ mod tests {
             serde_json::json!({
                 "type": "status", "account": 3,
                 "status": {"state": "reconnecting", "attempt": 2, "nextRetryAt": 1_700_000_000_000_i64,
-                           "reason": "hub went away", "slow": "hubSilent", "transport": null}
+                           "reason": "hub went away", "slow": "hubSilent", "transport": null,
+                           "family": "classic"}
             })
         );
         let updated = AppEvent::MessageUpdated {
@@ -596,5 +665,13 @@ mod tests {
         .unwrap();
         assert_eq!(new.protocol, ProtocolChoice::Messagepack);
         assert_eq!(new.transport, TransportChoice::LongPolling);
+        assert_eq!((new.family, new.hub_name), (FamilyChoice::Auto, None));
+        let new: NewAccount = serde_json::from_value(serde_json::json!({
+            "url": "http://h/signalr", "displayName": "ann", "family": "classic",
+            "hubName": "roomHub"
+        }))
+        .unwrap();
+        assert_eq!(new.family, FamilyChoice::Classic);
+        assert_eq!(new.hub_name.as_deref(), Some("roomHub"));
     }
 }

@@ -59,6 +59,8 @@ async fn join(core: &Core, url: &str, name: &str) -> (AccountId, broadcast::Rece
             token: None,
             protocol: ProtocolChoice::Json,
             transport: TransportChoice::Auto,
+            family: FamilyChoice::Auto,
+            hub_name: None,
         })
         .await
         .unwrap()

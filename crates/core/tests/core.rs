@@ -42,6 +42,8 @@ fn new_account(url: &str, name: &str) -> NewAccount {
         token: None,
         protocol: ProtocolChoice::Json,
         transport: TransportChoice::Auto,
+        family: FamilyChoice::Auto,
+        hub_name: None,
     }
 }
 

@@ -36,6 +36,8 @@ fn account(url: &str, token: &str) -> NewAccount {
         token: Some(token.to_owned()),
         protocol: ProtocolChoice::Json,
         transport: TransportChoice::Auto,
+        family: FamilyChoice::Auto,
+        hub_name: None,
     }
 }
 

@@ -173,6 +173,12 @@ pub struct Hub {
     pub transport: Option<String>,
     /// Its token is kept in the OS keychain (never here).
     pub token_in_keychain: bool,
+    /// The protocol family it is forced to (`core` or `classic`); `None`: decided by the
+    /// negotiate response (auto). Set with [`Store::set_hub_family`].
+    pub family: Option<String>,
+    /// The hub a classic endpoint (`…/signalr`) is asked for; `None`: the client's default
+    /// (`chatHub`). Set with [`Store::set_hub_family`].
+    pub hub_name: Option<String>,
 }
 
 /// A conversation on a hub.
@@ -400,7 +406,8 @@ impl Store {
     pub async fn hubs(&self) -> Result<Vec<Hub>> {
         self.call(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, url, display_name, protocol, transport, token_in_keychain FROM hubs ORDER BY id",
+                "SELECT id, url, display_name, protocol, transport, token_in_keychain, family, hub_name
+                 FROM hubs ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(Hub {
@@ -410,6 +417,8 @@ impl Store {
                     protocol: r.get(3)?,
                     transport: r.get(4)?,
                     token_in_keychain: r.get(5)?,
+                    family: r.get(6)?,
+                    hub_name: r.get(7)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -506,6 +515,26 @@ impl Store {
             c.execute(
                 "UPDATE hubs SET methods = ?2 WHERE id = ?1",
                 params![hub.0, methods],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the protocol family the hub is forced to (`core` or `classic`; `None`: auto) and
+    /// the classic hub name (`None`: the default). The store keeps both as given; the core
+    /// checks them and gives them meaning. Read back in [`Hub::family`] and [`Hub::hub_name`].
+    pub async fn set_hub_family(
+        &self,
+        hub: HubId,
+        family: Option<&str>,
+        hub_name: Option<&str>,
+    ) -> Result<()> {
+        let (family, hub_name) = (family.map(str::to_owned), hub_name.map(str::to_owned));
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hubs SET family = ?2, hub_name = ?3 WHERE id = ?1",
+                params![hub.0, family, hub_name],
             )?;
             Ok(())
         })

@@ -79,4 +79,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE hubs ADD COLUMN methods TEXT;
     "#,
+    // 6: the protocol family the account speaks (`core` or `classic`; NULL means decided by the
+    // negotiate response) and the hub a classic endpoint is asked for (NULL: `chatHub`).
+    r#"
+    ALTER TABLE hubs ADD COLUMN family TEXT;
+    ALTER TABLE hubs ADD COLUMN hub_name TEXT;
+    "#,
 ];

@@ -534,3 +534,75 @@ async fn a_hubs_chat_contract_is_kept_per_hub_and_survives_reopening() {
     assert_eq!(store.hub_methods(ann).await.unwrap(), None);
     assert!(schema_version() >= 5);
 }
+
+#[tokio::test]
+async fn a_hubs_family_and_classic_hub_name_are_kept_per_hub_and_older_files_open() {
+    let path = temp_db("family");
+    let store = Store::open(&path).await.unwrap();
+    let ann = store
+        .upsert_hub("http://127.0.0.1:5000/signalr", "ann", "json", None)
+        .await
+        .unwrap();
+    let other = store
+        .upsert_hub("http://127.0.0.1:5001/chathub", "ann", "json", None)
+        .await
+        .unwrap();
+    let hub = |hubs: &[Hub], id: HubId| hubs.iter().find(|h| h.id == id).unwrap().clone();
+    let hubs = store.hubs().await.unwrap();
+    assert_eq!(
+        (hub(&hubs, ann).family, hub(&hubs, ann).hub_name),
+        (None, None)
+    );
+    store
+        .set_hub_family(ann, Some("classic"), Some("roomHub"))
+        .await
+        .unwrap();
+    // Changing an account's other settings leaves them alone.
+    store
+        .upsert_hub("http://127.0.0.1:5000/signalr", "ann", "messagepack", None)
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let hubs = store.hubs().await.unwrap();
+    assert_eq!(hub(&hubs, ann).family.as_deref(), Some("classic"));
+    assert_eq!(hub(&hubs, ann).hub_name.as_deref(), Some("roomHub"));
+    assert_eq!(
+        (hub(&hubs, other).family, hub(&hubs, other).hub_name),
+        (None, None)
+    );
+    store.set_hub_family(ann, None, None).await.unwrap();
+    let hubs = store.hubs().await.unwrap();
+    assert_eq!(
+        (hub(&hubs, ann).family, hub(&hubs, ann).hub_name),
+        (None, None)
+    );
+    assert!(schema_version() >= 6);
+
+    // A file from before migration 6 (version 5: no family, no hub name) opens, its hubs on
+    // auto with the default hub name.
+    store
+        .call(|c| {
+            c.execute_batch(
+                "ALTER TABLE hubs DROP COLUMN family;
+                 ALTER TABLE hubs DROP COLUMN hub_name;
+                 PRAGMA user_version = 5;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let hubs = store.hubs().await.unwrap();
+    assert_eq!(hubs.len(), 2);
+    assert_eq!(
+        (hub(&hubs, ann).family, hub(&hubs, ann).hub_name),
+        (None, None)
+    );
+    store.set_hub_family(ann, Some("core"), None).await.unwrap();
+    assert_eq!(
+        hub(&store.hubs().await.unwrap(), ann).family.as_deref(),
+        Some("core")
+    );
+}

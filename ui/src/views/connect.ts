@@ -1,7 +1,7 @@
 // The connect screen: the first run, or another hub added with #add-account.
 
-import type { NewAccount, Protocol, Transport } from "../api";
-import { errorText } from "../api";
+import type { Family, NewAccount, Protocol, Transport } from "../api";
+import { errorText, hubNameProblem } from "../api";
 import type { App } from "../app";
 import { byId, setText } from "../dom";
 
@@ -26,6 +26,8 @@ export class ConnectView {
   private readonly token = byId<HTMLInputElement>("token");
   private readonly transport = byId<HTMLSelectElement>("transport");
   private readonly protocol = byId<HTMLSelectElement>("protocol");
+  private readonly family = byId<HTMLSelectElement>("family");
+  private readonly hubName = byId<HTMLInputElement>("connect-hub-name");
   private readonly error = byId("connect-error");
   private readonly submit = byId<HTMLButtonElement>("connect-submit");
   private readonly cancel = byId<HTMLButtonElement>("connect-cancel");
@@ -44,7 +46,7 @@ export class ConnectView {
         this.close();
       }
     });
-    for (const input of [this.url, this.name]) {
+    for (const input of [this.url, this.name, this.hubName]) {
       input.addEventListener("input", () => {
         input.removeAttribute("aria-invalid");
         setText(this.error, "");
@@ -103,12 +105,24 @@ export class ConnectView {
       this.name.focus();
       return;
     }
+    const family = this.family.value as Family;
+    const hubName = family === "core" ? "" : this.hubName.value.trim();
+    const hubNameError = hubNameProblem(hubName);
+    this.hubName.toggleAttribute("aria-invalid", hubNameError !== null);
+    if (hubNameError) {
+      setText(this.error, hubNameError);
+      this.hubName.closest("details")?.setAttribute("open", "");
+      this.hubName.focus();
+      return;
+    }
     const input: NewAccount = {
       url: this.url.value.trim() || null,
       displayName: name,
       token: this.token.value ? this.token.value : null,
       protocol: this.protocol.value as Protocol,
       transport: this.transport.value as Transport,
+      family,
+      hubName: hubName || null,
     };
     this.submit.disabled = true;
     setText(this.submit, "Connecting…");

@@ -1,7 +1,7 @@
 // Modal dialogs: search (Ctrl+K), keyboard help (?), hub settings.
 
-import type { InspectorEntry, Message, Methods, Preset } from "../api";
-import { errorText, kindOf, peerOf, roomOf } from "../api";
+import type { Account, Family, InspectorEntry, Message, Methods, Preset } from "../api";
+import { errorText, hubNameProblem, kindOf, peerOf, roomOf } from "../api";
 import type { App } from "../app";
 import { byId, h, icon, replace, setText } from "../dom";
 import { clockTime, dayLabel, hubLabel, plural } from "../format";
@@ -172,12 +172,19 @@ export class AccountDialog {
       void this.saveMethods();
     });
     byId<HTMLSelectElement>("methods-preset").addEventListener("change", () => this.presetChanged());
+    byId<HTMLFormElement>("family-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.saveFamily();
+    });
+    byId<HTMLSelectElement>("hub-family").addEventListener("change", () => this.familyChanged());
+    byId<HTMLInputElement>("hub-name").addEventListener("input", () => this.checkHubName());
   }
 
   open(): void {
     this.confirmRemove = false;
     this.token.value = "";
     this.fillMethods();
+    this.fillFamily();
     this.render();
     openDialog(this.dialog);
     byId("account-close").focus();
@@ -192,6 +199,7 @@ export class AccountDialog {
       ["Display name", a.displayName],
       ["Transport", a.status.transport ? `${a.transport} (using ${a.status.transport})` : a.transport],
       ["Protocol", a.protocol === "messagepack" ? "MessagePack" : "JSON"],
+      ["Protocol family", familyLabel(a)],
       ["Token", a.token === "none" ? "None" : a.token === "keychain" ? "In the system keychain" : "For this session only"],
     ];
     replace(this.details, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -211,6 +219,59 @@ export class AccountDialog {
         : "",
     );
     setText(this.remove, this.confirmRemove ? "Press again to remove this hub and its history" : "Remove this hub");
+  }
+
+  /** Puts the account's protocol family and classic hub name in the Advanced form. */
+  private fillFamily(): void {
+    const a = this.app.store.current()?.account;
+    if (!a) return;
+    byId<HTMLSelectElement>("hub-family").value = a.family ?? "auto";
+    byId<HTMLInputElement>("hub-name").value = a.hubName ?? "";
+    this.familyChanged();
+    this.checkHubName();
+  }
+
+  /** The hub name matters to classic hubs only: hidden when ASP.NET Core is forced. */
+  private familyChanged(): void {
+    const core = byId<HTMLSelectElement>("hub-family").value === "core";
+    byId("hub-name").hidden = core;
+    byId("hub-name-label").hidden = core;
+    if (core) this.showHubNameProblem(null);
+    else this.checkHubName();
+  }
+
+  private checkHubName(): boolean {
+    if (byId<HTMLSelectElement>("hub-family").value === "core") return true;
+    const problem = hubNameProblem(byId<HTMLInputElement>("hub-name").value);
+    this.showHubNameProblem(problem);
+    return problem === null;
+  }
+
+  private showHubNameProblem(problem: string | null): void {
+    const input = byId<HTMLInputElement>("hub-name");
+    if (problem) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    setText(byId("family-error"), problem ?? "");
+  }
+
+  private async saveFamily(): Promise<void> {
+    const st = this.app.store.current();
+    if (!st) return;
+    if (!this.checkHubName()) {
+      byId<HTMLInputElement>("hub-name").focus();
+      return;
+    }
+    const family = byId<HTMLSelectElement>("hub-family").value as Family;
+    // Under ASP.NET Core the name is not used; an empty field is the default (chatHub).
+    const name = byId<HTMLInputElement>("hub-name").value.trim();
+    const hubName = family === "core" || !name ? null : name;
+    try {
+      await this.app.setFamily(st.id, family, hubName);
+      this.fillFamily();
+      this.app.notifier.toast("Protocol saved; reconnecting.", "info");
+    } catch (err) {
+      this.showHubNameProblem(errorText(err));
+    }
   }
 
   /** Puts the account's methods in the Advanced form (what auto found, once it did). */
@@ -282,6 +343,16 @@ export class AccountDialog {
       this.app.notifier.toast(`Could not remove the hub: ${errorText(err)}`, "error");
     }
   }
+}
+
+/** The account's protocol family as the settings show it, with what auto found. */
+export function familyLabel(a: Account): string {
+  const names = { core: "ASP.NET Core SignalR", classic: "Classic ASP.NET SignalR 2.x" } as const;
+  const found = a.status?.family ? names[a.status.family] : null;
+  const hub = a.hubName ?? "chatHub";
+  const classic = (a.family === "classic" || (a.family === "auto" && a.status?.family === "classic")) ? `, hub ${hub}` : "";
+  if (a.family === "auto" || !a.family) return found ? `Auto: ${found}${classic}` : "Auto";
+  return `${names[a.family]}${classic}`;
 }
 
 /** Everything the current hub sent, as it came, and a console to invoke any of its methods. */

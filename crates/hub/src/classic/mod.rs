@@ -4,7 +4,7 @@
 //!
 //! | request | handled by |
 //! |---|---|
-//! | `GET {path}/negotiate` | [`negotiate`]: a protected `ConnectionToken` and the timeouts (§8a) |
+//! | `GET {path}/negotiate` (any method) | [`negotiate`]: a protected `ConnectionToken` and the timeouts (§8a) |
 //! | `GET {path}/connect`, `{path}/reconnect` | WebSockets (upgrade), Server-Sent Events, long polling (`transport=`) |
 //! | `POST {path}/poll` | long polling: the messages after `messageId`, held up to `ConnectionTimeout` |
 //! | `GET {path}/start` | `{ "Response": "started" }` once the hubs' connected callbacks ran |
@@ -197,7 +197,10 @@ impl Endpoint {
             }
         };
         Router::new()
-            .route(&format!("{path}/negotiate"), get(transport::negotiate))
+            // Any method, as 2.x's `PersistentConnection` (it matches the path alone): an
+            // ASP.NET Core client's `POST …/negotiate` gets the classic answer, whose
+            // `ProtocolVersion` tells it what it reached (§8), rather than a bare 405.
+            .route(&format!("{path}/negotiate"), any(transport::negotiate))
             .route(&format!("{path}/connect"), any(transport::connect))
             .route(&format!("{path}/reconnect"), any(transport::reconnect))
             .route(&format!("{path}/poll"), any(transport::poll))

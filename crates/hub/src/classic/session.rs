@@ -573,6 +573,42 @@ pub(crate) fn begin(
     })
 }
 
+/// The prefix of Hubbub's own invocation headers (`hubbub-msg-id`, …).
+const HUBBUB_HEADER_PREFIX: &str = "hubbub-";
+
+/// A classic request has no headers: Hubbub's classic client sends its invocation headers as
+/// keys of the caller state `S` (`crates/client/src/classic.rs`). Splits `S` into those
+/// headers (the `hubbub-` keys with string values, such as the chat layer's message id, so a
+/// message sent again is dropped as on ASP.NET Core) and the caller state proper, which is all
+/// the result gives back (`None` when nothing else is left): an echoed header would stay in
+/// the client's caller state and go out with its every later call.
+fn split_state(state: Option<&hubbub_protocol::Arg>) -> (Headers, Option<hubbub_protocol::Arg>) {
+    let Some(state) = state else {
+        return (Headers::new(), None);
+    };
+    let Ok(mut map) = state.decode::<serde_json::Map<String, serde_json::Value>>() else {
+        return (Headers::new(), Some(state.clone()));
+    };
+    let keys: Vec<String> = map
+        .iter()
+        .filter(|(k, v)| k.starts_with(HUBBUB_HEADER_PREFIX) && v.is_string())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if keys.is_empty() {
+        return (Headers::new(), Some(state.clone()));
+    }
+    let mut headers = Headers::new();
+    for key in keys {
+        if let Some(serde_json::Value::String(value)) = map.remove(&key) {
+            headers.insert(key, value);
+        }
+    }
+    let rest = (!map.is_empty())
+        .then(|| hubbub_protocol::Arg::serialize_for(hubbub_protocol::Protocol::Json, &map).ok())
+        .flatten();
+    (headers, rest)
+}
+
 impl Call {
     /// Over the rate limit: when the call may run (a WebSocket reads nothing more until then).
     pub(crate) fn not_before(&self) -> Option<Instant> {
@@ -592,7 +628,8 @@ impl Call {
             _paced,
         } = self;
         let id = Some(request.id.as_str());
-        let caller_state = request.state.as_ref();
+        let (headers, caller_state) = split_state(request.state.as_ref());
+        let caller_state = caller_state.as_ref();
         let result =
             |outcome: Outcome<'_>| id.map(|id| wire::hub_result(id, outcome, caller_state));
         let Some(hub) = endpoint.hub_index(&request.hub) else {
@@ -617,7 +654,7 @@ impl Call {
         let future = match prepare(
             &state,
             &conn,
-            Headers::new(),
+            headers,
             &request.method,
             &request.args,
             Vec::new(),
@@ -667,5 +704,41 @@ impl Call {
             }
             Err(e) => result(Outcome::HubError(&e.0, e.data())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hubbub_protocol::Arg;
+
+    fn json(arg: &Option<Arg>) -> Option<serde_json::Value> {
+        arg.as_ref().map(|a| a.decode().unwrap())
+    }
+
+    #[test]
+    fn hubbub_headers_in_the_caller_state_become_headers_and_are_not_echoed() {
+        let state = Arg::from_json(br#"{"hubbub-msg-id":"m1","hubbub-n":3,"user":"ann"}"#.to_vec())
+            .unwrap();
+        let (headers, rest) = split_state(Some(&state));
+        assert_eq!(
+            headers,
+            Headers::from([("hubbub-msg-id".to_owned(), "m1".to_owned())])
+        );
+        // Not a string: caller state, as a 2.x client may keep anything there.
+        assert_eq!(
+            json(&rest),
+            Some(serde_json::json!({"hubbub-n": 3, "user": "ann"}))
+        );
+        let only = Arg::from_json(br#"{"hubbub-msg-id":"m2"}"#.to_vec()).unwrap();
+        let (headers, rest) = split_state(Some(&only));
+        assert_eq!(headers.len(), 1);
+        assert!(rest.is_none(), "nothing to give back");
+        // Ordinary caller state is given back as it came.
+        let plain = Arg::from_json(br#"{"user":"ann"}"#.to_vec()).unwrap();
+        let (headers, rest) = split_state(Some(&plain));
+        assert!(headers.is_empty());
+        assert_eq!(json(&rest), Some(serde_json::json!({"user": "ann"})));
+        assert_eq!(split_state(None), (Headers::new(), None));
     }
 }
