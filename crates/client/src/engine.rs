@@ -533,11 +533,16 @@ impl Actor {
                     }
                 };
             } else {
-                tracing::info!(
-                    disconnect_timeout = ?session.negotiated.disconnect_timeout(),
-                    "the hub's DisconnectTimeout has passed since the connection was lost: \
-                     it has forgotten it; starting a new connection"
+                // As the .NET client's reconnect window: the old connection is hopeless. Said,
+                // with the reason, before a new connection is made (the chat layer catches up
+                // from the hub's history where it has one).
+                let message = format!(
+                    "the connection could not be resumed within the hub's DisconnectTimeout \
+                     ({:?}): the hub has forgotten it and what it buffered; starting a new one",
+                    session.negotiated.disconnect_timeout()
                 );
+                tracing::warn!("{message}");
+                self.emit(Event::Error { message });
             }
         }
         let n = crate::negotiate::negotiate_classic(

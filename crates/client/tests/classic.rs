@@ -254,6 +254,46 @@ async fn pings_while_connected_and_a_refused_ping_ends_the_connection() {
     conn.stop().await;
 }
 
+/// A reconnect that cannot succeed is given up once the server's DisconnectTimeout has passed
+/// (it has forgotten the connection): the client says so, with the reason, and starts a new
+/// connection instead of resuming the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hopeless_reconnect_ends_at_the_disconnect_timeout_with_a_reason() {
+    let server = ClassicServer::start(Settings {
+        disconnect_timeout: 1.0,
+        ..Settings::default()
+    })
+    .await;
+    let conn = builder(&server, TransportKind::WebSockets)
+        .retry_policy(Delays(vec![Duration::from_millis(100); 100]))
+        .build()
+        .unwrap();
+    let mut events = conn.events();
+    conn.start().await.unwrap();
+    let first = conn.connection_id().unwrap();
+    let negotiates = server.seen().negotiates;
+    server.settings.lock().unwrap().refuse_reconnects = true;
+    server.cut_all();
+    let error = expect_event(
+        &mut events,
+        "the DisconnectTimeout error",
+        |e| matches!(e, Event::Error { message } if message.contains("DisconnectTimeout")),
+    )
+    .await;
+    assert!(server.seen().refused_reconnects >= 1, "{:?}", server.seen());
+    let Event::Error { message } = error else {
+        unreachable!()
+    };
+    assert!(message.contains("1s"), "{message}");
+    expect_event(&mut events, "reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    })
+    .await;
+    assert_ne!(conn.connection_id().unwrap(), first);
+    assert_eq!(server.seen().negotiates, negotiates + 1);
+    conn.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_mid_chat_loses_nothing_the_cursor_replays_it() {
     let server = ClassicServer::start(Settings {

@@ -42,6 +42,10 @@ pub(crate) struct Settings {
     pub(crate) poll_hold: Duration,
     /// `ping` answers 401 (the sign-in expired).
     pub(crate) refuse_pings: bool,
+    /// Advertised DisconnectTimeout in seconds.
+    pub(crate) disconnect_timeout: f64,
+    /// `reconnect` answers 503 (the server cannot take the connection back).
+    pub(crate) refuse_reconnects: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +58,8 @@ impl Default for Settings {
             start_hangs: false,
             poll_hold: Duration::from_secs(5),
             refuse_pings: false,
+            disconnect_timeout: 30.0,
+            refuse_reconnects: false,
         }
     }
 }
@@ -101,6 +107,7 @@ pub(crate) struct Seen {
     pub(crate) starts: usize,
     pub(crate) aborts: Vec<String>,
     pub(crate) polls: usize,
+    pub(crate) refused_reconnects: usize,
     /// `ping` requests, with their query (a 2.x client sends no connection token there).
     pub(crate) pings: Vec<HashMap<String, String>>,
 }
@@ -218,6 +225,10 @@ impl ClassicServer {
         let transport = query
             .get("transport")
             .and_then(|t| classic::Transport::from_name(t));
+        if action == "reconnect" && self.settings.lock().unwrap().refuse_reconnects {
+            self.seen.lock().unwrap().refused_reconnects += 1;
+            return (StatusCode::SERVICE_UNAVAILABLE, "not now").into_response();
+        }
         match (action, transport) {
             ("connect" | "reconnect", Some(classic::Transport::WebSockets)) => {
                 let reconnect = action == "reconnect";
@@ -315,6 +326,7 @@ impl ClassicServer {
             connection_token: token,
             connection_id: id,
             keep_alive_timeout: settings.keep_alive_timeout,
+            disconnect_timeout: settings.disconnect_timeout,
             try_web_sockets: settings.try_web_sockets,
             protocol_version: classic::answered_protocol_version(
                 query.get("clientProtocol").map(String::as_str),
