@@ -4,14 +4,14 @@
 //! and chats with an ASP.NET Core account; a forced family and a classic hub name are kept
 //! across restarts and used, each mistake told in a sentence.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hubbub_core::*;
-use tokio::sync::broadcast;
-
-const LIMIT: Duration = Duration::from_secs(20);
+use support::{LIMIT, expect, new_account};
 
 fn profile(name: &str) -> PathBuf {
     let dir =
@@ -37,36 +37,6 @@ async fn hub() -> hubbub_hub::RunningServer {
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap()
-}
-
-fn new_account(url: &str, name: &str) -> NewAccount {
-    NewAccount {
-        url: Some(url.to_owned()),
-        display_name: name.to_owned(),
-        token: None,
-        protocol: ProtocolChoice::Json,
-        transport: TransportChoice::Auto,
-        family: FamilyChoice::Auto,
-        hub_name: None,
-    }
-}
-
-/// Waits (at most [`LIMIT`]) for an event that `pick` accepts.
-async fn expect<T>(
-    rx: &mut broadcast::Receiver<AppEvent>,
-    what: &str,
-    mut pick: impl FnMut(&AppEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("event stream");
-        if let Some(found) = pick(&event) {
-            return found;
-        }
-    }
 }
 
 /// The account's status once connected (with the transport and family: the state changes

@@ -1,12 +1,14 @@
 //! The app core over real parts: a real hub on loopback, real SQLite profiles, two cores
 //! talking through the hub, the embedded hub, a hub that dies and comes back.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hubbub_core::*;
-use tokio::sync::broadcast;
+use support::{expect, new_account};
 
 fn profile(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hubbub-core-test-{}-{name}", std::process::id()));
@@ -33,36 +35,6 @@ async fn hub_at(addr: SocketAddr) -> hubbub_hub::RunningServer {
 
 async fn hub() -> hubbub_hub::RunningServer {
     hub_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
-}
-
-fn new_account(url: &str, name: &str) -> NewAccount {
-    NewAccount {
-        url: Some(url.to_owned()),
-        display_name: name.to_owned(),
-        token: None,
-        protocol: ProtocolChoice::Json,
-        transport: TransportChoice::Auto,
-        family: FamilyChoice::Auto,
-        hub_name: None,
-    }
-}
-
-/// Waits (at most 10 s) for an event that `pick` accepts.
-async fn expect<T>(
-    rx: &mut broadcast::Receiver<AppEvent>,
-    what: &str,
-    mut pick: impl FnMut(&AppEvent) -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let event = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("event stream");
-        if let Some(found) = pick(&event) {
-            return found;
-        }
-    }
 }
 
 fn connected(account: AccountId) -> impl FnMut(&AppEvent) -> Option<()> {

@@ -7,6 +7,7 @@
 //   node protocol.mjs HUB_ORIGIN [--jwt SECRET]
 import crypto from "node:crypto";
 import WebSocket from "ws";
+import { assert, failed, scenario } from "./wire.mjs";
 
 const origin = process.argv[2];
 const jwtIndex = process.argv.indexOf("--jwt");
@@ -14,9 +15,6 @@ const secret = jwtIndex > 0 ? process.argv[jwtIndex + 1] : undefined;
 if (!origin) {
   console.error("usage: node protocol.mjs HUB_ORIGIN [--jwt SECRET]");
   process.exit(2);
-}
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
 }
 const b64url = (b) => Buffer.from(b).toString("base64url");
 function jwt(sub) {
@@ -26,16 +24,6 @@ function jwt(sub) {
   return `${header}.${payload}.${sig}`;
 }
 
-let failures = 0;
-async function scenario(name, body) {
-  try {
-    await body();
-    console.log(JSON.stringify({ scenario: name, ok: true }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ scenario: name, ok: false, error: String((e && e.stack) || e) }));
-  }
-}
 
 const cd = JSON.stringify([{ name: "chathub" }]);
 // Who a request comes from: a name without auth, a JWT with it (`via` "query" or "header").
@@ -209,4 +197,4 @@ if (secret) {
   });
 }
 
-process.exit(failures ? 1 : 0);
+process.exit(failed() ? 1 : 0);
