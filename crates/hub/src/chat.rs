@@ -429,7 +429,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             });
             Ok(Reply::stream(items))
         })
-        .method("Collect", |ctx, (): ()| async move {
+        .method_with_streams("Collect", 1, |ctx, (): ()| async move {
             use futures_util::StreamExt;
             let Some(mut items) = ctx.upload(0) else {
                 return Err(HubError::new("Collect needs a stream argument"));

@@ -43,6 +43,7 @@ pub use chat::{
     TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
 };
 pub use classic::ClassicOptions;
+pub use connection::MAX_STREAMS_PER_CONNECTION;
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};
 pub use hub::{

@@ -1,0 +1,292 @@
+//! Issue 18, hub hardening: each finding of the attacker's probes, replayed against a real
+//! `hubbub hub` process on 127.0.0.1, beside a well-behaved official client (Hubbub's own) that
+//! must keep working. The attacker speaks the wire itself (a raw WebSocket) and sends what the
+//! official clients never do.
+
+// Children are killed and reaped on drop.
+#![allow(clippy::zombie_processes)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hubbub_client::HubConnectionBuilder;
+use tokio_tungstenite::tungstenite::Message;
+
+mod support;
+use support::hubbub;
+
+/// The record separator that ends every JSON hub message.
+const RS: char = '\u{1e}';
+
+/// A `hubbub hub` process with its log lines kept; killed when dropped.
+struct Hub {
+    child: Child,
+    origin: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hub {
+    /// Starts `hubbub hub` on a free port with `args` and waits for "listening on" (20 s).
+    fn start(args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = hubbub()
+            .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let hub = Self {
+            child,
+            origin: format!("http://127.0.0.1:{port}"),
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !hub
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("listening on"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the hub did not start; it logged:\n{}",
+                hub.logs.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hub
+    }
+
+    /// The hub process's resident memory, in KiB (Linux `/proc`).
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw JSON-protocol WebSocket peer: it sends whatever it is told, as text frames.
+struct Raw {
+    ws: Socket,
+    pending: String,
+}
+
+impl Raw {
+    /// Connects to `url` (ws://…, negotiation skipped) and completes the JSON handshake.
+    async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("the WebSocket connects within 10 s")
+        .expect("the WebSocket upgrade is accepted");
+        let mut raw = Self {
+            ws,
+            pending: String::new(),
+        };
+        raw.send(r#"{"protocol":"json","version":1}"#).await;
+        let answer = raw.next().await;
+        assert_eq!(answer, serde_json::json!({}), "the handshake succeeds");
+        raw
+    }
+
+    /// Sends one message (the record separator is added).
+    async fn send(&mut self, message: &str) {
+        self.ws
+            .send(Message::text(format!("{message}{RS}")))
+            .await
+            .expect("the hub takes the message");
+    }
+
+    /// The next message from the hub (pings included), within 10 s.
+    async fn next(&mut self) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = self.pending.find(RS) {
+                let message: String = self.pending.drain(..=end).collect();
+                return serde_json::from_str(&message[..end]).unwrap();
+            }
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a message from the hub within 10 s")
+                .expect("the socket stays open")
+                .expect("the socket reads");
+            if let Message::Text(text) = frame {
+                self.pending.push_str(&text);
+            }
+        }
+    }
+
+    /// The Completion of invocation `id` (other messages are skipped), within 10 s.
+    async fn completion(&mut self, id: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("no Completion for invocation {id} within 10 s"));
+            if message["type"] == 3 && message["invocationId"] == id {
+                return message;
+            }
+            assert_ne!(message["type"], 7, "the hub closed the connection: {message}");
+        }
+    }
+}
+
+/// The well-behaved client: Hubbub's own, connected as `name` to the hub's chat.
+async fn official(hub: &Hub, name: &str) -> hubbub_client::HubConnection {
+    let conn = HubConnectionBuilder::new(format!("{}/chathub?name={name}", hub.origin))
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn.start())
+        .await
+        .expect("the official client connects within 10 s")
+        .expect("the official client connects");
+    conn
+}
+
+/// The official client still gets answers.
+async fn still_works(conn: &hubbub_client::HubConnection, step: &str) {
+    let echoed: String = tokio::time::timeout(
+        Duration::from_secs(10),
+        conn.invoke("Echo", vec![step.into()]),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{step}: the official client got no answer within 10 s"))
+    .unwrap_or_else(|e| panic!("{step}: the official client failed: {e}"));
+    assert_eq!(echoed, step);
+}
+
+/// Finding 6: `streamIds` opened a channel each before the method was even looked up, kept for
+/// the connection's life; a few hundred frames took the hub to gigabytes and it aborted.
+/// Now: ids for a method that takes no stream, for an unknown method, or more than the method
+/// takes are refused and open nothing; a connection holds at most 32 streams open; the hub's
+/// memory stays bounded and the official client connected throughout keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ids_are_bounded_and_refused_for_methods_without_streams() {
+    let mut hub = Hub::start(&["--max-messages-per-second", "100000"]);
+    let bob = official(&hub, "bob").await;
+    still_works(&bob, "before").await;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+
+    // A method that takes no stream.
+    mallory
+        .send(r#"{"type":1,"invocationId":"send","target":"Send","arguments":["mallory","hi"],"streamIds":["x1"]}"#)
+        .await;
+    let refused = mallory.completion("send").await;
+    assert_eq!(
+        refused["error"],
+        "Failed to invoke 'Send' due to an error on the server. Client sent 1 stream(s), Hub method expects 0.",
+        "{refused}"
+    );
+    // More streams than the method takes.
+    mallory
+        .send(r#"{"type":1,"invocationId":"two","target":"Collect","arguments":[],"streamIds":["y1","y2"]}"#)
+        .await;
+    let refused = mallory.completion("two").await;
+    assert_eq!(
+        refused["error"],
+        "Failed to invoke 'Collect' due to an error on the server. Client sent 2 stream(s), Hub method expects 1.",
+        "{refused}"
+    );
+
+    // The crash, bounded: frames of 1,000 new ids each for an unknown method and for one that
+    // takes no stream (before: ~2 KiB per id kept, +284 MiB over these 150 frames). Each is
+    // refused and opens nothing, so the hub's memory does not grow with them.
+    let before = hub.rss_kib();
+    const FRAMES: usize = 150;
+    for k in 0..FRAMES {
+        // Every id new (ids already open would only replace each other).
+        let ids: Vec<String> = (0..1000).map(|i| format!("s{k}-{i}")).collect();
+        let ids = serde_json::to_string(&ids).unwrap();
+        let target = if k % 2 == 0 { "NoSuchMethod" } else { "Send" };
+        mallory
+            .send(&format!(
+                r#"{{"type":1,"invocationId":"f{k}","target":"{target}","arguments":["a","b"],"streamIds":{ids}}}"#
+            ))
+            .await;
+    }
+    // Every one is answered with an error, in order.
+    for k in 0..FRAMES {
+        let completion = mallory.completion(&format!("f{k}")).await;
+        assert!(completion["error"].is_string(), "f{k} is refused: {completion}");
+    }
+    let grown_mib = hub.rss_kib().saturating_sub(before) / 1024;
+    println!("hub RSS grew by {grown_mib} MiB over {FRAMES} frames of 1,000 stream ids");
+    assert!(
+        grown_mib < 64,
+        "the hub's memory grew by {grown_mib} MiB for refused stream ids (bound: 64 MiB)"
+    );
+    still_works(&bob, "after the flood of ids").await;
+
+    // At most 32 streams open per connection: 32 uploads that never end are accepted (their
+    // invocations wait), the 33rd is refused at once, and a repeated open id is refused too.
+    for k in 0..32 {
+        mallory
+            .send(&format!(
+                r#"{{"type":1,"invocationId":"c{k}","target":"Collect","arguments":[],"streamIds":["u{k}"]}}"#
+            ))
+            .await;
+    }
+    mallory
+        .send(r#"{"type":1,"invocationId":"c32","target":"Collect","arguments":[],"streamIds":["u32"]}"#)
+        .await;
+    let refused = mallory.completion("c32").await;
+    assert_eq!(
+        refused["error"],
+        "Too many open streams: a connection may have at most 32 client-to-server streams open at once.",
+        "{refused}"
+    );
+    // The first upload ends: its invocation completes, which frees its stream.
+    mallory
+        .send(r#"{"type":2,"invocationId":"u0","item":7}"#)
+        .await;
+    mallory.send(r#"{"type":3,"invocationId":"u0"}"#).await;
+    let done = mallory.completion("c0").await;
+    assert_eq!(done["result"], serde_json::json!([7]), "{done}");
+    mallory
+        .send(r#"{"type":1,"invocationId":"again","target":"Collect","arguments":[],"streamIds":["u1"]}"#)
+        .await;
+    let refused = mallory.completion("again").await;
+    assert_eq!(refused["error"], "Stream ID 'u1' is already in use.", "{refused}");
+
+    assert!(hub.alive(), "the hub process is still running");
+    still_works(&bob, "at the end").await;
+    bob.stop().await;
+}
