@@ -163,7 +163,10 @@ impl Raw {
             if message["type"] == 3 && message["invocationId"] == id {
                 return message;
             }
-            assert_ne!(message["type"], 7, "the hub closed the connection: {message}");
+            assert_ne!(
+                message["type"], 7,
+                "the hub closed the connection: {message}"
+            );
         }
     }
 }
@@ -245,7 +248,10 @@ async fn stream_ids_are_bounded_and_refused_for_methods_without_streams() {
     // Every one is answered with an error, in order.
     for k in 0..FRAMES {
         let completion = mallory.completion(&format!("f{k}")).await;
-        assert!(completion["error"].is_string(), "f{k} is refused: {completion}");
+        assert!(
+            completion["error"].is_string(),
+            "f{k} is refused: {completion}"
+        );
     }
     let grown_mib = hub.rss_kib().saturating_sub(before) / 1024;
     println!("hub RSS grew by {grown_mib} MiB over {FRAMES} frames of 1,000 stream ids");
@@ -284,9 +290,202 @@ async fn stream_ids_are_bounded_and_refused_for_methods_without_streams() {
         .send(r#"{"type":1,"invocationId":"again","target":"Collect","arguments":[],"streamIds":["u1"]}"#)
         .await;
     let refused = mallory.completion("again").await;
-    assert_eq!(refused["error"], "Stream ID 'u1' is already in use.", "{refused}");
+    assert_eq!(
+        refused["error"], "Stream ID 'u1' is already in use.",
+        "{refused}"
+    );
 
     assert!(hub.alive(), "the hub process is still running");
     still_works(&bob, "at the end").await;
     bob.stop().await;
+}
+
+const SECRET: &str = "hardening-test-secret-0123456789";
+
+/// An HS256 token for `sub`, valid for an hour, with these extra claims.
+fn token_with(sub: &str, extra: serde_json::Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({ "sub": sub, "exp": now + 3600 });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn num(n: u64) -> hubbub_client::Arg {
+    hubbub_client::Arg::from_value(hubbub_client::Value::from(n))
+}
+
+fn token(sub: &str) -> String {
+    token_with(sub, serde_json::json!({}))
+}
+
+/// An official client of `url` (`/chathub…` or the classic `/signalr`) with `token`.
+async fn official_with_token(
+    url: &str,
+    token: String,
+    family: hubbub_client::Family,
+) -> hubbub_client::HubConnection {
+    let conn = HubConnectionBuilder::new(url)
+        .access_token(move || {
+            let token = token.clone();
+            async move { Ok(token) }
+        })
+        .family(family)
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn.start())
+        .await
+        .expect("the official client connects within 10 s")
+        .expect("the official client connects");
+    conn
+}
+
+/// Every call of `method` the hub makes on `conn`, its arguments as strings.
+fn received(
+    conn: &hubbub_client::HubConnection,
+    method: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Vec<String>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    conn.on(method, move |args| {
+        let texts = args
+            .iter()
+            .map(|a| a.decode::<String>().unwrap_or_default())
+            .collect();
+        let _ = tx.send(texts);
+        None
+    });
+    rx
+}
+
+/// The next call in `rx` whose last argument is `text`, within 10 s.
+async fn next_with_text(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+    text: &str,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let args = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{text:?} did not arrive within 10 s"))
+            .expect("the client is still there");
+        if args.last().map(String::as_str) == Some(text) {
+            return args;
+        }
+    }
+}
+
+/// The names a history answer (`{epoch, messages: [{name, message, …}]}`) gives `text`.
+fn names_of(history: &serde_json::Value, text: &str) -> Vec<String> {
+    history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["message"] == text)
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Finding 1: with mallory's valid token, `Send("alice", …)` reached everyone as alice and was
+/// recorded so. Now, with JWT auth on, what is delivered and recorded names the token's
+/// subject, over the ASP.NET Core endpoint and the classic one alike, for `Send` and
+/// `SendToRoom`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_messages_carry_the_authenticated_users_name() {
+    let hub = Hub::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--max-messages-per-second",
+        "100000",
+    ]);
+    let chathub = format!("{}/chathub", hub.origin);
+    let core = hubbub_client::Family::Core;
+    let bob = official_with_token(&chathub, token("bob"), core).await;
+    let mut broadcasts = received(&bob, "broadcastMessage");
+    let mut room_messages = received(&bob, "roomMessage");
+    let mallory = official_with_token(&chathub, token("mallory"), core).await;
+
+    let phish = "Please rotate your password at https://example.invalid";
+    mallory
+        .invoke::<()>("Send", vec!["alice".into(), phish.into()])
+        .await
+        .unwrap();
+    let got = next_with_text(&mut broadcasts, phish).await;
+    assert_eq!(got, ["mallory", phish], "the broadcast names the sender");
+    let history: serde_json::Value = bob
+        .invoke("History", vec!["".into(), num(0)])
+        .await
+        .unwrap();
+    assert_eq!(names_of(&history, phish), ["mallory"], "{history}");
+
+    for conn in [&bob, &mallory] {
+        conn.invoke::<u64>("JoinRoom", vec!["ops".into()])
+            .await
+            .unwrap();
+    }
+    let in_room = "in the room, as alice";
+    mallory
+        .invoke::<()>(
+            "SendToRoom",
+            vec!["ops".into(), "alice".into(), in_room.into()],
+        )
+        .await
+        .unwrap();
+    let got = next_with_text(&mut room_messages, in_room).await;
+    assert_eq!(got, ["ops", "mallory", in_room]);
+    let history: serde_json::Value = bob
+        .invoke("RoomHistory", vec!["ops".into(), "".into(), num(0)])
+        .await
+        .unwrap();
+    assert_eq!(names_of(&history, in_room), ["mallory"], "{history}");
+
+    // The classic endpoint dispatches through the same hub: the same holds there.
+    let classic = official_with_token(
+        &format!("{}/signalr", hub.origin),
+        token("mallory"),
+        hubbub_client::Family::Classic,
+    )
+    .await;
+    let via_classic = "via classic, as alice";
+    classic
+        .invoke::<()>("Send", vec!["alice".into(), via_classic.into()])
+        .await
+        .unwrap();
+    let got = next_with_text(&mut broadcasts, via_classic).await;
+    assert_eq!(got, ["mallory", via_classic]);
+    classic
+        .invoke::<u64>("JoinRoom", vec!["ops".into()])
+        .await
+        .unwrap();
+    let classic_room = "classic room message, as alice";
+    classic
+        .invoke::<()>(
+            "SendToRoom",
+            vec!["ops".into(), "alice".into(), classic_room.into()],
+        )
+        .await
+        .unwrap();
+    let got = next_with_text(&mut room_messages, classic_room).await;
+    assert_eq!(got, ["ops", "mallory", classic_room]);
+
+    // Its own name is of course fine.
+    mallory
+        .invoke::<()>("Send", vec!["mallory".into(), "hello".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        next_with_text(&mut broadcasts, "hello").await,
+        ["mallory", "hello"]
+    );
+    for conn in [classic, mallory, bob] {
+        conn.stop().await;
+    }
 }

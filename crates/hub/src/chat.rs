@@ -16,6 +16,10 @@
 //! | `Collect(stream)` | reads a client-to-server stream to its end; returns its items as an array |
 //! | `Flood(count, size)` | sends the caller `count` × `broadcastMessage("flood", text of size bytes)`, at the pace the caller reads (load testing) |
 //!
+//! **Names**: with authentication on (a JWT), the `name` of `Send` and `SendToRoom` is replaced
+//! by the authenticated user (the token's subject) in what is delivered and recorded, so no one
+//! can speak as another; `directMessage` always names the connection's user.
+//!
 //! Arrivals and departures are announced to the rest of the scope as `userJoined(user,
 //! connections)` and `userLeft(user, connections)`, in scopes of up to [`PRESENCE_LIMIT`]
 //! connections. In a fleet, the users of a node that crashed are announced as left by the
@@ -85,6 +89,18 @@ fn scope_group(ctx: &Context) -> String {
 
 fn room_group(ctx: &Context, room: &str) -> String {
     format!("room:{}:{room}", ctx.query("scope").unwrap_or(""))
+}
+
+/// The name a message goes out and is recorded with. With authentication on it is the
+/// authenticated user's (the token's subject), whatever name the caller gave: a client cannot
+/// speak as someone else. Without authentication, the name the caller gave (its users are
+/// whoever they say they are: see the README's security notes).
+fn sender_name(ctx: &Context, claimed: String) -> String {
+    if ctx.state.auth.is_some() {
+        ctx.user().to_owned()
+    } else {
+        claimed
+    }
 }
 
 /// Checks the argument count and that each argument is a string; returns the raw arguments,
@@ -290,9 +306,11 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let seen = seen.clone();
             let history = history_for_send.clone();
             async move {
-                let args = strings(args, 2)?;
-                let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let mut args = strings(args, 2)?;
+                let claimed: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let name = sender_name(&ctx, claimed);
+                args[0] = Arg::from(name.as_str());
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
@@ -327,10 +345,12 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         .method("SendToRoom", move |ctx, args: RawArgs| {
             let (seen, history) = (seen_room.clone(), history_for_room.clone());
             async move {
-                let args = strings(args, 3)?;
+                let mut args = strings(args, 3)?;
                 let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let name: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let claimed: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let text: String = args[2].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let name = sender_name(&ctx, claimed);
+                args[1] = Arg::from(name.as_str());
                 let group = room_group(&ctx, &room);
                 let members = ctx.state.router.connection_count(Some(&group));
                 let member = ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group);
