@@ -77,6 +77,10 @@ struct HubArgs {
     /// With JWT auth: also require this audience.
     #[arg(long)]
     jwt_audience: Option<String>,
+    /// With JWT auth: each connection's scope (the chat's `?scope=`, its tenant) is this claim
+    /// of its token, not the client's choice; a request for another scope is refused (403).
+    #[arg(long, value_name = "CLAIM")]
+    scope_claim: Option<String>,
     /// Keep the chat history in this SQLite file, across restarts (default: in memory).
     #[arg(long, conflicts_with = "redis")]
     history: Option<std::path::PathBuf>,
@@ -227,6 +231,9 @@ async fn hub(args: HubArgs) -> Result<(), String> {
         }
         if let Some(audience) = &args.jwt_audience {
             auth = auth.audience(audience);
+        }
+        if let Some(claim) = &args.scope_claim {
+            auth = auth.scope_claim(claim);
         }
         builder = builder.auth(auth);
     }

@@ -489,3 +489,174 @@ async fn with_auth_on_messages_carry_the_authenticated_users_name() {
         conn.stop().await;
     }
 }
+
+/// An official client connected as `name` in `scope` (no auth).
+async fn in_scope(hub: &Hub, name: &str, scope: &str) -> hubbub_client::HubConnection {
+    official(hub, &format!("{name}&scope={scope}")).await
+}
+
+/// Finding 2: rooms were keyed `room:{scope}:{room}`, so from scope `acme` the room `corp:x`
+/// was room `x` of scope `acme:corp` (its history readable, messages injected live), and
+/// `SendToUser` reached the user's connections in every scope. Now keys cannot collide, a
+/// direct message reaches only the caller's scope, and `RoomHistory` needs the room joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_isolate_rooms_direct_messages_and_room_histories() {
+    let hub = Hub::start(&["--max-messages-per-second", "100000"]);
+    let alice = in_scope(&hub, "alice", "acme").await;
+    let mut alice_rooms = received(&alice, "roomMessage");
+    let eve = in_scope(&hub, "eve", "acme:corp").await;
+
+    alice
+        .invoke::<u64>("JoinRoom", vec!["corp:x".into()])
+        .await
+        .unwrap();
+    alice
+        .invoke::<()>(
+            "SendToRoom",
+            vec!["corp:x".into(), "alice".into(), "the plan".into()],
+        )
+        .await
+        .unwrap();
+    next_with_text(&mut alice_rooms, "the plan").await;
+    eve.invoke::<u64>("JoinRoom", vec!["x".into()])
+        .await
+        .unwrap();
+    let history: serde_json::Value = eve
+        .invoke("RoomHistory", vec!["x".into(), "".into(), num(0)])
+        .await
+        .unwrap();
+    assert!(
+        names_of(&history, "the plan").is_empty(),
+        "another scope's room read: {history}"
+    );
+    eve.invoke::<()>(
+        "SendToRoom",
+        vec!["x".into(), "eve".into(), "injected".into()],
+    )
+    .await
+    .unwrap();
+    // What alice's room gets next, after eve's call completed, is her own marker: nothing
+    // of eve's came before it.
+    alice
+        .invoke::<()>(
+            "SendToRoom",
+            vec!["corp:x".into(), "alice".into(), "marker".into()],
+        )
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), alice_rooms.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.last().unwrap(),
+        "marker",
+        "eve's message reached alice's room: {next:?}"
+    );
+
+    // Direct messages stay in the sender's scope.
+    let bob = in_scope(&hub, "bob", "globex").await;
+    let mut bob_direct = received(&bob, "directMessage");
+    let carol = in_scope(&hub, "carol", "globex").await;
+    eve.invoke::<()>(
+        "SendToUser",
+        vec!["bob".into(), "from another scope".into()],
+    )
+    .await
+    .unwrap();
+    carol
+        .invoke::<()>("SendToUser", vec!["bob".into(), "dm marker".into()])
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), bob_direct.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next,
+        ["carol", "dm marker"],
+        "a direct message crossed scopes"
+    );
+
+    // A room's history is for its members.
+    let refused = alice
+        .invoke::<serde_json::Value>("RoomHistory", vec!["elsewhere".into(), "".into(), num(0)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "Join the room 'elsewhere' before reading its history."
+    );
+    for conn in [alice, eve, bob, carol] {
+        conn.stop().await;
+    }
+}
+
+/// With `--scope-claim tenant` the scope is the token's `tenant`: a client that asks for
+/// another tenant's scope is refused (Core and classic endpoints), one that asks for none is in
+/// its tenant's scope, and a token without the claim is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scope_claim_binds_each_connection_to_its_tenant() {
+    let hub = Hub::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--scope-claim",
+        "tenant",
+        "--max-messages-per-second",
+        "100000",
+    ]);
+    let chathub = format!("{}/chathub", hub.origin);
+    let core = hubbub_client::Family::Core;
+    let acme = |sub: &str| token_with(sub, serde_json::json!({ "tenant": "acme" }));
+    let globex = |sub: &str| token_with(sub, serde_json::json!({ "tenant": "globex" }));
+    let bob = official_with_token(&format!("{chathub}?scope=acme"), acme("bob"), core).await;
+    let mut broadcasts = received(&bob, "broadcastMessage");
+
+    for (url, family) in [
+        (format!("{chathub}?scope=acme"), core),
+        (
+            format!("{}/signalr?scope=acme", hub.origin),
+            hubbub_client::Family::Classic,
+        ),
+    ] {
+        let t = globex("mallory");
+        let conn = HubConnectionBuilder::new(url.as_str())
+            .access_token(move || {
+                let t = t.clone();
+                async move { Ok(t) }
+            })
+            .family(family)
+            .build()
+            .unwrap();
+        let refused = tokio::time::timeout(Duration::from_secs(10), conn.start())
+            .await
+            .expect("an answer within 10 s");
+        let error = refused
+            .expect_err("another tenant's scope is refused")
+            .to_string();
+        assert!(error.contains("403"), "{family:?}: {error}");
+    }
+    let no_claim = HubConnectionBuilder::new(chathub.as_str())
+        .access_token(|| async { Ok(token("mallory")) })
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), no_claim.start())
+        .await
+        .expect("an answer within 10 s")
+        .expect_err("a token without the claim is refused")
+        .to_string();
+    assert!(error.contains("401"), "{error}");
+
+    // Asking for no scope is being in the token's.
+    let dave = official_with_token(&chathub, acme("dave"), core).await;
+    dave.invoke::<()>("Send", vec!["dave".into(), "same tenant".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        next_with_text(&mut broadcasts, "same tenant").await,
+        ["dave", "same tenant"]
+    );
+    for conn in [dave, bob] {
+        conn.stop().await;
+    }
+}

@@ -5,6 +5,11 @@
 //! set headers on WebSockets and EventSource). The user is the token's subject. A bad token is
 //! answered with 401 and no connection is created; a token for another user than the one that
 //! negotiated gets 403.
+//!
+//! With a scope claim ([`JwtAuth::scope_claim`]), the token also decides the connection's
+//! scope (the chat hub's `?scope=`, its tenant): the request's `scope` parameter is set to the
+//! claim's value, a request that asks for another scope is refused with 403, and a token
+//! without the claim (or with one that is not a string) with 401.
 
 use std::collections::HashMap;
 
@@ -16,7 +21,21 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 pub struct JwtAuth {
     key: DecodingKey,
     validation: Validation,
+    scope_claim: Option<String>,
 }
+
+/// Why a request's token does not admit it.
+#[derive(Debug)]
+pub(crate) enum Denied {
+    /// No token, or not a valid one (401): the reason, for the log.
+    Unauthorized(String),
+    /// A valid token, but the request asks for a scope other than the token's (403).
+    OtherScope,
+}
+
+/// The text of a 403 for a scope other than the token's.
+pub(crate) const OTHER_SCOPE: &str =
+    "The scope is the token's: this token does not admit the scope asked for.";
 
 impl std::fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,11 +51,6 @@ impl std::fmt::Debug for JwtAuth {
 #[error("invalid JWT key: {0}")]
 pub struct KeyError(String);
 
-#[derive(Debug, serde::Deserialize)]
-struct Claims {
-    sub: Option<String>,
-}
-
 impl JwtAuth {
     /// HS256 with a shared secret.
     pub fn hs256(secret: &[u8]) -> Result<Self, KeyError> {
@@ -48,6 +62,7 @@ impl JwtAuth {
         Ok(Self {
             key: DecodingKey::from_secret(secret),
             validation: Validation::new(Algorithm::HS256),
+            scope_claim: None,
         })
     }
 
@@ -57,6 +72,7 @@ impl JwtAuth {
         Ok(Self {
             key,
             validation: Validation::new(Algorithm::RS256),
+            scope_claim: None,
         })
     }
 
@@ -72,12 +88,20 @@ impl JwtAuth {
         self
     }
 
-    /// The user a request's token names, or why it has none.
+    /// Bind each connection's scope to this claim of its token (a string, such as a tenant
+    /// id): the client cannot choose another scope (see the module's documentation).
+    pub fn scope_claim(mut self, claim: &str) -> Self {
+        self.scope_claim = Some(claim.to_owned());
+        self
+    }
+
+    /// The user a request's token names, with the request's `scope` parameter set to the
+    /// token's scope claim when one is configured; or why the request is not admitted.
     pub(crate) fn authenticate(
         &self,
         headers: &HeaderMap,
-        query: &HashMap<String, String>,
-    ) -> Result<String, String> {
+        query: &mut HashMap<String, String>,
+    ) -> Result<String, Denied> {
         let from_header = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -87,12 +111,32 @@ impl JwtAuth {
             });
         let token = from_header
             .or_else(|| query.get("access_token").map(String::as_str))
-            .ok_or_else(|| "no bearer token".to_owned())?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation)
-            .map_err(|e| format!("invalid token: {e}"))?;
-        data.claims
-            .sub
+            .ok_or_else(|| Denied::Unauthorized("no bearer token".to_owned()))?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token.trim(),
+            &self.key,
+            &self.validation,
+        )
+        .map_err(|e| Denied::Unauthorized(format!("invalid token: {e}")))?;
+        let claims = data.claims;
+        let user = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| "the token has no subject".to_owned())
+            .ok_or_else(|| Denied::Unauthorized("the token has no subject".to_owned()))?
+            .to_owned();
+        if let Some(claim) = &self.scope_claim {
+            let scope = claims
+                .get(claim)
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| {
+                    Denied::Unauthorized(format!("the token has no '{claim}' claim (a string)"))
+                })?;
+            if query.get("scope").is_some_and(|asked| asked != scope) {
+                return Err(Denied::OtherScope);
+            }
+            query.insert("scope".to_owned(), scope.to_owned());
+        }
+        Ok(user)
     }
 }

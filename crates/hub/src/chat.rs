@@ -6,8 +6,8 @@
 //! | `History(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the scope's messages after `afterSeq` (all of them when `epoch` is not the hub's), at most 500 |
 //! | `JoinRoom(room)` / `LeaveRoom(room)` | room membership; returns the room's connection count |
 //! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections; recorded in the room's history first |
-//! | `RoomHistory(room, epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the room's messages after `afterSeq`, at most 500 |
-//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender; kept in both users' inboxes first (`user` may be offline) |
+//! | `RoomHistory(room, epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the room's messages after `afterSeq`, at most 500; refused unless the caller is in the room |
+//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender in the caller's scope; kept in both users' inboxes first (`user` may be offline) |
 //! | `Inbox(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message, to}]}`: the caller's direct messages, sent and received, after `afterSeq`, at most 500 (a `directMessage` carries its number in the receiver's inbox) |
 //! | `GetOnline()` | `{users: [{name, connections}], connections}` for the caller's scope |
 //! | `Echo(value)` | returns `value` |
@@ -26,7 +26,9 @@
 //! surviving nodes once its heartbeat expires.
 //!
 //! **Scopes** keep tenants apart: a client that connects with `?scope=X` only hears, and is only
-//! heard by, connections of scope X (no `scope` is a scope of its own).
+//! heard by, connections of scope X (no `scope` is a scope of its own): broadcasts, rooms,
+//! direct messages, presence and histories are all keyed by scope, in keys no other scope can
+//! spell. With `JwtAuth::scope_claim` the scope is the token's claim, not the client's choice.
 //!
 //! **Exactly once:** an invocation header `hubbub-msg-id` names a message. A repeat of the same
 //! id from the same user within [`DEDUPE_WINDOW`] completes without being delivered again; the
@@ -83,12 +85,41 @@ impl Seen {
     }
 }
 
-fn scope_group(ctx: &Context) -> String {
-    format!("scope:{}", ctx.query("scope").unwrap_or(""))
+/// The caller's scope, as it appears in the keys of groups and histories: `%` and the
+/// separators `:` and U+001F written as `%25`, `%3A` and `%1F`, so that no scope and room (or
+/// user) pair can spell another's key (`acme` + `corp:x` is not `acme:corp` + `x`). A scope
+/// without those characters is written as it is (keys of existing history files stay valid).
+fn scope_key(ctx: &Context) -> String {
+    escape_key(ctx.query("scope").unwrap_or(""))
 }
 
+fn escape_key(scope: &str) -> String {
+    let mut key = String::with_capacity(scope.len());
+    for c in scope.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ':' => key.push_str("%3A"),
+            '\u{1f}' => key.push_str("%1F"),
+            c => key.push(c),
+        }
+    }
+    key
+}
+
+/// The group of every connection of the caller's scope: `scope:{scope}`.
+fn scope_group(ctx: &Context) -> String {
+    format!("scope:{}", scope_key(ctx))
+}
+
+/// The group (and history key) of a room of the caller's scope: `room:{scope}:{room}`.
 fn room_group(ctx: &Context, room: &str) -> String {
-    format!("room:{}:{room}", ctx.query("scope").unwrap_or(""))
+    format!("room:{}:{room}", scope_key(ctx))
+}
+
+/// The group of one user's connections in the caller's scope, `user:{scope}:{user}`: direct
+/// messages go there, so they never reach the user's connections of another scope.
+fn user_group(ctx: &Context, user: &str) -> String {
+    format!("user:{}:{user}", scope_key(ctx))
 }
 
 /// The name a message goes out and is recorded with. With authentication on it is the
@@ -162,7 +193,7 @@ fn numbered(entry: &crate::HistoryEntry, epoch: String) -> Headers {
 
 /// A user's inbox: the direct messages to and from them, in the caller's scope.
 fn inbox(ctx: &Context, user: &str) -> String {
-    format!("inbox:{}\u{1f}{user}", ctx.query("scope").unwrap_or(""))
+    format!("inbox:{}\u{1f}{user}", scope_key(ctx))
 }
 
 /// Records a message in a history (`key`: a scope or an inbox) in Redis or in this node's
@@ -271,6 +302,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let scope = scope_group(&ctx);
             // The caller's own connection: this cannot fail.
             let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
+            let _ = ctx.add_to_group(ctx.connection_id(), &user_group(&ctx, ctx.user())).await;
             let n = ctx.connection_count(Some(&scope));
             if n <= PRESENCE_LIMIT {
                 ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
@@ -373,6 +405,9 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let history = history_for_room_read.clone();
             async move {
                 let group = room_group(&ctx, &room);
+                if !ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group) {
+                    return Err(HubError::with_data(format!("Join the room '{room}' before reading its history."), serde_json::json!({ "room": room })));
+                }
                 let (epoch, entries) = read(&ctx, &history, &group, &epoch, after).await?;
                 Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
             }
@@ -400,12 +435,13 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                     headers
                 };
                 let args = vec![Arg::from(me.as_str()), Arg::from(message.as_str())];
-                ctx.clients().user(&user).send_with_headers("directMessage", args.clone(), headers(&entry));
+                // To the user's connections in this scope only.
+                ctx.clients().group(&user_group(&ctx, &user)).send_with_headers("directMessage", args.clone(), headers(&entry));
                 if user != me {
                     // The sender's copy has its own dedupe key: the recipient's took the id.
                     let copy = record(&ctx, &history, &inbox(&ctx, &me), &format!("{me}\u{1}sent"), Some(&entry.id), &me, &message, Some(&user)).await?;
                     if let Some((own, _)) = copy {
-                        ctx.clients().user(&me).send_with_headers("directMessage", args, headers(&own));
+                        ctx.clients().group(&user_group(&ctx, &me)).send_with_headers("directMessage", args, headers(&own));
                     }
                 }
                 Ok(())
