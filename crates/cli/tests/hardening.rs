@@ -660,3 +660,124 @@ async fn the_scope_claim_binds_each_connection_to_its_tenant() {
         conn.stop().await;
     }
 }
+
+/// The `hubbub-msg-id` of every `broadcastMessage` `conn` receives, with its text.
+fn broadcast_ids(conn: &hubbub_client::HubConnection) -> Arc<Mutex<Vec<(String, String)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    conn.on_any(move |method, args, headers| {
+        if method == "broadcastMessage" {
+            let text = args
+                .get(1)
+                .and_then(|a| a.decode::<String>().ok())
+                .unwrap_or_default();
+            let id = headers.get("hubbub-msg-id").cloned().unwrap_or_default();
+            sink.lock().unwrap().push((id, text));
+        }
+    });
+    seen
+}
+
+fn with_id(id: &str) -> hubbub_client::Headers {
+    hubbub_client::Headers::from([("hubbub-msg-id".to_owned(), id.to_owned())])
+}
+
+/// Finding 3: hub-made ids were `h-{epoch}-{next seq}`, so a client that sent with the next
+/// one as its own id made the hub give the next id-less message the same id, and receivers
+/// dropped it as a repeat; two senders could also share an id. Now the hub's ids are random and
+/// in a prefix clients may not use, and an id another sender's message holds is refused: with
+/// the history in memory and in a SQLite file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_ids_are_their_senders_and_never_collide() {
+    let dir = std::env::temp_dir().join(format!("hubbub-hardening-ids-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("history.sqlite3").display().to_string();
+    for history in [None, Some(file.as_str())] {
+        let mut args = vec!["--max-messages-per-second", "100000"];
+        if let Some(file) = history {
+            args.extend(["--history", file]);
+        }
+        let hub = Hub::start(&args);
+        let bob = official(&hub, "bob").await;
+        let ids = broadcast_ids(&bob);
+        let mut broadcasts = received(&bob, "broadcastMessage");
+        let mallory = official(&hub, "mallory").await;
+
+        // Mallory learns the epoch and predicts the id of the message after hers.
+        let page: serde_json::Value = mallory
+            .invoke("History", vec!["".into(), num(0)])
+            .await
+            .unwrap();
+        let epoch = page["epoch"].as_str().unwrap().to_owned();
+        let next = page["messages"].as_array().unwrap().len() + 2;
+        let predicted = format!("h-{epoch}-{next}");
+        let squat = mallory
+            .invoke_with_headers::<()>(
+                "Send",
+                vec!["mallory".into(), "squatting".into()],
+                with_id(&predicted),
+            )
+            .await;
+        // Bob's client sends without an id; the hub makes one.
+        bob.invoke::<()>("Send", vec!["bob".into(), "id-less".into()])
+            .await
+            .unwrap();
+        next_with_text(&mut broadcasts, "id-less").await;
+        let seen = ids.lock().unwrap().clone();
+        let bobs = seen.iter().find(|(_, t)| t == "id-less").unwrap().0.clone();
+        assert!(
+            !seen.iter().any(|(id, t)| t != "id-less" && *id == bobs),
+            "{history:?}: the id-less message got another message's id: {seen:?}"
+        );
+        assert_eq!(
+            squat.unwrap_err().to_string(),
+            "Message ids starting with 'h-' are the hub's: choose another id.",
+            "{history:?}"
+        );
+
+        // An id another sender's message holds is refused; the sender may repeat its own.
+        bob.invoke_with_headers::<()>(
+            "Send",
+            vec!["bob".into(), "bob's own".into()],
+            with_id("shared-1"),
+        )
+        .await
+        .unwrap();
+        let taken = mallory
+            .invoke_with_headers::<()>(
+                "Send",
+                vec!["mallory".into(), "taking bob's id".into()],
+                with_id("shared-1"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            taken.to_string(),
+            "The message id 'shared-1' belongs to another sender's message: choose another id.",
+            "{history:?}"
+        );
+        bob.invoke_with_headers::<()>(
+            "Send",
+            vec!["bob".into(), "bob's own".into()],
+            with_id("shared-1"),
+        )
+        .await
+        .expect("a sender's repeat of its own id completes");
+        let page: serde_json::Value = bob
+            .invoke("History", vec!["".into(), num(0)])
+            .await
+            .unwrap();
+        let holders: Vec<&serde_json::Value> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["id"] == "shared-1")
+            .collect();
+        assert_eq!(holders.len(), 1, "{history:?}: {page}");
+        assert_eq!(holders[0]["name"], "bob");
+        bob.stop().await;
+        mallory.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,7 +32,10 @@
 //!
 //! **Exactly once:** an invocation header `hubbub-msg-id` names a message. A repeat of the same
 //! id from the same user within [`DEDUPE_WINDOW`] completes without being delivered again; the
-//! id travels on to receivers in the same header, so they can drop repeats too.
+//! id travels on to receivers in the same header, so they can drop repeats too. Ids are their
+//! sender's: the hub makes random ones starting with [`HUB_ID_PREFIX`] for messages sent
+//! without one (clients may not use that prefix), and refuses an id that another sender's
+//! recorded message holds, so no message can make receivers drop another as a repeat.
 //!
 //! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
 //! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
@@ -175,6 +178,21 @@ async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
         }
     }
 }
+
+/// The message id the caller gave (`hubbub-msg-id`), if any. Ids are their sender's: one
+/// starting with `h-` (the hub's own, for messages sent without one) is refused, and the
+/// history refuses an id another sender's message holds.
+fn client_id(ctx: &Context) -> Result<Option<String>, HubError> {
+    match ctx.headers().get(MESSAGE_ID_HEADER) {
+        Some(id) if id.starts_with(HUB_ID_PREFIX) => Err(HubError::new(format!(
+            "Message ids starting with '{HUB_ID_PREFIX}' are the hub's: choose another id."
+        ))),
+        id => Ok(id.cloned()),
+    }
+}
+
+/// The start of every id the hub makes (for messages sent without one); clients may not use it.
+pub const HUB_ID_PREFIX: &str = "h-";
 
 /// Whether this is a repeat caught by the in-memory window. Only a hub whose history is in
 /// memory asks: a history file or Redis remembers ids itself, when the message is recorded.
@@ -343,10 +361,10 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let name = sender_name(&ctx, claimed);
                 args[0] = Arg::from(name.as_str());
+                let id = client_id(&ctx)?;
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned();
                 let scope = scope_group(&ctx);
                 // Recorded before it is broadcast or completed.
                 let Some((entry, epoch)) = record(&ctx, &history, &scope, ctx.user(), id.as_deref(), &name, &text, None).await? else {
@@ -389,11 +407,11 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 if !member || members == 0 {
                     return Err(HubError::with_data(format!("Join the room '{room}' before sending to it."), serde_json::json!({ "room": room })));
                 }
+                let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
                 // Recorded in the room's history before it is delivered.
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
                 let Some((entry, epoch)) = record(&ctx, &history, &group, ctx.user(), Some(&id), &name, &text, None).await? else {
                     return Ok(());
                 };
@@ -417,7 +435,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             async move {
                 let me = ctx.user().to_owned();
                 // One id for both inboxes' copies (the hub makes one when the sender did not).
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
+                let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
