@@ -71,10 +71,12 @@ struct HubArgs {
     /// Require RS256 JWTs that verify with this RSA public key (a PEM file).
     #[arg(long)]
     jwt_public_key: Option<std::path::PathBuf>,
-    /// With JWT auth: also require this issuer.
+    /// With JWT auth: also require this issuer (a token without `iss` is refused). Needs
+    /// --jwt-secret or --jwt-public-key.
     #[arg(long)]
     jwt_issuer: Option<String>,
-    /// With JWT auth: also require this audience.
+    /// With JWT auth: also require this audience (a token without `aud` is refused). Needs
+    /// --jwt-secret or --jwt-public-key.
     #[arg(long)]
     jwt_audience: Option<String>,
     /// With JWT auth: each connection's scope (the chat's `?scope=`, its tenant) is this claim
@@ -182,6 +184,20 @@ async fn hub(args: HubArgs) -> Result<(), String> {
         }
         (None, None) => None,
     };
+    // Claims to check without a key to check them with would start a hub with no auth at all.
+    if auth.is_none() {
+        for (given, flag) in [
+            (args.jwt_issuer.is_some(), "--jwt-issuer"),
+            (args.jwt_audience.is_some(), "--jwt-audience"),
+            (args.scope_claim.is_some(), "--scope-claim"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} needs JWT auth: give --jwt-secret (or HUBBUB_JWT_SECRET) or --jwt-public-key"
+                ));
+            }
+        }
+    }
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
         .hub(

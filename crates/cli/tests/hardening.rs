@@ -781,3 +781,106 @@ async fn message_ids_are_their_senders_and_never_collide() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether a client with `token` can connect to `url`: `Ok` or the error's text.
+async fn try_connect(url: &str, token: String) -> Result<(), String> {
+    let conn = HubConnectionBuilder::new(url)
+        .access_token(move || {
+            let token = token.clone();
+            async move { Ok(token) }
+        })
+        .build()
+        .unwrap();
+    let started = tokio::time::timeout(Duration::from_secs(10), conn.start())
+        .await
+        .expect("an answer within 10 s");
+    conn.stop().await;
+    started.map_err(|e| e.to_string())
+}
+
+/// Finding 4: with `--jwt-issuer`/`--jwt-audience`, a token *without* `iss` or `aud` was
+/// accepted, and one whose `nbf` lies in the future too. Now both are refused (401), `nbf`
+/// with the usual 60 s of leeway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_issuer_audience_and_not_before_are_enforced() {
+    let hub = Hub::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--jwt-issuer",
+        "https://id.example",
+        "--jwt-audience",
+        "hubbub",
+    ]);
+    let url = format!("{}/chathub", hub.origin);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let both = serde_json::json!({ "iss": "https://id.example", "aud": "hubbub" });
+    let with = |extra: serde_json::Value| {
+        let mut claims = both.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        token_with("carol", claims)
+    };
+    try_connect(&url, with(serde_json::json!({})))
+        .await
+        .expect("a token with the issuer and audience connects");
+    try_connect(&url, with(serde_json::json!({ "nbf": now + 10 })))
+        .await
+        .expect("a not-before within the leeway connects");
+    for (what, token) in [
+        ("no iss", with(serde_json::json!({ "iss": null }))),
+        ("no aud", with(serde_json::json!({ "aud": null }))),
+        (
+            "another iss",
+            with(serde_json::json!({ "iss": "https://evil.example" })),
+        ),
+        (
+            "nbf in an hour",
+            with(serde_json::json!({ "nbf": now + 3600 })),
+        ),
+    ] {
+        let error = try_connect(&url, token).await.expect_err(what);
+        assert!(error.contains("401"), "{what}: {error}");
+    }
+}
+
+/// `--jwt-issuer`, `--jwt-audience` or `--scope-claim` without a secret or key started a hub
+/// with no auth at all and no warning; now the hub refuses to start, saying why.
+#[test]
+fn claims_without_a_key_refuse_to_start() {
+    for flag in ["--jwt-issuer", "--jwt-audience", "--scope-claim"] {
+        let mut child = hubbub()
+            .args(["hub", "--listen", "127.0.0.1:0", flag, "x"])
+            .env_remove("HUBBUB_JWT_SECRET")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{flag} without a key: the hub started and still runs after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{flag}: the hub started: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} needs JWT auth")),
+            "{flag}: {stderr}"
+        );
+    }
+}

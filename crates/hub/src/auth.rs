@@ -51,6 +51,18 @@ impl std::fmt::Debug for JwtAuth {
 #[error("invalid JWT key: {0}")]
 pub struct KeyError(String);
 
+/// How tokens are validated: this algorithm only, `exp` required and checked, `nbf` checked
+/// when present, both with [`LEEWAY_SECONDS`] of clock skew (RFC 7519 §4.1.4, §4.1.5).
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECONDS;
+    validation
+}
+
+/// The clock skew allowed on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECONDS: u64 = 60;
+
 impl JwtAuth {
     /// HS256 with a shared secret.
     pub fn hs256(secret: &[u8]) -> Result<Self, KeyError> {
@@ -61,7 +73,7 @@ impl JwtAuth {
         }
         Ok(Self {
             key: DecodingKey::from_secret(secret),
-            validation: Validation::new(Algorithm::HS256),
+            validation: validation(Algorithm::HS256),
             scope_claim: None,
         })
     }
@@ -71,20 +83,27 @@ impl JwtAuth {
         let key = DecodingKey::from_rsa_pem(public_key_pem).map_err(|e| KeyError(e.to_string()))?;
         Ok(Self {
             key,
-            validation: Validation::new(Algorithm::RS256),
+            validation: validation(Algorithm::RS256),
             scope_claim: None,
         })
     }
 
-    /// Also require this issuer (`iss`).
+    /// Also require this issuer: a token whose `iss` is another, or that has none, is refused.
     pub fn issuer(mut self, issuer: &str) -> Self {
         self.validation.set_issuer(&[issuer]);
+        self.validation
+            .required_spec_claims
+            .insert("iss".to_owned());
         self
     }
 
-    /// Also require this audience (`aud`).
+    /// Also require this audience: a token whose `aud` does not name it, or that has none, is
+    /// refused.
     pub fn audience(mut self, audience: &str) -> Self {
         self.validation.set_audience(&[audience]);
+        self.validation
+            .required_spec_claims
+            .insert("aud".to_owned());
         self
     }
 
