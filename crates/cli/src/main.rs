@@ -47,7 +47,8 @@ struct HubArgs {
     /// network and is only used when given here.
     #[arg(long, default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
-    /// Browser origins allowed to connect (repeatable; `*` for any).
+    /// Browser origins (`scheme://host[:port]`) allowed to use the hub besides its own
+    /// (repeatable). Pages of other origins are refused on every transport; `*` is refused.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
     /// Most connections served at once.

@@ -884,3 +884,163 @@ fn claims_without_a_key_refuse_to_start() {
         );
     }
 }
+
+/// A WebSocket upgrade to `url` sent with `Origin: origin` (none when `None`): the HTTP status
+/// of a refusal, or 101 when the socket opened.
+async fn upgrade_status(url: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+    }
+    let connected = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("an answer to the upgrade within 10 s");
+    match connected {
+        Ok((mut ws, response)) => {
+            let _ = ws.close(None).await;
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("the upgrade failed otherwise: {e}"),
+    }
+}
+
+fn no_store(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("cache-control")
+        .is_some_and(|v| v == "no-store")
+}
+
+/// Finding 11: the WebSocket upgrade ignored `Origin`, so any web page could use a hub on the
+/// user's machine or LAN. Now every hub request of both families from a browser page of
+/// another origin than the hub's own and `--cors-origin`'s is refused (403), `null` included;
+/// clients that send no `Origin` (not browsers) are not concerned; negotiate and long-poll
+/// answers (they carry tokens) are `Cache-Control: no-store`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_origins_are_refused_on_every_transport() {
+    let hub = Hub::start(&["--cors-origin", "http://app.example"]);
+    let bob = official(&hub, "bob").await;
+    let ws = hub.origin.replace("http", "ws");
+    let core_ws = format!("{ws}/chathub?name=eve");
+    let data = "connectionData=%5B%7B%22name%22%3A%22chathub%22%7D%5D&clientProtocol=2.1";
+    let classic_ws = format!("{ws}/signalr/connect?transport=webSockets&connectionToken=x&{data}");
+    for url in [&core_ws, &classic_ws] {
+        for evil in [
+            "http://evil.example",
+            "null",
+            "http://app.example.evil.example",
+        ] {
+            assert_eq!(
+                upgrade_status(url, Some(evil)).await,
+                403,
+                "{evil} on {url}"
+            );
+        }
+    }
+    for origin in [None, Some("http://app.example"), Some(hub.origin.as_str())] {
+        assert_eq!(upgrade_status(&core_ws, origin).await, 101, "{origin:?}");
+    }
+
+    let http = reqwest::Client::new();
+    let negotiate = format!("{}/chathub/negotiate?negotiateVersion=1", hub.origin);
+    let classic_negotiate = format!("{}/signalr/negotiate?{data}", hub.origin);
+    let refused = http
+        .post(&negotiate)
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused = http
+        .get(&classic_negotiate)
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    // Negotiate and long-poll answers are not to be cached.
+    let answer = http
+        .post(&negotiate)
+        .header("Origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(no_store(&answer), "{:?}", answer.headers());
+    let body: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    let token = body["connectionToken"].as_str().unwrap().to_owned();
+    let poll_url = format!("{}/chathub?id={token}", hub.origin);
+    let poll = http.get(&poll_url).send().await.unwrap();
+    assert_eq!(poll.status(), 200);
+    assert!(no_store(&poll), "{:?}", poll.headers());
+    let send = http
+        .post(&poll_url)
+        .header("Origin", "http://evil.example")
+        .body("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        send.status(),
+        403,
+        "a long-polling send from another origin"
+    );
+    let answer = http.get(&classic_negotiate).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(no_store(&answer), "{:?}", answer.headers());
+    let body: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    let token = body["ConnectionToken"].as_str().unwrap();
+    let mut connect = reqwest::Url::parse(&format!(
+        "{}/signalr/connect?transport=longPolling&{data}",
+        hub.origin
+    ))
+    .unwrap();
+    connect
+        .query_pairs_mut()
+        .append_pair("connectionToken", token);
+    let poll = http.get(connect).send().await.unwrap();
+    assert_eq!(poll.status(), 200);
+    assert!(no_store(&poll), "{:?}", poll.headers());
+
+    still_works(&bob, "after the origins").await;
+    bob.stop().await;
+}
+
+/// `--cors-origin *` reflected any origin, `null` included, with credentials allowed; the hub
+/// now refuses to start with it, as ASP.NET Core refuses a wildcard origin with credentials.
+#[test]
+fn a_wildcard_cors_origin_refuses_to_start() {
+    let mut child = hubbub()
+        .args(["hub", "--listen", "127.0.0.1:0", "--cors-origin", "*"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--cors-origin *: the hub started and still runs after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("wildcard (any) origin and credentials"),
+        "{stderr}"
+    );
+}
