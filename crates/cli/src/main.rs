@@ -72,6 +72,11 @@ struct HubArgs {
     /// Require RS256 JWTs that verify with this RSA public key (a PEM file).
     #[arg(long)]
     jwt_public_key: Option<std::path::PathBuf>,
+    /// Require per-user keys instead of JWTs: a file of `user key` lines (`#` comments; keys
+    /// of 16 bytes or more, one user each). A client sends its user's key as its bearer token
+    /// (`--token`, `accessTokenFactory`) and is that user; no identity provider needed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["jwt_secret", "jwt_public_key"])]
+    user_keys: Option<std::path::PathBuf>,
     /// With JWT auth: also require this issuer (a token without `iss` is refused). Needs
     /// --jwt-secret or --jwt-public-key.
     #[arg(long)]
@@ -241,6 +246,27 @@ async fn hub(args: HubArgs) -> Result<(), String> {
             heartbeat: ttl / 3,
             ..hubbub_hub::RedisOptions::new(url)
         });
+    }
+    let user_keys = match &args.user_keys {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(
+                hubbub_hub::UserKeys::parse(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    if auth.is_none() && user_keys.is_none() {
+        // Said at start: on a trusted network this may be what is wanted, elsewhere it is not.
+        tracing::warn!(
+            "no authentication: anyone who can reach {} is whoever they say they are (?name=): they can send as any user, read any user's inbox (direct messages, sent and received) and every scope's and room's history; keep this hub on a trusted network, or require per-user keys (--user-keys FILE) or JWTs (--jwt-secret, --jwt-public-key)",
+            args.listen
+        );
+    }
+    if let Some(keys) = user_keys {
+        builder = builder.user_keys(keys);
     }
     if let Some(mut auth) = auth {
         if let Some(issuer) = &args.jwt_issuer {

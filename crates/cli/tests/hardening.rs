@@ -1044,3 +1044,98 @@ fn a_wildcard_cors_origin_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// Finding 5: without auth (the default) the user is whatever `?name=` says, so anyone can send
+/// as anyone and read anyone's inbox. The hub now says so at start, and `--user-keys FILE`
+/// binds each client to its user's key with no identity provider: a client is the user whose
+/// key it sends, whatever name it asks for, over both endpoints; no key or another key is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_hub_says_so_and_user_keys_bind_each_client_to_its_user() {
+    let open = Hub::start(&[]);
+    let warned =
+        |hub: &Hub| {
+            hub.logs.lock().unwrap().iter().any(|l| {
+                l.contains("WARN") && l.contains("no authentication") && l.contains("inbox")
+            })
+        };
+    assert!(
+        warned(&open),
+        "no warning that the hub is open:\n{}",
+        open.logs.lock().unwrap().join("\n")
+    );
+    drop(open);
+
+    let dir = std::env::temp_dir().join(format!("hubbub-hardening-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys");
+    std::fs::write(
+        &keys,
+        "# who may use the hub\nalice alice-key-0123456789\nbob   bob-key-0123456789abcdef\n",
+    )
+    .unwrap();
+    let hub = Hub::start(&["--user-keys", keys.to_str().unwrap()]);
+    assert!(!warned(&hub), "a hub with keys is not open");
+    let chathub = format!("{}/chathub", hub.origin);
+    let core = hubbub_client::Family::Core;
+    let bob = official_with_token(&chathub, "bob-key-0123456789abcdef".to_owned(), core).await;
+    let mut broadcasts = received(&bob, "broadcastMessage");
+    bob.invoke::<()>("SendToUser", vec!["carol".into(), "for carol only".into()])
+        .await
+        .unwrap();
+    // Asking to be bob with alice's key is being alice: not bob's inbox.
+    let alice = official_with_token(
+        &format!("{chathub}?name=bob"),
+        "alice-key-0123456789".to_owned(),
+        core,
+    )
+    .await;
+    alice
+        .invoke::<()>("Send", vec!["bob".into(), "who am I".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        next_with_text(&mut broadcasts, "who am I").await,
+        ["alice", "who am I"]
+    );
+    let inbox: serde_json::Value = alice
+        .invoke("Inbox", vec!["".into(), num(0)])
+        .await
+        .unwrap();
+    assert_eq!(inbox["messages"], serde_json::json!([]), "{inbox}");
+    for (what, key) in [
+        ("no key", None),
+        ("a wrong key", Some("mallory-key-0123456789")),
+    ] {
+        let mut builder = HubConnectionBuilder::new(format!("{chathub}?name=bob"));
+        if let Some(key) = key {
+            builder = builder.access_token(move || async move { Ok(key.to_owned()) });
+        }
+        let conn = builder.build().unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(10), conn.start())
+            .await
+            .expect("an answer within 10 s")
+            .expect_err(what)
+            .to_string();
+        assert!(error.contains("401"), "{what}: {error}");
+    }
+    // The classic endpoint takes the same keys.
+    let classic = official_with_token(
+        &format!("{}/signalr", hub.origin),
+        "bob-key-0123456789abcdef".to_owned(),
+        hubbub_client::Family::Classic,
+    )
+    .await;
+    classic
+        .invoke::<()>("Send", vec!["someone".into(), "classic with a key".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        next_with_text(&mut broadcasts, "classic with a key").await,
+        ["bob", "classic with a key"]
+    );
+    for conn in [classic, alice, bob] {
+        conn.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

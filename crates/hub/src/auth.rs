@@ -1,4 +1,5 @@
-//! Bearer-token authentication with JWTs (HS256 or RS256).
+//! Bearer-token authentication: JWTs (HS256 or RS256), or per-user keys ([`UserKeys`], for a
+//! hub with no identity provider).
 //!
 //! With auth configured, negotiate and every transport request must carry a valid token, in
 //! the `Authorization: Bearer` header or the `access_token` query parameter (browsers cannot
@@ -15,6 +16,126 @@ use std::collections::HashMap;
 
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+
+/// How a hub checks who a request comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Auth {
+    /// JWT bearer tokens.
+    Jwt(Box<JwtAuth>),
+    /// Per-user keys as bearer tokens.
+    Keys(UserKeys),
+}
+
+impl Auth {
+    /// The user a request's bearer token names (see [`JwtAuth::authenticate`]).
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: &mut HashMap<String, String>,
+    ) -> Result<String, Denied> {
+        let token = bearer(headers, query)?;
+        match self {
+            Self::Jwt(jwt) => jwt.verify(&token, query),
+            Self::Keys(keys) => keys.user(&token),
+        }
+    }
+}
+
+/// The request's bearer token: the `Authorization: Bearer` header, else `access_token`.
+fn bearer(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, Denied> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    from_header
+        .or_else(|| query.get("access_token").map(String::as_str))
+        .map(|t| t.trim().to_owned())
+        .ok_or_else(|| Denied::Unauthorized("no bearer token".to_owned()))
+}
+
+/// Per-user keys: each user has a secret key of their own, which their clients send as the
+/// bearer token (`accessTokenFactory`, `hubbub … --token`); the hub knows the user from the
+/// key. A middle ground between no authentication and an identity provider: no one can be
+/// another user without that user's key. Keys are kept as SHA-256 digests.
+#[derive(Clone)]
+pub struct UserKeys {
+    users: HashMap<[u8; 32], String>,
+}
+
+impl std::fmt::Debug for UserKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("UserKeys")
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+/// The shortest key [`UserKeys`] accepts, in bytes.
+pub const MIN_USER_KEY: usize = 16;
+
+impl UserKeys {
+    /// Keys from `(user, key)` pairs. Each key must have at least [`MIN_USER_KEY`] bytes and
+    /// belong to one user only; user names must not be empty.
+    pub fn new<I, U, K>(pairs: I) -> Result<Self, KeyError>
+    where
+        I: IntoIterator<Item = (U, K)>,
+        U: Into<String>,
+        K: AsRef<[u8]>,
+    {
+        let mut users = HashMap::new();
+        for (user, key) in pairs {
+            let user = user.into();
+            let key = key.as_ref();
+            if user.trim().is_empty() {
+                return Err(KeyError("a user key needs a user name".to_owned()));
+            }
+            if key.len() < MIN_USER_KEY {
+                return Err(KeyError(format!(
+                    "the key of user '{user}' is shorter than {MIN_USER_KEY} bytes"
+                )));
+            }
+            if let Some(other) = users.insert(digest(key), user.clone()) {
+                return Err(KeyError(format!(
+                    "users '{other}' and '{user}' have the same key"
+                )));
+            }
+        }
+        Ok(Self { users })
+    }
+
+    /// Reads a keys file: one `user key` per line (separated by whitespace; the key is the
+    /// rest of the line), blank lines and lines starting with `#` ignored.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let mut pairs = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((user, key)) = line.split_once(char::is_whitespace) else {
+                return Err(KeyError(format!("line {}: expected `user key`", n + 1)));
+            };
+            pairs.push((user.to_owned(), key.trim().to_owned()));
+        }
+        Self::new(pairs)
+    }
+
+    fn user(&self, token: &str) -> Result<String, Denied> {
+        self.users
+            .get(&digest(token.as_bytes()))
+            .cloned()
+            .ok_or_else(|| Denied::Unauthorized("no user has this key".to_owned()))
+    }
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
 
 /// How tokens are checked.
 #[derive(Clone)]
@@ -48,7 +169,7 @@ impl std::fmt::Debug for JwtAuth {
 
 /// Why a key could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid JWT key: {0}")]
+#[error("invalid key: {0}")]
 pub struct KeyError(String);
 
 /// How tokens are validated: this algorithm only, `exp` required and checked, `nbf` checked
@@ -114,25 +235,11 @@ impl JwtAuth {
         self
     }
 
-    /// The user a request's token names, with the request's `scope` parameter set to the
-    /// token's scope claim when one is configured; or why the request is not admitted.
-    pub(crate) fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        query: &mut HashMap<String, String>,
-    ) -> Result<String, Denied> {
-        let from_header = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        let token = from_header
-            .or_else(|| query.get("access_token").map(String::as_str))
-            .ok_or_else(|| Denied::Unauthorized("no bearer token".to_owned()))?;
+    /// The user a token names, with the request's `scope` parameter set to the token's scope
+    /// claim when one is configured; or why the request is not admitted.
+    fn verify(&self, token: &str, query: &mut HashMap<String, String>) -> Result<String, Denied> {
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token.trim(),
+            token,
             &self.key,
             &self.validation,
         )
@@ -157,5 +264,32 @@ impl JwtAuth {
             query.insert("scope".to_owned(), scope.to_owned());
         }
         Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keys file names each line it cannot take, and keys must be long and one user's.
+    #[test]
+    fn user_keys_files_are_checked() {
+        let keys =
+            UserKeys::parse("# c\n\nann  ann-key-0123456789  \nbob bob-key-0123456789\n").unwrap();
+        assert_eq!(keys.user("ann-key-0123456789").unwrap(), "ann");
+        assert!(keys.user("ann-key-012345678").is_err());
+        for (text, error) in [
+            ("ann\n", "invalid key: line 1: expected `user key`"),
+            (
+                "ann short\n",
+                "invalid key: the key of user 'ann' is shorter than 16 bytes",
+            ),
+            (
+                "ann same-key-0123456789\nbob same-key-0123456789\n",
+                "invalid key: users 'ann' and 'bob' have the same key",
+            ),
+        ] {
+            assert_eq!(UserKeys::parse(text).unwrap_err().to_string(), error);
+        }
     }
 }

@@ -36,7 +36,7 @@ mod state;
 mod static_files;
 mod transport;
 
-pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS};
+pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS, MIN_USER_KEY, UserKeys};
 pub use backplane::{BackplaneError, RedisOptions};
 pub use chat::{
     DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER, PRESENCE_LIMIT,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::auth::JwtAuth;
+use crate::auth::{Auth, JwtAuth, UserKeys};
 use crate::classic::ClassicOptions;
 use crate::hub::Hub;
 use crate::options::HubOptions;
@@ -26,7 +26,7 @@ pub struct ServerBuilder {
     options: HubOptions,
     hubs: Vec<(String, Hub)>,
     cors_origins: Vec<String>,
-    auth: Option<JwtAuth>,
+    auth: Option<Auth>,
     redis: Option<crate::RedisOptions>,
     classic: Option<ClassicOptions>,
     static_dir: Option<std::path::PathBuf>,
@@ -99,7 +99,14 @@ impl ServerBuilder {
     /// Requires a valid JWT on negotiate and on every transport request; the user is its
     /// subject.
     pub fn auth(mut self, auth: JwtAuth) -> Self {
-        self.auth = Some(auth);
+        self.auth = Some(Auth::Jwt(Box::new(auth)));
+        self
+    }
+
+    /// Requires one of these per-user keys as the bearer token on negotiate and on every
+    /// transport request; the user is the key's (instead of [`auth`](Self::auth)).
+    pub fn user_keys(mut self, keys: UserKeys) -> Self {
+        self.auth = Some(Auth::Keys(keys));
         self
     }
 
