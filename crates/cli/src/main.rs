@@ -47,7 +47,8 @@ struct HubArgs {
     /// network and is only used when given here.
     #[arg(long, default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
-    /// Browser origins allowed to connect (repeatable; `*` for any).
+    /// Browser origins (`scheme://host[:port]`) allowed to use the hub besides its own
+    /// (repeatable). Pages of other origins are refused on every transport; `*` is refused.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
     /// Most connections served at once.
@@ -71,12 +72,23 @@ struct HubArgs {
     /// Require RS256 JWTs that verify with this RSA public key (a PEM file).
     #[arg(long)]
     jwt_public_key: Option<std::path::PathBuf>,
-    /// With JWT auth: also require this issuer.
+    /// Require per-user keys instead of JWTs: a file of `user key` lines (`#` comments; keys
+    /// of 16 bytes or more, one user each). A client sends its user's key as its bearer token
+    /// (`--token`, `accessTokenFactory`) and is that user; no identity provider needed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["jwt_secret", "jwt_public_key"])]
+    user_keys: Option<std::path::PathBuf>,
+    /// With JWT auth: also require this issuer (a token without `iss` is refused). Needs
+    /// --jwt-secret or --jwt-public-key.
     #[arg(long)]
     jwt_issuer: Option<String>,
-    /// With JWT auth: also require this audience.
+    /// With JWT auth: also require this audience (a token without `aud` is refused). Needs
+    /// --jwt-secret or --jwt-public-key.
     #[arg(long)]
     jwt_audience: Option<String>,
+    /// With JWT auth: each connection's scope (the chat's `?scope=`, its tenant) is this claim
+    /// of its token, not the client's choice; a request for another scope is refused (403).
+    #[arg(long, value_name = "CLAIM")]
+    scope_claim: Option<String>,
     /// Keep the chat history in this SQLite file, across restarts (default: in memory).
     #[arg(long, conflicts_with = "redis")]
     history: Option<std::path::PathBuf>,
@@ -178,6 +190,20 @@ async fn hub(args: HubArgs) -> Result<(), String> {
         }
         (None, None) => None,
     };
+    // Claims to check without a key to check them with would start a hub with no auth at all.
+    if auth.is_none() {
+        for (given, flag) in [
+            (args.jwt_issuer.is_some(), "--jwt-issuer"),
+            (args.jwt_audience.is_some(), "--jwt-audience"),
+            (args.scope_claim.is_some(), "--scope-claim"),
+        ] {
+            if given {
+                return Err(format!(
+                    "{flag} needs JWT auth: give --jwt-secret (or HUBBUB_JWT_SECRET) or --jwt-public-key"
+                ));
+            }
+        }
+    }
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
         .hub(
@@ -221,12 +247,36 @@ async fn hub(args: HubArgs) -> Result<(), String> {
             ..hubbub_hub::RedisOptions::new(url)
         });
     }
+    let user_keys = match &args.user_keys {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(
+                hubbub_hub::UserKeys::parse(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    if auth.is_none() && user_keys.is_none() {
+        // Said at start: on a trusted network this may be what is wanted, elsewhere it is not.
+        tracing::warn!(
+            "no authentication: anyone who can reach {} is whoever they say they are (?name=): they can send as any user, read any user's inbox (direct messages, sent and received) and every scope's and room's history; keep this hub on a trusted network, or require per-user keys (--user-keys FILE) or JWTs (--jwt-secret, --jwt-public-key)",
+            args.listen
+        );
+    }
+    if let Some(keys) = user_keys {
+        builder = builder.user_keys(keys);
+    }
     if let Some(mut auth) = auth {
         if let Some(issuer) = &args.jwt_issuer {
             auth = auth.issuer(issuer);
         }
         if let Some(audience) = &args.jwt_audience {
             auth = auth.audience(audience);
+        }
+        if let Some(claim) = &args.scope_claim {
+            auth = auth.scope_claim(claim);
         }
         builder = builder.auth(auth);
     }

@@ -6,8 +6,8 @@
 //! | `History(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the scope's messages after `afterSeq` (all of them when `epoch` is not the hub's), at most 500 |
 //! | `JoinRoom(room)` / `LeaveRoom(room)` | room membership; returns the room's connection count |
 //! | `SendToRoom(room, name, message)` | `roomMessage(room, name, message)` to the room's connections; recorded in the room's history first |
-//! | `RoomHistory(room, epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the room's messages after `afterSeq`, at most 500 |
-//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender; kept in both users' inboxes first (`user` may be offline) |
+//! | `RoomHistory(room, epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message}]}`: the room's messages after `afterSeq`, at most 500; refused unless the caller is in the room |
+//! | `SendToUser(user, message)` | `directMessage(from, message)` to every connection of `user` and of the sender in the caller's scope; kept in both users' inboxes first (`user` may be offline) |
 //! | `Inbox(epoch, afterSeq)` | `{epoch, messages: [{seq, id, name, message, to}]}`: the caller's direct messages, sent and received, after `afterSeq`, at most 500 (a `directMessage` carries its number in the receiver's inbox) |
 //! | `GetOnline()` | `{users: [{name, connections}], connections}` for the caller's scope |
 //! | `Echo(value)` | returns `value` |
@@ -16,17 +16,26 @@
 //! | `Collect(stream)` | reads a client-to-server stream to its end; returns its items as an array |
 //! | `Flood(count, size)` | sends the caller `count` × `broadcastMessage("flood", text of size bytes)`, at the pace the caller reads (load testing) |
 //!
+//! **Names**: with authentication on (a JWT), the `name` of `Send` and `SendToRoom` is replaced
+//! by the authenticated user (the token's subject) in what is delivered and recorded, so no one
+//! can speak as another; `directMessage` always names the connection's user.
+//!
 //! Arrivals and departures are announced to the rest of the scope as `userJoined(user,
 //! connections)` and `userLeft(user, connections)`, in scopes of up to [`PRESENCE_LIMIT`]
 //! connections. In a fleet, the users of a node that crashed are announced as left by the
 //! surviving nodes once its heartbeat expires.
 //!
 //! **Scopes** keep tenants apart: a client that connects with `?scope=X` only hears, and is only
-//! heard by, connections of scope X (no `scope` is a scope of its own).
+//! heard by, connections of scope X (no `scope` is a scope of its own): broadcasts, rooms,
+//! direct messages, presence and histories are all keyed by scope, in keys no other scope can
+//! spell. With `JwtAuth::scope_claim` the scope is the token's claim, not the client's choice.
 //!
 //! **Exactly once:** an invocation header `hubbub-msg-id` names a message. A repeat of the same
 //! id from the same user within [`DEDUPE_WINDOW`] completes without being delivered again; the
-//! id travels on to receivers in the same header, so they can drop repeats too.
+//! id travels on to receivers in the same header, so they can drop repeats too. Ids are their
+//! sender's: the hub makes random ones starting with [`HUB_ID_PREFIX`] for messages sent
+//! without one (clients may not use that prefix), and refuses an id that another sender's
+//! recorded message holds, so no message can make receivers drop another as a repeat.
 //!
 //! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
 //! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
@@ -79,12 +88,53 @@ impl Seen {
     }
 }
 
-fn scope_group(ctx: &Context) -> String {
-    format!("scope:{}", ctx.query("scope").unwrap_or(""))
+/// The caller's scope, as it appears in the keys of groups and histories: `%` and the
+/// separators `:` and U+001F written as `%25`, `%3A` and `%1F`, so that no scope and room (or
+/// user) pair can spell another's key (`acme` + `corp:x` is not `acme:corp` + `x`). A scope
+/// without those characters is written as it is (keys of existing history files stay valid).
+fn scope_key(ctx: &Context) -> String {
+    escape_key(ctx.query("scope").unwrap_or(""))
 }
 
+fn escape_key(scope: &str) -> String {
+    let mut key = String::with_capacity(scope.len());
+    for c in scope.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ':' => key.push_str("%3A"),
+            '\u{1f}' => key.push_str("%1F"),
+            c => key.push(c),
+        }
+    }
+    key
+}
+
+/// The group of every connection of the caller's scope: `scope:{scope}`.
+fn scope_group(ctx: &Context) -> String {
+    format!("scope:{}", scope_key(ctx))
+}
+
+/// The group (and history key) of a room of the caller's scope: `room:{scope}:{room}`.
 fn room_group(ctx: &Context, room: &str) -> String {
-    format!("room:{}:{room}", ctx.query("scope").unwrap_or(""))
+    format!("room:{}:{room}", scope_key(ctx))
+}
+
+/// The group of one user's connections in the caller's scope, `user:{scope}:{user}`: direct
+/// messages go there, so they never reach the user's connections of another scope.
+fn user_group(ctx: &Context, user: &str) -> String {
+    format!("user:{}:{user}", scope_key(ctx))
+}
+
+/// The name a message goes out and is recorded with. With authentication on it is the
+/// authenticated user's (the token's subject), whatever name the caller gave: a client cannot
+/// speak as someone else. Without authentication, the name the caller gave (its users are
+/// whoever they say they are: see the README's security notes).
+fn sender_name(ctx: &Context, claimed: String) -> String {
+    if ctx.state.auth.is_some() {
+        ctx.user().to_owned()
+    } else {
+        claimed
+    }
 }
 
 /// Checks the argument count and that each argument is a string; returns the raw arguments,
@@ -129,6 +179,21 @@ async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
     }
 }
 
+/// The message id the caller gave (`hubbub-msg-id`), if any. Ids are their sender's: one
+/// starting with `h-` (the hub's own, for messages sent without one) is refused, and the
+/// history refuses an id another sender's message holds.
+fn client_id(ctx: &Context) -> Result<Option<String>, HubError> {
+    match ctx.headers().get(MESSAGE_ID_HEADER) {
+        Some(id) if id.starts_with(HUB_ID_PREFIX) => Err(HubError::new(format!(
+            "Message ids starting with '{HUB_ID_PREFIX}' are the hub's: choose another id."
+        ))),
+        id => Ok(id.cloned()),
+    }
+}
+
+/// The start of every id the hub makes (for messages sent without one); clients may not use it.
+pub const HUB_ID_PREFIX: &str = "h-";
+
 /// Whether this is a repeat caught by the in-memory window. Only a hub whose history is in
 /// memory asks: a history file or Redis remembers ids itself, when the message is recorded.
 async fn repeat_in_memory(ctx: &Context, history: &ChatHistory, seen: &Mutex<Seen>) -> bool {
@@ -146,7 +211,7 @@ fn numbered(entry: &crate::HistoryEntry, epoch: String) -> Headers {
 
 /// A user's inbox: the direct messages to and from them, in the caller's scope.
 fn inbox(ctx: &Context, user: &str) -> String {
-    format!("inbox:{}\u{1f}{user}", ctx.query("scope").unwrap_or(""))
+    format!("inbox:{}\u{1f}{user}", scope_key(ctx))
 }
 
 /// Records a message in a history (`key`: a scope or an inbox) in Redis or in this node's
@@ -255,6 +320,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let scope = scope_group(&ctx);
             // The caller's own connection: this cannot fail.
             let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
+            let _ = ctx.add_to_group(ctx.connection_id(), &user_group(&ctx, ctx.user())).await;
             let n = ctx.connection_count(Some(&scope));
             if n <= PRESENCE_LIMIT {
                 ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
@@ -290,13 +356,15 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let seen = seen.clone();
             let history = history_for_send.clone();
             async move {
-                let args = strings(args, 2)?;
-                let name: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let mut args = strings(args, 2)?;
+                let claimed: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let name = sender_name(&ctx, claimed);
+                args[0] = Arg::from(name.as_str());
+                let id = client_id(&ctx)?;
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned();
                 let scope = scope_group(&ctx);
                 // Recorded before it is broadcast or completed.
                 let Some((entry, epoch)) = record(&ctx, &history, &scope, ctx.user(), id.as_deref(), &name, &text, None).await? else {
@@ -327,21 +395,23 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         .method("SendToRoom", move |ctx, args: RawArgs| {
             let (seen, history) = (seen_room.clone(), history_for_room.clone());
             async move {
-                let args = strings(args, 3)?;
+                let mut args = strings(args, 3)?;
                 let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let name: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let claimed: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
                 let text: String = args[2].decode().map_err(|e| HubError::new(e.to_string()))?;
+                let name = sender_name(&ctx, claimed);
+                args[1] = Arg::from(name.as_str());
                 let group = room_group(&ctx, &room);
                 let members = ctx.state.router.connection_count(Some(&group));
                 let member = ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group);
                 if !member || members == 0 {
                     return Err(HubError::with_data(format!("Join the room '{room}' before sending to it."), serde_json::json!({ "room": room })));
                 }
+                let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
                 // Recorded in the room's history before it is delivered.
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
                 let Some((entry, epoch)) = record(&ctx, &history, &group, ctx.user(), Some(&id), &name, &text, None).await? else {
                     return Ok(());
                 };
@@ -353,6 +423,9 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             let history = history_for_room_read.clone();
             async move {
                 let group = room_group(&ctx, &room);
+                if !ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group) {
+                    return Err(HubError::with_data(format!("Join the room '{room}' before reading its history."), serde_json::json!({ "room": room })));
+                }
                 let (epoch, entries) = read(&ctx, &history, &group, &epoch, after).await?;
                 Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
             }
@@ -362,7 +435,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             async move {
                 let me = ctx.user().to_owned();
                 // One id for both inboxes' copies (the hub makes one when the sender did not).
-                let id = ctx.headers().get(MESSAGE_ID_HEADER).cloned().unwrap_or_else(crate::history::random_id);
+                let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
                 }
@@ -380,12 +453,13 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                     headers
                 };
                 let args = vec![Arg::from(me.as_str()), Arg::from(message.as_str())];
-                ctx.clients().user(&user).send_with_headers("directMessage", args.clone(), headers(&entry));
+                // To the user's connections in this scope only.
+                ctx.clients().group(&user_group(&ctx, &user)).send_with_headers("directMessage", args.clone(), headers(&entry));
                 if user != me {
                     // The sender's copy has its own dedupe key: the recipient's took the id.
                     let copy = record(&ctx, &history, &inbox(&ctx, &me), &format!("{me}\u{1}sent"), Some(&entry.id), &me, &message, Some(&user)).await?;
                     if let Some((own, _)) = copy {
-                        ctx.clients().user(&me).send_with_headers("directMessage", args, headers(&own));
+                        ctx.clients().group(&user_group(&ctx, &me)).send_with_headers("directMessage", args, headers(&own));
                     }
                 }
                 Ok(())
@@ -429,7 +503,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             });
             Ok(Reply::stream(items))
         })
-        .method("Collect", |ctx, (): ()| async move {
+        .method_with_streams("Collect", 1, |ctx, (): ()| async move {
             use futures_util::StreamExt;
             let Some(mut items) = ctx.upload(0) else {
                 return Err(HubError::new("Collect needs a stream argument"));

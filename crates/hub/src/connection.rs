@@ -612,7 +612,6 @@ fn handle(
 ) -> Option<Option<Close>> {
     match message {
         HubMessage::Invocation(inv) => {
-            let uploads = open_uploads(conn, &inv.stream_ids);
             invoke(
                 state,
                 conn,
@@ -620,7 +619,7 @@ fn handle(
                 inv.invocation_id,
                 inv.target,
                 inv.arguments,
-                uploads,
+                &inv.stream_ids,
                 order,
                 None,
             );
@@ -642,7 +641,6 @@ fn handle(
                 registry.insert(inv.invocation_id.clone(), token.clone());
             }
             let streams = streams.clone();
-            let uploads = open_uploads(conn, &inv.stream_ids);
             invoke(
                 state,
                 conn,
@@ -650,7 +648,7 @@ fn handle(
                 Some(inv.invocation_id),
                 inv.target,
                 inv.arguments,
-                uploads,
+                &inv.stream_ids,
                 order,
                 Some((token, streams)),
             );
@@ -718,17 +716,25 @@ fn handle(
 
 type StreamRegistry = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
-/// Opens the client-to-server streams an invocation announces.
-fn open_uploads(conn: &Connection, stream_ids: &[String]) -> Uploads {
-    let mut registry = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
-    stream_ids
-        .iter()
-        .map(|id| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            registry.insert(id.clone(), tx);
-            Some(rx)
-        })
-        .collect()
+/// The client-to-server streams an invocation opened; they close (items sent to them after
+/// are dropped) when this is dropped, at the end of the invocation, as ASP.NET Core removes an
+/// invocation's streams when it completes.
+#[derive(Debug)]
+pub(crate) struct OpenStreams {
+    conn: Arc<Connection>,
+    ids: Vec<String>,
+}
+
+impl Drop for OpenStreams {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut uploads = self.conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            uploads.remove(id);
+        }
+    }
 }
 
 /// Why a hub method could not be called.
@@ -737,32 +743,90 @@ pub(crate) enum Refused {
     /// No method of that name (ASP.NET Core's text).
     #[error("Unknown hub method '{0}'")]
     UnknownMethod(String),
-    /// The arguments did not fit the method.
+    /// The arguments (or the number of `streamIds`) did not fit the method.
     #[error("Failed to invoke '{0}' due to an error on the server. {1}")]
     Binding(String, String),
+    /// The invocation's streams cannot be opened: an id already open on the connection, or
+    /// more than [`MAX_STREAMS_PER_CONNECTION`] open at once.
+    #[error("{0}")]
+    Streams(String),
 }
 
-/// Finds a hub method by name (without regard to case) and binds its arguments: the call,
-/// ready to run, or why it cannot be made. Both protocol families dispatch through here.
+/// How many client-to-server streams one connection may hold open at once (across all its
+/// invocations, those waiting for their turn included). Each open stream costs a channel; an
+/// invocation that would go past this is refused and opens none.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 32;
+
+/// Finds a hub method by name (without regard to case), checks the invocation's `streamIds`
+/// against it and binds its arguments: the call, ready to run, with the streams it opened, or
+/// why it cannot be made (then nothing was opened). Both protocol families dispatch through
+/// here (classic requests carry no stream ids).
 pub(crate) fn prepare(
     state: &Arc<HubState>,
     conn: &Arc<Connection>,
     headers: Headers,
     target: &str,
     arguments: &[Arg],
-    uploads: Uploads,
-) -> Result<crate::hub::BoxFuture<Result<Reply, HubError>>, Refused> {
-    let Some(handler) = state.hub.methods.get(&target.to_lowercase()) else {
+    stream_ids: &[String],
+) -> Result<(crate::hub::BoxFuture<Result<Reply, HubError>>, OpenStreams), Refused> {
+    let Some(method) = state.hub.methods.get(&target.to_lowercase()) else {
         tracing::debug!(connection = %conn.id, %target, "unknown hub method");
         return Err(Refused::UnknownMethod(target.to_owned()));
     };
+    if stream_ids.len() != method.streams {
+        // ASP.NET Core's binding error for a count that does not match the stream parameters.
+        return Err(Refused::Binding(
+            target.to_owned(),
+            format!(
+                "Client sent {} stream(s), Hub method expects {}.",
+                stream_ids.len(),
+                method.streams
+            ),
+        ));
+    }
+    let mut senders = Vec::with_capacity(stream_ids.len());
+    let mut receivers: Uploads = Vec::with_capacity(stream_ids.len());
+    if !stream_ids.is_empty() {
+        let open = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() + stream_ids.len() > MAX_STREAMS_PER_CONNECTION {
+            return Err(Refused::Streams(format!(
+                "Too many open streams: a connection may have at most {MAX_STREAMS_PER_CONNECTION} client-to-server streams open at once."
+            )));
+        }
+        for (i, id) in stream_ids.iter().enumerate() {
+            if open.contains_key(id) || stream_ids[..i].contains(id) {
+                return Err(Refused::Streams(format!(
+                    "Stream ID '{id}' is already in use."
+                )));
+            }
+        }
+        for _ in stream_ids {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            receivers.push(Some(rx));
+        }
+    }
     let ctx = Context {
         conn: conn.clone(),
         state: state.clone(),
         headers: Arc::new(headers),
-        uploads: Arc::new(Mutex::new(uploads)),
+        uploads: Arc::new(Mutex::new(receivers)),
     };
-    handler(ctx, arguments).map_err(|binding| Refused::Binding(target.to_owned(), binding))
+    let future = (method.handler)(ctx, arguments)
+        .map_err(|binding| Refused::Binding(target.to_owned(), binding))?;
+    // Opened only now that the call is certain to run.
+    let mut open = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
+    for (id, tx) in stream_ids.iter().zip(senders) {
+        open.insert(id.clone(), tx);
+    }
+    drop(open);
+    Ok((
+        future,
+        OpenStreams {
+            conn: conn.clone(),
+            ids: stream_ids.to_vec(),
+        },
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -773,7 +837,7 @@ fn invoke(
     invocation_id: Option<String>,
     target: String,
     arguments: Vec<Arg>,
-    uploads: Uploads,
+    stream_ids: &[String],
     order: &Arc<Turns>,
     stream: Option<(CancellationToken, StreamRegistry)>,
 ) {
@@ -790,17 +854,20 @@ fn invoke(
             conn.send(HubMessage::Completion(Completion::error(id.clone(), error)));
         }
     };
-    let future = match prepare(state, conn, headers, &target, &arguments, uploads) {
-        Ok(future) => future,
-        Err(refused) => {
-            reply_error(refused.to_string());
-            return;
-        }
-    };
+    let (future, open_streams) =
+        match prepare(state, conn, headers, &target, &arguments, stream_ids) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                reply_error(refused.to_string());
+                return;
+            }
+        };
     // The turn is taken here, in arrival order; the task may start running in any order.
     let (previous, _permit) = order.take();
     let conn = conn.clone();
     state.tasks.spawn(async move {
+        // The invocation's streams stay open until its task is over (stream items included).
+        let _open_streams = open_streams;
         if let Some(previous) = previous {
             // Done or dropped: either way it is this one's turn.
             let _ = previous.await;

@@ -13,6 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use rusqlite::OptionalExtension;
+
 /// Messages kept per scope in memory.
 pub const MEMORY_CAPACITY: usize = 10_000;
 
@@ -34,13 +36,34 @@ pub struct Entry {
 
 /// Why history could not be opened or written.
 #[derive(Debug, thiserror::Error)]
-#[error("chat history: {0}")]
-pub struct HistoryError(String);
+pub enum HistoryError {
+    /// The storage failed (SQLite's reason).
+    #[error("chat history: {0}")]
+    Storage(String),
+    /// The message id is another sender's (each sender's ids are its own: a message never
+    /// takes the id of another sender's message, so receivers that drop repeats by id never
+    /// drop it for someone else's).
+    #[error("The message id '{0}' belongs to another sender's message: choose another id.")]
+    IdTaken(String),
+}
 
 impl From<rusqlite::Error> for HistoryError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self::Storage(e.to_string())
     }
+}
+
+/// The sender an id belongs to: the user, without the suffix that marks a sender's own copy of
+/// a direct message (`{user}\u{1}sent`).
+fn owner(user: &str) -> &str {
+    user.strip_suffix("\u{1}sent").unwrap_or(user)
+}
+
+/// The in-memory histories, and who sent each id they hold (with how many entries hold it).
+#[derive(Default)]
+struct Memory {
+    logs: HashMap<String, VecDeque<Entry>>,
+    owners: HashMap<String, (String, usize)>,
 }
 
 /// The history of every scope of a chat hub. Cheap to clone.
@@ -59,11 +82,12 @@ impl std::fmt::Debug for ChatHistory {
 }
 
 enum Backend {
-    Memory(Mutex<HashMap<String, VecDeque<Entry>>>),
+    Memory(Mutex<Memory>),
     Sqlite(Mutex<rusqlite::Connection>),
 }
 
-/// A fresh message id, for a message its sender gave none.
+/// A fresh message id, for a message its sender gave none: `h-` and 128 random bits (no one
+/// can predict it; clients may not use ids starting with `h-`).
 pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
@@ -106,6 +130,11 @@ impl ChatHistory {
                  UNIQUE (scope, seq)
              );",
         )?;
+        // Who sent an id is looked up by id alone (ids are their sender's).
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS history_by_id ON history (id)",
+            [],
+        )?;
         // Added with inboxes (direct messages): files from before have no such column.
         let has_to = conn
             .prepare("SELECT 1 FROM pragma_table_info('history') WHERE name = 'recipient'")?
@@ -145,19 +174,36 @@ impl ChatHistory {
         to: Option<&str>,
     ) -> Result<Option<Entry>, HistoryError> {
         match &*self.backend {
-            Backend::Memory(scopes) => {
-                let mut scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
-                let log = scopes.entry(scope.to_owned()).or_default();
+            Backend::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
+                let id = id.map_or_else(random_id, str::to_owned);
+                let sender = owner(user);
+                match memory.owners.get_mut(&id) {
+                    Some((other, _)) if other != sender => return Err(HistoryError::IdTaken(id)),
+                    Some((_, held)) => *held += 1,
+                    None => {
+                        memory.owners.insert(id.clone(), (sender.to_owned(), 1));
+                    }
+                }
+                let Memory { logs, owners } = &mut *memory;
+                let log = logs.entry(scope.to_owned()).or_default();
                 let seq = log.back().map_or(1, |e| e.seq + 1);
                 let entry = Entry {
                     seq,
-                    id: id.map_or_else(|| format!("h-{}-{seq}", self.epoch), str::to_owned),
+                    id,
                     name: name.to_owned(),
                     message: message.to_owned(),
                     to: to.map(str::to_owned),
                 };
                 if log.len() >= MEMORY_CAPACITY {
-                    log.pop_front();
+                    if let Some(old) = log.pop_front() {
+                        if let Some((_, held)) = owners.get_mut(&old.id) {
+                            *held -= 1;
+                            if *held == 0 {
+                                owners.remove(&old.id);
+                            }
+                        }
+                    }
                 }
                 log.push_back(entry.clone());
                 Ok(Some(entry))
@@ -167,11 +213,19 @@ impl ChatHistory {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
-                // Without an id the hub makes one from a number nobody else can have.
-                let provisional = id.map_or_else(
-                    || format!("h-{}-{}", self.epoch, random_epoch()),
-                    str::to_owned,
-                );
+                // Without an id the hub makes one nobody else can have.
+                let provisional = id.map_or_else(random_id, str::to_owned);
+                let sender = owner(user);
+                let taken: Option<String> = conn
+                    .query_row(
+                        "SELECT user FROM history WHERE id = ?1 AND user <> ?2 AND user <> ?3 LIMIT 1",
+                        rusqlite::params![provisional, sender, format!("{sender}\u{1}sent")],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if taken.is_some() {
+                    return Err(HistoryError::IdTaken(provisional));
+                }
                 // Numbers are contiguous per scope, so a client can tell when it missed one.
                 let seq: i64 = conn.query_row(
                     "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE scope = ?1",
@@ -205,9 +259,10 @@ impl ChatHistory {
         limit: usize,
     ) -> Result<Vec<Entry>, HistoryError> {
         match &*self.backend {
-            Backend::Memory(scopes) => {
-                let scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(scopes
+            Backend::Memory(memory) => {
+                let memory = memory.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(memory
+                    .logs
                     .get(scope)
                     .map(|log| {
                         log.iter()

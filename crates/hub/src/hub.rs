@@ -165,6 +165,15 @@ pub(crate) type Handler = Arc<
 pub(crate) type Lifecycle = Arc<dyn Fn(Context) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type LostHook = Arc<dyn Fn(Lost<'_>) + Send + Sync>;
 
+/// A registered method: its handler and how many client-to-server streams it takes.
+#[derive(Clone)]
+pub(crate) struct Method {
+    pub(crate) handler: Handler,
+    /// The `streamIds` an invocation of it must carry: exactly this many (ASP.NET Core binds
+    /// stream ids to the method's stream parameters and refuses any other count).
+    pub(crate) streams: usize,
+}
+
 /// A hub: named methods clients can call, and what happens when clients come and go.
 ///
 /// ```
@@ -179,7 +188,7 @@ pub(crate) type LostHook = Arc<dyn Fn(Lost<'_>) + Send + Sync>;
 pub struct Hub {
     pub(crate) name: String,
     pub(crate) classic_name: Option<String>,
-    pub(crate) methods: HashMap<String, Handler>,
+    pub(crate) methods: HashMap<String, Method>,
     /// The methods' names as registered (their own casing), for the classic proxy.
     pub(crate) method_names: Vec<String>,
     pub(crate) on_connected: Option<Lifecycle>,
@@ -209,8 +218,30 @@ impl Hub {
 
     /// Registers a method. Names match case-insensitively, as in ASP.NET Core. The arguments
     /// are read into `A` (a tuple of deserializable types, or [`RawArgs`]); a count or type
-    /// mismatch is answered with an error Completion.
-    pub fn method<A, F, Fut, R>(mut self, name: &str, handler: F) -> Self
+    /// mismatch is answered with an error Completion. The method takes no client-to-server
+    /// stream: an invocation that announces one (`streamIds`) is refused before anything is
+    /// opened for it (see [`method_with_streams`](Self::method_with_streams)).
+    pub fn method<A, F, Fut, R>(self, name: &str, handler: F) -> Self
+    where
+        A: FromArgs + Send + 'static,
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HubError>> + Send + 'static,
+        R: IntoReply,
+    {
+        self.method_with_streams(name, 0, handler)
+    }
+
+    /// Registers a method that takes `streams` client-to-server streams (read with
+    /// [`Context::upload`]). An invocation must announce exactly that many `streamIds`, as
+    /// ASP.NET Core binds them to stream parameters; any other count is refused with
+    /// "Client sent N stream(s), Hub method expects M." and opens nothing. A connection holds
+    /// at most [`MAX_STREAMS_PER_CONNECTION`](crate::MAX_STREAMS_PER_CONNECTION) open at once.
+    pub fn method_with_streams<A, F, Fut, R>(
+        mut self,
+        name: &str,
+        streams: usize,
+        handler: F,
+    ) -> Self
     where
         A: FromArgs + Send + 'static,
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
@@ -225,7 +256,11 @@ impl Hub {
                 async move { handler(ctx, typed).await?.into_reply() },
             ))
         });
-        if self.methods.insert(name.to_lowercase(), erased).is_none() {
+        let method = Method {
+            handler: erased,
+            streams,
+        };
+        if self.methods.insert(name.to_lowercase(), method).is_none() {
             self.method_names.push(name.to_owned());
         }
         self

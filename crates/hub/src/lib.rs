@@ -36,13 +36,14 @@ mod state;
 mod static_files;
 mod transport;
 
-pub use auth::{JwtAuth, KeyError};
+pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS, MIN_USER_KEY, UserKeys};
 pub use backplane::{BackplaneError, RedisOptions};
 pub use chat::{
-    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, MESSAGE_ID_HEADER, PRESENCE_LIMIT, SEQ_HEADER,
-    TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
+    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER, PRESENCE_LIMIT,
+    SEQ_HEADER, TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
 };
 pub use classic::ClassicOptions;
+pub use connection::MAX_STREAMS_PER_CONNECTION;
 pub use frame::Frame;
 pub use history::{ChatHistory, Entry as HistoryEntry, HistoryError, MEMORY_CAPACITY};
 pub use hub::{

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use crate::auth::JwtAuth;
+use crate::auth::{Auth, JwtAuth, UserKeys};
 use crate::classic::ClassicOptions;
 use crate::hub::Hub;
 use crate::options::HubOptions;
@@ -26,7 +26,7 @@ pub struct ServerBuilder {
     options: HubOptions,
     hubs: Vec<(String, Hub)>,
     cors_origins: Vec<String>,
-    auth: Option<JwtAuth>,
+    auth: Option<Auth>,
     redis: Option<crate::RedisOptions>,
     classic: Option<ClassicOptions>,
     static_dir: Option<std::path::PathBuf>,
@@ -85,7 +85,12 @@ impl ServerBuilder {
         self
     }
 
-    /// Lets browser pages from these origins connect (`*` allows any origin).
+    /// Lets browser pages from these origins (`scheme://host[:port]`) connect, besides pages
+    /// of the hub's own origin. Every hub request (negotiate and every transport, WebSockets
+    /// included, of both families) that carries an `Origin` header naming another origin is
+    /// refused with 403; requests without one (clients that are not browsers) are not
+    /// concerned. `*` is refused by [`bind`](Self::bind): credentials are allowed, and
+    /// ASP.NET Core refuses a wildcard origin with credentials too.
     pub fn cors_origins(mut self, origins: Vec<String>) -> Self {
         self.cors_origins = origins;
         self
@@ -94,7 +99,14 @@ impl ServerBuilder {
     /// Requires a valid JWT on negotiate and on every transport request; the user is its
     /// subject.
     pub fn auth(mut self, auth: JwtAuth) -> Self {
-        self.auth = Some(auth);
+        self.auth = Some(Auth::Jwt(Box::new(auth)));
+        self
+    }
+
+    /// Requires one of these per-user keys as the bearer token on negotiate and on every
+    /// transport request; the user is the key's (instead of [`auth`](Self::auth)).
+    pub fn user_keys(mut self, keys: UserKeys) -> Self {
+        self.auth = Some(Auth::Keys(keys));
         self
     }
 
@@ -113,9 +125,13 @@ impl ServerBuilder {
 
     /// Serves on an already bound listener.
     pub fn serve(self, listener: TcpListener) -> io::Result<RunningServer> {
+        if self.cors_origins.iter().any(|o| o.trim() == "*") {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, WILDCARD_ORIGIN));
+        }
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        // The hub's routes (both families): origins checked, answers not cached.
         let mut router = Router::new();
         let mut hubs = Vec::new();
         for (path, hub) in self.hubs {
@@ -147,6 +163,14 @@ impl ServerBuilder {
             );
             router = router.merge(endpoint.router());
         }
+        let allowed: Arc<[String]> = self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        router = router.layer(axum::middleware::from_fn(move |request, next| {
+            guard(allowed.clone(), request, next)
+        }));
         if let Some(dir) = self.static_dir {
             router = router.fallback_service(crate::static_files::service(dir));
         }
@@ -189,12 +213,65 @@ impl ServerBuilder {
     }
 }
 
+/// Why `--cors-origin *` is refused (ASP.NET Core's words for the same refusal).
+const WILDCARD_ORIGIN: &str = "The CORS protocol does not allow specifying a wildcard (any) origin and credentials at the same time. List the allowed origins instead of '*'.";
+
+/// Whether a browser page of `origin` may use the hub: the hub's own origin (the request's
+/// `Host`), or one of `allowed`. `null` (sandboxed frames, files) is never allowed.
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    let origin = origin.trim().to_ascii_lowercase();
+    if origin == "null" {
+        return false;
+    }
+    if allowed.contains(&origin) {
+        return true;
+    }
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((authority, host), (Some(a), Some(h)) if a == h.trim().to_ascii_lowercase())
+}
+
+/// Every hub request: refused (403) when a browser sends it from an origin not allowed, as
+/// browsers do not apply CORS to WebSockets (nor to the simple POSTs of long polling); and
+/// answered with `Cache-Control: no-store` unless it says otherwise (negotiate and long-poll
+/// answers carry connection tokens).
+async fn guard(
+    allowed: Arc<[String]>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let ok = origin
+            .to_str()
+            .is_ok_and(|origin| origin_allowed(origin, host, &allowed));
+        if !ok {
+            tracing::debug!(origin = ?origin, path = %request.uri().path(), "request from an origin not allowed refused");
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "This origin is not allowed to use the hub.",
+            )
+                .into_response();
+        }
+    }
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
 fn cors(origins: &[String]) -> CorsLayer {
-    let allow_origin = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
+    let allow_origin =
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()));
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_credentials(true)

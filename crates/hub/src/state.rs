@@ -60,7 +60,7 @@ pub(crate) struct HubState {
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
-    pub(crate) auth: Option<crate::auth::JwtAuth>,
+    pub(crate) auth: Option<crate::auth::Auth>,
 }
 
 impl HubState {
@@ -70,7 +70,7 @@ impl HubState {
         options: HubOptions,
         shutdown: CancellationToken,
         tasks: TaskTracker,
-        auth: Option<crate::auth::JwtAuth>,
+        auth: Option<crate::auth::Auth>,
         redis: Option<&RedisOptions>,
     ) -> Result<Arc<Self>, BackplaneError> {
         let router = Arc::new(Router::default());

@@ -247,7 +247,7 @@ async fn every_invocation_ends_with_exactly_one_completion() {
         .method("Forever", |_ctx, (): ()| async move {
             Ok::<_, HubError>(Reply::stream(futures_util::stream::pending()))
         })
-        .method("Collect", |ctx, (): ()| async move {
+        .method_with_streams("Collect", 1, |ctx, (): ()| async move {
             let mut upload = ctx.upload(0).ok_or_else(|| HubError::new("no stream"))?;
             let mut n = 0_i64;
             while let Some(item) = upload.next().await {

@@ -44,7 +44,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::JwtAuth;
+use crate::auth::Auth;
 use crate::options::HubOptions;
 use crate::state::HubState;
 
@@ -126,7 +126,7 @@ pub(crate) struct Endpoint {
     pub(crate) hubs: Vec<ClassicHub>,
     pub(crate) protector: Protector,
     pub(crate) sessions: DashMap<String, Arc<Session>>,
-    pub(crate) auth: Option<JwtAuth>,
+    pub(crate) auth: Option<Auth>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     proxy: String,
@@ -137,7 +137,7 @@ impl Endpoint {
         options: ClassicOptions,
         hub_options: HubOptions,
         hubs: &[Arc<HubState>],
-        auth: Option<JwtAuth>,
+        auth: Option<Auth>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {

@@ -657,16 +657,16 @@ impl Call {
             headers,
             &request.method,
             &request.args,
-            Vec::new(),
+            &[],
         ) {
-            Ok(future) => future,
+            Ok((future, _no_streams)) => future,
             Err(Refused::UnknownMethod(method)) => {
                 return result(Outcome::Error(&format!(
                     "'{method}' method could not be resolved on hub '{}'.",
                     endpoint.hubs[hub].name
                 )));
             }
-            Err(refused @ Refused::Binding(..)) => {
+            Err(refused @ (Refused::Binding(..) | Refused::Streams(_))) => {
                 return result(Outcome::Error(&refused.to_string()));
             }
         };

@@ -58,19 +58,25 @@ fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
 }
 
 /// The user a request's JWT names (`Ok(None)` without auth), or the 401.
+/// With a scope claim configured, the query's `scope` is set to the token's (403 for another).
 fn authenticate(
     endpoint: &Endpoint,
     headers: &HeaderMap,
-    query: &Params,
+    query: &mut Params,
 ) -> Result<Option<String>, Refusal> {
     let Some(auth) = &endpoint.auth else {
         return Ok(None);
     };
     auth.authenticate(headers, query)
         .map(Some)
-        .map_err(|reason| {
-            tracing::debug!(%reason, family = "classic", "request refused");
-            Refusal::Unauthorized
+        .map_err(|denied| match denied {
+            crate::auth::Denied::Unauthorized(reason) => {
+                tracing::debug!(%reason, family = "classic", "request refused");
+                Refusal::Unauthorized
+            }
+            crate::auth::Denied::OtherScope => {
+                refuse(StatusCode::FORBIDDEN, crate::auth::OTHER_SCOPE)
+            }
         })
 }
 
@@ -106,7 +112,7 @@ struct Checked {
 
 /// Checks a request after negotiate: its JWT (with auth on), its connection token (400 when
 /// missing or not genuine, 403 when issued to another user), its transport and hubs.
-fn check(endpoint: &Endpoint, headers: &HeaderMap, query: &Params) -> Result<Checked, Refusal> {
+fn check(endpoint: &Endpoint, headers: &HeaderMap, query: &mut Params) -> Result<Checked, Refusal> {
     let authenticated = authenticate(endpoint, headers, query)?;
     let Some(token) = query.get("connectionToken").filter(|t| !t.is_empty()) else {
         return Err(refuse(
@@ -170,9 +176,9 @@ fn check(endpoint: &Endpoint, headers: &HeaderMap, query: &Params) -> Result<Che
 pub(crate) async fn negotiate(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
-    Query(query): Query<Params>,
+    Query(mut query): Query<Params>,
 ) -> Response {
-    let authenticated = match authenticate(&endpoint, &headers, &query) {
+    let authenticated = match authenticate(&endpoint, &headers, &mut query) {
         Ok(user) => user,
         Err(refusal) => return refusal.into_response(),
     };
@@ -200,9 +206,9 @@ pub(crate) async fn negotiate(
 pub(crate) async fn ping(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
-    Query(query): Query<Params>,
+    Query(mut query): Query<Params>,
 ) -> Response {
-    if let Err(response) = authenticate(&endpoint, &headers, &query) {
+    if let Err(response) = authenticate(&endpoint, &headers, &mut query) {
         return response.into_response();
     }
     json(PING_RESPONSE)
@@ -257,12 +263,12 @@ async fn form(endpoint: &Endpoint, body: Body) -> Result<Params, Refusal> {
 
 async fn open_transport(
     endpoint: Arc<Endpoint>,
-    query: Params,
+    mut query: Params,
     request: Request,
     reconnecting: bool,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let checked = match check(&endpoint, &parts.headers, &query) {
+    let checked = match check(&endpoint, &parts.headers, &mut query) {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
@@ -628,9 +634,9 @@ fn live_session(endpoint: &Endpoint, id: &str) -> Option<Arc<Session>> {
 pub(crate) async fn start(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
-    Query(query): Query<Params>,
+    Query(mut query): Query<Params>,
 ) -> Response {
-    let checked = match check(&endpoint, &headers, &query) {
+    let checked = match check(&endpoint, &headers, &mut query) {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
@@ -656,11 +662,11 @@ pub(crate) async fn start(
 /// `POST {path}/send`: one hub request in `data=`, answered with its result.
 pub(crate) async fn send(
     State(endpoint): State<Arc<Endpoint>>,
-    Query(query): Query<Params>,
+    Query(mut query): Query<Params>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let checked = match check(&endpoint, &parts.headers, &query) {
+    let checked = match check(&endpoint, &parts.headers, &mut query) {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };
@@ -700,9 +706,9 @@ pub(crate) async fn send(
 pub(crate) async fn abort(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
-    Query(query): Query<Params>,
+    Query(mut query): Query<Params>,
 ) -> Response {
-    let checked = match check(&endpoint, &headers, &query) {
+    let checked = match check(&endpoint, &headers, &mut query) {
         Ok(checked) => checked,
         Err(refusal) => return refusal.into_response(),
     };

@@ -154,22 +154,42 @@ fn over_capacity(state: &HubState) -> bool {
     state.http.len() >= state.options.max_connections
 }
 
-/// Checks the request's token when the hub requires one: `Ok(Some(user))`, `Ok(None)` without
-/// auth, or the 401 to answer.
+/// Checks the request's token when the hub requires one: `Ok(Some(user))` (with the query's
+/// `scope` bound to the token's when a scope claim is configured), `Ok(None)` without auth, or
+/// the 401 (403 for a scope not the token's) to answer.
 fn authenticate(
     state: &HubState,
     headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Option<String>, Unauthorized> {
+    query: &mut HashMap<String, String>,
+) -> Result<Option<String>, NotAdmitted> {
     let Some(auth) = &state.auth else {
         return Ok(None);
     };
     auth.authenticate(headers, query)
         .map(Some)
-        .map_err(|reason| {
-            tracing::debug!(%reason, "request refused");
-            Unauthorized
+        .map_err(|denied| match denied {
+            crate::auth::Denied::Unauthorized(reason) => {
+                tracing::debug!(%reason, "request refused");
+                NotAdmitted::Unauthorized
+            }
+            crate::auth::Denied::OtherScope => NotAdmitted::OtherScope,
         })
+}
+
+/// A request its token does not admit: 401, or 403 for a scope not the token's.
+#[derive(Debug)]
+pub(crate) enum NotAdmitted {
+    Unauthorized,
+    OtherScope,
+}
+
+impl IntoResponse for NotAdmitted {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthorized => Unauthorized.into_response(),
+            Self::OtherScope => text(StatusCode::FORBIDDEN, crate::auth::OTHER_SCOPE),
+        }
+    }
 }
 
 /// A 401 that asks for a bearer token.
@@ -195,12 +215,12 @@ pub(crate) async fn negotiate(
     State(state): State<Arc<HubState>>,
     method: Method,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    Query(mut query): Query<HashMap<String, String>>,
 ) -> Response {
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let user = match authenticate(&state, &headers, &query) {
+    let user = match authenticate(&state, &headers, &mut query) {
         Ok(user) => user,
         Err(response) => return response.into_response(),
     };
@@ -294,13 +314,13 @@ fn claim(http: &HttpConnection, kind: TransportKind) -> Result<(), Refusal> {
 /// `GET`, `POST` and `DELETE` on the hub path.
 pub(crate) async fn connect(
     State(state): State<Arc<HubState>>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(mut query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
     let headers = parts.headers.clone();
-    let user = match authenticate(&state, &headers, &query) {
+    let user = match authenticate(&state, &headers, &mut query) {
         Ok(user) => user,
         Err(response) => return response.into_response(),
     };
