@@ -768,9 +768,7 @@ fn describe(event: &Event) -> Option<String> {
         Event::Reconnected { .. } => "reconnected".to_owned(),
         Event::Slow { .. } => "the connection is slow".to_owned(),
         Event::Recovered => "the connection recovered".to_owned(),
-        Event::Closed {
-            reason: Some(reason),
-        } => format!("disconnected: {reason}"),
+        // A close with a reason ends the command, which reports it once as it exits.
         Event::Error { message } => format!("error: {message}"),
         _ => return None,
     })

@@ -14,7 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
+mod support;
+
+use support::{BIN, hubbub};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -359,4 +361,76 @@ fn jquery_and_core_clients_chat_across_a_redis_fleet() {
     let results = scenarios(&output);
     assert_all_passed(&results, 1, &output);
     let _ = std::fs::remove_dir_all(site);
+}
+
+/// Mistakes a user makes with a classic (or any) hub URL end `chat` at once, exit 1, with one
+/// sentence that says what to change, said once; nothing is retried for ever.
+#[test]
+fn chat_gives_up_at_once_on_a_hub_that_refuses_for_good() {
+    let hub = Hub::start(&[], &[]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--url", &format!("{}/nope", hub.origin)],
+            "no SignalR hub at /nope",
+        ),
+        (
+            &[
+                "--url",
+                &format!("{}/signalr", hub.origin),
+                "--hub-name",
+                "nohub",
+            ],
+            "no hub named 'nohub'",
+        ),
+        (
+            &[
+                "--url",
+                &format!("{}/signalr", hub.origin),
+                "--family",
+                "core",
+            ],
+            "let the family be detected",
+        ),
+        (
+            &[
+                "--url",
+                &format!("{}/chathub", hub.origin),
+                "--family",
+                "classic",
+            ],
+            "no classic SignalR endpoint answers at this URL",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut child = hubbub()
+            .arg("chat")
+            .args(args)
+            .args(["--name", "x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _stdin = child.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("chat {args:?} was still running after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.matches(expected).count(), 1, "{args:?}: {stderr}");
+    }
 }

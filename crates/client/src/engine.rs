@@ -522,16 +522,24 @@ impl Actor {
                         Some((session, lost_at, url));
                 }
             } else if session.may_resume(lost_at.elapsed()) {
-                return match self.reconnect_classic(&session).await {
-                    Ok(live) => Ok(live),
+                match self.reconnect_classic(&session).await {
+                    Ok(live) => return Ok(live),
                     Err(e) => {
-                        if session.may_resume(lost_at.elapsed()) {
-                            *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some((session, lost_at, url));
+                        // The hub answers, yet will not take the connection back: it does not
+                        // know it (restarted with a new key, or forgot it). A new connection
+                        // now, rather than retrying until the DisconnectTimeout.
+                        let wait = session.negotiated.transport_connect_timeout();
+                        if ping_once(&self.http, &session.target, wait).await.is_ok() {
+                            tracing::info!(error = %e, "the hub does not know the lost connection; starting a new one");
+                        } else {
+                            if session.may_resume(lost_at.elapsed()) {
+                                *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some((session, lost_at, url));
+                            }
+                            return Err(e);
                         }
-                        Err(e)
                     }
-                };
+                }
             } else {
                 // As the .NET client's reconnect window: the old connection is hopeless. Said,
                 // with the reason, before a new connection is made (the chat layer catches up
@@ -956,9 +964,17 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
                 }
                 Err(Err(error)) => {
                     actor.next_url();
-                    let retrying = (ever_connected
-                        || start_reply.is_none()
-                        || actor.options.retry_first_start)
+                    // A first start the hub refused for good (no hub there, no hub of that
+                    // name, credentials, another family) is not retried: waiting for a hub
+                    // that is not up yet is what `retry_first_start` is for, not this.
+                    let refused = !ever_connected
+                        && start_reply.is_some()
+                        && actor.options.fallback_urls.is_empty()
+                        && crate::negotiate::is_refusal(&error);
+                    let retrying = !refused
+                        && (ever_connected
+                            || start_reply.is_none()
+                            || actor.options.retry_first_start)
                         && actor.options.retry.is_some();
                     if retrying {
                         tracing::warn!(%error, "connect attempt failed");

@@ -75,7 +75,7 @@ pub(crate) async fn negotiate_core(
         let response = request
             .send()
             .await
-            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+            .map_err(|e| Error::Negotiate(unreachable_hint(&e, &url)))?;
         let status = response.status();
         let body = response
             .bytes()
@@ -83,8 +83,17 @@ pub(crate) async fn negotiate_core(
             .map_err(|e| Error::Negotiate(without_url(&e)))?;
         if status != reqwest::StatusCode::OK {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            let error = if status == reqwest::StatusCode::NOT_FOUND {
+                Error::Negotiate(format!(
+                    "no SignalR hub at {} (404): check the URL's path (Hubbub serves /chathub, \
+                     and classic hubs at /signalr)",
+                    url::Url::parse(&url).map_or_else(|_| url.clone(), |u| u.path().to_owned())
+                ))
+            } else {
+                Error::Negotiate(format!("status {status}: {}", text.trim()))
+            };
             return Err(Refused {
-                error: Error::Negotiate(format!("status {status}: {}", text.trim())),
+                error,
                 classic_body: classic::is_classic(&body),
                 maybe_classic: classic::is_classic(&body)
                     || matches!(
@@ -160,7 +169,7 @@ pub(crate) async fn negotiate_classic(
             },
         );
         let mut request = http
-            .get(url)
+            .get(&url)
             .timeout(options.handshake_timeout)
             .header("X-Requested-With", "XMLHttpRequest");
         for (k, v) in &options.headers {
@@ -172,7 +181,7 @@ pub(crate) async fn negotiate_classic(
         let response = request
             .send()
             .await
-            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+            .map_err(|e| Error::Negotiate(unreachable_hint(&e, &url)))?;
         let status = response.status();
         let body = response
             .bytes()
@@ -229,6 +238,45 @@ pub(crate) fn classic_answered(error: &Error) -> bool {
     }
 }
 
+/// Whether the hub answered a connect attempt with a refusal that trying again cannot change:
+/// no hub at the URL (404, 405), no hub of that name, credentials refused, another protocol
+/// family than the one forced. A connection that has never connected gives up on these
+/// instead of retrying (`retry_first_start` is for a hub that is not up yet).
+pub(crate) fn is_refusal(error: &Error) -> bool {
+    match error {
+        Error::Negotiate(m) => {
+            let status_4xx = m.starts_with("status 4")
+                && !m.starts_with("status 408")
+                && !m.starts_with("status 429");
+            status_4xx
+                || m.starts_with("no SignalR hub at")
+                || m.contains("no hub named")
+                || m.contains("refused the credentials")
+                || m.contains("detected a classic")
+                || m.contains("ASP.NET Core SignalR server")
+        }
+        Error::Url(_) => true,
+        _ => false,
+    }
+}
+
+/// A plain-language sentence for a request that reached nothing (connection refused, no such
+/// host), or the error's own text.
+pub(crate) fn unreachable_hint(error: &reqwest::Error, url: &str) -> String {
+    let text = without_url(error);
+    if error.is_connect() {
+        let place = url::Url::parse(url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| "the hub's address".to_owned());
+        if text.contains("Connection refused") {
+            return format!("nothing is listening on {place}: is the hub running? ({text})");
+        }
+        return format!("cannot reach {place}: {text}");
+    }
+    text
+}
+
 /// A classic refusal as a sentence a user can act on.
 pub(crate) fn classic_refusal(status: reqwest::StatusCode, body: &[u8], hub: &str) -> Error {
     let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
@@ -245,6 +293,15 @@ pub(crate) fn classic_refusal(status: reqwest::StatusCode, body: &[u8], hub: &st
     ) {
         return Error::Negotiate(format!(
             "the hub refused the credentials (status {status}); check the access token"
+        ));
+    }
+    if matches!(
+        status,
+        reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
+    ) {
+        return Error::Negotiate(format!(
+            "status {status}: no classic SignalR endpoint answers at this URL (classic hubs are \
+             usually at /signalr; for an ASP.NET Core hub let the family be detected)"
         ));
     }
     if text.is_empty() {

@@ -86,7 +86,8 @@ pub enum NegotiateError {
     /// The server is a classic ASP.NET SignalR (2.x) server.
     #[error(
         "detected a classic ASP.NET SignalR server (the negotiate response has `ProtocolVersion`); \
-         this connection speaks the ASP.NET Core SignalR protocol"
+         this connection speaks the ASP.NET Core SignalR protocol (let the family be detected, or \
+         choose classic)"
     )]
     ClassicServer {
         /// The `ProtocolVersion` the server reported, when it was a string.
@@ -96,7 +97,8 @@ pub enum NegotiateError {
     /// `availableTransports` or `negotiateVersion`), as the classic .NET client reports it.
     #[error(
         "detected an ASP.NET Core SignalR server (the negotiate response has `availableTransports`); \
-         this connection speaks the classic ASP.NET SignalR protocol"
+         this connection speaks the classic ASP.NET SignalR protocol (let the family be detected, \
+         or choose ASP.NET Core)"
     )]
     CoreServer,
     /// The server turned on stateful reconnect although the client did not ask for it.

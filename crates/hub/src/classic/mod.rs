@@ -126,6 +126,10 @@ pub(crate) struct Endpoint {
     pub(crate) hubs: Vec<ClassicHub>,
     pub(crate) protector: Protector,
     pub(crate) sessions: DashMap<String, Arc<Session>>,
+    /// Connections their clients stopped (`abort`), and when: a poll still on its way after
+    /// the abort must not open the connection again (§8a: it is answered with an empty body).
+    /// Kept for the disconnect timeout.
+    pub(crate) stopped: DashMap<String, std::time::Instant>,
     pub(crate) auth: Option<Auth>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -133,6 +137,22 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// Notes that the client stopped connection `id`, forgetting stops older than the
+    /// disconnect timeout.
+    pub(crate) fn note_stopped(&self, id: &str) {
+        let keep = self.options.disconnect_timeout;
+        self.stopped.retain(|_, at| at.elapsed() < keep);
+        self.stopped
+            .insert(id.to_owned(), std::time::Instant::now());
+    }
+
+    /// Whether the client stopped connection `id` within the disconnect timeout.
+    pub(crate) fn was_stopped(&self, id: &str) -> bool {
+        self.stopped
+            .get(id)
+            .is_some_and(|at| at.elapsed() < self.options.disconnect_timeout)
+    }
+
     pub(crate) fn new(
         options: ClassicOptions,
         hub_options: HubOptions,
@@ -163,6 +183,7 @@ impl Endpoint {
             hub_options,
             hubs,
             sessions: DashMap::new(),
+            stopped: DashMap::new(),
             auth,
             shutdown,
             tasks,

@@ -458,6 +458,9 @@ async fn run(
         }
     };
     session.ended.cancel();
+    if session.stop_called() {
+        endpoint.note_stopped(&session.id);
+    }
     endpoint
         .sessions
         .remove_if(&session.id, |_, s| Arc::ptr_eq(s, session));
@@ -651,14 +654,7 @@ impl Call {
         // The client may call as soon as it has sent `start`: wait for the hubs to be joined.
         let _ = tokio::time::timeout(Duration::from_secs(10), session.started.cancelled()).await;
         let conn = session.connection_for(endpoint, hub);
-        let future = match prepare(
-            &state,
-            &conn,
-            headers,
-            &request.method,
-            &request.args,
-            &[],
-        ) {
+        let future = match prepare(&state, &conn, headers, &request.method, &request.args, &[]) {
             Ok((future, _no_streams)) => future,
             Err(Refused::UnknownMethod(method)) => {
                 return result(Outcome::Error(&format!(

@@ -302,6 +302,17 @@ async fn open_transport(
             session.set_transport(checked.transport);
             session
         }
+        None if endpoint.was_stopped(&checked.id) => {
+            // Stopped by its client: a poll or reconnect still on its way must not open it
+            // again (§8a: a poll after abort returns at once with an empty body).
+            return match checked.transport {
+                Transport::LongPolling => json(""),
+                _ => text(
+                    StatusCode::BAD_REQUEST,
+                    "The connection was stopped by its client: negotiate a new one.",
+                ),
+            };
+        }
         None => {
             if endpoint.sessions.len() >= endpoint.hub_options.max_connections {
                 return text(
@@ -713,6 +724,8 @@ pub(crate) async fn abort(
         Err(refusal) => return refusal.into_response(),
     };
     if let Some(session) = live_session(&endpoint, &checked.id) {
+        // Noted first: a poll racing this abort must find the connection stopped, not gone.
+        endpoint.note_stopped(&checked.id);
         session.stop(true);
     }
     StatusCode::OK.into_response()
