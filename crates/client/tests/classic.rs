@@ -272,7 +272,13 @@ async fn a_hopeless_reconnect_ends_at_the_disconnect_timeout_with_a_reason() {
     conn.start().await.unwrap();
     let first = conn.connection_id().unwrap();
     let negotiates = server.seen().negotiates;
-    server.settings.lock().unwrap().refuse_reconnects = true;
+    // The hub cannot be reached for the connection: reconnects refused and no pong either
+    // (a hub that answers ping but refuses the reconnect gets a new connection at once).
+    {
+        let mut settings = server.settings.lock().unwrap();
+        settings.refuse_reconnects = true;
+        settings.refuse_pings = true;
+    }
     server.cut_all();
     let error = expect_event(
         &mut events,

@@ -438,3 +438,44 @@ async fn suspend_resume_network_change_and_fallback_urls_on_a_classic_hub() {
         b.shutdown().await.unwrap();
     }
 }
+
+/// A hub restarted on the same address (a new process: a new token key, no memory of the
+/// connection) refuses the old connection's reconnect; the client starts a new connection at
+/// once instead of retrying until the 30 s DisconnectTimeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_hub_gets_a_new_connection_at_once() {
+    use hubbub_client::State;
+    for transport in TRANSPORTS {
+        let first = hub(ClassicOptions::default()).await;
+        let addr = first.local_addr();
+        let conn = HubConnectionBuilder::new(first.url("/signalr?name=rita"))
+            .transports(&[transport])
+            .retry_policy(Delays(vec![Duration::from_millis(200); 100]))
+            .build()
+            .unwrap();
+        let mut events = conn.events();
+        conn.start().await.unwrap();
+        let before = conn.connection_id().unwrap();
+        first.shutdown().await.unwrap();
+        let second = hubbub_hub::ServerBuilder::new()
+            .hub("/chathub", hubbub_hub::chat_hub())
+            .classic(ClassicOptions::default())
+            .bind(addr)
+            .await
+            .unwrap();
+        // Well within the DisconnectTimeout (30 s) the old connection would be retried for.
+        let start = std::time::Instant::now();
+        while conn.state() != State::Connected || conn.connection_id().unwrap() == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{transport:?}: not reconnected with a new connection ({:?})",
+                conn.state()
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+        }
+        let echoed: String = conn.invoke("Echo", vec!["back".into()]).await.unwrap();
+        assert_eq!(echoed, "back");
+        conn.stop().await;
+        second.shutdown().await.unwrap();
+    }
+}

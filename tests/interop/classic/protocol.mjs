@@ -99,6 +99,12 @@ await scenario("long polling: connect, start, send, poll, caller state, abort", 
   assert(ended.status === 200 && ended.text === "", `the waiting poll after abort: ${ended.text}`);
   const afterwards = await request("send", { ...p, method: "POST", body: { data: JSON.stringify({ H: "ChatHub", M: "send", A: ["lee", "x"], I: 2 }) } });
   assert(afterwards.status === 400, `send after abort: ${afterwards.status}`);
+  // A poll still on its way after the abort is answered at once, empty, and does not open the
+  // connection again (no user back online for the disconnect timeout).
+  const late = await request("poll", { ...p, method: "POST", body: { messageId: later.C } });
+  assert(late.status === 200 && late.text === "", `a poll after abort: ${late.status} ${late.text}`);
+  const still = await request("send", { ...p, method: "POST", body: { data: JSON.stringify({ H: "ChatHub", M: "send", A: ["lee", "x"], I: 3 }) } });
+  assert(still.status === 400, `send after the late poll: ${still.status}`);
 });
 
 await scenario("tokens: missing 400, forged 400, another user's 403", async () => {
