@@ -122,12 +122,13 @@ struct HubArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The hub logs its life at info; the client commands keep stderr for warnings and what
-    // they print themselves. A non-empty RUST_LOG overrides both.
+    // The hub logs its life at info; the client commands keep stderr for what they print
+    // themselves (each connection event said once, in words) and errors. A non-empty RUST_LOG
+    // overrides both (RUST_LOG=warn shows the engine's own warnings too).
     let default_level = if matches!(cli.command, Command::Hub(_)) {
         "info"
     } else {
-        "warn"
+        "error"
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -138,6 +139,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
