@@ -198,7 +198,7 @@ async fn chat_scenarios_with_the_rust_client() {
 
 /// Exactly-once support: a repeated message id from the same user within the window is
 /// completed but not delivered again; the id travels on to receivers in the headers; the same
-/// id from another user, or no id, is delivered.
+/// id from another user is refused; a message without an id is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_message_ids_are_delivered_once_and_passed_on() {
     let hub = support::start_hub().await;
@@ -239,35 +239,39 @@ async fn repeated_message_ids_are_delivered_once_and_passed_on() {
             .await
             .unwrap();
     }
-    // Another user may use the same id; no id at all is always delivered.
-    eve.invoke_with_headers::<()>(
-        "Send",
-        vec!["eve".into(), "eve's m-1".into()],
-        with_id("m-1"),
-    )
-    .await
-    .unwrap();
+    // Another user's message with the same id is refused (issue 18: an id never silences
+    // another sender's message); no id at all is always delivered.
+    let taken = eve
+        .invoke_with_headers::<()>(
+            "Send",
+            vec!["eve".into(), "eve's m-1".into()],
+            with_id("m-1"),
+        )
+        .await;
+    assert!(
+        matches!(&taken, Err(hubbub_client::Error::Hub(m)) if m.contains("another sender")),
+        "{taken:?}"
+    );
     ann.invoke::<()>("Send", vec!["ann".into(), "no id".into()])
         .await
         .unwrap();
     ann.invoke::<()>("Send", vec!["ann".into(), "no id".into()])
         .await
         .unwrap();
-    wait("deliveries", || seen.lock().unwrap().len() >= 4).await;
+    wait("deliveries", || seen.lock().unwrap().len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[0], ("once".to_owned(), Some("m-1".to_owned())));
-    assert_eq!(seen[1], ("eve's m-1".to_owned(), Some("m-1".to_owned())));
     // Without an id of its own, a message gets one from the hub, so receivers can still
     // deduplicate it; two sends without ids are two messages.
+    assert_eq!(seen[1].0, "no id");
     assert_eq!(seen[2].0, "no id");
-    assert_eq!(seen[3].0, "no id");
     assert!(
-        seen[2].1.as_deref().is_some_and(|id| id.starts_with("h-")),
+        seen[1].1.as_deref().is_some_and(|id| id.starts_with("h-")),
         "{seen:?}"
     );
-    assert_ne!(seen[2].1, seen[3].1);
+    assert_ne!(seen[1].1, seen[2].1);
     for c in [&ann, &eve, &bob] {
         c.stop().await;
     }
