@@ -48,6 +48,8 @@ impl From<rusqlite::Error> for HistoryError {
 pub struct ChatHistory {
     epoch: String,
     backend: Arc<Backend>,
+    /// Messages kept now (every scope, room and inbox): `hubbub_history_messages`.
+    pub(crate) size: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for ChatHistory {
@@ -83,6 +85,7 @@ impl ChatHistory {
         Self {
             epoch: random_epoch(),
             backend: Arc::new(Backend::Memory(Mutex::default())),
+            size: Default::default(),
         }
     }
 
@@ -121,9 +124,13 @@ impl ChatHistory {
             conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
                 r.get(0)
             })?;
+        let count: i64 = conn.query_row("SELECT count(*) FROM history", [], |r| r.get(0))?;
+        let size = prometheus_client::metrics::gauge::Gauge::default();
+        size.set(count);
         Ok(Self {
             epoch,
             backend: Arc::new(Backend::Sqlite(Mutex::new(conn))),
+            size,
         })
     }
 
@@ -156,10 +163,11 @@ impl ChatHistory {
                     message: message.to_owned(),
                     to: to.map(str::to_owned),
                 };
-                if log.len() >= MEMORY_CAPACITY {
-                    log.pop_front();
+                if log.len() >= MEMORY_CAPACITY && log.pop_front().is_some() {
+                    self.size.dec();
                 }
                 log.push_back(entry.clone());
+                self.size.inc();
                 Ok(Some(entry))
             }
             Backend::Sqlite(conn) => {
@@ -185,6 +193,7 @@ impl ChatHistory {
                 if inserted == 0 {
                     return Ok(None);
                 }
+                self.size.inc();
                 let seq = seq as u64;
                 Ok(Some(Entry {
                     seq,

@@ -29,6 +29,7 @@ mod connection;
 mod frame;
 mod history;
 mod hub;
+mod metrics;
 mod options;
 mod router;
 mod server;

@@ -17,6 +17,8 @@ use crate::auth::JwtAuth;
 use crate::classic::ClassicOptions;
 use crate::hub::Hub;
 use crate::options::HubOptions;
+use axum::response::IntoResponse;
+
 use crate::state::{Counters, HubState};
 use crate::transport;
 
@@ -150,18 +152,40 @@ impl ServerBuilder {
         if let Some(dir) = self.static_dir {
             router = router.fallback_service(crate::static_files::service(dir));
         }
-        let metrics: Vec<(String, Arc<Counters>)> = hubs
-            .iter()
-            .map(|s| (s.path.clone(), s.counters.clone()))
-            .collect();
+        let mut registry = prometheus_client::registry::Registry::with_prefix("hubbub");
+        for state in &hubs {
+            let sub = registry.sub_registry_with_label(("hub".into(), state.path.clone().into()));
+            // With a backplane the chat history is the fleet's, in Redis, not this one.
+            let history = state
+                .hub
+                .history_size
+                .clone()
+                .filter(|_| self.redis.is_none());
+            state
+                .counters
+                .prom
+                .register(sub, self.redis.is_some(), history);
+        }
+        let registry = Arc::new(registry);
         router = router.route("/healthz", get(|| async { "ok" })).route(
             "/metrics",
             get(move || {
-                let snapshot: serde_json::Map<String, serde_json::Value> = metrics
-                    .iter()
-                    .map(|(path, c)| (path.clone(), c.snapshot()))
-                    .collect();
-                async move { axum::Json(serde_json::Value::Object(snapshot)) }
+                let mut text = String::new();
+                let result =
+                    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+                async move {
+                    match result {
+                        Ok(()) => (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
             }),
         );
         if !self.cors_origins.is_empty() {

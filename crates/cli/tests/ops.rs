@@ -1,0 +1,337 @@
+//! Running `hubbub hub` for real (issue 16): `/metrics` in the Prometheus text format, checked
+//! by `promtool` and against what a load did.
+
+// Children are killed and reaped on drop.
+#![allow(clippy::zombie_processes)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hubbub_client::{Family, HubConnection, HubConnectionBuilder, Protocol, TransportKind};
+
+mod support;
+
+/// A `hubbub hub` process with a data directory of its own, killed on drop.
+struct Hub {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh, empty folder for one test.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hubbub-ops-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `hubbub hub` on a free port with `XDG_DATA_HOME=data` and waits (20 s at most) for
+/// its "listening on" line.
+fn start_hub(args: &[&str], data: &std::path::Path) -> Hub {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(support::BIN)
+        .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("XDG_DATA_HOME", data)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the hub logs that it listens within 20 s");
+        if let Some(i) = line.find("listening on http://") {
+            let url = line[i + "listening on ".len()..].trim().to_owned();
+            return Hub { child, url };
+        }
+    }
+}
+
+async fn scrape(hub: &Hub) -> String {
+    let response = reqwest::get(format!("{}/metrics", hub.url)).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    response.text().await.unwrap()
+}
+
+/// `promtool check metrics` on a scrape: the format and Prometheus' naming conventions.
+fn promtool(scrape: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/setup.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- scrape ---\n{scrape}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The samples of a scrape: series name and its labels (sorted) to value.
+fn samples(scrape: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let mut all = BTreeMap::new();
+    for line in scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k.to_owned(), v.trim_matches('"').to_owned())
+            })
+            .collect();
+        all.insert((name.to_owned(), labels), value.parse().unwrap());
+    }
+    all
+}
+
+/// The sum of the series named `name` whose labels include `with`.
+fn value(scrape: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples(scrape)
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name
+                && with
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A chat client at `url` that counts the broadcasts it receives.
+async fn receiver(
+    url: &str,
+    family: Family,
+    transport: TransportKind,
+    protocol: Protocol,
+) -> (HubConnection, Arc<AtomicUsize>) {
+    let conn = HubConnectionBuilder::new(url)
+        .family(family)
+        .transports(&[transport])
+        .protocol(protocol)
+        .build()
+        .unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    conn.on("broadcastMessage", move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        None
+    });
+    tokio::time::timeout(Duration::from_secs(20), conn.start())
+        .await
+        .expect("connected within 20 s")
+        .unwrap();
+    (conn, seen)
+}
+
+/// Every transport and protocol of both families receives a load of broadcasts; scrapes taken
+/// during and after it pass `promtool check metrics`, and the counters say what the load did:
+/// messages sent × receivers = deliveries counted, one invocation timed per message, the
+/// connections by family, transport and protocol, the history's size; then a message over the
+/// size limit closes a connection and is counted as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_under_load_pass_promtool_and_count_every_delivery() {
+    const MESSAGES: usize = 300;
+    let data = temp_dir("metrics");
+    let hub = start_hub(
+        &[
+            "--max-messages-per-second",
+            "100000",
+            "--max-message-size",
+            "8192",
+        ],
+        &data,
+    );
+    let core = format!("{}/chathub", hub.url);
+    let classic = format!("{}/signalr", hub.url);
+    use TransportKind::{LongPolling, ServerSentEvents, WebSockets};
+    let clients = [
+        (&core, Family::Core, WebSockets, Protocol::Json),
+        (&core, Family::Core, WebSockets, Protocol::MessagePack),
+        (&core, Family::Core, ServerSentEvents, Protocol::Json),
+        (&core, Family::Core, LongPolling, Protocol::Json),
+        (&classic, Family::Classic, WebSockets, Protocol::Json),
+        (&classic, Family::Classic, LongPolling, Protocol::Json),
+    ];
+    let mut receivers = Vec::new();
+    for (url, family, transport, protocol) in clients {
+        receivers.push(receiver(url, family, transport, protocol).await);
+    }
+    // Presence news of the connections above has been delivered once every client counts
+    // the others: wait for the gauge, then let the last userJoined messages go out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while value(&scrape(&hub).await, "hubbub_connections", &[]) < 6.0 {
+        assert!(Instant::now() < deadline, "6 connections within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = scrape(&hub).await;
+
+    let sender = &receivers[0].0;
+    let mut during = None;
+    for i in 0..MESSAGES {
+        sender
+            .send("Send", vec!["ann".into(), format!("m{i}").into()])
+            .await
+            .unwrap();
+        if i == MESSAGES / 2 {
+            during = Some(scrape(&hub).await);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (i, (_, seen)) in receivers.iter().enumerate() {
+        while seen.load(Ordering::SeqCst) < MESSAGES {
+            assert!(
+                Instant::now() < deadline,
+                "receiver {i} got {} of {MESSAGES} within 30 s",
+                seen.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let after = scrape(&hub).await;
+    promtool(&during.unwrap());
+    promtool(&after);
+
+    let delta =
+        |name: &str, with: &[(&str, &str)]| value(&after, name, with) - value(&before, name, with);
+    let m = MESSAGES as f64;
+    assert_eq!(
+        delta("hubbub_messages_received_total", &[("family", "core")]),
+        m
+    );
+    assert_eq!(
+        delta("hubbub_messages_sent_total", &[("family", "core")]),
+        m * 4.0,
+        "each message to the 4 Core connections"
+    );
+    assert_eq!(
+        delta("hubbub_messages_sent_total", &[("family", "classic")]),
+        m * 2.0,
+        "each message to the 2 classic connections"
+    );
+    assert_eq!(
+        delta(
+            "hubbub_invocation_duration_seconds_count",
+            &[("family", "core")]
+        ),
+        m
+    );
+    assert_eq!(
+        value(&after, "hubbub_history_messages", &[("hub", "/chathub")]),
+        m
+    );
+    for (family, transport, protocol) in [
+        ("core", "WebSockets", "json"),
+        ("core", "WebSockets", "messagepack"),
+        ("core", "ServerSentEvents", "json"),
+        ("core", "LongPolling", "json"),
+        ("classic", "WebSockets", "json"),
+        ("classic", "LongPolling", "json"),
+    ] {
+        let labels = [
+            ("hub", "/chathub"),
+            ("family", family),
+            ("transport", transport),
+            ("protocol", protocol),
+        ];
+        assert_eq!(
+            value(&after, "hubbub_connections", &labels),
+            1.0,
+            "{labels:?}"
+        );
+        assert!(
+            delta("hubbub_sent_bytes_total", &labels) > m * 10.0,
+            "bytes sent to {labels:?}"
+        );
+    }
+    assert!(
+        delta(
+            "hubbub_received_bytes_total",
+            &[("transport", "WebSockets")]
+        ) > m * 10.0
+    );
+
+    // A message over the size limit closes its connection, counted with its reason.
+    let (big, _) = receiver(&core, Family::Core, WebSockets, Protocol::Json).await;
+    let _ = big
+        .send("Send", vec!["big".into(), "x".repeat(20_000).into()])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = scrape(&hub).await;
+        if value(
+            &now,
+            "hubbub_size_limit_closes_total",
+            &[("family", "core")],
+        ) == 1.0
+        {
+            assert_eq!(
+                value(
+                    &now,
+                    "hubbub_disconnects_total",
+                    &[("reason", "message_too_large")]
+                ),
+                1.0
+            );
+            assert_eq!(value(&now, "hubbub_connections", &[]), 6.0);
+            promtool(&now);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the big message closed its connection within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    big.stop().await;
+    for (conn, _) in receivers {
+        conn.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
