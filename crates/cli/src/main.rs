@@ -77,8 +77,11 @@ struct HubArgs {
     /// With JWT auth: also require this audience.
     #[arg(long)]
     jwt_audience: Option<String>,
-    /// Keep the chat history in this SQLite file, across restarts (default: in memory).
-    #[arg(long, conflicts_with = "redis")]
+    /// Keep the chat history in this SQLite file, across restarts and crashes; `memory` keeps
+    /// it in memory only (lost when the hub stops). Default: `hub-history.sqlite3` in the
+    /// platform's data directory (`$XDG_DATA_HOME/hubbub/` on Linux). With --redis the history
+    /// is the fleet's, in Redis.
+    #[arg(long, value_name = "FILE|memory", conflicts_with = "redis")]
     history: Option<std::path::PathBuf>,
     /// Join a fleet of hub nodes through this Redis (redis://HOST:PORT): messages, rooms,
     /// direct messages, presence, message ids and the chat history are shared by every node.
@@ -180,16 +183,7 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     };
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
-        .hub(
-            "/chathub",
-            match &args.history {
-                Some(path) => hubbub_hub::chat_hub_with(
-                    hubbub_hub::ChatHistory::open(path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?,
-                ),
-                None => hubbub_hub::chat_hub(),
-            },
-        )
+        .hub("/chathub", chat_hub(&args)?)
         .cors_origins(args.cors_origins);
     if args.no_classic {
         builder = builder.without_classic();
@@ -241,6 +235,40 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     shutdown.await;
     tracing::info!("shutting down: closing every connection (clients may reconnect)");
     server.shutdown().await.map_err(|e| e.to_string())
+}
+
+/// The default history file: `hub-history.sqlite3` in the platform's data directory.
+fn default_history() -> Option<std::path::PathBuf> {
+    Some(dirs::data_dir()?.join("hubbub").join("hub-history.sqlite3"))
+}
+
+/// The chat hub with the history `--history` asks for (see [`HubArgs::history`]).
+fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
+    if args.redis.is_some() {
+        // The fleet's history, in Redis.
+        return Ok(hubbub_hub::chat_hub());
+    }
+    let path = match &args.history {
+        Some(path) if path.as_os_str() == "memory" => {
+            tracing::info!("chat history in memory: lost when the hub stops");
+            return Ok(hubbub_hub::chat_hub());
+        }
+        Some(path) => path.clone(),
+        None => {
+            let path = default_history().ok_or(
+                "no data directory for the chat history: give --history FILE or --history memory",
+            )?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            path
+        }
+    };
+    let history =
+        hubbub_hub::ChatHistory::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::info!(file = %path.display(), "chat history in a SQLite file");
+    Ok(hubbub_hub::chat_hub_with(history))
 }
 
 /// Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the future is

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hubbub_client::{Family, HubConnection, HubConnectionBuilder, Protocol, TransportKind};
+use hubbub_client::{Arg, Family, HubConnection, HubConnectionBuilder, Protocol, TransportKind};
 
 mod support;
 
@@ -44,6 +44,11 @@ fn start_hub(args: &[&str], data: &std::path::Path) -> Hub {
         .local_addr()
         .unwrap()
         .port();
+    start_hub_on(port, args, data)
+}
+
+/// [`start_hub`] on `port` (a restarted hub comes back where it was).
+fn start_hub_on(port: u16, args: &[&str], data: &std::path::Path) -> Hub {
     let mut child = Command::new(support::BIN)
         .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)
@@ -333,5 +338,71 @@ async fn metrics_under_load_pass_promtool_and_count_every_delivery() {
     for (conn, _) in receivers {
         conn.stop().await;
     }
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A hub started with default settings keeps its history in a SQLite file in the data
+/// directory: killed with SIGKILL and restarted the same way, it gives a user who was offline
+/// every direct message and broadcast acknowledged before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_hub_killed_with_sigkill_keeps_every_message_for_an_offline_user() {
+    const MESSAGES: usize = 50;
+    let data = temp_dir("durable");
+    let mut hub = start_hub(&[], &data);
+    let port: u16 = hub.url.rsplit(':').next().unwrap().parse().unwrap();
+    let ann = HubConnectionBuilder::new(format!("{}/chathub?name=ann", hub.url))
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), ann.start())
+        .await
+        .expect("ann connects within 20 s")
+        .unwrap();
+    for i in 0..MESSAGES {
+        // Each acknowledged: recorded by the hub.
+        ann.invoke::<serde_json::Value>("SendToUser", vec!["bob".into(), format!("dm {i}").into()])
+            .await
+            .unwrap();
+        ann.invoke::<serde_json::Value>("Send", vec!["ann".into(), format!("all {i}").into()])
+            .await
+            .unwrap();
+    }
+    assert!(
+        data.join("hubbub/hub-history.sqlite3").is_file(),
+        "the history file is in the data directory"
+    );
+    // SIGKILL: no shutdown, no flush.
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    ann.stop().await;
+
+    let _hub = start_hub_on(port, &[], &data);
+    let bob = HubConnectionBuilder::new(format!("{}/chathub?name=bob", hub.url))
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), bob.start())
+        .await
+        .expect("bob connects within 20 s")
+        .unwrap();
+    let texts = |page: &serde_json::Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let inbox: serde_json::Value = bob
+        .invoke("Inbox", vec!["".into(), Arg::from_value(0.into())])
+        .await
+        .unwrap();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("dm {i}")).collect();
+    assert_eq!(texts(&inbox), expected, "bob's inbox after the kill");
+    let history: serde_json::Value = bob
+        .invoke("History", vec!["".into(), Arg::from_value(0.into())])
+        .await
+        .unwrap();
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("all {i}")).collect();
+    assert_eq!(texts(&history), expected, "the broadcasts after the kill");
+    bob.stop().await;
     let _ = std::fs::remove_dir_all(&data);
 }
