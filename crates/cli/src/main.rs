@@ -12,11 +12,12 @@
 //!   as JSON.
 
 mod client;
+mod config;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,12 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct HubArgs {
+    /// Read settings from this TOML file: every flag below is a key (`max-connections = 500`,
+    /// `cors-origin = ["https://a.example"]`, `static = "site"`). Flags given here win over
+    /// the file, the file over HUBBUB_* environment variables. Relative paths are relative to
+    /// the file's folder.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on: 127.0.0.1:PORT or [::1]:PORT; 0.0.0.0:PORT exposes the hub to the
     /// network and is only used when given here.
     #[arg(long, default_value = "127.0.0.1:5000")]
@@ -112,7 +119,8 @@ struct HubArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The hub logs its life at info; the client commands keep stderr for warnings and what
     // they print themselves. A non-empty RUST_LOG overrides both.
     let default_level = if matches!(cli.command, Command::Hub(_)) {
@@ -139,7 +147,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Hub(args) => hub(*args).await,
+            Command::Hub(args) => {
+                let hub_matches = matches.subcommand_matches("hub").cloned();
+                hub(*args, hub_matches.as_ref()).await
+            }
             Command::Chat(args) => client::chat(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Send(args) => client::send(args).await,
@@ -159,11 +170,16 @@ fn main() -> ExitCode {
     }
 }
 
-async fn hub(args: HubArgs) -> Result<(), String> {
+async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<(), String> {
     // Installed first, so SIGTERM and Ctrl-C end the command at every stage (binding, and
     // setting up a Redis backplane, included) and an early one still shuts down cleanly.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let settings = match matches {
+        Some(matches) => config::apply(&mut args, matches)?,
+        None => config::Settings::default(),
+    };
+    tracing::info!("settings: {}", settings.summary(&args));
     let options = hubbub_hub::HubOptions {
         max_connections: args.max_connections,
         max_message_size: args.max_message_size,
@@ -189,7 +205,10 @@ async fn hub(args: HubArgs) -> Result<(), String> {
         builder = builder.without_classic();
     } else {
         if args.classic_key.as_ref().is_some_and(|k| k.len() < 16) {
-            return Err("--classic-key needs at least 16 characters".to_owned());
+            return Err(format!(
+                "--classic-key{} needs at least 16 characters",
+                settings.at("classic-key")
+            ));
         }
         builder = builder.classic(hubbub_hub::ClassicOptions {
             path: args.classic_path.clone(),
@@ -199,13 +218,20 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     }
     if let Some(dir) = &args.static_dir {
         if !dir.is_dir() {
-            return Err(format!("--static {}: not a folder", dir.display()));
+            return Err(format!(
+                "--static {}{}: not a folder",
+                dir.display(),
+                settings.at("static")
+            ));
         }
         builder = builder.static_dir(dir);
     }
     if let Some(url) = &args.redis {
         if !(args.redis_node_ttl.is_finite() && args.redis_node_ttl >= 0.3) {
-            return Err("--redis-node-ttl must be at least 0.3 seconds".to_owned());
+            return Err(format!(
+                "--redis-node-ttl{} must be at least 0.3 seconds",
+                settings.at("redis-node-ttl")
+            ));
         }
         let ttl = std::time::Duration::from_secs_f64(args.redis_node_ttl);
         builder = builder.redis(hubbub_hub::RedisOptions {

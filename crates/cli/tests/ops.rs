@@ -406,3 +406,262 @@ async fn a_default_hub_killed_with_sigkill_keeps_every_message_for_an_offline_us
     bob.stop().await;
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Runs `hubbub hub ARGS` with `env` until it logs that it listens (then SIGTERM) or exits;
+/// returns its exit status (`None`: it was serving) and its log, 20 s at most.
+fn run_hub(args: &[&str], env: &[(&str, &str)], data: &std::path::Path) -> (Option<bool>, String) {
+    let mut command = Command::new(support::BIN);
+    command
+        .arg("hub")
+        .args(args)
+        .env("XDG_DATA_HOME", data)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("HUBBUB_JWT_SECRET")
+        .env_remove("HUBBUB_CLASSIC_KEY")
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("listening on http://") {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status();
+                    let _ = child.wait();
+                    return (None, log);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return (Some(child.wait().unwrap().success()), log);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("the hub neither listened nor exited within 20 s:\n{log}");
+            }
+        }
+    }
+}
+
+/// The line of the settings log.
+fn settings_line(log: &str) -> &str {
+    log.lines()
+        .find(|l| l.contains("settings: "))
+        .unwrap_or_else(|| panic!("no settings line in:\n{log}"))
+}
+
+/// Every flag of `hubbub hub` set from a config file (two files: some flags exclude others),
+/// each in effect and logged with its line; a flag given on the command line wins over the
+/// file, the file over an environment variable; secrets never reach the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flag_is_read_from_a_config_file_and_flags_win_over_it() {
+    let dir = temp_dir("config");
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    std::fs::write(dir.join("site/index.html"), "from the config's site").unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/jwt-rs256-public.pem"),
+        dir.join("key.pem"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = dir.join("hub.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"# A hub for the test.
+listen = "127.0.0.1:{port}"
+cors-origin = ["https://a.example"]
+max-connections = 50
+max-message-size = 4096
+max-messages-per-second = 1000
+jwt-secret = "file-jwt-secret-0123456789"
+jwt-issuer = "the-issuer"
+jwt-audience = "the-audience"
+history = "hist.sqlite3"
+static = "site"
+classic-path = "/legacy"
+classic-key = "file-classic-key-0123456789"
+"#
+        ),
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let mut hub = Command::new(support::BIN)
+        .args(["hub", "--config", &file_arg, "--max-message-size", "8192"])
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("HUBBUB_CLASSIC_KEY", "env-classic-key-0123456789")
+        .env_remove("HUBBUB_JWT_SECRET")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = hub.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.contains("listening on http://") {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("the hub listens within 20 s:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let hub = Hub {
+        child: hub,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    assert!(
+        log.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{log}"
+    );
+    let settings = settings_line(&log);
+    let at = |line: usize| format!("({file_arg} line {line})");
+    for expected in [
+        format!("listen = 127.0.0.1:{port} {}", at(2)),
+        format!("cors-origin = [\"https://a.example\"] {}", at(3)),
+        format!("max-connections = 50 {}", at(4)),
+        "max-message-size = 8192 (flag)".to_owned(),
+        format!("max-messages-per-second = 1000 {}", at(6)),
+        format!("jwt-secret = <redacted> {}", at(7)),
+        format!("jwt-issuer = the-issuer {}", at(8)),
+        format!("jwt-audience = the-audience {}", at(9)),
+        format!(
+            "history = {} {}",
+            dir.join("hist.sqlite3").display(),
+            at(10)
+        ),
+        format!("static = {} {}", dir.join("site").display(), at(11)),
+        format!("classic-path = /legacy {}", at(12)),
+        format!("classic-key = <redacted> {}", at(13)),
+    ] {
+        assert!(settings.contains(&expected), "{expected:?} in {settings}");
+    }
+    assert!(
+        !log.contains("0123456789"),
+        "a secret reached the log:\n{log}"
+    );
+    // In effect: the history file, the static folder, JWT auth, the classic path, CORS.
+    assert!(dir.join("hist.sqlite3").is_file());
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{}/", hub.url)).send().await.unwrap();
+    assert_eq!(page.text().await.unwrap(), "from the config's site");
+    let negotiate = http
+        .post(format!("{}/chathub/negotiate?negotiateVersion=1", hub.url))
+        .header("Origin", "https://a.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(negotiate.status(), 401, "JWT required");
+    assert_eq!(
+        negotiate.headers()["access-control-allow-origin"],
+        "https://a.example"
+    );
+    let classic = http
+        .get(format!(
+            "{}/legacy/negotiate?clientProtocol=1.5&connectionData=%5B%7B%22name%22%3A%22chathub%22%7D%5D",
+            hub.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        classic.status(),
+        401,
+        "the classic endpoint is at /legacy, with JWT"
+    );
+    drop(hub);
+
+    // The flags the first file could not hold with the others.
+    let other = dir.join("fleet.toml");
+    std::fs::write(
+        &other,
+        r#"redis = "redis://:file-redis-password-0123456789@127.0.0.1:1"
+redis-prefix = "test:"
+redis-node-ttl = 3
+jwt-public-key = "key.pem"
+no-classic = true
+listen = "127.0.0.1:0"
+"#,
+    )
+    .unwrap();
+    let other_arg = other.display().to_string();
+    let (exit, log) = run_hub(&["--config", &other_arg], &[], &dir.join("data"));
+    assert_eq!(exit, None, "the hub serves:\n{log}");
+    let settings = settings_line(&log);
+    let at = |line: usize| format!("({other_arg} line {line})");
+    for expected in [
+        format!("redis = redis://<redacted>@127.0.0.1:1 {}", at(1)),
+        format!("redis-prefix = test: {}", at(2)),
+        format!("redis-node-ttl = 3 {}", at(3)),
+        format!(
+            "jwt-public-key = {} {}",
+            dir.join("key.pem").display(),
+            at(4)
+        ),
+        format!("no-classic = true {}", at(5)),
+    ] {
+        assert!(settings.contains(&expected), "{expected:?} in {settings}");
+    }
+    assert!(
+        !log.contains("0123456789"),
+        "a secret reached the log:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A typo in a key, a value of the wrong type, and a value the hub refuses each stop the start
+/// with the file and the line.
+#[test]
+fn a_config_file_typo_or_bad_value_stops_the_start_with_its_line() {
+    let dir = temp_dir("config-typo");
+    let file = dir.join("hub.toml");
+    let file_arg = file.display().to_string();
+    for (text, expected) in [
+        (
+            "listen = \"127.0.0.1:0\"\n\nmax-conections = 5\n",
+            vec!["line 3", "max-conections", "max-connections"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nmax-connections = \"many\"\n",
+            vec!["line 2", "many"],
+        ),
+        (
+            "listen = \"127.0.0.1:0\"\nclassic-key = \"short\"\n",
+            vec!["classic-key", "line 2", "at least 16 characters"],
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (exit, log) = run_hub(&["--config", &file_arg], &[], &dir);
+        assert_eq!(exit, Some(false), "refused:\n{log}");
+        for part in expected {
+            assert!(log.contains(part), "{part:?} in:\n{log}");
+        }
+        assert!(log.contains(&file_arg), "the file named in:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
