@@ -41,6 +41,8 @@ struct File {
     classic_path: Option<Spanned<String>>,
     no_classic: Option<Spanned<bool>>,
     classic_key: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<Spanned<PathBuf>>,
 }
 
 /// Where each setting came from: `flag`, `env`, `default`, or `FILE line N`.
@@ -85,6 +87,8 @@ impl Settings {
             ("history", path(&args.history)),
             ("redis", args.redis.as_deref().map(redact_url)),
             ("static", path(&args.static_dir)),
+            ("tls-cert", path(&args.tls_cert)),
+            ("tls-key", path(&args.tls_key)),
         ] {
             if let Some(value) = value {
                 shown.push((key, value));
@@ -158,6 +162,8 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("classic-path", "classic_path"),
         ("no-classic", "no_classic"),
         ("classic-key", "classic_key"),
+        ("tls-cert", "tls_cert"),
+        ("tls-key", "tls_key"),
     ] {
         if let Some(source) = clap_source(matches, id) {
             settings.sources.insert(key, source.to_owned());
@@ -239,6 +245,8 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     set!(classic_path, "classic-path", "classic_path", |v| v);
     set!(no_classic, "no-classic", "no_classic", |v| v);
     set!(classic_key, "classic-key", "classic_key", Some);
+    set!(tls_cert, "tls-cert", "tls_cert", |v| Some(relative(v)));
+    set!(tls_key, "tls-key", "tls_key", |v| Some(relative(v)));
     // What clap checks among flags, checked again with the file's settings in.
     let both = |a: &str, b: &str| {
         format!(
@@ -260,6 +268,9 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
             .is_some_and(|s| s != "default")
     {
         return Err(both("no-classic", "classic-path"));
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err(both("tls-cert", "tls-key").replace("cannot be used together", "go together"));
     }
     if args.redis.is_none() {
         for key in ["redis-prefix", "redis-node-ttl"] {

@@ -116,6 +116,13 @@ struct HubArgs {
     /// it each process makes its own, and its tokens die with it.
     #[arg(long, env = "HUBBUB_CLASSIC_KEY", hide_env_values = true)]
     classic_key: Option<String>,
+    /// Serve HTTPS and WSS (every transport) with this PEM certificate chain, on the same port;
+    /// with --tls-key. SIGHUP reads both files again without dropping connections.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -175,6 +182,7 @@ async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<()
     // setting up a Redis backplane, included) and an early one still shuts down cleanly.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut reload = reload_signal();
     let settings = match matches {
         Some(matches) => config::apply(&mut args, matches)?,
         None => config::Settings::default(),
@@ -241,6 +249,12 @@ async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<()
             ..hubbub_hub::RedisOptions::new(url)
         });
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = builder.tls(hubbub_hub::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     if let Some(mut auth) = auth {
         if let Some(issuer) = &args.jwt_issuer {
             auth = auth.issuer(issuer);
@@ -252,13 +266,25 @@ async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<()
     }
     let server = tokio::select! {
         bound = builder.bind(args.listen) => bound.map_err(|e| match e.kind() {
-            // A backplane that cannot be set up (a Redis URL that does not parse).
+            // A backplane that cannot be set up (a Redis URL that does not parse), a TLS
+            // certificate or key that cannot be used.
             std::io::ErrorKind::InvalidInput => e.to_string(),
             _ => format!("cannot listen on {}: {e}", args.listen),
         })?,
         () = &mut shutdown => return Ok(()),
     };
-    shutdown.await;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = reload.recv() => match server.reload_tls() {
+                Ok(()) if args.tls_cert.is_some() => {
+                    tracing::info!("SIGHUP: TLS certificate and key read again; new connections use them");
+                }
+                Ok(()) => tracing::info!("SIGHUP: no TLS certificate to read again"),
+                Err(e) => tracing::error!("SIGHUP: {e}; the certificate in use stays"),
+            },
+        }
+    }
     tracing::info!("shutting down: closing every connection (clients may reconnect)");
     server.shutdown().await.map_err(|e| e.to_string())
 }
@@ -295,6 +321,34 @@ fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
         hubbub_hub::ChatHistory::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     tracing::info!(file = %path.display(), "chat history in a SQLite file");
     Ok(hubbub_hub::chat_hub_with(history))
+}
+
+/// SIGHUP, each time it comes (never, where there is no such signal). Installed when called, so
+/// a SIGHUP no longer ends the hub from then on.
+struct ReloadSignal(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl ReloadSignal {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.0 {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+fn reload_signal() -> ReloadSignal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        ReloadSignal(signal(SignalKind::hangup()).ok())
+    }
+    #[cfg(not(unix))]
+    {
+        ReloadSignal()
+    }
 }
 
 /// Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the future is

@@ -438,7 +438,7 @@ fn run_hub(args: &[&str], env: &[(&str, &str)], data: &std::path::Path) -> (Opti
             Ok(line) => {
                 log.push_str(&line);
                 log.push('\n');
-                if line.contains("listening on http://") {
+                if line.contains("listening on http") {
                     let _ = Command::new("kill")
                         .args(["-TERM", &child.id().to_string()])
                         .status();
@@ -663,5 +663,310 @@ fn a_config_file_typo_or_bad_value_stops_the_start_with_its_line() {
         }
         assert!(log.contains(&file_arg), "the file named in:\n{log}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A throw-away certificate authority and server certificates it signs for 127.0.0.1.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Hubbub test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM, DER).
+    fn server_cert(&self, name: &str) -> (String, String, Vec<u8>) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    /// A rustls client configuration that trusts this CA only.
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    }
+}
+
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WSS connection to the chat hub (negotiation skipped) after its handshake, and the DER of
+/// the certificate the hub presented.
+async fn wss_connect(url: &str, ca: &TestCa) -> (Wss, Vec<u8>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            false,
+            Some(tokio_tungstenite::Connector::Rustls(ca.client_config())),
+        ),
+    )
+    .await
+    .expect("a WSS connection within 10 s")
+    .unwrap();
+    let der = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => {
+            tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+        }
+        _ => panic!("not TLS"),
+    };
+    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the handshake's answer within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.to_text().unwrap(), "{}\u{1e}");
+    (ws, der)
+}
+
+/// Echo over a raw WSS connection: the connection still works.
+async fn wss_echo(ws: &mut Wss, text: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(format!(
+        "{{\"type\":1,\"invocationId\":\"e\",\"target\":\"Echo\",\"arguments\":[\"{text}\"]}}\u{1e}"
+    )))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            ws.next(),
+        )
+        .await
+        .expect("the echo within 10 s")
+        .unwrap()
+        .unwrap();
+        let text_in = message.to_text().unwrap();
+        if text_in.contains("\"type\":3") {
+            assert!(
+                text_in.contains(&format!("\"result\":\"{text}\"")),
+                "{text_in}"
+            );
+            return;
+        }
+    }
+}
+
+/// A hub process whose log lines are kept, killed on drop.
+struct LoggedHub {
+    child: Child,
+    logs: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LoggedHub {
+    fn start(args: &[&str], data: &std::path::Path) -> Self {
+        let mut child = Command::new(support::BIN)
+            .arg("hub")
+            .args(args)
+            .env("XDG_DATA_HOME", data)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, logs }
+    }
+
+    /// Waits (20 s at most) for a log line containing `text` beyond the first `after` lines;
+    /// returns the number of lines seen then.
+    fn wait_for(&self, text: &str, after: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let logs = self.logs.lock().unwrap();
+                if logs.iter().skip(after).any(|l| l.contains(text)) {
+                    return logs.len();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the hub's log within 20 s:\n{}",
+                self.logs.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for LoggedHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `--tls-cert/--tls-key`: the official client connects over https:// and wss:// with every
+/// transport (the CA from NODE_EXTRA_CA_CERTS); a certificate swapped and SIGHUP sent is what
+/// new connections get while a WSS connection opened before goes on working; a broken file at
+/// the next SIGHUP leaves the certificate in use; a key that is not the certificate's, or an
+/// unreadable file, stops the start with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_every_transport_and_sighup_swaps_the_certificate_under_live_connections() {
+    let dir = temp_dir("tls");
+    let ca = TestCa::new();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (first_pem, first_key, first_der) = ca.server_cert("first");
+    let (second_pem, second_key, second_der) = ca.server_cert("second");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &first_pem).unwrap();
+    std::fs::write(&key, &first_key).unwrap();
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+
+    // Refused at start: a key that is not the certificate's, a missing file.
+    let wrong_key = dir.join("wrong-key.pem");
+    std::fs::write(&wrong_key, &second_key).unwrap();
+    let wrong_arg = wrong_key.display().to_string();
+    let (exit, log) = run_hub(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert_arg,
+            "--tls-key",
+            &wrong_arg,
+        ],
+        &[],
+        &dir.join("data"),
+    );
+    assert_eq!(exit, Some(false), "a mismatched key is refused:\n{log}");
+    assert!(log.contains("cannot be used together"), "{log}");
+    assert!(log.contains(&wrong_arg), "{log}");
+    let missing = dir.join("missing.pem").display().to_string();
+    let (exit, log) = run_hub(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &missing,
+            "--tls-key",
+            &key_arg,
+        ],
+        &[],
+        &dir.join("data"),
+    );
+    assert_eq!(
+        exit,
+        Some(false),
+        "a missing certificate is refused:\n{log}"
+    );
+    assert!(log.contains(&format!("cannot read {missing}")), "{log}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = LoggedHub::start(
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            &cert_arg,
+            "--tls-key",
+            &key_arg,
+        ],
+        &dir.join("data"),
+    );
+    let seen = hub.wait_for(&format!("listening on https://127.0.0.1:{port}"), 0);
+    let https = format!("https://127.0.0.1:{port}/chathub");
+
+    // The official client, every transport.
+    let node = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/node");
+    assert!(
+        node.join("node_modules/@microsoft/signalr").is_dir(),
+        "run `npm ci` in tests/interop/node (scripts/test.sh does)"
+    );
+    let output = Command::new("node")
+        .arg(node.join("tls.mjs"))
+        .arg(&https)
+        .env("NODE_EXTRA_CA_CERTS", &ca_file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the official client over TLS:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A connection that stays while the certificate is swapped.
+    let wss = format!("wss://127.0.0.1:{port}/chathub");
+    let (mut live, der) = wss_connect(&wss, &ca).await;
+    assert_eq!(der, first_der);
+    std::fs::write(&cert, &second_pem).unwrap();
+    std::fs::write(&key, &second_key).unwrap();
+    hub.signal("HUP");
+    let seen = hub.wait_for("TLS certificate and key read again", seen);
+    let (mut fresh, der) = wss_connect(&wss, &ca).await;
+    assert_eq!(der, second_der, "a new connection gets the new certificate");
+    wss_echo(&mut live, "still here").await;
+    wss_echo(&mut fresh, "new").await;
+
+    // A broken file at the next SIGHUP: reported, and the certificate in use stays.
+    std::fs::write(&key, "not a key").unwrap();
+    hub.signal("HUP");
+    hub.wait_for("the certificate in use stays", seen);
+    let (_third, der) = wss_connect(&wss, &ca).await;
+    assert_eq!(der, second_der);
+    wss_echo(&mut live, "through it all").await;
+    drop(hub);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,6 +35,7 @@ mod router;
 mod server;
 mod state;
 mod static_files;
+mod tls;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError};
@@ -54,3 +55,4 @@ pub use options::HubOptions;
 pub use router::Scope;
 pub use server::{RunningServer, ServerBuilder};
 pub use state::Counters;
+pub use tls::{TlsError, TlsFiles};

@@ -32,6 +32,7 @@ pub struct ServerBuilder {
     redis: Option<crate::RedisOptions>,
     classic: Option<ClassicOptions>,
     static_dir: Option<std::path::PathBuf>,
+    tls: Option<crate::TlsFiles>,
 }
 
 impl Default for ServerBuilder {
@@ -44,6 +45,7 @@ impl Default for ServerBuilder {
             redis: None,
             classic: Some(ClassicOptions::default()),
             static_dir: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +109,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves HTTPS and WSS (every transport, both families) with this certificate and key
+    /// instead of plain HTTP, on the same port. A key that does not match the certificate, or
+    /// an unreadable file, fails [`bind`](Self::bind) and [`serve`](Self::serve) with
+    /// `InvalidInput` and the reason.
+    pub fn tls(mut self, files: crate::TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -116,6 +127,16 @@ impl ServerBuilder {
     /// Serves on an already bound listener.
     pub fn serve(self, listener: TcpListener) -> io::Result<RunningServer> {
         let addr = listener.local_addr()?;
+        let tls = match &self.tls {
+            Some(files) => Some((
+                files.clone(),
+                axum_server::tls_rustls::RustlsConfig::from_config(
+                    crate::tls::load(files)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                ),
+            )),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut router = Router::new();
@@ -192,19 +213,43 @@ impl ServerBuilder {
             router = router.layer(cors(&self.cors_origins));
         }
         let serve_shutdown = shutdown.clone();
-        let join = tokio::spawn(async move {
-            // Chat messages are small: send each at once instead of letting Nagle's algorithm
-            // wait for the peer's delayed ACK (up to 40 ms a message).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                .await
-        });
-        tracing::info!("listening on http://{addr}");
+        let join = match &tls {
+            None => tokio::spawn(async move {
+                // Chat messages are small: send each at once instead of letting Nagle's
+                // algorithm wait for the peer's delayed ACK (up to 40 ms a message).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                    .await
+            }),
+            Some((_, config)) => {
+                use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config.clone())
+                    .acceptor(TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true)));
+                let handle = axum_server::Handle::new();
+                let server = axum_server::from_tcp(listener.into_std()?)?
+                    .acceptor(acceptor)
+                    .handle(handle.clone());
+                tokio::spawn(async move {
+                    // Connections have had their Close by the time they finish (see
+                    // `RunningServer::shutdown`); what is left is cut after 5 s.
+                    let stop = tokio::spawn(async move {
+                        serve_shutdown.cancelled().await;
+                        handle.graceful_shutdown(Some(Duration::from_secs(5)));
+                    });
+                    let result = server.serve(router.into_make_service()).await;
+                    stop.abort();
+                    result
+                })
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr}");
         Ok(RunningServer {
             addr,
+            tls,
             shutdown,
             tasks,
             join,
@@ -230,6 +275,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    tls: Option<(crate::TlsFiles, axum_server::tls_rustls::RustlsConfig)>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     join: tokio::task::JoinHandle<io::Result<()>>,
@@ -242,9 +288,20 @@ impl RunningServer {
         self.addr
     }
 
-    /// `http://ADDR{path}`.
+    /// `http://ADDR{path}` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Reads the TLS certificate and key files again and serves new connections with them;
+    /// connections open now keep theirs. On an error the certificate in use stays. Without
+    /// TLS, does nothing.
+    pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
+        if let Some((files, config)) = &self.tls {
+            config.reload_from_config(crate::tls::load(files)?);
+        }
+        Ok(())
     }
 
     /// The counters of the hub at `path`.
