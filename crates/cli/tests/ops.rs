@@ -853,7 +853,8 @@ impl Drop for LoggedHub {
 }
 
 /// `--tls-cert/--tls-key`: the official client connects over https:// and wss:// with every
-/// transport (the CA from NODE_EXTRA_CA_CERTS); a certificate swapped and SIGHUP sent is what
+/// transport (the CA from NODE_EXTRA_CA_CERTS), and `hubbub send --ca-cert` with every
+/// transport of both families (and fails without it); a certificate swapped and SIGHUP sent is what
 /// new connections get while a WSS connection opened before goes on working; a broken file at
 /// the next SIGHUP leaves the certificate in use; a key that is not the certificate's, or an
 /// unreadable file, stops the start with a clear message.
@@ -945,6 +946,41 @@ async fn tls_serves_every_transport_and_sighup_swaps_the_certificate_under_live_
         "the official client over TLS:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Our client with --ca-cert, every transport of both families; refused without it.
+    let ca_arg = ca_file.display().to_string();
+    let classic_url = format!("https://127.0.0.1:{port}/signalr");
+    for url in [&https, &classic_url] {
+        for transport in ["ws", "sse", "lp"] {
+            let output = support::hubbub()
+                .args(["send", "--url", url, "--transport", transport])
+                .args(["--ca-cert", &ca_arg, "--name", "cli", "over tls"])
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "hubbub send --ca-cert over {transport} to {url}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    let output = support::hubbub()
+        .args([
+            "send",
+            "--url",
+            &https,
+            "--transport",
+            "ws",
+            "--name",
+            "cli",
+            "no ca",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "without --ca-cert the hub's certificate is not trusted"
     );
 
     // A connection that stays while the certificate is swapped.
