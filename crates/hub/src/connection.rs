@@ -283,16 +283,6 @@ pub(crate) async fn run(
         return;
     };
     let _ = http.protocol.set(protocol);
-    // Data may come before the first poll or event stream that picks the transport (as in
-    // ASP.NET Core): the client reads the handshake's answer there, so it comes next. Its
-    // name labels the connection's metrics ("unknown" if it does not come within 2 s).
-    let wait_transport = Instant::now() + Duration::from_secs(2);
-    while http.transport.get().is_none()
-        && Instant::now() < wait_transport
-        && !http.ended.is_cancelled()
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let conn = Arc::new(Connection::new(
         http.id.clone(),
         http.user.clone(),
@@ -417,6 +407,17 @@ async fn handshake(
                 errors::unsupported_version(protocol.name(), request.version),
                 "unsupported_version",
             );
+        }
+        // Data may come before the first poll or event stream that picks the transport (as in
+        // ASP.NET Core); the client reads this handshake's answer there, so it comes next. It
+        // decides the formats allowed and labels the connection's metrics ("unknown" if it
+        // does not come within 2 s).
+        let wait_transport = Instant::now() + Duration::from_secs(2);
+        while http.transport.get().is_none()
+            && Instant::now() < wait_transport
+            && !http.ended.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let kind = http
             .transport
