@@ -18,9 +18,10 @@ hubbub_setup() {
         # Peers and servers the tests run against: Python (aiosignalr), Redis, Chromium for
         # the UI tests, WebKitWebDriver + Xvfb (+ xdotool to resize and focus the window, dunst
         # to show notifications) for the end-to-end tests, GNOME Keyring under a
-        # private D-Bus for the keychain tests.
+        # private D-Bus for the keychain tests, promtool (in `prometheus`) to check the hub's
+        # /metrics.
         packages+=(python3 python3-venv python3-pip redis-server chromium webkit2gtk-driver xvfb
-            xdotool dunst dbus dbus-bin gnome-keyring libsecret-tools)
+            xdotool dunst dbus dbus-bin gnome-keyring libsecret-tools prometheus)
     fi
     local missing=()
     for p in "${packages[@]}"; do

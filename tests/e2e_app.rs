@@ -211,8 +211,13 @@ fn cli() -> PathBuf {
 }
 
 fn hub(port: u16) -> Guard {
+    // Its default history file in a data directory of its own, not the user's.
+    let data =
+        std::env::temp_dir().join(format!("hubbub-e2e-hub-data-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
     let child = own_group(&mut Command::new(cli()))
         .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+        .env("XDG_DATA_HOME", &data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

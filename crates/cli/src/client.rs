@@ -57,18 +57,25 @@ pub(crate) struct ConnectArgs {
     /// The hub on a classic ASP.NET SignalR endpoint (its URL names the endpoint, not the hub).
     #[arg(long, default_value = hubbub_client::DEFAULT_CLASSIC_HUB)]
     hub_name: String,
+    /// Also trust the CA certificates of this PEM file (a private CA) for https:// and wss://,
+    /// besides the system's.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
-    fn builder(&self, name: Option<&str>) -> HubConnectionBuilder {
-        builder(
-            &self.url,
-            self.transport,
-            self.protocol,
-            self.token.clone(),
-            name,
-            self.family,
-            &self.hub_name,
+    fn builder(&self, name: Option<&str>) -> Result<HubConnectionBuilder, String> {
+        with_ca(
+            builder(
+                &self.url,
+                self.transport,
+                self.protocol,
+                self.token.clone(),
+                name,
+                self.family,
+                &self.hub_name,
+            ),
+            self.ca_cert.as_deref(),
         )
     }
 }
@@ -111,6 +118,17 @@ fn builder(
         });
     }
     b
+}
+
+/// `b` trusting the CA certificates of `--ca-cert`, if given.
+fn with_ca(
+    b: HubConnectionBuilder,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<HubConnectionBuilder, String> {
+    let Some(path) = ca_cert else { return Ok(b) };
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("--ca-cert {}: cannot read it: {e}", path.display()))?;
+    Ok(b.extra_ca_pem(pem))
 }
 
 fn to_json(args: &[Arg]) -> Vec<serde_json::Value> {
@@ -221,7 +239,7 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
     tokio::pin!(shutdown);
     let conn = args
         .connect
-        .builder(args.name.as_deref())
+        .builder(args.name.as_deref())?
         .with_automatic_reconnect()
         .build()
         .map_err(|e| e.to_string())?;
@@ -337,7 +355,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
     let shutdown = crate::shutdown_signal();
     let conn = args
         .connect
-        .builder(Some(&args.name))
+        .builder(Some(&args.name))?
         .build()
         .map_err(|e| e.to_string())?;
     let contract = with_flags(HubMethods::default(), args.method.send.as_ref(), &[]);
@@ -403,7 +421,7 @@ pub(crate) async fn invoke(args: InvokeArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let conn = args
         .connect
-        .builder(args.name.as_deref())
+        .builder(args.name.as_deref())?
         .build()
         .map_err(|e| e.to_string())?;
     conn.start()
@@ -444,6 +462,10 @@ pub(crate) struct ChatArgs {
     /// The hub on a classic ASP.NET SignalR endpoint (its URL names the endpoint, not the hub).
     #[arg(long, default_value = hubbub_client::DEFAULT_CLASSIC_HUB)]
     hub_name: String,
+    /// Also trust the CA certificates of this PEM file (a private CA) for https:// and wss://,
+    /// besides the system's.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<std::path::PathBuf>,
     /// The history database (default: the platform's data directory, profile "terminal").
     #[arg(long)]
     db: Option<std::path::PathBuf>,
@@ -505,15 +527,18 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
             url
         }
     };
-    let conn = builder(
-        &url,
-        args.transport,
-        args.protocol,
-        args.token,
-        Some(&args.name),
-        args.family,
-        &args.hub_name,
-    )
+    let conn = with_ca(
+        builder(
+            &url,
+            args.transport,
+            args.protocol,
+            args.token,
+            Some(&args.name),
+            args.family,
+            &args.hub_name,
+        ),
+        args.ca_cert.as_deref(),
+    )?
     .with_automatic_reconnect()
     .retry_first_start(true)
     .build()

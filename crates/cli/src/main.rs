@@ -12,11 +12,12 @@
 //!   as JSON.
 
 mod client;
+mod config;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,12 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct HubArgs {
+    /// Read settings from this TOML file: every flag below is a key (`max-connections = 500`,
+    /// `cors-origin = ["https://a.example"]`, `static = "site"`). Flags given here win over
+    /// the file, the file over HUBBUB_* environment variables. Relative paths are relative to
+    /// the file's folder.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on: 127.0.0.1:PORT or [::1]:PORT; 0.0.0.0:PORT exposes the hub to the
     /// network and is only used when given here.
     #[arg(long, default_value = "127.0.0.1:5000")]
@@ -89,8 +96,11 @@ struct HubArgs {
     /// of its token, not the client's choice; a request for another scope is refused (403).
     #[arg(long, value_name = "CLAIM")]
     scope_claim: Option<String>,
-    /// Keep the chat history in this SQLite file, across restarts (default: in memory).
-    #[arg(long, conflicts_with = "redis")]
+    /// Keep the chat history in this SQLite file, across restarts and crashes; `memory` keeps
+    /// it in memory only (lost when the hub stops). Default: `hub-history.sqlite3` in the
+    /// platform's data directory (`$XDG_DATA_HOME/hubbub/` on Linux). With --redis the history
+    /// is the fleet's, in Redis.
+    #[arg(long, value_name = "FILE|memory", conflicts_with = "redis")]
     history: Option<std::path::PathBuf>,
     /// Join a fleet of hub nodes through this Redis (redis://HOST:PORT): messages, rooms,
     /// direct messages, presence, message ids and the chat history are shared by every node.
@@ -118,10 +128,18 @@ struct HubArgs {
     /// it each process makes its own, and its tokens die with it.
     #[arg(long, env = "HUBBUB_CLASSIC_KEY", hide_env_values = true)]
     classic_key: Option<String>,
+    /// Serve HTTPS and WSS (every transport) with this PEM certificate chain, on the same port;
+    /// with --tls-key. SIGHUP reads both files again without dropping connections.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The hub logs its life at info; the client commands keep stderr for what they print
     // themselves (each connection event said once, in words) and errors. A non-empty RUST_LOG
     // overrides both (RUST_LOG=warn shows the engine's own warnings too).
@@ -150,7 +168,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Hub(args) => hub(*args).await,
+            Command::Hub(args) => {
+                let hub_matches = matches.subcommand_matches("hub").cloned();
+                hub(*args, hub_matches.as_ref()).await
+            }
             Command::Chat(args) => client::chat(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Send(args) => client::send(args).await,
@@ -170,11 +191,17 @@ fn main() -> ExitCode {
     }
 }
 
-async fn hub(args: HubArgs) -> Result<(), String> {
+async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<(), String> {
     // Installed first, so SIGTERM and Ctrl-C end the command at every stage (binding, and
     // setting up a Redis backplane, included) and an early one still shuts down cleanly.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut reload = reload_signal();
+    let settings = match matches {
+        Some(matches) => config::apply(&mut args, matches)?,
+        None => config::Settings::default(),
+    };
+    tracing::info!("settings: {}", settings.summary(&args));
     let options = hubbub_hub::HubOptions {
         max_connections: args.max_connections,
         max_message_size: args.max_message_size,
@@ -208,22 +235,16 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     }
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
-        .hub(
-            "/chathub",
-            match &args.history {
-                Some(path) => hubbub_hub::chat_hub_with(
-                    hubbub_hub::ChatHistory::open(path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?,
-                ),
-                None => hubbub_hub::chat_hub(),
-            },
-        )
+        .hub("/chathub", chat_hub(&args)?)
         .cors_origins(args.cors_origins);
     if args.no_classic {
         builder = builder.without_classic();
     } else {
         if args.classic_key.as_ref().is_some_and(|k| k.len() < 16) {
-            return Err("--classic-key needs at least 16 characters".to_owned());
+            return Err(format!(
+                "--classic-key{} needs at least 16 characters",
+                settings.at("classic-key")
+            ));
         }
         builder = builder.classic(hubbub_hub::ClassicOptions {
             path: args.classic_path.clone(),
@@ -233,13 +254,20 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     }
     if let Some(dir) = &args.static_dir {
         if !dir.is_dir() {
-            return Err(format!("--static {}: not a folder", dir.display()));
+            return Err(format!(
+                "--static {}{}: not a folder",
+                dir.display(),
+                settings.at("static")
+            ));
         }
         builder = builder.static_dir(dir);
     }
     if let Some(url) = &args.redis {
         if !(args.redis_node_ttl.is_finite() && args.redis_node_ttl >= 0.3) {
-            return Err("--redis-node-ttl must be at least 0.3 seconds".to_owned());
+            return Err(format!(
+                "--redis-node-ttl{} must be at least 0.3 seconds",
+                settings.at("redis-node-ttl")
+            ));
         }
         let ttl = std::time::Duration::from_secs_f64(args.redis_node_ttl);
         builder = builder.redis(hubbub_hub::RedisOptions {
@@ -270,6 +298,12 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     if let Some(keys) = user_keys {
         builder = builder.user_keys(keys);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = builder.tls(hubbub_hub::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     if let Some(mut auth) = auth {
         if let Some(issuer) = &args.jwt_issuer {
             auth = auth.issuer(issuer);
@@ -284,15 +318,89 @@ async fn hub(args: HubArgs) -> Result<(), String> {
     }
     let server = tokio::select! {
         bound = builder.bind(args.listen) => bound.map_err(|e| match e.kind() {
-            // A backplane that cannot be set up (a Redis URL that does not parse).
+            // A backplane that cannot be set up (a Redis URL that does not parse), a TLS
+            // certificate or key that cannot be used.
             std::io::ErrorKind::InvalidInput => e.to_string(),
             _ => format!("cannot listen on {}: {e}", args.listen),
         })?,
         () = &mut shutdown => return Ok(()),
     };
-    shutdown.await;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = reload.recv() => match server.reload_tls() {
+                Ok(()) if args.tls_cert.is_some() => {
+                    tracing::info!("SIGHUP: TLS certificate and key read again; new connections use them");
+                }
+                Ok(()) => tracing::info!("SIGHUP: no TLS certificate to read again"),
+                Err(e) => tracing::error!("SIGHUP: {e}; the certificate in use stays"),
+            },
+        }
+    }
     tracing::info!("shutting down: closing every connection (clients may reconnect)");
     server.shutdown().await.map_err(|e| e.to_string())
+}
+
+/// The default history file: `hub-history.sqlite3` in the platform's data directory.
+fn default_history() -> Option<std::path::PathBuf> {
+    Some(dirs::data_dir()?.join("hubbub").join("hub-history.sqlite3"))
+}
+
+/// The chat hub with the history `--history` asks for (see [`HubArgs::history`]).
+fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
+    if args.redis.is_some() {
+        // The fleet's history, in Redis.
+        return Ok(hubbub_hub::chat_hub());
+    }
+    let path = match &args.history {
+        Some(path) if path.as_os_str() == "memory" => {
+            tracing::info!("chat history in memory: lost when the hub stops");
+            return Ok(hubbub_hub::chat_hub());
+        }
+        Some(path) => path.clone(),
+        None => {
+            let path = default_history().ok_or(
+                "no data directory for the chat history: give --history FILE or --history memory",
+            )?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            path
+        }
+    };
+    let history =
+        hubbub_hub::ChatHistory::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::info!(file = %path.display(), "chat history in a SQLite file");
+    Ok(hubbub_hub::chat_hub_with(history))
+}
+
+/// SIGHUP, each time it comes (never, where there is no such signal). Installed when called, so
+/// a SIGHUP no longer ends the hub from then on.
+struct ReloadSignal(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl ReloadSignal {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.0 {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+fn reload_signal() -> ReloadSignal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        ReloadSignal(signal(SignalKind::hangup()).ok())
+    }
+    #[cfg(not(unix))]
+    {
+        ReloadSignal()
+    }
 }
 
 /// Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the future is

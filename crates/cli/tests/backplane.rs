@@ -160,6 +160,17 @@ impl Drop for Node {
     }
 }
 
+/// The value of the first series of `/metrics` named `name` on `node`.
+async fn metric(node: &Node, name: &str) -> f64 {
+    let url = format!("{}/metrics", node.url.trim_end_matches("/chathub"));
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 async fn eventually(limit: Duration, what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok().await {
@@ -631,11 +642,15 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     let _: u64 = x.invoke("JoinRoom", &["r"]).await;
     let _: u64 = z.invoke("JoinRoom", &["r"]).await;
     z.online_is(&[("w", 1), ("x", 1), ("y", 1), ("z", 1)]).await;
+    // /metrics: the backplane is connected and has published (the joins above).
+    assert_eq!(metric(&nodes[0], "hubbub_backplane_connected").await, 1.0);
+    assert!(metric(&nodes[0], "hubbub_backplane_publish_duration_seconds_count").await > 0.0);
 
     // Redis dies. Both nodes say so and go on serving their own connections.
     redis.kill();
     for node in &nodes {
         node.wait_log("Redis backplane unavailable", Duration::from_secs(5));
+        assert_eq!(metric(node, "hubbub_backplane_connected").await, 0.0);
     }
     // A broadcast is recorded in the fleet's history before it is delivered: refused for now,
     // so a client can send it again; Hubbub's chat layer keeps it in its outbox and does.
@@ -673,6 +688,7 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     redis.launch();
     for node in &nodes {
         node.wait_log("Redis backplane back", Duration::from_secs(10));
+        assert_eq!(metric(node, "hubbub_backplane_connected").await, 1.0);
     }
     z.got("broadcastMessage", &["w", "typed in outage"]).await;
     eventually(Duration::from_secs(5), "w's outbox empty", async || {

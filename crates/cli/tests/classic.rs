@@ -18,6 +18,15 @@ mod support;
 
 use support::{BIN, hubbub};
 
+/// A fresh data directory for one `hubbub hub` process (its default history file is there).
+fn private_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hubbub-classic-data-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -79,6 +88,8 @@ impl Hub {
         command
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
+            // A history file of its own (a restarted node starts a new one, as before).
+            .env("XDG_DATA_HOME", private_data_dir())
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
         if !args.contains(&"--max-messages-per-second") {

@@ -26,6 +26,7 @@ fn start_hub(host: &str, extra: &[&str]) -> (Child, String) {
     let mut child = hubbub()
         .args(["hub", "--listen", &listen])
         .args(extra)
+        .env("XDG_DATA_HOME", support::private_data_dir())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

@@ -65,6 +65,8 @@ struct Actor {
     options: Options,
     shared: Arc<Shared>,
     http: reqwest::Client,
+    /// For `wss://` with an extra CA.
+    wss_tls: Option<Arc<rustls::ClientConfig>>,
     /// The family [`Family::Auto`] found, kept for later connects.
     detected: std::sync::Mutex<Option<Family>>,
     /// A lost classic connection, which `reconnect` may resume until the server's
@@ -344,6 +346,7 @@ impl Actor {
                 token: self.token().await?,
                 format,
                 open_timeout: self.options.handshake_timeout,
+                tls: self.wss_tls.clone(),
             };
             let link = link::open(TransportKind::WebSockets, &target, &self.http).await?;
             return self.handshake(link, None, None).await;
@@ -422,6 +425,7 @@ impl Actor {
                 token: n.token.clone(),
                 format,
                 open_timeout: self.options.handshake_timeout,
+                tls: self.wss_tls.clone(),
             };
             match link::open(kind, &target, &self.http).await {
                 Ok(link) => {
@@ -596,6 +600,7 @@ impl Actor {
                     open_timeout: wait,
                     poll_timeout: n.response.connection_timeout() + Duration::from_secs(10),
                     long_poll_delay: n.response.long_poll_delay(),
+                    tls: self.wss_tls.clone(),
                 },
                 connection_id: n.response.connection_id.clone(),
                 hub: self.options.hub_name.clone(),
@@ -833,13 +838,23 @@ impl Actor {
 }
 
 pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Commands) {
-    let http = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        .build()
-    {
+    // The extra CA was checked by the builder.
+    let extra_ca = options.extra_ca.as_deref();
+    let http = match crate::tls::http_client(extra_ca).and_then(|b| {
+        b.connect_timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| crate::Error::Certificate(e.to_string()))
+    }) {
         Ok(http) => http,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the HTTP client");
+            return;
+        }
+    };
+    let wss_tls = match extra_ca.map(crate::tls::websocket_config).transpose() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the WebSocket TLS client");
             return;
         }
     };
@@ -847,6 +862,7 @@ pub(crate) async fn run(options: Options, shared: Arc<Shared>, mut commands: Com
         options,
         shared,
         http,
+        wss_tls,
         detected: std::sync::Mutex::new(None),
         lost_classic: std::sync::Mutex::new(None),
         not_resumable: std::sync::atomic::AtomicBool::new(false),

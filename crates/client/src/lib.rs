@@ -18,6 +18,7 @@ pub mod methods;
 mod negotiate;
 mod options;
 mod retry;
+mod tls;
 
 pub use chat::{Chat, ChatEvent};
 pub use connection::{Handler, HubConnection, Observer, Subscription, UploadStream};

@@ -76,6 +76,8 @@ pub(crate) struct Target {
     pub(crate) format: TransferFormat,
     /// How long opening the transport may take.
     pub(crate) open_timeout: Duration,
+    /// For `wss://` with an extra CA (else tungstenite's own roots).
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -138,7 +140,12 @@ async fn websocket(target: &Target) -> Result<Link, Error> {
     }
     let (socket, _) = tokio::time::timeout(
         target.open_timeout,
-        tokio_tungstenite::connect_async_with_config(request, None, true),
+        tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            true,
+            target.tls.clone().map(tokio_tungstenite::Connector::Rustls),
+        ),
     )
     .await
     .map_err(|_| {
@@ -477,6 +484,8 @@ pub(crate) struct ClassicTarget {
     pub(crate) poll_timeout: Duration,
     /// The server's LongPollDelay.
     pub(crate) long_poll_delay: Duration,
+    /// For `wss://` with an extra CA.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// A classic connection's position: the last message id and groups token received.
@@ -534,6 +543,7 @@ impl ClassicTarget {
             token: self.bearer.clone(),
             format: TransferFormat::Text,
             open_timeout: self.open_timeout,
+            tls: self.tls.clone(),
         }
     }
 

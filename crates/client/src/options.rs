@@ -59,6 +59,8 @@ pub(crate) struct Options {
     pub(crate) family: Family,
     /// The hub a classic connection talks to (`connectionData`, `H`).
     pub(crate) hub_name: String,
+    /// PEM certificates trusted besides the system's roots (a private CA).
+    pub(crate) extra_ca: Option<Vec<u8>>,
     /// How often a classic connection GETs `{url}/ping` (`None`: never).
     pub(crate) classic_ping_interval: Option<Duration>,
 }
@@ -151,6 +153,7 @@ impl HubConnectionBuilder {
                 stateful_buffer: hubbub_protocol::stateful::DEFAULT_BUFFER_SIZE,
                 family: Family::Auto,
                 hub_name: DEFAULT_CLASSIC_HUB.to_owned(),
+                extra_ca: None,
             },
         }
     }
@@ -309,6 +312,14 @@ impl HubConnectionBuilder {
         self
     }
 
+    /// Trusts the certificates in `pem` (one or more PEM `CERTIFICATE` blocks: a private CA)
+    /// besides the system's roots, for `https://` and `wss://` on every transport. A PEM with
+    /// no certificate fails [`build`](Self::build) with [`Error::Certificate`].
+    pub fn extra_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.options.extra_ca = Some(pem.into());
+        self
+    }
+
     /// Builds the connection (it starts with [`HubConnection::start`]).
     pub fn build(self) -> Result<HubConnection, Error> {
         for url in std::iter::once(&self.options.url).chain(&self.options.fallback_urls) {
@@ -328,6 +339,9 @@ impl HubConnectionBuilder {
             return Err(Error::Url(
                 "skip-negotiation works only with the WebSockets transport alone".to_owned(),
             ));
+        }
+        if let Some(pem) = &self.options.extra_ca {
+            crate::tls::extra_roots(pem)?;
         }
         Ok(HubConnection::new(self.options))
     }

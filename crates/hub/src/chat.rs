@@ -315,122 +315,181 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     let history_for_room = history.clone();
     let history_for_room_read = history.clone();
     let history_for_inbox = history.clone();
-    Hub::new("chat")
-        .on_connected(|ctx| async move {
-            let scope = scope_group(&ctx);
-            // The caller's own connection: this cannot fail.
-            let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
-            let _ = ctx.add_to_group(ctx.connection_id(), &user_group(&ctx, ctx.user())).await;
-            let n = ctx.connection_count(Some(&scope));
-            if n <= PRESENCE_LIMIT {
-                ctx.clients().others_in_group(&scope).send("userJoined", vec![ctx.user().into(), count(n)]);
+    let mut hub = Hub::new("chat");
+    hub.history_size = Some(history.size.clone());
+    hub.on_connected(|ctx| async move {
+        let scope = scope_group(&ctx);
+        // The caller's own connection: this cannot fail.
+        let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
+        let _ = ctx
+            .add_to_group(ctx.connection_id(), &user_group(&ctx, ctx.user()))
+            .await;
+        let n = ctx.connection_count(Some(&scope));
+        if n <= PRESENCE_LIMIT {
+            ctx.clients()
+                .others_in_group(&scope)
+                .send("userJoined", vec![ctx.user().into(), count(n)]);
+        }
+    })
+    .on_disconnected(|ctx| async move {
+        let scope = scope_group(&ctx);
+        let n = ctx.connection_count(Some(&scope));
+        if n < PRESENCE_LIMIT {
+            ctx.clients()
+                .group(&scope)
+                .send("userLeft", vec![ctx.user().into(), count(n)]);
+        }
+    })
+    // A crashed node's users said no goodbye: each surviving node tells its own clients
+    // of every user who is now gone from a scope.
+    .on_connections_lost(|lost| {
+        let mut gone: Vec<(&str, &str)> = Vec::new();
+        for c in lost.connections() {
+            for scope in c.groups.iter().filter(|g| g.starts_with("scope:")) {
+                if !gone.contains(&(scope.as_str(), c.user.as_str())) {
+                    gone.push((scope, &c.user));
+                }
             }
-        })
-        .on_disconnected(|ctx| async move {
-            let scope = scope_group(&ctx);
-            let n = ctx.connection_count(Some(&scope));
+        }
+        for (scope, user) in gone {
+            // As `on_disconnected` does: a departure, with the scope's count after it.
+            let n = lost.connection_count(Some(scope));
             if n < PRESENCE_LIMIT {
-                ctx.clients().group(&scope).send("userLeft", vec![ctx.user().into(), count(n)]);
+                lost.send_here(scope, "userLeft", vec![user.into(), count(n)]);
             }
-        })
-        // A crashed node's users said no goodbye: each surviving node tells its own clients
-        // of every user who is now gone from a scope.
-        .on_connections_lost(|lost| {
-            let mut gone: Vec<(&str, &str)> = Vec::new();
-            for c in lost.connections() {
-                for scope in c.groups.iter().filter(|g| g.starts_with("scope:")) {
-                    if !gone.contains(&(scope.as_str(), c.user.as_str())) {
-                        gone.push((scope, &c.user));
-                    }
-                }
+        }
+    })
+    .method("Send", move |ctx, args: RawArgs| {
+        let seen = seen.clone();
+        let history = history_for_send.clone();
+        async move {
+            let mut args = strings(args, 2)?;
+            let claimed: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+            let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+            let name = sender_name(&ctx, claimed);
+            args[0] = Arg::from(name.as_str());
+            let id = client_id(&ctx)?;
+            if repeat_in_memory(&ctx, &history, &seen).await {
+                return Ok(());
             }
-            for (scope, user) in gone {
-                // As `on_disconnected` does: a departure, with the scope's count after it.
-                let n = lost.connection_count(Some(scope));
-                if n < PRESENCE_LIMIT {
-                    lost.send_here(scope, "userLeft", vec![user.into(), count(n)]);
-                }
-            }
-        })
-        .method("Send", move |ctx, args: RawArgs| {
-            let seen = seen.clone();
-            let history = history_for_send.clone();
-            async move {
-                let mut args = strings(args, 2)?;
-                let claimed: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let name = sender_name(&ctx, claimed);
-                args[0] = Arg::from(name.as_str());
-                let id = client_id(&ctx)?;
-                if repeat_in_memory(&ctx, &history, &seen).await {
-                    return Ok(());
-                }
-                let scope = scope_group(&ctx);
-                // Recorded before it is broadcast or completed.
-                let Some((entry, epoch)) = record(&ctx, &history, &scope, ctx.user(), id.as_deref(), &name, &text, None).await? else {
-                    return Ok(());
-                };
-                ctx.clients().group(&scope).send_with_headers("broadcastMessage", args, numbered(&entry, epoch));
-                Ok(())
-            }
-        })
-        .method("History", move |ctx, (epoch, after): (String, u64)| {
-            let history = history.clone();
-            async move {
-                let scope = scope_group(&ctx);
-                let (epoch, entries) = read(&ctx, &history, &scope, &epoch, after).await?;
-                Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
-            }
-        })
-        .method("JoinRoom", |ctx, (room,): (String,)| async move {
+            let scope = scope_group(&ctx);
+            // Recorded before it is broadcast or completed.
+            let Some((entry, epoch)) = record(
+                &ctx,
+                &history,
+                &scope,
+                ctx.user(),
+                id.as_deref(),
+                &name,
+                &text,
+                None,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            ctx.clients().group(&scope).send_with_headers(
+                "broadcastMessage",
+                args,
+                numbered(&entry, epoch),
+            );
+            Ok(())
+        }
+    })
+    .method("History", move |ctx, (epoch, after): (String, u64)| {
+        let history = history.clone();
+        async move {
+            let scope = scope_group(&ctx);
+            let (epoch, entries) = read(&ctx, &history, &scope, &epoch, after).await?;
+            Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
+        }
+    })
+    .method("JoinRoom", |ctx, (room,): (String,)| async move {
+        let group = room_group(&ctx, &room);
+        ctx.add_to_group(ctx.connection_id(), &group).await?;
+        Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
+    })
+    .method("LeaveRoom", |ctx, (room,): (String,)| async move {
+        let group = room_group(&ctx, &room);
+        ctx.remove_from_group(ctx.connection_id(), &group).await?;
+        Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
+    })
+    .method("SendToRoom", move |ctx, args: RawArgs| {
+        let (seen, history) = (seen_room.clone(), history_for_room.clone());
+        async move {
+            let mut args = strings(args, 3)?;
+            let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
+            let claimed: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
+            let text: String = args[2].decode().map_err(|e| HubError::new(e.to_string()))?;
+            let name = sender_name(&ctx, claimed);
+            args[1] = Arg::from(name.as_str());
             let group = room_group(&ctx, &room);
-            ctx.add_to_group(ctx.connection_id(), &group).await?;
-            Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
-        })
-        .method("LeaveRoom", |ctx, (room,): (String,)| async move {
-            let group = room_group(&ctx, &room);
-            ctx.remove_from_group(ctx.connection_id(), &group).await?;
-            Ok(Value::from(ctx.connection_count(Some(&group)) as u64))
-        })
-        .method("SendToRoom", move |ctx, args: RawArgs| {
-            let (seen, history) = (seen_room.clone(), history_for_room.clone());
-            async move {
-                let mut args = strings(args, 3)?;
-                let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let claimed: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let text: String = args[2].decode().map_err(|e| HubError::new(e.to_string()))?;
-                let name = sender_name(&ctx, claimed);
-                args[1] = Arg::from(name.as_str());
-                let group = room_group(&ctx, &room);
-                let members = ctx.state.router.connection_count(Some(&group));
-                let member = ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group);
-                if !member || members == 0 {
-                    return Err(HubError::with_data(format!("Join the room '{room}' before sending to it."), serde_json::json!({ "room": room })));
-                }
-                let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
-                if repeat_in_memory(&ctx, &history, &seen).await {
-                    return Ok(());
-                }
-                // Recorded in the room's history before it is delivered.
-                let Some((entry, epoch)) = record(&ctx, &history, &group, ctx.user(), Some(&id), &name, &text, None).await? else {
-                    return Ok(());
-                };
-                ctx.clients().group(&group).send_with_headers("roomMessage", args, numbered(&entry, epoch));
-                Ok(())
+            let members = ctx.state.router.connection_count(Some(&group));
+            let member = ctx
+                .conn
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&group);
+            if !member || members == 0 {
+                return Err(HubError::with_data(
+                    format!("Join the room '{room}' before sending to it."),
+                    serde_json::json!({ "room": room }),
+                ));
             }
-        })
-        .method("RoomHistory", move |ctx, (room, epoch, after): (String, String, u64)| {
+            let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
+            if repeat_in_memory(&ctx, &history, &seen).await {
+                return Ok(());
+            }
+            // Recorded in the room's history before it is delivered.
+            let Some((entry, epoch)) = record(
+                &ctx,
+                &history,
+                &group,
+                ctx.user(),
+                Some(&id),
+                &name,
+                &text,
+                None,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            ctx.clients().group(&group).send_with_headers(
+                "roomMessage",
+                args,
+                numbered(&entry, epoch),
+            );
+            Ok(())
+        }
+    })
+    .method(
+        "RoomHistory",
+        move |ctx, (room, epoch, after): (String, String, u64)| {
             let history = history_for_room_read.clone();
             async move {
                 let group = room_group(&ctx, &room);
-                if !ctx.conn.groups.lock().unwrap_or_else(|e| e.into_inner()).contains(&group) {
-                    return Err(HubError::with_data(format!("Join the room '{room}' before reading its history."), serde_json::json!({ "room": room })));
+                if !ctx
+                    .conn
+                    .groups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&group)
+                {
+                    return Err(HubError::with_data(
+                        format!("Join the room '{room}' before reading its history."),
+                        serde_json::json!({ "room": room }),
+                    ));
                 }
                 let (epoch, entries) = read(&ctx, &history, &group, &epoch, after).await?;
                 Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
             }
-        })
-        .method("SendToUser", move |ctx, (user, message): (String, String)| {
+        },
+    )
+    .method(
+        "SendToUser",
+        move |ctx, (user, message): (String, String)| {
             let (seen, history) = (seen_direct.clone(), history_for_direct.clone());
             async move {
                 let me = ctx.user().to_owned();
@@ -441,8 +500,17 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 }
                 // Kept in the recipient's inbox first (a repeat stops here), then in the
                 // sender's, so both catch up with `Inbox` after being away.
-                let Some((entry, epoch)) =
-                    record(&ctx, &history, &inbox(&ctx, &user), &me, Some(&id), &me, &message, Some(&user)).await?
+                let Some((entry, epoch)) = record(
+                    &ctx,
+                    &history,
+                    &inbox(&ctx, &user),
+                    &me,
+                    Some(&id),
+                    &me,
+                    &message,
+                    Some(&user),
+                )
+                .await?
                 else {
                     return Ok(());
                 };
@@ -454,86 +522,105 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 };
                 let args = vec![Arg::from(me.as_str()), Arg::from(message.as_str())];
                 // To the user's connections in this scope only.
-                ctx.clients().group(&user_group(&ctx, &user)).send_with_headers("directMessage", args.clone(), headers(&entry));
+                ctx.clients()
+                    .group(&user_group(&ctx, &user))
+                    .send_with_headers("directMessage", args.clone(), headers(&entry));
                 if user != me {
                     // The sender's copy has its own dedupe key: the recipient's took the id.
-                    let copy = record(&ctx, &history, &inbox(&ctx, &me), &format!("{me}\u{1}sent"), Some(&entry.id), &me, &message, Some(&user)).await?;
+                    let copy = record(
+                        &ctx,
+                        &history,
+                        &inbox(&ctx, &me),
+                        &format!("{me}\u{1}sent"),
+                        Some(&entry.id),
+                        &me,
+                        &message,
+                        Some(&user),
+                    )
+                    .await?;
                     if let Some((own, _)) = copy {
-                        ctx.clients().group(&user_group(&ctx, &me)).send_with_headers("directMessage", args, headers(&own));
+                        ctx.clients()
+                            .group(&user_group(&ctx, &me))
+                            .send_with_headers("directMessage", args, headers(&own));
                     }
                 }
                 Ok(())
             }
-        })
-        .method("Inbox", move |ctx, (epoch, after): (String, u64)| {
-            let history = history_for_inbox.clone();
-            async move {
-                let key = inbox(&ctx, ctx.user());
-                let (epoch, entries) = read(&ctx, &history, &key, &epoch, after).await?;
-                Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
+        },
+    )
+    .method("Inbox", move |ctx, (epoch, after): (String, u64)| {
+        let history = history_for_inbox.clone();
+        async move {
+            let key = inbox(&ctx, ctx.user());
+            let (epoch, entries) = read(&ctx, &history, &key, &epoch, after).await?;
+            Reply::value(&serde_json::json!({ "epoch": epoch, "messages": entries }))
+        }
+    })
+    .method("GetOnline", |ctx, (): ()| async move {
+        let scope = scope_group(&ctx);
+        let users: Vec<serde_json::Value> = ctx
+            .users_online(Some(&scope))
+            .into_iter()
+            .map(|(name, n)| serde_json::json!({ "name": name, "connections": n }))
+            .collect();
+        Ok(serde_json::json!({ "users": users, "connections": ctx.connection_count(Some(&scope)) }))
+    })
+    .method("Echo", |_ctx, args: RawArgs| async move {
+        match <[Arg; 1]>::try_from(args.0) {
+            Ok([value]) => Ok(Reply::Value(value)),
+            Err(args) => Err(HubError::new(format!(
+                "Invocation provides {} argument(s) but target expects 1.",
+                args.len()
+            ))),
+        }
+    })
+    .method("Counter", |_ctx, (n, delay_ms): (u32, u64)| async move {
+        let items = futures_util::stream::unfold(0u32, move |i| async move {
+            if i >= n {
+                return None;
             }
-        })
-        .method("GetOnline", |ctx, (): ()| async move {
-            let scope = scope_group(&ctx);
-            let users: Vec<serde_json::Value> = ctx
-                .users_online(Some(&scope))
-                .into_iter()
-                .map(|(name, n)| serde_json::json!({ "name": name, "connections": n }))
-                .collect();
-            Ok(serde_json::json!({ "users": users, "connections": ctx.connection_count(Some(&scope)) }))
-        })
-        .method("Echo", |_ctx, args: RawArgs| async move {
-            match <[Arg; 1]>::try_from(args.0) {
-                Ok([value]) => Ok(Reply::Value(value)),
-                Err(args) => Err(HubError::new(format!(
-                    "Invocation provides {} argument(s) but target expects 1.",
-                    args.len()
-                ))),
+            if i > 0 && delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             }
-        })
-        .method("Counter", |_ctx, (n, delay_ms): (u32, u64)| async move {
-            let items = futures_util::stream::unfold(0u32, move |i| async move {
-                if i >= n {
-                    return None;
-                }
-                if i > 0 && delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                }
-                Some((Ok(Arg::from_value(Value::from(i))), i + 1))
-            });
-            Ok(Reply::stream(items))
-        })
-        .method_with_streams("Collect", 1, |ctx, (): ()| async move {
-            use futures_util::StreamExt;
-            let Some(mut items) = ctx.upload(0) else {
-                return Err(HubError::new("Collect needs a stream argument"));
-            };
-            let mut values = Vec::new();
-            while let Some(item) = items.next().await {
-                values.push(item?.to_value().map_err(|e| HubError::new(e.to_string()))?);
-            }
-            Ok(Value::Array(values))
-        })
-        .method("Flood", |ctx, (count, size): (u32, u32)| async move {
-            if count > 1_000_000 || size > 16 * 1024 {
-                return Err(HubError::new("Flood takes at most 1,000,000 messages of 16 KiB"));
-            }
-            // One frame, encoded once, queued `count` times.
-            let frame = crate::Frame::new(hubbub_protocol::HubMessage::Invocation(
-                hubbub_protocol::Invocation {
-                    target: "broadcastMessage".to_owned(),
-                    arguments: vec!["flood".into(), "x".repeat(size as usize).into()],
-                    ..Default::default()
-                },
+            Some((Ok(Arg::from_value(Value::from(i))), i + 1))
+        });
+        Ok(Reply::stream(items))
+    })
+    .method_with_streams("Collect", 1, |ctx, (): ()| async move {
+        use futures_util::StreamExt;
+        let Some(mut items) = ctx.upload(0) else {
+            return Err(HubError::new("Collect needs a stream argument"));
+        };
+        let mut values = Vec::new();
+        while let Some(item) = items.next().await {
+            values.push(item?.to_value().map_err(|e| HubError::new(e.to_string()))?);
+        }
+        Ok(Value::Array(values))
+    })
+    .method("Flood", |ctx, (count, size): (u32, u32)| async move {
+        if count > 1_000_000 || size > 16 * 1024 {
+            return Err(HubError::new(
+                "Flood takes at most 1,000,000 messages of 16 KiB",
             ));
-            for _ in 0..count {
-                if !ctx.send_to_caller_waiting(frame.clone()).await {
-                    break;
-                }
+        }
+        // One frame, encoded once, queued `count` times.
+        let frame = crate::Frame::new(hubbub_protocol::HubMessage::Invocation(
+            hubbub_protocol::Invocation {
+                target: "broadcastMessage".to_owned(),
+                arguments: vec!["flood".into(), "x".repeat(size as usize).into()],
+                ..Default::default()
+            },
+        ));
+        for _ in 0..count {
+            if !ctx.send_to_caller_waiting(frame.clone()).await {
+                break;
             }
-            Ok(())
-        })
-        .method("AskCaller", |ctx, (question,): (String,)| async move {
-            ctx.invoke_caller("ask", vec![question.into()]).await.map(Reply::Value)
-        })
+        }
+        Ok(())
+    })
+    .method("AskCaller", |ctx, (question,): (String,)| async move {
+        ctx.invoke_caller("ask", vec![question.into()])
+            .await
+            .map(Reply::Value)
+    })
 }

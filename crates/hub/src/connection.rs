@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::frame::{Frame, Outbound};
 use crate::hub::{Context, HubError, Reply};
+use crate::metrics::{ConnLabels, ConnMetrics, ReasonLabel};
 use crate::state::{Counters, HubState};
 use crate::transport::HttpConnection;
 use hubbub_protocol::stateful::Received;
@@ -50,10 +51,11 @@ pub(crate) struct Connection {
     pub(crate) query: HashMap<String, String>,
     pub(crate) groups: Mutex<HashSet<String>>,
     tx: mpsc::Sender<Outbound>,
-    counters: Arc<Counters>,
+    pub(crate) metrics: ConnMetrics,
     closed: AtomicBool,
     abort: CancellationToken,
-    abort_reason: OnceLock<String>,
+    /// Why the hub closed it, and the `reason` label of that close.
+    abort_reason: OnceLock<(String, &'static str)>,
     pending_results: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     next_invocation: AtomicU64,
     /// Client-to-server streams in progress, by stream id.
@@ -91,7 +93,7 @@ impl Connection {
         user: String,
         query: HashMap<String, String>,
         tx: mpsc::Sender<Outbound>,
-        counters: Arc<Counters>,
+        metrics: ConnMetrics,
     ) -> Self {
         Self {
             id,
@@ -99,7 +101,7 @@ impl Connection {
             query,
             groups: Mutex::default(),
             tx,
-            counters,
+            metrics,
             closed: AtomicBool::new(false),
             abort: CancellationToken::new(),
             abort_reason: OnceLock::new(),
@@ -116,7 +118,37 @@ impl Connection {
 
     /// Why the hub asked to close the connection.
     pub(crate) fn abort_reason(&self) -> Option<&str> {
-        self.abort_reason.get().map(String::as_str)
+        self.abort_reason.get().map(|(reason, _)| reason.as_str())
+    }
+
+    /// The `reason` label of the hub's close ([`close_with`](Self::close_with)).
+    pub(crate) fn abort_kind(&self) -> Option<&'static str> {
+        self.abort_reason.get().map(|(_, kind)| *kind)
+    }
+
+    /// The size of a message to count in `/metrics` once it is queued (`None`: not a hub
+    /// message: pings, acks and raw bytes are not counted there).
+    fn size_of(&self, out: &Outbound) -> Option<u64> {
+        let Outbound::Message(frame) = out else {
+            return None;
+        };
+        if !frame.is_sequenced() {
+            return None;
+        }
+        Some(
+            self.metrics
+                .protocol
+                .and_then(|p| frame.bytes(p))
+                .map_or(0, |b| b.len() as u64),
+        )
+    }
+
+    /// Counts a message queued for the client.
+    fn count_sent(&self, size: Option<u64>) {
+        Counters::add(&self.metrics.counters.messages_out, 1);
+        let Some(size) = size else { return };
+        self.metrics.sent.inc();
+        self.metrics.sent_bytes.inc_by(size);
     }
 
     /// The connection is over: nothing more is queued, pending client results and
@@ -152,13 +184,17 @@ impl Connection {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
+        let size = self.size_of(&out);
         match self.tx.try_send(out) {
             Ok(()) => {
-                Counters::add(&self.counters.messages_out, 1);
+                self.count_sent(size);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close_with("the client does not read its messages fast enough");
+                self.close_with(
+                    "the client does not read its messages fast enough",
+                    crate::metrics::reason::QUEUE_FULL,
+                );
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -171,9 +207,10 @@ impl Connection {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
+        let size = self.size_of(&out);
         let sent = self.tx.send(out).await.is_ok();
         if sent {
-            Counters::add(&self.counters.messages_out, 1);
+            self.count_sent(size);
         }
         sent
     }
@@ -183,8 +220,9 @@ impl Connection {
     }
 
     /// Asks the connection's task to close the connection, telling the client why.
-    pub(crate) fn close_with(&self, reason: &str) {
-        let _ = self.abort_reason.set(reason.to_owned());
+    /// `kind`: the `reason` label of `hubbub_disconnects_total`.
+    fn close_with(&self, reason: &str, kind: &'static str) {
+        let _ = self.abort_reason.set((reason.to_owned(), kind));
         self.abort.cancel();
     }
 
@@ -250,11 +288,16 @@ pub(crate) async fn run(
         http.user.clone(),
         http.query.clone(),
         tx.clone(),
-        state.counters.clone(),
+        ConnMetrics::new(
+            state.counters.clone(),
+            ConnLabels::core(http.transport.get().copied(), protocol),
+            Some(protocol),
+        ),
     ));
     state.connected(conn.clone()).await;
     Counters::add(&state.counters.connections_total, 1);
     Counters::add(&state.counters.connections_open, 1);
+    conn.metrics.opened();
     tracing::info!(connection = %conn.id, user = %conn.user, %protocol, transport = ?http.transport.get(), "connected");
     let ctx = Context {
         conn: conn.clone(),
@@ -266,9 +309,10 @@ pub(crate) async fn run(
         on_connected(ctx.clone()).await;
     }
 
-    let close = message_loop(&state, &conn, &http, protocol, rest, &mut inbound).await;
+    let (close, reason) = message_loop(&state, &conn, &http, protocol, rest, &mut inbound).await;
 
     state.disconnected(&conn);
+    conn.metrics.closed(reason);
     state
         .counters
         .connections_open
@@ -310,8 +354,14 @@ async fn handshake(
 ) -> Option<(Protocol, Bytes)> {
     let deadline = Instant::now() + state.options.handshake_timeout;
     let mut buf = BytesMut::new();
-    let refuse = |reason: String| {
+    let refuse = |reason: String, kind: &'static str| {
         tracing::debug!(connection = %http.id, %reason, "handshake refused");
+        state
+            .counters
+            .prom
+            .handshake_failures
+            .get_or_create(&ReasonLabel { reason: kind })
+            .inc();
         let _ = tx.try_send(Outbound::Raw(
             HandshakeResponse::error(reason).encode().into(),
         ));
@@ -322,10 +372,18 @@ async fn handshake(
     loop {
         let received = tokio::select! {
             r = inbound.recv() => r,
-            () = sleep_until(deadline) => return refuse(errors::CANCELED.to_owned()),
-            () = state.shutdown.cancelled() => return refuse(errors::CANCELED.to_owned()),
+            () = sleep_until(deadline) => return refuse(errors::CANCELED.to_owned(), "timeout"),
+            () = state.shutdown.cancelled() => return refuse(errors::CANCELED.to_owned(), "server_shutdown"),
         };
         let Some(Inbound::Data(data)) = received else {
+            state
+                .counters
+                .prom
+                .handshake_failures
+                .get_or_create(&ReasonLabel {
+                    reason: "client_closed",
+                })
+                .inc();
             http.ended.cancel();
             return None;
         };
@@ -334,18 +392,32 @@ async fn handshake(
             Ok(None) => continue,
             Ok(Some(parsed)) => parsed,
             Err(ProtocolError::MessageTooLarge { .. }) => {
-                return refuse(errors::CANCELED.to_owned());
+                return refuse(errors::CANCELED.to_owned(), "message_too_large");
             }
-            Err(e) => return refuse(e.to_string()),
+            Err(e) => return refuse(e.to_string(), "protocol_error"),
         };
         let Some(protocol) = Protocol::from_name(&request.protocol) else {
-            return refuse(errors::unsupported_protocol(&request.protocol));
+            return refuse(
+                errors::unsupported_protocol(&request.protocol),
+                "unsupported_protocol",
+            );
         };
         if !protocol.is_version_supported(request.version) {
-            return refuse(errors::unsupported_version(
-                protocol.name(),
-                request.version,
-            ));
+            return refuse(
+                errors::unsupported_version(protocol.name(), request.version),
+                "unsupported_version",
+            );
+        }
+        // Data may come before the first poll or event stream that picks the transport (as in
+        // ASP.NET Core); the client reads this handshake's answer there, so it comes next. It
+        // decides the formats allowed and labels the connection's metrics ("unknown" if it
+        // does not come within 2 s).
+        let wait_transport = Instant::now() + Duration::from_secs(2);
+        while http.transport.get().is_none()
+            && Instant::now() < wait_transport
+            && !http.ended.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let kind = http
             .transport
@@ -355,10 +427,10 @@ async fn handshake(
         if protocol.transfer_format() == TransferFormat::Binary
             && !kind.transfer_formats().contains(&TransferFormat::Binary)
         {
-            return refuse(errors::transport_mismatch(
-                protocol.name(),
-                TransferFormat::Binary,
-            ));
+            return refuse(
+                errors::transport_mismatch(protocol.name(), TransferFormat::Binary),
+                "transport_mismatch",
+            );
         }
         // Stateful reconnect needs version 2 of the protocol and a WebSocket.
         if request.version >= 2
@@ -436,7 +508,8 @@ fn close_error(reason: impl Into<String>) -> Option<Close> {
     })
 }
 
-/// Reads and dispatches messages until the connection ends; returns the Close to send, if any.
+/// Reads and dispatches messages until the connection ends; returns the Close to send, if any,
+/// and the `reason` label of the end (`crate::metrics::reason`).
 async fn message_loop(
     state: &Arc<HubState>,
     conn: &Arc<Connection>,
@@ -444,7 +517,8 @@ async fn message_loop(
     protocol: Protocol,
     rest: Bytes,
     inbound: &mut mpsc::Receiver<Inbound>,
-) -> Option<Close> {
+) -> (Option<Close>, &'static str) {
+    use crate::metrics::reason;
     let options = &state.options;
     let stateful = http.replay.lock().unwrap_or_else(|e| e.into_inner()).active;
     let mut reader = MessageReader::new(protocol, options.max_message_size);
@@ -478,29 +552,39 @@ async fn message_loop(
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
     let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
-    let close = 'serve: loop {
+    let (close, why) = 'serve: loop {
         while paused_until.is_none() {
             let message = match held.take() {
                 Some(message) => message,
                 None => match reader.next_message() {
                     Ok(Some(message)) => {
                         Counters::add(&state.counters.messages_in, 1);
+                        if message.is_sequenced() {
+                            conn.metrics.received_message();
+                        }
                         message
                     }
                     Ok(None) => break,
                     Err(ProtocolError::MessageTooLarge { max, .. }) => {
-                        break 'serve close_error(format!(
-                            "Connection closed with an error: the maximum message size of \
-                             {max}B was exceeded."
-                        ));
+                        break 'serve (
+                            close_error(format!(
+                                "Connection closed with an error: the maximum message size of \
+                                 {max}B was exceeded."
+                            )),
+                            reason::MESSAGE_TOO_LARGE,
+                        );
                     }
                     Err(e) => {
-                        break 'serve close_error(format!("Connection closed with an error: {e}"));
+                        break 'serve (
+                            close_error(format!("Connection closed with an error: {e}")),
+                            reason::PROTOCOL_ERROR,
+                        );
                     }
                 },
             };
             if let Err(ready) = rate.take() {
                 Counters::add(&state.counters.rate_limit_pauses, 1);
+                conn.metrics.paused();
                 tracing::trace!(connection = %conn.id, "over the rate limit; reading paused");
                 held = Some(message);
                 paused_until = Some(ready);
@@ -518,9 +602,10 @@ async fn message_loop(
                     }
                     HubMessage::Sequence(seq) => {
                         if let Err(e) = received.sequence(seq.sequence_id) {
-                            break 'serve close_error(format!(
-                                "Connection closed with an error: {e}"
-                            ));
+                            break 'serve (
+                                close_error(format!("Connection closed with an error: {e}")),
+                                reason::PROTOCOL_ERROR,
+                            );
                         }
                         continue;
                     }
@@ -529,7 +614,7 @@ async fn message_loop(
                 }
             }
             if let Some(close) = handle(state, conn, message, &order, &streams) {
-                break 'serve close;
+                break 'serve (close, reason::CLIENT_CLOSED);
             }
         }
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
@@ -544,6 +629,7 @@ async fn message_loop(
             item = inbound.recv(), if paused_until.is_none() => match item {
                 Some(Inbound::Data(data)) => {
                     last_heard = Instant::now();
+                    conn.metrics.received_bytes.inc_by(data.len() as u64);
                     reader.push_bytes(data);
                 }
                 Some(Inbound::Lost) if stateful => {
@@ -558,7 +644,7 @@ async fn message_loop(
                     last_heard = Instant::now();
                     received.resumed();
                 }
-                Some(Inbound::Closed | Inbound::Lost) | None => break None,
+                Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
             },
             _ = ping.tick(), if !long_polling => {
                 conn.enqueue(Outbound::Message(ping_frame.clone()));
@@ -566,7 +652,7 @@ async fn message_loop(
             _ = poll_check.tick(), if long_polling => {
                 if http.poll_idle_for() > options.reconnect_window {
                     tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
-                    break None;
+                    break (None, reason::CLIENT_TIMEOUT);
                 }
             }
             _ = ack_timer.tick(), if stateful => {
@@ -577,29 +663,38 @@ async fn message_loop(
             () = sleep_until(window), if !long_polling || lost_until.is_some() => {
                 if lost_until.is_some() {
                     tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
-                    break None;
+                    break (None, reason::RECONNECT_TIMEOUT);
                 }
-                break close_error(format!(
-                    "Connection closed: nothing arrived from the client for {} s.",
-                    options.client_timeout.as_secs()
-                ));
+                break (
+                    close_error(format!(
+                        "Connection closed: nothing arrived from the client for {} s.",
+                        options.client_timeout.as_secs()
+                    )),
+                    reason::CLIENT_TIMEOUT,
+                );
             }
             () = conn.abort.cancelled() => {
-                let reason = conn.abort_reason.get().cloned().unwrap_or_default();
-                break close_error(format!("Connection closed: {reason}."));
+                let why = conn.abort_reason().unwrap_or_default().to_owned();
+                break (
+                    close_error(format!("Connection closed: {why}.")),
+                    conn.abort_kind().unwrap_or(reason::CLOSED_BY_HUB),
+                );
             }
             () = state.shutdown.cancelled() => {
-                break Some(Close {
-                    error: Some("The server is shutting down.".to_owned()),
-                    allow_reconnect: true,
-                });
+                break (
+                    Some(Close {
+                        error: Some("The server is shutting down.".to_owned()),
+                        allow_reconnect: true,
+                    }),
+                    reason::SERVER_SHUTDOWN,
+                );
             }
         }
     };
     for token in streams.lock().unwrap_or_else(|e| e.into_inner()).values() {
         token.cancel();
     }
-    close
+    (close, why)
 }
 
 /// Handles one message; `Some` ends the connection (with an optional Close to send).
@@ -814,6 +909,13 @@ pub(crate) fn prepare(
     };
     let future = (method.handler)(ctx, arguments)
         .map_err(|binding| Refused::Binding(target.to_owned(), binding))?;
+    let duration = conn.metrics.invocation_duration();
+    let future: crate::hub::BoxFuture<Result<Reply, HubError>> = Box::pin(async move {
+        let start = std::time::Instant::now();
+        let result = future.await;
+        duration.observe(start.elapsed().as_secs_f64());
+        result
+    });
     // Opened only now that the call is certain to run.
     let mut open = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
     for (id, tx) in stream_ids.iter().zip(senders) {

@@ -71,6 +71,8 @@ struct Memory {
 pub struct ChatHistory {
     epoch: String,
     backend: Arc<Backend>,
+    /// Messages kept now (every scope, room and inbox): `hubbub_history_messages`.
+    pub(crate) size: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for ChatHistory {
@@ -107,6 +109,7 @@ impl ChatHistory {
         Self {
             epoch: random_epoch(),
             backend: Arc::new(Backend::Memory(Mutex::default())),
+            size: Default::default(),
         }
     }
 
@@ -150,9 +153,13 @@ impl ChatHistory {
             conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
                 r.get(0)
             })?;
+        let count: i64 = conn.query_row("SELECT count(*) FROM history", [], |r| r.get(0))?;
+        let size = prometheus_client::metrics::gauge::Gauge::default();
+        size.set(count);
         Ok(Self {
             epoch,
             backend: Arc::new(Backend::Sqlite(Mutex::new(conn))),
+            size,
         })
     }
 
@@ -197,6 +204,7 @@ impl ChatHistory {
                 };
                 if log.len() >= MEMORY_CAPACITY {
                     if let Some(old) = log.pop_front() {
+                        self.size.dec();
                         if let Some((_, held)) = owners.get_mut(&old.id) {
                             *held -= 1;
                             if *held == 0 {
@@ -206,6 +214,7 @@ impl ChatHistory {
                     }
                 }
                 log.push_back(entry.clone());
+                self.size.inc();
                 Ok(Some(entry))
             }
             Backend::Sqlite(conn) => {
@@ -239,6 +248,7 @@ impl ChatHistory {
                 if inserted == 0 {
                     return Ok(None);
                 }
+                self.size.inc();
                 let seq = seq as u64;
                 Ok(Some(Entry {
                     seq,

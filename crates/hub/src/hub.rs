@@ -194,6 +194,8 @@ pub struct Hub {
     pub(crate) on_connected: Option<Lifecycle>,
     pub(crate) on_disconnected: Option<Lifecycle>,
     pub(crate) on_lost: Option<LostHook>,
+    /// The size of the hub's local history, for `hubbub_history_messages`.
+    pub(crate) history_size: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl std::fmt::Debug for Hub {

@@ -29,11 +29,13 @@ mod connection;
 mod frame;
 mod history;
 mod hub;
+mod metrics;
 mod options;
 mod router;
 mod server;
 mod state;
 mod static_files;
+mod tls;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS, MIN_USER_KEY, UserKeys};
@@ -54,3 +56,4 @@ pub use options::HubOptions;
 pub use router::Scope;
 pub use server::{RunningServer, ServerBuilder};
 pub use state::Counters;
+pub use tls::{TlsError, TlsFiles};

@@ -17,6 +17,8 @@ use crate::auth::{Auth, JwtAuth, UserKeys};
 use crate::classic::ClassicOptions;
 use crate::hub::Hub;
 use crate::options::HubOptions;
+use axum::response::IntoResponse;
+
 use crate::state::{Counters, HubState};
 use crate::transport;
 
@@ -30,6 +32,7 @@ pub struct ServerBuilder {
     redis: Option<crate::RedisOptions>,
     classic: Option<ClassicOptions>,
     static_dir: Option<std::path::PathBuf>,
+    tls: Option<crate::TlsFiles>,
 }
 
 impl Default for ServerBuilder {
@@ -42,6 +45,7 @@ impl Default for ServerBuilder {
             redis: None,
             classic: Some(ClassicOptions::default()),
             static_dir: None,
+            tls: None,
         }
     }
 }
@@ -117,6 +121,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves HTTPS and WSS (every transport, both families) with this certificate and key
+    /// instead of plain HTTP, on the same port. A key that does not match the certificate, or
+    /// an unreadable file, fails [`bind`](Self::bind) and [`serve`](Self::serve) with
+    /// `InvalidInput` and the reason.
+    pub fn tls(mut self, files: crate::TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -129,6 +142,16 @@ impl ServerBuilder {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, WILDCARD_ORIGIN));
         }
         let addr = listener.local_addr()?;
+        let tls = match &self.tls {
+            Some(files) => Some((
+                files.clone(),
+                axum_server::tls_rustls::RustlsConfig::from_config(
+                    crate::tls::load(files)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                ),
+            )),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         // The hub's routes (both families): origins checked, answers not cached.
@@ -174,37 +197,83 @@ impl ServerBuilder {
         if let Some(dir) = self.static_dir {
             router = router.fallback_service(crate::static_files::service(dir));
         }
-        let metrics: Vec<(String, Arc<Counters>)> = hubs
-            .iter()
-            .map(|s| (s.path.clone(), s.counters.clone()))
-            .collect();
+        let mut registry = prometheus_client::registry::Registry::with_prefix("hubbub");
+        for state in &hubs {
+            let sub = registry.sub_registry_with_label(("hub".into(), state.path.clone().into()));
+            // With a backplane the chat history is the fleet's, in Redis, not this one.
+            let history = state
+                .hub
+                .history_size
+                .clone()
+                .filter(|_| self.redis.is_none());
+            state
+                .counters
+                .prom
+                .register(sub, self.redis.is_some(), history);
+        }
+        let registry = Arc::new(registry);
         router = router.route("/healthz", get(|| async { "ok" })).route(
             "/metrics",
             get(move || {
-                let snapshot: serde_json::Map<String, serde_json::Value> = metrics
-                    .iter()
-                    .map(|(path, c)| (path.clone(), c.snapshot()))
-                    .collect();
-                async move { axum::Json(serde_json::Value::Object(snapshot)) }
+                let mut text = String::new();
+                let result =
+                    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+                async move {
+                    match result {
+                        Ok(()) => (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
             }),
         );
         if !self.cors_origins.is_empty() {
             router = router.layer(cors(&self.cors_origins));
         }
         let serve_shutdown = shutdown.clone();
-        let join = tokio::spawn(async move {
-            // Chat messages are small: send each at once instead of letting Nagle's algorithm
-            // wait for the peer's delayed ACK (up to 40 ms a message).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, router)
-                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                .await
-        });
-        tracing::info!("listening on http://{addr}");
+        let join = match &tls {
+            None => tokio::spawn(async move {
+                // Chat messages are small: send each at once instead of letting Nagle's
+                // algorithm wait for the peer's delayed ACK (up to 40 ms a message).
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                    .await
+            }),
+            Some((_, config)) => {
+                use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config.clone())
+                    .acceptor(TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true)));
+                let handle = axum_server::Handle::new();
+                let server = axum_server::from_tcp(listener.into_std()?)?
+                    .acceptor(acceptor)
+                    .handle(handle.clone());
+                tokio::spawn(async move {
+                    // Connections have had their Close by the time they finish (see
+                    // `RunningServer::shutdown`); what is left is cut after 5 s.
+                    let stop = tokio::spawn(async move {
+                        serve_shutdown.cancelled().await;
+                        handle.graceful_shutdown(Some(Duration::from_secs(5)));
+                    });
+                    let result = server.serve(router.into_make_service()).await;
+                    stop.abort();
+                    result
+                })
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{addr}");
         Ok(RunningServer {
             addr,
+            tls,
             shutdown,
             tasks,
             join,
@@ -283,6 +352,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    tls: Option<(crate::TlsFiles, axum_server::tls_rustls::RustlsConfig)>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     join: tokio::task::JoinHandle<io::Result<()>>,
@@ -295,9 +365,20 @@ impl RunningServer {
         self.addr
     }
 
-    /// `http://ADDR{path}`.
+    /// `http://ADDR{path}` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Reads the TLS certificate and key files again and serves new connections with them;
+    /// connections open now keep theirs. On an error the certificate in use stays. Without
+    /// TLS, does nothing.
+    pub fn reload_tls(&self) -> Result<(), crate::TlsError> {
+        if let Some((files, config)) = &self.tls {
+            config.reload_from_config(crate::tls::load(files)?);
+        }
+        Ok(())
     }
 
     /// The counters of the hub at `path`.

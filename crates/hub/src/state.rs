@@ -29,6 +29,8 @@ pub struct Counters {
     /// Times a connection reached its rate limit and the hub paused reading from it until it
     /// was back under (see `HubOptions::max_messages_per_second`).
     pub rate_limit_pauses: AtomicU64,
+    /// The same and more, by label, for `/metrics` (see `crate::metrics`).
+    pub(crate) prom: crate::metrics::Prom,
 }
 
 impl Counters {
@@ -74,6 +76,7 @@ impl HubState {
         redis: Option<&RedisOptions>,
     ) -> Result<Arc<Self>, BackplaneError> {
         let router = Arc::new(Router::default());
+        let counters = Arc::new(Counters::default());
         let (backplane, lost) = match redis {
             None => (Backplane::Local, None),
             Some(options) => {
@@ -83,6 +86,7 @@ impl HubState {
                     router.clone(),
                     shutdown.clone(),
                     &tasks,
+                    &counters.prom,
                 )?;
                 (Backplane::Redis(node), Some(lost))
             }
@@ -94,7 +98,7 @@ impl HubState {
             router,
             backplane,
             http: DashMap::new(),
-            counters: Arc::new(Counters::default()),
+            counters,
             shutdown,
             tasks,
             auth,

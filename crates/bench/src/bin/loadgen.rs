@@ -59,6 +59,8 @@ async fn reconnect(args: ReconnectBench) -> Result<serde_json::Value, String> {
     let spawn = || {
         tokio::process::Command::new(&args.hub_bin)
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+            // In memory, as the figures before durable history by default were measured.
+            .args(["--history", "memory"])
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -136,6 +136,9 @@ return items
 
 /// One node's link to the Redis backplane for one hub endpoint.
 pub(crate) struct RedisNode {
+    /// `hubbub_backplane_connected` (1 while `up`) and `hubbub_backplane_publish_duration_seconds`.
+    connected_gauge: prometheus_client::metrics::gauge::Gauge,
+    publish_duration: prometheus_client::metrics::histogram::Histogram,
     /// This node's name: `{hostname}_{random}` (ASP.NET Core: `{MachineName}_{guid}`).
     pub(crate) server: String,
     /// `{prefix}{hub name}`: every channel and key starts with it and a colon.
@@ -204,6 +207,7 @@ impl RedisNode {
         router: Arc<Router>,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
+        prom: &crate::metrics::Prom,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Vec<LostConnection>>), BackplaneError> {
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| BackplaneError::Url(e.to_string()))?;
@@ -218,6 +222,8 @@ impl RedisNode {
         let (subs, subs_rx) = mpsc::unbounded_channel();
         let (lost, lost_rx) = mpsc::unbounded_channel();
         let node = Arc::new(Self {
+            connected_gauge: prom.backplane_connected.clone(),
+            publish_duration: prom.backplane_publish_duration.clone(),
             server: format!("{}_{}", hostname(), random_hex(16)),
             base: format!("{}{hub_name}", options.prefix),
             options,
@@ -270,6 +276,7 @@ impl RedisNode {
 
     fn went_down(&self, reason: &str) {
         if self.up.swap(false, Ordering::SeqCst) {
+            self.connected_gauge.set(0);
             tracing::warn!(%reason, "Redis backplane unavailable: serving this node's connections only until it is back");
         }
     }
@@ -954,10 +961,11 @@ async fn publisher(
                 Err(_) => break,
             }
         }
+        let start = std::time::Instant::now();
         match tokio::time::timeout(node.options.call_timeout, pipe.query_async::<()>(&mut conn))
             .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
             Ok(Err(e)) => node.went_down(&format!("publish: {e}")),
             Err(_) => node.went_down("publish: no answer"),
         }
@@ -1026,6 +1034,7 @@ async fn subscriber(
                 Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
+        node.connected_gauge.set(1);
         if let Err(e) = node.refresh().await {
             tracing::debug!(error = %e, "presence reload after subscribing failed");
         }

@@ -26,6 +26,7 @@ use super::{Endpoint, Transport};
 use crate::connection::{Connection, RateLimit, Refused, Turns, prepare};
 use crate::frame::Outbound;
 use crate::hub::{Context, Reply};
+use crate::metrics::{ConnLabels, ConnMetrics, FamilyLabel};
 use crate::state::Counters;
 
 /// How long after its last transport request a client counts as there (long polling is
@@ -340,7 +341,11 @@ impl Session {
             self.user.clone(),
             self.query.clone(),
             tx,
-            state.counters.clone(),
+            ConnMetrics::new(
+                state.counters.clone(),
+                ConnLabels::classic(self.transport().name()),
+                None,
+            ),
         ));
         members.push(Member {
             hub,
@@ -389,7 +394,11 @@ async fn run(
             session.user.clone(),
             session.query.clone(),
             tx,
-            state.counters.clone(),
+            ConnMetrics::new(
+                state.counters.clone(),
+                ConnLabels::classic(session.transport().name()),
+                None,
+            ),
         ));
         session
             .members
@@ -402,10 +411,11 @@ async fn run(
             });
         endpoint
             .tasks
-            .spawn(pump(session.clone(), entry.name.clone(), rx));
+            .spawn(pump(session.clone(), entry.name.clone(), rx, conn.clone()));
         state.connected(conn.clone()).await;
         Counters::add(&state.counters.connections_total, 1);
         Counters::add(&state.counters.connections_open, 1);
+        conn.metrics.opened();
         tracing::info!(connection = %session.id, user = %session.user, hub = %entry.name, transport = session.transport().name(), family = "classic", "connected");
         for group in &groups {
             let _ = state.add_to_group(&session.id, group).await;
@@ -424,15 +434,19 @@ async fn run(
     session.started.cancel();
 
     let timeout = endpoint.options.disconnect_timeout;
-    let reason = loop {
+    use crate::metrics::reason as why;
+    let (reason, kind) = loop {
         let aborted = async {
             let conns: Vec<_> = contexts.iter().map(|c| c.conn.clone()).collect();
             if conns.is_empty() {
-                return std::future::pending::<String>().await;
+                return std::future::pending::<(String, &'static str)>().await;
             }
             let waits = conns.iter().map(|c| Box::pin(c.aborted().cancelled()));
             let ((), i, _) = futures_util::future::select_all(waits).await;
-            conns[i].abort_reason().unwrap_or_default().to_owned()
+            (
+                conns[i].abort_reason().unwrap_or_default().to_owned(),
+                conns[i].abort_kind().unwrap_or(why::CLOSED_BY_HUB),
+            )
         };
         let idle_deadline = {
             let since = *session.idle_since.lock().unwrap_or_else(|e| e.into_inner());
@@ -441,16 +455,16 @@ async fn run(
         let idle = session.active.load(Ordering::SeqCst) == 0;
         tokio::select! {
             () = session.ended.cancelled() => {
-                break if session.stop_called() { "the client stopped".to_owned() } else { "ended".to_owned() };
+                break if session.stop_called() { ("the client stopped".to_owned(), why::CLIENT_CLOSED) } else { ("ended".to_owned(), why::CLIENT_CLOSED) };
             }
-            () = endpoint.shutdown.cancelled() => break "the server is shutting down".to_owned(),
+            () = endpoint.shutdown.cancelled() => break ("the server is shutting down".to_owned(), why::SERVER_SHUTDOWN),
             reason = aborted => break reason,
             () = session.activity.notified() => {}
             () = tokio::time::sleep_until(idle_deadline), if idle => {
                 if session.active.load(Ordering::SeqCst) == 0
                     && session.idle_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= timeout
                 {
-                    break format!("no transport for {} s (DisconnectTimeout)", timeout.as_secs());
+                    break (format!("no transport for {} s (DisconnectTimeout)", timeout.as_secs()), why::CLIENT_TIMEOUT);
                 }
             }
             // Re-reads the idle state now and then (an attach does not wake this loop).
@@ -471,6 +485,7 @@ async fn run(
             .counters
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
+        ctx.conn.metrics.closed(kind);
         ctx.conn.finish();
         tracing::info!(connection = %session.id, %reason, family = "classic", "disconnected");
         if let Some(on_disconnected) = &state.hub.on_disconnected {
@@ -481,7 +496,12 @@ async fn run(
 
 /// Moves what the hub sends one membership into the session's numbered messages, each encoded
 /// once per frame for every classic recipient.
-async fn pump(session: Arc<Session>, hub: String, mut rx: mpsc::Receiver<Outbound>) {
+async fn pump(
+    session: Arc<Session>,
+    hub: String,
+    mut rx: mpsc::Receiver<Outbound>,
+    conn: Arc<Connection>,
+) {
     loop {
         let out = tokio::select! {
             out = rx.recv() => out,
@@ -491,6 +511,7 @@ async fn pump(session: Arc<Session>, hub: String, mut rx: mpsc::Receiver<Outboun
         match out {
             Outbound::Message(frame) => {
                 if let Some(item) = frame.classic_item(&hub) {
+                    conn.metrics.sent_bytes.inc_by(item.len() as u64);
                     session.push_when_room(item.clone()).await;
                 }
             }
@@ -555,6 +576,15 @@ pub(crate) fn begin(
     }
     let request = HubRequest::decode(&Bytes::copy_from_slice(data))
         .map_err(|e| DispatchError::Malformed(e.to_string()))?;
+    if let Some(hub) = endpoint.hub_index(&request.hub) {
+        endpoint.hubs[hub]
+            .state
+            .counters
+            .prom
+            .received_bytes
+            .get_or_create(&ConnLabels::classic(session.transport().name()))
+            .inc_by(data.len() as u64);
+    }
     let too_many = || DispatchError::TooMany(endpoint.hub_options.max_messages_per_second);
     if session.paced.load(Ordering::SeqCst) >= MAX_PACED_CALLS {
         return Err(too_many());
@@ -642,10 +672,15 @@ impl Call {
             )));
         };
         let state = endpoint.hubs[hub].state.clone();
+        // Counted here: the membership's connection may not be there before `started`.
+        let family = FamilyLabel { family: "classic" };
         Counters::add(&state.counters.messages_in, 1);
+        let prom = &state.counters.prom;
+        prom.messages_received.get_or_create(&family).inc();
         if let Some(at) = not_before {
             // Over the rate limit: slowed, as Core connections are, not refused.
             Counters::add(&state.counters.rate_limit_pauses, 1);
+            prom.rate_limit_pauses.get_or_create(&family).inc();
             tokio::select! {
                 () = tokio::time::sleep_until(at) => {}
                 () = session.ended.cancelled() => return None,
