@@ -32,6 +32,8 @@ struct File {
     jwt_public_key: Option<Spanned<PathBuf>>,
     jwt_issuer: Option<Spanned<String>>,
     jwt_audience: Option<Spanned<String>>,
+    scope_claim: Option<Spanned<String>>,
+    user_keys: Option<Spanned<PathBuf>>,
     history: Option<Spanned<PathBuf>>,
     redis: Option<Spanned<String>>,
     redis_prefix: Option<Spanned<String>>,
@@ -84,6 +86,8 @@ impl Settings {
             ("jwt-public-key", path(&args.jwt_public_key)),
             ("jwt-issuer", args.jwt_issuer.clone()),
             ("jwt-audience", args.jwt_audience.clone()),
+            ("scope-claim", args.scope_claim.clone()),
+            ("user-keys", path(&args.user_keys)),
             ("history", path(&args.history)),
             ("redis", args.redis.as_deref().map(redact_url)),
             ("static", path(&args.static_dir)),
@@ -154,6 +158,8 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("jwt-public-key", "jwt_public_key"),
         ("jwt-issuer", "jwt_issuer"),
         ("jwt-audience", "jwt_audience"),
+        ("scope-claim", "scope_claim"),
+        ("user-keys", "user_keys"),
         ("history", "history"),
         ("redis", "redis"),
         ("redis-prefix", "redis_prefix"),
@@ -227,6 +233,8 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     );
     set!(jwt_issuer, "jwt-issuer", "jwt_issuer", Some);
     set!(jwt_audience, "jwt-audience", "jwt_audience", Some);
+    set!(scope_claim, "scope-claim", "scope_claim", Some);
+    set!(user_keys, "user-keys", "user_keys", |v| Some(relative(v)));
     set!(history, "history", "history", |v: PathBuf| Some(
         if v.as_os_str() == "memory" {
             v
@@ -257,6 +265,14 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     };
     if args.jwt_secret.is_some() && args.jwt_public_key.is_some() {
         return Err(both("jwt-secret", "jwt-public-key"));
+    }
+    if args.user_keys.is_some() && (args.jwt_secret.is_some() || args.jwt_public_key.is_some()) {
+        let jwt = if args.jwt_secret.is_some() {
+            "jwt-secret"
+        } else {
+            "jwt-public-key"
+        };
+        return Err(both("user-keys", jwt));
     }
     if args.history.is_some() && args.redis.is_some() {
         return Err(both("history", "redis"));

@@ -500,6 +500,7 @@ history = "hist.sqlite3"
 static = "site"
 classic-path = "/legacy"
 classic-key = "file-classic-key-0123456789"
+scope-claim = "tenant"
 "#
         ),
     )
@@ -558,6 +559,7 @@ classic-key = "file-classic-key-0123456789"
         format!("static = {} {}", dir.join("site").display(), at(11)),
         format!("classic-path = /legacy {}", at(12)),
         format!("classic-key = <redacted> {}", at(13)),
+        format!("scope-claim = tenant {}", at(14)),
     ] {
         assert!(settings.contains(&expected), "{expected:?} in {settings}");
     }
@@ -630,6 +632,26 @@ listen = "127.0.0.1:0"
     assert!(
         !log.contains("0123456789"),
         "a secret reached the log:\n{log}"
+    );
+
+    // Per-user keys, which no JWT flag may come with.
+    std::fs::write(dir.join("keys.txt"), "ann ann-key-0123456789abcdef\n").unwrap();
+    let keyed = dir.join("keyed.toml");
+    std::fs::write(
+        &keyed,
+        "listen = \"127.0.0.1:0\"\nuser-keys = \"keys.txt\"\n",
+    )
+    .unwrap();
+    let keyed_arg = keyed.display().to_string();
+    let (exit, log) = run_hub(&["--config", &keyed_arg], &[], &dir.join("data"));
+    assert_eq!(exit, None, "the hub serves:\n{log}");
+    let expected = format!(
+        "user-keys = {} ({keyed_arg} line 2)",
+        dir.join("keys.txt").display()
+    );
+    assert!(
+        settings_line(&log).contains(&expected),
+        "{expected:?} in {log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
