@@ -127,6 +127,7 @@ export class App {
         const st = s.accounts.get(ev.account);
         if (!st) break;
         st.inspector.push(ev.entry);
+        st.inspectorTotal += 1;
         if (st.inspector.length > INSPECTOR_MAX) st.inspector.splice(0, st.inspector.length - INSPECTOR_MAX);
         s.emit("inspector", ev.account);
         break;

@@ -167,6 +167,8 @@ export class AccountState {
   conversationsLoaded = false;
   /** What the hub sent and what happened to the connection, newest last (the last 500). */
   inspector: InspectorEntry[] = [];
+  /** How many inspector entries ever arrived (the log keeps the newest of them). */
+  inspectorTotal = 0;
 
   constructor(public account: Account) {}
 

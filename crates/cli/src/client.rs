@@ -269,14 +269,6 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
             let _ = out.send(Line::Invocation(line));
         }
     });
-    let stop = |conn: HubConnection| async move {
-        if tokio::time::timeout(Duration::from_secs(5), conn.stop())
-            .await
-            .is_err()
-        {
-            eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
-        }
-    };
     let mut started = std::pin::pin!(conn.start());
     let mut starting = true;
     loop {
@@ -315,7 +307,7 @@ pub(crate) async fn listen(args: ListenArgs) -> Result<(), String> {
                 }
             }
             () = &mut shutdown => {
-                stop(conn.clone()).await;
+                stop_within(&conn).await;
                 return Ok(());
             }
         }
@@ -377,12 +369,7 @@ pub(crate) async fn send(args: SendArgs) -> Result<(), String> {
         result = sending => result,
         () = shutdown => Err("interrupted before the hub confirmed the message".to_owned()),
     };
-    if tokio::time::timeout(Duration::from_secs(5), conn.stop())
-        .await
-        .is_err()
-    {
-        eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
-    }
+    stop_within(&conn).await;
     let used = result?;
     if contract.send.is_none() {
         eprintln!("hubbub: sent with {used}");
@@ -430,7 +417,7 @@ pub(crate) async fn invoke(args: InvokeArgs) -> Result<(), String> {
     let outcome = conn
         .invoke_raw(&args.method, arguments, hubbub_client::Headers::new())
         .await;
-    conn.stop().await;
+    stop_within(&conn).await;
     match outcome.map_err(|e| format!("{} failed: {e}", args.method))? {
         Outcome::Void => print_line("null"),
         Outcome::Result(value) => print_line(&to_json(&[value])[0].to_string()),
@@ -626,12 +613,7 @@ pub(crate) async fn chat(args: ChatArgs) -> Result<(), String> {
     while let Ok(Ok(event)) = tokio::time::timeout_at(until, events.recv()).await {
         screen.show(&event).await;
     }
-    if tokio::time::timeout(Duration::from_secs(5), conn.stop())
-        .await
-        .is_err()
-    {
-        eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
-    }
+    stop_within(&conn).await;
     // Stopped by a signal while still connecting is how the user wanted it to end.
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), starting).await {
         if result.is_ok() && !interrupted {
@@ -776,6 +758,16 @@ fn register_notices(conn: &HubConnection) {
         }
         None
     });
+}
+
+/// Stops the connection, waiting at most 5 s for it to close (then leaving anyway, said).
+async fn stop_within(conn: &HubConnection) {
+    if tokio::time::timeout(Duration::from_secs(5), conn.stop())
+        .await
+        .is_err()
+    {
+        eprintln!("hubbub: the connection did not close within 5 s; leaving anyway");
+    }
 }
 
 fn describe(event: &Event) -> Option<String> {

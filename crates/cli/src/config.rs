@@ -196,65 +196,51 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
             .insert(key, format!("{} line {line}", path.display()));
         true
     };
+    // The field's name is its clap id.
     macro_rules! set {
-        ($field:ident, $key:literal, $id:literal, $convert:expr) => {
+        ($field:ident, $key:literal, $convert:expr) => {
             if let Some(value) = file.$field {
-                if take($key, $id, value.span()) {
+                if take($key, stringify!($field), value.span()) {
                     args.$field = $convert(value.into_inner());
                 }
             }
         };
     }
-    set!(listen, "listen", "listen", |v| v);
+    set!(listen, "listen", |v| v);
     if let Some(value) = file.cors_origin {
         if take("cors-origin", "cors_origins", value.span()) {
             args.cors_origins = value.into_inner();
         }
     }
-    set!(max_connections, "max-connections", "max_connections", |v| v);
-    set!(
-        max_message_size,
-        "max-message-size",
-        "max_message_size",
-        |v| v
-    );
-    set!(
-        max_messages_per_second,
-        "max-messages-per-second",
-        "max_messages_per_second",
-        |v| v
-    );
-    set!(jwt_secret, "jwt-secret", "jwt_secret", Some);
-    set!(
-        jwt_public_key,
-        "jwt-public-key",
-        "jwt_public_key",
-        |v| Some(relative(v))
-    );
-    set!(jwt_issuer, "jwt-issuer", "jwt_issuer", Some);
-    set!(jwt_audience, "jwt-audience", "jwt_audience", Some);
-    set!(scope_claim, "scope-claim", "scope_claim", Some);
-    set!(user_keys, "user-keys", "user_keys", |v| Some(relative(v)));
-    set!(history, "history", "history", |v: PathBuf| Some(
+    set!(max_connections, "max-connections", |v| v);
+    set!(max_message_size, "max-message-size", |v| v);
+    set!(max_messages_per_second, "max-messages-per-second", |v| v);
+    set!(jwt_secret, "jwt-secret", Some);
+    set!(jwt_public_key, "jwt-public-key", |v| Some(relative(v)));
+    set!(jwt_issuer, "jwt-issuer", Some);
+    set!(jwt_audience, "jwt-audience", Some);
+    set!(scope_claim, "scope-claim", Some);
+    set!(user_keys, "user-keys", |v| Some(relative(v)));
+    set!(history, "history", |v: PathBuf| Some(
         if v.as_os_str() == "memory" {
             v
         } else {
             relative(v)
         }
     ));
-    set!(redis, "redis", "redis", Some);
-    set!(redis_prefix, "redis-prefix", "redis_prefix", |v| v);
-    set!(redis_node_ttl, "redis-node-ttl", "redis_node_ttl", |v| v);
+    set!(redis, "redis", Some);
+    set!(redis_prefix, "redis-prefix", |v| v);
+    set!(redis_node_ttl, "redis-node-ttl", |v| v);
     if let Some(value) = file.static_dir {
         if take("static", "static_dir", value.span()) {
             args.static_dir = Some(relative(value.into_inner()));
         }
     }
-    set!(classic_path, "classic-path", "classic_path", |v| v);
-    set!(no_classic, "no-classic", "no_classic", |v| v);
-    set!(classic_key, "classic-key", "classic_key", Some);
-    set!(tls_cert, "tls-cert", "tls_cert", |v| Some(relative(v)));
-    set!(tls_key, "tls-key", "tls_key", |v| Some(relative(v)));
+    set!(classic_path, "classic-path", |v| v);
+    set!(no_classic, "no-classic", |v| v);
+    set!(classic_key, "classic-key", Some);
+    set!(tls_cert, "tls-cert", |v| Some(relative(v)));
+    set!(tls_key, "tls-key", |v| Some(relative(v)));
     // What clap checks among flags, checked again with the file's settings in.
     let both = |a: &str, b: &str| {
         format!(

@@ -255,6 +255,16 @@ impl Wire {
 
     /// The bytes to send for `message`, or `None` when classic has no such message.
     pub(crate) fn encode(&mut self, message: &HubMessage) -> Result<Option<Bytes>, Error> {
+        let uploads = match message {
+            HubMessage::StreamItem(_) => true,
+            HubMessage::Invocation(inv) => !inv.stream_ids.is_empty(),
+            _ => false,
+        };
+        if uploads {
+            return Err(Error::Transport(
+                "classic ASP.NET SignalR has no client-to-server streams".to_owned(),
+            ));
+        }
         let (target, args, headers, call) = match message {
             HubMessage::Invocation(inv) => (
                 &inv.target,
@@ -270,20 +280,8 @@ impl Wire {
                 &inv.headers,
                 Call::Stream(inv.invocation_id.clone()),
             ),
-            HubMessage::StreamItem(_) => {
-                return Err(Error::Transport(
-                    "classic ASP.NET SignalR has no client-to-server streams".to_owned(),
-                ));
-            }
             _ => return Ok(None),
         };
-        if let HubMessage::Invocation(inv) = message
-            && !inv.stream_ids.is_empty()
-        {
-            return Err(Error::Transport(
-                "classic ASP.NET SignalR has no client-to-server streams".to_owned(),
-            ));
-        }
         let mut state = self
             .caller_state
             .lock()
@@ -295,14 +293,8 @@ impl Wire {
         let state = if state.is_empty() {
             None
         } else {
-            Some(Arg::from_json(serde_json::to_vec(&state).map_err(
-                |e| {
-                    Error::Protocol(Arc::new(hubbub_protocol::Error::Encode {
-                        protocol: "json",
-                        reason: e.to_string(),
-                    }))
-                },
-            )?)?)
+            // Serialized once, as JSON (what `S` is written in), not parsed back.
+            Some(Arg::serialize_for(hubbub_protocol::Protocol::Json, &state)?)
         };
         let id = self.next_id.to_string();
         let request = HubRequest {

@@ -176,7 +176,9 @@ async fn ping_request(
         {
             PingAnswer::Refused(status)
         }
-        Ok(Ok((status, body))) if status.is_success() && is_pong(&body) => PingAnswer::Pong,
+        Ok(Ok((status, body))) if status.is_success() && is_response(&body, "pong") => {
+            PingAnswer::Pong
+        }
         Ok(Ok((status, body))) => PingAnswer::Failed(format!(
             "ping answered {status}: {:?}",
             String::from_utf8_lossy(&body[..body.len().min(100)])
@@ -225,14 +227,15 @@ async fn ping_classic(
     }
 }
 
-/// Whether a ping answer is `{"Response":"pong"}` (spaces as a server likes).
-fn is_pong(body: &[u8]) -> bool {
+/// Whether a classic answer is `{"Response":expected}` (`pong`, `started`; spaces as a server
+/// likes).
+fn is_response(body: &[u8], expected: &str) -> bool {
     #[derive(serde::Deserialize)]
-    struct Pong {
+    struct Answer {
         #[serde(rename = "Response")]
         response: String,
     }
-    serde_json::from_slice::<Pong>(body).is_ok_and(|p| p.response == "pong")
+    serde_json::from_slice::<Answer>(body).is_ok_and(|a| a.response == expected)
 }
 
 /// How long a classic long-polling `reconnect` must be held by the hub, unanswered and not
@@ -521,10 +524,7 @@ impl Actor {
                 // This attempt goes to another of the hub's URLs, which cannot know the
                 // connection: a new one there. The lost one may still be resumed when its
                 // URL's turn comes again.
-                if session.may_resume(lost_at.elapsed()) {
-                    *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((session, lost_at, url));
-                }
+                self.keep_lost(session, lost_at, url);
             } else if session.may_resume(lost_at.elapsed()) {
                 match self.reconnect_classic(&session).await {
                     Ok(live) => return Ok(live),
@@ -536,10 +536,7 @@ impl Actor {
                         if ping_once(&self.http, &session.target, wait).await.is_ok() {
                             tracing::info!(error = %e, "the hub does not know the lost connection; starting a new one");
                         } else {
-                            if session.may_resume(lost_at.elapsed()) {
-                                *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some((session, lost_at, url));
-                            }
+                            self.keep_lost(session, lost_at, url);
                             return Err(e);
                         }
                     }
@@ -706,18 +703,14 @@ impl Actor {
             .map_err(|e| {
                 Error::Transport(format!("start: {}", crate::negotiate::without_url(&e)))
             })?;
-        #[derive(serde::Deserialize)]
-        struct Started {
-            #[serde(rename = "Response")]
-            response: String,
-        }
-        match serde_json::from_slice::<Started>(&body) {
-            Ok(s) if s.response == "started" => Ok(()),
-            _ => Err(Error::Transport(format!(
+        if is_response(&body, "started") {
+            Ok(())
+        } else {
+            Err(Error::Transport(format!(
                 "the hub answered `start` with {:?}, not {}",
                 String::from_utf8_lossy(&body[..body.len().min(100)]),
                 hubbub_protocol::classic::START_RESPONSE
-            ))),
+            )))
         }
     }
 
@@ -785,6 +778,14 @@ impl Actor {
             connection_id: Some(session.connection_id.clone()),
             resume: None,
         })
+    }
+
+    /// Keeps a lost classic connection for a later attempt while the hub may still hold it.
+    fn keep_lost(&self, session: classic::Session, lost_at: Instant, url: String) {
+        if session.may_resume(lost_at.elapsed()) {
+            *self.lost_classic.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((session, lost_at, url));
+        }
     }
 
     /// Remembers a lost classic connection for `reconnect` (unless it is not resumable).

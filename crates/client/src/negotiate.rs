@@ -60,27 +60,9 @@ pub(crate) async fn negotiate_core(
 ) -> Result<Negotiated, Refused> {
     let mut url = negotiate::http_url(hub_url)?;
     for _ in 0..=MAX_REDIRECTS {
-        // A hub that accepts the connection but never answers must not hang a start or a
-        // reconnect: negotiate gets the handshake's time limit.
-        let mut request = http
-            .post(negotiate::negotiate_url(&url, options.stateful_reconnect))
-            .timeout(options.handshake_timeout)
-            .header("X-Requested-With", "XMLHttpRequest");
-        for (k, v) in &options.headers {
-            request = request.header(k, v);
-        }
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Error::Negotiate(unreachable_hint(&e, &url)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+        let request = http.post(negotiate::negotiate_url(&url, options.stateful_reconnect));
+        let (status, body) = send_negotiate(request, options, token.as_deref(), &url).await?;
+        let classic_body = classic::is_classic(&body);
         if status != reqwest::StatusCode::OK {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             let error = if status == reqwest::StatusCode::NOT_FOUND {
@@ -94,15 +76,15 @@ pub(crate) async fn negotiate_core(
             };
             return Err(Refused {
                 error,
-                classic_body: classic::is_classic(&body),
-                maybe_classic: classic::is_classic(&body)
+                classic_body,
+                maybe_classic: classic_body
                     || matches!(
                         status,
                         reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED
                     ),
             });
         }
-        if classic::is_classic(&body) {
+        if classic_body {
             return Err(Refused {
                 error: Error::Negotiate(
                     hubbub_protocol::NegotiateError::ClassicServer {
@@ -147,6 +129,37 @@ pub(crate) struct ClassicNegotiated {
     pub(crate) token: Option<String>,
 }
 
+/// Sends a negotiate request (either family's) as every request of the connection goes out:
+/// the handshake's time limit (a hub that accepts the connection but never answers must not
+/// hang a start or a reconnect), `X-Requested-With`, the extra headers, the bearer token.
+/// Returns the status and the body; an unreachable hub is said in plain words.
+async fn send_negotiate(
+    request: reqwest::RequestBuilder,
+    options: &Options,
+    token: Option<&str>,
+    url: &str,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), Error> {
+    let mut request = request
+        .timeout(options.handshake_timeout)
+        .header("X-Requested-With", "XMLHttpRequest");
+    for (k, v) in &options.headers {
+        request = request.header(k, v);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Error::Negotiate(unreachable_hint(&e, url)))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Error::Negotiate(without_url(&e)))?;
+    Ok((status, body))
+}
+
 /// The classic negotiate (`GET …/negotiate?clientProtocol=2.1&connectionData=…`), following
 /// `RedirectUrl` (with its `AccessToken`) at most [`MAX_REDIRECTS`] times. Errors are worded
 /// for a user: a hub the endpoint does not know, refused credentials, a server's `Error`, a
@@ -168,25 +181,8 @@ pub(crate) async fn negotiate_classic(
                 ..Default::default()
             },
         );
-        let mut request = http
-            .get(&url)
-            .timeout(options.handshake_timeout)
-            .header("X-Requested-With", "XMLHttpRequest");
-        for (k, v) in &options.headers {
-            request = request.header(k, v);
-        }
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Error::Negotiate(unreachable_hint(&e, &url)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Negotiate(without_url(&e)))?;
+        let (status, body) =
+            send_negotiate(http.get(&url), options, token.as_deref(), &url).await?;
         if status != reqwest::StatusCode::OK {
             return Err(classic_refusal(status, &body, &options.hub_name));
         }

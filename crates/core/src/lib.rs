@@ -865,7 +865,7 @@ impl Core {
     ) -> Result<Account> {
         let hub_name = validate_hub_name(hub_name.as_deref())?;
         let _guard = self.inner.accounts_lock.lock().await;
-        let hub = self.hub(account).await?;
+        let mut hub = self.hub(account).await?;
         let old = self.session(account)?;
         if FamilyChoice::parse(hub.family.as_deref()) == family && hub.hub_name == hub_name {
             return Ok(self.account_view(&hub, Some(&old)));
@@ -874,7 +874,8 @@ impl Core {
             .store
             .set_hub_family(hub.id, family.as_stored(), hub_name.as_deref())
             .await?;
-        let hub = self.hub(account).await?;
+        hub.family = family.as_stored().map(str::to_owned);
+        hub.hub_name = hub_name;
         old.disconnect().await;
         drop(old);
         let session = self.open_session(&hub).await?;

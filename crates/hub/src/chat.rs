@@ -531,7 +531,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                         &ctx,
                         &history,
                         &inbox(&ctx, &me),
-                        &format!("{me}\u{1}sent"),
+                        &crate::history::sent_copy(&me),
                         Some(&entry.id),
                         &me,
                         &message,

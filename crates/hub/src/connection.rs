@@ -412,12 +412,14 @@ async fn handshake(
         // ASP.NET Core); the client reads this handshake's answer there, so it comes next. It
         // decides the formats allowed and labels the connection's metrics ("unknown" if it
         // does not come within 2 s).
-        let wait_transport = Instant::now() + Duration::from_secs(2);
-        while http.transport.get().is_none()
-            && Instant::now() < wait_transport
-            && !http.ended.is_cancelled()
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let set = http.transport_set.notified();
+        tokio::pin!(set);
+        set.as_mut().enable();
+        if http.transport.get().is_none() {
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(2), set) => {}
+                () = http.ended.cancelled() => {}
+            }
         }
         let kind = http
             .transport

@@ -53,10 +53,18 @@ impl From<rusqlite::Error> for HistoryError {
     }
 }
 
+/// What marks a sender's own copy of a direct message in its inbox: `{user}` + this.
+const SENT_COPY: &str = "\u{1}sent";
+
+/// The sender recorded on a sender's own copy of a direct message.
+pub(crate) fn sent_copy(user: &str) -> String {
+    format!("{user}{SENT_COPY}")
+}
+
 /// The sender an id belongs to: the user, without the suffix that marks a sender's own copy of
-/// a direct message (`{user}\u{1}sent`).
+/// a direct message ([`sent_copy`]).
 fn owner(user: &str) -> &str {
-    user.strip_suffix("\u{1}sent").unwrap_or(user)
+    user.strip_suffix(SENT_COPY).unwrap_or(user)
 }
 
 /// The in-memory histories, and who sent each id they hold (with how many entries hold it).
@@ -228,7 +236,7 @@ impl ChatHistory {
                 let taken: Option<String> = conn
                     .query_row(
                         "SELECT user FROM history WHERE id = ?1 AND user <> ?2 AND user <> ?3 LIMIT 1",
-                        rusqlite::params![provisional, sender, format!("{sender}\u{1}sent")],
+                        rusqlite::params![provisional, sender, sent_copy(sender)],
                         |r| r.get(0),
                     )
                     .optional()?;

@@ -266,6 +266,9 @@ pub(crate) struct ConnMetrics {
     pub(crate) sent_bytes: Counter,
     pub(crate) received: Counter,
     pub(crate) received_bytes: Counter,
+    /// The invocation histogram of this connection's family, resolved at its first invocation
+    /// (so a connection that invokes nothing adds no series), then reused.
+    invocations: std::sync::OnceLock<Histogram>,
 }
 
 impl ConnMetrics {
@@ -283,6 +286,7 @@ impl ConnMetrics {
             received: prom.messages_received.get_or_create_owned(&family),
             sent_bytes: prom.sent_bytes.get_or_create_owned(&labels),
             received_bytes: prom.received_bytes.get_or_create_owned(&labels),
+            invocations: std::sync::OnceLock::new(),
             counters,
             labels,
             protocol,
@@ -340,9 +344,13 @@ impl ConnMetrics {
 
     /// The histogram of this connection's invocations.
     pub(crate) fn invocation_duration(&self) -> Histogram {
-        self.counters
-            .prom
-            .invocation_duration
-            .get_or_create_owned(&self.family())
+        self.invocations
+            .get_or_init(|| {
+                self.counters
+                    .prom
+                    .invocation_duration
+                    .get_or_create_owned(&self.family())
+            })
+            .clone()
     }
 }

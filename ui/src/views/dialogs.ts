@@ -390,13 +390,12 @@ export class InspectorDialog {
     const st = this.account === null ? null : this.app.store.accounts.get(this.account);
     if (!st) return;
     const entries = st.inspector;
-    // The log keeps the last 500: when older ones were dropped, start over.
-    if (this.shown > entries.length || (this.log.children.length > 0 && this.shown === entries.length && entries.length >= 500)) {
-      replace(this.log);
-      this.shown = 0;
-    }
-    for (const entry of entries.slice(this.shown)) this.log.append(this.row(entry));
-    this.shown = entries.length;
+    // `shown` counts entries ever rendered; the store keeps the newest ones only. Append what
+    // is new, then drop the rows of entries the store no longer holds (oldest first).
+    const fresh = Math.min(entries.length, st.inspectorTotal - this.shown);
+    for (const entry of entries.slice(entries.length - fresh)) this.log.append(this.row(entry));
+    while (this.log.children.length > entries.length) this.log.firstElementChild!.remove();
+    this.shown = st.inspectorTotal;
     this.log.lastElementChild?.scrollIntoView({ block: "nearest" });
   }
 

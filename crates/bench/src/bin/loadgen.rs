@@ -337,7 +337,7 @@ async fn open(url: &str, mode: Mode, protocol: Protocol) -> Result<(Ws, Vec<u8>)
 /// query): negotiate, connect (the init message read), start, as the jQuery client does.
 async fn open_classic(url: &str) -> Result<(Ws, Vec<u8>), String> {
     use hubbub_protocol::classic::{self, Action, ClassicNegotiation, RequestParams};
-    let http_base = url.replacen("ws", "http", 1);
+    let http_base = hubbub_protocol::negotiate::http_url(url).map_err(|e| e.to_string())?;
     let data = classic::form::encode_connection_data(["chatHub"]);
     let negotiate_url = classic::request_url(
         &http_base,

@@ -292,12 +292,7 @@ async fn open_transport(
             }
         },
     };
-    let existing = endpoint
-        .sessions
-        .get(&checked.id)
-        .map(|s| s.clone())
-        .filter(|s| !s.ended.is_cancelled());
-    let session = match existing {
+    let session = match live_session(&endpoint, &checked.id) {
         Some(session) => {
             session.set_transport(checked.transport);
             session
@@ -478,7 +473,7 @@ async fn websocket(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
             _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                if !send_text(&mut sink, b"{}".to_vec()).await {
+                if !send_text(&mut sink, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
                     return;
                 }
             }
@@ -507,9 +502,7 @@ async fn send_text(
 
 fn sse_event(payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n");
+    hubbub_protocol::classic::encode_sse_event(payload, &mut out);
     Bytes::from(out)
 }
 
@@ -528,7 +521,7 @@ fn event_stream(
         let endpoint = task_endpoint;
         let (_attached, generation) = session.attach();
         let mut newest = session.subscribe();
-        if tx.send(Bytes::from_static(b"data: initialized\n\n")).await.is_err() {
+        if tx.send(Bytes::from_static(hubbub_protocol::classic::SSE_INITIALIZED)).await.is_err() {
             return;
         }
         let mut cursor = match resume_from {
@@ -572,7 +565,7 @@ fn event_stream(
                     }
                 }
                 _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                    if tx.send(Bytes::from_static(b"data: {}\n\n")).await.is_err() {
+                    if tx.send(Bytes::from_static(hubbub_protocol::classic::SSE_KEEP_ALIVE)).await.is_err() {
                         return;
                     }
                 }

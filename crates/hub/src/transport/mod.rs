@@ -39,6 +39,8 @@ pub(crate) struct HttpConnection {
     pub(crate) user: String,
     pub(crate) query: HashMap<String, String>,
     pub(crate) transport: OnceLock<TransportKind>,
+    /// Fires when the first transport request sets `transport`.
+    pub(crate) transport_set: Notify,
     pub(crate) protocol: OnceLock<Protocol>,
     pub(crate) inbound: mpsc::Sender<Inbound>,
     pub(crate) outbound: Mutex<mpsc::Receiver<Outbound>>,
@@ -110,6 +112,7 @@ fn open(
         token: token.clone(),
         query,
         transport: OnceLock::new(),
+        transport_set: Notify::new(),
         protocol: OnceLock::new(),
         inbound: inbound_tx,
         outbound: Mutex::new(outbound_rx),
@@ -293,7 +296,9 @@ fn lookup(
 fn claim(http: &HttpConnection, kind: TransportKind) -> Result<(), Refusal> {
     match http.transport.get() {
         None => {
-            let _ = http.transport.set(kind);
+            if http.transport.set(kind).is_ok() {
+                http.transport_set.notify_waiters();
+            }
             if http.transport.get() == Some(&kind) {
                 Ok(())
             } else {
