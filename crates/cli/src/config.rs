@@ -45,6 +45,7 @@ struct File {
     classic_key: Option<Spanned<String>>,
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
+    log_format: Option<Spanned<crate::LogFormat>>,
 }
 
 /// Where each setting came from: `flag`, `env`, `default`, or `FILE line N`.
@@ -93,6 +94,11 @@ impl Settings {
             ("static", path(&args.static_dir)),
             ("tls-cert", path(&args.tls_cert)),
             ("tls-key", path(&args.tls_key)),
+            (
+                "log-format",
+                clap::ValueEnum::to_possible_value(&args.log_format)
+                    .map(|v| v.get_name().to_owned()),
+            ),
         ] {
             if let Some(value) = value {
                 shown.push((key, value));
@@ -170,6 +176,7 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("classic-key", "classic_key"),
         ("tls-cert", "tls_cert"),
         ("tls-key", "tls_key"),
+        ("log-format", "log_format"),
     ] {
         if let Some(source) = clap_source(matches, id) {
             settings.sources.insert(key, source.to_owned());
@@ -241,6 +248,7 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     set!(classic_key, "classic-key", Some);
     set!(tls_cert, "tls-cert", |v| Some(relative(v)));
     set!(tls_key, "tls-key", |v| Some(relative(v)));
+    set!(log_format, "log-format", |v| v);
     // What clap checks among flags, checked again with the file's settings in.
     let both = |a: &str, b: &str| {
         format!(

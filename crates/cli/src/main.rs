@@ -135,30 +135,60 @@ struct HubArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// How stderr's log lines are written: `text` for people, `json` for log collectors (one
+    /// JSON object per line: `timestamp`, `level`, `target`, `fields` with the `message`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `hubbub hub --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    /// Lines for people: time, level, target, message and fields.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
 }
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The hub's config file is read before logging starts: it may set the log format. Its
+    // errors are said on stderr as every other start error is.
+    let mut hub_settings = None;
+    if let Command::Hub(args) = &mut cli.command {
+        if let Some(hub_matches) = matches.subcommand_matches("hub") {
+            match config::apply(args, hub_matches) {
+                Ok(settings) => hub_settings = Some(settings),
+                Err(message) => {
+                    eprintln!("hubbub: {message}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     // The hub logs its life at info; the client commands keep stderr for what they print
     // themselves (each connection event said once, in words) and errors. A non-empty RUST_LOG
     // overrides both (RUST_LOG=warn shows the engine's own warnings too).
-    let default_level = if matches!(cli.command, Command::Hub(_)) {
-        "info"
-    } else {
-        "error"
+    let (default_level, log_format) = match &cli.command {
+        Command::Hub(args) => ("info", args.log_format),
+        _ => ("error", LogFormat::Text),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .and_then(|v| EnvFilter::try_new(v).ok())
-                .unwrap_or_else(|| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -168,10 +198,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Hub(args) => {
-                let hub_matches = matches.subcommand_matches("hub").cloned();
-                hub(*args, hub_matches.as_ref()).await
-            }
+            Command::Hub(args) => hub(*args, hub_settings.unwrap_or_default()).await,
             Command::Chat(args) => client::chat(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Send(args) => client::send(args).await,
@@ -184,6 +211,11 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A collector reading JSON lines gets the reason the hub stopped as one of them.
+        Err(message) if log_format == LogFormat::Json => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
         Err(message) => {
             eprintln!("hubbub: {message}");
             ExitCode::FAILURE
@@ -191,16 +223,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<(), String> {
+/// Serves the hub with `args` (the config file already applied; `settings` says where each
+/// came from).
+async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
     // Installed first, so SIGTERM and Ctrl-C end the command at every stage (binding, and
     // setting up a Redis backplane, included) and an early one still shuts down cleanly.
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut reload = reload_signal();
-    let settings = match matches {
-        Some(matches) => config::apply(&mut args, matches)?,
-        None => config::Settings::default(),
-    };
     tracing::info!("settings: {}", settings.summary(&args));
     let options = hubbub_hub::HubOptions {
         max_connections: args.max_connections,

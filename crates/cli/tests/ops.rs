@@ -1028,3 +1028,141 @@ async fn tls_serves_every_transport_and_sighup_swaps_the_certificate_under_live_
     drop(hub);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Parses every log line as tracing-subscriber's JSON format: an object with `level`, `target`
+/// and `fields` (an object); returns them.
+fn json_lines(logs: &[String]) -> Vec<serde_json::Value> {
+    logs.iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nin:\n{}", logs.join("\n")));
+            for key in ["level", "target"] {
+                assert!(value[key].is_string(), "{key} in {line}");
+            }
+            assert!(value["fields"].is_object(), "fields in {line}");
+            value
+        })
+        .collect()
+}
+
+/// The first JSON log line whose `fields.message` contains `text`.
+fn json_line<'a>(lines: &'a [serde_json::Value], text: &str) -> &'a serde_json::Value {
+    lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        })
+        .unwrap_or_else(|| panic!("no {text:?} among {lines:#?}"))
+}
+
+/// Waits (20 s at most) for the hub to exit after SIGTERM, and for its log to be read to the
+/// end; returns the lines.
+fn stop_logged(mut hub: LoggedHub) -> Vec<String> {
+    hub.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hub.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the hub exits within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The reader thread holds the last lines for a moment after the pipe closes.
+    while Arc::strong_count(&hub.logs) > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the hub's stderr closes within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hub.logs.lock().unwrap().clone()
+}
+
+/// `--log-format json` (and `log-format = "json"` in the config file): every line the hub
+/// writes to stderr, from the settings at start through connections to the shutdown, is one
+/// JSON object with `level`, `target` and `fields`; the settings line is among them, saying
+/// where the format came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_from_start_to_shutdown() {
+    let dir = temp_dir("json-logs");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let hub = LoggedHub::start(
+        &[
+            "--listen",
+            &listen,
+            "--history",
+            "memory",
+            "--log-format",
+            "json",
+        ],
+        &dir,
+    );
+    hub.wait_for("listening on http://", 0);
+    let conn = HubConnectionBuilder::new(format!("http://{listen}/chathub"))
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), conn.start())
+        .await
+        .expect("connected within 20 s")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), conn.stop())
+        .await
+        .expect("stopped within 20 s");
+    hub.wait_for("disconnected", 0);
+    let logs = stop_logged(hub);
+    let lines = json_lines(&logs);
+    let settings = &json_line(&lines, "settings: ")["fields"]["message"];
+    assert!(
+        settings
+            .as_str()
+            .unwrap()
+            .contains("log-format = json (flag)"),
+        "{settings}"
+    );
+    json_line(&lines, "listening on http://");
+    json_line(&lines, "shutting down");
+    assert_eq!(json_line(&lines, "no authentication")["level"], "WARN");
+    let connected = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "connected")
+        .unwrap_or_else(|| panic!("a connect among {lines:#?}"));
+    assert_eq!(connected["level"], "INFO");
+    assert!(
+        connected["fields"]["connection"].is_string() && connected["fields"]["user"].is_string(),
+        "the connect's fields: {connected}"
+    );
+    assert!(
+        connected["target"]
+            .as_str()
+            .unwrap()
+            .starts_with("hubbub_hub"),
+        "{connected}"
+    );
+
+    // From the config file, read before logging starts.
+    let file = dir.join("hub.toml");
+    std::fs::write(
+        &file,
+        format!("listen = \"{listen}\"\nlog-format = \"json\"\nhistory = \"memory\"\n"),
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let hub = LoggedHub::start(&["--config", &file_arg], &dir);
+    hub.wait_for("listening on http://", 0);
+    let logs = stop_logged(hub);
+    let lines = json_lines(&logs);
+    let settings = &json_line(&lines, "settings: ")["fields"]["message"];
+    let expected = format!("log-format = json ({file_arg} line 2)");
+    assert!(
+        settings.as_str().unwrap().contains(&expected),
+        "{expected:?} in {settings}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
