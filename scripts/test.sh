@@ -69,15 +69,45 @@ XDG_DATA_HOME="$keyrings/locked" dbus-run-session -- env HUBBUB_TEST_KEYCHAIN=lo
 rm -rf "$keyrings"
 env -u DBUS_SESSION_BUS_ADDRESS HUBBUB_TEST_KEYCHAIN=absent cargo nextest run --locked -p hubbub-core --test keychain
 
-step "the .deb: built offline by the Tauri CLI, installed with dpkg, the installed app run end to end"
+step "the .deb: built offline by the Tauri CLI (the hubbub command too, scripts/deb-cli.sh), installed with dpkg, the installed app run end to end, the hub's unit verified"
 bounded 30m "the .deb build" npx tauri build --debug --bundles deb
 deb=$(ls -t "$CARGO_TARGET_DIR"/debug/bundle/deb/*.deb | head -1)
 echo "built $deb ($(du -h "$deb" | cut -f1))"
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 $sudo dpkg -i "$deb"
-dpkg -L hubbub | grep -E "bin/|\.desktop$"
+dpkg -L hubbub | grep -E "bin/|\.desktop$|\.service$"
+/usr/bin/hubbub --version
 HUBBUB_E2E_APP=/usr/bin/hubbub-app cargo nextest run --locked --test e2e_app
-$sudo dpkg -r hubbub
+# The hub's unit: systemd's own checks (no systemd runs as PID 1 here, so it is not started:
+# `verify` checks the unit's syntax, ExecStart and the rest offline; `security --offline`
+# scores its sandbox, 0 to 100, lower is safer). Installed disabled, with its user and config.
+unit=/usr/lib/systemd/system/hubbub-hub.service
+systemd-analyze verify "$unit"
+systemd-analyze security --offline=true --threshold=20 "$unit" | tail -1
+getent passwd hubbub
+test -f /etc/hubbub/hub.toml
+if ls /etc/systemd/system/*.wants/hubbub-hub.service 2>/dev/null; then
+    echo "error: the .deb enabled hubbub-hub.service" >&2
+    exit 1
+fi
+# The installed command as the service's user, with the installed config, its history in the
+# state directory systemd would make (StateDirectory=hubbub), JSON logs: it serves.
+$sudo install -d -o hubbub -g hubbub -m 0750 /var/lib/hubbub
+hub_log=$(mktemp)
+# (setpriv execs: the SIGTERM reaches timeout, which passes it on)
+$sudo setpriv --reuid=hubbub --regid=hubbub --init-groups env XDG_DATA_HOME=/var/lib timeout 60 /usr/bin/hubbub hub \
+    --config /etc/hubbub/hub.toml --listen 127.0.0.1:0 --log-format json 2>"$hub_log" &
+hub_pid=$!
+for _ in $(seq 100); do grep -q "listening on http" "$hub_log" && break; sleep 0.2; done
+$sudo kill -TERM "$hub_pid"
+wait "$hub_pid" || true
+grep -q "listening on http" "$hub_log" || { cat "$hub_log" >&2; echo "error: the installed hub did not serve" >&2; exit 1; }
+python3 -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1])]' "$hub_log"
+$sudo test -f /var/lib/hubbub/hub-history.sqlite3
+rm -f "$hub_log"
+# Purged: the config and the state go; nothing of the package stays.
+$sudo dpkg -P hubbub
+test ! -e /etc/hubbub/hub.toml && test ! -e /var/lib/hubbub && test ! -e /usr/bin/hubbub
 
 step "doc tests"
 bounded 15m "the doc tests" cargo test --workspace --doc --locked

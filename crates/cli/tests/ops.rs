@@ -1166,3 +1166,49 @@ async fn json_logs_are_one_object_per_line_from_start_to_shutdown() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The example config the `.deb` installs as /etc/hubbub/hub.toml (packaging/deb/hub.toml):
+/// `hubbub hub --config` accepts it as shipped (its listen address and history file overridden
+/// by flags, as this test may use neither), and every key it shows commented out is a flag of
+/// `hubbub hub`.
+#[test]
+fn the_packaged_example_config_is_accepted_and_names_only_real_keys() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../packaging/deb/hub.toml")
+        .canonicalize()
+        .unwrap();
+    let example_arg = example.display().to_string();
+    let dir = temp_dir("example-config");
+    let (exit, log) = run_hub(
+        &[
+            "--config",
+            &example_arg,
+            "--listen",
+            "127.0.0.1:0",
+            "--history",
+            "memory",
+        ],
+        &[],
+        &dir,
+    );
+    assert_eq!(exit, None, "the hub serves with the example config:\n{log}");
+    let help = support::hubbub().args(["hub", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let text = std::fs::read_to_string(&example).unwrap();
+    let mut keys = 0;
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        if key.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            assert!(
+                help.contains(&format!("--{key} ")) || help.contains(&format!("--{key}\n")),
+                "{key} (in {example_arg}) is a flag of hubbub hub:\n{help}"
+            );
+            keys += 1;
+        }
+    }
+    assert!(keys >= 20, "the example shows the keys ({keys} found)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
