@@ -54,11 +54,11 @@ pub enum Error {
     /// The connection was stopped.
     #[error("the connection was stopped")]
     Stopped,
-    /// The access-token provider failed.
     /// The extra CA certificates ([`crate::HubConnectionBuilder::extra_ca_pem`]) cannot be
     /// used.
     #[error("the extra CA certificates cannot be used: {0}")]
     Certificate(String),
+    /// The access-token provider failed.
     #[error("the access-token provider failed: {0}")]
     Token(String),
     /// The URL is not usable.

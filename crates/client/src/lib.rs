@@ -33,3 +33,4 @@ pub use options::{
     HubConnectionBuilder, TokenProvider, with_query,
 };
 pub use retry::{Delays, ExponentialBackoff, NoRetry, RetryContext, RetryPolicy};
+pub use tls::check_extra_ca_pem;

@@ -314,7 +314,8 @@ impl HubConnectionBuilder {
 
     /// Trusts the certificates in `pem` (one or more PEM `CERTIFICATE` blocks: a private CA)
     /// besides the system's roots, for `https://` and `wss://` on every transport. A PEM with
-    /// no certificate fails [`build`](Self::build) with [`Error::Certificate`].
+    /// no certificate, or one that cannot be used, fails [`build`](Self::build) with
+    /// [`Error::Certificate`] ([`crate::check_extra_ca_pem`] checks one beforehand).
     pub fn extra_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.options.extra_ca = Some(pem.into());
         self
@@ -341,7 +342,7 @@ impl HubConnectionBuilder {
             ));
         }
         if let Some(pem) = &self.options.extra_ca {
-            crate::tls::extra_roots(pem)?;
+            crate::tls::check_extra_ca_pem(pem)?;
         }
         Ok(HubConnection::new(self.options))
     }

@@ -19,6 +19,24 @@ pub(crate) fn extra_roots(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Er
     Ok(certs)
 }
 
+/// Checks an extra CA as [`crate::HubConnectionBuilder::extra_ca_pem`] takes it (one or more
+/// PEM `CERTIFICATE` blocks, text around them ignored) and returns how many certificates it
+/// holds: each must be a certificate rustls can trust as a root (RFC 5280 X.509, parsed as
+/// webpki trust anchors), so a PEM that would fail at connect fails here.
+///
+/// Errors: [`Error::Certificate`] with why (no certificate in it, a block that is not base64,
+/// a certificate that cannot be parsed).
+pub fn check_extra_ca_pem(pem: &[u8]) -> Result<usize, Error> {
+    let certs = extra_roots(pem)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots
+            .add(cert.clone())
+            .map_err(|e| Error::Certificate(e.to_string()))?;
+    }
+    Ok(certs.len())
+}
+
 /// The WSS client configuration: the system's roots (as tokio-tungstenite's own
 /// `rustls-tls-native-roots` loads them) and `extra`.
 pub(crate) fn websocket_config(extra: &[u8]) -> Result<Arc<rustls::ClientConfig>, Error> {

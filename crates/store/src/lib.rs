@@ -179,6 +179,9 @@ pub struct Hub {
     /// The hub a classic endpoint (`…/signalr`) is asked for; `None`: the client's default
     /// (`chatHub`). Set with [`Store::set_hub_family`].
     pub hub_name: Option<String>,
+    /// Certificates (PEM) trusted besides the system's roots for this hub's TLS (a private
+    /// CA); `None`: the system's roots only. Set with [`Store::set_hub_ca`].
+    pub ca_pem: Option<String>,
 }
 
 /// A conversation on a hub.
@@ -406,7 +409,8 @@ impl Store {
     pub async fn hubs(&self) -> Result<Vec<Hub>> {
         self.call(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, url, display_name, protocol, transport, token_in_keychain, family, hub_name
+                "SELECT id, url, display_name, protocol, transport, token_in_keychain, family, hub_name,
+                        ca_pem
                  FROM hubs ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -419,6 +423,7 @@ impl Store {
                     token_in_keychain: r.get(5)?,
                     family: r.get(6)?,
                     hub_name: r.get(7)?,
+                    ca_pem: r.get(8)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -535,6 +540,21 @@ impl Store {
             c.execute(
                 "UPDATE hubs SET family = ?2, hub_name = ?3 WHERE id = ?1",
                 params![hub.0, family, hub_name],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the certificates (PEM) trusted besides the system's roots for the hub's TLS
+    /// (`None`: the system's roots only). The store keeps the text as given; the core checks
+    /// it. Read back in [`Hub::ca_pem`].
+    pub async fn set_hub_ca(&self, hub: HubId, ca_pem: Option<&str>) -> Result<()> {
+        let ca_pem = ca_pem.map(str::to_owned);
+        self.call(move |c| {
+            c.execute(
+                "UPDATE hubs SET ca_pem = ?2 WHERE id = ?1",
+                params![hub.0, ca_pem],
             )?;
             Ok(())
         })

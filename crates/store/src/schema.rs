@@ -85,4 +85,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE hubs ADD COLUMN family TEXT;
     ALTER TABLE hubs ADD COLUMN hub_name TEXT;
     "#,
+    // 7: certificates (PEM) the account trusts besides the system's roots for its hub's
+    // `https://`/`wss://`: a private CA. NULL: the system's roots only.
+    r#"
+    ALTER TABLE hubs ADD COLUMN ca_pem TEXT;
+    "#,
 ];

@@ -586,6 +586,7 @@ async fn a_hubs_family_and_classic_hub_name_are_kept_per_hub_and_older_files_ope
             c.execute_batch(
                 "ALTER TABLE hubs DROP COLUMN family;
                  ALTER TABLE hubs DROP COLUMN hub_name;
+                 ALTER TABLE hubs DROP COLUMN ca_pem;
                  PRAGMA user_version = 5;",
             )?;
             Ok(())
@@ -604,5 +605,59 @@ async fn a_hubs_family_and_classic_hub_name_are_kept_per_hub_and_older_files_ope
     assert_eq!(
         hub(&store.hubs().await.unwrap(), ann).family.as_deref(),
         Some("core")
+    );
+}
+
+#[tokio::test]
+async fn a_hubs_extra_ca_is_kept_per_hub_and_older_files_open() {
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let path = temp_db("ca");
+    let store = Store::open(&path).await.unwrap();
+    let ann = store
+        .upsert_hub("https://127.0.0.1:5000/chathub", "ann", "json", None)
+        .await
+        .unwrap();
+    let other = store
+        .upsert_hub("https://127.0.0.1:5001/chathub", "ann", "json", None)
+        .await
+        .unwrap();
+    let ca = |hubs: &[Hub], id: HubId| hubs.iter().find(|h| h.id == id).unwrap().ca_pem.clone();
+    assert_eq!(ca(&store.hubs().await.unwrap(), ann), None);
+    store.set_hub_ca(ann, Some(PEM)).await.unwrap();
+    // Changing an account's other settings leaves it alone.
+    store
+        .upsert_hub("https://127.0.0.1:5000/chathub", "ann", "messagepack", None)
+        .await
+        .unwrap();
+    store.set_hub_family(ann, Some("core"), None).await.unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let hubs = store.hubs().await.unwrap();
+    assert_eq!(ca(&hubs, ann).as_deref(), Some(PEM));
+    assert_eq!(ca(&hubs, other), None);
+    store.set_hub_ca(ann, None).await.unwrap();
+    assert_eq!(ca(&store.hubs().await.unwrap(), ann), None);
+    assert!(schema_version() >= 7);
+
+    // A file from before migration 7 (version 6: no CA) opens, its hubs on the system's roots.
+    store
+        .call(|c| {
+            c.execute_batch(
+                "ALTER TABLE hubs DROP COLUMN ca_pem;
+                 PRAGMA user_version = 6;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    let hubs = store.hubs().await.unwrap();
+    assert_eq!(hubs.len(), 2);
+    assert_eq!(ca(&hubs, ann), None);
+    store.set_hub_ca(other, Some(PEM)).await.unwrap();
+    assert_eq!(
+        ca(&store.hubs().await.unwrap(), other).as_deref(),
+        Some(PEM)
     );
 }
