@@ -257,7 +257,7 @@ pub(crate) fn is_refusal(error: &Error) -> bool {
 }
 
 /// A plain-language sentence for a request that reached nothing (connection refused, no such
-/// host), or the error's own text.
+/// host) or a hub whose TLS certificate is not trusted, or the error's own text.
 pub(crate) fn unreachable_hint(error: &reqwest::Error, url: &str) -> String {
     let text = without_url(error);
     if error.is_connect() {
@@ -267,6 +267,12 @@ pub(crate) fn unreachable_hint(error: &reqwest::Error, url: &str) -> String {
             .unwrap_or_else(|| "the hub's address".to_owned());
         if text.contains("Connection refused") {
             return format!("nothing is listening on {place}: is the hub running? ({text})");
+        }
+        // rustls: "invalid peer certificate: UnknownIssuer" (or Expired, NotValidForName…).
+        if text.contains("invalid peer certificate") {
+            return format!(
+                "the TLS certificate of {place} is not trusted ({text}); for a hub with a                  private CA, trust that CA's certificate (the account's CA setting, or --ca-cert)"
+            );
         }
         return format!("cannot reach {place}: {text}");
     }

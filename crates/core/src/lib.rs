@@ -235,6 +235,30 @@ fn validate_hub_name(name: Option<&str>) -> Result<Option<String>> {
     Ok(Some(name.to_owned()))
 }
 
+/// The largest extra CA text accepted: room for a bundle of a few hundred certificates.
+const MAX_CA_PEM_BYTES: usize = 512 * 1024;
+
+/// An account's extra CA as the app accepts it: `None` or blank text means the system's roots
+/// only; otherwise one or more PEM `CERTIFICATE` blocks, each usable as a root
+/// ([`hubbub_client::check_extra_ca_pem`]), at most [`MAX_CA_PEM_BYTES`]. Returned trimmed.
+fn validate_ca_pem(pem: Option<&str>) -> Result<Option<String>> {
+    let Some(pem) = pem.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    if pem.len() > MAX_CA_PEM_BYTES {
+        return Err(Error::Invalid(format!(
+            "the CA certificate text is longer than {} KiB",
+            MAX_CA_PEM_BYTES / 1024
+        )));
+    }
+    match hubbub_client::check_extra_ca_pem(pem.as_bytes()) {
+        Ok(_) => Ok(Some(pem.to_owned())),
+        Err(e) => Err(Error::Invalid(format!(
+            "{e}: paste the CA's certificate in PEM form (-----BEGIN CERTIFICATE----- …)"
+        ))),
+    }
+}
+
 fn validate_url(url: &str) -> Result<String> {
     let url = url.trim();
     let rest = url
@@ -296,6 +320,7 @@ impl Core {
                     transport: TransportChoice::Auto,
                     family: FamilyChoice::Auto,
                     hub_name: None,
+                    ca_pem: None,
                 })
                 .await?;
             }
@@ -458,6 +483,7 @@ impl Core {
             transport: TransportChoice::parse(hub.transport.as_deref()),
             family: FamilyChoice::parse(hub.family.as_deref()),
             hub_name: hub.hub_name.clone(),
+            ca_pem: hub.ca_pem.clone(),
             local,
             token,
             status: session.map(Session::status).unwrap_or_default(),
@@ -505,6 +531,7 @@ impl Core {
     pub async fn add_account(&self, new: NewAccount) -> Result<Account> {
         let display_name = validate_name("display name", &new.display_name)?;
         let hub_name = validate_hub_name(new.hub_name.as_deref())?;
+        let ca_pem = validate_ca_pem(new.ca_pem.as_deref())?;
         let url = match new.url.as_deref().map(str::trim) {
             None | Some("") => LOCAL_HUB.to_owned(),
             Some(url) => validate_url(url)?,
@@ -532,6 +559,9 @@ impl Core {
                 .store
                 .set_hub_family(id, new.family.as_stored(), hub_name.as_deref())
                 .await?;
+        }
+        if ca_pem.is_some() {
+            self.inner.store.set_hub_ca(id, ca_pem.as_deref()).await?;
         }
         if let Some(token) = new
             .token
@@ -876,6 +906,36 @@ impl Core {
             .await?;
         hub.family = family.as_stored().map(str::to_owned);
         hub.hub_name = hub_name;
+        old.disconnect().await;
+        drop(old);
+        let session = self.open_session(&hub).await?;
+        session.connect();
+        drop(_guard);
+        self.announce_accounts().await;
+        Ok(self.account_view(&hub, Some(&session)))
+    }
+
+    /// Trusts the certificates in `ca_pem` (a private CA, PEM) besides the system's roots for
+    /// the account's `https://`/`wss://` hub from now on; `None` or blank text: the system's
+    /// roots only. Kept in the store; when it changed, the account reconnects with it (its
+    /// session is stopped and opened again; the outbox and history stay). Returns the account
+    /// as it is now.
+    ///
+    /// Errors: [`Error::Invalid`] with why, for text that holds no PEM certificate or one that
+    /// cannot be used as a root (the setting in use stays, nothing is reconnected).
+    pub async fn set_ca(&self, account: AccountId, ca_pem: Option<String>) -> Result<Account> {
+        let ca_pem = validate_ca_pem(ca_pem.as_deref())?;
+        let _guard = self.inner.accounts_lock.lock().await;
+        let hub = self.hub(account).await?;
+        let old = self.session(account)?;
+        if hub.ca_pem == ca_pem {
+            return Ok(self.account_view(&hub, Some(&old)));
+        }
+        self.inner
+            .store
+            .set_hub_ca(hub.id, ca_pem.as_deref())
+            .await?;
+        let hub = self.hub(account).await?;
         old.disconnect().await;
         drop(old);
         let session = self.open_session(&hub).await?;

@@ -101,6 +101,9 @@ impl Session {
         if let Some(name) = &hub.hub_name {
             builder = builder.hub_name(name);
         }
+        if let Some(pem) = &hub.ca_pem {
+            builder = builder.extra_ca_pem(pem.as_bytes());
+        }
         let only = match TransportChoice::parse(hub.transport.as_deref()) {
             TransportChoice::Auto => None,
             TransportChoice::WebSockets => Some(TransportKind::WebSockets),

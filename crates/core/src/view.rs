@@ -271,6 +271,9 @@ pub struct Account {
     pub family: FamilyChoice,
     /// The hub asked for on a classic endpoint; `None`: the default, `chatHub`.
     pub hub_name: Option<String>,
+    /// Certificates (PEM) trusted besides the system's roots for the hub's TLS (a private
+    /// CA); `None`: the system's roots only.
+    pub ca_pem: Option<String>,
     /// Uses the embedded hub.
     pub local: bool,
     /// Where its token lives.
@@ -364,6 +367,9 @@ pub struct NewAccount {
     /// The hub asked for on a classic endpoint (`chatHub` when missing or empty).
     #[serde(default)]
     pub hub_name: Option<String>,
+    /// Certificates (PEM) trusted besides the system's roots (none when missing or blank).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 /// A conversation's key on the wire: `broadcast`, `room:NAME` or `dm:USER`.

@@ -61,6 +61,7 @@ async fn join(core: &Core, url: &str, name: &str) -> (AccountId, broadcast::Rece
             transport: TransportChoice::Auto,
             family: FamilyChoice::Auto,
             hub_name: None,
+            ca_pem: None,
         })
         .await
         .unwrap()

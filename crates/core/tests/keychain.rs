@@ -38,6 +38,7 @@ fn account(url: &str, token: &str) -> NewAccount {
         transport: TransportChoice::Auto,
         family: FamilyChoice::Auto,
         hub_name: None,
+        ca_pem: None,
     }
 }
 

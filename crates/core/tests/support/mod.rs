@@ -18,6 +18,7 @@ pub(crate) fn new_account(url: &str, name: &str) -> NewAccount {
         transport: TransportChoice::Auto,
         family: FamilyChoice::Auto,
         hub_name: None,
+        ca_pem: None,
     }
 }
 
