@@ -25,6 +25,7 @@ const COMMANDS: &[&str] = &[
     "lifecycle",
     "set_methods",
     "set_family",
+    "set_ca",
     "invoke_hub",
 ];
 

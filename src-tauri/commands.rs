@@ -234,6 +234,15 @@ pub(crate) async fn set_family(
 }
 
 #[tauri::command]
+pub(crate) async fn set_ca(
+    shell: State<'_, Shell>,
+    account: AccountId,
+    ca_pem: Option<String>,
+) -> Result<Account> {
+    Ok(shell.core().await?.set_ca(account, ca_pem).await?)
+}
+
+#[tauri::command]
 pub(crate) async fn invoke_hub(
     shell: State<'_, Shell>,
     account: AccountId,

@@ -214,6 +214,7 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, config: Option<Config>) -> ta
             commands::lifecycle,
             commands::set_methods,
             commands::set_family,
+            commands::set_ca,
             commands::invoke_hub,
         ])
         .setup(move |app| {

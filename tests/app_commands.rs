@@ -276,6 +276,24 @@ fn the_ui_commands_drive_the_core() {
         (&json!("auto"), &json!(null))
     );
 
+    // The extra CA (PEM): checked when saved, a bad one refused with why and nothing changed.
+    assert_eq!(auto["caPem"], json!(null));
+    let ca = include_str!("fixtures/test-ca.pem");
+    let bad = invoke(
+        &w,
+        "set_ca",
+        json!({"account": id, "caPem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}),
+    )
+    .unwrap_err();
+    assert_eq!(bad["kind"], "invalid", "{bad}");
+    assert!(bad["message"].as_str().unwrap().contains("PEM"), "{bad}");
+    let listed = ok(&w, "list_accounts", json!({}));
+    assert_eq!(listed[0]["caPem"], json!(null), "nothing changed");
+    let with_ca = ok(&w, "set_ca", json!({"account": id, "caPem": ca}));
+    assert_eq!(with_ca["caPem"], json!(ca.trim()));
+    let without = ok(&w, "set_ca", json!({"account": id, "caPem": null}));
+    assert_eq!(without["caPem"], json!(null));
+
     // A token with no keychain: kept for the session.
     let with_token = ok(&w, "set_token", json!({"account": id, "token": "t0k"}));
     assert_eq!(with_token["token"], "session");
