@@ -49,6 +49,8 @@ export interface Account {
   family: Family;
   /** The hub asked for on a classic endpoint (…/signalr); null: the default, chatHub. */
   hubName: string | null;
+  /** Certificates (PEM) trusted besides the system's for the hub's TLS (a private CA); null: the system's only. */
+  caPem: string | null;
   /** This account uses the embedded hub on 127.0.0.1. */
   local: boolean;
   /** Where its token lives: none, the OS keychain, or only in memory for this session. */
@@ -91,6 +93,8 @@ export interface NewAccount {
   family?: Family;
   /** The classic hub name; missing or null: chatHub. */
   hubName?: string | null;
+  /** A private CA's certificate (PEM); missing or null: the system's CAs only. */
+  caPem?: string | null;
 }
 
 export type ConversationKind = "broadcast" | "room" | "direct";
@@ -273,6 +277,33 @@ export function hubNameProblem(name: string): string | null {
   if (n.length > HUB_NAME_MAX) return `A hub name has at most ${HUB_NAME_MAX} characters.`;
   if (!/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(n)) return "A hub name has letters, digits, _ or $ only, and does not start with a digit (such as chatHub).";
   return null;
+}
+
+/**
+ * Trusts the certificates in `caPem` (a private CA, PEM) besides the system's for the account's
+ * hub from now on; null or blank: the system's only. The account reconnects. Rejects with kind
+ * "invalid" for text with no usable certificate (nothing is changed then).
+ */
+export function setCa(account: AccountId, caPem: string | null): Promise<Account> {
+  return invoke<Account>("set_ca", { account, caPem });
+}
+
+/**
+ * Why a CA field would be refused before the core sees it, or null when it may be fine (the
+ * core checks each certificate). A blank field means the system's CAs only.
+ */
+export function caPemProblem(text: string): string | null {
+  const t = text.trim();
+  if (!t) return null;
+  if (!t.includes("-----BEGIN CERTIFICATE-----") || !t.includes("-----END CERTIFICATE-----")) {
+    return "Paste the CA's certificate in PEM form: from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----.";
+  }
+  return null;
+}
+
+/** How many certificates a PEM text holds (for the settings' summary). */
+export function pemCount(text: string | null): number {
+  return text ? text.split("-----BEGIN CERTIFICATE-----").length - 1 : 0;
 }
 
 /** Invokes any hub method with JSON arguments; resolves with its result (null for none). */

@@ -404,6 +404,16 @@ export class App {
     }
   }
 
+  /** Trusts this CA (PEM; null: the system's only) for the account's hub (it reconnects). */
+  async setCa(id: AccountId, caPem: string | null): Promise<void> {
+    const account = await api.setCa(id, caPem);
+    const st = this.store.accounts.get(id);
+    if (st) {
+      st.account = account;
+      this.store.emit("accounts");
+    }
+  }
+
   /** The inspector's console: invokes a hub method; resolves with its result. */
   invokeHub(id: AccountId, method: string, args: unknown[]): Promise<unknown> {
     return api.invokeHub(id, method, args);

@@ -54,6 +54,7 @@
         transport: "auto",
         family: "auto",
         hubName: null,
+        caPem: null,
         local: true,
         token: "none",
         status: status("connected"),
@@ -152,6 +153,22 @@
     const index = channelIndex++;
     // Delivered asynchronously, like the real IPC.
     setTimeout(() => cb && cb({ index, message: JSON.parse(JSON.stringify(event)) }), 0);
+  }
+
+  /**
+   * A CA as the core keeps it: blank is none; PEM blocks whose bodies are base64 (the core also
+   * parses each certificate; here a body of `AAAA` stands for one that does not parse).
+   */
+  function checkedCa(text) {
+    const pem = text == null ? "" : String(text).trim();
+    if (!pem) return null;
+    const blocks = pem.match(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g) || [];
+    const bad = blocks.length === 0 || blocks.some((b) => {
+      const body = b.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s/g, "");
+      return !/^[A-Za-z0-9+/=]+$/.test(body) || body === "AAAA";
+    });
+    if (bad) throw { kind: "invalid", message: "the extra CA certificates cannot be used: no valid certificate in it: paste the CA's certificate in PEM form (-----BEGIN CERTIFICATE----- …)" };
+    return pem;
   }
 
   /** The family a connection would speak: forced, or (auto) classic on a …/signalr address. */
@@ -289,6 +306,7 @@
           transport: input.transport,
           family: input.family || "auto",
           hubName: input.hubName || null,
+          caPem: checkedCa(input.caPem),
           token: input.token ? "keychain" : "none",
           status: status("connecting"),
         },
@@ -414,6 +432,14 @@
       const m = args.methods;
       if (m.send && !/^[A-Za-z_][\w.-]*(\(.*\))?$/.test(m.send)) throw { kind: "invalid", message: `send method: '${m.send}': a method name is expected` };
       hub.account.methods = { preset: m.preset, send: m.send, receive: m.receive };
+      return hub.account;
+    },
+    set_ca: (args) => {
+      const hub = hubOf(args);
+      hub.account.caPem = checkedCa(args.caPem);
+      // The account reconnects with it.
+      setStatus(hub.account.id, { state: "connecting" });
+      later(config.connectDelay, () => setStatus(hub.account.id, { state: "connected", transport: "WebSockets", family: familyFound(hub.account) }));
       return hub.account;
     },
     set_family: (args) => {

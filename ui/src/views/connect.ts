@@ -1,7 +1,7 @@
 // The connect screen: the first run, or another hub added with #add-account.
 
 import type { Family, NewAccount, Protocol, Transport } from "../api";
-import { errorText, hubNameProblem } from "../api";
+import { caPemProblem, errorText, hubNameProblem } from "../api";
 import type { App } from "../app";
 import { byId, setText } from "../dom";
 
@@ -28,6 +28,7 @@ export class ConnectView {
   private readonly protocol = byId<HTMLSelectElement>("protocol");
   private readonly family = byId<HTMLSelectElement>("family");
   private readonly hubName = byId<HTMLInputElement>("connect-hub-name");
+  private readonly ca = byId<HTMLTextAreaElement>("connect-ca");
   private readonly error = byId("connect-error");
   private readonly submit = byId<HTMLButtonElement>("connect-submit");
   private readonly cancel = byId<HTMLButtonElement>("connect-cancel");
@@ -46,7 +47,7 @@ export class ConnectView {
         this.close();
       }
     });
-    for (const input of [this.url, this.name, this.hubName]) {
+    for (const input of [this.url, this.name, this.hubName, this.ca]) {
       input.addEventListener("input", () => {
         input.removeAttribute("aria-invalid");
         setText(this.error, "");
@@ -115,6 +116,16 @@ export class ConnectView {
       this.hubName.focus();
       return;
     }
+    const caPem = this.ca.value.trim();
+    const caError = caPemProblem(caPem);
+    if (caError) this.ca.setAttribute("aria-invalid", "true");
+    else this.ca.removeAttribute("aria-invalid");
+    if (caError) {
+      setText(this.error, caError);
+      this.ca.closest("details")?.setAttribute("open", "");
+      this.ca.focus();
+      return;
+    }
     const input: NewAccount = {
       url: this.url.value.trim() || null,
       displayName: name,
@@ -123,6 +134,7 @@ export class ConnectView {
       transport: this.transport.value as Transport,
       family,
       hubName: hubName || null,
+      caPem: caPem || null,
     };
     this.submit.disabled = true;
     setText(this.submit, "Connecting…");

@@ -1,7 +1,7 @@
 // Modal dialogs: search (Ctrl+K), keyboard help (?), hub settings.
 
 import type { Account, Family, InspectorEntry, Message, Methods, Preset } from "../api";
-import { errorText, hubNameProblem, kindOf, peerOf, roomOf } from "../api";
+import { caPemProblem, errorText, hubNameProblem, kindOf, pemCount, peerOf, roomOf } from "../api";
 import type { App } from "../app";
 import { byId, h, icon, replace, setText } from "../dom";
 import { clockTime, dayLabel, hubLabel, plural } from "../format";
@@ -178,6 +178,11 @@ export class AccountDialog {
     });
     byId<HTMLSelectElement>("hub-family").addEventListener("change", () => this.familyChanged());
     byId<HTMLInputElement>("hub-name").addEventListener("input", () => this.checkHubName());
+    byId<HTMLFormElement>("ca-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.saveCa();
+    });
+    byId<HTMLTextAreaElement>("hub-ca").addEventListener("input", () => this.showCaProblem(null));
   }
 
   open(): void {
@@ -185,6 +190,7 @@ export class AccountDialog {
     this.token.value = "";
     this.fillMethods();
     this.fillFamily();
+    this.fillCa();
     this.render();
     openDialog(this.dialog);
     byId("account-close").focus();
@@ -200,6 +206,7 @@ export class AccountDialog {
       ["Transport", a.status.transport ? `${a.transport} (using ${a.status.transport})` : a.transport],
       ["Protocol", a.protocol === "messagepack" ? "MessagePack" : "JSON"],
       ["Protocol family", familyLabel(a)],
+      ["CA certificate", caLabel(a)],
       ["Token", a.token === "none" ? "None" : a.token === "keychain" ? "In the system keychain" : "For this session only"],
     ];
     replace(this.details, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
@@ -274,6 +281,43 @@ export class AccountDialog {
     }
   }
 
+  /** Puts the account's extra CA in the Advanced form. */
+  private fillCa(): void {
+    const a = this.app.store.current()?.account;
+    if (!a) return;
+    byId<HTMLTextAreaElement>("hub-ca").value = a.caPem ?? "";
+    this.showCaProblem(null);
+  }
+
+  private showCaProblem(problem: string | null): void {
+    const input = byId<HTMLTextAreaElement>("hub-ca");
+    if (problem) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    setText(byId("ca-error"), problem ?? "");
+  }
+
+  /** Saves the CA; a refused one stays in the field with why, and the setting in use stays. */
+  private async saveCa(): Promise<void> {
+    const st = this.app.store.current();
+    if (!st) return;
+    const input = byId<HTMLTextAreaElement>("hub-ca");
+    const text = input.value.trim();
+    const problem = caPemProblem(text);
+    if (problem) {
+      this.showCaProblem(problem);
+      input.focus();
+      return;
+    }
+    try {
+      await this.app.setCa(st.id, text || null);
+      this.fillCa();
+      this.app.notifier.toast(text ? "CA certificate saved; reconnecting." : "CA certificate removed; reconnecting.", "info");
+    } catch (err) {
+      this.showCaProblem(errorText(err));
+      input.focus();
+    }
+  }
+
   /** Puts the account's methods in the Advanced form (what auto found, once it did). */
   private fillMethods(): void {
     const a = this.app.store.current()?.account;
@@ -343,6 +387,13 @@ export class AccountDialog {
       this.app.notifier.toast(`Could not remove the hub: ${errorText(err)}`, "error");
     }
   }
+}
+
+/** The account's extra CA as the settings show it. */
+export function caLabel(a: Account): string {
+  const n = pemCount(a.caPem ?? null);
+  if (!n) return "The system's only";
+  return `${n} certificate${n === 1 ? "" : "s"}, besides the system's`;
 }
 
 /** The account's protocol family as the settings show it, with what auto found. */
