@@ -32,7 +32,7 @@ test.describe("connect screen", () => {
     const calls = await hub.calls("add_account");
     expect(calls).toHaveLength(1);
     expect(calls[0]!.args).toEqual({
-      input: { url: null, displayName: "alice", token: null, protocol: "messagepack", transport: "auto", family: "auto", hubName: null },
+      input: { url: null, displayName: "alice", token: null, protocol: "messagepack", transport: "auto", family: "auto", hubName: null, caPem: null },
     });
     // The order the contract asks for at start.
     const order = await page.evaluate(() =>
