@@ -679,5 +679,11 @@ mod tests {
         .unwrap();
         assert_eq!(new.family, FamilyChoice::Classic);
         assert_eq!(new.hub_name.as_deref(), Some("roomHub"));
+        assert_eq!(new.ca_pem, None);
+        let new: NewAccount = serde_json::from_value(serde_json::json!({
+            "url": "https://h/hub", "displayName": "ann", "caPem": "-----BEGIN CERTIFICATE-----"
+        }))
+        .unwrap();
+        assert_eq!(new.ca_pem.as_deref(), Some("-----BEGIN CERTIFICATE-----"));
     }
 }
