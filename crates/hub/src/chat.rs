@@ -162,7 +162,7 @@ async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
     match ctx.headers().get(MESSAGE_ID_HEADER) {
         None => (true, Headers::new()),
         Some(id) => {
-            let shared = match ctx.state.backplane.redis() {
+            let shared = match ctx.state.backplane.fleet() {
                 Some(node) => node.first_time(ctx.user(), id, DEDUPE_WINDOW).await.ok(),
                 None => None,
             };
@@ -197,7 +197,7 @@ pub const HUB_ID_PREFIX: &str = "h-";
 /// Whether this is a repeat caught by the in-memory window. Only a hub whose history is in
 /// memory asks: a history file or Redis remembers ids itself, when the message is recorded.
 async fn repeat_in_memory(ctx: &Context, history: &ChatHistory, seen: &Mutex<Seen>) -> bool {
-    ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(ctx, seen).await.0
+    ctx.state.backplane.fleet().is_none() && !history.is_persistent() && !dedupe(ctx, seen).await.0
 }
 
 /// The headers of a recorded message: its id and its number in its history.
@@ -227,7 +227,7 @@ async fn record(
     text: &str,
     to: Option<&str>,
 ) -> Result<Option<(crate::HistoryEntry, String)>, HubError> {
-    if let Some(node) = ctx.state.backplane.redis() {
+    if let Some(node) = ctx.state.backplane.fleet() {
         return node
             .chat_append(key, user, id, name, text, to)
             .await
@@ -265,7 +265,7 @@ async fn read(
     epoch: &str,
     after: u64,
 ) -> Result<(String, Vec<crate::HistoryEntry>), HubError> {
-    if let Some(node) = ctx.state.backplane.redis() {
+    if let Some(node) = ctx.state.backplane.fleet() {
         return node
             .chat_since(key, epoch, after, HISTORY_PAGE)
             .await

@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::BackplaneError;
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
+use super::{BackplaneError, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -177,21 +177,6 @@ fn records(raw: HashMap<String, String>) -> HashMap<String, Record> {
     raw.into_iter()
         .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
         .collect()
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    let _ = getrandom::fill(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "hubbub".to_owned())
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -415,21 +400,21 @@ impl RedisNode {
         run: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, BackplaneError> {
         if !self.is_up() {
-            return Err(BackplaneError::Down);
+            return Err(BackplaneError::Down("Redis"));
         }
         match tokio::time::timeout(self.options.call_timeout, run(self.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
                     self.went_down(&format!("{what}: {e}"));
-                    Err(BackplaneError::Down)
+                    Err(BackplaneError::Down("Redis"))
                 } else {
                     Err(BackplaneError::Redis(e.to_string()))
                 }
             }
             Err(_) => {
                 self.went_down(&format!("{what}: no answer"));
-                Err(BackplaneError::Down)
+                Err(BackplaneError::Down("Redis"))
             }
         }
     }
