@@ -259,11 +259,11 @@ struct Js {
 
 impl Js {
     fn start(node: &Node, name: &str) -> Self {
-        Self::start_over(node, name, "ws")
+        Self::start_over(node, name, "ws", "json")
     }
 
-    /// Over one transport: `ws`, `sse` or `lp`.
-    fn start_over(node: &Node, name: &str, transport: &str) -> Self {
+    /// Over one transport (`ws`, `sse` or `lp`) with one protocol (`json` or `msgpack`).
+    fn start_over(node: &Node, name: &str, transport: &str, protocol: &str) -> Self {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/node");
         assert!(
             std::path::Path::new(dir)
@@ -274,7 +274,7 @@ impl Js {
         let mut child = Command::new("node")
             .arg("backplane-client.mjs")
             .arg(format!("{}?name={name}", node.url))
-            .args(["json", transport])
+            .args([protocol, transport])
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -754,9 +754,17 @@ async fn a_node_late_back_after_a_backplane_restart_is_not_taken_for_lost(kind: 
     assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
 }
 
-/// The official JavaScript client on node A, over each transport in turn, reaches Hubbub's
-/// clients on nodes B and C (broadcast, room, direct message) and hears them back.
+/// The official JavaScript client on node A, over each transport in turn (and with MessagePack
+/// where the transport carries binary), reaches Hubbub's clients on nodes B and C (broadcast,
+/// room, direct message) and hears them back.
 async fn the_official_client_on_one_node_reaches_the_others_over_every_transport(kind: Kind) {
+    const LINKS: [(&str, &str); 5] = [
+        ("ws", "json"),
+        ("sse", "json"),
+        ("lp", "json"),
+        ("ws", "msgpack"),
+        ("lp", "msgpack"),
+    ];
     let backend = Backend::start(kind);
     let nodes = [
         Node::start(&backend),
@@ -766,13 +774,13 @@ async fn the_official_client_on_one_node_reaches_the_others_over_every_transport
     let bea_b = Client::connect(&nodes[1], "bea").await;
     let cy_c = Client::connect(&nodes[2], "cy").await;
     let _: u64 = cy_c.invoke("JoinRoom", &["den"]).await;
-    for transport in ["ws", "sse", "lp"] {
-        let name = format!("js-{transport}");
-        let mut js = Js::start_over(&nodes[0], &name, transport);
+    for (transport, protocol) in LINKS {
+        let name = format!("js-{transport}-{protocol}");
+        let mut js = Js::start_over(&nodes[0], &name, transport, protocol);
         bea_b
             .online_is(&[("bea", 1), ("cy", 1), (name.as_str(), 1)])
             .await;
-        let text = format!("over {transport}");
+        let text = format!("over {transport} {protocol}");
         js.invoke("Send", serde_json::json!([name, text])).await;
         bea_b.got("broadcastMessage", &[&name, &text]).await;
         cy_c.got("broadcastMessage", &[&name, &text]).await;
@@ -784,7 +792,7 @@ async fn the_official_client_on_one_node_reaches_the_others_over_every_transport
             .await;
         bea_b.got("directMessage", &[&name, &text]).await;
         // And back: from B and C to the client on A.
-        let back = format!("to {transport}");
+        let back = format!("to {transport} {protocol}");
         let _: () = bea_b.invoke("SendToUser", &[&name, &back]).await;
         js.got("directMessage", serde_json::json!(["bea", back]))
             .await;
@@ -803,8 +811,9 @@ async fn the_official_client_on_one_node_reaches_the_others_over_every_transport
         bea_b.online_is(&[("bea", 1), ("cy", 1)]).await;
     }
     // Everything once.
-    for transport in ["ws", "sse", "lp"] {
-        let (name, text) = (format!("js-{transport}"), format!("over {transport}"));
+    for (transport, protocol) in LINKS {
+        let name = format!("js-{transport}-{protocol}");
+        let text = format!("over {transport} {protocol}");
         assert_eq!(bea_b.count("broadcastMessage", &[&name, &text]), 1);
         assert_eq!(cy_c.count("broadcastMessage", &[&name, &text]), 1);
         assert_eq!(bea_b.count("directMessage", &[&name, &text]), 1);
