@@ -8,7 +8,7 @@
 // Children are killed and reaped on drop.
 #![allow(clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
