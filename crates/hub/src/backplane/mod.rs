@@ -17,8 +17,12 @@ mod mirror;
 mod postgres;
 mod redis;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use self::mirror::Record;
 pub(crate) use self::postgres::PostgresNode;
@@ -27,7 +31,7 @@ pub(crate) use self::redis::RedisNode;
 pub use self::redis::RedisOptions;
 use crate::frame::Frame;
 use crate::history::Entry;
-use crate::router::Scope;
+use crate::router::{Router, Scope};
 
 /// Why the backplane could not do something.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -215,4 +219,70 @@ pub(crate) fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "hubbub".to_owned())
+}
+
+/// A local connection's presence record, as the router has it now (groups sorted).
+pub(crate) fn local_record(router: &Router, connection: &str) -> Option<Record> {
+    let conn = router.connection(connection)?;
+    let mut groups: Vec<String> = conn
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    groups.sort();
+    Some(Record {
+        user: conn.user.clone(),
+        groups,
+    })
+}
+
+/// Group changes sent to other nodes, waiting for their acks (ASP.NET Core's
+/// `AckHandler`): numbered from 1 per node.
+#[derive(Debug)]
+pub(crate) struct Acks {
+    waiting: Mutex<HashMap<u32, oneshot::Sender<()>>>,
+    next: AtomicU32,
+}
+
+impl Default for Acks {
+    fn default() -> Self {
+        Self {
+            waiting: Mutex::default(),
+            next: AtomicU32::new(1),
+        }
+    }
+}
+
+impl Acks {
+    /// Sends a request with a fresh id (`send`), then waits up to `limit` for its ack;
+    /// `false` if none came.
+    pub(crate) async fn request(&self, limit: Duration, send: impl FnOnce(u32)) -> bool {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        send(id);
+        let acked = tokio::time::timeout(limit, rx).await;
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        matches!(acked, Ok(Ok(())))
+    }
+
+    /// The ack of request `id` arrived.
+    pub(crate) fn acked(&self, id: u32) {
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(());
+        }
+    }
 }

@@ -27,7 +27,7 @@
 //! and drops what it would publish for other nodes, as with Redis.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,14 +35,14 @@ use base64::Engine;
 use hubbub_protocol::Protocol;
 use rmpv::Value;
 use sha2::Digest;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{BackplaneError, hostname, random_hex};
+use super::{Acks, BackplaneError, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -271,8 +271,7 @@ pub(crate) struct PostgresNode {
     router: Arc<Router>,
     publish: mpsc::Sender<Op>,
     mirror: Mutex<Mirror>,
-    acks: Mutex<HashMap<u32, oneshot::Sender<()>>>,
-    next_ack: AtomicU32,
+    acks: Acks,
     /// Numbers this node's notifications: PostgreSQL folds identical payloads sent in one
     /// transaction into one, and two equal messages must stay two.
     next_notify: AtomicU64,
@@ -391,8 +390,7 @@ impl PostgresNode {
             router,
             publish,
             mirror: Mutex::default(),
-            acks: Mutex::default(),
-            next_ack: AtomicU32::new(1),
+            acks: Acks::default(),
             next_notify: AtomicU64::new(1),
             up: AtomicBool::new(false),
             rejoined: Mutex::default(),
@@ -498,29 +496,24 @@ impl PostgresNode {
         group: &str,
         add: bool,
     ) -> Result<(), BackplaneError> {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        let action = GroupAction {
-            id,
-            server: self.server.clone(),
-            add,
-            group: group.to_owned(),
-            connection: connection.to_owned(),
-        };
-        let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
-        self.queue(Op::Notify(self.notification('g', &body)));
-        let acked = tokio::time::timeout(self.options.ack_timeout, rx).await;
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        match acked {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(BackplaneError::NoAck(connection.to_owned())),
+        let acked = self
+            .acks
+            .request(self.options.ack_timeout, |id| {
+                let action = GroupAction {
+                    id,
+                    server: self.server.clone(),
+                    add,
+                    group: group.to_owned(),
+                    connection: connection.to_owned(),
+                };
+                let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
+                self.queue(Op::Notify(self.notification('g', &body)));
+            })
+            .await;
+        if acked {
+            Ok(())
+        } else {
+            Err(BackplaneError::NoAck(connection.to_owned()))
         }
     }
 
@@ -741,13 +734,8 @@ impl PostgresNode {
                 if server != self.server {
                     return;
                 }
-                if let Some(tx) = id.parse::<u32>().ok().and_then(|id| {
-                    self.acks
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id)
-                }) {
-                    let _ = tx.send(());
+                if let Ok(id) = id.parse::<u32>() {
+                    self.acks.acked(id);
                 }
             }
             _ => {}
@@ -818,19 +806,7 @@ impl PostgresNode {
 
     /// A local connection's presence record.
     pub(crate) fn record(&self, connection: &str) -> Option<Record> {
-        let conn = self.router.connection(connection)?;
-        let mut groups: Vec<String> = conn
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        groups.sort();
-        Some(Record {
-            user: conn.user.clone(),
-            groups,
-        })
+        super::local_record(&self.router, connection)
     }
 
     /// Another node's presence.
@@ -953,22 +929,11 @@ impl PostgresNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let mut lost = Vec::new();
-        {
-            let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-            for known in mirror.nodes() {
-                if !live.contains(&known) {
-                    let gone = mirror.replace(&known, None);
-                    if settled {
-                        lost.extend(gone.into_iter().map(|(connection_id, r)| LostConnection {
-                            connection_id,
-                            user: r.user,
-                            groups: r.groups,
-                        }));
-                    }
-                }
-            }
-        }
+        let lost = self
+            .mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_missing(&live, settled);
         if !lost.is_empty() {
             tracing::info!(
                 connections = lost.len(),

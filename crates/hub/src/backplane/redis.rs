@@ -15,7 +15,7 @@
 //! `ARCHITECTURE.md` for what that means for each kind of message.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{BackplaneError, hostname, random_hex};
+use super::{Acks, BackplaneError, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -150,8 +150,7 @@ pub(crate) struct RedisNode {
     publish: mpsc::Sender<redis::Cmd>,
     subs: mpsc::UnboundedSender<Sub>,
     mirror: Mutex<Mirror>,
-    acks: Mutex<HashMap<u32, oneshot::Sender<()>>>,
-    next_ack: AtomicU32,
+    acks: Acks,
     up: AtomicBool,
     /// When the node last came back after losing Redis (`None`: it never lost it).
     rejoined: Mutex<Option<tokio::time::Instant>>,
@@ -218,8 +217,7 @@ impl RedisNode {
             publish,
             subs,
             mirror: Mutex::default(),
-            acks: Mutex::default(),
-            next_ack: AtomicU32::new(1),
+            acks: Acks::default(),
             up: AtomicBool::new(false),
             rejoined: Mutex::default(),
             lost,
@@ -367,30 +365,25 @@ impl RedisNode {
         group: &str,
         add: bool,
     ) -> Result<(), BackplaneError> {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        let action = GroupAction {
-            id,
-            server: self.server.clone(),
-            add,
-            group: group.to_owned(),
-            connection: connection.to_owned(),
-        };
-        let mut c = cmd("PUBLISH");
-        c.arg(self.key("internal:groups")).arg(action.encode());
-        self.queue(c);
-        let acked = tokio::time::timeout(self.options.ack_timeout, rx).await;
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        match acked {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(BackplaneError::NoAck(connection.to_owned())),
+        let acked = self
+            .acks
+            .request(self.options.ack_timeout, |id| {
+                let action = GroupAction {
+                    id,
+                    server: self.server.clone(),
+                    add,
+                    group: group.to_owned(),
+                    connection: connection.to_owned(),
+                };
+                let mut c = cmd("PUBLISH");
+                c.arg(self.key("internal:groups")).arg(action.encode());
+                self.queue(c);
+            })
+            .await;
+        if acked {
+            Ok(())
+        } else {
+            Err(BackplaneError::NoAck(connection.to_owned()))
         }
     }
 
@@ -608,14 +601,7 @@ impl RedisNode {
             return;
         } else if rest.starts_with("internal:ack:") {
             if let Some(id) = envelope::decode_ack(payload) {
-                if let Some(tx) = self
-                    .acks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id)
-                {
-                    let _ = tx.send(());
-                }
+                self.acks.acked(id);
             }
             return;
         } else {
@@ -707,19 +693,7 @@ impl RedisNode {
 
     /// A local connection's presence record.
     pub(crate) fn record(&self, connection: &str) -> Option<Record> {
-        let conn = self.router.connection(connection)?;
-        let mut groups: Vec<String> = conn
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        groups.sort();
-        Some(Record {
-            user: conn.user.clone(),
-            groups,
-        })
+        super::local_record(&self.router, connection)
     }
 
     /// Another node's presence hash.
@@ -827,22 +801,11 @@ impl RedisNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let mut lost = Vec::new();
-        {
-            let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-            for known in mirror.nodes() {
-                if !live.contains(&known) {
-                    let gone = mirror.replace(&known, None);
-                    if settled {
-                        lost.extend(gone.into_iter().map(|(connection_id, r)| LostConnection {
-                            connection_id,
-                            user: r.user,
-                            groups: r.groups,
-                        }));
-                    }
-                }
-            }
-        }
+        let lost = self
+            .mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_missing(&live, settled);
         if !lost.is_empty() {
             tracing::info!(
                 connections = lost.len(),
