@@ -69,6 +69,7 @@ both!(
     a_chat_through_a_backplane_restart_loses_nothing_and_doubles_nothing,
     a_node_late_back_after_a_backplane_restart_is_not_taken_for_lost,
     large_messages_cross_nodes,
+    a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -976,4 +977,49 @@ async fn large_messages_cross_nodes(kind: Kind) {
         .collect();
     assert_eq!(order, ["before", "xxxxxx", "after"]);
     assert_eq!(b.count("broadcastMessage", &["a", &big]), 1);
+    if kind == Kind::Postgres {
+        // It went through the table (announced by its id), the small ones did not.
+        assert_eq!(backend.psql("SELECT count(*) FROM hubbub_payloads"), "1");
+    }
+}
+
+/// The backplane's server crashes (Redis killed; PostgreSQL stopped with `-m immediate`, so
+/// crash recovery empties its UNLOGGED presence and liveness tables) and comes back: the nodes
+/// write their presence afresh, and every node sees everyone again; nobody is announced as left.
+async fn a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence(kind: Kind) {
+    let mut backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let x = Client::connect(&nodes[0], "x").await;
+    let z = Client::connect(&nodes[1], "z").await;
+    let _: u64 = z.invoke("JoinRoom", &["r"]).await;
+    x.online_is(&[("x", 1), ("z", 1)]).await;
+    if kind == Kind::Postgres {
+        assert_eq!(backend.psql("SELECT count(*) FROM hubbub_presence"), "2");
+        assert_eq!(backend.psql("SELECT max(version) FROM hubbub_schema"), "1");
+    }
+    backend.crash();
+    for node in &nodes {
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(5));
+    }
+    // Back empty of presence (PostgreSQL: its UNLOGGED tables reset by crash recovery; the
+    // schema and its version survive): only the nodes' rewriting brings everyone back.
+    backend.launch();
+    for node in &nodes {
+        node.wait_log(&backend.back_line(), Duration::from_secs(10));
+    }
+    x.online_is(&[("x", 1), ("z", 1)]).await;
+    z.online_is(&[("x", 1), ("z", 1)]).await;
+    // The room membership came back with the presence: a room message from x reaches z.
+    let _: u64 = x.invoke("JoinRoom", &["r"]).await;
+    let _: () = x.invoke("SendToRoom", &["r", "x", "after the crash"]).await;
+    z.got("roomMessage", &["r", "x", "after the crash"]).await;
+    let members: u64 = z.invoke("JoinRoom", &["r"]).await;
+    assert_eq!(members, 2, "both in the room, counted across nodes");
+    if kind == Kind::Postgres {
+        assert_eq!(backend.psql("SELECT count(*) FROM hubbub_presence"), "2");
+        assert_eq!(backend.psql("SELECT max(version) FROM hubbub_schema"), "1");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(x.count_first("userLeft", "z"), 0, "x heard z leave");
+    assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
 }

@@ -188,6 +188,29 @@ impl Backend {
         self.stop_with("fast");
     }
 
+    /// Crashes the server: Redis with SIGKILL, PostgreSQL with `pg_ctl stop -m immediate`
+    /// (crash recovery at the next start, which empties UNLOGGED tables).
+    pub(crate) fn crash(&mut self) {
+        self.stop_with("immediate");
+    }
+
+    /// PostgreSQL only: the rows `sql` returns, `|`-separated columns, through `psql`.
+    pub(crate) fn psql(&self, sql: &str) -> String {
+        assert_eq!(self.kind, Kind::Postgres);
+        let output = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-At", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql is installed (with the postgresql package)");
+        assert!(
+            output.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
     fn stop_with(&mut self, mode: &str) {
         if !self.running {
             return;
