@@ -981,6 +981,20 @@ async fn large_messages_cross_nodes(kind: Kind) {
         // It went through the table (announced by its id), the small ones did not.
         assert_eq!(backend.psql("SELECT count(*) FROM hubbub_payloads"), "1");
     }
+    // A presence record too large for one notification (a connection in 40 rooms with long
+    // names) reaches the other node too: the room counts there include it.
+    let rooms: Vec<String> = (0..40)
+        .map(|i| format!("r{i:02}-{}", "y".repeat(200)))
+        .collect();
+    for room in &rooms {
+        let _: u64 = a.invoke("JoinRoom", &[room]).await;
+    }
+    let mut members = 0;
+    eventually(Duration::from_secs(5), "a room count of 2", async || {
+        members = b.invoke::<u64>("JoinRoom", &[&rooms[39]]).await;
+        members == 2
+    })
+    .await;
 }
 
 /// The backplane's server crashes (Redis killed; PostgreSQL stopped with `-m immediate`, so

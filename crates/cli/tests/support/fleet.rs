@@ -166,7 +166,7 @@ impl Backend {
                 let dir = self.dir.clone().unwrap();
                 let options = format!(
                     "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' \
-                     -c fsync=off -c max_connections=200",
+                     -c fsync=off -c shared_buffers=16MB",
                     self.port
                 );
                 let mut start = pg("pg_ctl");

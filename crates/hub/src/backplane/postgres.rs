@@ -234,13 +234,14 @@ impl Db {
                 .prepare(
                     "WITH w AS (INSERT INTO hubbub_presence (hub, node, connection, record) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (hub, node, connection) \
-                     DO UPDATE SET record = excluded.record) SELECT pg_notify($5, $6)",
+                     DO UPDATE SET record = excluded.record) \
+                     SELECT pg_notify($5, $6) WHERE $6::text IS NOT NULL",
                 )
                 .await?,
             presence_del: client
                 .prepare(
                     "WITH w AS (DELETE FROM hubbub_presence WHERE hub = $1 AND node = $2 \
-                     AND connection = $3) SELECT pg_notify($4, $5)",
+                     AND connection = $3) SELECT pg_notify($4, $5) WHERE $5::text IS NOT NULL",
                 )
                 .await?,
             first_time: client
@@ -1006,20 +1007,13 @@ impl PostgresNode {
             match op {
                 Op::Notify(text) if text.len() >= NOTIFY_LIMIT => {
                     self.flush(db, &mut run).await?;
-                    let (kind, rest) = text.split_at(1);
-                    let origin_n: Vec<&str> = rest.splitn(3, ' ').take(2).collect();
-                    let _ = kind;
-                    let prefix = format!("r{} ", origin_n.join(" "));
-                    db.client
-                        .execute(
-                            &db.notify_large,
-                            &[&self.base, &text.as_bytes(), &self.channel, &prefix],
-                        )
-                        .await?;
+                    self.notify_large(db, &text).await?;
                 }
                 Op::Notify(text) => run.push(text),
                 Op::Presence(connection, record, text) => {
                     self.flush(db, &mut run).await?;
+                    // The write, with its notification when that fits in one.
+                    let inline = (text.len() < NOTIFY_LIMIT).then_some(text.as_str());
                     match record {
                         Some(json) => {
                             db.client
@@ -1031,7 +1025,7 @@ impl PostgresNode {
                                         &connection,
                                         &json,
                                         &self.channel,
-                                        &text,
+                                        &inline,
                                     ],
                                 )
                                 .await?
@@ -1040,15 +1034,41 @@ impl PostgresNode {
                             db.client
                                 .execute(
                                     &db.presence_del,
-                                    &[&self.base, &self.server, &connection, &self.channel, &text],
+                                    &[
+                                        &self.base,
+                                        &self.server,
+                                        &connection,
+                                        &self.channel,
+                                        &inline,
+                                    ],
                                 )
                                 .await?
                         }
                     };
+                    if inline.is_none() {
+                        self.notify_large(db, &text).await?;
+                    }
                 }
             }
         }
         self.flush(db, &mut run).await
+    }
+
+    /// A notification too long for NOTIFY: stored, and announced as `r{origin} {number} {id}`.
+    async fn notify_large(&self, db: &Db, text: &str) -> Result<(), tokio_postgres::Error> {
+        let mut head = text[1..].splitn(3, ' ');
+        let prefix = format!(
+            "r{} {} ",
+            head.next().unwrap_or_default(),
+            head.next().unwrap_or_default()
+        );
+        db.client
+            .execute(
+                &db.notify_large,
+                &[&self.base, &text.as_bytes(), &self.channel, &prefix],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn flush(&self, db: &Db, run: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
