@@ -350,8 +350,28 @@ fn decode_invocation(body: &str) -> Option<(Scope, Invocation)> {
     Some((scope, Invocation::decode(inv)?))
 }
 
+/// The connection settings from the options' string, with the node's timeouts and name.
+fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, BackplaneError> {
+    let mut config: tokio_postgres::Config = options
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| BackplaneError::PostgresUrl(e.to_string()))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(BackplaneError::PostgresUrl(
+            "sslmode=require: TLS to PostgreSQL is not built in (use a database on loopback \
+             or a private network)"
+                .to_owned(),
+        ));
+    }
+    config
+        .connect_timeout(options.call_timeout)
+        .application_name("hubbub");
+    Ok(config)
+}
+
 impl PostgresNode {
-    /// Parses the connection string, then connects lazily (a node starts while the database is
+    /// Parses the connection string (one asking for TLS, `sslmode=require`, is refused:
+    /// [`BackplaneError::PostgresUrl`]), then connects lazily (a node starts while the database is
     /// down, and serves its own clients) and starts the node's tasks.
     pub(crate) fn start(
         options: PostgresOptions,
@@ -361,13 +381,7 @@ impl PostgresNode {
         tasks: &TaskTracker,
         prom: &crate::metrics::Prom,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Vec<LostConnection>>), BackplaneError> {
-        let mut config: tokio_postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| BackplaneError::PostgresUrl(e.to_string()))?;
-        config
-            .connect_timeout(options.call_timeout)
-            .application_name("hubbub");
+        let config = parse_config(&options)?;
         let base = format!("{}{hub_name}", options.prefix);
         let digest = sha2::Sha256::digest(base.as_bytes());
         let channel = format!(
@@ -1310,5 +1324,23 @@ mod tests {
             assert_eq!(i, inv);
         }
         assert!(decode_invocation("not base64!").is_none());
+    }
+
+    #[test]
+    fn connection_strings_parse_and_tls_is_refused_with_the_reason() {
+        let options = |url: &str| PostgresOptions::new(url);
+        assert!(parse_config(&options("postgres://hubbub@127.0.0.1:5432/hubbub")).is_ok());
+        assert!(parse_config(&options("host=127.0.0.1 user=hubbub dbname=hubbub")).is_ok());
+        let tls = parse_config(&options("postgres://u@h/db?sslmode=require")).unwrap_err();
+        assert!(
+            tls.to_string()
+                .contains("TLS to PostgreSQL is not built in"),
+            "{tls}"
+        );
+        let bad = parse_config(&options("postgres://u@h/db?nonsense=1")).unwrap_err();
+        assert!(
+            bad.to_string().starts_with("invalid PostgreSQL URL"),
+            "{bad}"
+        );
     }
 }
