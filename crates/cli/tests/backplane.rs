@@ -70,6 +70,7 @@ both!(
     a_node_late_back_after_a_backplane_restart_is_not_taken_for_lost,
     large_messages_cross_nodes,
     a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence,
+    a_scope_history_is_trimmed_to_its_bound,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -1036,4 +1037,45 @@ async fn a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence(k
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(x.count_first("userLeft", "z"), 0, "x heard z leave");
     assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
+}
+
+/// A scope's history keeps the newest 10,000 messages (`MEMORY_CAPACITY`): with 10,000 already
+/// there, one more sent through a node drops the oldest, on either backplane.
+async fn a_scope_history_is_trimmed_to_its_bound(kind: Kind) {
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    // The tenant `trim`: its broadcasts are the history `scope:trim`.
+    let t = Client::connect(&nodes[0], "t&scope=trim").await;
+    backend.seed_history("scope:trim", 10_000);
+    let _: () = t.invoke("Send", &["t", "newest"]).await;
+    let reader = Client::connect(&nodes[1], "r&scope=trim").await;
+    let page = async |epoch: &str, after: u64| -> serde_json::Value {
+        let args = vec![Arg::from(epoch), Arg::from_value(after.into())];
+        reader.conn.invoke("History", args).await.unwrap()
+    };
+    let first = page("", 0).await;
+    let epoch = first["epoch"]
+        .as_str()
+        .expect("History gives its epoch")
+        .to_owned();
+    let messages = first["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 500, "a full page");
+    assert_eq!(messages[0]["seq"], 2, "the oldest is gone");
+    assert_eq!(messages[0]["message"], "m2");
+    let last = page(&epoch, 9_999).await;
+    let messages: Vec<_> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [(10_000, "m10000".to_owned()), (10_001, "newest".to_owned())]
+    );
 }

@@ -194,6 +194,43 @@ impl Backend {
         self.stop_with("immediate");
     }
 
+    /// Fills the chat hub's history of `scope` (a history key such as `scope:S`) with `n`
+    /// entries numbered 1..=n, straight in the server, as the hub stores them (hub `chat`,
+    /// prefix `hubbub:`): Redis's list and counter, PostgreSQL's rows. A node must have joined
+    /// first (PostgreSQL: it creates the tables).
+    pub(crate) fn seed_history(&self, scope: &str, n: u32) {
+        match self.kind {
+            Kind::Redis => {
+                let script = "for i = 1, tonumber(ARGV[1]) do \
+                    redis.call('RPUSH', KEYS[1], cjson.encode({seq = i, id = 'seed-' .. i, \
+                    name = 'seed', message = 'm' .. i})) end \
+                    redis.call('SET', KEYS[2], ARGV[1]) return 1";
+                let output = Command::new("redis-cli")
+                    .args(["-p", &self.port.to_string(), "EVAL", script, "2"])
+                    .arg(format!("hubbub:chat:chat:history:{scope}"))
+                    .arg(format!("hubbub:chat:chat:seq:{scope}"))
+                    .arg(n.to_string())
+                    .output()
+                    .expect("redis-cli is installed with redis-server");
+                let out = String::from_utf8_lossy(&output.stdout);
+                assert_eq!(
+                    out.trim(),
+                    "1",
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Kind::Postgres => {
+                self.psql(&format!(
+                    "INSERT INTO hubbub_history (hub, scope, seq, id, name, message) \
+                     SELECT 'hubbub:chat', '{scope}', g, 'seed-' || g, 'seed', 'm' || g \
+                     FROM generate_series(1, {n}) g; \
+                     INSERT INTO hubbub_scopes (hub, scope, seq) VALUES ('hubbub:chat', '{scope}', {n})"
+                ));
+            }
+        }
+    }
+
     /// PostgreSQL only: the rows `sql` returns, `|`-separated columns, through `psql`.
     pub(crate) fn psql(&self, sql: &str) -> String {
         assert_eq!(self.kind, Kind::Postgres);
