@@ -59,18 +59,30 @@ scale = defaultdict(list)
 for r in by["scaleout"]:
     scale[(r["server"], r["nodes"], r["receivers"])].append(r)
 if scale:
-    print("### Scale-out: the same fan-out through one hub, and through 1, 2, 3 nodes sharing Redis\n")
-    print("One sender on the first node, receivers spread evenly over the nodes, 16-byte JSON messages; everything on this machine (nodes, redis-server, load generator share its cores).\n")
+    print("### Scale-out: the same fan-out through one hub, and through 1, 2, 3 nodes sharing Redis or PostgreSQL\n")
+    print("One sender on the first node, receivers spread evenly over the nodes, 16-byte JSON messages; everything on this machine (nodes, redis-server or PostgreSQL, load generator share its cores). Redis and PostgreSQL rows of the same node count are from the same run, same load.\n")
     print("| setup | nodes | receivers | runs | deliveries/s | latency p50 ms | latency p99 ms | lost |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    base = None
-    for key in sorted(scale, key=lambda k: (k[2], k[0] != "hubbub", k[1])):
+    labels = {"hubbub": "one hub, no backplane", "hubbub-redis": "hub nodes + Redis",
+              "hubbub-postgres": "hub nodes + PostgreSQL"}
+    order = {"hubbub": 0, "hubbub-redis": 1, "hubbub-postgres": 2}
+    for key in sorted(scale, key=lambda k: (k[2], k[0] != "hubbub", k[1], order.get(k[0], 3))):
         rs = scale[key]
         server, nodes, n = key
-        label = "one hub, no Redis" if server == "hubbub" else "hub nodes + Redis"
+        label = labels.get(server, server)
         print(f"| {label} | {nodes} | {n:,} | {len(rs)} | {med(rs, 'deliveriesPerSecond'):,.0f} | "
               f"{med(rs, 'latencyP50Ms'):.2f} | {med(rs, 'latencyP99Ms'):.2f} | {sum(r['lost'] for r in rs)} |")
     print()
+    ratios = []
+    for (server, nodes, n), rs in sorted(scale.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        if server != "hubbub-postgres":
+            continue
+        redis = scale.get(("hubbub-redis", nodes, n))
+        if redis:
+            ratios.append(f"{nodes} node{'s' if nodes > 1 else ''}: "
+                          f"{med(rs, 'deliveriesPerSecond') / max(med(redis, 'deliveriesPerSecond'), 1e-9):.2f}×")
+    if ratios:
+        print("PostgreSQL ÷ Redis, deliveries/s: " + ", ".join(ratios) + "\n")
 
 idle = defaultdict(list)
 for r in by["idle"]:

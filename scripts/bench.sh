@@ -21,8 +21,10 @@
 #   app        the desktop app: launch to interactive, idle memory of all its processes, .deb
 #              size, beside the terminal chat (scripts/bench-app.mjs)
 #   scaleout   the same fan-out (one sender, receivers spread evenly over the nodes) through one
-#              hub without Redis, and through 1, 2 and 3 `hubbub hub --redis` nodes sharing one
-#              redis-server: deliveries/s and latency side by side
+#              hub without a backplane, and through 1, 2 and 3 `hubbub hub` nodes sharing one
+#              redis-server (--redis) or one PostgreSQL (--postgres; a cluster of its own in a
+#              temporary directory, fsync off as Redis runs without persistence), in the same
+#              run: deliveries/s and latency side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh test
@@ -58,7 +60,13 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 out=$(mktemp)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+pg_dirs=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for d in "${pg_dirs[@]}"; do
+        if [ -n "$d" ]; then stop_pg "$d" immediate 2>/dev/null || true; fi
+    done
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -73,25 +81,51 @@ start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-b
 start_aio() { local p; p=$(free_port); "$python" tests/interop/python/aiosignalr_hub.py --port "$p" >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
 
 start_redis() { local p; p=$(free_port); redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
-start_fleet_node() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --redis "redis://127.0.0.1:$1" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
+# PostgreSQL from Debian's packages; its programs refuse root, so as the postgres user then.
+pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+start_pg() { # prints "DIR PORT"; the cluster lives in DIR
+    local p d; p=$(free_port); d=$(mktemp -d); [ "$(id -u)" = 0 ] && chown postgres:postgres "$d"
+    as_pg "$(pg_bin)/initdb" -D "$d/data" --auth=trust -U postgres -E UTF8 --no-locale >/dev/null
+    as_pg "$(pg_bin)/pg_ctl" -D "$d/data" -l "$d/log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $p -c unix_socket_directories='' -c fsync=off" start >/dev/null
+    echo "$d $p"
+}
+stop_pg() { as_pg "$(pg_bin)/pg_ctl" -D "$1/data" -m "${2:-fast}" -w -t 30 stop >/dev/null; rm -rf "$1"; }
+# A fleet node: "--redis URL" or "--postgres URL"; waits (10 s at most) until it has joined.
+start_fleet_node() {
+    local p; p=$(free_port)
+    "$bin/hubbub" hub --listen "127.0.0.1:$p" "$1" "$2" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!)
+    wait_port "$p"
+    for _ in $(seq 200); do
+        curl -s "http://127.0.0.1:$p/metrics" | grep -q '^hubbub_backplane_connected{.*} 1$' && { echo "$! $p"; return 0; }
+        sleep 0.05
+    done
+    echo "node on $p did not join its backplane" >&2; return 1
+}
 
-scaleout() { # nodes (0: one hub without Redis) receivers
-    local urls=() stop=() pid port rpid rport messages name=hubbub
+scaleout() { # nodes (0: one hub without a backplane) receivers [redis|postgres]
+    local urls=() stop=() pid port rpid rport pgdir messages name=hubbub backplane
     messages=$(( 200000 / $2 )); [ $messages -gt 2000 ] && messages=2000
     [ $smoke = 1 ] && messages=20
     if [ "$1" = 0 ]; then
         read -r pid port _ _ < <(start_hub); urls+=(--url "ws://127.0.0.1:$port/chathub"); stop+=("$pid")
     else
-        name=hubbub-redis
-        read -r rpid rport < <(start_redis); stop+=("$rpid")
+        name=hubbub-$3
+        if [ "$3" = redis ]; then
+            read -r rpid rport < <(start_redis); stop+=("$rpid"); backplane=(--redis "redis://127.0.0.1:$rport")
+        else
+            read -r pgdir rport < <(start_pg); pg_dirs+=("$pgdir"); backplane=(--postgres "postgres://postgres@127.0.0.1:$rport/postgres")
+        fi
         for _ in $(seq "$1"); do
-            read -r pid port < <(start_fleet_node "$rport"); urls+=(--url "ws://127.0.0.1:$port/chathub"); stop+=("$pid")
+            read -r pid port < <(start_fleet_node "${backplane[@]}"); urls+=(--url "ws://127.0.0.1:$port/chathub"); stop+=("$pid")
         done
-        sleep 0.3 # the nodes subscribe
+        sleep 0.3 # the nodes read each other's presence
     fi
     "$bin/loadgen" fanout "${urls[@]}" --scenario scaleout --mode signalr --protocol json --receivers "$2" \
         --messages "$messages" --size 16 --server "$name" >> "$out"
     kill "${stop[@]}"; for p in "${stop[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "${pgdir:-}" ]; then stop_pg "$pgdir"; pg_dirs=("${pg_dirs[@]/$pgdir}"); fi
 }
 
 fanout() { # server-name starter protocol receivers payload
@@ -109,7 +143,11 @@ for run in $(seq "$runs"); do
     echo "== run $run of $runs" >&2
     [ "$only" = app ] && break
     if [ -z "$only" ] || [ "$only" = scaleout ]; then
-        for nodes in 0 1 2 3; do scaleout "$nodes" "$fleet"; done
+        scaleout 0 "$fleet"
+        for nodes in 1 2 3; do
+            scaleout "$nodes" "$fleet" redis
+            scaleout "$nodes" "$fleet" postgres
+        done
     fi
     [ "$only" = scaleout ] && continue
     for n in $sizes; do

@@ -15,12 +15,13 @@ hubbub_setup() {
         libwebkit2gtk-4.1-dev libssl-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev
         libdbus-1-dev nodejs)
     if [ "$purpose" = test ]; then
-        # Peers and servers the tests run against: Python (aiosignalr), Redis, Chromium for
+        # Peers and servers the tests run against: Python (aiosignalr), Redis and PostgreSQL
+        # (the backplane tests start clusters of their own with initdb/pg_ctl), Chromium for
         # the UI tests, WebKitWebDriver + Xvfb (+ xdotool to resize and focus the window, dunst
         # to show notifications) for the end-to-end tests, GNOME Keyring under a
         # private D-Bus for the keychain tests, promtool (in `prometheus`) to check the hub's
         # /metrics.
-        packages+=(python3 python3-venv python3-pip redis-server chromium webkit2gtk-driver xvfb
+        packages+=(python3 python3-venv python3-pip redis-server postgresql chromium webkit2gtk-driver xvfb
             xdotool dunst dbus dbus-bin gnome-keyring libsecret-tools prometheus)
     fi
     local missing=()

@@ -38,6 +38,9 @@ struct File {
     redis: Option<Spanned<String>>,
     redis_prefix: Option<Spanned<String>>,
     redis_node_ttl: Option<Spanned<f64>>,
+    postgres: Option<Spanned<String>>,
+    postgres_prefix: Option<Spanned<String>>,
+    postgres_node_ttl: Option<Spanned<f64>>,
     #[serde(rename = "static")]
     static_dir: Option<Spanned<PathBuf>>,
     classic_path: Option<Spanned<String>>,
@@ -91,6 +94,7 @@ impl Settings {
             ("user-keys", path(&args.user_keys)),
             ("history", path(&args.history)),
             ("redis", args.redis.as_deref().map(redact_url)),
+            ("postgres", args.postgres.as_deref().map(redact_url)),
             ("static", path(&args.static_dir)),
             ("tls-cert", path(&args.tls_cert)),
             ("tls-key", path(&args.tls_key)),
@@ -107,6 +111,10 @@ impl Settings {
         if args.redis.is_some() {
             shown.push(("redis-prefix", args.redis_prefix.clone()));
             shown.push(("redis-node-ttl", args.redis_node_ttl.to_string()));
+        }
+        if args.postgres.is_some() {
+            shown.push(("postgres-prefix", args.postgres_prefix.clone()));
+            shown.push(("postgres-node-ttl", args.postgres_node_ttl.to_string()));
         }
         if args.no_classic {
             shown.push(("no-classic", "true".to_owned()));
@@ -127,7 +135,7 @@ impl Settings {
     }
 }
 
-/// A Redis URL without its password.
+/// A Redis or PostgreSQL URL without its password.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -170,6 +178,9 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("redis", "redis"),
         ("redis-prefix", "redis_prefix"),
         ("redis-node-ttl", "redis_node_ttl"),
+        ("postgres", "postgres"),
+        ("postgres-prefix", "postgres_prefix"),
+        ("postgres-node-ttl", "postgres_node_ttl"),
         ("static", "static_dir"),
         ("classic-path", "classic_path"),
         ("no-classic", "no_classic"),
@@ -238,6 +249,9 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     set!(redis, "redis", Some);
     set!(redis_prefix, "redis-prefix", |v| v);
     set!(redis_node_ttl, "redis-node-ttl", |v| v);
+    set!(postgres, "postgres", Some);
+    set!(postgres_prefix, "postgres-prefix", |v| v);
+    set!(postgres_node_ttl, "postgres-node-ttl", |v| v);
     if let Some(value) = file.static_dir {
         if take("static", "static_dir", value.span()) {
             args.static_dir = Some(relative(value.into_inner()));
@@ -271,6 +285,12 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     if args.history.is_some() && args.redis.is_some() {
         return Err(both("history", "redis"));
     }
+    if args.history.is_some() && args.postgres.is_some() {
+        return Err(both("history", "postgres"));
+    }
+    if args.redis.is_some() && args.postgres.is_some() {
+        return Err(both("redis", "postgres"));
+    }
     if args.no_classic
         && settings
             .sources
@@ -286,6 +306,13 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         for key in ["redis-prefix", "redis-node-ttl"] {
             if settings.sources.get(key).is_some_and(|s| s != "default") {
                 return Err(format!("{key}{} needs redis", settings.at(key)));
+            }
+        }
+    }
+    if args.postgres.is_none() {
+        for key in ["postgres-prefix", "postgres-node-ttl"] {
+            if settings.sources.get(key).is_some_and(|s| s != "default") {
+                return Err(format!("{key}{} needs postgres", settings.at(key)));
             }
         }
     }

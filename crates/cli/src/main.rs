@@ -2,8 +2,8 @@
 //!
 //! - `hubbub hub --listen ADDR` serves the chat hub at `/chathub` for ASP.NET Core SignalR
 //!   clients and at `/signalr` for classic ASP.NET SignalR 2.x clients (plus `/healthz`,
-//!   `/metrics`, and a folder at `/` with `--static DIR`); with `--redis URL` it is one node of
-//!   a fleet sharing that Redis.
+//!   `/metrics`, and a folder at `/` with `--static DIR`); with `--redis URL` or `--postgres
+//!   URL` it is one node of a fleet sharing that Redis or PostgreSQL database.
 //! - `hubbub chat [--url URL] --name NAME` is a terminal chat (an embedded hub when no URL).
 //! - `hubbub listen --url URL` prints one JSON object per event and per received invocation.
 //! - `hubbub send --url URL --name NAME TEXT` sends a chat message with the hub's send method
@@ -98,9 +98,9 @@ struct HubArgs {
     scope_claim: Option<String>,
     /// Keep the chat history in this SQLite file, across restarts and crashes; `memory` keeps
     /// it in memory only (lost when the hub stops). Default: `hub-history.sqlite3` in the
-    /// platform's data directory (`$XDG_DATA_HOME/hubbub/` on Linux). With --redis the history
-    /// is the fleet's, in Redis.
-    #[arg(long, value_name = "FILE|memory", conflicts_with = "redis")]
+    /// platform's data directory (`$XDG_DATA_HOME/hubbub/` on Linux). With --redis or
+    /// --postgres the history is the fleet's, in Redis or PostgreSQL.
+    #[arg(long, value_name = "FILE|memory", conflicts_with_all = ["redis", "postgres"])]
     history: Option<std::path::PathBuf>,
     /// Join a fleet of hub nodes through this Redis (redis://HOST:PORT): messages, rooms,
     /// direct messages, presence, message ids and the chat history are shared by every node.
@@ -113,6 +113,18 @@ struct HubArgs {
     /// everyone's presence.
     #[arg(long, default_value_t = 6.0, requires = "redis")]
     redis_node_ttl: f64,
+    /// Join a fleet of hub nodes through this PostgreSQL database instead of Redis
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DB; no TLS: loopback or a private network):
+    /// the same sharing, over LISTEN/NOTIFY and tables the hub creates and migrates itself.
+    #[arg(long, value_name = "URL", conflicts_with = "redis")]
+    postgres: Option<String>,
+    /// Put this in front of the hub's name in every PostgreSQL row and channel (several fleets
+    /// can share one database).
+    #[arg(long, default_value = "hubbub:", requires = "postgres")]
+    postgres_prefix: String,
+    /// As --redis-node-ttl, for the PostgreSQL backplane.
+    #[arg(long, default_value_t = 6.0, requires = "postgres")]
+    postgres_node_ttl: f64,
     /// Serve this folder at / (index.html for a directory), same origin as the hub: a page
     /// built like the classic tutorial (jQuery, jquery.signalR, /signalr/hubs) works unchanged.
     #[arg(long = "static", value_name = "DIR")]
@@ -307,6 +319,21 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
             ..hubbub_hub::RedisOptions::new(url)
         });
     }
+    if let Some(url) = &args.postgres {
+        if !(args.postgres_node_ttl.is_finite() && args.postgres_node_ttl >= 0.3) {
+            return Err(format!(
+                "--postgres-node-ttl{} must be at least 0.3 seconds",
+                settings.at("postgres-node-ttl")
+            ));
+        }
+        let ttl = std::time::Duration::from_secs_f64(args.postgres_node_ttl);
+        builder = builder.postgres(hubbub_hub::PostgresOptions {
+            prefix: args.postgres_prefix.clone(),
+            node_ttl: ttl,
+            heartbeat: ttl / 3,
+            ..hubbub_hub::PostgresOptions::new(url)
+        });
+    }
     let user_keys = match &args.user_keys {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -378,8 +405,8 @@ fn default_history() -> Option<std::path::PathBuf> {
 
 /// The chat hub with the history `--history` asks for (see [`HubArgs::history`]).
 fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
-    if args.redis.is_some() {
-        // The fleet's history, in Redis.
+    if args.redis.is_some() || args.postgres.is_some() {
+        // The fleet's history, in Redis or PostgreSQL.
         return Ok(hubbub_hub::chat_hub());
     }
     let path = match &args.history {

@@ -1,11 +1,16 @@
-//! Scale-out: a real `redis-server` and several `hubbub hub --redis` nodes on loopback, with
-//! Hubbub's client and the official JavaScript client spread over them. Every scope, presence
-//! and message ids across nodes; a node killed with SIGKILL; Redis killed and restarted.
+//! Scale-out: several `hubbub hub` nodes on loopback sharing a real backplane, with Hubbub's
+//! client and the official JavaScript client spread over them. Every scope, presence and message
+//! ids across nodes; a node killed with SIGKILL; the backplane's server stopped and restarted.
+//!
+//! One scenario list, run against both backplanes: each scenario is an `async fn` taking the
+//! backplane's [`Kind`], and `both!` makes a `redis::NAME` and a `postgres::NAME` test of it, so
+//! Redis (a `redis-server`) and PostgreSQL (a cluster of Debian's PostgreSQL in a private data
+//! directory, `pg_ctl`) cannot drift apart.
 
 // Children are killed and reaped on drop.
 #![allow(clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,16 +20,11 @@ use hubbub_client::{Arg, Chat, Delays, Headers, HubConnection, HubConnectionBuil
 
 mod support;
 use support::hubbub;
+#[path = "support/fleet.rs"]
+mod fleet;
+use fleet::{Backend, Kind};
 /// Node liveness for these tests: a killed node leaves presence within TTL + TTL/3.
 const NODE_TTL: &str = "1.5";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
@@ -39,64 +39,41 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A `redis-server` of the test's own on a loopback port, without persistence.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            child: None,
-        };
-        redis.launch();
-        redis
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/setup.sh test installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() {
-                    assert_eq!(&buf, b"+PONG\r\n");
-                    return;
+/// Each scenario as two tests, `redis::NAME` and `postgres::NAME`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Redis).await
                 }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
+            )*
         }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: Redis vanishes with everything it held.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(&mut child);
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
         }
-    }
+    };
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+both!(
+    three_nodes_share_broadcast_rooms_direct_messages_presence_and_ids,
+    the_official_client_on_one_node_reaches_the_others_over_every_transport,
+    a_killed_node_clients_fail_over_losing_nothing_and_it_leaves_presence,
+    backplane_restart_nodes_serve_locally_then_resubscribe_and_resume,
+    a_chat_through_a_backplane_restart_loses_nothing_and_doubles_nothing,
+    a_node_late_back_after_a_backplane_restart_is_not_taken_for_lost,
+    large_messages_cross_nodes,
+    a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence,
+    a_scope_history_is_trimmed_to_its_bound,
+);
 
-/// One `hubbub hub --redis` node, with its log lines kept.
+/// One `hubbub hub` node of a fleet, with its log lines kept.
 struct Node {
     child: Child,
     url: String,
@@ -104,11 +81,11 @@ struct Node {
 }
 
 impl Node {
-    fn start(redis: &Redis) -> Self {
-        let port = free_port();
+    fn start(backend: &Backend) -> Self {
+        let port = fleet::free_port();
         let mut child = hubbub()
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--redis", &redis.url(), "--redis-node-ttl", NODE_TTL])
+            .args(backend.hub_args(NODE_TTL))
             .args(["--max-messages-per-second", "100000"])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -128,7 +105,7 @@ impl Node {
             logs,
         };
         node.wait_log("listening on", Duration::from_secs(20));
-        node.wait_log("Redis backplane connected", Duration::from_secs(20));
+        node.wait_log(&backend.connected_line(), Duration::from_secs(20));
         node
     }
 
@@ -277,13 +254,18 @@ impl Client {
 /// The official JavaScript client (`tests/interop/node/backplane-client.mjs`).
 struct Js {
     child: Child,
-    stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
     next: u32,
 }
 
 impl Js {
     fn start(node: &Node, name: &str) -> Self {
+        Self::start_over(node, name, "ws", "json")
+    }
+
+    /// Over one transport (`ws`, `sse` or `lp`) with one protocol (`json` or `msgpack`).
+    fn start_over(node: &Node, name: &str, transport: &str, protocol: &str) -> Self {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/node");
         assert!(
             std::path::Path::new(dir)
@@ -294,6 +276,7 @@ impl Js {
         let mut child = Command::new("node")
             .arg("backplane-client.mjs")
             .arg(format!("{}?name={name}", node.url))
+            .args([protocol, transport])
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -312,7 +295,7 @@ impl Js {
         });
         let js = Self {
             child,
-            stdin,
+            stdin: Some(stdin),
             lines,
             next: 0,
         };
@@ -334,7 +317,7 @@ impl Js {
         self.next += 1;
         let id = self.next;
         let cmd = serde_json::json!({ "id": id, "invoke": method, "args": args });
-        writeln!(self.stdin, "{cmd}").unwrap();
+        writeln!(self.stdin.as_mut().unwrap(), "{cmd}").unwrap();
         let mut reply = None;
         eventually(
             Duration::from_secs(10),
@@ -375,19 +358,34 @@ impl Js {
     }
 }
 
+impl Js {
+    /// Ends the client's input: it stops its connection (a goodbye on every transport) and
+    /// exits; waits 10 s at most.
+    fn stop(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the JS client did not stop within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Js {
     fn drop(&mut self) {
         kill(&mut self.child);
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_share_broadcast_rooms_direct_messages_presence_and_ids() {
-    let redis = Redis::start();
+async fn three_nodes_share_broadcast_rooms_direct_messages_presence_and_ids(kind: Kind) {
+    let backend = Backend::start(kind);
     let nodes = [
-        Node::start(&redis),
-        Node::start(&redis),
-        Node::start(&redis),
+        Node::start(&backend),
+        Node::start(&backend),
+        Node::start(&backend),
     ];
     // ann has a connection on A and one on B; bob is on C; the official client (jo) on B.
     let ann_a = Client::connect(&nodes[0], "ann").await;
@@ -519,16 +517,16 @@ async fn three_nodes_share_broadcast_rooms_direct_messages_presence_and_ids() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_clients_fail_over_losing_nothing_and_it_leaves_presence() {
-    let dir = std::env::temp_dir().join(format!("hubbub-backplane-{}", std::process::id()));
+async fn a_killed_node_clients_fail_over_losing_nothing_and_it_leaves_presence(kind: Kind) {
+    let dir =
+        std::env::temp_dir().join(format!("hubbub-backplane-{kind:?}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let redis = Redis::start();
+    let backend = Backend::start(kind);
     let mut nodes = [
-        Node::start(&redis),
-        Node::start(&redis),
-        Node::start(&redis),
+        Node::start(&backend),
+        Node::start(&backend),
+        Node::start(&backend),
     ];
     let dan = Client::connect(&nodes[2], "dan").await;
     let eve = Client::connect(&nodes[0], "eve").await;
@@ -620,13 +618,17 @@ async fn a_killed_node_clients_fail_over_losing_nothing_and_it_leaves_presence()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
-    let dir = std::env::temp_dir().join(format!("hubbub-backplane-r-{}", std::process::id()));
+/// The backplane's server goes away (Redis killed, losing everything; PostgreSQL stopped with
+/// `pg_ctl stop -m fast`) and comes back on the same port.
+async fn backplane_restart_nodes_serve_locally_then_resubscribe_and_resume(kind: Kind) {
+    let dir = std::env::temp_dir().join(format!(
+        "hubbub-backplane-r-{kind:?}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = Redis::start();
-    let nodes = [Node::start(&redis), Node::start(&redis)];
+    let mut backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
     let x = Client::connect(&nodes[0], "x").await;
     let y = Client::connect(&nodes[0], "y").await;
     let z = Client::connect(&nodes[1], "z").await;
@@ -646,10 +648,10 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     assert_eq!(metric(&nodes[0], "hubbub_backplane_connected").await, 1.0);
     assert!(metric(&nodes[0], "hubbub_backplane_publish_duration_seconds_count").await > 0.0);
 
-    // Redis dies. Both nodes say so and go on serving their own connections.
-    redis.kill();
+    // The backplane dies. Both nodes say so and go on serving their own connections.
+    backend.stop();
     for node in &nodes {
-        node.wait_log("Redis backplane unavailable", Duration::from_secs(5));
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(5));
         assert_eq!(metric(node, "hubbub_backplane_connected").await, 0.0);
     }
     // A broadcast is recorded in the fleet's history before it is delivered: refused for now,
@@ -684,10 +686,11 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     w.send("typed in outage").await.unwrap();
     assert_eq!(w.pending().await.unwrap(), 1);
 
-    // Redis is back (empty) on the same port: nodes resubscribe and restore presence.
-    redis.launch();
+    // The backplane is back on the same port (Redis empty): nodes resubscribe and restore
+    // presence.
+    backend.launch();
     for node in &nodes {
-        node.wait_log("Redis backplane back", Duration::from_secs(10));
+        node.wait_log(&backend.back_line(), Duration::from_secs(10));
         assert_eq!(metric(node, "hubbub_backplane_connected").await, 1.0);
     }
     z.got("broadcastMessage", &["w", "typed in outage"]).await;
@@ -701,7 +704,7 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     x.got("directMessage", &["z", "cross again"]).await;
     z.online_is(&[("w", 1), ("x", 1), ("y", 1), ("z", 1)]).await;
     x.online_is(&[("w", 1), ("x", 1), ("y", 1), ("z", 1)]).await;
-    // Nobody left: a Redis restart (every node's heartbeat gone with it) announces no one.
+    // Nobody left: a backplane restart (every node's heartbeat stopped with it) announces no one.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (who, client) in [("x", &x), ("y", &y), ("z", &z)] {
         let left: Vec<_> = client
@@ -723,26 +726,25 @@ async fn redis_restart_nodes_serve_locally_then_resubscribe_and_resume() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// After a Redis restart each node comes back after its own reconnect delay. One that comes
+/// After a backplane restart each node comes back after its own reconnect delay. One that comes
 /// back a little later than the others is not a crashed one: nobody is announced as left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_late_back_after_a_redis_restart_is_not_taken_for_lost() {
-    let mut redis = Redis::start();
-    let nodes = [Node::start(&redis), Node::start(&redis)];
+async fn a_node_late_back_after_a_backplane_restart_is_not_taken_for_lost(kind: Kind) {
+    let mut backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
     let x = Client::connect(&nodes[0], "x").await;
     let z = Client::connect(&nodes[1], "z").await;
     x.online_is(&[("x", 1), ("z", 1)]).await;
-    redis.kill();
+    backend.stop();
     for node in &nodes {
-        node.wait_log("Redis backplane unavailable", Duration::from_secs(5));
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(5));
     }
     // Node B is held back (SIGSTOP) while A rejoins and renews its heartbeat a few times.
     signal(&nodes[1].child, "STOP");
-    redis.launch();
-    nodes[0].wait_log("Redis backplane back", Duration::from_secs(10));
+    backend.launch();
+    nodes[0].wait_log(&backend.back_line(), Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     signal(&nodes[1].child, "CONT");
-    nodes[1].wait_log("Redis backplane back", Duration::from_secs(10));
+    nodes[1].wait_log(&backend.back_line(), Duration::from_secs(10));
     x.online_is(&[("x", 1), ("z", 1)]).await;
     z.online_is(&[("x", 1), ("z", 1)]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -752,4 +754,328 @@ async fn a_node_late_back_after_a_redis_restart_is_not_taken_for_lost() {
     );
     assert_eq!(x.count_first("userLeft", "z"), 0, "x heard z leave");
     assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
+}
+
+/// The official JavaScript client on node A, over each transport in turn (and with MessagePack
+/// where the transport carries binary), reaches Hubbub's clients on nodes B and C (broadcast,
+/// room, direct message) and hears them back.
+async fn the_official_client_on_one_node_reaches_the_others_over_every_transport(kind: Kind) {
+    const LINKS: [(&str, &str); 5] = [
+        ("ws", "json"),
+        ("sse", "json"),
+        ("lp", "json"),
+        ("ws", "msgpack"),
+        ("lp", "msgpack"),
+    ];
+    let backend = Backend::start(kind);
+    let nodes = [
+        Node::start(&backend),
+        Node::start(&backend),
+        Node::start(&backend),
+    ];
+    let bea_b = Client::connect(&nodes[1], "bea").await;
+    let cy_c = Client::connect(&nodes[2], "cy").await;
+    let _: u64 = cy_c.invoke("JoinRoom", &["den"]).await;
+    for (transport, protocol) in LINKS {
+        let name = format!("js-{transport}-{protocol}");
+        let mut js = Js::start_over(&nodes[0], &name, transport, protocol);
+        bea_b
+            .online_is(&[("bea", 1), ("cy", 1), (name.as_str(), 1)])
+            .await;
+        let text = format!("over {transport} {protocol}");
+        js.invoke("Send", serde_json::json!([name, text])).await;
+        bea_b.got("broadcastMessage", &[&name, &text]).await;
+        cy_c.got("broadcastMessage", &[&name, &text]).await;
+        js.invoke("JoinRoom", serde_json::json!(["den"])).await;
+        js.invoke("SendToRoom", serde_json::json!(["den", name, text]))
+            .await;
+        cy_c.got("roomMessage", &["den", &name, &text]).await;
+        js.invoke("SendToUser", serde_json::json!(["bea", text]))
+            .await;
+        bea_b.got("directMessage", &[&name, &text]).await;
+        // And back: from B and C to the client on A.
+        let back = format!("to {transport} {protocol}");
+        let _: () = bea_b.invoke("SendToUser", &[&name, &back]).await;
+        js.got("directMessage", serde_json::json!(["bea", back]))
+            .await;
+        let _: () = cy_c.invoke("SendToRoom", &["den", "cy", &back]).await;
+        js.got("roomMessage", serde_json::json!(["den", "cy", back]))
+            .await;
+        let _: () = cy_c.invoke("Send", &["cy", &back]).await;
+        js.got("broadcastMessage", serde_json::json!(["cy", back]))
+            .await;
+        assert_eq!(
+            bea_b.count("roomMessage", &["den", &name, &text]),
+            0,
+            "not a member"
+        );
+        js.stop();
+        bea_b.online_is(&[("bea", 1), ("cy", 1)]).await;
+    }
+    // Everything once.
+    for (transport, protocol) in LINKS {
+        let name = format!("js-{transport}-{protocol}");
+        let text = format!("over {transport} {protocol}");
+        assert_eq!(bea_b.count("broadcastMessage", &[&name, &text]), 1);
+        assert_eq!(cy_c.count("broadcastMessage", &[&name, &text]), 1);
+        assert_eq!(bea_b.count("directMessage", &[&name, &text]), 1);
+    }
+}
+
+/// A chat (`ink`, Hubbub's chat layer with its outbox) sends a stream of messages through node
+/// A while the backplane's server is stopped and started again; `pat`, a chat on node B, ends
+/// with each message exactly once in its store (what it missed live it catches up from the
+/// fleet's history, as numbers show the gap), the outbox empties, a plain client on node B never
+/// gets one twice, and the fleet's history holds each once.
+///
+/// A restarted Redis is empty (no persistence here): a message recorded in the instant before
+/// it went is gone with it, so on Redis only "nothing doubled" is asserted; PostgreSQL keeps
+/// what it committed, so there nothing acknowledged may be missing either.
+async fn a_chat_through_a_backplane_restart_loses_nothing_and_doubles_nothing(kind: Kind) {
+    let dir = std::env::temp_dir().join(format!(
+        "hubbub-backplane-s-{kind:?}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let watcher = Client::connect(&nodes[1], "watcher").await;
+    let chat = async |node: &Node, name: &str| {
+        let conn = HubConnectionBuilder::new(format!("{}?name={name}", node.url))
+            .retry_policy(Delays(vec![Duration::from_millis(100); 100]))
+            .build()
+            .unwrap();
+        let store = Store::open(dir.join(format!("{name}.sqlite3")))
+            .await
+            .unwrap();
+        let chat = Chat::open(conn.clone(), store, "http://fleet/chathub", name)
+            .await
+            .unwrap();
+        conn.start().await.unwrap();
+        chat
+    };
+    let ink = chat(&nodes[0], "ink").await;
+    let pat = chat(&nodes[1], "pat").await;
+    watcher
+        .online_is(&[("ink", 1), ("pat", 1), ("watcher", 1)])
+        .await;
+    const COUNT: usize = 40;
+    let texts: Vec<String> = (0..COUNT).map(|i| format!("m{i:02}")).collect();
+    for (i, text) in texts.iter().enumerate() {
+        ink.send(text).await.unwrap();
+        if i == 10 {
+            backend.stop();
+        }
+        if i == 25 {
+            backend.launch();
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    for node in &nodes {
+        node.wait_log(&backend.back_line(), Duration::from_secs(10));
+    }
+    eventually(Duration::from_secs(20), "ink's outbox empty", async || {
+        ink.pending().await.unwrap() == 0
+    })
+    .await;
+    // A last message after the stream, once everything before it is recorded: pat gets it
+    // live, and its number shows pat any gap before it.
+    ink.send("last").await.unwrap();
+    let bodies_of = async |chat: &Chat| -> Vec<String> {
+        let store = chat.store();
+        let hub = store.hubs().await.unwrap()[0].id;
+        let conv = store
+            .conversation(hub, ConversationKind::Broadcast)
+            .await
+            .unwrap();
+        let mut bodies: Vec<String> = store
+            .newest(conv, 200)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        bodies.sort();
+        bodies
+    };
+    let mut bodies = Vec::new();
+    eventually(
+        Duration::from_secs(20),
+        "pat has the last message",
+        async || {
+            bodies = bodies_of(&pat).await;
+            bodies.iter().any(|b| b == "last")
+        },
+    )
+    .await;
+    let mut expected: Vec<String> = texts.clone();
+    expected.push("last".to_owned());
+    expected.sort();
+    if kind == Kind::Postgres {
+        eventually(
+            Duration::from_secs(10),
+            "pat's store complete",
+            async || {
+                bodies = bodies_of(&pat).await;
+                bodies == expected
+            },
+        )
+        .await;
+    }
+    let mut unique = bodies.clone();
+    unique.dedup();
+    assert_eq!(bodies, unique, "nothing doubled in pat's store");
+    for text in &texts {
+        assert!(
+            watcher.count("broadcastMessage", &["ink", text]) <= 1,
+            "{text} reached the plain client twice"
+        );
+    }
+    // The fleet's history, read by a newcomer on node B: each message once (PostgreSQL keeps
+    // the ones before the restart too; a restarted Redis is empty: a new epoch).
+    let newcomer = Client::connect(&nodes[1], "newcomer").await;
+    let args = vec![Arg::from(""), Arg::from_value(0u64.into())];
+    let history: serde_json::Value = newcomer.conn.invoke("History", args).await.unwrap();
+    let mut recorded: Vec<String> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "ink")
+        .map(|m| m["message"].as_str().unwrap().to_owned())
+        .collect();
+    recorded.sort();
+    let mut unique = recorded.clone();
+    unique.dedup();
+    assert_eq!(recorded, unique, "nothing doubled in the history");
+    if kind == Kind::Postgres {
+        assert_eq!(recorded, expected, "every message in the history");
+    }
+    drop((ink, pat));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A message too large for one notification of PostgreSQL (8,000 bytes) crosses nodes whole,
+/// in order with the small ones around it.
+async fn large_messages_cross_nodes(kind: Kind) {
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    let big = "x".repeat(20_000);
+    let _: () = a.invoke("Send", &["a", "before"]).await;
+    let _: () = a.invoke("Send", &["a", &big]).await;
+    let _: () = a.invoke("Send", &["a", "after"]).await;
+    b.got("broadcastMessage", &["a", "after"]).await;
+    let order: Vec<String> = b
+        .inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m == "broadcastMessage")
+        .map(|(_, args)| args[1].chars().take(6).collect())
+        .collect();
+    assert_eq!(order, ["before", "xxxxxx", "after"]);
+    assert_eq!(b.count("broadcastMessage", &["a", &big]), 1);
+    if kind == Kind::Postgres {
+        // It went through the table (announced by its id), the small ones did not.
+        assert_eq!(backend.psql("SELECT count(*) FROM hubbub_payloads"), "1");
+    }
+    // A presence record too large for one notification (a connection in 40 rooms with long
+    // names) reaches the other node too: the room counts there include it.
+    let rooms: Vec<String> = (0..40)
+        .map(|i| format!("r{i:02}-{}", "y".repeat(200)))
+        .collect();
+    for room in &rooms {
+        let _: u64 = a.invoke("JoinRoom", &[room]).await;
+    }
+    let mut members = 0;
+    eventually(Duration::from_secs(5), "a room count of 2", async || {
+        members = b.invoke::<u64>("JoinRoom", &[&rooms[39]]).await;
+        members == 2
+    })
+    .await;
+}
+
+/// The backplane's server crashes (Redis killed; PostgreSQL stopped with `-m immediate`, so
+/// crash recovery empties its UNLOGGED presence and liveness tables) and comes back: the nodes
+/// write their presence afresh, and every node sees everyone again; nobody is announced as left.
+async fn a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence(kind: Kind) {
+    let mut backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let x = Client::connect(&nodes[0], "x").await;
+    let z = Client::connect(&nodes[1], "z").await;
+    let _: u64 = z.invoke("JoinRoom", &["r"]).await;
+    x.online_is(&[("x", 1), ("z", 1)]).await;
+    if kind == Kind::Postgres {
+        assert_eq!(backend.psql("SELECT count(*) FROM hubbub_presence"), "2");
+        assert_eq!(backend.psql("SELECT max(version) FROM hubbub_schema"), "1");
+    }
+    backend.crash();
+    for node in &nodes {
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(5));
+    }
+    // Back empty of presence (PostgreSQL: its UNLOGGED tables reset by crash recovery; the
+    // schema and its version survive): only the nodes' rewriting brings everyone back.
+    backend.launch();
+    for node in &nodes {
+        node.wait_log(&backend.back_line(), Duration::from_secs(10));
+    }
+    x.online_is(&[("x", 1), ("z", 1)]).await;
+    z.online_is(&[("x", 1), ("z", 1)]).await;
+    // The room membership came back with the presence: a room message from x reaches z.
+    let _: u64 = x.invoke("JoinRoom", &["r"]).await;
+    let _: () = x.invoke("SendToRoom", &["r", "x", "after the crash"]).await;
+    z.got("roomMessage", &["r", "x", "after the crash"]).await;
+    let members: u64 = z.invoke("JoinRoom", &["r"]).await;
+    assert_eq!(members, 2, "both in the room, counted across nodes");
+    if kind == Kind::Postgres {
+        assert_eq!(backend.psql("SELECT count(*) FROM hubbub_presence"), "2");
+        assert_eq!(backend.psql("SELECT max(version) FROM hubbub_schema"), "1");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(x.count_first("userLeft", "z"), 0, "x heard z leave");
+    assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
+}
+
+/// A scope's history keeps the newest 10,000 messages (`MEMORY_CAPACITY`): with 10,000 already
+/// there, one more sent through a node drops the oldest, on either backplane.
+async fn a_scope_history_is_trimmed_to_its_bound(kind: Kind) {
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    // The tenant `trim`: its broadcasts are the history `scope:trim`.
+    let t = Client::connect(&nodes[0], "t&scope=trim").await;
+    backend.seed_history("scope:trim", 10_000);
+    let _: () = t.invoke("Send", &["t", "newest"]).await;
+    let reader = Client::connect(&nodes[1], "r&scope=trim").await;
+    let page = async |epoch: &str, after: u64| -> serde_json::Value {
+        let args = vec![Arg::from(epoch), Arg::from_value(after.into())];
+        reader.conn.invoke("History", args).await.unwrap()
+    };
+    let first = page("", 0).await;
+    let epoch = first["epoch"]
+        .as_str()
+        .expect("History gives its epoch")
+        .to_owned();
+    let messages = first["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 500, "a full page");
+    assert_eq!(messages[0]["seq"], 2, "the oldest is gone");
+    assert_eq!(messages[0]["message"], "m2");
+    let last = page(&epoch, 9_999).await;
+    let messages: Vec<_> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [(10_000, "m10000".to_owned()), (10_001, "newest".to_owned())]
+    );
 }

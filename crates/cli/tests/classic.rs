@@ -3,19 +3,22 @@
 //! transport; node-signalr, an independent classic client; the wire itself with plain HTTP and
 //! WebSocket requests, with and without JWT auth; the jQuery client and the official
 //! `@microsoft/signalr` client in one chat, on one node and across two nodes sharing a real
-//! `redis-server`. The scenarios live in `tests/interop/classic/*.mjs`.
+//! `redis-server` or a real PostgreSQL. The scenarios live in `tests/interop/classic/*.mjs`.
 
 // Children are killed and reaped on drop.
 #![allow(clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/fleet.rs"]
+mod fleet;
 mod support;
 
+use fleet::{Backend, Kind};
 use support::{BIN, hubbub};
 
 /// A fresh data directory for one `hubbub hub` process (its default history file is there).
@@ -313,56 +316,21 @@ fn the_groups_token_restores_rooms_on_another_node_and_after_a_restart() {
     resume(&a.origin, "cy", &state, &[]);
 }
 
-/// A `redis-server` of the test's own on a loopback port, without persistence.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/setup.sh test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { port, child }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Two nodes sharing a real Redis: the jQuery client on one (its page served there) and the
-/// official Core client on the other chat, see each other's presence and direct messages.
-#[test]
-fn jquery_and_core_clients_chat_across_a_redis_fleet() {
-    let redis = Redis::start();
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let site = site("fleet");
+/// Two nodes sharing a real backplane: the jQuery client on one (its page served there) and
+/// the official Core client on the other chat, see each other's presence and direct messages.
+fn jquery_and_core_clients_chat_across_a_fleet(kind: Kind) {
+    let backend = Backend::start(kind);
+    let fleet: Vec<String> = backend.hub_args("6");
+    let fleet: Vec<&str> = fleet.iter().map(String::as_str).collect();
+    let site = site(&format!("fleet-{kind:?}"));
     let key = [("HUBBUB_CLASSIC_KEY", "one key for the whole fleet")];
-    let a = Hub::start(&["--redis", &url, "--static", site.to_str().unwrap()], &key);
-    let b = Hub::start(&["--redis", &url], &key);
-    a.wait_log("Redis backplane connected");
-    b.wait_log("Redis backplane connected");
+    let a = Hub::start(
+        &[&fleet[..], &["--static", site.to_str().unwrap()]].concat(),
+        &key,
+    );
+    let b = Hub::start(&fleet, &key);
+    a.wait_log(&backend.connected_line());
+    b.wait_log(&backend.connected_line());
     let core = format!("{}/chathub", b.origin);
     let output = node(
         "jquery.mjs",
@@ -372,6 +340,16 @@ fn jquery_and_core_clients_chat_across_a_redis_fleet() {
     let results = scenarios(&output);
     assert_all_passed(&results, 1, &output);
     let _ = std::fs::remove_dir_all(site);
+}
+
+#[test]
+fn jquery_and_core_clients_chat_across_a_redis_fleet() {
+    jquery_and_core_clients_chat_across_a_fleet(Kind::Redis);
+}
+
+#[test]
+fn jquery_and_core_clients_chat_across_a_postgres_fleet() {
+    jquery_and_core_clients_chat_across_a_fleet(Kind::Postgres);
 }
 
 /// Mistakes a user makes with a classic (or any) hub URL end `chat` at once, exit 1, with one

@@ -634,6 +634,38 @@ listen = "127.0.0.1:0"
         "a secret reached the log:\n{log}"
     );
 
+    // The PostgreSQL backplane's keys (nothing listens on port 1: the hub serves its own
+    // connections meanwhile).
+    let pg = dir.join("pgfleet.toml");
+    std::fs::write(
+        &pg,
+        r#"postgres = "postgres://hubbub:file-pg-password-0123456789@127.0.0.1:1/hubbub"
+postgres-prefix = "pg:"
+postgres-node-ttl = 2.5
+listen = "127.0.0.1:0"
+"#,
+    )
+    .unwrap();
+    let pg_arg = pg.display().to_string();
+    let (exit, log) = run_hub(&["--config", &pg_arg], &[], &dir.join("data"));
+    assert_eq!(exit, None, "the hub serves:\n{log}");
+    let settings = settings_line(&log);
+    let at = |line: usize| format!("({pg_arg} line {line})");
+    for expected in [
+        format!(
+            "postgres = postgres://<redacted>@127.0.0.1:1/hubbub {}",
+            at(1)
+        ),
+        format!("postgres-prefix = pg: {}", at(2)),
+        format!("postgres-node-ttl = 2.5 {}", at(3)),
+    ] {
+        assert!(settings.contains(&expected), "{expected:?} in {settings}");
+    }
+    assert!(
+        !log.contains("0123456789"),
+        "a secret reached the log:\n{log}"
+    );
+
     // Per-user keys, which no JWT flag may come with.
     std::fs::write(dir.join("keys.txt"), "ann ann-key-0123456789abcdef\n").unwrap();
     let keyed = dir.join("keyed.toml");

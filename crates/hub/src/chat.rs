@@ -37,9 +37,9 @@
 //! without one (clients may not use that prefix), and refuses an id that another sender's
 //! recorded message holds, so no message can make receivers drop another as a repeat.
 //!
-//! **Across nodes** (a Redis backplane): presence, room counts, the duplicate window and the
-//! history (one numbering per scope) are the fleet's, kept in Redis. While Redis is
-//! unreachable, `Send`, `SendToRoom`, `SendToUser` and the history methods fail with an error
+//! **Across nodes** (a Redis or PostgreSQL backplane): presence, room counts, the duplicate
+//! window and the history (one numbering per scope) are the fleet's, kept in the backplane's
+//! server. While it is unreachable, `Send`, `SendToRoom`, `SendToUser` and the history methods fail with an error
 //! starting with [`UNAVAILABLE`] (nothing was delivered: send it again).
 
 use std::collections::HashMap;
@@ -157,12 +157,12 @@ fn strings(args: RawArgs, expected: usize) -> Result<Vec<Arg>, HubError> {
 
 /// Whether this message id is new for the caller (no id: always new), and the headers to pass on.
 /// With a backplane the window is the fleet's (a repeat that reaches another node is caught);
-/// while Redis is unreachable, this node's.
+/// while the backplane is unreachable, this node's.
 async fn dedupe(ctx: &Context, seen: &Mutex<Seen>) -> (bool, Headers) {
     match ctx.headers().get(MESSAGE_ID_HEADER) {
         None => (true, Headers::new()),
         Some(id) => {
-            let shared = match ctx.state.backplane.redis() {
+            let shared = match ctx.state.backplane.fleet() {
                 Some(node) => node.first_time(ctx.user(), id, DEDUPE_WINDOW).await.ok(),
                 None => None,
             };
@@ -195,9 +195,9 @@ fn client_id(ctx: &Context) -> Result<Option<String>, HubError> {
 pub const HUB_ID_PREFIX: &str = "h-";
 
 /// Whether this is a repeat caught by the in-memory window. Only a hub whose history is in
-/// memory asks: a history file or Redis remembers ids itself, when the message is recorded.
+/// memory asks: a history file or a backplane remembers ids itself, when the message is recorded.
 async fn repeat_in_memory(ctx: &Context, history: &ChatHistory, seen: &Mutex<Seen>) -> bool {
-    ctx.state.backplane.redis().is_none() && !history.is_persistent() && !dedupe(ctx, seen).await.0
+    ctx.state.backplane.fleet().is_none() && !history.is_persistent() && !dedupe(ctx, seen).await.0
 }
 
 /// The headers of a recorded message: its id and its number in its history.
@@ -214,7 +214,7 @@ fn inbox(ctx: &Context, user: &str) -> String {
     format!("inbox:{}\u{1f}{user}", scope_key(ctx))
 }
 
-/// Records a message in a history (`key`: a scope or an inbox) in Redis or in this node's
+/// Records a message in a history (`key`: a scope or an inbox) in the backplane or in this node's
 /// history; `None` for a repeat of an id `user` already sent.
 #[allow(clippy::too_many_arguments)]
 async fn record(
@@ -227,7 +227,7 @@ async fn record(
     text: &str,
     to: Option<&str>,
 ) -> Result<Option<(crate::HistoryEntry, String)>, HubError> {
-    if let Some(node) = ctx.state.backplane.redis() {
+    if let Some(node) = ctx.state.backplane.fleet() {
         return node
             .chat_append(key, user, id, name, text, to)
             .await
@@ -265,7 +265,7 @@ async fn read(
     epoch: &str,
     after: u64,
 ) -> Result<(String, Vec<crate::HistoryEntry>), HubError> {
-    if let Some(node) = ctx.state.backplane.redis() {
+    if let Some(node) = ctx.state.backplane.fleet() {
         return node
             .chat_since(key, epoch, after, HISTORY_PAGE)
             .await
@@ -285,8 +285,8 @@ fn count(n: usize) -> Arg {
     Arg::from_value(Value::from(n as u64))
 }
 
-/// The start of an error that means "not now": the hub could not record the message (its Redis
-/// backplane is unreachable) and nothing was delivered. Hubbub's chat layer keeps such a message
+/// The start of an error that means "not now": the hub could not record the message (its
+/// backplane, Redis or PostgreSQL, is unreachable) and nothing was delivered. Hubbub's chat layer keeps such a message
 /// in its outbox and sends it again later.
 pub const UNAVAILABLE: &str = "Unavailable:";
 

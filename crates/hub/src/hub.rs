@@ -313,8 +313,8 @@ impl Hub {
     }
 
     /// Runs on every surviving node of a fleet when another node's connections ended without
-    /// `on_disconnected` running for them: the node crashed, or was cut off from Redis for
-    /// longer than its time limit. They are already gone from presence and counts when this
+    /// `on_disconnected` running for them: the node crashed, or was cut off from the backplane
+    /// (Redis or PostgreSQL) for longer than its time limit. They are already gone from presence and counts when this
     /// runs. Never runs on a single node (its own connections always get `on_disconnected`).
     pub fn on_connections_lost<F>(mut self, f: F) -> Self
     where

@@ -19,7 +19,9 @@
 //! [`RedisOptions`]): ASP.NET Core's channel layout and MessagePack payloads (with the
 //! deviations listed in `ARCHITECTURE.md`), presence across nodes with heartbeats, and the chat
 //! hub's histories (broadcasts, rooms, inboxes) and message ids shared in Redis; the users of a
-//! crashed node are announced as left by the others ([`Hub::on_connections_lost`]).
+//! crashed node are announced as left by the others ([`Hub::on_connections_lost`]). Or over a
+//! PostgreSQL backplane ([`ServerBuilder::postgres`] with [`PostgresOptions`]): LISTEN/NOTIFY
+//! for delivery and tables for the same state, with the same behaviour.
 
 mod auth;
 mod backplane;
@@ -39,7 +41,7 @@ mod tls;
 mod transport;
 
 pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS, MIN_USER_KEY, UserKeys};
-pub use backplane::{BackplaneError, RedisOptions};
+pub use backplane::{BackplaneError, PostgresOptions, RedisOptions};
 pub use chat::{
     DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER, PRESENCE_LIMIT,
     SEQ_HEADER, TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,

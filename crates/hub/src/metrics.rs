@@ -28,8 +28,8 @@
 //! | `hubbub_size_limit_closes_total` | counter | family |
 //! | `hubbub_queue_full_closes_total` | counter | family |
 //! | `hubbub_invocation_duration_seconds` | histogram | family |
-//! | `hubbub_backplane_connected` (with `--redis`) | gauge | |
-//! | `hubbub_backplane_publish_duration_seconds` (with `--redis`) | histogram | |
+//! | `hubbub_backplane_connected` (with `--redis` or `--postgres`) | gauge | |
+//! | `hubbub_backplane_publish_duration_seconds` (with `--redis` or `--postgres`) | histogram | |
 //! | `hubbub_history_messages` (a hub with a local history) | gauge | |
 
 use std::sync::Arc;
@@ -162,7 +162,7 @@ impl Default for Prom {
 
 impl Prom {
     /// Registers every metric in `registry` (a hub's sub-registry, labelled with its path).
-    /// `backplane`: a Redis backplane is set up; `history`: the hub's local history size.
+    /// `backplane`: a Redis or PostgreSQL backplane is set up; `history`: the hub's local history size.
     pub(crate) fn register(
         &self,
         registry: &mut Registry,
@@ -235,7 +235,7 @@ impl Prom {
         if backplane {
             registry.register(
                 "backplane_connected",
-                "1 while the Redis backplane's publishing connection works, else 0",
+                "1 while the backplane (Redis or PostgreSQL) is connected and publishing works, else 0",
                 self.backplane_connected.clone(),
             );
             registry.register_with_unit(

@@ -29,7 +29,7 @@ pub struct ServerBuilder {
     hubs: Vec<(String, Hub)>,
     cors_origins: Vec<String>,
     auth: Option<Auth>,
-    redis: Option<crate::RedisOptions>,
+    backplane: Option<crate::backplane::BackplaneConfig>,
     classic: Option<ClassicOptions>,
     static_dir: Option<std::path::PathBuf>,
     tls: Option<crate::TlsFiles>,
@@ -42,7 +42,7 @@ impl Default for ServerBuilder {
             hubs: Vec::new(),
             cors_origins: Vec::new(),
             auth: None,
-            redis: None,
+            backplane: None,
             classic: Some(ClassicOptions::default()),
             static_dir: None,
             tls: None,
@@ -117,7 +117,16 @@ impl ServerBuilder {
     /// Joins a fleet of nodes through a Redis backplane: messages for any scope reach the
     /// connections of every node, and presence counts them all.
     pub fn redis(mut self, options: crate::RedisOptions) -> Self {
-        self.redis = Some(options);
+        self.backplane = Some(crate::backplane::BackplaneConfig::Redis(options));
+        self
+    }
+
+    /// Joins a fleet of nodes through a PostgreSQL backplane instead (LISTEN/NOTIFY for
+    /// delivery, tables for presence, ids and histories; the hub creates and migrates its
+    /// tables): the same behaviour as [`redis`](Self::redis), scope by scope. The last of the
+    /// two called wins.
+    pub fn postgres(mut self, options: crate::PostgresOptions) -> Self {
+        self.backplane = Some(crate::backplane::BackplaneConfig::Postgres(options));
         self
     }
 
@@ -165,7 +174,7 @@ impl ServerBuilder {
                 shutdown.clone(),
                 tasks.clone(),
                 self.auth.clone(),
-                self.redis.as_ref(),
+                self.backplane.as_ref(),
             )
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let hub_router = Router::new()
@@ -200,16 +209,16 @@ impl ServerBuilder {
         let mut registry = prometheus_client::registry::Registry::with_prefix("hubbub");
         for state in &hubs {
             let sub = registry.sub_registry_with_label(("hub".into(), state.path.clone().into()));
-            // With a backplane the chat history is the fleet's, in Redis, not this one.
+            // With a backplane the chat history is the fleet's, in Redis or PostgreSQL, not this one.
             let history = state
                 .hub
                 .history_size
                 .clone()
-                .filter(|_| self.redis.is_none());
+                .filter(|_| self.backplane.is_none());
             state
                 .counters
                 .prom
-                .register(sub, self.redis.is_some(), history);
+                .register(sub, self.backplane.is_some(), history);
         }
         let registry = Arc::new(registry);
         router = router.route("/healthz", get(|| async { "ok" })).route(

@@ -7,7 +7,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backplane::{Backplane, BackplaneError, RedisNode, RedisOptions};
+use crate::backplane::{Backplane, BackplaneConfig, BackplaneError, PostgresNode, RedisNode};
 use crate::connection::Connection;
 use crate::frame::Frame;
 use crate::hub::Hub;
@@ -73,13 +73,13 @@ impl HubState {
         shutdown: CancellationToken,
         tasks: TaskTracker,
         auth: Option<crate::auth::Auth>,
-        redis: Option<&RedisOptions>,
+        backplane: Option<&BackplaneConfig>,
     ) -> Result<Arc<Self>, BackplaneError> {
         let router = Arc::new(Router::default());
         let counters = Arc::new(Counters::default());
-        let (backplane, lost) = match redis {
+        let (backplane, lost) = match backplane {
             None => (Backplane::Local, None),
-            Some(options) => {
+            Some(BackplaneConfig::Redis(options)) => {
                 let (node, lost) = RedisNode::start(
                     options.clone(),
                     &hub.name,
@@ -89,6 +89,17 @@ impl HubState {
                     &counters.prom,
                 )?;
                 (Backplane::Redis(node), Some(lost))
+            }
+            Some(BackplaneConfig::Postgres(options)) => {
+                let (node, lost) = PostgresNode::start(
+                    options.clone(),
+                    &hub.name,
+                    router.clone(),
+                    shutdown.clone(),
+                    &tasks,
+                    &counters.prom,
+                )?;
+                (Backplane::Postgres(node), Some(lost))
             }
         };
         let state = Arc::new(Self {
@@ -131,7 +142,7 @@ impl HubState {
     /// was queued for.
     pub(crate) fn deliver(&self, scope: &Scope, frame: &Arc<Frame>, exclude: &[String]) -> usize {
         let delivered = self.router.deliver(scope, frame, exclude);
-        if let Some(node) = self.backplane.redis() {
+        if let Some(node) = self.backplane.fleet() {
             // A message for a connection of this node needs no one else (as in ASP.NET Core).
             let here = matches!(scope, Scope::Connection(id) if self.router.has_connection(id));
             if !here {
@@ -145,7 +156,7 @@ impl HubState {
     /// to its connection and user channels and announces it).
     pub(crate) async fn connected(&self, conn: Arc<Connection>) {
         let first_of_user = self.router.add(conn.clone());
-        if let Some(node) = self.backplane.redis() {
+        if let Some(node) = self.backplane.fleet() {
             node.sync(&Scope::Connection(conn.id.clone())).await;
             if first_of_user {
                 node.sync(&Scope::User(conn.user.clone())).await;
@@ -157,7 +168,7 @@ impl HubState {
     /// Forgets a connection that ended.
     pub(crate) fn disconnected(&self, conn: &Connection) {
         let removed = self.router.remove(conn);
-        if let Some(node) = self.backplane.redis() {
+        if let Some(node) = self.backplane.fleet() {
             node.sync_later(&Scope::Connection(conn.id.clone()));
             if removed.user_gone {
                 node.sync_later(&Scope::User(conn.user.clone()));
@@ -171,7 +182,7 @@ impl HubState {
 
     /// Adds a connection (of any node) to a group.
     pub(crate) async fn add_to_group(&self, id: &str, group: &str) -> Result<(), BackplaneError> {
-        match self.backplane.redis() {
+        match self.backplane.fleet() {
             None => {
                 self.router.add_to_group(id, group);
                 Ok(())
@@ -187,7 +198,7 @@ impl HubState {
         id: &str,
         group: &str,
     ) -> Result<(), BackplaneError> {
-        match self.backplane.redis() {
+        match self.backplane.fleet() {
             None => {
                 self.router.remove_from_group(id, group);
                 Ok(())
@@ -202,14 +213,14 @@ impl HubState {
         self.router.connection_count(group)
             + self
                 .backplane
-                .redis()
+                .fleet()
                 .map_or(0, |node| node.remote_count(group))
     }
 
     /// Users (in `group`) on every node, each once with its connection count, sorted by name.
     pub(crate) fn users(&self, group: Option<&str>) -> Vec<(String, usize)> {
         let local = self.router.users(group);
-        let Some(node) = self.backplane.redis() else {
+        let Some(node) = self.backplane.fleet() else {
             return local;
         };
         let mut all = std::collections::BTreeMap::<String, usize>::new();

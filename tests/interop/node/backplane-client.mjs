@@ -1,7 +1,7 @@
 // One official @microsoft/signalr client for the multi-node (Redis backplane) tests, driven
 // over stdin and reporting over stdout, one JSON object per line.
 //
-//   node backplane-client.mjs HUB_URL [json|msgpack]
+//   node backplane-client.mjs HUB_URL [json|msgpack] [ws|sse|lp]
 //
 // stdout: {"event":"connected","connectionId":…} once connected, then
 //         {"method":"broadcastMessage","args":[…],"headers":…} per invocation received, and
@@ -11,14 +11,19 @@ import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import * as readline from "node:readline";
 
-const [hubUrl, protocol = "json"] = process.argv.slice(2);
-if (!hubUrl) {
-  console.error("usage: node backplane-client.mjs HUB_URL [json|msgpack]");
+const [hubUrl, protocol = "json", transportName = "ws"] = process.argv.slice(2);
+const transports = {
+  ws: signalR.HttpTransportType.WebSockets,
+  sse: signalR.HttpTransportType.ServerSentEvents,
+  lp: signalR.HttpTransportType.LongPolling,
+};
+if (!hubUrl || !(transportName in transports)) {
+  console.error("usage: node backplane-client.mjs HUB_URL [json|msgpack] [ws|sse|lp]");
   process.exit(2);
 }
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const builder = new signalR.HubConnectionBuilder()
-  .withUrl(hubUrl, { transport: signalR.HttpTransportType.WebSockets })
+  .withUrl(hubUrl, { transport: transports[transportName] })
   .configureLogging(signalR.LogLevel.None);
 if (protocol === "msgpack") builder.withHubProtocol(new MessagePackHubProtocol());
 const conn = builder.build();

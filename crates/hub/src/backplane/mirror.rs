@@ -2,7 +2,9 @@
 //! presence hashes and the presence channel, with the counts the hub asks for kept up to date
 //! as records come and go (no scan per question).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use crate::hub::LostConnection;
 
 /// One connection of another node, as it stores it in its presence hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +104,31 @@ impl Mirror {
         old
     }
 
+    /// Forgets every node not in `live` (it stopped renewing its heartbeat, or another node
+    /// already forgot it); returns their connections, lost without a goodbye, when `announce`
+    /// (a node back from losing the backplane only just now announces no one: the others may
+    /// still be rewriting their presence).
+    pub(crate) fn forget_missing(
+        &mut self,
+        live: &HashSet<String>,
+        announce: bool,
+    ) -> Vec<LostConnection> {
+        let mut lost = Vec::new();
+        for known in self.nodes() {
+            if !live.contains(&known) {
+                let gone = self.replace(&known, None);
+                if announce {
+                    lost.extend(gone.into_iter().map(|(connection_id, r)| LostConnection {
+                        connection_id,
+                        user: r.user,
+                        groups: r.groups,
+                    }));
+                }
+            }
+        }
+        lost
+    }
+
     /// The nodes known.
     pub(crate) fn nodes(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()
@@ -160,5 +187,29 @@ mod tests {
         assert_eq!(m.connection_count(None), 0);
         assert!(m.users(None).is_empty());
         assert!(m.nodes().is_empty() || m.nodes() == vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn nodes_missing_from_the_live_set_are_forgotten_and_announced_only_when_asked() {
+        let mut m = Mirror::default();
+        m.apply("a", "c1", rec("ann", &["g"]));
+        m.apply("b", "c2", rec("bob", &[]));
+        m.apply("c", "c3", rec("cy", &[]));
+        let live: HashSet<String> = ["b".to_owned()].into();
+        let lost = m.forget_missing(&live, true);
+        let mut who: Vec<_> = lost
+            .iter()
+            .map(|l| (l.connection_id.as_str(), l.user.as_str(), l.groups.clone()))
+            .collect();
+        who.sort();
+        assert_eq!(
+            who,
+            [("c1", "ann", vec!["g".to_owned()]), ("c3", "cy", vec![])]
+        );
+        assert_eq!(m.nodes(), ["b".to_owned()]);
+        assert_eq!(m.connection_count(None), 1);
+        // Not announced (just back from an outage): forgotten all the same.
+        assert!(m.forget_missing(&HashSet::new(), false).is_empty());
+        assert_eq!(m.connection_count(None), 0);
     }
 }

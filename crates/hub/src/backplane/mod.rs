@@ -3,19 +3,35 @@
 //! - [`Backplane::Local`]: one node; the router's registries are the whole truth.
 //! - [`Backplane::Redis`]: a fleet of nodes sharing one Redis (pub/sub in ASP.NET Core's
 //!   channel layout, presence in Redis keys with per-node heartbeats). See `redis.rs`.
+//! - [`Backplane::Postgres`]: a fleet of nodes sharing one PostgreSQL database (LISTEN/NOTIFY
+//!   for delivery, tables for presence, heartbeats, ids and histories). See `postgres.rs`.
 //!
-//! Either way a message is delivered to this node's connections straight from the router (local
-//! delivery never waits for Redis); with Redis it is also published once, pre-encoded per
-//! protocol, for the other nodes, which skip nothing but their own copies.
+//! Callers never name the kind: [`Backplane::fleet`] gives a [`Fleet`], one interface both
+//! implement with the same behaviour. Whatever the kind, a message is delivered to this node's
+//! connections straight from the router (local delivery never waits for the backplane); with a
+//! fleet it is also published once, pre-encoded per protocol, for the other nodes, which skip
+//! nothing but their own copies.
 
 mod envelope;
 mod mirror;
+mod postgres;
 mod redis;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::sync::oneshot;
+
+use self::mirror::Record;
+pub(crate) use self::postgres::PostgresNode;
+pub use self::postgres::PostgresOptions;
 pub(crate) use self::redis::RedisNode;
 pub use self::redis::RedisOptions;
+use crate::frame::Frame;
+use crate::history::Entry;
+use crate::router::{Router, Scope};
 
 /// Why the backplane could not do something.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -26,12 +42,26 @@ pub enum BackplaneError {
     /// Redis answered with an error.
     #[error("Redis: {0}")]
     Redis(String),
-    /// Redis is unreachable (or has not answered in time).
-    #[error("the Redis backplane is unavailable")]
-    Down,
+    /// The PostgreSQL connection string does not parse.
+    #[error("invalid PostgreSQL URL: {0}")]
+    PostgresUrl(String),
+    /// PostgreSQL answered with an error.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The backplane's server (Redis or PostgreSQL) is unreachable, or has not answered in time.
+    #[error("the {0} backplane is unavailable")]
+    Down(&'static str),
     /// No node acknowledged a group change for this connection.
     #[error("Connection '{0}' does not exist.")]
     NoAck(String),
+}
+
+/// Which backplane a server's hubs join (see [`ServerBuilder::redis`](crate::ServerBuilder::redis)
+/// and [`ServerBuilder::postgres`](crate::ServerBuilder::postgres)).
+#[derive(Debug, Clone)]
+pub(crate) enum BackplaneConfig {
+    Redis(RedisOptions),
+    Postgres(PostgresOptions),
 }
 
 /// How messages reach other nodes.
@@ -42,13 +72,217 @@ pub(crate) enum Backplane {
     Local,
     /// Through Redis.
     Redis(Arc<RedisNode>),
+    /// Through PostgreSQL.
+    Postgres(Arc<PostgresNode>),
 }
 
 impl Backplane {
-    pub(crate) fn redis(&self) -> Option<&Arc<RedisNode>> {
+    /// This node's link to its fleet; `None` for a lone node.
+    pub(crate) fn fleet(&self) -> Option<Fleet<'_>> {
         match self {
             Self::Local => None,
-            Self::Redis(node) => Some(node),
+            Self::Redis(node) => Some(Fleet::Redis(node)),
+            Self::Postgres(node) => Some(Fleet::Postgres(node)),
+        }
+    }
+}
+
+/// One node's link to its fleet, whichever the backplane: the one interface callers use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fleet<'a> {
+    Redis(&'a Arc<RedisNode>),
+    Postgres(&'a Arc<PostgresNode>),
+}
+
+/// The same call on whichever node it is.
+macro_rules! each {
+    ($fleet:expr, $node:ident => $call:expr) => {
+        match $fleet {
+            Fleet::Redis($node) => $call,
+            Fleet::Postgres($node) => $call,
+        }
+    };
+}
+
+impl Fleet<'_> {
+    /// Publishes a message for the connections of other nodes in `scope` (dropped while the
+    /// backplane is unreachable).
+    pub(crate) fn publish(self, scope: &Scope, frame: &Frame, exclude: &[String]) {
+        each!(self, n => n.publish(scope, frame, exclude))
+    }
+
+    /// Makes sure this node receives what is published for `scope` from now on (as the
+    /// router now needs), waiting briefly for the backplane to confirm.
+    pub(crate) async fn sync(self, scope: &Scope) {
+        each!(self, n => n.sync(scope).await)
+    }
+
+    /// As [`sync`](Self::sync), without waiting.
+    pub(crate) fn sync_later(self, scope: &Scope) {
+        each!(self, n => n.sync_later(scope))
+    }
+
+    /// Writes one local connection's presence as the router has it now (`None`: it left) and
+    /// tells the other nodes.
+    pub(crate) fn presence(self, connection: &str, record: Option<Record>) {
+        each!(self, n => n.presence(connection, record))
+    }
+
+    /// A local connection's presence record.
+    pub(crate) fn record(self, connection: &str) -> Option<Record> {
+        each!(self, n => n.record(connection))
+    }
+
+    /// Connections of other nodes (in `group`).
+    pub(crate) fn remote_count(self, group: Option<&str>) -> usize {
+        each!(self, n => n.remote_count(group))
+    }
+
+    /// Users of other nodes (in `group`) with their connection counts there.
+    pub(crate) fn remote_users(self, group: Option<&str>) -> Vec<(String, usize)> {
+        each!(self, n => n.remote_users(group))
+    }
+
+    /// A local connection joins a group; `false` if it is not a connection of this node.
+    pub(crate) async fn local_add(self, connection: &str, group: &str) -> bool {
+        each!(self, n => n.local_add(connection, group).await)
+    }
+
+    /// A local connection leaves a group; `false` if it is not a connection of this node.
+    pub(crate) async fn local_remove(self, connection: &str, group: &str) -> bool {
+        each!(self, n => n.local_remove(connection, group).await)
+    }
+
+    /// Asks the node that holds `connection` to add it to (or remove it from) `group`, and
+    /// waits for its ack.
+    pub(crate) async fn remote_group(
+        self,
+        connection: &str,
+        group: &str,
+        add: bool,
+    ) -> Result<(), BackplaneError> {
+        each!(self, n => n.remote_group(connection, group, add).await)
+    }
+
+    /// Whether `user` sends `id` for the first time within `window`, across the fleet.
+    pub(crate) async fn first_time(
+        self,
+        user: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<bool, BackplaneError> {
+        each!(self, n => n.first_time(user, id, window).await)
+    }
+
+    /// Records a chat message in the fleet's history of `scope` (the newest
+    /// [`MEMORY_CAPACITY`](crate::MEMORY_CAPACITY) are kept): `None` for a repeat of `(user,
+    /// id)` within [`DEDUPE_WINDOW`](crate::DEDUPE_WINDOW), else the entry and the epoch it is
+    /// numbered in.
+    pub(crate) async fn chat_append(
+        self,
+        scope: &str,
+        user: &str,
+        id: Option<&str>,
+        name: &str,
+        message: &str,
+        to: Option<&str>,
+    ) -> Result<Option<(Entry, String)>, BackplaneError> {
+        each!(self, n => n.chat_append(scope, user, id, name, message, to).await)
+    }
+
+    /// The fleet's epoch and the messages of `scope` after `after` (all of them when `epoch`
+    /// is not the fleet's), at most `limit`.
+    pub(crate) async fn chat_since(
+        self,
+        scope: &str,
+        epoch: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(String, Vec<Entry>), BackplaneError> {
+        each!(self, n => n.chat_since(scope, epoch, after, limit).await)
+    }
+}
+
+/// A random hex string of `bytes` bytes (node names, epochs).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    let _ = getrandom::fill(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// This machine's name, for node names (`{hostname}_{random}`, as ASP.NET Core's
+/// `{MachineName}_{guid}`).
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hubbub".to_owned())
+}
+
+/// A local connection's presence record, as the router has it now (groups sorted).
+pub(crate) fn local_record(router: &Router, connection: &str) -> Option<Record> {
+    let conn = router.connection(connection)?;
+    let mut groups: Vec<String> = conn
+        .groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    groups.sort();
+    Some(Record {
+        user: conn.user.clone(),
+        groups,
+    })
+}
+
+/// Group changes sent to other nodes, waiting for their acks (ASP.NET Core's
+/// `AckHandler`): numbered from 1 per node.
+#[derive(Debug)]
+pub(crate) struct Acks {
+    waiting: Mutex<HashMap<u32, oneshot::Sender<()>>>,
+    next: AtomicU32,
+}
+
+impl Default for Acks {
+    fn default() -> Self {
+        Self {
+            waiting: Mutex::default(),
+            next: AtomicU32::new(1),
+        }
+    }
+}
+
+impl Acks {
+    /// Sends a request with a fresh id (`send`), then waits up to `limit` for its ack;
+    /// `false` if none came.
+    pub(crate) async fn request(&self, limit: Duration, send: impl FnOnce(u32)) -> bool {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        send(id);
+        let acked = tokio::time::timeout(limit, rx).await;
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        matches!(acked, Ok(Ok(())))
+    }
+
+    /// The ack of request `id` arrived.
+    pub(crate) fn acked(&self, id: u32) {
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(tx) = waiting {
+            let _ = tx.send(());
         }
     }
 }

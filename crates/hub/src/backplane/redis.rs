@@ -15,7 +15,7 @@
 //! `ARCHITECTURE.md` for what that means for each kind of message.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::BackplaneError;
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
+use super::{Acks, BackplaneError, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -150,8 +150,7 @@ pub(crate) struct RedisNode {
     publish: mpsc::Sender<redis::Cmd>,
     subs: mpsc::UnboundedSender<Sub>,
     mirror: Mutex<Mirror>,
-    acks: Mutex<HashMap<u32, oneshot::Sender<()>>>,
-    next_ack: AtomicU32,
+    acks: Acks,
     up: AtomicBool,
     /// When the node last came back after losing Redis (`None`: it never lost it).
     rejoined: Mutex<Option<tokio::time::Instant>>,
@@ -177,21 +176,6 @@ fn records(raw: HashMap<String, String>) -> HashMap<String, Record> {
     raw.into_iter()
         .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
         .collect()
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    let _ = getrandom::fill(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "hubbub".to_owned())
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -233,8 +217,7 @@ impl RedisNode {
             publish,
             subs,
             mirror: Mutex::default(),
-            acks: Mutex::default(),
-            next_ack: AtomicU32::new(1),
+            acks: Acks::default(),
             up: AtomicBool::new(false),
             rejoined: Mutex::default(),
             lost,
@@ -382,30 +365,25 @@ impl RedisNode {
         group: &str,
         add: bool,
     ) -> Result<(), BackplaneError> {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        let action = GroupAction {
-            id,
-            server: self.server.clone(),
-            add,
-            group: group.to_owned(),
-            connection: connection.to_owned(),
-        };
-        let mut c = cmd("PUBLISH");
-        c.arg(self.key("internal:groups")).arg(action.encode());
-        self.queue(c);
-        let acked = tokio::time::timeout(self.options.ack_timeout, rx).await;
-        self.acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        match acked {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(BackplaneError::NoAck(connection.to_owned())),
+        let acked = self
+            .acks
+            .request(self.options.ack_timeout, |id| {
+                let action = GroupAction {
+                    id,
+                    server: self.server.clone(),
+                    add,
+                    group: group.to_owned(),
+                    connection: connection.to_owned(),
+                };
+                let mut c = cmd("PUBLISH");
+                c.arg(self.key("internal:groups")).arg(action.encode());
+                self.queue(c);
+            })
+            .await;
+        if acked {
+            Ok(())
+        } else {
+            Err(BackplaneError::NoAck(connection.to_owned()))
         }
     }
 
@@ -415,21 +393,21 @@ impl RedisNode {
         run: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, BackplaneError> {
         if !self.is_up() {
-            return Err(BackplaneError::Down);
+            return Err(BackplaneError::Down("Redis"));
         }
         match tokio::time::timeout(self.options.call_timeout, run(self.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
                     self.went_down(&format!("{what}: {e}"));
-                    Err(BackplaneError::Down)
+                    Err(BackplaneError::Down("Redis"))
                 } else {
                     Err(BackplaneError::Redis(e.to_string()))
                 }
             }
             Err(_) => {
                 self.went_down(&format!("{what}: no answer"));
-                Err(BackplaneError::Down)
+                Err(BackplaneError::Down("Redis"))
             }
         }
     }
@@ -623,14 +601,7 @@ impl RedisNode {
             return;
         } else if rest.starts_with("internal:ack:") {
             if let Some(id) = envelope::decode_ack(payload) {
-                if let Some(tx) = self
-                    .acks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id)
-                {
-                    let _ = tx.send(());
-                }
+                self.acks.acked(id);
             }
             return;
         } else {
@@ -722,19 +693,7 @@ impl RedisNode {
 
     /// A local connection's presence record.
     pub(crate) fn record(&self, connection: &str) -> Option<Record> {
-        let conn = self.router.connection(connection)?;
-        let mut groups: Vec<String> = conn
-            .groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        groups.sort();
-        Some(Record {
-            user: conn.user.clone(),
-            groups,
-        })
+        super::local_record(&self.router, connection)
     }
 
     /// Another node's presence hash.
@@ -842,22 +801,11 @@ impl RedisNode {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let mut lost = Vec::new();
-        {
-            let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-            for known in mirror.nodes() {
-                if !live.contains(&known) {
-                    let gone = mirror.replace(&known, None);
-                    if settled {
-                        lost.extend(gone.into_iter().map(|(connection_id, r)| LostConnection {
-                            connection_id,
-                            user: r.user,
-                            groups: r.groups,
-                        }));
-                    }
-                }
-            }
-        }
+        let lost = self
+            .mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_missing(&live, settled);
         if !lost.is_empty() {
             tracing::info!(
                 connections = lost.len(),

@@ -1,0 +1,340 @@
+//! The servers a fleet of hub nodes shares, started by the tests themselves on loopback: a
+//! `redis-server` without persistence, or a PostgreSQL cluster from Debian's packages in a
+//! private data directory (`initdb` and `pg_ctl`, run as the `postgres` user when the tests run
+//! as root: PostgreSQL refuses root). Both on a free port of 127.0.0.1, stopped on drop.
+//!
+//! Included with `#[path = "support/fleet.rs"] mod fleet;` by the tests that need it.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which backplane a fleet shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Redis,
+    Postgres,
+}
+
+impl Kind {
+    /// How the hub names it in its log lines ("… backplane connected").
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "Redis",
+            Self::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Redis server or a PostgreSQL cluster of the test's own.
+pub(crate) struct Backend {
+    pub(crate) kind: Kind,
+    pub(crate) port: u16,
+    redis: Option<Child>,
+    /// PostgreSQL: the private directory (cluster in `data`, server log in `log`).
+    dir: Option<PathBuf>,
+    running: bool,
+}
+
+/// Where Debian puts PostgreSQL's server programs (the newest major version installed).
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (scripts/setup.sh installs the postgresql package)")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let v = e.file_name().to_str()?.parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, p)| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no /usr/lib/postgresql/N/bin/pg_ctl")
+        .1
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A PostgreSQL program, as the `postgres` user when we are root.
+fn pg(program: &str) -> Command {
+    let path = pg_bin().join(program);
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(mut command: Command, what: &str, log: Option<&Path>) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    if !output.status.success() {
+        let log = log
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default();
+        panic!(
+            "{what} failed: {}\n{}\n{log}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Backend {
+    /// Starts a server of `kind` and waits (20 s at most) until it answers.
+    pub(crate) fn start(kind: Kind) -> Self {
+        let mut backend = Self {
+            kind,
+            port: free_port(),
+            redis: None,
+            dir: None,
+            running: false,
+        };
+        if kind == Kind::Postgres {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("hubbub-pg-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            if running_as_root() {
+                let mut chown = Command::new("chown");
+                chown.args(["-R", "postgres:postgres"]).arg(&dir);
+                run(chown, "chown the PostgreSQL directory", None);
+            }
+            let mut initdb = pg("initdb");
+            initdb.arg("-D").arg(dir.join("data")).args([
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ]);
+            run(initdb, "initdb", None);
+            backend.dir = Some(dir);
+        }
+        backend.launch();
+        backend
+    }
+
+    /// Starts the server (again, on the same port: PostgreSQL keeps its data, a restarted
+    /// Redis is empty).
+    pub(crate) fn launch(&mut self) {
+        match self.kind {
+            Kind::Redis => {
+                let child = Command::new("redis-server")
+                    .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server is installed (scripts/setup.sh test installs it)");
+                self.redis = Some(child);
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                        let mut buf = [0u8; 7];
+                        if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() {
+                            assert_eq!(&buf, b"+PONG\r\n");
+                            break;
+                        }
+                    }
+                    assert!(Instant::now() < deadline, "redis-server did not come up");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Kind::Postgres => {
+                let dir = self.dir.clone().unwrap();
+                let options = format!(
+                    "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' \
+                     -c fsync=off -c shared_buffers=16MB",
+                    self.port
+                );
+                let mut start = pg("pg_ctl");
+                start
+                    .arg("-D")
+                    .arg(dir.join("data"))
+                    .arg("-l")
+                    .arg(dir.join("log"))
+                    .args(["-w", "-t", "20", "-o", &options, "start"]);
+                run(start, "pg_ctl start", Some(&dir.join("log")));
+            }
+        }
+        self.running = true;
+    }
+
+    /// Stops the server: Redis with SIGKILL (it vanishes with everything it held),
+    /// PostgreSQL with `pg_ctl stop -m fast` (connections cut, data kept).
+    pub(crate) fn stop(&mut self) {
+        self.stop_with("fast");
+    }
+
+    /// Crashes the server: Redis with SIGKILL, PostgreSQL with `pg_ctl stop -m immediate`
+    /// (crash recovery at the next start, which empties UNLOGGED tables).
+    pub(crate) fn crash(&mut self) {
+        self.stop_with("immediate");
+    }
+
+    /// Fills the chat hub's history of `scope` (a history key such as `scope:S`) with `n`
+    /// entries numbered 1..=n, straight in the server, as the hub stores them (hub `chat`,
+    /// prefix `hubbub:`): Redis's list and counter, PostgreSQL's rows. A node must have joined
+    /// first (PostgreSQL: it creates the tables).
+    pub(crate) fn seed_history(&self, scope: &str, n: u32) {
+        match self.kind {
+            Kind::Redis => {
+                let script = "for i = 1, tonumber(ARGV[1]) do \
+                    redis.call('RPUSH', KEYS[1], cjson.encode({seq = i, id = 'seed-' .. i, \
+                    name = 'seed', message = 'm' .. i})) end \
+                    redis.call('SET', KEYS[2], ARGV[1]) return 1";
+                let output = Command::new("redis-cli")
+                    .args(["-p", &self.port.to_string(), "EVAL", script, "2"])
+                    .arg(format!("hubbub:chat:chat:history:{scope}"))
+                    .arg(format!("hubbub:chat:chat:seq:{scope}"))
+                    .arg(n.to_string())
+                    .output()
+                    .expect("redis-cli is installed with redis-server");
+                let out = String::from_utf8_lossy(&output.stdout);
+                assert_eq!(
+                    out.trim(),
+                    "1",
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Kind::Postgres => {
+                self.psql(&format!(
+                    "INSERT INTO hubbub_history (hub, scope, seq, id, name, message) \
+                     SELECT 'hubbub:chat', '{scope}', g, 'seed-' || g, 'seed', 'm' || g \
+                     FROM generate_series(1, {n}) g; \
+                     INSERT INTO hubbub_scopes (hub, scope, seq) VALUES ('hubbub:chat', '{scope}', {n})"
+                ));
+            }
+        }
+    }
+
+    /// PostgreSQL only: the rows `sql` returns, `|`-separated columns, through `psql`.
+    pub(crate) fn psql(&self, sql: &str) -> String {
+        assert_eq!(self.kind, Kind::Postgres);
+        let output = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-At", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql is installed (with the postgresql package)");
+        assert!(
+            output.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    fn stop_with(&mut self, mode: &str) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        match self.kind {
+            Kind::Redis => {
+                if let Some(mut child) = self.redis.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            Kind::Postgres => {
+                let dir = self.dir.clone().unwrap();
+                let mut stop = pg("pg_ctl");
+                stop.arg("-D")
+                    .arg(dir.join("data"))
+                    .args(["-m", mode, "-w", "-t", "20", "stop"]);
+                run(stop, "pg_ctl stop", Some(&dir.join("log")));
+            }
+        }
+    }
+
+    /// The URL a hub node is given.
+    pub(crate) fn url(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+        }
+    }
+
+    /// The `hubbub hub` arguments that join this fleet, with this node TTL (seconds).
+    pub(crate) fn hub_args(&self, node_ttl: &str) -> Vec<String> {
+        let (flag, ttl) = match self.kind {
+            Kind::Redis => ("--redis", "--redis-node-ttl"),
+            Kind::Postgres => ("--postgres", "--postgres-node-ttl"),
+        };
+        vec![flag.into(), self.url(), ttl.into(), node_ttl.into()]
+    }
+
+    /// The line a node logs once it has joined the fleet.
+    pub(crate) fn connected_line(&self) -> String {
+        format!("{} backplane connected", self.kind.name())
+    }
+
+    /// The line a node logs when it loses the backplane.
+    pub(crate) fn unavailable_line(&self) -> String {
+        format!("{} backplane unavailable", self.kind.name())
+    }
+
+    /// The line a node logs when it has the backplane back.
+    pub(crate) fn back_line(&self) -> String {
+        format!("{} backplane back", self.kind.name())
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = &self.dir {
+                if let Ok(log) = std::fs::read_to_string(dir.join("log")) {
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    eprintln!(
+                        "PostgreSQL log (last lines, newest first):\n{}",
+                        tail.join("\n")
+                    );
+                }
+            }
+        }
+        if self.kind == Kind::Postgres && self.running {
+            self.running = false;
+            let dir = self.dir.clone().unwrap();
+            let mut stop = pg("pg_ctl");
+            stop.arg("-D").arg(dir.join("data")).args([
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "20",
+                "stop",
+            ]);
+            let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        } else {
+            self.stop_with("immediate");
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -1,0 +1,1346 @@
+//! The PostgreSQL backplane: one node of a fleet that shares a PostgreSQL database, with the
+//! behaviour of the Redis backplane (`redis.rs`), scope by scope.
+//!
+//! Delivery is LISTEN/NOTIFY on one channel per hub endpoint (`hubbub_` and 16 hex digits of
+//! the SHA-256 of `{prefix}{hub name}`; identifiers are at most 63 bytes): every node listens
+//! to everything published for its hub and its router delivers what concerns its connections
+//! (a message for a scope with no connection here costs a lookup). A payload that does not fit
+//! in a notification (PostgreSQL's limit is 8,000 bytes) is stored in `hubbub_payloads` and
+//! announced by its id; the listening node fetches it before handling the next notification,
+//! so order is kept. State lives in tables (created and migrated by the hub, versioned in
+//! `hubbub_schema`): presence per node with node liveness (`hubbub_presence`,
+//! `hubbub_nodes`), message-id windows (`hubbub_ids`), the fleet's epoch and numbering
+//! (`hubbub_epochs`, `hubbub_scopes`) and the chat histories, trimmed to a bound
+//! (`hubbub_history`).
+//!
+//! Three tasks per hub endpoint:
+//! - the **publisher** sends queued notifications and presence writes in batches (a run of
+//!   notifications is one `pg_notify` over an array: one statement, one commit);
+//! - the **listener** holds both connections (one LISTENs and fetches large payloads, one runs
+//!   everything else): it connects, migrates the schema, listens, writes this node's presence
+//!   afresh, delivers what arrives, and after losing the database reconnects with backoff;
+//! - the **heartbeat** renews this node's liveness and rereads every node's presence, dropping
+//!   nodes whose liveness lapsed (a crashed node).
+//!
+//! The connection is made without TLS (`NoTls`): meant for a database on loopback or a
+//! private network. While the database is unreachable the node serves its own connections
+//! and drops what it would publish for other nodes, as with Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use hubbub_protocol::Protocol;
+use rmpv::Value;
+use sha2::Digest;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::envelope::{GroupAction, Invocation};
+use super::mirror::{Mirror, Record};
+use super::{Acks, BackplaneError, hostname, random_hex};
+use crate::frame::Frame;
+use crate::history::Entry;
+use crate::hub::LostConnection;
+use crate::router::{Router, Scope};
+
+/// How a node reaches PostgreSQL, and its timings.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// A libpq-style connection string: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or
+    /// `host=… user=… dbname=…`. TLS is not built in: use a database on loopback or on a
+    /// private network.
+    pub url: String,
+    /// Put in front of the hub's name in every row and in the channel name, so several fleets
+    /// can share one database.
+    pub prefix: String,
+    /// How long a node counts as alive after its last heartbeat: a crashed node's connections
+    /// leave everyone's presence within `node_ttl + heartbeat`.
+    pub node_ttl: Duration,
+    /// How often a node renews its liveness and rereads the others' presence.
+    pub heartbeat: Duration,
+    /// How long a group change for a connection on another node waits for that node's ack.
+    pub ack_timeout: Duration,
+    /// Limit for one database call; a call that takes longer counts as the database being
+    /// unreachable.
+    pub call_timeout: Duration,
+}
+
+impl PostgresOptions {
+    /// Options for the database at `url`: prefix `hubbub:`, a 6 s node TTL renewed every 2 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "hubbub:".to_owned(),
+            node_ttl: Duration::from_secs(6),
+            heartbeat: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The schema, one step per version; a hub applies the steps its database has not had, under
+/// an advisory lock, and records each in `hubbub_schema`. Never edit a released step: add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r"
+CREATE UNLOGGED TABLE hubbub_nodes (
+  hub text NOT NULL, node text NOT NULL, expires timestamptz NOT NULL,
+  PRIMARY KEY (hub, node));
+CREATE UNLOGGED TABLE hubbub_presence (
+  hub text NOT NULL, node text NOT NULL, connection text NOT NULL, record text NOT NULL,
+  PRIMARY KEY (hub, node, connection));
+CREATE UNLOGGED TABLE hubbub_payloads (
+  id bigserial PRIMARY KEY, hub text NOT NULL, body bytea NOT NULL,
+  at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE hubbub_ids (
+  hub text NOT NULL, key text NOT NULL, expires timestamptz NOT NULL,
+  PRIMARY KEY (hub, key));
+CREATE TABLE hubbub_epochs (hub text PRIMARY KEY, epoch text NOT NULL);
+CREATE TABLE hubbub_scopes (
+  hub text NOT NULL, scope text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (hub, scope));
+CREATE TABLE hubbub_history (
+  hub text NOT NULL, scope text NOT NULL, seq bigint NOT NULL, id text NOT NULL,
+  name text NOT NULL, message text NOT NULL, recipient text,
+  PRIMARY KEY (hub, scope, seq));
+
+-- The fleet's epoch, made on first use.
+CREATE FUNCTION hubbub_epoch(p_hub text, p_fresh text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE v text;
+BEGIN
+  INSERT INTO hubbub_epochs (hub, epoch) VALUES (p_hub, p_fresh) ON CONFLICT DO NOTHING;
+  SELECT e.epoch INTO v FROM hubbub_epochs e WHERE e.hub = p_hub;
+  RETURN v;
+END $$;
+
+-- Whether a message id is new within its window (an expired one counts as new).
+CREATE FUNCTION hubbub_first_time(p_hub text, p_key text, p_window_ms float8) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO hubbub_ids AS i (hub, key, expires)
+    VALUES (p_hub, p_key, now() + p_window_ms * interval '1 millisecond')
+    ON CONFLICT (hub, key) DO UPDATE SET expires = excluded.expires WHERE i.expires <= now();
+  RETURN FOUND;
+END $$;
+
+-- Records a chat message in one step: the id checked, the next number of the scope taken,
+-- the entry appended and the scope trimmed to its capacity. No row for a repeated id.
+CREATE FUNCTION hubbub_append(
+  p_hub text, p_key text, p_window_ms float8, p_id text, p_scope text, p_name text,
+  p_message text, p_recipient text, p_capacity bigint, p_fresh_epoch text)
+RETURNS TABLE (r_seq bigint, r_id text, r_epoch text)
+LANGUAGE plpgsql AS $$
+DECLARE v_seq bigint; v_epoch text; v_id text := p_id;
+BEGIN
+  IF p_id <> '' AND NOT hubbub_first_time(p_hub, p_key, p_window_ms) THEN
+    RETURN;
+  END IF;
+  v_epoch := hubbub_epoch(p_hub, p_fresh_epoch);
+  INSERT INTO hubbub_scopes AS s (hub, scope, seq) VALUES (p_hub, p_scope, 1)
+    ON CONFLICT (hub, scope) DO UPDATE SET seq = s.seq + 1 RETURNING s.seq INTO v_seq;
+  IF v_id = '' THEN v_id := 'h-' || v_epoch || '-' || v_seq; END IF;
+  INSERT INTO hubbub_history (hub, scope, seq, id, name, message, recipient)
+    VALUES (p_hub, p_scope, v_seq, v_id, p_name, p_message, NULLIF(p_recipient, ''));
+  DELETE FROM hubbub_history h
+    WHERE h.hub = p_hub AND h.scope = p_scope AND h.seq <= v_seq - p_capacity;
+  RETURN QUERY SELECT v_seq, v_id, v_epoch;
+END $$;
+
+-- After (re)connecting: a node's presence written afresh and its liveness renewed, in one
+-- transaction, then the others told to reread it.
+CREATE FUNCTION hubbub_restore(
+  p_hub text, p_node text, p_connections text[], p_records text[], p_ttl_ms float8,
+  p_channel text, p_payload text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM hubbub_presence p WHERE p.hub = p_hub AND p.node = p_node;
+  INSERT INTO hubbub_presence (hub, node, connection, record)
+    SELECT p_hub, p_node, c, r FROM unnest(p_connections, p_records) AS t(c, r);
+  INSERT INTO hubbub_nodes AS n (hub, node, expires)
+    VALUES (p_hub, p_node, now() + p_ttl_ms * interval '1 millisecond')
+    ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires;
+  PERFORM pg_notify(p_channel, p_payload);
+END $$;
+",
+];
+
+/// A presence change of one node (JSON in a `p` notification; as Redis's `:internal:presence`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Delta {
+    /// The connection changed (with `r`: its record; without: it left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<Record>,
+    /// The node rewrote its whole presence: read it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reload: bool,
+    /// The node shut down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    gone: bool,
+}
+
+/// What the publisher sends, in order.
+enum Op {
+    /// A notification (its full text).
+    Notify(String),
+    /// A connection's presence row set (`Some`: the record as JSON) or deleted, and the
+    /// notification that tells the others.
+    Presence(String, Option<String>, String),
+}
+
+const PUBLISH_QUEUE: usize = 65_536;
+/// The longest wait between two attempts to reach the database again.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+const BATCH: usize = 512;
+/// Notifications this long or longer go through `hubbub_payloads` (PostgreSQL refuses
+/// payloads of 8,000 bytes or more).
+const NOTIFY_LIMIT: usize = 7_900;
+/// How long a large payload is kept for the listeners to fetch.
+const PAYLOAD_KEEP_SECS: f64 = 60.0;
+/// Heartbeats between two sweeps of expired ids and old payloads.
+const SWEEP_EVERY: u64 = 15;
+
+/// One connection's statements, prepared once per connection.
+struct Db {
+    client: Client,
+    notify_many: Statement,
+    notify_large: Statement,
+    presence_set: Statement,
+    presence_del: Statement,
+    first_time: Statement,
+    append: Statement,
+}
+
+impl Db {
+    async fn prepare(client: Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            notify_many: client
+                .prepare("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                .await?,
+            notify_large: client
+                .prepare(
+                    "WITH ins AS (INSERT INTO hubbub_payloads (hub, body) VALUES ($1, $2) \
+                     RETURNING id) SELECT pg_notify($3, $4 || ins.id) FROM ins",
+                )
+                .await?,
+            presence_set: client
+                .prepare(
+                    "WITH w AS (INSERT INTO hubbub_presence (hub, node, connection, record) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (hub, node, connection) \
+                     DO UPDATE SET record = excluded.record) \
+                     SELECT pg_notify($5, $6) WHERE $6::text IS NOT NULL",
+                )
+                .await?,
+            presence_del: client
+                .prepare(
+                    "WITH w AS (DELETE FROM hubbub_presence WHERE hub = $1 AND node = $2 \
+                     AND connection = $3) SELECT pg_notify($4, $5) WHERE $5::text IS NOT NULL",
+                )
+                .await?,
+            first_time: client
+                .prepare("SELECT hubbub_first_time($1, $2, $3)")
+                .await?,
+            append: client
+                .prepare("SELECT * FROM hubbub_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .await?,
+            client,
+        })
+    }
+}
+
+/// One node's link to the PostgreSQL backplane for one hub endpoint.
+pub(crate) struct PostgresNode {
+    connected_gauge: prometheus_client::metrics::gauge::Gauge,
+    publish_duration: prometheus_client::metrics::histogram::Histogram,
+    /// This node's name: `{hostname}_{random}`.
+    pub(crate) server: String,
+    /// `{prefix}{hub name}`: the `hub` column of every row.
+    base: String,
+    /// The NOTIFY channel of this hub endpoint.
+    channel: String,
+    options: PostgresOptions,
+    config: tokio_postgres::Config,
+    /// The connection for everything but listening, while connected.
+    db: Mutex<Option<Arc<Db>>>,
+    router: Arc<Router>,
+    publish: mpsc::Sender<Op>,
+    mirror: Mutex<Mirror>,
+    acks: Acks,
+    /// Numbers this node's notifications: PostgreSQL folds identical payloads sent in one
+    /// transaction into one, and two equal messages must stay two.
+    next_notify: AtomicU64,
+    up: AtomicBool,
+    rejoined: Mutex<Option<tokio::time::Instant>>,
+    lost: mpsc::UnboundedSender<Vec<LostConnection>>,
+}
+
+impl std::fmt::Debug for PostgresNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresNode")
+            .field("server", &self.server)
+            .field("base", &self.base)
+            .field("channel", &self.channel)
+            .field("up", &self.up.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an error means the database is out of reach (rather than refusing a statement).
+fn is_outage(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        // 08: connection exceptions; 57: operator intervention (shutdown, restart).
+        Some(db) => matches!(db.code().code().get(..2), Some("08" | "57")),
+    }
+}
+
+fn scope_item(scope: &Scope) -> (&'static str, &str) {
+    match scope {
+        Scope::All => ("a", ""),
+        Scope::Group(g) => ("g", g),
+        Scope::User(u) => ("u", u),
+        Scope::Connection(c) => ("c", c),
+    }
+}
+
+fn scope_of(kind: &str, name: &str) -> Option<Scope> {
+    Some(match kind {
+        "a" => Scope::All,
+        "g" => Scope::Group(name.to_owned()),
+        "u" => Scope::User(name.to_owned()),
+        "c" => Scope::Connection(name.to_owned()),
+        _ => return None,
+    })
+}
+
+/// A published invocation: MessagePack `[scope kind, scope name, invocation]` (the invocation
+/// in the Redis backplane's form, `envelope.rs`), base64 in a notification.
+fn encode_invocation(scope: &Scope, invocation: &Invocation) -> String {
+    let (kind, name) = scope_item(scope);
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(
+        &mut out,
+        &Value::Array(vec![
+            Value::from(kind),
+            Value::from(name),
+            Value::Binary(invocation.encode()),
+        ]),
+    );
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+fn decode_invocation(body: &str) -> Option<(Scope, Invocation)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let Value::Array(items) = rmpv::decode::read_value(&mut &bytes[..]).ok()? else {
+        return None;
+    };
+    let scope = scope_of(items.first()?.as_str()?, items.get(1)?.as_str()?)?;
+    let Value::Binary(inv) = items.get(2)? else {
+        return None;
+    };
+    Some((scope, Invocation::decode(inv)?))
+}
+
+/// The connection settings from the options' string, with the node's timeouts and name.
+fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, BackplaneError> {
+    let mut config: tokio_postgres::Config = options
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| BackplaneError::PostgresUrl(e.to_string()))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(BackplaneError::PostgresUrl(
+            "sslmode=require: TLS to PostgreSQL is not built in (use a database on loopback \
+             or a private network)"
+                .to_owned(),
+        ));
+    }
+    config
+        .connect_timeout(options.call_timeout)
+        .application_name("hubbub");
+    Ok(config)
+}
+
+impl PostgresNode {
+    /// Parses the connection string (one asking for TLS, `sslmode=require`, is refused:
+    /// [`BackplaneError::PostgresUrl`]), then connects lazily (a node starts while the database is
+    /// down, and serves its own clients) and starts the node's tasks.
+    pub(crate) fn start(
+        options: PostgresOptions,
+        hub_name: &str,
+        router: Arc<Router>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+        prom: &crate::metrics::Prom,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<Vec<LostConnection>>), BackplaneError> {
+        let config = parse_config(&options)?;
+        let base = format!("{}{hub_name}", options.prefix);
+        let digest = sha2::Sha256::digest(base.as_bytes());
+        let channel = format!(
+            "hubbub_{}",
+            digest[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (lost, lost_rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Self {
+            connected_gauge: prom.backplane_connected.clone(),
+            publish_duration: prom.backplane_publish_duration.clone(),
+            server: format!("{}_{}", hostname(), random_hex(16)),
+            base,
+            channel,
+            options,
+            config,
+            db: Mutex::default(),
+            router,
+            publish,
+            mirror: Mutex::default(),
+            acks: Acks::default(),
+            next_notify: AtomicU64::new(1),
+            up: AtomicBool::new(false),
+            rejoined: Mutex::default(),
+            lost,
+        });
+        tracing::info!(server = %node.server, channel = %node.channel, hub = %node.base, "joining the PostgreSQL backplane");
+        tasks.spawn(publisher(node.clone(), publish_rx, shutdown.clone()));
+        tasks.spawn(listener(node.clone(), shutdown.clone()));
+        tasks.spawn(heartbeat(node.clone(), shutdown));
+        Ok((node, lost_rx))
+    }
+
+    /// Whether the node is connected, listening and has written its presence.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    fn went_down(&self, reason: &str) {
+        if self.up.swap(false, Ordering::SeqCst) {
+            self.connected_gauge.set(0);
+            tracing::warn!(%reason, "PostgreSQL backplane unavailable: serving this node's connections only until it is back");
+        }
+    }
+
+    fn db(&self) -> Option<Arc<Db>> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The text of a notification: `{kind}{origin} {number} {body}`.
+    fn notification(&self, kind: char, body: &str) -> String {
+        let n = self.next_notify.fetch_add(1, Ordering::Relaxed);
+        format!("{kind}{} {n} {body}", self.server)
+    }
+
+    /// Queues an operation for the publisher; dropped while the database is unreachable.
+    fn queue(&self, op: Op) {
+        if !self.is_up() {
+            return;
+        }
+        if self.publish.try_send(op).is_err() {
+            tracing::warn!("backplane publish queue full: a message for other nodes was dropped");
+        }
+    }
+
+    /// Publishes a message for the connections of other nodes in `scope`.
+    pub(crate) fn publish(&self, scope: &Scope, frame: &Frame, exclude: &[String]) {
+        if !self.is_up() {
+            return;
+        }
+        let invocation = Invocation {
+            excluded: exclude.to_vec(),
+            json: frame.bytes(Protocol::Json).cloned(),
+            msgpack: frame.bytes(Protocol::MessagePack).cloned(),
+            origin: Some(self.server.clone()),
+        };
+        let text = self.notification('i', &encode_invocation(scope, &invocation));
+        self.queue(Op::Notify(text));
+    }
+
+    /// Every node listens to the whole hub's channel: nothing to subscribe.
+    #[allow(clippy::unused_async)]
+    pub(crate) async fn sync(&self, _scope: &Scope) {}
+
+    /// As [`sync`](Self::sync).
+    pub(crate) fn sync_later(&self, _scope: &Scope) {}
+
+    /// Writes one local connection's presence (`None`: it left) and tells the other nodes.
+    pub(crate) fn presence(&self, connection: &str, record: Option<Record>) {
+        let json = record
+            .as_ref()
+            .map(|r| serde_json::to_string(r).unwrap_or_default());
+        let delta = Delta {
+            c: Some(connection.to_owned()),
+            r: record,
+            reload: false,
+            gone: false,
+        };
+        let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
+        self.queue(Op::Presence(connection.to_owned(), json, text));
+    }
+
+    /// Connections of other nodes (in `group`).
+    pub(crate) fn remote_count(&self, group: Option<&str>) -> usize {
+        self.mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .connection_count(group)
+    }
+
+    /// Users of other nodes (in `group`) with their connection counts there.
+    pub(crate) fn remote_users(&self, group: Option<&str>) -> Vec<(String, usize)> {
+        self.mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .users(group)
+    }
+
+    /// Asks the node that holds `connection` to add it to (or remove it from) `group`, and
+    /// waits for its ack.
+    pub(crate) async fn remote_group(
+        &self,
+        connection: &str,
+        group: &str,
+        add: bool,
+    ) -> Result<(), BackplaneError> {
+        let acked = self
+            .acks
+            .request(self.options.ack_timeout, |id| {
+                let action = GroupAction {
+                    id,
+                    server: self.server.clone(),
+                    add,
+                    group: group.to_owned(),
+                    connection: connection.to_owned(),
+                };
+                let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
+                self.queue(Op::Notify(self.notification('g', &body)));
+            })
+            .await;
+        if acked {
+            Ok(())
+        } else {
+            Err(BackplaneError::NoAck(connection.to_owned()))
+        }
+    }
+
+    /// Runs one database call within `call_timeout`; an outage marks the node down.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        run: impl AsyncFnOnce(Arc<Db>) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, BackplaneError> {
+        let db = match self.db() {
+            Some(db) if self.is_up() => db,
+            _ => return Err(BackplaneError::Down("PostgreSQL")),
+        };
+        match tokio::time::timeout(self.options.call_timeout, run(db)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if is_outage(&e) => {
+                self.went_down(&format!("{what}: {e}"));
+                Err(BackplaneError::Down("PostgreSQL"))
+            }
+            Ok(Err(e)) => Err(BackplaneError::Postgres(format!("{what}: {e}"))),
+            Err(_) => {
+                self.went_down(&format!("{what}: no answer"));
+                Err(BackplaneError::Down("PostgreSQL"))
+            }
+        }
+    }
+
+    fn dedupe_key(user: &str, id: &str) -> String {
+        // The length keeps `a:b` + `c` apart from `a` + `b:c`.
+        format!("{}:{user}:{id}", user.len())
+    }
+
+    /// Whether `user` sends `id` for the first time within `window`, across the fleet.
+    pub(crate) async fn first_time(
+        &self,
+        user: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<bool, BackplaneError> {
+        let (base, key, ms) = (
+            self.base.clone(),
+            Self::dedupe_key(user, id),
+            window.as_secs_f64() * 1000.0,
+        );
+        self.call("dedupe", async move |db| {
+            let row = db
+                .client
+                .query_one(&db.first_time, &[&base, &key, &ms])
+                .await?;
+            row.try_get::<_, bool>(0)
+        })
+        .await
+    }
+
+    /// Records a chat message in the fleet's history of `scope` (see `Fleet::chat_append`).
+    pub(crate) async fn chat_append(
+        &self,
+        scope: &str,
+        user: &str,
+        id: Option<&str>,
+        name: &str,
+        message: &str,
+        to: Option<&str>,
+    ) -> Result<Option<(Entry, String)>, BackplaneError> {
+        let (window, capacity) = (crate::DEDUPE_WINDOW, crate::MEMORY_CAPACITY as i64);
+        let args = (
+            self.base.clone(),
+            Self::dedupe_key(user, id.unwrap_or("")),
+            window.as_secs_f64() * 1000.0,
+            id.unwrap_or("").to_owned(),
+            scope.to_owned(),
+            name.to_owned(),
+            message.to_owned(),
+            to.unwrap_or("").to_owned(),
+            capacity,
+            random_hex(8),
+        );
+        let row = self
+            .call("history append", async move |db| {
+                db.client
+                    .query_opt(
+                        &db.append,
+                        &[
+                            &args.0, &args.1, &args.2, &args.3, &args.4, &args.5, &args.6, &args.7,
+                            &args.8, &args.9,
+                        ],
+                    )
+                    .await
+            })
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let read = || -> Result<(i64, String, String), tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        };
+        let (seq, id, epoch) = read().map_err(|e| BackplaneError::Postgres(e.to_string()))?;
+        Ok(Some((
+            Entry {
+                seq: seq as u64,
+                id,
+                name: name.to_owned(),
+                message: message.to_owned(),
+                to: to.map(str::to_owned),
+            },
+            epoch,
+        )))
+    }
+
+    /// The fleet's epoch and the messages of `scope` after `after` (all of them when `epoch` is
+    /// not the fleet's), at most `limit`.
+    pub(crate) async fn chat_since(
+        &self,
+        scope: &str,
+        epoch: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(String, Vec<Entry>), BackplaneError> {
+        let (base, scope, fresh, theirs) = (
+            self.base.clone(),
+            scope.to_owned(),
+            random_hex(8),
+            epoch.to_owned(),
+        );
+        let (after, limit) = (after as i64, limit as i64);
+        self.call("history read", async move |db| {
+            let epoch: String = db
+                .client
+                .query_one("SELECT hubbub_epoch($1, $2)", &[&base, &fresh])
+                .await?
+                .try_get(0)?;
+            let after = if epoch == theirs { after } else { 0 };
+            let rows = db
+                .client
+                .query(
+                    "SELECT seq, id, name, message, recipient FROM hubbub_history \
+                     WHERE hub = $1 AND scope = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                    &[&base, &scope, &after, &limit],
+                )
+                .await?;
+            let entries = rows
+                .iter()
+                .map(|r| {
+                    Ok(Entry {
+                        seq: r.try_get::<_, i64>(0)? as u64,
+                        id: r.try_get(1)?,
+                        name: r.try_get(2)?,
+                        message: r.try_get(3)?,
+                        to: r.try_get(4)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            Ok((epoch, entries))
+        })
+        .await
+    }
+
+    /// A notification of this hub's channel.
+    async fn on_notification(self: &Arc<Self>, listen: &Client, payload: &str) {
+        let kind = payload.chars().next().unwrap_or(' ');
+        let mut parts = payload[kind.len_utf8().min(payload.len())..].splitn(3, ' ');
+        let (Some(origin), Some(_n), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if origin == self.server {
+            return;
+        }
+        match kind {
+            'r' => {
+                // A large payload: its text is in the table, under the id at the end.
+                let Ok(id) = body.parse::<i64>() else { return };
+                let fetched = tokio::time::timeout(
+                    self.options.call_timeout,
+                    listen.query_opt("SELECT body FROM hubbub_payloads WHERE id = $1", &[&id]),
+                )
+                .await;
+                match fetched {
+                    Ok(Ok(Some(row))) => {
+                        let Ok(bytes) = row.try_get::<_, Vec<u8>>(0) else {
+                            return;
+                        };
+                        let Ok(text) = String::from_utf8(bytes) else {
+                            return;
+                        };
+                        if text.starts_with('r') {
+                            return;
+                        }
+                        Box::pin(self.on_notification(listen, &text)).await;
+                    }
+                    Ok(Ok(None)) => {
+                        tracing::warn!(id, "a large backplane payload was already swept away");
+                    }
+                    _ => tracing::warn!(id, "a large backplane payload could not be fetched"),
+                }
+            }
+            'i' => {
+                let Some((scope, invocation)) = decode_invocation(body) else {
+                    tracing::warn!("a backplane message that is not an invocation was ignored");
+                    return;
+                };
+                let frame = Frame::encoded(invocation.json, invocation.msgpack);
+                self.router.deliver(&scope, &frame, &invocation.excluded);
+            }
+            'p' => self.on_presence(origin, body),
+            'g' => {
+                let action = base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .ok()
+                    .and_then(|b| GroupAction::decode(&b));
+                if let Some(action) = action {
+                    let node = self.clone();
+                    tokio::spawn(async move { node.on_group_action(action).await });
+                }
+            }
+            'a' => {
+                let Some((server, id)) = body.split_once(' ') else {
+                    return;
+                };
+                if server != self.server {
+                    return;
+                }
+                if let Ok(id) = id.parse::<u32>() {
+                    self.acks.acked(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_presence(self: &Arc<Self>, origin: &str, body: &str) {
+        let Ok(delta) = serde_json::from_str::<Delta>(body) else {
+            return;
+        };
+        if delta.gone {
+            self.mirror
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(origin, None);
+        } else if delta.reload {
+            let (node, origin) = (self.clone(), origin.to_owned());
+            tokio::spawn(async move {
+                if let Ok(records) = node.load(&origin).await {
+                    node.mirror
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .replace(&origin, Some(records));
+                }
+            });
+        } else if let Some(c) = &delta.c {
+            self.mirror
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(origin, c, delta.r);
+        }
+    }
+
+    async fn on_group_action(self: Arc<Self>, action: GroupAction) {
+        if !self.router.has_connection(&action.connection) {
+            return;
+        }
+        if action.add {
+            self.local_add(&action.connection, &action.group).await;
+        } else {
+            self.local_remove(&action.connection, &action.group).await;
+        }
+        let body = format!("{} {}", action.server, action.id);
+        self.queue(Op::Notify(self.notification('a', &body)));
+    }
+
+    /// A local connection joins a group: registry and presence.
+    pub(crate) async fn local_add(&self, connection: &str, group: &str) -> bool {
+        match self.router.add_to_group(connection, group) {
+            None => false,
+            Some(_) => {
+                self.presence(connection, self.record(connection));
+                true
+            }
+        }
+    }
+
+    /// A local connection leaves a group.
+    pub(crate) async fn local_remove(&self, connection: &str, group: &str) -> bool {
+        match self.router.remove_from_group(connection, group) {
+            None => false,
+            Some(_) => {
+                self.presence(connection, self.record(connection));
+                true
+            }
+        }
+    }
+
+    /// A local connection's presence record.
+    pub(crate) fn record(&self, connection: &str) -> Option<Record> {
+        super::local_record(&self.router, connection)
+    }
+
+    /// Another node's presence.
+    async fn load(&self, server: &str) -> Result<HashMap<String, Record>, BackplaneError> {
+        let (base, server) = (self.base.clone(), server.to_owned());
+        let rows = self
+            .call("presence read", async move |db| {
+                db.client
+                    .query(
+                        "SELECT connection, record FROM hubbub_presence \
+                         WHERE hub = $1 AND node = $2",
+                        &[&base, &server],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let c: String = r.try_get(0).ok()?;
+                let json: String = r.try_get(1).ok()?;
+                Some((c, serde_json::from_str(&json).ok()?))
+            })
+            .collect())
+    }
+
+    /// Renews this node's liveness; rereads the presence of every live node (liveness and
+    /// presence in one statement, one snapshot) and forgets the dead ones (deleting what they
+    /// left). Every [`SWEEP_EVERY`] beats, also deletes expired ids and old large payloads.
+    async fn refresh(&self, sweep: bool) -> Result<(), BackplaneError> {
+        let (base, server, ttl) = (
+            self.base.clone(),
+            self.server.clone(),
+            self.options.node_ttl.as_secs_f64() * 1000.0,
+        );
+        let rows = self
+            .call("heartbeat", async move |db| {
+                db.client
+                    .execute(
+                        "INSERT INTO hubbub_nodes AS n (hub, node, expires) \
+                         VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+                         ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires",
+                        &[&base, &server, &ttl],
+                    )
+                    .await?;
+                if sweep {
+                    db.client
+                        .execute(
+                            "DELETE FROM hubbub_ids WHERE hub = $1 AND expires < now()",
+                            &[&base],
+                        )
+                        .await?;
+                    db.client
+                        .execute(
+                            "DELETE FROM hubbub_payloads WHERE hub = $1 \
+                             AND at < now() - $2 * interval '1 second'",
+                            &[&base, &PAYLOAD_KEEP_SECS],
+                        )
+                        .await?;
+                }
+                db.client
+                    .query(
+                        "SELECT n.node, n.expires > now(), p.connection, p.record \
+                         FROM hubbub_nodes n LEFT JOIN hubbub_presence p \
+                         ON p.hub = n.hub AND p.node = n.node \
+                         WHERE n.hub = $1 AND n.node <> $2",
+                        &[&base, &server],
+                    )
+                    .await
+            })
+            .await?;
+        let mut alive: HashMap<String, HashMap<String, Record>> = HashMap::new();
+        let mut dead: HashSet<String> = HashSet::new();
+        for row in &rows {
+            let (Ok(node), Ok(live)) = (row.try_get::<_, String>(0), row.try_get::<_, bool>(1))
+            else {
+                continue;
+            };
+            if !live {
+                dead.insert(node);
+                continue;
+            }
+            let records = alive.entry(node).or_default();
+            if let (Ok(Some(c)), Ok(Some(json))) = (
+                row.try_get::<_, Option<String>>(2),
+                row.try_get::<_, Option<String>>(3),
+            ) {
+                if let Ok(record) = serde_json::from_str(&json) {
+                    records.insert(c, record);
+                }
+            }
+        }
+        let live: HashSet<String> = alive.keys().cloned().collect();
+        for (server, records) in alive {
+            self.mirror
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(&server, Some(records));
+        }
+        for server in dead {
+            tracing::info!(node = %server, "a backplane node stopped renewing its heartbeat: its connections are forgotten");
+            let base = self.base.clone();
+            self.call("forget node", async move |db| {
+                db.client
+                    .execute(
+                        "WITH d AS (DELETE FROM hubbub_nodes WHERE hub = $1 AND node = $2 \
+                         AND expires <= now() RETURNING node) \
+                         DELETE FROM hubbub_presence p USING d WHERE p.hub = $1 AND p.node = d.node",
+                        &[&base, &server],
+                    )
+                    .await
+            })
+            .await?;
+        }
+        // As with Redis: a node that stopped renewing its heartbeat, or that another node
+        // already forgot, lost its connections without a goodbye; unless this node came back
+        // from losing the database only just now, while the others are still rewriting theirs.
+        let settled = self
+            .rejoined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
+        let lost = self
+            .mirror
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_missing(&live, settled);
+        if !lost.is_empty() {
+            tracing::info!(
+                connections = lost.len(),
+                "connections of a lost backplane node are gone"
+            );
+            let _ = self.lost.send(lost);
+        }
+        Ok(())
+    }
+
+    /// After (re)connecting: this node's presence written afresh, the others told to reread it.
+    async fn restore(&self, db: &Db) -> Result<(), tokio_postgres::Error> {
+        let (mut connections, mut records) = (Vec::new(), Vec::new());
+        for (id, user, mut groups) in self.router.records() {
+            groups.sort();
+            connections.push(id);
+            records.push(serde_json::to_string(&Record { user, groups }).unwrap_or_default());
+        }
+        let delta = Delta {
+            c: None,
+            r: None,
+            reload: true,
+            gone: false,
+        };
+        let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
+        db.client
+            .execute(
+                "SELECT hubbub_restore($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &self.base,
+                    &self.server,
+                    &connections,
+                    &records,
+                    &(self.options.node_ttl.as_secs_f64() * 1000.0),
+                    &self.channel,
+                    &text,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// On shutdown: this node's rows removed, the others told at once.
+    async fn leave(&self) {
+        let Some(db) = self.db() else { return };
+        let delta = Delta {
+            c: None,
+            r: None,
+            reload: false,
+            gone: true,
+        };
+        let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
+        let run = async {
+            db.client
+                .execute(
+                    "WITH a AS (DELETE FROM hubbub_presence WHERE hub = $1 AND node = $2), \
+                     b AS (DELETE FROM hubbub_nodes WHERE hub = $1 AND node = $2) \
+                     SELECT pg_notify($3, $4)",
+                    &[&self.base, &self.server, &self.channel, &text],
+                )
+                .await
+        };
+        let _ = tokio::time::timeout(self.options.call_timeout, run).await;
+    }
+
+    /// Sends one batch in order: each run of notifications as one statement.
+    async fn send_batch(&self, db: &Db, ops: Vec<Op>) -> Result<(), tokio_postgres::Error> {
+        let mut run: Vec<String> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Notify(text) if text.len() >= NOTIFY_LIMIT => {
+                    self.flush(db, &mut run).await?;
+                    self.notify_large(db, &text).await?;
+                }
+                Op::Notify(text) => run.push(text),
+                Op::Presence(connection, record, text) => {
+                    self.flush(db, &mut run).await?;
+                    // The write, with its notification when that fits in one.
+                    let inline = (text.len() < NOTIFY_LIMIT).then_some(text.as_str());
+                    match record {
+                        Some(json) => {
+                            db.client
+                                .execute(
+                                    &db.presence_set,
+                                    &[
+                                        &self.base,
+                                        &self.server,
+                                        &connection,
+                                        &json,
+                                        &self.channel,
+                                        &inline,
+                                    ],
+                                )
+                                .await?
+                        }
+                        None => {
+                            db.client
+                                .execute(
+                                    &db.presence_del,
+                                    &[
+                                        &self.base,
+                                        &self.server,
+                                        &connection,
+                                        &self.channel,
+                                        &inline,
+                                    ],
+                                )
+                                .await?
+                        }
+                    };
+                    if inline.is_none() {
+                        self.notify_large(db, &text).await?;
+                    }
+                }
+            }
+        }
+        self.flush(db, &mut run).await
+    }
+
+    /// A notification too long for NOTIFY: stored, and announced as `r{origin} {number} {id}`.
+    async fn notify_large(&self, db: &Db, text: &str) -> Result<(), tokio_postgres::Error> {
+        let mut head = text[1..].splitn(3, ' ');
+        let prefix = format!(
+            "r{} {} ",
+            head.next().unwrap_or_default(),
+            head.next().unwrap_or_default()
+        );
+        db.client
+            .execute(
+                &db.notify_large,
+                &[&self.base, &text.as_bytes(), &self.channel, &prefix],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn flush(&self, db: &Db, run: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let texts = std::mem::take(run);
+        db.client
+            .execute(&db.notify_many, &[&self.channel, &texts])
+            .await?;
+        Ok(())
+    }
+
+    /// Connects both connections, migrates the schema, listens and prepares.
+    async fn connect(
+        &self,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<String>, Arc<Db>), tokio_postgres::Error> {
+        let (listen, mut listen_conn) = self.config.connect(NoTls).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| listen_conn.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        if n.channel() == channel && tx.send(n.payload().to_owned()).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "the backplane's listening connection ended");
+                        return;
+                    }
+                    None => return,
+                }
+            }
+        });
+        let (mut query, query_conn) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = query_conn.await {
+                tracing::debug!(error = %e, "the backplane's query connection ended");
+            }
+        });
+        migrate(&mut query).await?;
+        listen
+            .batch_execute(&format!("LISTEN \"{}\"", self.channel))
+            .await?;
+        let db = Arc::new(Db::prepare(query).await?);
+        Ok((listen, rx, db))
+    }
+}
+
+/// Brings the schema to the newest version, one step at a time, under an advisory lock so
+/// that nodes starting together do not race.
+async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // The lock's key: "hubbub" in ASCII.
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(110416981714274); \
+         CREATE TABLE IF NOT EXISTS hubbub_schema (version integer PRIMARY KEY, \
+         applied timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let have: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM hubbub_schema", &[])
+        .await?
+        .try_get(0)?;
+    let known = MIGRATIONS.len() as i32;
+    if have > known {
+        tracing::warn!(
+            database = have,
+            hub = known,
+            "the backplane's schema is newer than this hub knows: carrying on with it"
+        );
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(have.max(0) as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(step).await?;
+        tx.execute(
+            "INSERT INTO hubbub_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tracing::info!(version, "backplane schema migrated");
+    }
+    tx.commit().await
+}
+
+async fn publisher(
+    node: Arc<PostgresNode>,
+    mut rx: mpsc::Receiver<Op>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            op = rx.recv() => match op { Some(op) => op, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        let mut ops = vec![first];
+        while ops.len() < BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let Some(db) = node.db() else { continue };
+        if !node.is_up() {
+            continue;
+        }
+        let start = std::time::Instant::now();
+        match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, ops)).await {
+            Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
+            Ok(Err(e)) if is_outage(&e) => node.went_down(&format!("publish: {e}")),
+            Ok(Err(e)) => tracing::warn!(error = %e, "a backplane publish was refused"),
+            Err(_) => node.went_down("publish: no answer"),
+        }
+    }
+}
+
+async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    let mut ever = false;
+    let mut warned = false;
+    loop {
+        // Migrating may wait for another node's migration: a longer limit than one call.
+        let limit = node.options.call_timeout * 5;
+        let connected = tokio::select! {
+            r = tokio::time::timeout(limit, node.connect()) => r,
+            () = shutdown.cancelled() => return,
+        };
+        let (listen, mut notifications, db) = match connected {
+            Ok(Ok(c)) => c,
+            failed => {
+                if !warned {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer".to_owned(),
+                    };
+                    tracing::warn!(%error, "cannot reach PostgreSQL for the backplane; retrying");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+                continue;
+            }
+        };
+        let restored = tokio::time::timeout(node.options.call_timeout, node.restore(&db)).await;
+        if !matches!(restored, Ok(Ok(()))) {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            continue;
+        }
+        *node.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        if ever {
+            *node.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(tokio::time::Instant::now());
+        }
+        node.up.store(true, Ordering::SeqCst);
+        node.connected_gauge.set(1);
+        if let Err(e) = node.refresh(false).await {
+            tracing::debug!(error = %e, "presence reload after connecting failed");
+        }
+        if ever {
+            tracing::info!("PostgreSQL backplane back: listening again, presence restored");
+        } else {
+            tracing::info!(channel = %node.channel, "PostgreSQL backplane connected");
+        }
+        ever = true;
+        warned = false;
+        delay = Duration::from_millis(100);
+        let mut check = tokio::time::interval(node.options.heartbeat);
+        let reason = loop {
+            tokio::select! {
+                n = notifications.recv() => match n {
+                    Some(payload) => node.on_notification(&listen, &payload).await,
+                    None => break "the listening connection closed",
+                },
+                _ = check.tick() => {
+                    if !node.is_up() { break "a PostgreSQL call failed" }
+                    if db.client.is_closed() { break "the query connection closed" }
+                },
+                () = shutdown.cancelled() => return,
+            }
+        };
+        node.went_down(reason);
+        *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(node.options.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        if node.is_up() {
+            beats += 1;
+            if let Err(e) = node.refresh(beats % SWEEP_EVERY == 0).await {
+                tracing::debug!(error = %e, "backplane heartbeat failed");
+            }
+        }
+    }
+    if node.is_up() {
+        node.leave().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocations_round_trip_with_their_scope() {
+        let inv = Invocation {
+            excluded: vec!["c1".into()],
+            json: Some(bytes::Bytes::from_static(b"{\"type\":1}\x1e")),
+            msgpack: None,
+            origin: Some("n".into()),
+        };
+        for scope in [
+            Scope::All,
+            Scope::Group("room:a b".into()),
+            Scope::User("ann".into()),
+            Scope::Connection("x".into()),
+        ] {
+            let text = encode_invocation(&scope, &inv);
+            assert!(!text.contains(' '), "{text}");
+            let (s, i) = decode_invocation(&text).unwrap();
+            assert_eq!(s, scope);
+            assert_eq!(i, inv);
+        }
+        assert!(decode_invocation("not base64!").is_none());
+    }
+
+    #[test]
+    fn connection_strings_parse_and_tls_is_refused_with_the_reason() {
+        let options = |url: &str| PostgresOptions::new(url);
+        assert!(parse_config(&options("postgres://hubbub@127.0.0.1:5432/hubbub")).is_ok());
+        assert!(parse_config(&options("host=127.0.0.1 user=hubbub dbname=hubbub")).is_ok());
+        let tls = parse_config(&options("postgres://u@h/db?sslmode=require")).unwrap_err();
+        assert!(
+            tls.to_string()
+                .contains("TLS to PostgreSQL is not built in"),
+            "{tls}"
+        );
+        let bad = parse_config(&options("postgres://u@h/db?nonsense=1")).unwrap_err();
+        assert!(
+            bad.to_string().starts_with("invalid PostgreSQL URL"),
+            "{bad}"
+        );
+    }
+}
