@@ -133,7 +133,7 @@ impl Arg {
                     return false;
                 };
                 b.get(header..header + len)
-                    .is_some_and(|s| simdutf8::basic::from_utf8(s).is_ok())
+                    .is_some_and(|s| crate::scan::utf8(s).is_some())
             }
             Repr::Value(v) => v.as_str().is_some(),
         }
@@ -168,7 +168,7 @@ impl Arg {
             Repr::Json(b) => {
                 // The bytes hold one checked JSON value: a string is `"…"` with valid escapes.
                 let contents = b.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-                let text = simdutf8::basic::from_utf8(contents).ok()?;
+                let text = crate::scan::utf8(contents)?;
                 if memchr::memchr(b'\\', contents).is_none() {
                     T::deserialize(Text::json(text)).ok()
                 } else {
@@ -182,7 +182,7 @@ impl Arg {
                 if contents.len() != len {
                     return None;
                 }
-                let text = simdutf8::basic::from_utf8(contents).ok()?;
+                let text = crate::scan::utf8(contents)?;
                 T::deserialize(Text::msgpack(text)).ok()
             }
             Repr::Value(_) => None,

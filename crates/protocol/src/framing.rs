@@ -4,7 +4,7 @@
 //! byte, least significant group first, at most 5 bytes). Both framers enforce the maximum
 //! message size before buffering a whole oversized message.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::json::RECORD_SEPARATOR;
@@ -182,8 +182,10 @@ impl Framer {
                     len,
                     consumed,
                 } => {
-                    let frame = self.chunk.split_to(consumed);
-                    return Ok(Some(frame.slice(skip..skip + len)));
+                    // One reference taken for the frame (a slice), none for what is skipped.
+                    let frame = self.chunk.slice(skip..skip + len);
+                    self.chunk.advance(consumed);
+                    return Ok(Some(frame));
                 }
                 Boundary::Need => {
                     self.scanned = self.chunk.len();

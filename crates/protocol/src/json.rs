@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use crate::arg::Arg;
 use crate::error::{Error, Result};
 use crate::message::*;
-use crate::scan::{self, Scanner};
+use crate::scan::{self, Scanner, once};
 
 /// The JSON record separator that ends every JSON message and the handshake.
 pub const RECORD_SEPARATOR: u8 = 0x1E;
@@ -140,17 +140,6 @@ pub fn decode_reference(frame: &Bytes) -> Result<Option<HubMessage>> {
         _ => return Ok(None),
     };
     Ok(Some(message))
-}
-
-/// Sets a field read once; a key seen twice is left to serde_json (which refuses it).
-fn once<T>(slot: &mut Option<T>, value: T) -> Result<(), scan::Fallback> {
-    match slot {
-        Some(_) => Err(scan::Fallback),
-        None => {
-            *slot = Some(value);
-            Ok(())
-        }
-    }
 }
 
 /// The one-pass decoder: the same messages as [`decode_reference`] for what it reads, and

@@ -19,6 +19,28 @@ pub(crate) struct Fallback;
 
 pub(crate) type Scan<T> = Result<T, Fallback>;
 
+/// `bytes` as text, if they are UTF-8: SIMD for long inputs, the standard library's check
+/// (quicker to start) for short ones.
+pub(crate) fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.len() < 256 {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        simdutf8::basic::from_utf8(bytes).ok()
+    }
+}
+
+/// Sets a field read once; a key seen twice is left to serde_json (which refuses it for a
+/// struct's field).
+pub(crate) fn once<T>(slot: &mut Option<T>, value: T) -> Scan<()> {
+    match slot {
+        Some(_) => Err(Fallback),
+        None => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
 /// Objects and arrays nest at most this deep (counted from the envelope). `serde_json` allows
 /// 128 for typed values and any depth for raw ones; deeper input goes to it.
 pub(crate) const MAX_DEPTH: usize = 100;
@@ -96,7 +118,7 @@ fn next_backslash(bytes: &[u8], mut from: usize) -> Option<usize> {
 impl<'a> Scanner<'a> {
     /// A scanner over `bytes`, which must be UTF-8.
     pub(crate) fn new(bytes: &'a [u8]) -> Scan<Self> {
-        let text = simdutf8::basic::from_utf8(bytes).map_err(|_| Fallback)?;
+        let text = utf8(bytes).ok_or(Fallback)?;
         Ok(Self {
             text,
             bytes,

@@ -351,6 +351,34 @@ proptest! {
     }
 
     #[test]
+    fn the_one_pass_classic_decoders_agree_with_serde_json(
+        hub in "[A-Za-z]{0,6}",
+        method in ".{0,8}",
+        args in prop::collection::vec(json_value(), 0..4),
+        headers in prop::collection::btree_map(".{0,6}", ".{0,6}", 0..3),
+        cursor in proptest::option::of(".{0,12}"),
+        flags in (any::<bool>(), any::<bool>(), proptest::option::of(any::<u64>()), proptest::option::of(".{0,8}")),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+    ) {
+        let call = ClientInvocation {
+            hub, method, args: args.into_iter().map(Arg::from_value).collect(),
+            state: None, headers,
+        };
+        let item = call.to_vec().unwrap();
+        let (initialized, reconnect, long_poll_delay, error) = flags;
+        let envelope = Envelope {
+            cursor, initialized, reconnect, long_poll_delay, error,
+            messages: vec![bytes::Bytes::from(item.clone()), bytes::Bytes::from_static(b"{\"H\":\"h\",\"M\":\"m\",\"A\":[],\"S\":{\"x\":1}}")],
+            ..Envelope::default()
+        };
+        let bytes = envelope.to_vec();
+        classic_common::one_pass_agrees(&item);
+        classic_common::one_pass_agrees(&bytes);
+        classic_common::one_pass_agrees(&mutated(item, &edits));
+        classic_common::one_pass_agrees(&mutated(bytes, &edits));
+    }
+
+    #[test]
     fn string_arguments_read_as_serde_reads_them(text in ".{0,40}", escaped in escaped_json_string()) {
         use serde_json::Value as Json;
         for json in [serde_json::to_vec(&text).unwrap(), escaped.into_bytes()] {
