@@ -60,9 +60,15 @@ fn required<T>(value: Option<T>, name: &str) -> Result<T> {
 /// Decodes one JSON message (without its record separator). Unknown message types give
 /// `Ok(None)`, as the official implementations ignore them; unknown properties are ignored.
 pub fn decode(frame: &Bytes) -> Result<Option<HubMessage>> {
-    match scan_message(frame) {
+    decode_in(frame, 0..frame.len())
+}
+
+/// [`decode`] for the frame `buf[range]`: its arguments are sliced from `buf` (the framer's
+/// received read, so the frame takes no reference of its own).
+pub(crate) fn decode_in(buf: &Bytes, range: std::ops::Range<usize>) -> Result<Option<HubMessage>> {
+    match scan_message(buf, range.clone()) {
         Ok(message) => Ok(message),
-        Err(scan::Fallback) => decode_reference(frame),
+        Err(scan::Fallback) => decode_reference(&buf.slice(range)),
     }
 }
 
@@ -144,13 +150,20 @@ pub fn decode_reference(frame: &Bytes) -> Result<Option<HubMessage>> {
 
 /// The one-pass decoder: the same messages as [`decode_reference`] for what it reads, and
 /// [`scan::Fallback`] for the rest (errors included, so their wording stays serde_json's).
-fn scan_message(frame: &Bytes) -> Result<Option<HubMessage>, scan::Fallback> {
+fn scan_message(
+    buf: &Bytes,
+    range: std::ops::Range<usize>,
+) -> Result<Option<HubMessage>, scan::Fallback> {
     use scan::Fallback;
-    let mut s = Scanner::new(frame)?;
+    let base = range.start;
+    let mut s = Scanner::new(&buf[range])?;
     if s.peek() != Some(b'{') {
         return Err(Fallback);
     }
-    let raw = |s: &mut Scanner<'_>| s.raw().map(|r| Arg::json_unchecked(frame.slice(r)));
+    let raw = |s: &mut Scanner<'_>| {
+        s.raw()
+            .map(|r| Arg::json_unchecked(buf.slice(base + r.start..base + r.end)))
+    };
     let string = |s: &mut Scanner<'_>| s.plain_str().map(str::to_owned);
     let (mut kind, mut invocation_id, mut target, mut arguments) = (None, None, None, None);
     let (mut item, mut result, mut error, mut headers) = (None, None, None, None);
@@ -366,7 +379,8 @@ mod tests {
             r#"{"type":99,"whatever":1}"#,
         ] {
             let frame = Bytes::from(text);
-            let fast = scan_message(&frame).unwrap_or_else(|_| panic!("{text} falls back"));
+            let fast = scan_message(&frame, 0..frame.len())
+                .unwrap_or_else(|_| panic!("{text} falls back"));
             assert_eq!(
                 format!("{fast:?}"),
                 format!("{:?}", decode_reference(&frame).unwrap()),
@@ -389,7 +403,10 @@ mod tests {
             "{\"type\":6}\u{b}",
         ] {
             let frame = Bytes::from(text);
-            assert!(scan_message(&frame).is_err(), "{text} should fall back");
+            assert!(
+                scan_message(&frame, 0..frame.len()).is_err(),
+                "{text} should fall back"
+            );
             assert_eq!(
                 format!("{:?}", decode(&frame)),
                 format!("{:?}", decode_reference(&frame)),
