@@ -240,6 +240,10 @@ try {
     const label = kind === "app" ? "the app's own process (Rust core, embedded hub, GTK, WebKit's UI side)" : kind;
     console.log(`| of which ${label}, PSS MiB | ${mb(median(first.map((r) => r.byKind[kind] ?? 0)))} | ${mb(median(warm.map((r) => r.byKind[kind] ?? 0)))} |`);
   }
+  if (baseline) {
+    const appPss = median(warm.map((r) => r.pss));
+    console.log(`| terminal chat (\`hubbub chat\`, same core, no webview), PSS MiB | ${mb(baseline.pss)} | ratio app/terminal ${(appPss / baseline.pss).toFixed(1)}× |`);
+  }
   console.log("");
   console.log(`| where the PSS goes (all processes, median of ${runs}) | first run | warm start |`);
   console.log("|---|---:|---:|");
@@ -247,10 +251,7 @@ try {
   for (const kind of [...kinds].sort((a, b) => median(first.map((r) => r.byMapping[b] ?? 0)) - median(first.map((r) => r.byMapping[a] ?? 0)))) {
     console.log(`| ${kind} | ${mb(median(first.map((r) => r.byMapping[kind] ?? 0)))} | ${mb(median(warm.map((r) => r.byMapping[kind] ?? 0)))} |`);
   }
-  if (baseline) {
-    const appPss = median(warm.map((r) => r.pss));
-    console.log(`| terminal chat (\`hubbub chat\`, same core, no webview), PSS MiB | ${mb(baseline.pss)} | ratio app/terminal ${(appPss / baseline.pss).toFixed(1)}× |`);
-  }
+  console.log("");
   console.log(`runs (first run, ms): ${first.map((r) => r.interactiveMs.toFixed(0)).join(" ")}`);
   console.log(`runs (warm, ms): ${warm.map((r) => r.interactiveMs.toFixed(0)).join(" ")}`);
   if (args.deb && existsSync(args.deb)) {

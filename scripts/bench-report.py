@@ -113,7 +113,10 @@ if cl:
         print(f"\nhubbub-client vs node-signalr (classic stream): {ratios(ours, theirs)}, "
               f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
     if ours and core:
-        print(f"\nhubbub-client, classic stream ÷ Core JSON stream: {ratios(ours, core)}.", end="")
+        cpu = ""
+        if all('cpuUsPerMessage' in r for r in ours + core):
+            cpu = f", {med(ours, 'cpuUsPerMessage') / med(core, 'cpuUsPerMessage'):.2f}× the CPU per message"
+        print(f"\nhubbub-client, classic stream ÷ Core JSON stream: {med(ours, 'messagesPerSecond') / med(core, 'messagesPerSecond'):.2f}× the messages/s{cpu}.", end="")
     print("\n")
 
 if by["reconnect"]:
