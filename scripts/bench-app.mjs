@@ -91,6 +91,46 @@ function memory(pid) {
     return { rss: 0, pss: 0 };
   }
 }
+// Where the PSS of a process tree goes, by what is mapped (from /proc/PID/smaps): WebKit's
+// libraries, the GL stack WebKit loads (Mesa and its LLVM under Xvfb), the speech synthesis
+// libraries WebKit links (flite), ICU, other system libraries, the app's binary, and
+// anonymous memory (heaps, stacks, caches: what WebKit's cache model and memory-pressure
+// settings act on).
+const CATEGORIES = [
+  ["WebKit and JavaScriptCore libraries", /libwebkit2gtk|libjavascriptcoregtk/],
+  ["Mesa GL stack and its LLVM (software rendering here)", /libLLVM|\/dri\/|libGL|libEGL|libgallium|libglapi|libgbm|libdrm/],
+  ["flite speech synthesis (linked by WebKit)", /libflite/],
+  ["ICU", /libicu/],
+  ["GTK, GLib, GStreamer and other system libraries", /\.so/],
+];
+function breakdown(procs, appPath) {
+  const out = {};
+  for (const p of procs) {
+    let text = "";
+    try {
+      text = readFileSync(`/proc/${p.pid}/smaps`, "utf8");
+    } catch {
+      continue;
+    }
+    let name = "";
+    for (const line of text.split("\n")) {
+      const head = line.match(/^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/);
+      if (head) {
+        name = head[1];
+        continue;
+      }
+      const pss = line.match(/^Pss:\s+(\d+)/);
+      if (!pss) continue;
+      let kind;
+      if (name === appPath) kind = "the app's binary";
+      else if (name === "" || name.startsWith("[")) kind = "anonymous memory (heaps, stacks, JS and WebKit caches)";
+      else kind = (CATEGORIES.find(([, re]) => re.test(name)) ?? ["other files (fonts, locale, shared memory)"])[0];
+      out[kind] = (out[kind] ?? 0) + Number(pss[1]);
+    }
+  }
+  return out;
+}
+
 const sum = (procs) =>
   procs.map((p) => memory(p.pid)).reduce((a, m) => ({ rss: a.rss + m.rss, pss: a.pss + m.pss }), { rss: 0, pss: 0 });
 
@@ -127,9 +167,16 @@ async function launch(port, profile) {
   const procs = appProc ? tree(appProc.pid) : [];
   const mem = sum(procs);
   const kinds = procs.map((p) => p.cmd[0].split("/").pop());
+  // PSS of each process: the app's own and WebKit's web and network processes apart.
+  const byKind = {};
+  for (const p of procs) {
+    const kind = p.pid === appProc.pid ? "app" : p.cmd[0].split("/").pop();
+    byKind[kind] = (byKind[kind] ?? 0) + memory(p.pid).pss;
+  }
+  const byMapping = breakdown(procs, app);
   await webdriver(port, "DELETE", base);
   await sleep(300);
-  return { interactiveMs, ...mem, processes: kinds };
+  return { interactiveMs, ...mem, processes: kinds, byKind, byMapping };
 }
 
 async function terminalBaseline() {
@@ -189,10 +236,22 @@ try {
   console.log(`| launch to interactive, ms | ${median(first.map((r) => r.interactiveMs)).toFixed(0)} | ${median(warm.map((r) => r.interactiveMs)).toFixed(0)} |`);
   console.log(`| idle memory after ${idle} s, all processes, PSS MiB | ${mb(median(first.map((r) => r.pss)))} | ${mb(median(warm.map((r) => r.pss)))} |`);
   console.log(`| idle memory after ${idle} s, all processes, RSS MiB (shared pages counted per process) | ${mb(median(first.map((r) => r.rss)))} | ${mb(median(warm.map((r) => r.rss)))} |`);
+  for (const kind of Object.keys(first[0].byKind)) {
+    const label = kind === "app" ? "the app's own process (Rust core, embedded hub, GTK, WebKit's UI side)" : kind;
+    console.log(`| of which ${label}, PSS MiB | ${mb(median(first.map((r) => r.byKind[kind] ?? 0)))} | ${mb(median(warm.map((r) => r.byKind[kind] ?? 0)))} |`);
+  }
   if (baseline) {
     const appPss = median(warm.map((r) => r.pss));
     console.log(`| terminal chat (\`hubbub chat\`, same core, no webview), PSS MiB | ${mb(baseline.pss)} | ratio app/terminal ${(appPss / baseline.pss).toFixed(1)}× |`);
   }
+  console.log("");
+  console.log(`| where the PSS goes (all processes, median of ${runs}) | first run | warm start |`);
+  console.log("|---|---:|---:|");
+  const kinds = new Set(first.flatMap((r) => Object.keys(r.byMapping)));
+  for (const kind of [...kinds].sort((a, b) => median(first.map((r) => r.byMapping[b] ?? 0)) - median(first.map((r) => r.byMapping[a] ?? 0)))) {
+    console.log(`| ${kind} | ${mb(median(first.map((r) => r.byMapping[kind] ?? 0)))} | ${mb(median(warm.map((r) => r.byMapping[kind] ?? 0)))} |`);
+  }
+  console.log("");
   console.log(`runs (first run, ms): ${first.map((r) => r.interactiveMs.toFixed(0)).join(" ")}`);
   console.log(`runs (warm, ms): ${warm.map((r) => r.interactiveMs.toFixed(0)).join(" ")}`);
   if (args.deb && existsSync(args.deb)) {

@@ -102,23 +102,33 @@ for r in by["client"]:
 # A classic stream: hubbub-client on /signalr, node-signalr (npm) as the independent baseline.
 if cl:
     print("### Client: one connection decoding a flood of small broadcasts; invoke round trips\n")
-    print("| client | protocol | runs | messages/s | invoke p50 ms | invoke p99 ms |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| client | protocol | runs | messages/s | client CPU µs/message | invoke p50 ms | invoke p99 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for key in sorted(cl):
         rs = cl[key]
+        cpu = med(rs, 'cpuUsPerMessage') if all('cpuUsPerMessage' in r for r in rs) else None
         print(f"| {rs[0]['client']} | {key[1]} | {len(rs)} | {med(rs, 'messagesPerSecond'):,.0f} | "
-              f"{med(rs, 'invokeP50Ms'):.3f} | {med(rs, 'invokeP99Ms'):.3f} |")
+              f"{'–' if cpu is None else f'{cpu:.3f}'} | {med(rs, 'invokeP50Ms'):.3f} | {med(rs, 'invokeP99Ms'):.3f} |")
+
+    def ratios(ours, theirs):
+        text = f"{med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s"
+        if all('cpuUsPerMessage' in r for r in ours + theirs):
+            text += f", {med(theirs, 'cpuUsPerMessage') / med(ours, 'cpuUsPerMessage'):.2f}× less CPU per message"
+        return text
     for p in ("json", "msgpack"):
         ours, theirs = cl.get(("hubbub-client", p)), cl.get(("@microsoft/signalr", p))
         if ours and theirs:
-            print(f"\nhubbub-client vs @microsoft/signalr ({p}): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
+            print(f"\nhubbub-client vs @microsoft/signalr ({p}): {ratios(ours, theirs)}, "
                   f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
     ours, theirs, core = cl.get(("hubbub-client", "classic")), cl.get(("node-signalr", "classic")), cl.get(("hubbub-client", "json"))
     if ours and theirs:
-        print(f"\nhubbub-client vs node-signalr (classic stream): {med(ours, 'messagesPerSecond') / med(theirs, 'messagesPerSecond'):.2f}× the messages/s, "
+        print(f"\nhubbub-client vs node-signalr (classic stream): {ratios(ours, theirs)}, "
               f"{med(theirs, 'invokeP50Ms') / med(ours, 'invokeP50Ms'):.2f}× faster invoke p50.", end="")
     if ours and core:
-        print(f"\nhubbub-client, classic stream ÷ Core JSON stream: {med(ours, 'messagesPerSecond') / med(core, 'messagesPerSecond'):.2f}× the messages/s.", end="")
+        cpu = ""
+        if all('cpuUsPerMessage' in r for r in ours + core):
+            cpu = f", {med(ours, 'cpuUsPerMessage') / med(core, 'cpuUsPerMessage'):.2f}× the CPU per message"
+        print(f"\nhubbub-client, classic stream ÷ Core JSON stream: {med(ours, 'messagesPerSecond') / med(core, 'messagesPerSecond'):.2f}× the messages/s{cpu}.", end="")
     print("\n")
 
 if by["reconnect"]:

@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     pub(crate) connection_id: Mutex<Option<String>>,
     pub(crate) handlers: Mutex<HashMap<String, Vec<(u64, Handler)>>>,
     pub(crate) observers: Mutex<Vec<Observer>>,
+    /// Bumped (under the lock) whenever a handler or observer is added or removed, so the
+    /// engine's [`Dispatch`] knows when to take its copies again.
+    pub(crate) dispatch_generation: AtomicU64,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) next_id: AtomicU64,
     /// Which of the hub's URLs the connection uses (see `fallback_urls`).
@@ -50,6 +53,41 @@ impl Shared {
             .get(&method.to_lowercase())
             .map(|v| v.iter().map(|(_, h)| h.clone()).collect())
             .unwrap_or_default()
+    }
+
+    fn dispatch_changed(&self) {
+        self.dispatch_generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The engine's copies of the observers and of the last invoked method's handlers, taken
+/// again only after a handler or observer was added or removed: a flood of invocations of
+/// one method takes no lock, allocates nothing and lowercases nothing per message. A change
+/// applies from the next invocation on, as when the map was read for each one.
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    generation: Option<u64>,
+    observers: Vec<Observer>,
+    method: String,
+    handlers: Vec<Handler>,
+}
+
+impl Dispatch {
+    /// The observers, and the handlers of `method` (matched without regard to case).
+    pub(crate) fn lookup(&mut self, shared: &Shared, method: &str) -> (&[Observer], &[Handler]) {
+        let generation = shared.dispatch_generation.load(Ordering::Acquire);
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
+            self.observers = shared.observers();
+            self.method.clear();
+            self.handlers = shared.handlers_for(method);
+            self.method.push_str(method);
+        } else if self.method != method {
+            self.method.clear();
+            self.handlers = shared.handlers_for(method);
+            self.method.push_str(method);
+        }
+        (&self.observers, &self.handlers)
     }
 }
 
@@ -87,6 +125,7 @@ impl Subscription {
             if let Some(list) = handlers.get_mut(&self.method) {
                 list.retain(|(id, _)| *id != self.id);
             }
+            shared.dispatch_changed();
         }
     }
 }
@@ -99,6 +138,7 @@ impl HubConnection {
             connection_id: Mutex::new(None),
             handlers: Mutex::default(),
             observers: Mutex::default(),
+            dispatch_generation: AtomicU64::new(0),
             events,
             next_id: AtomicU64::new(0),
             url_index: std::sync::atomic::AtomicUsize::new(0),
@@ -191,13 +231,17 @@ impl HubConnection {
     ) -> Subscription {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let method = method.to_lowercase();
-        self.shared
+        let mut handlers = self
+            .shared
             .handlers
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        handlers
             .entry(method.clone())
             .or_default()
             .push((id, Arc::new(handler)));
+        self.shared.dispatch_changed();
+        drop(handlers);
         Subscription {
             shared: Arc::downgrade(&self.shared),
             method,
@@ -208,11 +252,13 @@ impl HubConnection {
     /// Registers an observer of every invocation from the hub, with its headers (such as the
     /// message id a hub passes on); it gives no client results.
     pub fn on_any(&self, observer: impl Fn(&str, &[Arg], &Headers) + Send + Sync + 'static) {
-        self.shared
+        let mut observers = self
+            .shared
             .observers
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(observer));
+            .unwrap_or_else(|e| e.into_inner());
+        observers.push(Arc::new(observer));
+        self.shared.dispatch_changed();
     }
 
     fn next_invocation_id(&self) -> String {

@@ -1083,6 +1083,7 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
     // own (an invalid message), instead of "the connection closed".
     let mut calls_fail_with: Option<Error> = None;
     let mut streams: HashMap<String, mpsc::UnboundedSender<Result<Arg, Error>>> = HashMap::new();
+    let mut dispatch = crate::connection::Dispatch::default();
     // Messages the transport could not take yet, with when they were queued.
     let mut backlog: VecDeque<(Bytes, Instant)> = VecDeque::new();
     let mut last_heard = Instant::now();
@@ -1180,12 +1181,12 @@ async fn connected(actor: &Actor, live: &mut Live, commands: &mut Commands) -> E
             }
             match message {
                 HubMessage::Invocation(inv) => {
-                    for observer in actor.shared.observers() {
+                    let (observers, handlers) = dispatch.lookup(&actor.shared, &inv.target);
+                    for observer in observers {
                         observer(&inv.target, &inv.arguments, &inv.headers);
                     }
-                    let handlers = actor.shared.handlers_for(&inv.target);
                     let mut results: Vec<Arg> = Vec::new();
-                    for handler in &handlers {
+                    for handler in handlers {
                         if let Some(result) = handler(&inv.arguments) {
                             results.push(result);
                         }

@@ -853,6 +853,67 @@ async fn handler_names_match_case_insensitively() {
     server.shutdown().await.unwrap();
 }
 
+/// Handlers and observers added or removed while messages flow apply from the next message
+/// on (the engine keeps copies of them between changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_added_and_removed_while_connected_apply_to_the_next_message() {
+    let server = hub().await;
+    let conn = HubConnectionBuilder::new(server.url("/chathub"))
+        .build()
+        .unwrap();
+    let count = |n: &Arc<AtomicUsize>| n.load(std::sync::atomic::Ordering::SeqCst);
+    let counter = |conn: &HubConnection, method: &str| {
+        let n = Arc::new(AtomicUsize::new(0));
+        let sink = n.clone();
+        let sub = conn.on(method, move |_| {
+            sink.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            None
+        });
+        (n, sub)
+    };
+    let (first, first_sub) = counter(&conn, "broadcastMessage");
+    conn.start().await.unwrap();
+    let send = |text: &'static str| {
+        let conn = conn.clone();
+        async move {
+            conn.invoke::<()>("Send", vec!["ann".into(), text.into()])
+                .await
+                .unwrap();
+        }
+    };
+    send("one").await;
+    wait_until(Duration::from_secs(5), "the first message", || {
+        count(&first) == 1
+    })
+    .await;
+
+    // A second handler, added while connected, gets the next message too.
+    let (second, _second_sub) = counter(&conn, "BroadcastMessage");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let sink = seen.clone();
+    conn.on_any(move |target, _, _| {
+        if target == "broadcastMessage" {
+            sink.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    send("two").await;
+    wait_until(Duration::from_secs(5), "the second message", || {
+        count(&first) == 2 && count(&second) == 1 && count(&seen) == 1
+    })
+    .await;
+
+    // The first one removed: only the second handler and the observer get the third.
+    first_sub.remove();
+    send("three").await;
+    wait_until(Duration::from_secs(5), "the third message", || {
+        count(&second) == 2 && count(&seen) == 2
+    })
+    .await;
+    assert_eq!(count(&first), 2, "a removed handler gets nothing more");
+    conn.stop().await;
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_urls_are_tried_in_turn_when_a_hub_is_gone() {
     // A port nobody listens on comes first: the first start moves on to the second URL.

@@ -129,26 +129,26 @@ impl Arg {
             // The decoder has checked the JSON value; a string value starts with a quote.
             Repr::Json(b) => b.first() == Some(&b'"'),
             Repr::MessagePack(b) => {
-                let (header, len) = match b.first() {
-                    Some(&m @ 0xa0..=0xbf) => (1, usize::from(m & 0x1f)),
-                    Some(0xd9) if b.len() >= 2 => (2, usize::from(b[1])),
-                    Some(0xda) if b.len() >= 3 => {
-                        (3, usize::from(u16::from_be_bytes([b[1], b[2]])))
-                    }
-                    Some(0xdb) if b.len() >= 5 => {
-                        (5, u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize)
-                    }
-                    _ => return false,
+                let Some((header, len)) = msgpack_str_header(b) else {
+                    return false;
                 };
                 b.get(header..header + len)
-                    .is_some_and(|s| std::str::from_utf8(s).is_ok())
+                    .is_some_and(|s| crate::scan::utf8(s).is_some())
             }
             Repr::Value(v) => v.as_str().is_some(),
         }
     }
 
     /// Reads the argument as a Rust type. Only this call parses the argument's bytes.
+    ///
+    /// A string argument read as text (a `String`, `Option<String>`, `serde_json::Value`…)
+    /// takes a direct path: its UTF-8 checked at once (SIMD) and its bytes copied, escapes
+    /// resolved from the first backslash on; anything else, errors included, goes through
+    /// `serde_json` / `rmp_serde` as before, so results and error wordings are theirs.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        if let Some(value) = self.decode_text() {
+            return Ok(value);
+        }
         let type_name = std::any::type_name::<T>();
         let fail = |reason: String| Error::Decode { type_name, reason };
         match &self.repr {
@@ -159,6 +159,33 @@ impl Arg {
                 T::deserialize(&mut de).map_err(|e| fail(e.to_string()))
             }
             Repr::Value(v) => rmpv::ext::from_value(v.clone()).map_err(|e| fail(e.to_string())),
+        }
+    }
+
+    /// The direct path of [`Arg::decode`] for a string argument; `None` leaves it to serde.
+    fn decode_text<T: DeserializeOwned>(&self) -> Option<T> {
+        match &self.repr {
+            Repr::Json(b) => {
+                // The bytes hold one checked JSON value: a string is `"…"` with valid escapes.
+                let contents = b.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+                let text = crate::scan::utf8(contents)?;
+                if memchr::memchr(b'\\', contents).is_none() {
+                    T::deserialize(Text::json(text)).ok()
+                } else {
+                    let text = crate::scan::unescape(text)?;
+                    T::deserialize(Text::json(&text)).ok()
+                }
+            }
+            Repr::MessagePack(b) => {
+                let (header, len) = msgpack_str_header(b)?;
+                let contents = b.get(header..)?;
+                if contents.len() != len {
+                    return None;
+                }
+                let text = crate::scan::utf8(contents)?;
+                T::deserialize(Text::msgpack(text)).ok()
+            }
+            Repr::Value(_) => None,
         }
     }
 
@@ -208,6 +235,164 @@ impl Arg {
             }
         };
         rmpv::encode::write_value(out, &value).map_err(msgpack_write_error)
+    }
+}
+
+/// A MessagePack string's header length and declared length, if `b` starts with one.
+fn msgpack_str_header(b: &[u8]) -> Option<(usize, usize)> {
+    match b.first()? {
+        &m @ 0xa0..=0xbf => Some((1, usize::from(m & 0x1f))),
+        0xd9 => Some((2, usize::from(*b.get(1)?))),
+        0xda => Some((3, usize::from(u16::from_be_bytes([*b.get(1)?, *b.get(2)?])))),
+        0xdb => {
+            let n = u32::from_be_bytes([*b.get(1)?, *b.get(2)?, *b.get(3)?, *b.get(4)?]);
+            Some((5, usize::try_from(n).ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// A decoded string argument handed to a type's `Deserialize`, as `serde_json` (or
+/// `rmp_serde`) hands a string value: text for `deserialize_any`, `str`, `string`, `char`
+/// and identifiers, `Some` for options, unit variants for enums (JSON), the value itself
+/// inside a newtype struct (JSON). Every other request is refused with [`NotText`], and the
+/// caller decodes through serde_json or rmp_serde instead, for their result or exact error.
+struct Text<'a> {
+    text: &'a str,
+    json: bool,
+}
+
+impl<'a> Text<'a> {
+    fn json(text: &'a str) -> Self {
+        Self { text, json: true }
+    }
+
+    fn msgpack(text: &'a str) -> Self {
+        Self { text, json: false }
+    }
+}
+
+/// [`Text`] does not read this type: decode it the usual way.
+#[derive(Debug)]
+struct NotText;
+
+impl fmt::Display for NotText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not read as text")
+    }
+}
+
+impl std::error::Error for NotText {}
+
+impl serde::de::Error for NotText {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Self
+    }
+}
+
+/// Deserializer methods [`Text`] refuses (the caller then decodes the usual way).
+macro_rules! refuse {
+    ($($method:ident)*) => {
+        $(
+            fn $method<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> std::result::Result<V::Value, NotText> {
+                Err(NotText)
+            }
+        )*
+    };
+}
+
+impl<'de> serde::Deserializer<'de> for Text<'de> {
+    type Error = NotText;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        visitor.visit_borrowed_str(self.text)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        // serde_json's RawValue and rmp_serde's extension types are newtypes it treats apart.
+        if !self.json || name.starts_with('$') {
+            return Err(NotText);
+        }
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        if !self.json {
+            return Err(NotText);
+        }
+        visitor.visit_enum(serde::de::value::BorrowedStrDeserializer::new(self.text))
+    }
+
+    fn deserialize_ignored_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! { str string char identifier }
+
+    refuse! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_bytes
+        deserialize_byte_buf deserialize_unit deserialize_seq deserialize_map
+    }
+
+    fn deserialize_unit_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        Err(NotText)
+    }
+
+    fn deserialize_tuple<V: serde::de::Visitor<'de>>(
+        self,
+        _: usize,
+        _: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        Err(NotText)
+    }
+
+    fn deserialize_tuple_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: usize,
+        _: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        Err(NotText)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        _: V,
+    ) -> std::result::Result<V::Value, NotText> {
+        Err(NotText)
     }
 }
 

@@ -4,7 +4,7 @@
 //! byte, least significant group first, at most 5 bytes). Both framers enforce the maximum
 //! message size before buffering a whole oversized message.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::json::RECORD_SEPARATOR;
@@ -174,6 +174,30 @@ impl Framer {
         frame
     }
 
+    /// [`next_frame`](Self::next_frame), handing the frame to `decode` as a range of a buffer
+    /// to slice from: a frame cut from a received read takes no reference of its own.
+    pub(crate) fn next_frame_with<T>(
+        &mut self,
+        decode: impl FnOnce(&Bytes, std::ops::Range<usize>) -> T,
+    ) -> Result<Option<T>> {
+        if self.failed.is_none() && !self.chunk.is_empty() {
+            if let Ok(Boundary::Frame {
+                skip,
+                len,
+                consumed,
+            }) = self.boundary(&self.chunk, 0)
+            {
+                let decoded = decode(&self.chunk, skip..skip + len);
+                self.chunk.advance(consumed);
+                return Ok(Some(decoded));
+            }
+        }
+        // Errors, frames that need more bytes and frames in the copy buffer: as usual.
+        Ok(self
+            .next_frame()?
+            .map(|frame| decode(&frame, 0..frame.len())))
+    }
+
     fn next_frame_inner(&mut self) -> Result<Option<Bytes>> {
         if !self.chunk.is_empty() {
             match self.boundary(&self.chunk, 0)? {
@@ -182,8 +206,10 @@ impl Framer {
                     len,
                     consumed,
                 } => {
-                    let frame = self.chunk.split_to(consumed);
-                    return Ok(Some(frame.slice(skip..skip + len)));
+                    // One reference taken for the frame (a slice), none for what is skipped.
+                    let frame = self.chunk.slice(skip..skip + len);
+                    self.chunk.advance(consumed);
+                    return Ok(Some(frame));
                 }
                 Boundary::Need => {
                     self.scanned = self.chunk.len();
@@ -291,8 +317,12 @@ impl MessageReader {
     /// messages after it still decode. A framing error (an oversized message, a bad length
     /// prefix) ends the stream: every later call reports it again.
     pub fn next_message(&mut self) -> Result<Option<HubMessage>> {
-        while let Some(frame) = self.framer.next_frame()? {
-            if let Some(message) = self.framer.protocol().decode_frame(&frame)? {
+        let protocol = self.framer.protocol();
+        while let Some(decoded) = self.framer.next_frame_with(|buf, range| match protocol {
+            Protocol::Json => crate::json::decode_in(buf, range),
+            Protocol::MessagePack => crate::msgpack::decode(&buf.slice(range)),
+        })? {
+            if let Some(message) = decoded? {
                 return Ok(Some(message));
             }
         }

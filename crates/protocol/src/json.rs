@@ -1,7 +1,8 @@
 //! The JSON hub protocol: UTF-8 JSON objects, each followed by the record separator `0x1E`.
 //!
-//! Decoding parses the envelope once with borrowed raw values; each argument, item and result
-//! becomes a slice of the received frame (no copy, no second parse).
+//! Decoding reads the envelope in one pass (`scan`, falling back to `serde_json` for what it
+//! leaves alone); each argument, item and result becomes a slice of the received frame (no
+//! copy, no second parse).
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
@@ -10,6 +11,7 @@ use serde_json::value::RawValue;
 use crate::arg::Arg;
 use crate::error::{Error, Result};
 use crate::message::*;
+use crate::scan::{self, Scanner, once};
 
 /// The JSON record separator that ends every JSON message and the handshake.
 pub const RECORD_SEPARATOR: u8 = 0x1E;
@@ -58,6 +60,22 @@ fn required<T>(value: Option<T>, name: &str) -> Result<T> {
 /// Decodes one JSON message (without its record separator). Unknown message types give
 /// `Ok(None)`, as the official implementations ignore them; unknown properties are ignored.
 pub fn decode(frame: &Bytes) -> Result<Option<HubMessage>> {
+    decode_in(frame, 0..frame.len())
+}
+
+/// [`decode`] for the frame `buf[range]`: its arguments are sliced from `buf` (the framer's
+/// received read, so the frame takes no reference of its own).
+pub(crate) fn decode_in(buf: &Bytes, range: std::ops::Range<usize>) -> Result<Option<HubMessage>> {
+    match scan_message(buf, range.clone()) {
+        Ok(message) => Ok(message),
+        Err(scan::Fallback) => decode_reference(&buf.slice(range)),
+    }
+}
+
+/// [`decode`] through `serde_json` alone: what the one-pass scanner must agree with (the
+/// property tests and the `json_decode` fuzz target compare the two). Not for general use.
+#[doc(hidden)]
+pub fn decode_reference(frame: &Bytes) -> Result<Option<HubMessage>> {
     // serde would also read a JSON array positionally into the envelope; refuse it up front.
     if frame.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(invalid("a hub message must be a JSON object"));
@@ -124,6 +142,113 @@ pub fn decode(frame: &Bytes) -> Result<Option<HubMessage>> {
         }),
         9 => HubMessage::Sequence(Sequence {
             sequence_id: required(env.sequence_id, "sequenceId")?,
+        }),
+        _ => return Ok(None),
+    };
+    Ok(Some(message))
+}
+
+/// The one-pass decoder: the same messages as [`decode_reference`] for what it reads, and
+/// [`scan::Fallback`] for the rest (errors included, so their wording stays serde_json's).
+fn scan_message(
+    buf: &Bytes,
+    range: std::ops::Range<usize>,
+) -> Result<Option<HubMessage>, scan::Fallback> {
+    use scan::Fallback;
+    let base = range.start;
+    let mut s = Scanner::new(&buf[range])?;
+    if s.peek() != Some(b'{') {
+        return Err(Fallback);
+    }
+    let raw = |s: &mut Scanner<'_>| {
+        s.raw()
+            .map(|r| Arg::json_unchecked(buf.slice(base + r.start..base + r.end)))
+    };
+    let string = |s: &mut Scanner<'_>| s.plain_str().map(str::to_owned);
+    let (mut kind, mut invocation_id, mut target, mut arguments) = (None, None, None, None);
+    let (mut item, mut result, mut error, mut headers) = (None, None, None, None);
+    let (mut stream_ids, mut sequence_id, mut allow_reconnect) = (None, None, None);
+    s.object(|key, s| match key {
+        "type" => once(&mut kind, s.u64()?),
+        "invocationId" => once(&mut invocation_id, string(s)?),
+        "target" => once(&mut target, string(s)?),
+        "arguments" => {
+            let mut args = Vec::new();
+            s.array(|s| {
+                args.push(raw(s)?);
+                Ok(())
+            })?;
+            once(&mut arguments, args)
+        }
+        "item" => once(&mut item, raw(s)?),
+        "result" => once(&mut result, raw(s)?),
+        "error" => once(&mut error, string(s)?),
+        "headers" => {
+            let mut map = Headers::new();
+            s.object(|k, s| {
+                map.insert(k.to_owned(), string(s)?);
+                Ok(())
+            })?;
+            once(&mut headers, map)
+        }
+        "streamIds" => {
+            let mut ids = Vec::new();
+            s.array(|s| {
+                ids.push(string(s)?);
+                Ok(())
+            })?;
+            once(&mut stream_ids, ids)
+        }
+        "sequenceId" => once(&mut sequence_id, s.u64()?),
+        "allowReconnect" => once(&mut allow_reconnect, s.bool()?),
+        _ => s.skip(),
+    })?;
+    s.end()?;
+    let headers = headers.unwrap_or_default();
+    let message = match kind.ok_or(Fallback)? {
+        1 => HubMessage::Invocation(Invocation {
+            headers,
+            invocation_id,
+            target: target.ok_or(Fallback)?,
+            arguments: arguments.ok_or(Fallback)?,
+            stream_ids: stream_ids.unwrap_or_default(),
+        }),
+        2 => HubMessage::StreamItem(StreamItem {
+            headers,
+            invocation_id: invocation_id.ok_or(Fallback)?,
+            item: item.ok_or(Fallback)?,
+        }),
+        3 => HubMessage::Completion(Completion {
+            headers,
+            invocation_id: invocation_id.ok_or(Fallback)?,
+            outcome: match (error, result) {
+                (Some(_), Some(_)) => return Err(Fallback),
+                (Some(error), None) => Outcome::Error(error),
+                (None, Some(result)) => Outcome::Result(result),
+                (None, None) => Outcome::Void,
+            },
+        }),
+        4 => HubMessage::StreamInvocation(StreamInvocation {
+            headers,
+            invocation_id: invocation_id.ok_or(Fallback)?,
+            target: target.ok_or(Fallback)?,
+            arguments: arguments.ok_or(Fallback)?,
+            stream_ids: stream_ids.unwrap_or_default(),
+        }),
+        5 => HubMessage::CancelInvocation(CancelInvocation {
+            headers,
+            invocation_id: invocation_id.ok_or(Fallback)?,
+        }),
+        6 => HubMessage::Ping,
+        7 => HubMessage::Close(Close {
+            error,
+            allow_reconnect: allow_reconnect.unwrap_or(false),
+        }),
+        8 => HubMessage::Ack(Ack {
+            sequence_id: sequence_id.ok_or(Fallback)?,
+        }),
+        9 => HubMessage::Sequence(Sequence {
+            sequence_id: sequence_id.ok_or(Fallback)?,
         }),
         _ => return Ok(None),
     };
@@ -228,4 +353,65 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     use std::io::Write as _;
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{n}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What hubs and clients send is read in one pass, not left to serde_json.
+    #[test]
+    fn common_messages_take_the_one_pass_path() {
+        for text in [
+            r#"{"type":1,"target":"broadcastMessage","arguments":["ann","hi \"there\" caf\u00e9"]}"#,
+            r#"{"type":1,"invocationId":"7","target":"Send","arguments":[{"a":[1,-2.5e3,null,true]}],"streamIds":["1"]}"#,
+            r#"{"type":1,"headers":{"hubbub-id":"m-1"},"target":"t","arguments":[]}"#,
+            r#"{"type":2,"invocationId":"1","item":null}"#,
+            r#"{"type":3,"invocationId":"1","result":42}"#,
+            r#"{"type":3,"invocationId":"1","error":"nope"}"#,
+            r#"{"type":3,"invocationId":"1"}"#,
+            r#"{"type":4,"invocationId":"2","target":"Counter","arguments":[10]}"#,
+            r#"{"type":5,"invocationId":"2"}"#,
+            r#"{"type":6}"#,
+            r#"{"type":7,"error":"bye","allowReconnect":true}"#,
+            r#"{"type":8,"sequenceId":3}"#,
+            r#" { "type" : 9 , "sequenceId" : 4 , "extra" : {"x":[]} } "#,
+            r#"{"type":99,"whatever":1}"#,
+        ] {
+            let frame = Bytes::from(text);
+            let fast = scan_message(&frame, 0..frame.len())
+                .unwrap_or_else(|_| panic!("{text} falls back"));
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{:?}", decode_reference(&frame).unwrap()),
+                "{text}"
+            );
+        }
+    }
+
+    /// What the scanner leaves alone still decodes (or fails) exactly as before.
+    #[test]
+    fn the_rest_falls_back_to_serde_json() {
+        for text in [
+            r#"{"type":1,"target":"a\u0041","arguments":[]}"#,
+            r#"{"type":1,"target":null,"arguments":[]}"#,
+            r#"{"type":1,"type":1,"target":"t","arguments":[]}"#,
+            r#"{"type":3,"invocationId":"1","error":"e","result":1}"#,
+            r#"{"type":1.0}"#,
+            r#"{"type":1,"target":"t"}"#,
+            "[1]",
+            "{\"type\":6}\u{b}",
+        ] {
+            let frame = Bytes::from(text);
+            assert!(
+                scan_message(&frame, 0..frame.len()).is_err(),
+                "{text} should fall back"
+            );
+            assert_eq!(
+                format!("{:?}", decode(&frame)),
+                format!("{:?}", decode_reference(&frame)),
+                "{text}"
+            );
+        }
+    }
 }

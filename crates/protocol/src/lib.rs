@@ -46,6 +46,7 @@ mod message;
 pub mod msgpack;
 pub mod negotiate;
 mod protocol;
+mod scan;
 pub mod sse;
 pub mod stateful;
 

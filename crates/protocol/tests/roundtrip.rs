@@ -289,3 +289,112 @@ proptest! {
         prop_assert_eq!(back, result);
     }
 }
+
+/// `bytes` with a few edits: bytes replaced by, or inserted from, characters that matter to
+/// JSON (and a control character and stray UTF-8), or removed.
+fn mutated(bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"\"\\{}[],:0-.eE nu1t\x01\xff\xc3 9/a";
+    let mut out = bytes;
+    for &(at, what, pick) in edits {
+        let at = at % (out.len() + 1);
+        let byte = ALPHABET[usize::from(pick) % ALPHABET.len()];
+        match what % 4 {
+            0 if at < out.len() => out[at] = byte,
+            1 => out.insert(at, byte),
+            // A token cut short: one to four bytes gone.
+            2 => drop(out.drain(at..(at + 1 + usize::from(pick % 4)).min(out.len()))),
+            _ if at < out.len() => {
+                out.remove(at);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The one-pass JSON decoder must give exactly what serde_json gives (the same messages with
+/// the same argument bytes, or the same error).
+fn agrees_with_serde_json(frame: &[u8]) {
+    let frame = bytes::Bytes::copy_from_slice(frame);
+    let fast = format!("{:?}", json::decode(&frame));
+    let reference = format!("{:?}", json::decode_reference(&frame));
+    assert_eq!(fast, reference, "for {:?}", String::from_utf8_lossy(&frame));
+}
+
+/// A JSON string value with escapes of every kind, as text.
+fn escaped_json_string() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        4 => "[a-z \u{e9}\u{2713}\u{1F600}]{0,6}",
+        1 => prop::sample::select(vec![r#"\""#, r"\\", r"\/", r"\b", r"\f", r"\n", r"\r", r"\t"]).prop_map(str::to_owned),
+        1 => "\\\\u[0-9a-fA-F]{4}",
+        1 => prop::sample::select(vec![r"\ud83d\ude00", r"\ud83d", r"\ude00", r"\u00e9", r"\x"]).prop_map(str::to_owned),
+    ];
+    prop::collection::vec(piece, 0..12).prop_map(|pieces| format!("\"{}\"", pieces.concat()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn the_one_pass_json_decoder_agrees_with_serde_json(
+        messages in messages_for(Protocol::Json),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+        noise in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        for m in &messages {
+            let mut frame = Protocol::Json.encode_to_vec(m).unwrap();
+            frame.pop(); // the record separator
+            agrees_with_serde_json(&frame);
+            agrees_with_serde_json(&mutated(frame, &edits));
+        }
+        agrees_with_serde_json(&noise);
+    }
+
+    #[test]
+    fn the_one_pass_classic_decoders_agree_with_serde_json(
+        hub in "[A-Za-z]{0,6}",
+        method in ".{0,8}",
+        args in prop::collection::vec(json_value(), 0..4),
+        headers in prop::collection::btree_map(".{0,6}", ".{0,6}", 0..3),
+        cursor in proptest::option::of(".{0,12}"),
+        flags in (any::<bool>(), any::<bool>(), proptest::option::of(any::<u64>()), proptest::option::of(".{0,8}")),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+    ) {
+        let call = ClientInvocation {
+            hub, method, args: args.into_iter().map(Arg::from_value).collect(),
+            state: None, headers,
+        };
+        let item = call.to_vec().unwrap();
+        let (initialized, reconnect, long_poll_delay, error) = flags;
+        let envelope = Envelope {
+            cursor, initialized, reconnect, long_poll_delay, error,
+            messages: vec![bytes::Bytes::from(item.clone()), bytes::Bytes::from_static(b"{\"H\":\"h\",\"M\":\"m\",\"A\":[],\"S\":{\"x\":1}}")],
+            ..Envelope::default()
+        };
+        let bytes = envelope.to_vec();
+        classic_common::one_pass_agrees(&item);
+        classic_common::one_pass_agrees(&bytes);
+        classic_common::one_pass_agrees(&mutated(item, &edits));
+        classic_common::one_pass_agrees(&mutated(bytes, &edits));
+    }
+
+    #[test]
+    fn string_arguments_read_as_serde_reads_them(text in ".{0,40}", escaped in escaped_json_string()) {
+        use serde_json::Value as Json;
+        for json in [serde_json::to_vec(&text).unwrap(), escaped.into_bytes()] {
+            let Ok(arg) = Arg::from_json(json.clone()) else { continue };
+            if let Err(e) = serde_json::from_slice::<String>(&json) {
+                let ours = arg.decode::<String>().unwrap_err().to_string();
+                prop_assert!(ours.contains(&e.to_string()), "{} should carry {}", ours, e);
+            }
+            prop_assert_eq!(arg.decode::<String>().ok(), serde_json::from_slice::<String>(&json).ok());
+            prop_assert_eq!(arg.decode::<Option<String>>().ok(), serde_json::from_slice::<Option<String>>(&json).ok());
+            prop_assert_eq!(arg.decode::<Json>().ok(), serde_json::from_slice::<Json>(&json).ok());
+            prop_assert_eq!(arg.decode::<u32>().is_err(), true);
+            let msgpack = rmp_serde::to_vec(&text).unwrap();
+            let arg = Arg::from_msgpack(msgpack.clone()).unwrap();
+            prop_assert_eq!(arg.decode::<String>().unwrap(), text.clone());
+            prop_assert_eq!(arg.decode::<Option<String>>().unwrap(), Some(text.clone()));
+        }
+    }
+}

@@ -149,16 +149,20 @@ async fn client(args: ClientBench) -> Result<serde_json::Value, String> {
     let received = Arc::new(AtomicU64::new(0));
     let last = Arc::new(std::sync::Mutex::new(Instant::now()));
     let (r, l) = (received.clone(), last.clone());
+    let expected = u64::from(args.messages);
     conn.on("broadcastMessage", move |args| {
         // Dispatch means the handler has the typed arguments.
         let text: String = args[1].decode().unwrap_or_default();
         std::hint::black_box(text);
-        r.fetch_add(1, Ordering::Relaxed);
-        *l.lock().unwrap() = Instant::now();
+        // The clock is read once, at the last message (as the Node clients do).
+        if r.fetch_add(1, Ordering::Relaxed) + 1 == expected {
+            *l.lock().unwrap() = Instant::now();
+        }
         None
     });
     conn.start().await.map_err(|e| e.to_string())?;
     let start = Instant::now();
+    let cpu_start = process_cpu()?;
     conn.invoke::<()>(
         "Flood",
         vec![
@@ -179,6 +183,7 @@ async fn client(args: ClientBench) -> Result<serde_json::Value, String> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let cpu = process_cpu()?.saturating_sub(cpu_start);
     let elapsed = last.lock().unwrap().duration_since(start).as_secs_f64();
     let mut rtts = Vec::with_capacity(args.invokes as usize);
     for i in 0..args.invokes {
@@ -198,6 +203,7 @@ async fn client(args: ClientBench) -> Result<serde_json::Value, String> {
         "protocol": if family == Family::Classic { "classic" } else { protocol(args.protocol).name() },
         "messages": args.messages,
         "messagesPerSecond": f64::from(args.messages) / elapsed,
+        "cpuUsPerMessage": cpu.as_secs_f64() * 1e6 / f64::from(args.messages),
         "invokes": args.invokes,
         "invokeP50Ms": percentile(&rtts, 0.5) / 1000.0,
         "invokeP99Ms": percentile(&rtts, 0.99) / 1000.0,
@@ -272,6 +278,14 @@ fn protocol(p: Proto) -> Protocol {
         Proto::Json => Protocol::Json,
         Proto::Msgpack => Protocol::MessagePack,
     }
+}
+
+/// CPU time (user + system, all threads) this process has used, to the nanosecond
+/// (`CLOCK_PROCESS_CPUTIME_ID`; /proc counts in 10 ms ticks, too coarse for a client flood).
+fn process_cpu() -> Result<Duration, String> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map_err(|e| format!("process CPU clock: {e}"))?;
+    Ok(Duration::from(t))
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.

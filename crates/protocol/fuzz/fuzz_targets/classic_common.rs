@@ -36,13 +36,30 @@ fn result_round_trip(result: &HubResult) {
     }
 }
 
+/// The one-pass classic decoders must agree with serde_json (same value or same error).
+pub(crate) fn one_pass_agrees(data: &[u8]) {
+    let payload = Bytes::copy_from_slice(data);
+    assert_eq!(
+        format!("{:?}", Incoming::decode(&payload)),
+        format!("{:?}", Incoming::decode_reference(&payload)),
+        "envelopes: the one-pass decoder and serde_json disagree"
+    );
+    assert_eq!(
+        format!("{:?}", ClientInvocation::decode(&payload)),
+        format!("{:?}", ClientInvocation::decode_reference(&payload)),
+        "server calls: the one-pass decoder and serde_json disagree"
+    );
+}
+
 pub(crate) fn frame(data: &[u8]) {
+    one_pass_agrees(data);
     let payload = Bytes::copy_from_slice(data);
     match Incoming::decode(&payload) {
         Ok(Incoming::Envelope(envelope)) => {
             let again = Incoming::decode(&Bytes::from(envelope.to_vec())).expect("re-decodes");
             assert_eq!(again, Incoming::Envelope(envelope.clone()));
             for item in &envelope.messages {
+                one_pass_agrees(item);
                 if let Ok(call) = ClientInvocation::decode(item) {
                     let bytes = call.to_vec().expect("a decoded call re-encodes");
                     let again = ClientInvocation::decode(&Bytes::from(bytes)).expect("and decodes");

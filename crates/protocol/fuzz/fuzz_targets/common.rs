@@ -1,4 +1,5 @@
-//! Shared oracle: whatever decodes must re-encode, and decode again to the same messages.
+//! Shared oracle: whatever decodes must re-encode, and decode again to the same messages; and
+//! for JSON, the one-pass decoder must agree with serde_json on every record.
 
 use hubbub_protocol::{HubMessage, MessageReader, Protocol};
 
@@ -6,6 +7,16 @@ pub fn check(protocol: Protocol, data: &[u8]) {
     // The first byte picks a chunk size, so split reads are exercised too.
     let Some((&chunk, data)) = data.split_first() else { return };
     let chunk = usize::from(chunk).max(1);
+    if protocol == Protocol::Json {
+        for record in data.split(|&b| b == 0x1e) {
+            let record = bytes::Bytes::copy_from_slice(record);
+            assert_eq!(
+                format!("{:?}", hubbub_protocol::json::decode(&record)),
+                format!("{:?}", hubbub_protocol::json::decode_reference(&record)),
+                "the one-pass decoder and serde_json disagree"
+            );
+        }
+    }
     let mut reader = MessageReader::new(protocol, 1 << 16);
     let mut decoded: Vec<HubMessage> = Vec::new();
     'outer: for part in data.chunks(chunk) {

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use super::hub::HubResult;
 use crate::error::{Error, Result};
+use crate::scan::{Fallback, Scanner, once};
 
 /// A persistent response, `{"C":cursor,"S":1,"T":1,"G":groups,"L":ms,"E":error,"M":[…]}`.
 ///
@@ -93,6 +94,16 @@ impl Incoming {
     /// (unknown keys ignored). `M` items and result values stay the bytes they arrived in (slices
     /// of `payload`).
     pub fn decode(payload: &Bytes) -> Result<Self> {
+        match scan_incoming(payload) {
+            Ok(incoming) => Ok(incoming),
+            Err(Fallback) => Self::decode_reference(payload),
+        }
+    }
+
+    /// [`Incoming::decode`] through `serde_json` alone: what the one-pass scanner must agree
+    /// with (property tests and the `classic_frame` fuzz oracle compare the two).
+    #[doc(hidden)]
+    pub fn decode_reference(payload: &Bytes) -> Result<Self> {
         let start = payload.iter().position(|b| !b.is_ascii_whitespace());
         let Some(start) = start else {
             return Ok(Self::Empty);
@@ -134,6 +145,63 @@ impl Incoming {
                 .collect(),
         }))
     }
+}
+
+/// The one-pass reading of an envelope or keep-alive (a result, with `I`, and everything
+/// unusual is left to serde_json: see `crate::scan`).
+fn scan_incoming(payload: &Bytes) -> std::result::Result<Incoming, Fallback> {
+    let mut s = Scanner::new(payload)?;
+    if s.peek() != Some(b'{') {
+        return Err(Fallback);
+    }
+    let (mut cursor, mut initialized, mut reconnect, mut groups_token) = (None, None, None, None);
+    let (mut long_poll_delay, mut error, mut messages) = (None, None, None);
+    let members = s.object(|key, s| match key {
+        "I" => Err(Fallback),
+        "C" => once(&mut cursor, s.plain_str()?.to_owned()),
+        "S" => once(&mut initialized, s.raw()?),
+        "T" => once(&mut reconnect, s.raw()?),
+        "G" => once(&mut groups_token, s.plain_str()?.to_owned()),
+        "L" => once(&mut long_poll_delay, s.u64()?),
+        "E" => once(&mut error, s.raw()?),
+        "M" => {
+            let mut items = Vec::new();
+            s.array(|s| {
+                items.push(payload.slice(s.raw()?));
+                Ok(())
+            })?;
+            once(&mut messages, items)
+        }
+        _ => s.skip(),
+    })?;
+    s.end()?;
+    if members == 0 {
+        return Ok(Incoming::KeepAlive);
+    }
+    let flag = |raw: Option<std::ops::Range<usize>>| match raw.map(|r| s.text(r)) {
+        None | Some("0" | "false" | "null") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(_) => Err(Fallback),
+    };
+    let error = match error.map(|r| s.text(r)) {
+        None | Some("null") => None,
+        Some(text) => {
+            let contents = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+            match contents {
+                Some(plain) if !plain.contains('\\') => Some(plain.to_owned()),
+                _ => return Err(Fallback),
+            }
+        }
+    };
+    Ok(Incoming::Envelope(Envelope {
+        cursor,
+        initialized: flag(initialized)?,
+        reconnect: flag(reconnect)?,
+        groups_token,
+        long_poll_delay,
+        error,
+        messages: messages.unwrap_or_default(),
+    }))
 }
 
 impl Envelope {
@@ -280,6 +348,24 @@ mod tests {
         let mut out = Vec::new();
         write_envelope(&Envelope::default(), [&b"\"x\""[..], b"2"], &mut out);
         assert_eq!(out, br#"{"M":["x",2]}"#);
+    }
+
+    #[test]
+    fn what_a_hub_sends_takes_the_one_pass_path() {
+        for text in [
+            r#"{"C":"d-0D8B0D5E-B,0|C,0|D,1","S":1,"M":[]}"#,
+            r#"{"C":"d-1-B,1|C,0|D,1","M":[{"H":"ChatHub","M":"broadcastMessage","A":["bob","hi \"x\""]}]}"#,
+            r#"{"C":"c","S":1,"T":1,"G":"g/+=","L":250,"E":"bad","M":[1,{"a":[]}]}"#,
+            "{}",
+        ] {
+            let payload = Bytes::copy_from_slice(text.as_bytes());
+            let fast = scan_incoming(&payload).unwrap_or_else(|_| panic!("{text} falls back"));
+            assert_eq!(
+                fast,
+                Incoming::decode_reference(&payload).unwrap(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

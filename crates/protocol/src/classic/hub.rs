@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use super::envelope::write_str;
 use crate::arg::Arg;
 use crate::error::{Error, Result};
+use crate::scan::{Fallback, Scanner, once};
 
 /// A hub method call from client to server: `{"H":hub,"M":method,"A":[…],"I":id,"S":state}`
 /// (the body of a `send`, form-encoded on HTTP transports, a text message on WebSockets).
@@ -157,6 +158,54 @@ fn atomic(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> 
     write(out).inspect_err(|_| out.truncate(start))
 }
 
+/// The one-pass reading of a server call (see `crate::scan`): header values other than plain
+/// strings, `null`s and everything unusual are left to serde_json.
+fn scan_call(item: &Bytes) -> std::result::Result<ClientInvocation, Fallback> {
+    let mut s = Scanner::new(item)?;
+    if s.peek() != Some(b'{') {
+        return Err(Fallback);
+    }
+    let (mut hub, mut method, mut args, mut id) = (None, None, None, None);
+    let (mut state, mut headers) = (None, None);
+    s.object(|key, s| match key {
+        "H" => once(&mut hub, s.plain_str()?.to_owned()),
+        "M" => once(&mut method, s.plain_str()?.to_owned()),
+        "A" => {
+            let mut list = Vec::new();
+            s.array(|s| {
+                list.push(Arg::json_unchecked(item.slice(s.raw()?)));
+                Ok(())
+            })?;
+            once(&mut args, list)
+        }
+        "I" => once(&mut id, s.raw()?),
+        "S" => once(&mut state, s.raw()?),
+        "Headers" => {
+            let mut map = crate::Headers::new();
+            s.object(|k, s| {
+                map.insert(k.to_owned(), s.plain_str()?.to_owned());
+                Ok(())
+            })?;
+            once(&mut headers, map)
+        }
+        _ => s.skip(),
+    })?;
+    s.end()?;
+    let state = match state.map(|r| (s.text(r.clone()), r)) {
+        None => None,
+        Some(("null", _)) => None,
+        Some((text, r)) if text.starts_with('{') => Some(Arg::json_unchecked(item.slice(r))),
+        Some(_) => return Err(Fallback),
+    };
+    Ok(ClientInvocation {
+        hub: hub.ok_or(Fallback)?,
+        method: method.ok_or(Fallback)?,
+        args: args.ok_or(Fallback)?,
+        state,
+        headers: headers.unwrap_or_default(),
+    })
+}
+
 #[derive(Deserialize)]
 struct WireCall<'a> {
     #[serde(rename = "H")]
@@ -231,6 +280,16 @@ impl ClientInvocation {
     /// Decodes one `M` item as a server call. `H`, `M` and `A` are required (an item without
     /// them is not a hub call: a persistent connection's raw message).
     pub fn decode(item: &Bytes) -> Result<Self> {
+        match scan_call(item) {
+            Ok(call) => Ok(call),
+            Err(Fallback) => Self::decode_reference(item),
+        }
+    }
+
+    /// [`ClientInvocation::decode`] through `serde_json` alone: what the one-pass scanner
+    /// must agree with (property tests and the `classic_frame` fuzz oracle compare the two).
+    #[doc(hidden)]
+    pub fn decode_reference(item: &Bytes) -> Result<Self> {
         const CX: &str = "server call";
         check_object(item, CX)?;
         let wire: WireCall<'_> = serde_json::from_slice(item)
@@ -476,6 +535,14 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn server_calls_take_the_one_pass_path() {
+        let text = r#"{"H":"ChatHub","M":"broadcastMessage","A":["bob",{"x":[1,2]}],"S":{"n":1},"Headers":{"hubbub-id":"m-1"}}"#;
+        let item = b(text);
+        let fast = scan_call(&item).expect("read in one pass");
+        assert_eq!(fast, ClientInvocation::decode_reference(&item).unwrap());
     }
 
     #[test]
