@@ -28,6 +28,8 @@ struct File {
     max_connections: Option<Spanned<usize>>,
     max_message_size: Option<Spanned<usize>>,
     max_messages_per_second: Option<Spanned<u32>>,
+    max_send_queue_bytes: Option<Spanned<usize>>,
+    max_stream_buffer_bytes: Option<Spanned<usize>>,
     jwt_secret: Option<Spanned<String>>,
     jwt_public_key: Option<Spanned<PathBuf>>,
     jwt_issuer: Option<Spanned<String>>,
@@ -72,6 +74,14 @@ impl Settings {
             (
                 "max-messages-per-second",
                 args.max_messages_per_second.to_string(),
+            ),
+            (
+                "max-send-queue-bytes",
+                args.max_send_queue_bytes.to_string(),
+            ),
+            (
+                "max-stream-buffer-bytes",
+                args.max_stream_buffer_bytes.to_string(),
             ),
         ];
         if !args.cors_origins.is_empty() {
@@ -154,6 +164,8 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("max-connections", "max_connections"),
         ("max-message-size", "max_message_size"),
         ("max-messages-per-second", "max_messages_per_second"),
+        ("max-send-queue-bytes", "max_send_queue_bytes"),
+        ("max-stream-buffer-bytes", "max_stream_buffer_bytes"),
         ("jwt-secret", "jwt_secret"),
         ("jwt-public-key", "jwt_public_key"),
         ("jwt-issuer", "jwt_issuer"),
@@ -215,6 +227,8 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     set!(max_connections, "max-connections", |v| v);
     set!(max_message_size, "max-message-size", |v| v);
     set!(max_messages_per_second, "max-messages-per-second", |v| v);
+    set!(max_send_queue_bytes, "max-send-queue-bytes", |v| v);
+    set!(max_stream_buffer_bytes, "max-stream-buffer-bytes", |v| v);
     set!(jwt_secret, "jwt-secret", Some);
     set!(jwt_public_key, "jwt-public-key", |v| Some(relative(v)));
     set!(jwt_issuer, "jwt-issuer", Some);

@@ -68,6 +68,14 @@ struct HubArgs {
     /// connection over it is slowed down (read no further until it is back under), not closed.
     #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_messages_per_second)]
     max_messages_per_second: u32,
+    /// Bytes queued for one connection (its messages not yet written to it) before it counts
+    /// as too slow and is closed; one larger message still goes to an empty queue.
+    #[arg(long, value_name = "BYTES", default_value_t = hubbub_hub::HubOptions::default().send_queue_bytes)]
+    max_send_queue_bytes: usize,
+    /// Bytes of client-to-server stream items one connection may have waiting for its hub
+    /// methods to read them; a client that sends faster is closed as too slow.
+    #[arg(long, value_name = "BYTES", default_value_t = hubbub_hub::HubOptions::default().stream_buffer_bytes)]
+    max_stream_buffer_bytes: usize,
     /// Require HS256 JWTs signed with this secret (read from HUBBUB_JWT_SECRET when not given).
     #[arg(
         long,
@@ -206,6 +214,8 @@ async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<()
         max_connections: args.max_connections,
         max_message_size: args.max_message_size,
         max_messages_per_second: args.max_messages_per_second,
+        send_queue_bytes: args.max_send_queue_bytes,
+        stream_buffer_bytes: args.max_stream_buffer_bytes,
         ..hubbub_hub::HubOptions::default()
     };
     let auth = match (&args.jwt_secret, &args.jwt_public_key) {

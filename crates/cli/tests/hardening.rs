@@ -1139,3 +1139,208 @@ async fn an_open_hub_says_so_and_user_keys_bind_each_client_to_its_user() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The sum of the series of `/metrics` named `name` whose labels include all of `labels`
+/// (`key="value"` each); 0 when there is none.
+async fn metric(hub: &Hub, name: &str, labels: &[&str]) -> f64 {
+    let scrape = reqwest::get(format!("{}/metrics", hub.origin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Samples the hub's RSS every 50 ms until `stop` fires: the largest, in KiB.
+fn sample_peak_rss(
+    pid: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let rss = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0);
+                peak = peak.max(rss);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    })
+}
+
+/// Finding 7: outbound queues were bounded in messages only, so 400 cheap `History("", 0)`
+/// calls, never read, queued a ~15 MB answer each and took the hub to 5.8 GB. Now each
+/// connection's queue is bounded in bytes too (16 MiB by default, `--max-send-queue-bytes`):
+/// a client that asks for much and reads nothing is closed as too slow (`queue_full`), on the
+/// Core endpoint and the classic one, and the hub's memory stays bounded; the official client
+/// connected throughout keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_queues_are_bounded_in_bytes() {
+    let hub = Hub::start(&["--history", "memory", "--max-messages-per-second", "100000"]);
+    let bob = official(&hub, "bob").await;
+    // A full history page: 500 messages of 8 KB, so each `History("", 0)` answers ~4 MB.
+    let filler = "x".repeat(8_000);
+    for _ in 0..500 {
+        bob.invoke::<()>("Send", vec!["bob".into(), filler.as_str().into()])
+            .await
+            .unwrap();
+    }
+    still_works(&bob, "history filled").await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_peak_rss(hub.child.id(), stop.clone());
+    let before = hub.rss_kib();
+    // 150 calls (~600 MB of answers before), none read.
+    const CALLS: usize = 150;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+    for k in 0..CALLS {
+        mallory
+            .send(&format!(
+                r#"{{"type":1,"invocationId":"h{k}","target":"History","arguments":["",0]}}"#
+            ))
+            .await;
+    }
+    // The classic endpoint too: hub requests over its WebSocket, answers never read.
+    let data = "connectionData=%5B%7B%22name%22%3A%22chathub%22%7D%5D&clientProtocol=2.1";
+    let negotiated: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!(
+            "{}/signalr/negotiate?{data}&name=trudy",
+            hub.origin
+        ))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let mut connect = reqwest::Url::parse(&format!(
+        "{}/signalr/connect?transport=webSockets&{data}&name=trudy",
+        hub.origin.replace("http", "ws")
+    ))
+    .unwrap();
+    connect.query_pairs_mut().append_pair(
+        "connectionToken",
+        negotiated["ConnectionToken"].as_str().unwrap(),
+    );
+    let (mut trudy, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(connect.as_str()),
+    )
+    .await
+    .expect("the classic WebSocket connects within 10 s")
+    .expect("the classic WebSocket opens");
+    for k in 0..CALLS {
+        let request = format!(r#"{{"H":"chathub","M":"History","A":["",0],"I":{k}}}"#);
+        if tokio::time::timeout(Duration::from_secs(5), trudy.send(Message::text(request)))
+            .await
+            .map_or(true, |sent| sent.is_err())
+        {
+            // The hub stopped reading (its answers wait) or closed the socket: enough.
+            break;
+        }
+    }
+    // Both are closed as too slow within 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let closed = |family| {
+        let family = format!("family=\"{family}\"");
+        let hub = &hub;
+        async move {
+            metric(
+                hub,
+                "hubbub_disconnects_total",
+                &[&family, "reason=\"queue_full\""],
+            )
+            .await
+        }
+    };
+    while closed("core").await < 1.0 || closed("classic").await < 1.0 {
+        if Instant::now() > deadline {
+            let scrape = reqwest::get(format!("{}/metrics", hub.origin))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            panic!(
+                "no queue_full disconnect of both families within 30 s:\n{}\n{scrape}",
+                hub.logs.lock().unwrap().join("\n"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    still_works(&bob, "after the unread answers").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    println!("hub RSS peak grew by {grown_mib} MiB under {CALLS} unread History calls per family");
+    assert!(
+        grown_mib < 256,
+        "the hub's memory grew by {grown_mib} MiB for unread answers (bound: 256 MiB)"
+    );
+    drop(mallory);
+    drop(trudy);
+    bob.stop().await;
+}
+
+/// Finding 7, client-to-server streams: their items waited in an unbounded queue until the
+/// method read them. Now a connection's unread items are bounded in bytes (1 MiB by default,
+/// `--max-stream-buffer-bytes`): a client that streams into a method not reading (here
+/// `Collect`, waiting its turn behind a call that waits for the client) is closed as too
+/// slow, saying why; the official client keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_stream_items_waiting_to_be_read_are_bounded() {
+    let hub = Hub::start(&["--history", "memory", "--max-messages-per-second", "100000"]);
+    let bob = official(&hub, "bob").await;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+    // Holds the connection's turn for 30 s: the hub asks mallory, who never answers.
+    mallory
+        .send(r#"{"type":1,"invocationId":"ask","target":"AskCaller","arguments":["?"]}"#)
+        .await;
+    mallory
+        .send(
+            r#"{"type":1,"invocationId":"c","target":"Collect","arguments":[],"streamIds":["u"]}"#,
+        )
+        .await;
+    // 64 items of 30 KB (~1.9 MB) for a method that cannot read them yet.
+    let item = "y".repeat(30_000);
+    for _ in 0..64 {
+        mallory
+            .send(&format!(
+                r#"{{"type":2,"invocationId":"u","item":"{item}"}}"#
+            ))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let close = loop {
+        let message = tokio::time::timeout_at(deadline, mallory.next())
+            .await
+            .expect("a Close within 10 s");
+        if message["type"] == 7 {
+            break message;
+        }
+    };
+    assert_eq!(
+        close["error"],
+        "Connection closed: client-to-server stream items arrive faster than the hub method reads them.",
+        "{close}"
+    );
+    assert_eq!(
+        metric(&hub, "hubbub_disconnects_total", &["reason=\"queue_full\""]).await,
+        1.0
+    );
+    still_works(&bob, "after the stream flood").await;
+    bob.stop().await;
+}

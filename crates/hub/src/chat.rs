@@ -64,6 +64,9 @@ pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 
 const MAX_REMEMBERED_IDS: usize = 200_000;
 
+/// The most item bytes `Collect` (a client-to-server stream gathered into one answer) takes.
+const COLLECT_LIMIT: usize = 1 << 20;
+
 #[derive(Debug, Default)]
 struct Seen {
     ids: HashMap<(String, String), Instant>,
@@ -591,9 +594,17 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         let Some(mut items) = ctx.upload(0) else {
             return Err(HubError::new("Collect needs a stream argument"));
         };
-        let mut values = Vec::new();
+        // What it collects is answered at once: at most COLLECT_LIMIT bytes of items.
+        let (mut values, mut bytes) = (Vec::new(), 0);
         while let Some(item) = items.next().await {
-            values.push(item?.to_value().map_err(|e| HubError::new(e.to_string()))?);
+            let item = item?;
+            bytes += item.raw().map_or(16, |(_, b)| b.len());
+            if bytes > COLLECT_LIMIT {
+                return Err(HubError::new(format!(
+                    "Collect takes at most {COLLECT_LIMIT} bytes of items."
+                )));
+            }
+            values.push(item.to_value().map_err(|e| HubError::new(e.to_string()))?);
         }
         Ok(Value::Array(values))
     })

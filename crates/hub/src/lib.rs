@@ -31,6 +31,7 @@ mod history;
 mod hub;
 mod metrics;
 mod options;
+mod queue;
 mod router;
 mod server;
 mod state;

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, Inbound};
 use crate::frame::Outbound;
+use crate::queue::QueueRx;
 use crate::state::HubState;
 
 /// A negotiated (or directly opened) connection, seen from HTTP.
@@ -43,7 +44,7 @@ pub(crate) struct HttpConnection {
     pub(crate) transport_set: Notify,
     pub(crate) protocol: OnceLock<Protocol>,
     pub(crate) inbound: mpsc::Sender<Inbound>,
-    pub(crate) outbound: Mutex<mpsc::Receiver<Outbound>>,
+    pub(crate) outbound: Mutex<QueueRx>,
     /// Fires when the connection's task has finished.
     pub(crate) ended: CancellationToken,
     pub(crate) poll_generation: AtomicU64,
@@ -105,7 +106,10 @@ fn open(
         id.clone()
     };
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
-    let (outbound_tx, outbound_rx) = mpsc::channel(state.options.send_queue_capacity);
+    let (outbound_tx, outbound_rx) = crate::queue::queue(
+        state.options.send_queue_capacity,
+        state.options.send_queue_bytes,
+    );
     let http = Arc::new(HttpConnection {
         user: identify(user, &query, &id),
         id,

@@ -78,6 +78,15 @@ async fn run(socket: WebSocket, http: Arc<HttpConnection>, generation: u64) {
             let _ = http.inbound.send(Inbound::Closed).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
         }
+        () = http.ended.cancelled() => {
+            // The connection is over: the writer has 5 s to write what is left (the Close);
+            // a client that reads nothing loses its socket then instead of holding it (and
+            // the message being written) for ever.
+            if tokio::time::timeout(Duration::from_secs(5), &mut writing).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut reading).await;
+            }
+            let _ = http.inbound.try_send(Inbound::Closed);
+        }
         ended = &mut writing => {
             if !ended && stateful(&http) && !http.ended.is_cancelled() {
                 // The socket failed under the writer: as for a failed read, wait for the client.
@@ -137,7 +146,7 @@ async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     http: &HttpConnection,
     resumed: bool,
-    mut outbound: tokio::sync::MutexGuard<'_, tokio::sync::mpsc::Receiver<Outbound>>,
+    mut outbound: tokio::sync::MutexGuard<'_, crate::queue::QueueRx>,
 ) -> bool {
     let protocol = || http.protocol.get().copied();
     if resumed {
