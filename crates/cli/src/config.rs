@@ -28,6 +28,10 @@ struct File {
     max_connections: Option<Spanned<usize>>,
     max_message_size: Option<Spanned<usize>>,
     max_messages_per_second: Option<Spanned<u32>>,
+    max_pending_per_address: Option<Spanned<usize>>,
+    max_tcp_connections: Option<Spanned<usize>>,
+    max_tcp_connections_per_address: Option<Spanned<usize>>,
+    header_read_timeout: Option<Spanned<f64>>,
     max_send_queue_bytes: Option<Spanned<usize>>,
     max_stream_buffer_bytes: Option<Spanned<usize>>,
     jwt_secret: Option<Spanned<String>>,
@@ -76,6 +80,11 @@ impl Settings {
                 args.max_messages_per_second.to_string(),
             ),
             (
+                "max-pending-per-address",
+                args.max_pending_per_address.to_string(),
+            ),
+            ("header-read-timeout", args.header_read_timeout.to_string()),
+            (
                 "max-send-queue-bytes",
                 args.max_send_queue_bytes.to_string(),
             ),
@@ -93,6 +102,14 @@ impl Settings {
         }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         for (key, value) in [
+            (
+                "max-tcp-connections",
+                args.max_tcp_connections.map(|n| n.to_string()),
+            ),
+            (
+                "max-tcp-connections-per-address",
+                args.max_tcp_connections_per_address.map(|n| n.to_string()),
+            ),
             ("jwt-public-key", path(&args.jwt_public_key)),
             ("jwt-issuer", args.jwt_issuer.clone()),
             ("jwt-audience", args.jwt_audience.clone()),
@@ -164,6 +181,13 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("max-connections", "max_connections"),
         ("max-message-size", "max_message_size"),
         ("max-messages-per-second", "max_messages_per_second"),
+        ("max-pending-per-address", "max_pending_per_address"),
+        ("max-tcp-connections", "max_tcp_connections"),
+        (
+            "max-tcp-connections-per-address",
+            "max_tcp_connections_per_address",
+        ),
+        ("header-read-timeout", "header_read_timeout"),
         ("max-send-queue-bytes", "max_send_queue_bytes"),
         ("max-stream-buffer-bytes", "max_stream_buffer_bytes"),
         ("jwt-secret", "jwt_secret"),
@@ -227,6 +251,14 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     set!(max_connections, "max-connections", |v| v);
     set!(max_message_size, "max-message-size", |v| v);
     set!(max_messages_per_second, "max-messages-per-second", |v| v);
+    set!(max_pending_per_address, "max-pending-per-address", |v| v);
+    set!(max_tcp_connections, "max-tcp-connections", Some);
+    set!(
+        max_tcp_connections_per_address,
+        "max-tcp-connections-per-address",
+        Some
+    );
+    set!(header_read_timeout, "header-read-timeout", |v| v);
     set!(max_send_queue_bytes, "max-send-queue-bytes", |v| v);
     set!(max_stream_buffer_bytes, "max-stream-buffer-bytes", |v| v);
     set!(jwt_secret, "jwt-secret", Some);

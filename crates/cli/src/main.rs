@@ -68,6 +68,22 @@ struct HubArgs {
     /// connection over it is slowed down (read no further until it is back under), not closed.
     #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_messages_per_second)]
     max_messages_per_second: u32,
+    /// Negotiated connections one client address may hold before using them; more
+    /// negotiations from it are refused (429) until it connects or they expire (15 s).
+    #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_pending_per_address)]
+    max_pending_per_address: usize,
+    /// TCP connections held at once, all clients together (default: the open-file limit less a
+    /// tenth, at least 64, kept for the hub's own files); more are closed as they arrive.
+    #[arg(long)]
+    max_tcp_connections: Option<usize>,
+    /// TCP connections held at once from one client IP address (default: half of
+    /// --max-tcp-connections); more are closed as they arrive.
+    #[arg(long)]
+    max_tcp_connections_per_address: Option<usize>,
+    /// Seconds a client has to send a request's headers, and may stay idle on a connection
+    /// without sending a request; then the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::TcpLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
     /// Bytes queued for one connection (its messages not yet written to it) before it counts
     /// as too slow and is closed; one larger message still goes to an empty queue.
     #[arg(long, value_name = "BYTES", default_value_t = hubbub_hub::HubOptions::default().send_queue_bytes)]
@@ -214,6 +230,7 @@ async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<()
         max_connections: args.max_connections,
         max_message_size: args.max_message_size,
         max_messages_per_second: args.max_messages_per_second,
+        max_pending_per_address: args.max_pending_per_address,
         send_queue_bytes: args.max_send_queue_bytes,
         stream_buffer_bytes: args.max_stream_buffer_bytes,
         ..hubbub_hub::HubOptions::default()
@@ -243,8 +260,19 @@ async fn hub(mut args: HubArgs, matches: Option<&clap::ArgMatches>) -> Result<()
             }
         }
     }
+    if !(args.header_read_timeout > 0.0 && args.header_read_timeout.is_finite()) {
+        return Err(format!(
+            "header-read-timeout{} must be a number of seconds above 0",
+            settings.at("header-read-timeout")
+        ));
+    }
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
+        .tcp_limits(hubbub_hub::TcpLimits {
+            max_connections: args.max_tcp_connections,
+            max_connections_per_address: args.max_tcp_connections_per_address,
+            header_read_timeout: std::time::Duration::from_secs_f64(args.header_read_timeout),
+        })
         .hub("/chathub", chat_hub(&args)?)
         .cors_origins(args.cors_origins);
     if args.no_classic {

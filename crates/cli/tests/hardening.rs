@@ -74,6 +74,56 @@ impl Hub {
         hub
     }
 
+    /// Starts `hubbub hub` as [`start`](Self::start) does, with the open-file limit of its
+    /// process lowered to `files` (`ulimit -n`).
+    fn start_with_file_limit(files: u32, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(support::BIN)
+            .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--history", "memory"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let hub = Self {
+            child,
+            origin: format!("http://127.0.0.1:{port}"),
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !hub
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("listening on"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the hub did not start; it logged:\n{}",
+                hub.logs.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hub
+    }
+
     /// The hub process's resident memory, in KiB (Linux `/proc`).
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -1342,5 +1392,158 @@ async fn client_stream_items_waiting_to_be_read_are_bounded() {
         1.0
     );
     still_works(&bob, "after the stream flood").await;
+    bob.stop().await;
+}
+
+/// Another loopback address than the official clients' 127.0.0.1: the attacker's, so that
+/// budgets per address can tell them apart.
+const ATTACKER_IP: &str = "127.0.0.2";
+
+/// Finding 9: negotiations counted as connections, so one client doing nothing but negotiate
+/// filled `--max-connections` and new clients got 503 for as long as it went on. Now the
+/// connections an address negotiated and has not used have a budget of their own (64 by
+/// default, `--max-pending-per-address`; more: 429) and expire with the handshake timeout
+/// (15 s); other clients connect throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiations_have_their_own_budget_per_address() {
+    let hub = Hub::start(&["--max-connections", "200"]);
+    let bob = official(&hub, "bob").await;
+    let attacker = reqwest::Client::builder()
+        .local_address(ATTACKER_IP.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let negotiate = format!("{}/chathub/negotiate?negotiateVersion=1", hub.origin);
+    let mut statuses = std::collections::BTreeMap::new();
+    let flood = Instant::now();
+    for _ in 0..1000 {
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), attacker.post(&negotiate).send())
+                .await
+                .expect("a negotiate answered within 10 s")
+                .unwrap()
+                .status()
+                .as_u16();
+        *statuses.entry(status).or_insert(0) += 1;
+        assert!(
+            flood.elapsed() < Duration::from_secs(60),
+            "1,000 negotiations take under 60 s"
+        );
+    }
+    assert_eq!(statuses.get(&200), Some(&64), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&936), "{statuses:?}");
+    // Others still connect, and bob still works.
+    let carol = official(&hub, "carol").await;
+    still_works(&carol, "a new client during the flood").await;
+    still_works(&bob, "after the negotiations").await;
+    // The attacker's unused negotiations expire with the handshake timeout (15 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = attacker.post(&negotiate).send().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(
+            Instant::now() < deadline,
+            "unused negotiations did not expire within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    carol.stop().await;
+    bob.stop().await;
+}
+
+/// A TCP connection to `origin` (`http://HOST:PORT`) from `ip`.
+async fn tcp_from(ip: &str, origin: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let addr = origin.trim_start_matches("http://").parse().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+        .await
+        .expect("a TCP connection within 10 s")
+        .expect("the TCP connection opens")
+}
+
+/// Whether the hub closed `socket` (end of stream or reset) within `wait`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An answer (a 408 or 400) before the end.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Finding 10, slowloris: sockets sending their headers at 1 byte a second were held for ever,
+/// and with a 1,024 open-file limit 1,100 idle ones locked everyone out, `/healthz` included.
+/// Now (the hub here under a 256 open-file limit) one address holds at most half of the TCP
+/// connections the hub takes (the open-file limit less a reserve) and more are closed at once;
+/// headers must be complete within `--header-read-timeout`, which also ends idle sockets.
+/// `/healthz`, a new official client and the one connected throughout keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_sockets_are_timed_out_and_capped_per_address() {
+    use tokio::io::AsyncWriteExt;
+    let hub = Hub::start_with_file_limit(256, &["--header-read-timeout", "3"]);
+    let bob = official(&hub, "bob").await;
+    // 300 idle sockets and 10 that send their headers a byte at a time, all from one address.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tcp_from(ATTACKER_IP, &hub.origin).await);
+    }
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(tcp_from(ATTACKER_IP, &hub.origin).await);
+    }
+    let http = reqwest::Client::new();
+    let healthz = tokio::time::timeout(
+        Duration::from_secs(10),
+        http.get(format!("{}/healthz", hub.origin)).send(),
+    )
+    .await
+    .expect("/healthz answers within 10 s while the sockets are held")
+    .unwrap();
+    assert_eq!(healthz.status(), 200);
+    let carol = official(&hub, "carol").await;
+    still_works(&carol, "a new client beside the sockets").await;
+    still_works(&bob, "beside the sockets").await;
+    // The slow ones trickle "GET / HTTP/1.1\r\n…" a byte every 300 ms: closed by the header
+    // timeout (3 s), long before their headers end.
+    let request =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    let mut cut = 0;
+    'trickle: for byte in request.iter() {
+        for socket in slow.iter_mut() {
+            if socket.write_all(&[*byte]).await.is_err() {
+                cut += 1;
+            }
+        }
+        if cut > 0 {
+            break 'trickle;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for socket in &mut slow {
+        assert!(
+            closed_within(socket, Duration::from_secs(10)).await,
+            "a socket trickling its headers is closed (after {:?})",
+            started.elapsed()
+        );
+    }
+    // Every idle one is closed: those over the address's cap at once, the others by the
+    // header timeout.
+    for (i, socket) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(socket, Duration::from_secs(10)).await,
+            "idle socket {i} is closed"
+        );
+    }
+    still_works(&bob, "after the sockets").await;
+    carol.stop().await;
     bob.stop().await;
 }

@@ -29,6 +29,7 @@ mod connection;
 mod frame;
 mod history;
 mod hub;
+mod listener;
 mod metrics;
 mod options;
 mod queue;
@@ -53,6 +54,7 @@ pub use hub::{
     BoxFuture, Clients, Context, FromArgs, Hub, HubError, IntoReply, ItemStream, Lost,
     LostConnection, RawArgs, Reply, Target,
 };
+pub use listener::TcpLimits;
 pub use options::HubOptions;
 pub use router::Scope;
 pub use server::{RunningServer, ServerBuilder};

@@ -19,6 +19,11 @@ pub struct HubOptions {
     pub max_message_size: usize,
     /// How many connections the server accepts at once; more are refused with 503.
     pub max_connections: usize,
+    /// How many negotiated connections one client IP address may hold before using them (no
+    /// transport request yet); another negotiate from it is refused with 429 (64). A
+    /// negotiated connection not used within `handshake_timeout` is dropped, as ASP.NET Core
+    /// drops one not used within its timeout.
+    pub max_pending_per_address: usize,
     /// How many hub messages a connection may send per second (200; sustained, bursts of
     /// twice that pass). A connection over the limit is slowed down, never closed for it: the
     /// hub handles its next message when the limit allows, and meanwhile reads nothing more
@@ -60,6 +65,7 @@ impl Default for HubOptions {
             handshake_timeout: Duration::from_secs(15),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_connections: 20_000,
+            max_pending_per_address: 64,
             max_messages_per_second: 200,
             send_queue_capacity: 1024,
             send_queue_bytes: 16 << 20,
