@@ -32,6 +32,8 @@ struct File {
     max_tcp_connections: Option<Spanned<usize>>,
     max_tcp_connections_per_address: Option<Spanned<usize>>,
     header_read_timeout: Option<Spanned<f64>>,
+    max_new_histories_per_minute: Option<Spanned<u32>>,
+    unclaimed_inbox_ttl: Option<Spanned<u64>>,
     max_send_queue_bytes: Option<Spanned<usize>>,
     max_stream_buffer_bytes: Option<Spanned<usize>>,
     jwt_secret: Option<Spanned<String>>,
@@ -84,6 +86,11 @@ impl Settings {
                 args.max_pending_per_address.to_string(),
             ),
             ("header-read-timeout", args.header_read_timeout.to_string()),
+            (
+                "max-new-histories-per-minute",
+                args.max_new_histories_per_minute.to_string(),
+            ),
+            ("unclaimed-inbox-ttl", args.unclaimed_inbox_ttl.to_string()),
             (
                 "max-send-queue-bytes",
                 args.max_send_queue_bytes.to_string(),
@@ -188,6 +195,11 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
             "max_tcp_connections_per_address",
         ),
         ("header-read-timeout", "header_read_timeout"),
+        (
+            "max-new-histories-per-minute",
+            "max_new_histories_per_minute",
+        ),
+        ("unclaimed-inbox-ttl", "unclaimed_inbox_ttl"),
         ("max-send-queue-bytes", "max_send_queue_bytes"),
         ("max-stream-buffer-bytes", "max_stream_buffer_bytes"),
         ("jwt-secret", "jwt_secret"),
@@ -259,6 +271,12 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         Some
     );
     set!(header_read_timeout, "header-read-timeout", |v| v);
+    set!(
+        max_new_histories_per_minute,
+        "max-new-histories-per-minute",
+        |v| v
+    );
+    set!(unclaimed_inbox_ttl, "unclaimed-inbox-ttl", |v| v);
     set!(max_send_queue_bytes, "max-send-queue-bytes", |v| v);
     set!(max_stream_buffer_bytes, "max-stream-buffer-bytes", |v| v);
     set!(jwt_secret, "jwt-secret", Some);

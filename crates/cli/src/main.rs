@@ -84,6 +84,14 @@ struct HubArgs {
     /// without sending a request; then the connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::TcpLimits::default().header_read_timeout.as_secs_f64())]
     header_read_timeout: f64,
+    /// Histories (a scope's, a room's, another user's inbox) one sender may start per minute;
+    /// more are refused with an error saying so (not with --redis).
+    #[arg(long, default_value_t = hubbub_hub::ChatLimits::default().new_histories_per_minute)]
+    max_new_histories_per_minute: u32,
+    /// Seconds an inbox of a user who never connected to this hub is kept after its last
+    /// direct message (default: 7 days); then it is deleted (not with --redis).
+    #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::ChatLimits::default().unclaimed_inbox_ttl.as_secs())]
+    unclaimed_inbox_ttl: u64,
     /// Bytes queued for one connection (its messages not yet written to it) before it counts
     /// as too slow and is closed; one larger message still goes to an empty queue.
     #[arg(long, value_name = "BYTES", default_value_t = hubbub_hub::HubOptions::default().send_queue_bytes)]
@@ -390,10 +398,17 @@ fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
         // The fleet's history, in Redis.
         return Ok(hubbub_hub::chat_hub());
     }
+    let limits = hubbub_hub::ChatLimits {
+        new_histories_per_minute: args.max_new_histories_per_minute,
+        unclaimed_inbox_ttl: std::time::Duration::from_secs(args.unclaimed_inbox_ttl),
+    };
     let path = match &args.history {
         Some(path) if path.as_os_str() == "memory" => {
             tracing::info!("chat history in memory: lost when the hub stops");
-            return Ok(hubbub_hub::chat_hub());
+            return Ok(hubbub_hub::chat_hub_with_limits(
+                hubbub_hub::ChatHistory::in_memory(),
+                limits,
+            ));
         }
         Some(path) => path.clone(),
         None => {
@@ -410,7 +425,7 @@ fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
     let history =
         hubbub_hub::ChatHistory::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     tracing::info!(file = %path.display(), "chat history in a SQLite file");
-    Ok(hubbub_hub::chat_hub_with(history))
+    Ok(hubbub_hub::chat_hub_with_limits(history, limits))
 }
 
 /// SIGHUP, each time it comes (never, where there is no such signal). Installed when called, so

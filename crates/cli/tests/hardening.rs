@@ -1547,3 +1547,102 @@ async fn slow_and_idle_sockets_are_timed_out_and_capped_per_address() {
     carol.stop().await;
     bob.stop().await;
 }
+
+/// Invokes `method` with `args` (JSON) as invocation `id` over the raw socket and returns its
+/// Completion.
+async fn raw_call(
+    raw: &mut Raw,
+    id: &str,
+    method: &str,
+    args: serde_json::Value,
+) -> serde_json::Value {
+    let call =
+        serde_json::json!({"type": 1, "invocationId": id, "target": method, "arguments": args});
+    raw.send(&call.to_string()).await;
+    raw.completion(id).await
+}
+
+/// Finding 8: direct messages to made-up users created a history per name, never freed (+400
+/// MB per round in memory; with a history file, a file growing without bound). Now one sender
+/// may start at most 30 histories a minute (`--max-new-histories-per-minute`; rooms, scopes,
+/// other users' inboxes), and an inbox whose user never connected goes after
+/// `--unclaimed-inbox-ttl` without messages; an inbox of a user who connected once stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_for_made_up_users_are_bounded_and_expire() {
+    let dir = std::env::temp_dir().join(format!("hubbub-hardening-inboxes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("history.sqlite3");
+    let hub = Hub::start(&[
+        "--history",
+        file.to_str().unwrap(),
+        "--unclaimed-inbox-ttl",
+        "2",
+        "--max-messages-per-second",
+        "100000",
+    ]);
+    // dave has connected once: his inbox is his.
+    official(&hub, "dave").await.stop().await;
+    let bob = official(&hub, "bob").await;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+    let done = raw_call(
+        &mut mallory,
+        "d",
+        "SendToUser",
+        serde_json::json!(["dave", "for dave"]),
+    )
+    .await;
+    assert!(done.get("error").is_none(), "{done}");
+    let mut refused = 0;
+    for i in 0..200 {
+        let done = raw_call(
+            &mut mallory,
+            &format!("g{i}"),
+            "SendToUser",
+            serde_json::json!([format!("ghost-{i}"), "x".repeat(1000)]),
+        )
+        .await;
+        match done.get("error") {
+            None => assert!(i < 29, "ghost-{i} accepted: {done}"),
+            Some(error) => {
+                assert!(
+                    error.as_str().unwrap().starts_with(
+                        "Too many new conversations: a sender may start at most 30 a minute"
+                    ),
+                    "{done}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 171, "30 new histories a minute for mallory");
+    // Bob's budget is his own.
+    bob.invoke::<()>("SendToUser", vec!["erin".into(), "for erin".into()])
+        .await
+        .expect("another sender starts a conversation");
+    still_works(&bob, "after the made-up users").await;
+
+    // After the TTL, the made-up users' inboxes are gone; dave's stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ghost = official(&hub, "ghost-0").await;
+    let inbox: serde_json::Value = ghost
+        .invoke("Inbox", vec!["".into(), num(0)])
+        .await
+        .unwrap();
+    assert_eq!(inbox["messages"], serde_json::json!([]), "{inbox}");
+    ghost.stop().await;
+    let dave = official(&hub, "dave").await;
+    let inbox: serde_json::Value = dave.invoke("Inbox", vec!["".into(), num(0)]).await.unwrap();
+    assert_eq!(names_of(&inbox, "for dave"), ["mallory"], "{inbox}");
+    dave.stop().await;
+    // What the file holds now: dave's message, mallory's 30 copies of what it sent (its own
+    // inbox), bob's copy; erin never connected, so her inbox went too.
+    assert_eq!(
+        metric(&hub, "hubbub_history_messages", &[]).await,
+        32.0,
+        "messages kept after the expiry"
+    );
+    bob.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

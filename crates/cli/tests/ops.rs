@@ -614,6 +614,8 @@ max-tcp-connections-per-address = 300
 header-read-timeout = 12.5
 max-send-queue-bytes = 1000000
 max-stream-buffer-bytes = 65536
+max-new-histories-per-minute = 5
+unclaimed-inbox-ttl = 3600
 "#,
     )
     .unwrap();
@@ -638,6 +640,8 @@ max-stream-buffer-bytes = 65536
         format!("header-read-timeout = 12.5 {}", at(10)),
         format!("max-send-queue-bytes = 1000000 {}", at(11)),
         format!("max-stream-buffer-bytes = 65536 {}", at(12)),
+        format!("max-new-histories-per-minute = 5 {}", at(13)),
+        format!("unclaimed-inbox-ttl = 3600 {}", at(14)),
     ] {
         assert!(settings.contains(&expected), "{expected:?} in {settings}");
     }

@@ -43,8 +43,9 @@ mod transport;
 pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS, MIN_USER_KEY, UserKeys};
 pub use backplane::{BackplaneError, RedisOptions};
 pub use chat::{
-    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER, PRESENCE_LIMIT,
-    SEQ_HEADER, TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
+    ChatLimits, DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER,
+    PRESENCE_LIMIT, SEQ_HEADER, TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
+    chat_hub_with_limits,
 };
 pub use classic::ClassicOptions;
 pub use connection::MAX_STREAMS_PER_CONNECTION;
