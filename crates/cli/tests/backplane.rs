@@ -753,3 +753,72 @@ async fn a_node_late_back_after_a_redis_restart_is_not_taken_for_lost() {
     assert_eq!(x.count_first("userLeft", "z"), 0, "x heard z leave");
     assert_eq!(z.count_first("userLeft", "x"), 0, "z heard x leave");
 }
+
+/// Issue 18 #3 with a backplane: a message id is its sender's across the fleet. Another
+/// sender's message with an id bob's message holds is refused (on any node), bob's own repeat
+/// is a repeat, and the fleet's history holds the id once, bob's. (Before, with `--redis` the
+/// id check was not applied: both messages were recorded and delivered with one id, and
+/// receivers that drop repeats by id lost one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_senders_message_id_is_refused_across_the_fleet() {
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis), Node::start(&redis));
+    let bob = Client::connect(&a, "bob").await;
+    let mallory = Client::connect(&b, "mallory").await;
+    let with_id = |id: &str| Headers::from([("hubbub-msg-id".to_owned(), id.to_owned())]);
+    bob.conn
+        .invoke_with_headers::<()>(
+            "Send",
+            vec!["bob".into(), "bob's message".into()],
+            with_id("shared-1"),
+        )
+        .await
+        .unwrap();
+    for (method, args) in [
+        (
+            "Send",
+            vec![Arg::from("mallory"), Arg::from("taking bob's id")],
+        ),
+        (
+            "SendToUser",
+            vec![Arg::from("bob"), Arg::from("a direct one")],
+        ),
+    ] {
+        let taken = mallory
+            .conn
+            .invoke_with_headers::<()>(method, args, with_id("shared-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            taken.to_string(),
+            "The message id 'shared-1' belongs to another sender's message: choose another id.",
+            "{method}"
+        );
+    }
+    bob.conn
+        .invoke_with_headers::<()>(
+            "Send",
+            vec!["bob".into(), "bob's message".into()],
+            with_id("shared-1"),
+        )
+        .await
+        .expect("a sender's repeat of its own id completes");
+    let page: serde_json::Value = mallory
+        .conn
+        .invoke(
+            "History",
+            vec!["".into(), Arg::from_value(hubbub_client::Value::from(0u64))],
+        )
+        .await
+        .unwrap();
+    let holders: Vec<&serde_json::Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"] == "shared-1")
+        .collect();
+    assert_eq!(holders.len(), 1, "{page}");
+    assert_eq!(holders[0]["name"], "bob");
+    bob.conn.stop().await;
+    mallory.conn.stop().await;
+}

@@ -238,7 +238,8 @@ async fn record(
                 HubError::new(format!(
                     "{UNAVAILABLE} the message could not be recorded ({e}); send it again"
                 ))
-            });
+            })?
+            .map_err(|e| HubError::new(e.to_string()));
     }
     let (h, key, user) = (history.clone(), key.to_owned(), user.to_owned());
     let (id, name, text, to) = (

@@ -63,7 +63,7 @@ pub(crate) fn sent_copy(user: &str) -> String {
 
 /// The sender an id belongs to: the user, without the suffix that marks a sender's own copy of
 /// a direct message ([`sent_copy`]).
-fn owner(user: &str) -> &str {
+pub(crate) fn owner(user: &str) -> &str {
     user.strip_suffix(SENT_COPY).unwrap_or(user)
 }
 
