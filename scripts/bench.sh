@@ -66,14 +66,14 @@ wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/nu
 # Each prints "PID PORT PATH MODE" for the load generator. Hubs keep their history in memory
 # (`--history memory`), as before durable history became the default: the fan-out figures stay
 # comparable with earlier runs and measure delivery, not SQLite (the store has its own bench).
-start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --history memory --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p ${1:-/chathub} ${2:-signalr}"; }
+start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --history memory --max-messages-per-second 1000000 --max-connections 30000 --max-tcp-connections-per-address 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p ${1:-/chathub} ${2:-signalr}"; }
 start_classic() { start_hub /signalr classic; }
 start_raw() { local p; p=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:$p" >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-broadcast.mjs "$p") >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_aio() { local p; p=$(free_port); "$python" tests/interop/python/aiosignalr_hub.py --port "$p" >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
 
 start_redis() { local p; p=$(free_port); redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
-start_fleet_node() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --redis "redis://127.0.0.1:$1" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
+start_fleet_node() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --redis "redis://127.0.0.1:$1" --max-messages-per-second 1000000 --max-connections 30000 --max-tcp-connections-per-address 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p"; }
 
 scaleout() { # nodes (0: one hub without Redis) receivers
     local urls=() stop=() pid port rpid rport messages name=hubbub

@@ -1413,6 +1413,7 @@ async fn negotiations_have_their_own_budget_per_address() {
         .build()
         .unwrap();
     let negotiate = format!("{}/chathub/negotiate?negotiateVersion=1", hub.origin);
+    let before = hub.rss_kib();
     let mut statuses = std::collections::BTreeMap::new();
     let flood = Instant::now();
     for _ in 0..1000 {
@@ -1429,6 +1430,11 @@ async fn negotiations_have_their_own_budget_per_address() {
             "1,000 negotiations take under 60 s"
         );
     }
+    println!(
+        "hub RSS {} MiB (grew {} MiB) after 1,000 negotiations from one address",
+        hub.rss_kib() / 1024,
+        hub.rss_kib().saturating_sub(before) / 1024
+    );
     assert_eq!(statuses.get(&200), Some(&64), "{statuses:?}");
     assert_eq!(statuses.get(&429), Some(&936), "{statuses:?}");
     // Others still connect, and bob still works.
@@ -1499,6 +1505,10 @@ async fn slow_and_idle_sockets_are_timed_out_and_capped_per_address() {
     for _ in 0..10 {
         slow.push(tcp_from(ATTACKER_IP, &hub.origin).await);
     }
+    println!(
+        "hub RSS {} MiB with 310 attacking sockets held or refused",
+        hub.rss_kib() / 1024
+    );
     let http = reqwest::Client::new();
     let healthz = tokio::time::timeout(
         Duration::from_secs(10),
@@ -1594,6 +1604,7 @@ async fn histories_for_made_up_users_are_bounded_and_expire() {
     )
     .await;
     assert!(done.get("error").is_none(), "{done}");
+    let before = hub.rss_kib();
     let mut refused = 0;
     for i in 0..200 {
         let done = raw_call(
@@ -1616,6 +1627,10 @@ async fn histories_for_made_up_users_are_bounded_and_expire() {
             }
         }
     }
+    println!(
+        "hub RSS grew by {} MiB over 200 direct messages of 1 KB to made-up users",
+        hub.rss_kib().saturating_sub(before) / 1024
+    );
     assert_eq!(refused, 171, "30 new histories a minute for mallory");
     // Bob's budget is his own.
     bob.invoke::<()>("SendToUser", vec!["erin".into(), "for erin".into()])
