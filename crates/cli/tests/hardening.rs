@@ -1201,7 +1201,10 @@ async fn metric(hub: &Hub, name: &str, labels: &[&str]) -> f64 {
         .unwrap();
     scrape
         .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter(|l| {
+            (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+                && labels.iter().all(|x| l.contains(x))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -1437,6 +1440,10 @@ async fn negotiations_have_their_own_budget_per_address() {
     );
     assert_eq!(statuses.get(&200), Some(&64), "{statuses:?}");
     assert_eq!(statuses.get(&429), Some(&936), "{statuses:?}");
+    assert_eq!(
+        metric(&hub, "hubbub_negotiations_refused_total", &[]).await,
+        936.0
+    );
     // Others still connect, and bob still works.
     let carol = official(&hub, "carol").await;
     still_works(&carol, "a new client during the flood").await;
@@ -1553,6 +1560,26 @@ async fn slow_and_idle_sockets_are_timed_out_and_capped_per_address() {
             "idle socket {i} is closed"
         );
     }
+    // Those over the address's cap were counted (the total cap, 192 here, was never reached
+    // by the one address; its half, 96, was).
+    assert!(
+        metric(
+            &hub,
+            "hubbub_tcp_connections_refused_total",
+            &["reason=\"per_address\""]
+        )
+        .await
+            >= 200.0
+    );
+    assert_eq!(
+        metric(
+            &hub,
+            "hubbub_tcp_connections_refused_total",
+            &["reason=\"total\""]
+        )
+        .await,
+        0.0
+    );
     still_works(&bob, "after the sockets").await;
     carol.stop().await;
     bob.stop().await;

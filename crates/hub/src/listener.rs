@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -90,6 +93,9 @@ pub(crate) struct Limiter {
 
 #[derive(Debug)]
 struct Counts {
+    /// `hubbub_tcp_connections` and `hubbub_tcp_connections_refused_total`.
+    open: Gauge,
+    refused: Family<crate::metrics::ReasonLabel, Counter>,
     total: AtomicUsize,
     max_total: usize,
     by_address: Mutex<HashMap<IpAddr, usize>>,
@@ -101,6 +107,8 @@ impl Limiter {
         let (max_total, max_per_address) = limits.resolved();
         Self {
             counts: Arc::new(Counts {
+                open: Gauge::default(),
+                refused: Family::default(),
                 total: AtomicUsize::new(0),
                 max_total,
                 by_address: Mutex::default(),
@@ -109,18 +117,42 @@ impl Limiter {
         }
     }
 
+    /// Registers `hubbub_tcp_connections` and `hubbub_tcp_connections_refused_total` in the
+    /// server's registry.
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "tcp_connections",
+            "TCP connections the server holds now",
+            self.counts.open.clone(),
+        );
+        registry.register(
+            "tcp_connections_refused",
+            "TCP connections closed as accepted, over the cap in total or for their address",
+            self.counts.refused.clone(),
+        );
+    }
+
     /// A slot for a connection from `ip`, or why there is none.
     fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
         let counts = &self.counts;
         let mut by_address = counts.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let refuse = |reason| {
+            counts
+                .refused
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
+                .inc();
+        };
         if counts.total.load(Ordering::Acquire) >= counts.max_total {
+            refuse("total");
             return Err("the server holds its maximum of TCP connections");
         }
         let held = by_address.entry(ip).or_insert(0);
         if *held >= counts.max_per_address {
+            refuse("per_address");
             return Err("this address holds its maximum of TCP connections");
         }
         *held += 1;
+        counts.open.inc();
         counts.total.fetch_add(1, Ordering::AcqRel);
         Ok(Slot {
             counts: counts.clone(),
@@ -150,6 +182,7 @@ impl Drop for Slot {
             }
         }
         self.counts.total.fetch_sub(1, Ordering::AcqRel);
+        self.counts.open.dec();
     }
 }
 

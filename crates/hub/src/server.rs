@@ -220,6 +220,8 @@ impl ServerBuilder {
                 .prom
                 .register(sub, self.redis.is_some(), history);
         }
+        let limiter = crate::listener::Limiter::new(&self.tcp_limits);
+        limiter.register(&mut registry);
         let registry = Arc::new(registry);
         router = router.route("/healthz", get(|| async { "ok" })).route(
             "/metrics",
@@ -246,7 +248,6 @@ impl ServerBuilder {
             router = router.layer(cors(&self.cors_origins));
         }
         let tls_config = tls.as_ref().map(|(_, config)| config.clone());
-        let limiter = crate::listener::Limiter::new(&self.tcp_limits);
         let (max_tcp, max_tcp_per_address) = self.tcp_limits.resolved();
         tracing::debug!(
             max_tcp,

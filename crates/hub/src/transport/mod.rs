@@ -317,6 +317,7 @@ pub(crate) async fn negotiate(
                 Some(pending) => Some(pending),
                 None => {
                     tracing::debug!(%ip, "negotiate refused: too many pending connections");
+                    state.counters.prom.negotiations_refused.inc();
                     return text(
                         StatusCode::TOO_MANY_REQUESTS,
                         "Too many negotiated connections from this address are not connected yet.",
