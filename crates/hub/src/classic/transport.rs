@@ -509,8 +509,13 @@ async fn websocket(
     .await;
 }
 
-/// [`send_text`], given up when the connection ends meanwhile (a client that reads nothing
-/// would otherwise hold the socket, and what is being written, for ever).
+/// How long one write to a classic WebSocket may wait for the client to read before the
+/// connection is closed as too slow (while it waits, the socket's requests are not read).
+const WRITE_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`send_text`], given up when the connection ends meanwhile, and ending the connection as too
+/// slow when the client has not taken it within [`WRITE_STALL_LIMIT`] (a client that reads
+/// nothing would otherwise hold the socket, and what is being written, for ever).
 async fn send_or_end(
     session: &Session,
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
@@ -519,6 +524,10 @@ async fn send_or_end(
     tokio::select! {
         sent = send_text(sink, payload) => sent,
         () = session.ended.cancelled() => false,
+        () = tokio::time::sleep(WRITE_STALL_LIMIT) => {
+            session.close_too_slow();
+            false
+        }
     }
 }
 
