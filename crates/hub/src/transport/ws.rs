@@ -124,7 +124,12 @@ async fn read(
     false
 }
 
-/// Sends one payload in the frame type of the connection's protocol.
+/// How long one write may wait for the client to read before the socket counts as failed (a
+/// client that reads nothing would otherwise hold it, and what is being written, for ever).
+const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Sends one payload in the frame type of the connection's protocol; `false` when the socket
+/// failed or the client did not take it within [`WRITE_STALL_LIMIT`].
 async fn send_payload(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     protocol: Option<Protocol>,
@@ -137,7 +142,10 @@ async fn send_payload(
             Err(_) => return false,
         },
     };
-    sink.send(message).await.is_ok()
+    matches!(
+        tokio::time::timeout(WRITE_STALL_LIMIT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Writes what the connection sends; `true` when the connection ended, `false` when the socket
@@ -195,7 +203,10 @@ async fn write(
             let Ok(text) = Utf8Bytes::try_from(bytes.clone()) else {
                 break;
             };
-            if sink.send(Message::Text(text)).await.is_err() {
+            if !matches!(
+                tokio::time::timeout(WRITE_STALL_LIMIT, sink.send(Message::Text(text))).await,
+                Ok(Ok(()))
+            ) {
                 return false;
             }
             continue;
