@@ -509,22 +509,20 @@ async fn websocket(
     .await;
 }
 
-/// How long one write to a classic WebSocket may wait for the client to read before the
-/// connection is closed as too slow (while it waits, the socket's requests are not read).
-const WRITE_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// [`send_text`], given up when the connection ends meanwhile, and ending the connection as too
-/// slow when the client has not taken it within [`WRITE_STALL_LIMIT`] (a client that reads
-/// nothing would otherwise hold the socket, and what is being written, for ever).
+/// slow when the client has not taken it within the write stall limit (30 s, plus a second per
+/// 16 KiB; while it waits, the socket's requests are not read, and a client that reads nothing
+/// would otherwise hold the socket, and what is being written, for ever).
 async fn send_or_end(
     session: &Session,
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     payload: Vec<u8>,
 ) -> bool {
+    let limit = crate::transport::ws::write_stall_limit(payload.len());
     tokio::select! {
         sent = send_text(sink, payload) => sent,
         () = session.ended.cancelled() => false,
-        () = tokio::time::sleep(WRITE_STALL_LIMIT) => {
+        () = tokio::time::sleep(limit) => {
             session.close_too_slow();
             false
         }

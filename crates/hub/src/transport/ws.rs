@@ -125,16 +125,20 @@ async fn read(
 }
 
 /// How long one write may wait for the client to read before the socket counts as failed (a
-/// client that reads nothing would otherwise hold it, and what is being written, for ever).
-const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
+/// client that reads nothing would otherwise hold it, and what is being written, for ever):
+/// 30 s, plus a second per 16 KiB of the write (a large answer to a slow link is not cut).
+pub(crate) fn write_stall_limit(len: usize) -> Duration {
+    Duration::from_secs(30 + (len / 16_384) as u64)
+}
 
 /// Sends one payload in the frame type of the connection's protocol; `false` when the socket
-/// failed or the client did not take it within [`WRITE_STALL_LIMIT`].
+/// failed or the client did not take it within [`write_stall_limit`].
 async fn send_payload(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     protocol: Option<Protocol>,
     payload: Vec<u8>,
 ) -> bool {
+    let limit = write_stall_limit(payload.len());
     let message = match protocol {
         Some(Protocol::MessagePack) => Message::Binary(payload.into()),
         _ => match Utf8Bytes::try_from(payload) {
@@ -143,7 +147,7 @@ async fn send_payload(
         },
     };
     matches!(
-        tokio::time::timeout(WRITE_STALL_LIMIT, sink.send(message)).await,
+        tokio::time::timeout(limit, sink.send(message)).await,
         Ok(Ok(()))
     )
 }
@@ -204,7 +208,7 @@ async fn write(
                 break;
             };
             if !matches!(
-                tokio::time::timeout(WRITE_STALL_LIMIT, sink.send(Message::Text(text))).await,
+                tokio::time::timeout(write_stall_limit(0), sink.send(Message::Text(text))).await,
                 Ok(Ok(()))
             ) {
                 return false;
