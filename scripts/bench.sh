@@ -74,7 +74,7 @@ wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/nu
 # Each prints "PID PORT PATH MODE" for the load generator. Hubs keep their history in memory
 # (`--history memory`), as before durable history became the default: the fan-out figures stay
 # comparable with earlier runs and measure delivery, not SQLite (the store has its own bench).
-start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --history memory --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p ${1:-/chathub} ${2:-signalr}"; }
+start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --history memory --max-messages-per-second 1000000 --max-connections 30000 --max-tcp-connections-per-address 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p ${1:-/chathub} ${2:-signalr}"; }
 start_classic() { start_hub /signalr classic; }
 start_raw() { local p; p=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:$p" >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-broadcast.mjs "$p") >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
@@ -95,7 +95,7 @@ stop_pg() { as_pg "$(pg_bin)/pg_ctl" -D "$1/data" -m "${2:-fast}" -w -t 30 stop 
 # A fleet node: "--redis URL" or "--postgres URL"; waits (10 s at most) until it has joined.
 start_fleet_node() {
     local p; p=$(free_port)
-    "$bin/hubbub" hub --listen "127.0.0.1:$p" "$1" "$2" --max-messages-per-second 1000000 --max-connections 30000 2>/dev/null & pids+=($!)
+    "$bin/hubbub" hub --listen "127.0.0.1:$p" "$1" "$2" --max-messages-per-second 1000000 --max-connections 30000 --max-tcp-connections-per-address 30000 2>/dev/null & pids+=($!)
     wait_port "$p"
     for _ in $(seq 200); do
         curl -s "http://127.0.0.1:$p/metrics" | grep -q '^hubbub_backplane_connected{.*} 1$' && { echo "$! $p"; return 0; }

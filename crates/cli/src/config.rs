@@ -28,6 +28,14 @@ struct File {
     max_connections: Option<Spanned<usize>>,
     max_message_size: Option<Spanned<usize>>,
     max_messages_per_second: Option<Spanned<u32>>,
+    max_pending_per_address: Option<Spanned<usize>>,
+    max_tcp_connections: Option<Spanned<usize>>,
+    max_tcp_connections_per_address: Option<Spanned<usize>>,
+    header_read_timeout: Option<Spanned<f64>>,
+    max_new_histories_per_minute: Option<Spanned<u32>>,
+    unclaimed_inbox_ttl: Option<Spanned<u64>>,
+    max_send_queue_bytes: Option<Spanned<usize>>,
+    max_stream_buffer_bytes: Option<Spanned<usize>>,
     jwt_secret: Option<Spanned<String>>,
     jwt_public_key: Option<Spanned<PathBuf>>,
     jwt_issuer: Option<Spanned<String>>,
@@ -77,6 +85,24 @@ impl Settings {
                 "max-messages-per-second",
                 args.max_messages_per_second.to_string(),
             ),
+            (
+                "max-pending-per-address",
+                args.max_pending_per_address.to_string(),
+            ),
+            ("header-read-timeout", args.header_read_timeout.to_string()),
+            (
+                "max-new-histories-per-minute",
+                args.max_new_histories_per_minute.to_string(),
+            ),
+            ("unclaimed-inbox-ttl", args.unclaimed_inbox_ttl.to_string()),
+            (
+                "max-send-queue-bytes",
+                args.max_send_queue_bytes.to_string(),
+            ),
+            (
+                "max-stream-buffer-bytes",
+                args.max_stream_buffer_bytes.to_string(),
+            ),
         ];
         if !args.cors_origins.is_empty() {
             shown.push(("cors-origin", format!("{:?}", args.cors_origins)));
@@ -87,6 +113,14 @@ impl Settings {
         }
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         for (key, value) in [
+            (
+                "max-tcp-connections",
+                args.max_tcp_connections.map(|n| n.to_string()),
+            ),
+            (
+                "max-tcp-connections-per-address",
+                args.max_tcp_connections_per_address.map(|n| n.to_string()),
+            ),
             ("jwt-public-key", path(&args.jwt_public_key)),
             ("jwt-issuer", args.jwt_issuer.clone()),
             ("jwt-audience", args.jwt_audience.clone()),
@@ -168,6 +202,20 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         ("max-connections", "max_connections"),
         ("max-message-size", "max_message_size"),
         ("max-messages-per-second", "max_messages_per_second"),
+        ("max-pending-per-address", "max_pending_per_address"),
+        ("max-tcp-connections", "max_tcp_connections"),
+        (
+            "max-tcp-connections-per-address",
+            "max_tcp_connections_per_address",
+        ),
+        ("header-read-timeout", "header_read_timeout"),
+        (
+            "max-new-histories-per-minute",
+            "max_new_histories_per_minute",
+        ),
+        ("unclaimed-inbox-ttl", "unclaimed_inbox_ttl"),
+        ("max-send-queue-bytes", "max_send_queue_bytes"),
+        ("max-stream-buffer-bytes", "max_stream_buffer_bytes"),
         ("jwt-secret", "jwt_secret"),
         ("jwt-public-key", "jwt_public_key"),
         ("jwt-issuer", "jwt_issuer"),
@@ -233,6 +281,22 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
     set!(max_connections, "max-connections", |v| v);
     set!(max_message_size, "max-message-size", |v| v);
     set!(max_messages_per_second, "max-messages-per-second", |v| v);
+    set!(max_pending_per_address, "max-pending-per-address", |v| v);
+    set!(max_tcp_connections, "max-tcp-connections", Some);
+    set!(
+        max_tcp_connections_per_address,
+        "max-tcp-connections-per-address",
+        Some
+    );
+    set!(header_read_timeout, "header-read-timeout", |v| v);
+    set!(
+        max_new_histories_per_minute,
+        "max-new-histories-per-minute",
+        |v| v
+    );
+    set!(unclaimed_inbox_ttl, "unclaimed-inbox-ttl", |v| v);
+    set!(max_send_queue_bytes, "max-send-queue-bytes", |v| v);
+    set!(max_stream_buffer_bytes, "max-stream-buffer-bytes", |v| v);
     set!(jwt_secret, "jwt-secret", Some);
     set!(jwt_public_key, "jwt-public-key", |v| Some(relative(v)));
     set!(jwt_issuer, "jwt-issuer", Some);

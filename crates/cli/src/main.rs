@@ -68,6 +68,38 @@ struct HubArgs {
     /// connection over it is slowed down (read no further until it is back under), not closed.
     #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_messages_per_second)]
     max_messages_per_second: u32,
+    /// Negotiated connections one client address may hold before using them; more
+    /// negotiations from it are refused (429) until it connects or they expire (15 s).
+    #[arg(long, default_value_t = hubbub_hub::HubOptions::default().max_pending_per_address)]
+    max_pending_per_address: usize,
+    /// TCP connections held at once, all clients together (default: the open-file limit less a
+    /// tenth, at least 64, kept for the hub's own files); more are closed as they arrive.
+    #[arg(long)]
+    max_tcp_connections: Option<usize>,
+    /// TCP connections held at once from one client IP address (default: half of
+    /// --max-tcp-connections); more are closed as they arrive.
+    #[arg(long)]
+    max_tcp_connections_per_address: Option<usize>,
+    /// Seconds a client has to send a request's headers, and may stay idle on a connection
+    /// without sending a request; then the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::TcpLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// Histories (a scope's, a room's, another user's inbox) one sender may start per minute;
+    /// more are refused with an error saying so (not with --redis).
+    #[arg(long, default_value_t = hubbub_hub::ChatLimits::default().new_histories_per_minute)]
+    max_new_histories_per_minute: u32,
+    /// Seconds an inbox of a user who never connected to this hub is kept after its last
+    /// direct message (default: 7 days); then it is deleted (not with --redis).
+    #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::ChatLimits::default().unclaimed_inbox_ttl.as_secs())]
+    unclaimed_inbox_ttl: u64,
+    /// Bytes queued for one connection (its messages not yet written to it) before it counts
+    /// as too slow and is closed; one larger message still goes to an empty queue.
+    #[arg(long, value_name = "BYTES", default_value_t = hubbub_hub::HubOptions::default().send_queue_bytes)]
+    max_send_queue_bytes: usize,
+    /// Bytes of client-to-server stream items one connection may have waiting for its hub
+    /// methods to read them; a client that sends faster is closed as too slow.
+    #[arg(long, value_name = "BYTES", default_value_t = hubbub_hub::HubOptions::default().stream_buffer_bytes)]
+    max_stream_buffer_bytes: usize,
     /// Require HS256 JWTs signed with this secret (read from HUBBUB_JWT_SECRET when not given).
     #[arg(
         long,
@@ -248,6 +280,9 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
         max_connections: args.max_connections,
         max_message_size: args.max_message_size,
         max_messages_per_second: args.max_messages_per_second,
+        max_pending_per_address: args.max_pending_per_address,
+        send_queue_bytes: args.max_send_queue_bytes,
+        stream_buffer_bytes: args.max_stream_buffer_bytes,
         ..hubbub_hub::HubOptions::default()
     };
     let auth = match (&args.jwt_secret, &args.jwt_public_key) {
@@ -275,8 +310,19 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
             }
         }
     }
+    if !(args.header_read_timeout > 0.0 && args.header_read_timeout.is_finite()) {
+        return Err(format!(
+            "header-read-timeout{} must be a number of seconds above 0",
+            settings.at("header-read-timeout")
+        ));
+    }
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
+        .tcp_limits(hubbub_hub::TcpLimits {
+            max_connections: args.max_tcp_connections,
+            max_connections_per_address: args.max_tcp_connections_per_address,
+            header_read_timeout: std::time::Duration::from_secs_f64(args.header_read_timeout),
+        })
         .hub("/chathub", chat_hub(&args)?)
         .cors_origins(args.cors_origins);
     if args.no_classic {
@@ -409,10 +455,17 @@ fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
         // The fleet's history, in Redis or PostgreSQL.
         return Ok(hubbub_hub::chat_hub());
     }
+    let limits = hubbub_hub::ChatLimits {
+        new_histories_per_minute: args.max_new_histories_per_minute,
+        unclaimed_inbox_ttl: std::time::Duration::from_secs(args.unclaimed_inbox_ttl),
+    };
     let path = match &args.history {
         Some(path) if path.as_os_str() == "memory" => {
             tracing::info!("chat history in memory: lost when the hub stops");
-            return Ok(hubbub_hub::chat_hub());
+            return Ok(hubbub_hub::chat_hub_with_limits(
+                hubbub_hub::ChatHistory::in_memory(),
+                limits,
+            ));
         }
         Some(path) => path.clone(),
         None => {
@@ -429,7 +482,7 @@ fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
     let history =
         hubbub_hub::ChatHistory::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     tracing::info!(file = %path.display(), "chat history in a SQLite file");
-    Ok(hubbub_hub::chat_hub_with(history))
+    Ok(hubbub_hub::chat_hub_with_limits(history, limits))
 }
 
 /// SIGHUP, each time it comes (never, where there is no such signal). Installed when called, so

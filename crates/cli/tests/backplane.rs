@@ -71,6 +71,7 @@ both!(
     large_messages_cross_nodes,
     a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence,
     a_scope_history_is_trimmed_to_its_bound,
+    another_senders_message_id_is_refused_across_the_fleet,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -1078,4 +1079,70 @@ async fn a_scope_history_is_trimmed_to_its_bound(kind: Kind) {
         messages,
         [(10_000, "m10000".to_owned()), (10_001, "newest".to_owned())]
     );
+/// Issue 18 #3 with a backplane: a message id is its sender's across the fleet. Another
+/// sender's message with an id bob's message holds is refused (on any node), bob's own repeat
+/// is a repeat, and the fleet's history holds the id once, bob's. (Before, with `--redis` the
+/// id check was not applied: both messages were recorded and delivered with one id, and
+/// receivers that drop repeats by id lost one.)
+async fn another_senders_message_id_is_refused_across_the_fleet(kind: Kind) {
+    let backend = Backend::start(kind);
+    let (a, b) = (Node::start(&backend), Node::start(&backend));
+    let bob = Client::connect(&a, "bob").await;
+    let mallory = Client::connect(&b, "mallory").await;
+    let with_id = |id: &str| Headers::from([("hubbub-msg-id".to_owned(), id.to_owned())]);
+    bob.conn
+        .invoke_with_headers::<()>(
+            "Send",
+            vec!["bob".into(), "bob's message".into()],
+            with_id("shared-1"),
+        )
+        .await
+        .unwrap();
+    for (method, args) in [
+        (
+            "Send",
+            vec![Arg::from("mallory"), Arg::from("taking bob's id")],
+        ),
+        (
+            "SendToUser",
+            vec![Arg::from("bob"), Arg::from("a direct one")],
+        ),
+    ] {
+        let taken = mallory
+            .conn
+            .invoke_with_headers::<()>(method, args, with_id("shared-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            taken.to_string(),
+            "The message id 'shared-1' belongs to another sender's message: choose another id.",
+            "{method}"
+        );
+    }
+    bob.conn
+        .invoke_with_headers::<()>(
+            "Send",
+            vec!["bob".into(), "bob's message".into()],
+            with_id("shared-1"),
+        )
+        .await
+        .expect("a sender's repeat of its own id completes");
+    let page: serde_json::Value = mallory
+        .conn
+        .invoke(
+            "History",
+            vec!["".into(), Arg::from_value(hubbub_client::Value::from(0u64))],
+        )
+        .await
+        .unwrap();
+    let holders: Vec<&serde_json::Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"] == "shared-1")
+        .collect();
+    assert_eq!(holders.len(), 1, "{page}");
+    assert_eq!(holders[0]["name"], "bob");
+    bob.conn.stop().await;
+    mallory.conn.stop().await;
 }

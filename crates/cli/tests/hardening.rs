@@ -39,6 +39,58 @@ impl Hub {
         let mut child = hubbub()
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
+            // A default history file of its own: parallel hubs on one file wait for its lock.
+            .env("XDG_DATA_HOME", support::private_data_dir())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let hub = Self {
+            child,
+            origin: format!("http://127.0.0.1:{port}"),
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !hub
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("listening on"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the hub did not start; it logged:\n{}",
+                hub.logs.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hub
+    }
+
+    /// Starts `hubbub hub` as [`start`](Self::start) does, with the open-file limit of its
+    /// process lowered to `files` (`ulimit -n`).
+    fn start_with_file_limit(files: u32, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(support::BIN)
+            .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--history", "memory"])
+            .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -1137,5 +1189,506 @@ async fn an_open_hub_says_so_and_user_keys_bind_each_client_to_its_user() {
     for conn in [classic, alice, bob] {
         conn.stop().await;
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sum of the series of `/metrics` named `name` whose labels include all of `labels`
+/// (`key="value"` each); 0 when there is none.
+async fn metric(hub: &Hub, name: &str, labels: &[&str]) -> f64 {
+    let scrape = reqwest::get(format!("{}/metrics", hub.origin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    scrape
+        .lines()
+        .filter(|l| {
+            (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+                && labels.iter().all(|x| l.contains(x))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Samples the hub's RSS every 50 ms until `stop` fires: the largest, in KiB.
+fn sample_peak_rss(
+    pid: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let rss = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0);
+                peak = peak.max(rss);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    })
+}
+
+/// Finding 7: outbound queues were bounded in messages only, so 400 cheap `History("", 0)`
+/// calls, never read, queued a ~15 MB answer each and took the hub to 5.8 GB. Now each
+/// connection's queue is bounded in bytes too (16 MiB by default, `--max-send-queue-bytes`):
+/// a client that asks for much and reads nothing is closed as too slow (`queue_full`), on the
+/// Core endpoint and the classic one, and the hub's memory stays bounded; the official client
+/// connected throughout keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_queues_are_bounded_in_bytes() {
+    let hub = Hub::start(&["--history", "memory", "--max-messages-per-second", "100000"]);
+    let bob = official(&hub, "bob").await;
+    // A full history page: 500 messages of 8 KB, so each `History("", 0)` answers ~4 MB.
+    let filler = "x".repeat(8_000);
+    for _ in 0..500 {
+        bob.invoke::<()>("Send", vec!["bob".into(), filler.as_str().into()])
+            .await
+            .unwrap();
+    }
+    still_works(&bob, "history filled").await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_peak_rss(hub.child.id(), stop.clone());
+    let before = hub.rss_kib();
+    // 150 calls (~600 MB of answers before), none read.
+    const CALLS: usize = 150;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+    for k in 0..CALLS {
+        mallory
+            .send(&format!(
+                r#"{{"type":1,"invocationId":"h{k}","target":"History","arguments":["",0]}}"#
+            ))
+            .await;
+    }
+    // The classic endpoint too: hub requests over its WebSocket, answers never read.
+    let data = "connectionData=%5B%7B%22name%22%3A%22chathub%22%7D%5D&clientProtocol=2.1";
+    let negotiated: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!(
+            "{}/signalr/negotiate?{data}&name=trudy",
+            hub.origin
+        ))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let mut connect = reqwest::Url::parse(&format!(
+        "{}/signalr/connect?transport=webSockets&{data}&name=trudy",
+        hub.origin.replace("http", "ws")
+    ))
+    .unwrap();
+    connect.query_pairs_mut().append_pair(
+        "connectionToken",
+        negotiated["ConnectionToken"].as_str().unwrap(),
+    );
+    let (mut trudy, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(connect.as_str()),
+    )
+    .await
+    .expect("the classic WebSocket connects within 10 s")
+    .expect("the classic WebSocket opens");
+    for k in 0..CALLS {
+        let request = format!(r#"{{"H":"chathub","M":"History","A":["",0],"I":{k}}}"#);
+        if tokio::time::timeout(Duration::from_secs(5), trudy.send(Message::text(request)))
+            .await
+            .map_or(true, |sent| sent.is_err())
+        {
+            // The hub stopped reading (its answers wait) or closed the socket: enough.
+            break;
+        }
+    }
+    // Both are closed as too slow: the Core one when its queue holds 16 MiB; the classic one
+    // when its waiting answers do, or, if the hub stopped reading its requests before (it
+    // reads none while an answer waits for the client), when an answer waited 30 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let closed = |family| {
+        let family = format!("family=\"{family}\"");
+        let hub = &hub;
+        async move {
+            metric(
+                hub,
+                "hubbub_disconnects_total",
+                &[&family, "reason=\"queue_full\""],
+            )
+            .await
+        }
+    };
+    while closed("core").await < 1.0 || closed("classic").await < 1.0 {
+        if Instant::now() > deadline {
+            let scrape = reqwest::get(format!("{}/metrics", hub.origin))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            panic!(
+                "no queue_full disconnect of both families within 60 s:\n{}\n{scrape}",
+                hub.logs.lock().unwrap().join("\n"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    still_works(&bob, "after the unread answers").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    println!("hub RSS peak grew by {grown_mib} MiB under {CALLS} unread History calls per family");
+    assert!(
+        grown_mib < 256,
+        "the hub's memory grew by {grown_mib} MiB for unread answers (bound: 256 MiB)"
+    );
+    drop(mallory);
+    drop(trudy);
+    bob.stop().await;
+}
+
+/// Finding 7, client-to-server streams: their items waited in an unbounded queue until the
+/// method read them. Now a connection's unread items are bounded in bytes (1 MiB by default,
+/// `--max-stream-buffer-bytes`): a client that streams into a method not reading (here
+/// `Collect`, waiting its turn behind a call that waits for the client) is closed as too
+/// slow, saying why; the official client keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_stream_items_waiting_to_be_read_are_bounded() {
+    let hub = Hub::start(&["--history", "memory", "--max-messages-per-second", "100000"]);
+    let bob = official(&hub, "bob").await;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+    // Holds the connection's turn for 30 s: the hub asks mallory, who never answers.
+    mallory
+        .send(r#"{"type":1,"invocationId":"ask","target":"AskCaller","arguments":["?"]}"#)
+        .await;
+    mallory
+        .send(
+            r#"{"type":1,"invocationId":"c","target":"Collect","arguments":[],"streamIds":["u"]}"#,
+        )
+        .await;
+    // 64 items of 30 KB (~1.9 MB) for a method that cannot read them yet.
+    let item = "y".repeat(30_000);
+    for _ in 0..64 {
+        mallory
+            .send(&format!(
+                r#"{{"type":2,"invocationId":"u","item":"{item}"}}"#
+            ))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let close = loop {
+        let message = tokio::time::timeout_at(deadline, mallory.next())
+            .await
+            .expect("a Close within 10 s");
+        if message["type"] == 7 {
+            break message;
+        }
+    };
+    assert_eq!(
+        close["error"],
+        "Connection closed: client-to-server stream items arrive faster than the hub method reads them.",
+        "{close}"
+    );
+    assert_eq!(
+        metric(&hub, "hubbub_disconnects_total", &["reason=\"queue_full\""]).await,
+        1.0
+    );
+    still_works(&bob, "after the stream flood").await;
+    bob.stop().await;
+}
+
+/// Another loopback address than the official clients' 127.0.0.1: the attacker's, so that
+/// budgets per address can tell them apart.
+const ATTACKER_IP: &str = "127.0.0.2";
+
+/// Finding 9: negotiations counted as connections, so one client doing nothing but negotiate
+/// filled `--max-connections` and new clients got 503 for as long as it went on. Now the
+/// connections an address negotiated and has not used have a budget of their own (64 by
+/// default, `--max-pending-per-address`; more: 429) and expire with the handshake timeout
+/// (15 s); other clients connect throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiations_have_their_own_budget_per_address() {
+    let hub = Hub::start(&["--max-connections", "200"]);
+    let bob = official(&hub, "bob").await;
+    let attacker = reqwest::Client::builder()
+        .local_address(ATTACKER_IP.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let negotiate = format!("{}/chathub/negotiate?negotiateVersion=1", hub.origin);
+    let before = hub.rss_kib();
+    let mut statuses = std::collections::BTreeMap::new();
+    let flood = Instant::now();
+    for _ in 0..1000 {
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), attacker.post(&negotiate).send())
+                .await
+                .expect("a negotiate answered within 10 s")
+                .unwrap()
+                .status()
+                .as_u16();
+        *statuses.entry(status).or_insert(0) += 1;
+        assert!(
+            flood.elapsed() < Duration::from_secs(60),
+            "1,000 negotiations take under 60 s"
+        );
+    }
+    println!(
+        "hub RSS {} MiB (grew {} MiB) after 1,000 negotiations from one address",
+        hub.rss_kib() / 1024,
+        hub.rss_kib().saturating_sub(before) / 1024
+    );
+    assert_eq!(statuses.get(&200), Some(&64), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&936), "{statuses:?}");
+    assert_eq!(
+        metric(&hub, "hubbub_negotiations_refused_total", &[]).await,
+        936.0
+    );
+    // Others still connect, and bob still works.
+    let carol = official(&hub, "carol").await;
+    still_works(&carol, "a new client during the flood").await;
+    still_works(&bob, "after the negotiations").await;
+    // The attacker's unused negotiations expire with the handshake timeout (15 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = attacker.post(&negotiate).send().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(
+            Instant::now() < deadline,
+            "unused negotiations did not expire within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    carol.stop().await;
+    bob.stop().await;
+}
+
+/// A TCP connection to `origin` (`http://HOST:PORT`) from `ip`.
+async fn tcp_from(ip: &str, origin: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let addr = origin.trim_start_matches("http://").parse().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+        .await
+        .expect("a TCP connection within 10 s")
+        .expect("the TCP connection opens")
+}
+
+/// Whether the hub closed `socket` (end of stream or reset) within `wait`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An answer (a 408 or 400) before the end.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Finding 10, slowloris: sockets sending their headers at 1 byte a second were held for ever,
+/// and with a 1,024 open-file limit 1,100 idle ones locked everyone out, `/healthz` included.
+/// Now (the hub here under a 256 open-file limit) one address holds at most half of the TCP
+/// connections the hub takes (the open-file limit less a reserve) and more are closed at once;
+/// headers must be complete within `--header-read-timeout`, which also ends idle sockets.
+/// `/healthz`, a new official client and the one connected throughout keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_sockets_are_timed_out_and_capped_per_address() {
+    use tokio::io::AsyncWriteExt;
+    let hub = Hub::start_with_file_limit(256, &["--header-read-timeout", "3"]);
+    let bob = official(&hub, "bob").await;
+    // 300 idle sockets and 10 that send their headers a byte at a time, all from one address.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tcp_from(ATTACKER_IP, &hub.origin).await);
+    }
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(tcp_from(ATTACKER_IP, &hub.origin).await);
+    }
+    println!(
+        "hub RSS {} MiB with 310 attacking sockets held or refused",
+        hub.rss_kib() / 1024
+    );
+    let http = reqwest::Client::new();
+    let healthz = tokio::time::timeout(
+        Duration::from_secs(10),
+        http.get(format!("{}/healthz", hub.origin)).send(),
+    )
+    .await
+    .expect("/healthz answers within 10 s while the sockets are held")
+    .unwrap();
+    assert_eq!(healthz.status(), 200);
+    let carol = official(&hub, "carol").await;
+    still_works(&carol, "a new client beside the sockets").await;
+    still_works(&bob, "beside the sockets").await;
+    // The slow ones trickle "GET / HTTP/1.1\r\n…" a byte every 300 ms: closed by the header
+    // timeout (3 s), long before their headers end.
+    let request =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    let mut cut = 0;
+    'trickle: for byte in request.iter() {
+        for socket in slow.iter_mut() {
+            if socket.write_all(&[*byte]).await.is_err() {
+                cut += 1;
+            }
+        }
+        if cut > 0 {
+            break 'trickle;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for socket in &mut slow {
+        assert!(
+            closed_within(socket, Duration::from_secs(10)).await,
+            "a socket trickling its headers is closed (after {:?})",
+            started.elapsed()
+        );
+    }
+    // Every idle one is closed: those over the address's cap at once, the others by the
+    // header timeout.
+    for (i, socket) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(socket, Duration::from_secs(10)).await,
+            "idle socket {i} is closed"
+        );
+    }
+    // Those over the address's cap were counted (the total cap, 192 here, was never reached
+    // by the one address; its half, 96, was).
+    assert!(
+        metric(
+            &hub,
+            "hubbub_tcp_connections_refused_total",
+            &["reason=\"per_address\""]
+        )
+        .await
+            >= 200.0
+    );
+    assert_eq!(
+        metric(
+            &hub,
+            "hubbub_tcp_connections_refused_total",
+            &["reason=\"total\""]
+        )
+        .await,
+        0.0
+    );
+    still_works(&bob, "after the sockets").await;
+    carol.stop().await;
+    bob.stop().await;
+}
+
+/// Invokes `method` with `args` (JSON) as invocation `id` over the raw socket and returns its
+/// Completion.
+async fn raw_call(
+    raw: &mut Raw,
+    id: &str,
+    method: &str,
+    args: serde_json::Value,
+) -> serde_json::Value {
+    let call =
+        serde_json::json!({"type": 1, "invocationId": id, "target": method, "arguments": args});
+    raw.send(&call.to_string()).await;
+    raw.completion(id).await
+}
+
+/// Finding 8: direct messages to made-up users created a history per name, never freed (+400
+/// MB per round in memory; with a history file, a file growing without bound). Now one sender
+/// may start at most 30 histories a minute (`--max-new-histories-per-minute`; rooms, scopes,
+/// other users' inboxes), and an inbox whose user never connected goes after
+/// `--unclaimed-inbox-ttl` without messages; an inbox of a user who connected once stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_for_made_up_users_are_bounded_and_expire() {
+    let dir = std::env::temp_dir().join(format!("hubbub-hardening-inboxes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("history.sqlite3");
+    let hub = Hub::start(&[
+        "--history",
+        file.to_str().unwrap(),
+        "--unclaimed-inbox-ttl",
+        "2",
+        "--max-messages-per-second",
+        "100000",
+    ]);
+    // dave has connected once: his inbox is his.
+    official(&hub, "dave").await.stop().await;
+    let bob = official(&hub, "bob").await;
+    let ws_url = format!("{}/chathub?name=mallory", hub.origin.replace("http", "ws"));
+    let mut mallory = Raw::connect(&ws_url).await;
+    let done = raw_call(
+        &mut mallory,
+        "d",
+        "SendToUser",
+        serde_json::json!(["dave", "for dave"]),
+    )
+    .await;
+    assert!(done.get("error").is_none(), "{done}");
+    let before = hub.rss_kib();
+    let mut refused = 0;
+    for i in 0..200 {
+        let done = raw_call(
+            &mut mallory,
+            &format!("g{i}"),
+            "SendToUser",
+            serde_json::json!([format!("ghost-{i}"), "x".repeat(1000)]),
+        )
+        .await;
+        match done.get("error") {
+            None => assert!(i < 29, "ghost-{i} accepted: {done}"),
+            Some(error) => {
+                assert!(
+                    error.as_str().unwrap().starts_with(
+                        "Too many new conversations: a sender may start at most 30 a minute"
+                    ),
+                    "{done}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    println!(
+        "hub RSS grew by {} MiB over 200 direct messages of 1 KB to made-up users",
+        hub.rss_kib().saturating_sub(before) / 1024
+    );
+    assert_eq!(refused, 171, "30 new histories a minute for mallory");
+    // Bob's budget is his own.
+    bob.invoke::<()>("SendToUser", vec!["erin".into(), "for erin".into()])
+        .await
+        .expect("another sender starts a conversation");
+    still_works(&bob, "after the made-up users").await;
+
+    // After the TTL, the made-up users' inboxes are gone; dave's stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ghost = official(&hub, "ghost-0").await;
+    let inbox: serde_json::Value = ghost
+        .invoke("Inbox", vec!["".into(), num(0)])
+        .await
+        .unwrap();
+    assert_eq!(inbox["messages"], serde_json::json!([]), "{inbox}");
+    ghost.stop().await;
+    let dave = official(&hub, "dave").await;
+    let inbox: serde_json::Value = dave.invoke("Inbox", vec!["".into(), num(0)]).await.unwrap();
+    assert_eq!(names_of(&inbox, "for dave"), ["mallory"], "{inbox}");
+    dave.stop().await;
+    // What the file holds now: dave's message, mallory's 30 copies of what it sent (its own
+    // inbox), bob's copy; erin never connected, so her inbox went too.
+    assert_eq!(
+        metric(&hub, "hubbub_history_messages", &[]).await,
+        32.0,
+        "messages kept after the expiry"
+    );
+    bob.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

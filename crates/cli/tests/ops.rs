@@ -608,6 +608,14 @@ redis-node-ttl = 3
 jwt-public-key = "key.pem"
 no-classic = true
 listen = "127.0.0.1:0"
+max-pending-per-address = 7
+max-tcp-connections = 900
+max-tcp-connections-per-address = 300
+header-read-timeout = 12.5
+max-send-queue-bytes = 1000000
+max-stream-buffer-bytes = 65536
+max-new-histories-per-minute = 5
+unclaimed-inbox-ttl = 3600
 "#,
     )
     .unwrap();
@@ -626,6 +634,14 @@ listen = "127.0.0.1:0"
             at(4)
         ),
         format!("no-classic = true {}", at(5)),
+        format!("max-pending-per-address = 7 {}", at(7)),
+        format!("max-tcp-connections = 900 {}", at(8)),
+        format!("max-tcp-connections-per-address = 300 {}", at(9)),
+        format!("header-read-timeout = 12.5 {}", at(10)),
+        format!("max-send-queue-bytes = 1000000 {}", at(11)),
+        format!("max-stream-buffer-bytes = 65536 {}", at(12)),
+        format!("max-new-histories-per-minute = 5 {}", at(13)),
+        format!("unclaimed-inbox-ttl = 3600 {}", at(14)),
     ] {
         assert!(settings.contains(&expected), "{expected:?} in {settings}");
     }

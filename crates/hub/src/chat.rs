@@ -64,6 +64,9 @@ pub const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 
 const MAX_REMEMBERED_IDS: usize = 200_000;
 
+/// The most item bytes `Collect` (a client-to-server stream gathered into one answer) takes.
+const COLLECT_LIMIT: usize = 1 << 20;
+
 #[derive(Debug, Default)]
 struct Seen {
     ids: HashMap<(String, String), Instant>,
@@ -235,7 +238,8 @@ async fn record(
                 HubError::new(format!(
                     "{UNAVAILABLE} the message could not be recorded ({e}); send it again"
                 ))
-            });
+            })?
+            .map_err(|e| HubError::new(e.to_string()));
     }
     let (h, key, user) = (history.clone(), key.to_owned(), user.to_owned());
     let (id, name, text, to) = (
@@ -295,6 +299,115 @@ pub fn chat_hub() -> Hub {
     chat_hub_with(ChatHistory::in_memory())
 }
 
+/// What the chat hub's clients may make it keep (issue 18: a history per made-up name, never
+/// freed, grew memory or the history file without bound).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Histories (a scope's, a room's, another user's inbox) one sender may bring into being
+    /// per minute (30); a message that would start one more is refused with an error saying
+    /// so. A history that exists already, and the sender's own inbox, cost nothing.
+    pub new_histories_per_minute: u32,
+    /// How long an inbox whose user never connected to this hub is kept after its last
+    /// message (7 days): a direct message to a name no one uses goes then. An inbox whose
+    /// user has connected once is kept (a SQLite history remembers who connected).
+    pub unclaimed_inbox_ttl: Duration,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            new_histories_per_minute: 30,
+            unclaimed_inbox_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The senders' recent creations of histories, and when unclaimed inboxes were last expired.
+#[derive(Debug)]
+struct Budgets {
+    limits: ChatLimits,
+    created: Mutex<HashMap<String, (Instant, u32)>>,
+    last_sweep: Mutex<Instant>,
+}
+
+/// Runs `f` on `history` where its I/O may block (a blocking thread for a SQLite file).
+async fn on_history<T: Send + 'static>(
+    history: &ChatHistory,
+    f: impl FnOnce(&ChatHistory) -> Result<T, crate::HistoryError> + Send + 'static,
+) -> Result<T, HubError> {
+    let h = history.clone();
+    if history.is_persistent() {
+        tokio::task::spawn_blocking(move || f(&h))
+            .await
+            .map_err(|e| HubError::new(e.to_string()))?
+    } else {
+        f(&h)
+    }
+    .map_err(|e| HubError::new(e.to_string()))
+}
+
+impl Budgets {
+    /// Charges the caller for bringing the history `key` into being, if it does not exist
+    /// yet: refused past [`ChatLimits::new_histories_per_minute`]. (With Redis the histories
+    /// are the fleet's, not bounded here.)
+    async fn charge(
+        &self,
+        ctx: &Context,
+        history: &ChatHistory,
+        key: &str,
+    ) -> Result<(), HubError> {
+        if ctx.state.backplane.redis().is_some() {
+            return Ok(());
+        }
+        let owned = key.to_owned();
+        if on_history(history, move |h| h.exists(&owned)).await? {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        if created.len() >= 10_000 {
+            created.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
+        }
+        let (since, n) = created.entry(ctx.user().to_owned()).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(60) {
+            *since = now;
+            *n = 0;
+        }
+        if *n >= self.limits.new_histories_per_minute {
+            return Err(HubError::new(format!(
+                "Too many new conversations: a sender may start at most {} a minute (rooms, scopes, users' inboxes); try again later.",
+                self.limits.new_histories_per_minute
+            )));
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    /// Expires the inboxes no one claimed (see [`ChatLimits::unclaimed_inbox_ttl`]), at most
+    /// every half TTL (every 30 s at most).
+    async fn sweep(&self, ctx: &Context, history: &ChatHistory) {
+        if ctx.state.backplane.redis().is_some() {
+            return;
+        }
+        let ttl = self.limits.unclaimed_inbox_ttl;
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < (ttl / 2).min(Duration::from_secs(30)) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        match on_history(history, move |h| h.expire_unclaimed("inbox:", ttl)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                messages = n,
+                "expired the inboxes of users who never connected"
+            ),
+            Err(error) => tracing::warn!(%error, "could not expire unclaimed inboxes"),
+        }
+    }
+}
+
 /// The invocation headers that number a broadcast in its scope's history.
 pub const SEQ_HEADER: &str = "hubbub-seq";
 /// The history epoch a broadcast's number belongs to.
@@ -307,6 +420,19 @@ pub const HISTORY_PAGE: usize = 500;
 
 /// The chat hub with the given history (in memory, or a file that survives restarts).
 pub fn chat_hub_with(history: ChatHistory) -> Hub {
+    chat_hub_with_limits(history, ChatLimits::default())
+}
+
+/// The chat hub with `history` and `limits` on what its clients may make it keep.
+pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
+    let budgets = Arc::new(Budgets {
+        limits,
+        created: Mutex::default(),
+        last_sweep: Mutex::new(Instant::now()),
+    });
+    let (budgets_connected, budgets_send, budgets_room, budgets_direct) =
+        (budgets.clone(), budgets.clone(), budgets.clone(), budgets);
+    let history_for_claim = history.clone();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen_room = seen.clone();
     let seen_direct = seen.clone();
@@ -317,18 +443,29 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     let history_for_inbox = history.clone();
     let mut hub = Hub::new("chat");
     hub.history_size = Some(history.size.clone());
-    hub.on_connected(|ctx| async move {
-        let scope = scope_group(&ctx);
-        // The caller's own connection: this cannot fail.
-        let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
-        let _ = ctx
-            .add_to_group(ctx.connection_id(), &user_group(&ctx, ctx.user()))
-            .await;
-        let n = ctx.connection_count(Some(&scope));
-        if n <= PRESENCE_LIMIT {
-            ctx.clients()
-                .others_in_group(&scope)
-                .send("userJoined", vec![ctx.user().into(), count(n)]);
+    hub.on_connected(move |ctx| {
+        let (budgets, history) = (budgets_connected.clone(), history_for_claim.clone());
+        async move {
+            // The user's inbox is theirs now: it never expires (unclaimed ones are expired first).
+            if ctx.state.backplane.redis().is_none() {
+                budgets.sweep(&ctx, &history).await;
+                let key = inbox(&ctx, ctx.user());
+                if let Err(error) = on_history(&history, move |h| h.claim(&key)).await {
+                    tracing::warn!(%error, "could not mark an inbox as claimed");
+                }
+            }
+            let scope = scope_group(&ctx);
+            // The caller's own connection: this cannot fail.
+            let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
+            let _ = ctx
+                .add_to_group(ctx.connection_id(), &user_group(&ctx, ctx.user()))
+                .await;
+            let n = ctx.connection_count(Some(&scope));
+            if n <= PRESENCE_LIMIT {
+                ctx.clients()
+                    .others_in_group(&scope)
+                    .send("userJoined", vec![ctx.user().into(), count(n)]);
+            }
         }
     })
     .on_disconnected(|ctx| async move {
@@ -362,6 +499,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     .method("Send", move |ctx, args: RawArgs| {
         let seen = seen.clone();
         let history = history_for_send.clone();
+        let budgets = budgets_send.clone();
         async move {
             let mut args = strings(args, 2)?;
             let claimed: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
@@ -373,6 +511,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
                 return Ok(());
             }
             let scope = scope_group(&ctx);
+            budgets.charge(&ctx, &history, &scope).await?;
             // Recorded before it is broadcast or completed.
             let Some((entry, epoch)) = record(
                 &ctx,
@@ -416,6 +555,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
     })
     .method("SendToRoom", move |ctx, args: RawArgs| {
         let (seen, history) = (seen_room.clone(), history_for_room.clone());
+        let budgets = budgets_room.clone();
         async move {
             let mut args = strings(args, 3)?;
             let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
@@ -441,6 +581,7 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
             if repeat_in_memory(&ctx, &history, &seen).await {
                 return Ok(());
             }
+            budgets.charge(&ctx, &history, &group).await?;
             // Recorded in the room's history before it is delivered.
             let Some((entry, epoch)) = record(
                 &ctx,
@@ -491,12 +632,17 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         "SendToUser",
         move |ctx, (user, message): (String, String)| {
             let (seen, history) = (seen_direct.clone(), history_for_direct.clone());
+            let budgets = budgets_direct.clone();
             async move {
                 let me = ctx.user().to_owned();
                 // One id for both inboxes' copies (the hub makes one when the sender did not).
                 let id = client_id(&ctx)?.unwrap_or_else(crate::history::random_id);
                 if repeat_in_memory(&ctx, &history, &seen).await {
                     return Ok(());
+                }
+                budgets.sweep(&ctx, &history).await;
+                if user != me {
+                    budgets.charge(&ctx, &history, &inbox(&ctx, &user)).await?;
                 }
                 // Kept in the recipient's inbox first (a repeat stops here), then in the
                 // sender's, so both catch up with `Inbox` after being away.
@@ -591,9 +737,17 @@ pub fn chat_hub_with(history: ChatHistory) -> Hub {
         let Some(mut items) = ctx.upload(0) else {
             return Err(HubError::new("Collect needs a stream argument"));
         };
-        let mut values = Vec::new();
+        // What it collects is answered at once: at most COLLECT_LIMIT bytes of items.
+        let (mut values, mut bytes) = (Vec::new(), 0);
         while let Some(item) = items.next().await {
-            values.push(item?.to_value().map_err(|e| HubError::new(e.to_string()))?);
+            let item = item?;
+            bytes += item.raw().map_or(16, |(_, b)| b.len());
+            if bytes > COLLECT_LIMIT {
+                return Err(HubError::new(format!(
+                    "Collect takes at most {COLLECT_LIMIT} bytes of items."
+                )));
+            }
+            values.push(item.to_value().map_err(|e| HubError::new(e.to_string()))?);
         }
         Ok(Value::Array(values))
     })

@@ -5,7 +5,7 @@
 //! A client too slow to drain its queue is closed with a reason instead of slowing anyone else.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::frame::{Frame, Outbound};
 use crate::hub::{Context, HubError, Reply};
 use crate::metrics::{ConnLabels, ConnMetrics, ReasonLabel};
+use crate::queue::{self, QueueTx};
 use crate::state::{Counters, HubState};
 use crate::transport::HttpConnection;
 use hubbub_protocol::stateful::Received;
@@ -50,7 +51,7 @@ pub(crate) struct Connection {
     pub(crate) user: String,
     pub(crate) query: HashMap<String, String>,
     pub(crate) groups: Mutex<HashSet<String>>,
-    tx: mpsc::Sender<Outbound>,
+    tx: QueueTx,
     pub(crate) metrics: ConnMetrics,
     closed: AtomicBool,
     abort: CancellationToken,
@@ -59,7 +60,10 @@ pub(crate) struct Connection {
     pending_results: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     next_invocation: AtomicU64,
     /// Client-to-server streams in progress, by stream id.
-    uploads: Mutex<HashMap<String, mpsc::UnboundedSender<Result<Arg, String>>>>,
+    uploads: Mutex<HashMap<String, UploadTx>>,
+    /// Bytes of client-to-server stream items received and not yet read by their methods
+    /// (all the connection's streams), bounded by `HubOptions::stream_buffer_bytes`.
+    upload_bytes: Arc<AtomicUsize>,
 }
 
 /// Invocations of one connection take turns in the order they arrived: each waits until the
@@ -84,7 +88,41 @@ impl Turns {
 }
 
 /// The receiving ends of an invocation's client-to-server streams, in `streamIds` order.
-pub(crate) type Uploads = Vec<Option<mpsc::UnboundedReceiver<Result<Arg, String>>>>;
+pub(crate) type Uploads = Vec<Option<UploadRx>>;
+
+/// The sending end of one client-to-server stream: items, each with the bytes it is charged.
+type UploadTx = mpsc::UnboundedSender<(Result<Arg, String>, usize)>;
+
+/// The receiving end of one client-to-server stream. Each item comes with the bytes it is
+/// charged in the connection's stream buffer, returned when the method reads it, or when the
+/// stream is dropped with items unread.
+#[derive(Debug)]
+pub(crate) struct UploadRx {
+    rx: mpsc::UnboundedReceiver<(Result<Arg, String>, usize)>,
+    buffered: Arc<AtomicUsize>,
+}
+
+impl UploadRx {
+    /// The next item; `None` once the stream has ended.
+    pub(crate) async fn recv(&mut self) -> Option<Result<Arg, String>> {
+        let (item, size) = self.rx.recv().await?;
+        self.buffered.fetch_sub(size, Ordering::AcqRel);
+        Some(item)
+    }
+}
+
+impl Drop for UploadRx {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok((_, size)) = self.rx.try_recv() {
+            self.buffered.fetch_sub(size, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What a client-to-server stream item is charged besides its bytes (so that empty items
+/// count too).
+const UPLOAD_ITEM_OVERHEAD: usize = 64;
 
 impl Connection {
     /// A connection of `user`, whose messages go to `tx` (the transport's side drains it).
@@ -92,7 +130,7 @@ impl Connection {
         id: String,
         user: String,
         query: HashMap<String, String>,
-        tx: mpsc::Sender<Outbound>,
+        tx: QueueTx,
         metrics: ConnMetrics,
     ) -> Self {
         Self {
@@ -108,6 +146,7 @@ impl Connection {
             pending_results: Mutex::default(),
             next_invocation: AtomicU64::new(0),
             uploads: Mutex::default(),
+            upload_bytes: Arc::default(),
         }
     }
 
@@ -141,6 +180,18 @@ impl Connection {
                 .and_then(|p| frame.bytes(p))
                 .map_or(0, |b| b.len() as u64),
         )
+    }
+
+    /// The bytes `out` is charged in the outbound queue: its encoding in the connection's
+    /// protocol (JSON for a classic connection, whose item is about as long).
+    fn queued_size(&self, out: &Outbound) -> usize {
+        match out {
+            Outbound::Raw(bytes) => bytes.len(),
+            Outbound::Message(frame) => frame
+                .bytes(self.metrics.protocol.unwrap_or(Protocol::Json))
+                .map_or(0, Bytes::len),
+            Outbound::End => 0,
+        }
     }
 
     /// Counts a message queued for the client.
@@ -185,19 +236,20 @@ impl Connection {
             return false;
         }
         let size = self.size_of(&out);
-        match self.tx.try_send(out) {
+        let queued = self.queued_size(&out);
+        match self.tx.try_send(out, queued) {
             Ok(()) => {
                 self.count_sent(size);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::Refused::Full) => {
                 self.close_with(
                     "the client does not read its messages fast enough",
                     crate::metrics::reason::QUEUE_FULL,
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(queue::Refused::Closed) => false,
         }
     }
 
@@ -208,7 +260,8 @@ impl Connection {
             return false;
         }
         let size = self.size_of(&out);
-        let sent = self.tx.send(out).await.is_ok();
+        let queued = self.queued_size(&out);
+        let sent = self.tx.send(out, queued).await;
         if sent {
             self.count_sent(size);
         }
@@ -221,7 +274,7 @@ impl Connection {
 
     /// Asks the connection's task to close the connection, telling the client why.
     /// `kind`: the `reason` label of `hubbub_disconnects_total`.
-    fn close_with(&self, reason: &str, kind: &'static str) {
+    pub(crate) fn close_with(&self, reason: &str, kind: &'static str) {
         let _ = self.abort_reason.set((reason.to_owned(), kind));
         self.abort.cancel();
     }
@@ -277,7 +330,7 @@ pub(crate) async fn run(
     state: Arc<HubState>,
     http: Arc<HttpConnection>,
     mut inbound: mpsc::Receiver<Inbound>,
-    tx: mpsc::Sender<Outbound>,
+    tx: QueueTx,
 ) {
     let Some((protocol, rest)) = handshake(&state, &http, &mut inbound, &tx).await else {
         return;
@@ -331,14 +384,14 @@ pub(crate) async fn run(
         .unwrap_or_else(|e| e.into_inner())
         .drain()
     {
-        let _ = upload.send(Err("The underlying connection was closed.".to_owned()));
+        let _ = upload.send((Err("The underlying connection was closed.".to_owned()), 0));
     }
     if let Some(close) = &close {
         conn.send(HubMessage::Close(close.clone()));
     }
     conn.closed.store(true, Ordering::Relaxed);
     // Writers drain what is queued (the Close included) once `ended` fires.
-    let _ = tx.try_send(Outbound::End);
+    let _ = tx.try_send(Outbound::End, 0);
     http.ended.cancel();
     tracing::info!(connection = %conn.id, reason = ?close.as_ref().and_then(|c| c.error.as_deref()), "disconnected");
     if let Some(on_disconnected) = &state.hub.on_disconnected {
@@ -350,7 +403,7 @@ async fn handshake(
     state: &HubState,
     http: &HttpConnection,
     inbound: &mut mpsc::Receiver<Inbound>,
-    tx: &mpsc::Sender<Outbound>,
+    tx: &QueueTx,
 ) -> Option<(Protocol, Bytes)> {
     let deadline = Instant::now() + state.options.handshake_timeout;
     let mut buf = BytesMut::new();
@@ -362,10 +415,10 @@ async fn handshake(
             .handshake_failures
             .get_or_create(&ReasonLabel { reason: kind })
             .inc();
-        let _ = tx.try_send(Outbound::Raw(
-            HandshakeResponse::error(reason).encode().into(),
-        ));
-        let _ = tx.try_send(Outbound::End);
+        let answer = HandshakeResponse::error(reason).encode();
+        let len = answer.len();
+        let _ = tx.try_send(Outbound::Raw(answer.into()), len);
+        let _ = tx.try_send(Outbound::End, 0);
         http.ended.cancel();
         None
     };
@@ -441,7 +494,9 @@ async fn handshake(
         {
             http.replay.lock().unwrap_or_else(|e| e.into_inner()).active = true;
         }
-        let _ = tx.try_send(Outbound::Raw(HandshakeResponse::ok().encode().into()));
+        let answer = HandshakeResponse::ok().encode();
+        let len = answer.len();
+        let _ = tx.try_send(Outbound::Raw(answer.into()), len);
         return Some((protocol, buf.split_off(used).freeze()));
     }
 }
@@ -773,7 +828,7 @@ fn handle(
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&completion.invocation_id);
             if let (Some(tx), Outcome::Error(e)) = (upload, completion.outcome) {
-                let _ = tx.send(Err(e));
+                let _ = tx.send((Err(e), 0));
             }
         }
         HubMessage::Completion(completion) => {
@@ -795,7 +850,23 @@ fn handle(
             let uploads = conn.uploads.lock().unwrap_or_else(|e| e.into_inner());
             match uploads.get(&item.invocation_id) {
                 Some(tx) => {
-                    let _ = tx.send(Ok(item.item));
+                    // Charged until the method reads it: items sent faster than the method
+                    // takes them fill the connection's budget, and then the connection is
+                    // closed as too slow a reader's would be, instead of growing memory.
+                    let size = item.item.raw().map_or(0, |(_, b)| b.len()) + UPLOAD_ITEM_OVERHEAD;
+                    let queued = conn.upload_bytes.fetch_add(size, Ordering::AcqRel);
+                    if queued > 0 && queued + size > state.options.stream_buffer_bytes {
+                        conn.upload_bytes.fetch_sub(size, Ordering::AcqRel);
+                        drop(uploads);
+                        conn.close_with(
+                            "client-to-server stream items arrive faster than the hub method reads them",
+                            crate::metrics::reason::QUEUE_FULL,
+                        );
+                        return None;
+                    }
+                    if tx.send((Ok(item.item), size)).is_err() {
+                        conn.upload_bytes.fetch_sub(size, Ordering::AcqRel);
+                    }
                 }
                 None => {
                     tracing::debug!(connection = %conn.id, id = %item.invocation_id, "item for no open stream dropped");
@@ -900,7 +971,10 @@ pub(crate) fn prepare(
         for _ in stream_ids {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
-            receivers.push(Some(rx));
+            receivers.push(Some(UploadRx {
+                rx,
+                buffered: conn.upload_bytes.clone(),
+            }));
         }
     }
     let ctx = Context {

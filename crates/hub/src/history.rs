@@ -63,7 +63,7 @@ pub(crate) fn sent_copy(user: &str) -> String {
 
 /// The sender an id belongs to: the user, without the suffix that marks a sender's own copy of
 /// a direct message ([`sent_copy`]).
-fn owner(user: &str) -> &str {
+pub(crate) fn owner(user: &str) -> &str {
     user.strip_suffix(SENT_COPY).unwrap_or(user)
 }
 
@@ -72,6 +72,10 @@ fn owner(user: &str) -> &str {
 struct Memory {
     logs: HashMap<String, VecDeque<Entry>>,
     owners: HashMap<String, (String, usize)>,
+    /// When each history last took a message (for [`ChatHistory::expire_unclaimed`]).
+    touched: HashMap<String, std::time::Instant>,
+    /// Histories whose owner has connected ([`ChatHistory::claim`]).
+    claimed: std::collections::HashSet<String>,
 }
 
 /// The history of every scope of a chat hub. Cheap to clone.
@@ -141,6 +145,11 @@ impl ChatHistory {
                  UNIQUE (scope, seq)
              );",
         )?;
+        // Histories whose owner has connected: they never expire (`expire_unclaimed`).
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS claimed (scope TEXT PRIMARY KEY)",
+            [],
+        )?;
         // Who sent an id is looked up by id alone (ids are their sender's).
         conn.execute(
             "CREATE INDEX IF NOT EXISTS history_by_id ON history (id)",
@@ -200,7 +209,12 @@ impl ChatHistory {
                         memory.owners.insert(id.clone(), (sender.to_owned(), 1));
                     }
                 }
-                let Memory { logs, owners } = &mut *memory;
+                let Memory {
+                    logs,
+                    owners,
+                    touched,
+                    ..
+                } = &mut *memory;
                 let log = logs.entry(scope.to_owned()).or_default();
                 let seq = log.back().map_or(1, |e| e.seq + 1);
                 let entry = Entry {
@@ -222,6 +236,7 @@ impl ChatHistory {
                     }
                 }
                 log.push_back(entry.clone());
+                touched.insert(scope.to_owned(), std::time::Instant::now());
                 self.size.inc();
                 Ok(Some(entry))
             }
@@ -309,6 +324,102 @@ impl ChatHistory {
                 Ok(rows.collect::<Result<_, _>>()?)
             }
         }
+    }
+
+    /// Whether the history `scope` holds any message.
+    pub(crate) fn exists(&self, scope: &str) -> Result<bool, HistoryError> {
+        match &*self.backend {
+            Backend::Memory(memory) => Ok(memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .logs
+                .contains_key(scope)),
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(conn
+                    .prepare_cached("SELECT 1 FROM history WHERE scope = ?1 LIMIT 1")?
+                    .exists([scope])?)
+            }
+        }
+    }
+
+    /// Marks the history `scope` as owned (its user connected): it never expires.
+    pub(crate) fn claim(&self, scope: &str) -> Result<(), HistoryError> {
+        match &*self.backend {
+            Backend::Memory(memory) => {
+                memory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .claimed
+                    .insert(scope.to_owned());
+            }
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                conn.prepare_cached("INSERT OR IGNORE INTO claimed (scope) VALUES (?1)")?
+                    .execute([scope])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the histories whose key starts with `prefix`, that no one claimed, and that took
+    /// no message for `ttl`: what was kept for a name that never connected. Returns how many
+    /// messages went.
+    pub(crate) fn expire_unclaimed(
+        &self,
+        prefix: &str,
+        ttl: std::time::Duration,
+    ) -> Result<usize, HistoryError> {
+        let removed = match &*self.backend {
+            Backend::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
+                let Memory {
+                    logs,
+                    owners,
+                    touched,
+                    claimed,
+                } = &mut *memory;
+                let expired: Vec<String> = touched
+                    .iter()
+                    .filter(|(key, at)| {
+                        key.starts_with(prefix) && !claimed.contains(*key) && at.elapsed() >= ttl
+                    })
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                let mut removed = 0;
+                for key in expired {
+                    touched.remove(&key);
+                    for old in logs.remove(&key).unwrap_or_default() {
+                        removed += 1;
+                        if let Some((_, held)) = owners.get_mut(&old.id) {
+                            *held -= 1;
+                            if *held == 0 {
+                                owners.remove(&old.id);
+                            }
+                        }
+                    }
+                }
+                removed
+            }
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let before = std::time::SystemTime::now()
+                    .checked_sub(ttl)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as i64);
+                // `prefix` is the chat hub's own (`inbox:`), no LIKE wildcard in it.
+                conn.execute(
+                    "DELETE FROM history WHERE scope IN (
+                         SELECT scope FROM history
+                         WHERE scope >= ?1 AND scope < ?1 || char(1114111)
+                           AND scope NOT IN (SELECT scope FROM claimed)
+                         GROUP BY scope HAVING MAX(at) < ?2)",
+                    rusqlite::params![prefix, before],
+                )?
+            }
+        };
+        self.size.dec_by(removed as i64);
+        Ok(removed)
     }
 
     /// Whether writes block (persistent history), so callers move them off the async threads.

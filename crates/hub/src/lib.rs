@@ -31,8 +31,10 @@ mod connection;
 mod frame;
 mod history;
 mod hub;
+mod listener;
 mod metrics;
 mod options;
+mod queue;
 mod router;
 mod server;
 mod state;
@@ -43,8 +45,9 @@ mod transport;
 pub use auth::{JwtAuth, KeyError, LEEWAY_SECONDS, MIN_USER_KEY, UserKeys};
 pub use backplane::{BackplaneError, PostgresOptions, RedisOptions};
 pub use chat::{
-    DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER, PRESENCE_LIMIT,
-    SEQ_HEADER, TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
+    ChatLimits, DEDUPE_WINDOW, EPOCH_HEADER, HISTORY_PAGE, HUB_ID_PREFIX, MESSAGE_ID_HEADER,
+    PRESENCE_LIMIT, SEQ_HEADER, TO_HEADER, UNAVAILABLE, chat_hub, chat_hub_with,
+    chat_hub_with_limits,
 };
 pub use classic::ClassicOptions;
 pub use connection::MAX_STREAMS_PER_CONNECTION;
@@ -54,6 +57,7 @@ pub use hub::{
     BoxFuture, Clients, Context, FromArgs, Hub, HubError, IntoReply, ItemStream, Lost,
     LostConnection, RawArgs, Reply, Target,
 };
+pub use listener::TcpLimits;
 pub use options::HubOptions;
 pub use router::Scope;
 pub use server::{RunningServer, ServerBuilder};

@@ -27,10 +27,18 @@
 //! | `hubbub_rate_limit_pauses_total` | counter | family |
 //! | `hubbub_size_limit_closes_total` | counter | family |
 //! | `hubbub_queue_full_closes_total` | counter | family |
+//! | `hubbub_negotiations_refused_total` (an address over its pending budget: 429) | counter | |
 //! | `hubbub_invocation_duration_seconds` | histogram | family |
 //! | `hubbub_backplane_connected` (with `--redis` or `--postgres`) | gauge | |
 //! | `hubbub_backplane_publish_duration_seconds` (with `--redis` or `--postgres`) | histogram | |
 //! | `hubbub_history_messages` (a hub with a local history) | gauge | |
+//!
+//! The listening socket's, for the whole server (no `hub` label; `crate::listener`):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hubbub_tcp_connections` | gauge | |
+//! | `hubbub_tcp_connections_refused_total` | counter | reason (`total`, `per_address`) |
 
 use std::sync::Arc;
 
@@ -134,6 +142,7 @@ pub(crate) struct Prom {
     pub(crate) rate_limit_pauses: Family<FamilyLabel, Counter>,
     pub(crate) size_limit_closes: Family<FamilyLabel, Counter>,
     pub(crate) queue_full_closes: Family<FamilyLabel, Counter>,
+    pub(crate) negotiations_refused: Counter,
     pub(crate) invocation_duration: Family<FamilyLabel, Histogram, fn() -> Histogram>,
     pub(crate) backplane_connected: Gauge,
     pub(crate) backplane_publish_duration: Histogram,
@@ -153,6 +162,7 @@ impl Default for Prom {
             rate_limit_pauses: Family::default(),
             size_limit_closes: Family::default(),
             queue_full_closes: Family::default(),
+            negotiations_refused: Counter::default(),
             invocation_duration: Family::new_with_constructor(duration_buckets),
             backplane_connected: Gauge::default(),
             backplane_publish_duration: duration_buckets(),
@@ -225,6 +235,11 @@ impl Prom {
             "queue_full_closes",
             "Connections closed because their send queue was full (a client too slow to read)",
             self.queue_full_closes.clone(),
+        );
+        registry.register(
+            "negotiations_refused",
+            "Negotiations refused (429) because their address held its maximum of negotiated connections not yet used",
+            self.negotiations_refused.clone(),
         );
         registry.register_with_unit(
             "invocation_duration",

@@ -19,6 +19,11 @@ pub struct HubOptions {
     pub max_message_size: usize,
     /// How many connections the server accepts at once; more are refused with 503.
     pub max_connections: usize,
+    /// How many negotiated connections one client IP address may hold before using them (no
+    /// transport request yet); another negotiate from it is refused with 429 (64). A
+    /// negotiated connection not used within `handshake_timeout` is dropped, as ASP.NET Core
+    /// drops one not used within its timeout.
+    pub max_pending_per_address: usize,
     /// How many hub messages a connection may send per second (200; sustained, bursts of
     /// twice that pass). A connection over the limit is slowed down, never closed for it: the
     /// hub handles its next message when the limit allows, and meanwhile reads nothing more
@@ -28,6 +33,15 @@ pub struct HubOptions {
     pub max_messages_per_second: u32,
     /// Messages queued for one connection before it counts as too slow and is closed.
     pub send_queue_capacity: usize,
+    /// Bytes queued for one connection (its messages as encoded for it, not yet taken by its
+    /// transport) before it counts as too slow and is closed (16 MiB); one message larger than
+    /// this still goes to an empty queue. Reason label `queue_full`.
+    pub send_queue_bytes: usize,
+    /// Bytes of client-to-server stream items a connection may have waiting for its hub
+    /// methods to read them, all its streams together (1 MiB; each item is charged its size
+    /// plus 64 bytes). A client that sends faster than its methods read is closed as too
+    /// slow (`queue_full`), where ASP.NET Core would stop reading from it.
+    pub stream_buffer_bytes: usize,
     /// How long a long poll is held open without data (90 s).
     pub poll_timeout: Duration,
     /// How long the hub waits for a client's answer to a client-result invocation.
@@ -51,8 +65,11 @@ impl Default for HubOptions {
             handshake_timeout: Duration::from_secs(15),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_connections: 20_000,
+            max_pending_per_address: 64,
             max_messages_per_second: 200,
             send_queue_capacity: 1024,
+            send_queue_bytes: 16 << 20,
+            stream_buffer_bytes: 1 << 20,
             poll_timeout: Duration::from_secs(90),
             client_result_timeout: Duration::from_secs(30),
             allow_stateful_reconnect: true,

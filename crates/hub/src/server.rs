@@ -33,6 +33,7 @@ pub struct ServerBuilder {
     classic: Option<ClassicOptions>,
     static_dir: Option<std::path::PathBuf>,
     tls: Option<crate::TlsFiles>,
+    tcp_limits: crate::TcpLimits,
 }
 
 impl Default for ServerBuilder {
@@ -46,6 +47,7 @@ impl Default for ServerBuilder {
             classic: Some(ClassicOptions::default()),
             static_dir: None,
             tls: None,
+            tcp_limits: crate::TcpLimits::default(),
         }
     }
 }
@@ -139,6 +141,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Limits of the listening socket (TCP connections in total and per address, the time to
+    /// send a request's headers); see [`TcpLimits`](crate::TcpLimits).
+    pub fn tcp_limits(mut self, limits: crate::TcpLimits) -> Self {
+        self.tcp_limits = limits;
+        self
+    }
+
     /// Binds `addr` and starts serving.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<RunningServer> {
         let listener = TcpListener::bind(addr).await?;
@@ -220,6 +229,8 @@ impl ServerBuilder {
                 .prom
                 .register(sub, self.backplane.is_some(), history);
         }
+        let limiter = crate::listener::Limiter::new(&self.tcp_limits);
+        limiter.register(&mut registry);
         let registry = Arc::new(registry);
         router = router.route("/healthz", get(|| async { "ok" })).route(
             "/metrics",
@@ -245,39 +256,46 @@ impl ServerBuilder {
         if !self.cors_origins.is_empty() {
             router = router.layer(cors(&self.cors_origins));
         }
+        let tls_config = tls.as_ref().map(|(_, config)| config.clone());
+        let (max_tcp, max_tcp_per_address) = self.tcp_limits.resolved();
+        tracing::debug!(
+            max_tcp,
+            max_tcp_per_address,
+            header_read_timeout = ?self.tcp_limits.header_read_timeout,
+            "TCP limits"
+        );
+        // Plain and TLS alike through axum-server: its acceptor counts and caps the sockets,
+        // hyper times the request headers.
+        let handle = axum_server::Handle::new();
+        // The first request's timeout also bounds hyper's protocol detection, which waits for
+        // a new connection's first bytes untimed; the header timeout covers later requests.
+        let mut server = axum_server::from_tcp(listener.into_std()?)?
+            .handle(handle.clone())
+            .first_request_timeout(self.tcp_limits.header_read_timeout);
+        server
+            .http_builder()
+            .http1()
+            .header_read_timeout(self.tcp_limits.header_read_timeout);
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let serve_shutdown = shutdown.clone();
-        let join = match &tls {
-            None => tokio::spawn(async move {
-                // Chat messages are small: send each at once instead of letting Nagle's
-                // algorithm wait for the peer's delayed ACK (up to 40 ms a message).
-                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                    .await
-            }),
-            Some((_, config)) => {
-                use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
-                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config.clone())
-                    .acceptor(TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true)));
-                let handle = axum_server::Handle::new();
-                let server = axum_server::from_tcp(listener.into_std()?)?
-                    .acceptor(acceptor)
-                    .handle(handle.clone());
-                tokio::spawn(async move {
-                    // Connections have had their Close by the time they finish (see
-                    // `RunningServer::shutdown`); what is left is cut after 5 s.
-                    let stop = tokio::spawn(async move {
-                        serve_shutdown.cancelled().await;
-                        handle.graceful_shutdown(Some(Duration::from_secs(5)));
-                    });
-                    let result = server.serve(router.into_make_service()).await;
-                    stop.abort();
-                    result
-                })
-            }
-        };
+        let join = tokio::spawn(async move {
+            // Connections have had their Close by the time they finish (see
+            // `RunningServer::shutdown`); what is left is cut after 5 s.
+            let stop = tokio::spawn(async move {
+                serve_shutdown.cancelled().await;
+                handle.graceful_shutdown(Some(Duration::from_secs(5)));
+            });
+            let result = match tls_config {
+                None => server.acceptor(limiter).serve(service).await,
+                Some(config) => {
+                    let acceptor =
+                        axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(limiter);
+                    server.acceptor(acceptor).serve(service).await
+                }
+            };
+            stop.abort();
+            result
+        });
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{addr}");
         Ok(RunningServer {

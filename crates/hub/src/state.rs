@@ -59,6 +59,8 @@ pub(crate) struct HubState {
     pub(crate) backplane: Backplane,
     /// Negotiated connections by their secret token.
     pub(crate) http: DashMap<String, Arc<HttpConnection>>,
+    /// Negotiated connections not used yet, by client address (see `transport::Pending`).
+    pub(crate) pending: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -109,6 +111,7 @@ impl HubState {
             router,
             backplane,
             http: DashMap::new(),
+            pending: Arc::default(),
             counters,
             shutdown,
             tasks,

@@ -96,15 +96,22 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// The longest wait between two attempts to reach Redis again.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 const PIPELINE_BATCH: usize = 512;
+/// How long the fleet remembers which sender a message id belongs to (another sender's message
+/// with that id is refused meanwhile).
+const ID_OWNER_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Records a chat message (dedupe by sender and id, next number of the scope, append, trim)
-/// in one step. KEYS: dedupe, seq, history, epoch. ARGV: window ms, id, name, message,
-/// capacity, a fresh epoch (used if Redis has none), the recipient of a direct message ('' for
-/// none).
+/// Records a chat message (an id another sender holds refused, dedupe by sender and id, next
+/// number of the scope, append, trim) in one step. KEYS: dedupe, seq, history, epoch, the id's
+/// owner. ARGV: window ms, id, name, message, capacity, a fresh epoch (used if Redis has none),
+/// the recipient of a direct message ('' for none), the sender owning the id, how long the
+/// owner is kept (ms). Returns false for a repeat, {0} for an id another sender holds.
 const APPEND: &str = r"
 local id = ARGV[2]
 if id ~= '' then
+  local owner = redis.call('GET', KEYS[5])
+  if owner and owner ~= ARGV[8] then return {0} end
   if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return false end
+  redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9])
 end
 local epoch = redis.call('GET', KEYS[4])
 if not epoch then epoch = ARGV[6]; redis.call('SET', KEYS[4], epoch) end
@@ -443,7 +450,9 @@ impl RedisNode {
 
     /// Records a chat message in the fleet's history of `scope` (the newest
     /// [`MEMORY_CAPACITY`](crate::MEMORY_CAPACITY) are kept): `None` for a repeat of `(user,
-    /// id)` within [`DEDUPE_WINDOW`](crate::DEDUPE_WINDOW), else the entry and the epoch it is numbered in.
+    /// id)` within [`DEDUPE_WINDOW`](crate::DEDUPE_WINDOW), else the entry and the epoch it is
+    /// numbered in; `IdTaken` when another sender's message holds `id` (its owner is kept
+    /// [`ID_OWNER_TTL`]).
     pub(crate) async fn chat_append(
         &self,
         scope: &str,
@@ -452,13 +461,15 @@ impl RedisNode {
         name: &str,
         message: &str,
         to: Option<&str>,
-    ) -> Result<Option<(Entry, String)>, BackplaneError> {
+    ) -> Result<Result<Option<(Entry, String)>, crate::HistoryError>, BackplaneError> {
         let (window, capacity) = (crate::DEDUPE_WINDOW, crate::MEMORY_CAPACITY);
+        let owner = crate::history::owner(user).to_owned();
         let keys = [
             self.dedupe_key(user, id.unwrap_or("")),
             self.key(&format!("chat:seq:{scope}")),
             self.key(&format!("chat:history:{scope}")),
             self.key("chat:epoch"),
+            self.key(&format!("msg-owner:{}", id.unwrap_or(""))),
         ];
         let args = (
             window.as_millis() as u64,
@@ -468,9 +479,11 @@ impl RedisNode {
             capacity,
             random_hex(8),
             to.unwrap_or("").to_owned(),
+            owner,
+            ID_OWNER_TTL.as_millis() as u64,
         );
         let script = &self.append;
-        let result: Option<(u64, String, String)> = self
+        let result: Option<Vec<redis::Value>> = self
             .call("history append", async move |mut conn| {
                 let mut inv = script.prepare_invoke();
                 for k in &keys {
@@ -482,22 +495,33 @@ impl RedisNode {
                     .arg(&args.3)
                     .arg(args.4)
                     .arg(&args.5)
-                    .arg(&args.6);
+                    .arg(&args.6)
+                    .arg(&args.7)
+                    .arg(args.8);
                 inv.invoke_async(&mut conn).await
             })
             .await?;
-        Ok(result.map(|(seq, id, epoch)| {
-            (
-                Entry {
-                    seq,
-                    id,
-                    name: name.to_owned(),
-                    message: message.to_owned(),
-                    to: to.map(str::to_owned),
-                },
-                epoch,
-            )
-        }))
+        let Some(items) = result else {
+            return Ok(Ok(None));
+        };
+        if items.len() == 1 {
+            return Ok(Err(crate::HistoryError::IdTaken(
+                id.unwrap_or("").to_owned(),
+            )));
+        }
+        let (seq, id, epoch): (u64, String, String) =
+            redis::FromRedisValue::from_redis_value(redis::Value::Array(items))
+                .map_err(|e| BackplaneError::Redis(e.to_string()))?;
+        Ok(Ok(Some((
+            Entry {
+                seq,
+                id,
+                name: name.to_owned(),
+                message: message.to_owned(),
+                to: to.map(str::to_owned),
+            },
+            epoch,
+        ))))
     }
 
     /// The fleet's epoch and the messages of `scope` after `after` (all of them when `epoch` is

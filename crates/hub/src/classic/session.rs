@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hubbub_protocol::Headers;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -320,6 +320,20 @@ impl Session {
         self.ended.cancel();
     }
 
+    /// Ends the connection because its client does not read what it is sent (reason label
+    /// `queue_full`), as a Core connection whose queue is full.
+    pub(crate) fn close_too_slow(&self) {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(member) = members.iter().find(|m| m.joined) {
+            member.conn.close_with(
+                "the client does not read its messages fast enough",
+                crate::metrics::reason::QUEUE_FULL,
+            );
+        } else {
+            self.ended.cancel();
+        }
+    }
+
     /// Whether the client stopped the connection itself (`abort`).
     pub(crate) fn stop_called(&self) -> bool {
         self.stop_called.load(Ordering::SeqCst)
@@ -335,7 +349,7 @@ impl Session {
         let state = &endpoint.hubs[hub].state;
         // Nothing is delivered to a connection outside the router; the channel only keeps
         // the type whole.
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::queue::queue(1, 0);
         let conn = Arc::new(Connection::new(
             self.id.clone(),
             self.user.clone(),
@@ -388,7 +402,10 @@ async fn run(
     for hub in hubs {
         let entry = &endpoint.hubs[hub];
         let state = &entry.state;
-        let (tx, rx) = mpsc::channel(state.options.send_queue_capacity);
+        let (tx, rx) = crate::queue::queue(
+            state.options.send_queue_capacity,
+            state.options.send_queue_bytes,
+        );
         let conn = Arc::new(Connection::new(
             session.id.clone(),
             session.user.clone(),
@@ -499,7 +516,7 @@ async fn run(
 async fn pump(
     session: Arc<Session>,
     hub: String,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: crate::queue::QueueRx,
     conn: Arc<Connection>,
 ) {
     loop {

@@ -399,14 +399,18 @@ async fn websocket(
         Some(cursor) => cursor,
         None => {
             let (init, cursor) = session.init_message();
-            if !send_text(&mut sink, init).await {
+            if !send_or_end(&session, &mut sink, init).await {
                 return;
             }
             cursor
         }
     };
-    // Hub results come back from the calls' tasks through here.
+    // Hub results come back from the calls' tasks through here, bounded in bytes as the
+    // outbound queue of a Core connection is (results waiting for a client that does not read
+    // end the connection as too slow).
     let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
+    let results_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max_results_bytes = endpoint.hub_options.send_queue_bytes;
     let mut paused_until: Option<Instant> = None;
     let mut keep_alive = endpoint
         .options
@@ -416,7 +420,7 @@ async fn websocket(
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
         {
-            if !send_text(&mut sink, envelope).await {
+            if !send_or_end(&session, &mut sink, envelope).await {
                 return;
             }
             cursor = next;
@@ -438,7 +442,8 @@ async fn websocket(
                 }
             }
             Some(result) = results_rx.recv() => {
-                if !send_text(&mut sink, result).await {
+                results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
+                if !send_or_end(&session, &mut sink, result).await {
                     return;
                 }
             }
@@ -453,9 +458,19 @@ async fn websocket(
                         Ok(call) => {
                             paused_until = call.not_before();
                             let (endpoint, session, tx) = (endpoint.clone(), session.clone(), results_tx.clone());
+                            let queued = results_bytes.clone();
                             endpoint.tasks.clone().spawn(async move {
                                 if let Some(result) = call.run(&endpoint, &session).await {
-                                    let _ = tx.send(result).await;
+                                    let size = result.len();
+                                    let before = queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
+                                    if before > 0 && before + size > max_results_bytes {
+                                        queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
+                                        session.close_too_slow();
+                                        return;
+                                    }
+                                    if tx.send(result).await.is_err() {
+                                        queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
+                                    }
                                 }
                             });
                         }
@@ -473,21 +488,45 @@ async fn websocket(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
             _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                if !send_text(&mut sink, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
+                if !send_or_end(&session, &mut sink, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
                     return;
                 }
             }
         }
     };
-    if let Some((code, reason)) = close {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
+    // At most 5 s for a client that reads nothing.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        if let Some((code, reason)) = close {
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                })))
+                .await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// [`send_text`], given up when the connection ends meanwhile, and ending the connection as too
+/// slow when the client has not taken it within the write stall limit (30 s, plus a second per
+/// 16 KiB; while it waits, the socket's requests are not read, and a client that reads nothing
+/// would otherwise hold the socket, and what is being written, for ever).
+async fn send_or_end(
+    session: &Session,
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    payload: Vec<u8>,
+) -> bool {
+    let limit = crate::transport::ws::write_stall_limit(payload.len());
+    tokio::select! {
+        sent = send_text(sink, payload) => sent,
+        () = session.ended.cancelled() => false,
+        () = tokio::time::sleep(limit) => {
+            session.close_too_slow();
+            false
+        }
     }
-    let _ = sink.close().await;
 }
 
 async fn send_text(

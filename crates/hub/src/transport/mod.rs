@@ -14,6 +14,7 @@ pub(crate) mod sse;
 pub(crate) mod ws;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{self, Inbound};
 use crate::frame::Outbound;
+use crate::queue::QueueRx;
 use crate::state::HubState;
 
 /// A negotiated (or directly opened) connection, seen from HTTP.
@@ -43,7 +45,7 @@ pub(crate) struct HttpConnection {
     pub(crate) transport_set: Notify,
     pub(crate) protocol: OnceLock<Protocol>,
     pub(crate) inbound: mpsc::Sender<Inbound>,
-    pub(crate) outbound: Mutex<mpsc::Receiver<Outbound>>,
+    pub(crate) outbound: Mutex<QueueRx>,
     /// Fires when the connection's task has finished.
     pub(crate) ended: CancellationToken,
     pub(crate) poll_generation: AtomicU64,
@@ -62,6 +64,59 @@ pub(crate) struct HttpConnection {
     pub(crate) replay: std::sync::Mutex<hubbub_protocol::stateful::Replay>,
     /// Wakes a writer waiting for acknowledgements to free buffer space.
     pub(crate) acked: Notify,
+    /// Counts the connection among its address's pending ones (negotiated, no transport
+    /// request yet) until the first transport request or its end.
+    pending: std::sync::Mutex<Option<Pending>>,
+}
+
+/// One negotiated connection not yet used, counted against its client address's budget
+/// (`HubOptions::max_pending_per_address`) while it lives.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    /// A pending slot for `ip`, unless it holds `max` already.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<Self> {
+        let mut held = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut held = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The client's IP address, when the server knows it (`ConnectInfo`); IPv4 mapped into IPv6
+/// as the IPv4 address.
+fn client_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    let addr = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+    Some(match addr.0.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    })
 }
 
 fn random_id() -> String {
@@ -97,6 +152,7 @@ fn open(
     negotiate_version: u32,
     user: Option<String>,
     stateful: bool,
+    pending: Option<Pending>,
 ) -> Arc<HttpConnection> {
     let id = random_id();
     let token = if negotiate_version >= 1 {
@@ -105,7 +161,10 @@ fn open(
         id.clone()
     };
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
-    let (outbound_tx, outbound_rx) = mpsc::channel(state.options.send_queue_capacity);
+    let (outbound_tx, outbound_rx) = crate::queue::queue(
+        state.options.send_queue_capacity,
+        state.options.send_queue_bytes,
+    );
     let http = Arc::new(HttpConnection {
         user: identify(user, &query, &id),
         id,
@@ -128,6 +187,7 @@ fn open(
             state.options.stateful_reconnect_buffer,
         )),
         acked: Notify::new(),
+        pending: std::sync::Mutex::new(pending),
     });
     state.http.insert(token.clone(), http.clone());
     let task_state = state.clone();
@@ -140,6 +200,7 @@ fn open(
             outbound_tx,
         )
         .await;
+        task_http.used();
         // Long polling learns of the end from its next poll (204); keep the record until then.
         if task_http.transport.get() == Some(&TransportKind::LongPolling) {
             tokio::time::sleep(std::time::Duration::from_secs(10)).await;
@@ -219,6 +280,7 @@ pub(crate) async fn negotiate(
     method: Method,
     headers: HeaderMap,
     Query(mut query): Query<HashMap<String, String>>,
+    request: Request,
 ) -> Response {
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
@@ -247,11 +309,29 @@ pub(crate) async fn negotiate(
             "The server is at its connection limit.",
         );
     }
+    // Negotiated connections not used yet have a budget per client address of their own, so
+    // one client that only negotiates cannot fill the connection limit.
+    let pending = match client_ip(request.extensions()) {
+        Some(ip) => {
+            match Pending::take(&state.pending, ip, state.options.max_pending_per_address) {
+                Some(pending) => Some(pending),
+                None => {
+                    tracing::debug!(%ip, "negotiate refused: too many pending connections");
+                    state.counters.prom.negotiations_refused.inc();
+                    return text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many negotiated connections from this address are not connected yet.",
+                    );
+                }
+            }
+        }
+        None => None,
+    };
     let stateful = state.options.allow_stateful_reconnect
         && query
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("useStatefulReconnect") && v == "true");
-    let http = open(&state, query, version, user, stateful);
+    let http = open(&state, query, version, user, stateful, pending);
     let body = NegotiateResponse {
         negotiate_version: version,
         connection_id: http.id.clone(),
@@ -294,6 +374,7 @@ fn lookup(
 
 /// Claims the connection for `kind`: the first request decides the transport.
 fn claim(http: &HttpConnection, kind: TransportKind) -> Result<(), Refusal> {
+    http.used();
     match http.transport.get() {
         None => {
             if http.transport.set(kind).is_ok() {
@@ -361,7 +442,7 @@ pub(crate) async fn connect(
                                 "The server is at its connection limit.",
                             );
                         }
-                        open(&state, query.clone(), 1, user.clone(), false)
+                        open(&state, query.clone(), 1, user.clone(), false, None)
                     }
                 };
                 if http.transport.get() == Some(&TransportKind::WebSockets) {
@@ -456,6 +537,14 @@ pub(crate) async fn connect(
 }
 
 impl HttpConnection {
+    /// The connection is no longer pending: a transport request came, or it ended.
+    pub(crate) fn used(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// How long this long-polling connection has had no poll open (zero while one is).
     pub(crate) fn poll_idle_for(&self) -> std::time::Duration {
         if self.polls_open.load(Ordering::SeqCst) > 0 {

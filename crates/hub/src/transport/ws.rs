@@ -78,6 +78,15 @@ async fn run(socket: WebSocket, http: Arc<HttpConnection>, generation: u64) {
             let _ = http.inbound.send(Inbound::Closed).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), writing).await;
         }
+        () = http.ended.cancelled() => {
+            // The connection is over: the writer has 5 s to write what is left (the Close);
+            // a client that reads nothing loses its socket then instead of holding it (and
+            // the message being written) for ever.
+            if tokio::time::timeout(Duration::from_secs(5), &mut writing).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut reading).await;
+            }
+            let _ = http.inbound.try_send(Inbound::Closed);
+        }
         ended = &mut writing => {
             if !ended && stateful(&http) && !http.ended.is_cancelled() {
                 // The socket failed under the writer: as for a failed read, wait for the client.
@@ -115,12 +124,21 @@ async fn read(
     false
 }
 
-/// Sends one payload in the frame type of the connection's protocol.
+/// How long one write may wait for the client to read before the socket counts as failed (a
+/// client that reads nothing would otherwise hold it, and what is being written, for ever):
+/// 30 s, plus a second per 16 KiB of the write (a large answer to a slow link is not cut).
+pub(crate) fn write_stall_limit(len: usize) -> Duration {
+    Duration::from_secs(30 + (len / 16_384) as u64)
+}
+
+/// Sends one payload in the frame type of the connection's protocol; `false` when the socket
+/// failed or the client did not take it within [`write_stall_limit`].
 async fn send_payload(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     protocol: Option<Protocol>,
     payload: Vec<u8>,
 ) -> bool {
+    let limit = write_stall_limit(payload.len());
     let message = match protocol {
         Some(Protocol::MessagePack) => Message::Binary(payload.into()),
         _ => match Utf8Bytes::try_from(payload) {
@@ -128,7 +146,10 @@ async fn send_payload(
             Err(_) => return false,
         },
     };
-    sink.send(message).await.is_ok()
+    matches!(
+        tokio::time::timeout(limit, sink.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Writes what the connection sends; `true` when the connection ended, `false` when the socket
@@ -137,7 +158,7 @@ async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     http: &HttpConnection,
     resumed: bool,
-    mut outbound: tokio::sync::MutexGuard<'_, tokio::sync::mpsc::Receiver<Outbound>>,
+    mut outbound: tokio::sync::MutexGuard<'_, crate::queue::QueueRx>,
 ) -> bool {
     let protocol = || http.protocol.get().copied();
     if resumed {
@@ -186,7 +207,10 @@ async fn write(
             let Ok(text) = Utf8Bytes::try_from(bytes.clone()) else {
                 break;
             };
-            if sink.send(Message::Text(text)).await.is_err() {
+            if !matches!(
+                tokio::time::timeout(write_stall_limit(0), sink.send(Message::Text(text))).await,
+                Ok(Ok(()))
+            ) {
                 return false;
             }
             continue;
