@@ -1079,6 +1079,8 @@ async fn a_scope_history_is_trimmed_to_its_bound(kind: Kind) {
         messages,
         [(10_000, "m10000".to_owned()), (10_001, "newest".to_owned())]
     );
+}
+
 /// Issue 18 #3 with a backplane: a message id is its sender's across the fleet. Another
 /// sender's message with an id bob's message holds is refused (on any node), bob's own repeat
 /// is a repeat, and the fleet's history holds the id once, bob's. (Before, with `--redis` the

@@ -348,15 +348,15 @@ async fn on_history<T: Send + 'static>(
 
 impl Budgets {
     /// Charges the caller for bringing the history `key` into being, if it does not exist
-    /// yet: refused past [`ChatLimits::new_histories_per_minute`]. (With Redis the histories
-    /// are the fleet's, not bounded here.)
+    /// yet: refused past [`ChatLimits::new_histories_per_minute`]. (With a backplane the
+    /// histories are the fleet's, not bounded here.)
     async fn charge(
         &self,
         ctx: &Context,
         history: &ChatHistory,
         key: &str,
     ) -> Result<(), HubError> {
-        if ctx.state.backplane.redis().is_some() {
+        if ctx.state.backplane.fleet().is_some() {
             return Ok(());
         }
         let owned = key.to_owned();
@@ -386,7 +386,7 @@ impl Budgets {
     /// Expires the inboxes no one claimed (see [`ChatLimits::unclaimed_inbox_ttl`]), at most
     /// every half TTL (every 30 s at most).
     async fn sweep(&self, ctx: &Context, history: &ChatHistory) {
-        if ctx.state.backplane.redis().is_some() {
+        if ctx.state.backplane.fleet().is_some() {
             return;
         }
         let ttl = self.limits.unclaimed_inbox_ttl;
@@ -447,7 +447,7 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
         let (budgets, history) = (budgets_connected.clone(), history_for_claim.clone());
         async move {
             // The user's inbox is theirs now: it never expires (unclaimed ones are expired first).
-            if ctx.state.backplane.redis().is_none() {
+            if ctx.state.backplane.fleet().is_none() {
                 budgets.sweep(&ctx, &history).await;
                 let key = inbox(&ctx, ctx.user());
                 if let Err(error) = on_history(&history, move |h| h.claim(&key)).await {

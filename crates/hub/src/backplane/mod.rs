@@ -177,7 +177,8 @@ impl Fleet<'_> {
     /// Records a chat message in the fleet's history of `scope` (the newest
     /// [`MEMORY_CAPACITY`](crate::MEMORY_CAPACITY) are kept): `None` for a repeat of `(user,
     /// id)` within [`DEDUPE_WINDOW`](crate::DEDUPE_WINDOW), else the entry and the epoch it is
-    /// numbered in.
+    /// numbered in; [`HistoryError::IdTaken`](crate::HistoryError::IdTaken) when another
+    /// sender holds `id`.
     pub(crate) async fn chat_append(
         self,
         scope: &str,
@@ -186,7 +187,7 @@ impl Fleet<'_> {
         name: &str,
         message: &str,
         to: Option<&str>,
-    ) -> Result<Option<(Entry, String)>, BackplaneError> {
+    ) -> Result<Result<Option<(Entry, String)>, crate::HistoryError>, BackplaneError> {
         each!(self, n => n.chat_append(scope, user, id, name, message, to).await)
     }
 
@@ -202,6 +203,10 @@ impl Fleet<'_> {
         each!(self, n => n.chat_since(scope, epoch, after, limit).await)
     }
 }
+
+/// How long the fleet remembers which sender a message id belongs to (another sender's message
+/// with that id is refused meanwhile; issue 18 #3).
+pub(crate) const ID_OWNER_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A random hex string of `bytes` bytes (node names, epochs).
 pub(crate) fn random_hex(bytes: usize) -> String {

@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, hostname, random_hex};
+use super::{Acks, BackplaneError, ID_OWNER_TTL, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -168,6 +168,35 @@ BEGIN
   PERFORM pg_notify(p_channel, p_payload);
 END $$;
 ",
+    // 2: message ids owned by their sender (issue 18 #3), as Redis's `msg-owner:` keys.
+    r"
+CREATE TABLE hubbub_owners (
+  hub text NOT NULL, id text NOT NULL, owner text NOT NULL, expires timestamptz NOT NULL,
+  PRIMARY KEY (hub, id));
+
+-- hubbub_append, after taking the id for p_owner: an id another sender holds (not expired)
+-- is refused with the one row (-1, id, '') and nothing is recorded.
+CREATE FUNCTION hubbub_append_owned(
+  p_hub text, p_key text, p_window_ms float8, p_id text, p_scope text, p_name text,
+  p_message text, p_recipient text, p_capacity bigint, p_fresh_epoch text, p_owner text,
+  p_owner_ttl_ms float8)
+RETURNS TABLE (r_seq bigint, r_id text, r_epoch text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_id <> '' THEN
+    INSERT INTO hubbub_owners AS o (hub, id, owner, expires)
+      VALUES (p_hub, p_id, p_owner, now() + p_owner_ttl_ms * interval '1 millisecond')
+      ON CONFLICT (hub, id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires
+      WHERE o.owner = excluded.owner OR o.expires <= now();
+    IF NOT FOUND THEN
+      RETURN QUERY SELECT -1::bigint, p_id, ''::text;
+      RETURN;
+    END IF;
+  END IF;
+  RETURN QUERY SELECT * FROM hubbub_append(p_hub, p_key, p_window_ms, p_id, p_scope, p_name,
+    p_message, p_recipient, p_capacity, p_fresh_epoch);
+END $$;
+",
 ];
 
 /// A presence change of one node (JSON in a `p` notification; as Redis's `:internal:presence`).
@@ -248,7 +277,8 @@ impl Db {
                 .prepare("SELECT hubbub_first_time($1, $2, $3)")
                 .await?,
             append: client
-                .prepare("SELECT * FROM hubbub_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .prepare("SELECT * FROM hubbub_append_owned($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                     $12)")
                 .await?,
             client,
         })
@@ -592,8 +622,12 @@ impl PostgresNode {
         name: &str,
         message: &str,
         to: Option<&str>,
-    ) -> Result<Option<(Entry, String)>, BackplaneError> {
+    ) -> Result<Result<Option<(Entry, String)>, crate::HistoryError>, BackplaneError> {
         let (window, capacity) = (crate::DEDUPE_WINDOW, crate::MEMORY_CAPACITY as i64);
+        let owner = (
+            crate::history::owner(user).to_owned(),
+            ID_OWNER_TTL.as_secs_f64() * 1000.0,
+        );
         let args = (
             self.base.clone(),
             Self::dedupe_key(user, id.unwrap_or("")),
@@ -613,18 +647,21 @@ impl PostgresNode {
                         &db.append,
                         &[
                             &args.0, &args.1, &args.2, &args.3, &args.4, &args.5, &args.6, &args.7,
-                            &args.8, &args.9,
+                            &args.8, &args.9, &owner.0, &owner.1,
                         ],
                     )
                     .await
             })
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else { return Ok(Ok(None)) };
         let read = || -> Result<(i64, String, String), tokio_postgres::Error> {
             Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
         };
         let (seq, id, epoch) = read().map_err(|e| BackplaneError::Postgres(e.to_string()))?;
-        Ok(Some((
+        if seq < 0 {
+            return Ok(Err(crate::HistoryError::IdTaken(id)));
+        }
+        Ok(Ok(Some((
             Entry {
                 seq: seq as u64,
                 id,
@@ -633,7 +670,7 @@ impl PostgresNode {
                 to: to.map(str::to_owned),
             },
             epoch,
-        )))
+        ))))
     }
 
     /// The fleet's epoch and the messages of `scope` after `after` (all of them when `epoch` is
@@ -871,6 +908,12 @@ impl PostgresNode {
                     db.client
                         .execute(
                             "DELETE FROM hubbub_ids WHERE hub = $1 AND expires < now()",
+                            &[&base],
+                        )
+                        .await?;
+                    db.client
+                        .execute(
+                            "DELETE FROM hubbub_owners WHERE hub = $1 AND expires < now()",
                             &[&base],
                         )
                         .await?;

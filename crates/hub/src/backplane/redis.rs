@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, hostname, random_hex};
+use super::{Acks, BackplaneError, ID_OWNER_TTL, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -96,9 +96,6 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// The longest wait between two attempts to reach Redis again.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 const PIPELINE_BATCH: usize = 512;
-/// How long the fleet remembers which sender a message id belongs to (another sender's message
-/// with that id is refused meanwhile).
-const ID_OWNER_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Records a chat message (an id another sender holds refused, dedupe by sender and id, next
 /// number of the scope, append, trim) in one step. KEYS: dedupe, seq, history, epoch, the id's
