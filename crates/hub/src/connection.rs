@@ -49,12 +49,13 @@ pub(crate) enum Inbound {
 pub(crate) struct Connection {
     pub(crate) id: String,
     pub(crate) user: String,
-    pub(crate) query: HashMap<String, String>,
+    /// The query string of the request that opened it (shared with its transport's record).
+    pub(crate) query: Arc<HashMap<String, String>>,
     pub(crate) groups: Mutex<HashSet<String>>,
     tx: QueueTx,
     pub(crate) metrics: ConnMetrics,
     closed: AtomicBool,
-    abort: CancellationToken,
+    abort: crate::latch::Latch,
     /// Why the hub closed it, and the `reason` label of that close.
     abort_reason: OnceLock<(String, &'static str)>,
     pending_results: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
@@ -129,7 +130,7 @@ impl Connection {
     pub(crate) fn new(
         id: String,
         user: String,
-        query: HashMap<String, String>,
+        query: Arc<HashMap<String, String>>,
         tx: QueueTx,
         metrics: ConnMetrics,
     ) -> Self {
@@ -141,7 +142,7 @@ impl Connection {
             tx,
             metrics,
             closed: AtomicBool::new(false),
-            abort: CancellationToken::new(),
+            abort: crate::latch::Latch::new(),
             abort_reason: OnceLock::new(),
             pending_results: Mutex::default(),
             next_invocation: AtomicU64::new(0),
@@ -151,7 +152,7 @@ impl Connection {
     }
 
     /// Fires when the hub asked to close the connection ([`close_with`](Self::close_with)).
-    pub(crate) fn aborted(&self) -> &CancellationToken {
+    pub(crate) fn aborted(&self) -> &crate::latch::Latch {
         &self.abort
     }
 
@@ -329,7 +330,7 @@ impl Connection {
 pub(crate) async fn run(
     state: Arc<HubState>,
     http: Arc<HttpConnection>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: crate::queue::LaneRx<Inbound>,
     tx: QueueTx,
 ) {
     let Some((protocol, rest)) = handshake(&state, &http, &mut inbound, &tx).await else {
@@ -402,7 +403,7 @@ pub(crate) async fn run(
 async fn handshake(
     state: &HubState,
     http: &HttpConnection,
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut crate::queue::LaneRx<Inbound>,
     tx: &QueueTx,
 ) -> Option<(Protocol, Bytes)> {
     let deadline = Instant::now() + state.options.handshake_timeout;
@@ -573,7 +574,7 @@ async fn message_loop(
     http: &HttpConnection,
     protocol: Protocol,
     rest: Bytes,
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut crate::queue::LaneRx<Inbound>,
 ) -> (Option<Close>, &'static str) {
     use crate::metrics::reason;
     let options = &state.options;
@@ -584,17 +585,17 @@ async fn message_loop(
         Instant::now() + options.keep_alive_interval,
         options.keep_alive_interval,
     );
-    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
     // Long polling keeps itself alive (ASP.NET Core's inherent keep-alive): no pings there, and
     // no client timeout, since its clients send no pings either; instead, as ASP.NET Core's
     // connection manager, a connection with no poll open for the disconnect timeout
     // (`reconnect_window`, 15 s) has lost its client. Checked about once a second, as there.
-    let mut poll_check = tokio::time::interval(
-        Duration::from_secs(1)
-            .min(options.reconnect_window)
-            .max(Duration::from_millis(10)),
-    );
-    let ping_frame = Frame::new(HubMessage::Ping);
+    // The same timer sends stateful reconnect's acknowledgements (WebSockets only, so the two
+    // never meet on one connection); it is made when first needed (most connections never
+    // need it).
+    let every = Duration::from_secs(1)
+        .min(options.reconnect_window)
+        .max(Duration::from_millis(10));
+    let mut every_second: Option<tokio::time::Interval> = None;
     let mut last_heard = Instant::now();
     // Stateful reconnect: when the socket dropped, how long the client has to come back.
     let mut lost_until: Option<Instant> = None;
@@ -603,7 +604,8 @@ async fn message_loop(
     // Over the rate limit: the message that has to wait, and until when. Meanwhile nothing more
     // is read from the client (its transport stops reading, so its sends wait): slowed, not
     // closed.
-    let mut held: Option<HubMessage> = None;
+    // Boxed: rare, and kept out of every connection's task.
+    let mut held: Option<Box<HubMessage>> = None;
     let mut paused_until: Option<Instant> = None;
     // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
@@ -612,7 +614,7 @@ async fn message_loop(
     let (close, why) = 'serve: loop {
         while paused_until.is_none() {
             let message = match held.take() {
-                Some(message) => message,
+                Some(message) => *message,
                 None => match reader.next_message() {
                     Ok(Some(message)) => {
                         Counters::add(&state.counters.messages_in, 1);
@@ -643,7 +645,7 @@ async fn message_loop(
                 Counters::add(&state.counters.rate_limit_pauses, 1);
                 conn.metrics.paused();
                 tracing::trace!(connection = %conn.id, "over the rate limit; reading paused");
-                held = Some(message);
+                held = Some(Box::new(message));
                 paused_until = Some(ready);
                 break;
             }
@@ -677,12 +679,13 @@ async fn message_loop(
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
         // Known once the first poll or stream arrives (data may come first).
         let long_polling = http.transport.get() == Some(&TransportKind::LongPolling);
+        let window_open = !long_polling || lost_until.is_some();
+        let timer = match paused_until {
+            Some(p) if window_open => p.min(window),
+            Some(p) => p,
+            None => window,
+        };
         tokio::select! {
-            () = sleep_until(paused_until.unwrap_or(window)), if paused_until.is_some() => {
-                paused_until = None;
-                // The held messages did arrive: the client is not silent.
-                last_heard = Instant::now();
-            }
             item = inbound.recv(), if paused_until.is_none() => match item {
                 Some(Inbound::Data(data)) => {
                     last_heard = Instant::now();
@@ -704,20 +707,32 @@ async fn message_loop(
                 Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
             },
             _ = ping.tick(), if !long_polling => {
-                conn.enqueue(Outbound::Message(ping_frame.clone()));
+                conn.enqueue(Outbound::Message(state.ping.clone()));
             }
-            _ = poll_check.tick(), if long_polling => {
-                if http.poll_idle_for() > options.reconnect_window {
+            _ = async { every_second.get_or_insert_with(|| tokio::time::interval(every)).tick().await }, if long_polling || stateful => {
+                if long_polling && http.poll_idle_for() > options.reconnect_window {
                     tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
                     break (None, reason::CLIENT_TIMEOUT);
                 }
-            }
-            _ = ack_timer.tick(), if stateful => {
-                if let Some(id) = received.to_ack() {
-                    conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                if stateful {
+                    if let Some(id) = received.to_ack() {
+                        conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                    }
                 }
             }
-            () = sleep_until(window), if !long_polling || lost_until.is_some() => {
+            // One timer for both: the end of a rate-limit pause, and the client's silence (or
+            // reconnect) window.
+            () = sleep_until(timer), if paused_until.is_some() || window_open => {
+                let now = Instant::now();
+                if paused_until.is_some_and(|p| p <= now) {
+                    paused_until = None;
+                    // The held messages did arrive: the client is not silent.
+                    last_heard = now;
+                    continue;
+                }
+                if !window_open || now < window {
+                    continue;
+                }
                 if lost_until.is_some() {
                     tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
                     break (None, reason::RECONNECT_TIMEOUT);

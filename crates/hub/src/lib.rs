@@ -29,6 +29,7 @@ mod connection;
 mod frame;
 mod history;
 mod hub;
+mod latch;
 mod metrics;
 mod options;
 mod queue;

@@ -24,8 +24,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hubbub_protocol::negotiate::{AvailableTransport, NegotiateResponse, TransportKind};
 use hubbub_protocol::{Protocol, negotiate};
-use tokio::sync::{Mutex, Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Mutex, Notify};
 
 use crate::connection::{self, Inbound};
 use crate::frame::Outbound;
@@ -38,15 +37,15 @@ pub(crate) struct HttpConnection {
     pub(crate) id: String,
     pub(crate) token: String,
     pub(crate) user: String,
-    pub(crate) query: HashMap<String, String>,
+    pub(crate) query: Arc<HashMap<String, String>>,
     pub(crate) transport: OnceLock<TransportKind>,
     /// Fires when the first transport request sets `transport`.
     pub(crate) transport_set: Notify,
     pub(crate) protocol: OnceLock<Protocol>,
-    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) inbound: crate::queue::LaneTx<Inbound>,
     pub(crate) outbound: Mutex<QueueRx>,
     /// Fires when the connection's task has finished.
-    pub(crate) ended: CancellationToken,
+    pub(crate) ended: crate::latch::Latch,
     pub(crate) poll_generation: AtomicU64,
     pub(crate) poll_superseded: Notify,
     /// Long polls being answered now, and when the last one ended: long polling's liveness
@@ -105,7 +104,7 @@ fn open(
     } else {
         id.clone()
     };
-    let (inbound_tx, inbound_rx) = mpsc::channel(64);
+    let (inbound_tx, inbound_rx) = crate::queue::lane(64);
     let (outbound_tx, outbound_rx) = crate::queue::queue(
         state.options.send_queue_capacity,
         state.options.send_queue_bytes,
@@ -114,13 +113,13 @@ fn open(
         user: identify(user, &query, &id),
         id,
         token: token.clone(),
-        query,
+        query: Arc::new(query),
         transport: OnceLock::new(),
         transport_set: Notify::new(),
         protocol: OnceLock::new(),
         inbound: inbound_tx,
         outbound: Mutex::new(outbound_rx),
-        ended: CancellationToken::new(),
+        ended: crate::latch::Latch::new(),
         poll_generation: AtomicU64::new(0),
         poll_superseded: Notify::new(),
         polls_open: AtomicU64::new(0),
