@@ -4,7 +4,7 @@
 //! bytes; everything it sends goes through a bounded queue that the transport's writer drains.
 //! A client too slow to drain its queue is closed with a reason instead of slowing anyone else.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -44,14 +44,33 @@ pub(crate) enum Inbound {
     Resumed,
 }
 
+/// The query parameters of the URL a connection was opened with. A connection has a few: a
+/// list costs less than a map's table (issue 19: memory per idle connection).
+#[derive(Debug, Default)]
+pub(crate) struct QueryParams(Box<[(String, String)]>);
+
+impl QueryParams {
+    /// The value of `key` (the first, were it given twice).
+    pub(crate) fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl From<HashMap<String, String>> for QueryParams {
+    fn from(map: HashMap<String, String>) -> Self {
+        Self(map.into_iter().collect())
+    }
+}
+
 /// A connected client, as hub methods and the router see it.
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) id: String,
     pub(crate) user: String,
     /// The query string of the request that opened it (shared with its transport's record).
-    pub(crate) query: Arc<HashMap<String, String>>,
-    pub(crate) groups: Mutex<HashSet<String>>,
+    pub(crate) query: Arc<QueryParams>,
+    /// The groups it is in (a few, so a list: a set's table costs more than a scan).
+    pub(crate) groups: Mutex<Vec<String>>,
     tx: QueueTx,
     pub(crate) metrics: ConnMetrics,
     closed: AtomicBool,
@@ -130,7 +149,7 @@ impl Connection {
     pub(crate) fn new(
         id: String,
         user: String,
-        query: Arc<HashMap<String, String>>,
+        query: Arc<QueryParams>,
         tx: QueueTx,
         metrics: ConnMetrics,
     ) -> Self {
@@ -493,7 +512,7 @@ async fn handshake(
             && kind == TransportKind::WebSockets
             && http.stateful.load(std::sync::atomic::Ordering::SeqCst)
         {
-            http.replay.lock().unwrap_or_else(|e| e.into_inner()).active = true;
+            http.make_resumable(state.options.stateful_reconnect_buffer);
         }
         let answer = HandshakeResponse::ok().encode();
         let len = answer.len();
@@ -578,24 +597,24 @@ async fn message_loop(
 ) -> (Option<Close>, &'static str) {
     use crate::metrics::reason;
     let options = &state.options;
-    let stateful = http.replay.lock().unwrap_or_else(|e| e.into_inner()).active;
+    let stateful = http.resumable().is_some();
     let mut reader = MessageReader::new(protocol, options.max_message_size);
     reader.push(&rest);
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + options.keep_alive_interval,
-        options.keep_alive_interval,
-    );
+    // Every timer of the connection is one deadline in the loop below (a pinned `Sleep`): the
+    // next keep-alive ping, the once-a-second checks, the end of a rate-limit pause, and the
+    // client's silence (or reconnect) window; a timer per purpose would cost every idle
+    // connection an allocation each.
+    let mut ping_at = Instant::now() + options.keep_alive_interval;
     // Long polling keeps itself alive (ASP.NET Core's inherent keep-alive): no pings there, and
     // no client timeout, since its clients send no pings either; instead, as ASP.NET Core's
     // connection manager, a connection with no poll open for the disconnect timeout
     // (`reconnect_window`, 15 s) has lost its client. Checked about once a second, as there.
-    // The same timer sends stateful reconnect's acknowledgements (WebSockets only, so the two
-    // never meet on one connection); it is made when first needed (most connections never
-    // need it).
+    // The same check sends stateful reconnect's acknowledgements (WebSockets only, so the two
+    // never meet on one connection).
     let every = Duration::from_secs(1)
         .min(options.reconnect_window)
         .max(Duration::from_millis(10));
-    let mut every_second: Option<tokio::time::Interval> = None;
+    let mut second_at = Instant::now() + every;
     let mut last_heard = Instant::now();
     // Stateful reconnect: when the socket dropped, how long the client has to come back.
     let mut lost_until: Option<Instant> = None;
@@ -652,11 +671,14 @@ async fn message_loop(
             if stateful {
                 match &message {
                     HubMessage::Ack(ack) => {
-                        http.replay
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .ack(ack.sequence_id);
-                        http.acked.notify_waiters();
+                        if let Some(resumable) = http.resumable() {
+                            resumable
+                                .replay
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .ack(ack.sequence_id);
+                            resumable.acked.notify_waiters();
+                        }
                         continue;
                     }
                     HubMessage::Sequence(seq) => {
@@ -680,11 +702,15 @@ async fn message_loop(
         // Known once the first poll or stream arrives (data may come first).
         let long_polling = http.transport.get() == Some(&TransportKind::LongPolling);
         let window_open = !long_polling || lost_until.is_some();
-        let timer = match paused_until {
-            Some(p) if window_open => p.min(window),
-            Some(p) => p,
-            None => window,
-        };
+        let timer = [
+            paused_until,
+            window_open.then_some(window),
+            (!long_polling).then_some(ping_at),
+            (long_polling || stateful).then_some(second_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             item = inbound.recv(), if paused_until.is_none() => match item {
                 Some(Inbound::Data(data)) => {
@@ -706,24 +732,24 @@ async fn message_loop(
                 }
                 Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
             },
-            _ = ping.tick(), if !long_polling => {
-                conn.enqueue(Outbound::Message(state.ping.clone()));
-            }
-            _ = async { every_second.get_or_insert_with(|| tokio::time::interval(every)).tick().await }, if long_polling || stateful => {
-                if long_polling && http.poll_idle_for() > options.reconnect_window {
-                    tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
-                    break (None, reason::CLIENT_TIMEOUT);
+            () = sleep_until(timer.unwrap_or(window)), if timer.is_some() => {
+                let now = Instant::now();
+                if !long_polling && ping_at <= now {
+                    conn.enqueue(Outbound::Message(state.ping.clone()));
+                    ping_at = now + options.keep_alive_interval;
                 }
-                if stateful {
-                    if let Some(id) = received.to_ack() {
-                        conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                if (long_polling || stateful) && second_at <= now {
+                    second_at = now + every;
+                    if long_polling && http.poll_idle_for() > options.reconnect_window {
+                        tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
+                        break (None, reason::CLIENT_TIMEOUT);
+                    }
+                    if stateful {
+                        if let Some(id) = received.to_ack() {
+                            conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                        }
                     }
                 }
-            }
-            // One timer for both: the end of a rate-limit pause, and the client's silence (or
-            // reconnect) window.
-            () = sleep_until(timer), if paused_until.is_some() || window_open => {
-                let now = Instant::now();
                 if paused_until.is_some_and(|p| p <= now) {
                     paused_until = None;
                     // The held messages did arrive: the client is not silent.

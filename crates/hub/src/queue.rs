@@ -358,6 +358,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lane_waits_for_room_and_ends_with_either_side() {
+        let (tx, mut rx) = lane::<u32>(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(tx.try_send(3), Err((Refused::Full, 3)));
+        let sender = tx.clone();
+        let waiting = tokio::spawn(async move { sender.send(3).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room for a third item yet");
+        assert_eq!(rx.recv().await, Some(1));
+        let sent = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room made within 5 s")
+            .unwrap();
+        assert_eq!(sent, Ok(()));
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        // Every sender gone: the receiver ends; a receiver gone: sends fail.
+        drop(tx);
+        let ended = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(ended, Ok(None));
+        let (tx, rx) = lane::<u32>(1);
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(1).await, Err(1));
+    }
+
+    #[tokio::test]
     async fn send_waits_for_bytes_to_be_taken() {
         let (tx, mut rx) = queue(16, 100);
         tx.try_send(raw(90), 90).unwrap();

@@ -35,11 +35,75 @@ pub(crate) struct Removed {
     pub(crate) groups_gone: Vec<String>,
 }
 
+/// The connection ids of one group or user here. Most users, and many groups (a user's own,
+/// a small room), have one connection: it is kept inline, and a set is made from the second on
+/// (an empty `HashSet` with one entry allocates a table of four).
+#[derive(Debug, Default)]
+enum Members {
+    #[default]
+    None,
+    One(String),
+    /// Boxed, so that every entry of the maps stays the size of one id.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<String>>),
+}
+
+impl Members {
+    fn insert(&mut self, id: String) {
+        match self {
+            Self::None => *self = Self::One(id),
+            Self::One(one) if *one == id => {}
+            Self::One(_) => {
+                let Self::One(one) = std::mem::take(self) else {
+                    unreachable!()
+                };
+                *self = Self::Many(Box::new(HashSet::from([one, id])));
+            }
+            Self::Many(ids) => {
+                ids.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        match self {
+            Self::One(one) if one == id => *self = Self::None,
+            Self::Many(ids) => {
+                ids.remove(id);
+                if ids.is_empty() {
+                    *self = Self::None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::None)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(_) => 1,
+            Self::Many(ids) => ids.len(),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::None => Vec::new(),
+            Self::One(one) => vec![one.clone()],
+            Self::Many(ids) => ids.iter().cloned().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     connections: DashMap<String, Arc<Connection>>,
-    groups: DashMap<String, HashSet<String>>,
-    users: DashMap<String, HashSet<String>>,
+    groups: DashMap<String, Members>,
+    users: DashMap<String, Members>,
 }
 
 impl Router {
@@ -67,7 +131,7 @@ impl Router {
             .groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain()
+            .drain(..)
         {
             if self
                 .groups
@@ -91,10 +155,13 @@ impl Router {
     /// else whether it is the group's first member here.
     pub(crate) fn add_to_group(&self, id: &str, group: &str) -> Option<bool> {
         let conn = self.connection(id)?;
-        conn.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(group.to_owned());
+        let mut groups = conn.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if !groups.iter().any(|g| g == group) {
+            // Grown one at a time: a connection is in a few groups.
+            groups.reserve_exact(1);
+            groups.push(group.to_owned());
+        }
+        drop(groups);
         let mut ids = self.groups.entry(group.to_owned()).or_default();
         let first = ids.is_empty();
         ids.insert(id.to_owned());
@@ -109,7 +176,7 @@ impl Router {
             conn.groups
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(group);
+                .retain(|g| g != group);
         }
         let emptied = self
             .groups
@@ -178,7 +245,7 @@ impl Router {
                 let ids: Vec<String> = self
                     .groups
                     .get(g)
-                    .map(|ids| ids.iter().cloned().collect())
+                    .map(|ids| ids.to_vec())
                     .unwrap_or_default();
                 let mut counts = std::collections::BTreeMap::<String, usize>::new();
                 for id in ids {
@@ -216,10 +283,7 @@ impl Router {
                     &self.users
                 };
                 // Copy the ids out so the index shard is not held while connections are visited.
-                let ids: Vec<String> = index
-                    .get(name)
-                    .map(|ids| ids.iter().cloned().collect())
-                    .unwrap_or_default();
+                let ids: Vec<String> = index.get(name).map(|ids| ids.to_vec()).unwrap_or_default();
                 for id in ids {
                     if let Some(c) = self.connections.get(&id) {
                         push(c.value());
@@ -228,5 +292,30 @@ impl Router {
             }
         }
         delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Members;
+
+    #[test]
+    fn members_from_none_to_one_to_many_and_back() {
+        let mut m = Members::default();
+        assert!(m.is_empty());
+        m.insert("a".to_owned());
+        m.insert("a".to_owned());
+        assert_eq!(m.len(), 1);
+        m.insert("b".to_owned());
+        assert_eq!(m.len(), 2);
+        let mut ids = m.to_vec();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        m.remove("c");
+        m.remove("a");
+        assert_eq!(m.to_vec(), ["b"]);
+        m.remove("b");
+        assert!(m.is_empty());
+        assert_eq!(m.len(), 0);
     }
 }

@@ -53,7 +53,7 @@ pub(crate) fn upgrade(
 }
 
 fn stateful(http: &HttpConnection) -> bool {
-    http.replay.lock().unwrap_or_else(|e| e.into_inner()).active
+    http.resumable().is_some()
 }
 
 /// Serves one socket of a connection. `generation` counts the sockets of the connection: 1 for
@@ -68,7 +68,7 @@ async fn run(
     // before that, so the connection always hears `Lost` before this socket's `Resumed`.
     let outbound = http.outbound.lock().await;
     let resumed = generation > 1;
-    if resumed && http.inbound.send(Inbound::Resumed).await.is_err() {
+    if resumed && Box::pin(http.inbound.send(Inbound::Resumed)).await.is_err() {
         return;
     }
     let replaced = http.ws_replaced.notified();
@@ -77,26 +77,27 @@ async fn run(
     let reading = read(stream, &http);
     let writing = write(sink, &http, resumed, outbound);
     tokio::pin!(reading, writing);
+    // What the branches await at the end of the socket's life is boxed: it happens once, and
+    // kept inline it would enlarge every socket's task for its whole life.
     tokio::select! {
         () = &mut replaced, if http.ws_generation.load(Ordering::SeqCst) != generation => {
             // The client came back on a new socket before this one was seen to drop.
-            let _ = http.inbound.send(Inbound::Lost).await;
+            let _ = Box::pin(http.inbound.send(Inbound::Lost)).await;
         }
         clean = &mut reading => {
             if !clean && stateful(&http) && !http.ended.is_cancelled() {
                 // Stop writing to the dead socket (unsent messages stay in the replay buffer)
                 // and let the client come back.
-                let _ = http.inbound.send(Inbound::Lost).await;
+                let _ = Box::pin(http.inbound.send(Inbound::Lost)).await;
                 return;
             }
-            let _ = http.inbound.send(Inbound::Closed).await;
+            let _ = Box::pin(http.inbound.send(Inbound::Closed)).await;
             let _ = Box::pin(tokio::time::timeout(Duration::from_secs(5), writing)).await;
         }
         () = http.ended.cancelled() => {
             // The connection is over: the writer has 5 s to write what is left (the Close);
             // a client that reads nothing loses its socket then instead of holding it (and
             // the message being written) for ever.
-            // (Boxed: end-of-life timers are kept out of every connection's task.)
             if Box::pin(tokio::time::timeout(Duration::from_secs(5), &mut writing)).await.is_ok() {
                 let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), &mut reading)).await;
             }
@@ -105,7 +106,7 @@ async fn run(
         ended = &mut writing => {
             if !ended && stateful(&http) && !http.ended.is_cancelled() {
                 // The socket failed under the writer: as for a failed read, wait for the client.
-                let _ = http.inbound.send(Inbound::Lost).await;
+                let _ = Box::pin(http.inbound.send(Inbound::Lost)).await;
                 return;
             }
             let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), reading)).await;
@@ -134,7 +135,11 @@ async fn read(
         // Once the connection has ended, keep reading (and dropping) what the client still
         // sends until it closes: a socket dropped with unread data answers with a reset, which
         // can cost the client the Close message that says why.
-        let _ = http.inbound.send(Inbound::Data(data)).await;
+        if let Err((crate::queue::Refused::Full, data)) = http.inbound.try_send(Inbound::Data(data))
+        {
+            // The connection is behind: wait for it (boxed, as rare, out of every reader).
+            let _ = Box::pin(http.inbound.send(data)).await;
+        }
     }
     false
 }
@@ -167,7 +172,10 @@ async fn write(
     if resumed {
         // Tell the client where the replay starts, then replay what it has not acknowledged.
         let (from, pending): (u64, Vec<Bytes>) = {
-            let replay = http.replay.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(resumable) = http.resumable() else {
+                return false;
+            };
+            let replay = resumable.replay.lock().unwrap_or_else(|e| e.into_inner());
             (replay.resend_from(), replay.pending().cloned().collect())
         };
         let Some(p) = protocol() else { return false };
@@ -186,14 +194,11 @@ async fn write(
     let mut open = true;
     while open {
         // Stateful reconnect: a full replay buffer holds further sends until the client acks.
-        while stateful(http)
-            && http
-                .replay
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_full()
+        while let Some(resumable) = http
+            .resumable()
+            .filter(|r| r.replay.lock().unwrap_or_else(|e| e.into_inner()).is_full())
         {
-            let acked = http.acked.notified();
+            let acked = resumable.acked.notified();
             // Boxed: a rare wait, kept out of every connection's writer.
             let ended = Box::pin(async {
                 tokio::select! {
@@ -235,10 +240,10 @@ async fn write(
                     let Some(bytes) = protocol().and_then(|p| frame.bytes(p)) else {
                         continue;
                     };
-                    if frame.is_sequenced() && stateful(http) {
+                    if let Some(resumable) = http.resumable().filter(|_| frame.is_sequenced()) {
                         // Kept before it is written: a message cut off by a dropped socket is
                         // replayed, never lost.
-                        let mut replay = http.replay.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut replay = resumable.replay.lock().unwrap_or_else(|e| e.into_inner());
                         replay.record(bytes.clone());
                         if replay.is_full() {
                             batch.extend_from_slice(bytes);
