@@ -244,7 +244,11 @@ impl ServerBuilder {
                 let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(listener, router)
+                // As a make-service: each TCP connection gets a clone of the router (an `Arc`),
+                // where serving the `Router` itself rebuilds its route table and clones every
+                // handler for each connection (about 8 KB per SSE or long-polling connection,
+                // held for its life; issue 19).
+                axum::serve(listener, router.into_make_service())
                     .with_graceful_shutdown(serve_shutdown.cancelled_owned())
                     .await
             }),
