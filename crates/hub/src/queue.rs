@@ -37,6 +37,9 @@ struct Lane<T> {
 
 #[derive(Debug)]
 struct LaneState<T> {
+    /// The oldest item when it was queued alone (the common case: no allocation per item).
+    first: Option<T>,
+    /// Items queued behind `first`, in order.
     items: VecDeque<T>,
     senders: usize,
     receiver: bool,
@@ -59,6 +62,7 @@ pub(crate) struct LaneRx<T> {
 pub(crate) fn lane<T>(capacity: usize) -> (LaneTx<T>, LaneRx<T>) {
     let lane = Arc::new(Lane {
         state: Mutex::new(LaneState {
+            first: None,
             items: VecDeque::new(),
             senders: 1,
             receiver: true,
@@ -75,6 +79,12 @@ pub(crate) fn lane<T>(capacity: usize) -> (LaneTx<T>, LaneRx<T>) {
         },
         LaneRx { lane },
     )
+}
+
+impl<T> LaneState<T> {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.items.len()
+    }
 }
 
 impl<T> Lane<T> {
@@ -103,11 +113,15 @@ impl<T> LaneTx<T> {
         if !state.receiver {
             return Err((Refused::Closed, item));
         }
-        if state.items.len() >= self.capacity {
+        if state.len() >= self.capacity {
             return Err((Refused::Full, item));
         }
-        let was_empty = state.items.is_empty();
-        state.items.push_back(item);
+        let was_empty = state.len() == 0;
+        if was_empty {
+            state.first = Some(item);
+        } else {
+            state.items.push_back(item);
+        }
         drop(state);
         if was_empty {
             // The receiver waits only after seeing the queue empty.
@@ -170,7 +184,7 @@ impl<T> LaneRx<T> {
     /// The next item if one is waiting.
     pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = self.lane.lock();
-        match state.items.pop_front() {
+        match state.first.take().or_else(|| state.items.pop_front()) {
             Some(item) => {
                 drop(state);
                 self.lane.took();
@@ -178,7 +192,8 @@ impl<T> LaneRx<T> {
             }
             None if state.senders == 0 => Err(TryRecvError::Disconnected),
             None => {
-                // Drained: an idle connection keeps no buffer (one allocation per burst).
+                // Drained: an idle connection keeps no buffer (one allocation per burst of
+                // more than one item waiting).
                 if state.items.capacity() > 0 {
                     state.items = VecDeque::new();
                 }
@@ -192,9 +207,10 @@ impl<T> Drop for LaneRx<T> {
     fn drop(&mut self) {
         let mut state = self.lane.lock();
         state.receiver = false;
+        let first = state.first.take();
         let items = std::mem::take(&mut state.items);
         drop(state);
-        drop(items);
+        drop((first, items));
         self.lane.taken.notify_waiters();
     }
 }

@@ -5,7 +5,7 @@
 //! across an await. A message is wrapped in one shared [`Frame`] and encoded at most once per
 //! protocol, whatever the number of recipients.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -35,42 +35,46 @@ pub(crate) struct Removed {
     pub(crate) groups_gone: Vec<String>,
 }
 
-/// The connection ids of one group or user here. Most users, and many groups (a user's own,
-/// a small room), have one connection: it is kept inline, and a set is made from the second on
-/// (an empty `HashSet` with one entry allocates a table of four).
+/// The connections of one group or user here. Most users, and many groups (a user's own, a
+/// small room), have one connection: it is kept inline, and a map (by id) is made from the
+/// second on. Members are the connections themselves, so a delivery visits them without
+/// copying ids or looking each one up.
 #[derive(Debug, Default)]
 enum Members {
     #[default]
     None,
-    One(String),
-    /// Boxed, so that every entry of the maps stays the size of one id.
+    One(Arc<Connection>),
+    /// Boxed, so that every entry of the maps stays the size of a pointer.
     #[allow(clippy::box_collection)]
-    Many(Box<HashSet<String>>),
+    Many(Box<HashMap<String, Arc<Connection>>>),
 }
 
 impl Members {
-    fn insert(&mut self, id: String) {
+    fn insert(&mut self, conn: &Arc<Connection>) {
         match self {
-            Self::None => *self = Self::One(id),
-            Self::One(one) if *one == id => {}
+            Self::None => *self = Self::One(conn.clone()),
+            Self::One(one) if one.id == conn.id => {}
             Self::One(_) => {
                 let Self::One(one) = std::mem::take(self) else {
                     unreachable!()
                 };
-                *self = Self::Many(Box::new(HashSet::from([one, id])));
+                *self = Self::Many(Box::new(HashMap::from([
+                    (one.id.clone(), one),
+                    (conn.id.clone(), conn.clone()),
+                ])));
             }
-            Self::Many(ids) => {
-                ids.insert(id);
+            Self::Many(members) => {
+                members.insert(conn.id.clone(), conn.clone());
             }
         }
     }
 
     fn remove(&mut self, id: &str) {
         match self {
-            Self::One(one) if one == id => *self = Self::None,
-            Self::Many(ids) => {
-                ids.remove(id);
-                if ids.is_empty() {
+            Self::One(one) if one.id == id => *self = Self::None,
+            Self::Many(members) => {
+                members.remove(id);
+                if members.is_empty() {
                     *self = Self::None;
                 }
             }
@@ -86,15 +90,15 @@ impl Members {
         match self {
             Self::None => 0,
             Self::One(_) => 1,
-            Self::Many(ids) => ids.len(),
+            Self::Many(members) => members.len(),
         }
     }
 
-    fn to_vec(&self) -> Vec<String> {
+    fn connections(&self) -> Vec<Arc<Connection>> {
         match self {
             Self::None => Vec::new(),
             Self::One(one) => vec![one.clone()],
-            Self::Many(ids) => ids.iter().cloned().collect(),
+            Self::Many(members) => members.values().cloned().collect(),
         }
     }
 }
@@ -111,7 +115,7 @@ impl Router {
     pub(crate) fn add(&self, conn: Arc<Connection>) -> bool {
         let mut ids = self.users.entry(conn.user.clone()).or_default();
         let first = ids.is_empty();
-        ids.insert(conn.id.clone());
+        ids.insert(&conn);
         drop(ids);
         self.connections.insert(conn.id.clone(), conn);
         first
@@ -164,7 +168,7 @@ impl Router {
         drop(groups);
         let mut ids = self.groups.entry(group.to_owned()).or_default();
         let first = ids.is_empty();
-        ids.insert(id.to_owned());
+        ids.insert(&conn);
         Some(first)
     }
 
@@ -242,16 +246,14 @@ impl Router {
                 .map(|e| (e.key().clone(), e.value().len()))
                 .collect(),
             Some(g) => {
-                let ids: Vec<String> = self
+                let members = self
                     .groups
                     .get(g)
-                    .map(|ids| ids.to_vec())
+                    .map(|m| m.connections())
                     .unwrap_or_default();
                 let mut counts = std::collections::BTreeMap::<String, usize>::new();
-                for id in ids {
-                    if let Some(conn) = self.connection(&id) {
-                        *counts.entry(conn.user.clone()).or_default() += 1;
-                    }
+                for conn in members {
+                    *counts.entry(conn.user.clone()).or_default() += 1;
                 }
                 counts.into_iter().collect()
             }
@@ -282,12 +284,11 @@ impl Router {
                 } else {
                     &self.users
                 };
-                // Copy the ids out so the index shard is not held while connections are visited.
-                let ids: Vec<String> = index.get(name).map(|ids| ids.to_vec()).unwrap_or_default();
-                for id in ids {
-                    if let Some(c) = self.connections.get(&id) {
-                        push(c.value());
-                    }
+                // The members are taken out (pointers) so the index shard is not held while they
+                // are visited.
+                let members = index.get(name).map(|m| m.connections()).unwrap_or_default();
+                for conn in &members {
+                    push(conn);
                 }
             }
         }
@@ -297,23 +298,45 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use super::Members;
+    use super::*;
+    use crate::metrics::{ConnLabels, ConnMetrics};
+    use crate::state::Counters;
+
+    fn conn(id: &str) -> Arc<Connection> {
+        let (tx, _rx) = crate::queue::queue(1, 0);
+        Arc::new(Connection::new(
+            id.to_owned(),
+            "u".to_owned(),
+            Arc::default(),
+            tx,
+            ConnMetrics::new(
+                Arc::new(Counters::default()),
+                ConnLabels::core(None, hubbub_protocol::Protocol::Json),
+                None,
+            ),
+        ))
+    }
+
+    fn ids(m: &Members) -> Vec<String> {
+        let mut ids: Vec<String> = m.connections().iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    }
 
     #[test]
     fn members_from_none_to_one_to_many_and_back() {
+        let (a, b) = (conn("a"), conn("b"));
         let mut m = Members::default();
         assert!(m.is_empty());
-        m.insert("a".to_owned());
-        m.insert("a".to_owned());
+        m.insert(&a);
+        m.insert(&a);
         assert_eq!(m.len(), 1);
-        m.insert("b".to_owned());
+        m.insert(&b);
         assert_eq!(m.len(), 2);
-        let mut ids = m.to_vec();
-        ids.sort();
-        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(ids(&m), ["a", "b"]);
         m.remove("c");
         m.remove("a");
-        assert_eq!(m.to_vec(), ["b"]);
+        assert_eq!(ids(&m), ["b"]);
         m.remove("b");
         assert!(m.is_empty());
         assert_eq!(m.len(), 0);

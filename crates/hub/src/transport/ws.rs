@@ -160,6 +160,71 @@ async fn send_payload(
     sink.send(message).await.is_ok()
 }
 
+/// What one write sends: a single message goes out as its frame's own bytes (shared by every
+/// recipient: no copy, no allocation, its UTF-8 checked once); several waiting are joined into
+/// one WebSocket message (SignalR allows several records in one).
+#[derive(Default)]
+struct Batch {
+    one: Option<Message>,
+    text: String,
+    binary: Vec<u8>,
+    len: usize,
+}
+
+impl Batch {
+    /// Adds a frame's bytes in `protocol`; `false` if its JSON is not text (never, for what
+    /// the hub encodes).
+    fn push(&mut self, frame: &crate::frame::Frame, protocol: Protocol) -> bool {
+        let message = match protocol {
+            Protocol::Json => match frame.json_text() {
+                Some(text) => Message::Text(text.clone()),
+                None => return false,
+            },
+            Protocol::MessagePack => match frame.bytes(protocol) {
+                Some(bytes) => Message::Binary(bytes.clone()),
+                None => return true,
+            },
+        };
+        if self.len == 0 {
+            self.len = message_len(&message);
+            self.one = Some(message);
+            return true;
+        }
+        if let Some(first) = self.one.take() {
+            self.join(first);
+        }
+        self.len += message_len(&message);
+        self.join(message);
+        true
+    }
+
+    fn join(&mut self, message: Message) {
+        match message {
+            Message::Text(text) => self.text.push_str(text.as_str()),
+            Message::Binary(bytes) => self.binary.extend_from_slice(&bytes),
+            _ => {}
+        }
+    }
+
+    fn into_message(self) -> Option<Message> {
+        if self.one.is_some() {
+            return self.one;
+        }
+        if !self.text.is_empty() {
+            return Some(Message::Text(self.text.into()));
+        }
+        (!self.binary.is_empty()).then(|| Message::Binary(self.binary.into()))
+    }
+}
+
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
+        _ => 0,
+    }
+}
+
 /// Writes what the connection sends; `true` when the connection ended, `false` when the socket
 /// failed under it.
 async fn write(
@@ -227,7 +292,7 @@ async fn write(
             }
             continue;
         }
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
@@ -237,7 +302,8 @@ async fn write(
                     break;
                 }
                 Outbound::Message(frame) => {
-                    let Some(bytes) = protocol().and_then(|p| frame.bytes(p)) else {
+                    let Some(p) = protocol() else { continue };
+                    let Some(bytes) = frame.bytes(p) else {
                         continue;
                     };
                     if let Some(resumable) = http.resumable().filter(|_| frame.is_sequenced()) {
@@ -246,19 +312,25 @@ async fn write(
                         let mut replay = resumable.replay.lock().unwrap_or_else(|e| e.into_inner());
                         replay.record(bytes.clone());
                         if replay.is_full() {
-                            batch.extend_from_slice(bytes);
+                            if !batch.push(&frame, p) {
+                                return false;
+                            }
                             break;
                         }
                     }
-                    batch.extend_from_slice(bytes);
+                    if !batch.push(&frame, p) {
+                        return false;
+                    }
                 }
             }
-            if batch.len() < BATCH_BYTES {
+            if batch.len < BATCH_BYTES {
                 next = outbound.try_recv().ok();
             }
         }
-        if !batch.is_empty() && !send_payload(&mut sink, protocol(), batch).await {
-            return false;
+        if let Some(message) = batch.into_message() {
+            if sink.send(message).await.is_err() {
+                return false;
+            }
         }
     }
     let _ = sink.send(Message::Close(None)).await;
