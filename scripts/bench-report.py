@@ -86,13 +86,19 @@ if scale:
 
 idle = defaultdict(list)
 for r in by["idle"]:
-    idle[(r["mode"], r["connections"])].append(r)
+    transport = r.get("transport", "websockets")
+    mode = r["mode"] if transport == "websockets" else f'{r["mode"]}-{transport}'
+    idle[(mode, r["connections"])].append(r)
 if idle:
     print("### Idle connections: server memory (RSS) per connection\n")
     ns = sorted({k[1] for k in idle})
     print("| server | " + " | ".join(f"{n:,} connections" for n in ns) + " |")
     print("|---|" + "---:|" * len(ns))
-    for mode, name in [("signalr", "Hubbub hub"), ("raw", "raw WebSocket, same stack")]:
+    for mode, name in [("signalr", "Hubbub hub"), ("raw", "raw WebSocket, same stack"),
+                       ("signalr-sse", "Hubbub hub, SSE (hubbub-client: 2 HTTP connections each)"),
+                       ("signalr-longpolling", "Hubbub hub, long polling (the same)")]:
+        if not any(k[0] == mode for k in idle):
+            continue
         print(f"| {name} | " + " | ".join(f"{med(idle[(mode, n)], 'bytesPerConnection'):,.0f} B" if idle.get((mode, n)) else "–" for n in ns) + " |")
     print()
 

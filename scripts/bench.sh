@@ -12,7 +12,8 @@
 #              stack (crates/bench/src/bin/raw-broadcast.rs), aiosignalr (PyPI; JSON,
 #              MessagePack), and a raw broadcast server on Node's `ws` (npm); the same hub's
 #              classic 2.x endpoint (/signalr, WebSockets) beside its Core one.
-#   idle       server memory per idle connection at 1,000 and 10,000: hub vs raw
+#   idle       server memory per idle connection at 1,000 and 10,000: hub vs raw (WebSockets);
+#              the hub's SSE and long polling at 2,000
 #   client     messages/s decoded and dispatched + invoke round trips: hubbub-client vs the
 #              official @microsoft/signalr client (Node), against the same hub; on a classic
 #              stream (/signalr), hubbub-client vs node-signalr (npm)
@@ -170,6 +171,14 @@ for run in $(seq "$runs"); do
         kill "$pid"; wait "$pid" 2>/dev/null || true
         read -r pid port path mode < <(start_raw)
         "$bin/loadgen" idle --url "ws://127.0.0.1:$port$path" --mode raw --connections "$n" --server-pid "$pid" >> "$out"
+        kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+    # Long polling and SSE idle (hubbub-client connections: each holds two HTTP connections).
+    for transport in sse long-polling; do
+        [ "$only" = classic ] && break
+        read -r pid port path mode < <(start_hub)
+        "$bin/loadgen" idle --url "ws://127.0.0.1:$port$path" --mode signalr --transport "$transport" \
+            --connections "$([ $smoke = 1 ] && echo 50 || echo 2000)" --server-pid "$pid" >> "$out"
         kill "$pid"; wait "$pid" 2>/dev/null || true
     done
     read -r pid port path mode < <(start_hub)

@@ -4,7 +4,7 @@
 //! bytes; everything it sends goes through a bounded queue that the transport's writer drains.
 //! A client too slow to drain its queue is closed with a reason instead of slowing anyone else.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -44,17 +44,37 @@ pub(crate) enum Inbound {
     Resumed,
 }
 
+/// The query parameters of the URL a connection was opened with. A connection has a few: a
+/// list costs less than a map's table (issue 19: memory per idle connection).
+#[derive(Debug, Default)]
+pub(crate) struct QueryParams(Box<[(String, String)]>);
+
+impl QueryParams {
+    /// The value of `key` (the first, were it given twice).
+    pub(crate) fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+impl From<HashMap<String, String>> for QueryParams {
+    fn from(map: HashMap<String, String>) -> Self {
+        Self(map.into_iter().collect())
+    }
+}
+
 /// A connected client, as hub methods and the router see it.
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(crate) id: String,
     pub(crate) user: String,
-    pub(crate) query: HashMap<String, String>,
-    pub(crate) groups: Mutex<HashSet<String>>,
+    /// The query string of the request that opened it (shared with its transport's record).
+    pub(crate) query: Arc<QueryParams>,
+    /// The groups it is in (a few, so a list: a set's table costs more than a scan).
+    pub(crate) groups: Mutex<Vec<String>>,
     tx: QueueTx,
     pub(crate) metrics: ConnMetrics,
     closed: AtomicBool,
-    abort: CancellationToken,
+    abort: crate::latch::Latch,
     /// Why the hub closed it, and the `reason` label of that close.
     abort_reason: OnceLock<(String, &'static str)>,
     pending_results: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
@@ -129,7 +149,7 @@ impl Connection {
     pub(crate) fn new(
         id: String,
         user: String,
-        query: HashMap<String, String>,
+        query: Arc<QueryParams>,
         tx: QueueTx,
         metrics: ConnMetrics,
     ) -> Self {
@@ -141,7 +161,7 @@ impl Connection {
             tx,
             metrics,
             closed: AtomicBool::new(false),
-            abort: CancellationToken::new(),
+            abort: crate::latch::Latch::new(),
             abort_reason: OnceLock::new(),
             pending_results: Mutex::default(),
             next_invocation: AtomicU64::new(0),
@@ -151,7 +171,7 @@ impl Connection {
     }
 
     /// Fires when the hub asked to close the connection ([`close_with`](Self::close_with)).
-    pub(crate) fn aborted(&self) -> &CancellationToken {
+    pub(crate) fn aborted(&self) -> &crate::latch::Latch {
         &self.abort
     }
 
@@ -329,7 +349,7 @@ impl Connection {
 pub(crate) async fn run(
     state: Arc<HubState>,
     http: Arc<HttpConnection>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: crate::queue::LaneRx<Inbound>,
     tx: QueueTx,
 ) {
     let Some((protocol, rest)) = handshake(&state, &http, &mut inbound, &tx).await else {
@@ -402,7 +422,7 @@ pub(crate) async fn run(
 async fn handshake(
     state: &HubState,
     http: &HttpConnection,
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut crate::queue::LaneRx<Inbound>,
     tx: &QueueTx,
 ) -> Option<(Protocol, Bytes)> {
     let deadline = Instant::now() + state.options.handshake_timeout;
@@ -492,7 +512,7 @@ async fn handshake(
             && kind == TransportKind::WebSockets
             && http.stateful.load(std::sync::atomic::Ordering::SeqCst)
         {
-            http.replay.lock().unwrap_or_else(|e| e.into_inner()).active = true;
+            http.make_resumable(state.options.stateful_reconnect_buffer);
         }
         let answer = HandshakeResponse::ok().encode();
         let len = answer.len();
@@ -573,28 +593,28 @@ async fn message_loop(
     http: &HttpConnection,
     protocol: Protocol,
     rest: Bytes,
-    inbound: &mut mpsc::Receiver<Inbound>,
+    inbound: &mut crate::queue::LaneRx<Inbound>,
 ) -> (Option<Close>, &'static str) {
     use crate::metrics::reason;
     let options = &state.options;
-    let stateful = http.replay.lock().unwrap_or_else(|e| e.into_inner()).active;
+    let stateful = http.resumable().is_some();
     let mut reader = MessageReader::new(protocol, options.max_message_size);
     reader.push(&rest);
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + options.keep_alive_interval,
-        options.keep_alive_interval,
-    );
-    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // Every timer of the connection is one deadline in the loop below (a pinned `Sleep`): the
+    // next keep-alive ping, the once-a-second checks, the end of a rate-limit pause, and the
+    // client's silence (or reconnect) window; a timer per purpose would cost every idle
+    // connection an allocation each.
+    let mut ping_at = Instant::now() + options.keep_alive_interval;
     // Long polling keeps itself alive (ASP.NET Core's inherent keep-alive): no pings there, and
     // no client timeout, since its clients send no pings either; instead, as ASP.NET Core's
     // connection manager, a connection with no poll open for the disconnect timeout
     // (`reconnect_window`, 15 s) has lost its client. Checked about once a second, as there.
-    let mut poll_check = tokio::time::interval(
-        Duration::from_secs(1)
-            .min(options.reconnect_window)
-            .max(Duration::from_millis(10)),
-    );
-    let ping_frame = Frame::new(HubMessage::Ping);
+    // The same check sends stateful reconnect's acknowledgements (WebSockets only, so the two
+    // never meet on one connection).
+    let every = Duration::from_secs(1)
+        .min(options.reconnect_window)
+        .max(Duration::from_millis(10));
+    let mut second_at = Instant::now() + every;
     let mut last_heard = Instant::now();
     // Stateful reconnect: when the socket dropped, how long the client has to come back.
     let mut lost_until: Option<Instant> = None;
@@ -603,7 +623,8 @@ async fn message_loop(
     // Over the rate limit: the message that has to wait, and until when. Meanwhile nothing more
     // is read from the client (its transport stops reading, so its sends wait): slowed, not
     // closed.
-    let mut held: Option<HubMessage> = None;
+    // Boxed: rare, and kept out of every connection's task.
+    let mut held: Option<Box<HubMessage>> = None;
     let mut paused_until: Option<Instant> = None;
     // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
@@ -612,7 +633,7 @@ async fn message_loop(
     let (close, why) = 'serve: loop {
         while paused_until.is_none() {
             let message = match held.take() {
-                Some(message) => message,
+                Some(message) => *message,
                 None => match reader.next_message() {
                     Ok(Some(message)) => {
                         Counters::add(&state.counters.messages_in, 1);
@@ -643,18 +664,21 @@ async fn message_loop(
                 Counters::add(&state.counters.rate_limit_pauses, 1);
                 conn.metrics.paused();
                 tracing::trace!(connection = %conn.id, "over the rate limit; reading paused");
-                held = Some(message);
+                held = Some(Box::new(message));
                 paused_until = Some(ready);
                 break;
             }
             if stateful {
                 match &message {
                     HubMessage::Ack(ack) => {
-                        http.replay
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .ack(ack.sequence_id);
-                        http.acked.notify_waiters();
+                        if let Some(resumable) = http.resumable() {
+                            resumable
+                                .replay
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .ack(ack.sequence_id);
+                            resumable.acked.notify_waiters();
+                        }
                         continue;
                     }
                     HubMessage::Sequence(seq) => {
@@ -677,12 +701,17 @@ async fn message_loop(
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
         // Known once the first poll or stream arrives (data may come first).
         let long_polling = http.transport.get() == Some(&TransportKind::LongPolling);
+        let window_open = !long_polling || lost_until.is_some();
+        let timer = [
+            paused_until,
+            window_open.then_some(window),
+            (!long_polling).then_some(ping_at),
+            (long_polling || stateful).then_some(second_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
-            () = sleep_until(paused_until.unwrap_or(window)), if paused_until.is_some() => {
-                paused_until = None;
-                // The held messages did arrive: the client is not silent.
-                last_heard = Instant::now();
-            }
             item = inbound.recv(), if paused_until.is_none() => match item {
                 Some(Inbound::Data(data)) => {
                     last_heard = Instant::now();
@@ -703,21 +732,33 @@ async fn message_loop(
                 }
                 Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
             },
-            _ = ping.tick(), if !long_polling => {
-                conn.enqueue(Outbound::Message(ping_frame.clone()));
-            }
-            _ = poll_check.tick(), if long_polling => {
-                if http.poll_idle_for() > options.reconnect_window {
-                    tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
-                    break (None, reason::CLIENT_TIMEOUT);
+            () = sleep_until(timer.unwrap_or(window)), if timer.is_some() => {
+                let now = Instant::now();
+                if !long_polling && ping_at <= now {
+                    conn.enqueue(Outbound::Message(state.ping.clone()));
+                    ping_at = now + options.keep_alive_interval;
                 }
-            }
-            _ = ack_timer.tick(), if stateful => {
-                if let Some(id) = received.to_ack() {
-                    conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                if (long_polling || stateful) && second_at <= now {
+                    second_at = now + every;
+                    if long_polling && http.poll_idle_for() > options.reconnect_window {
+                        tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
+                        break (None, reason::CLIENT_TIMEOUT);
+                    }
+                    if stateful {
+                        if let Some(id) = received.to_ack() {
+                            conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                        }
+                    }
                 }
-            }
-            () = sleep_until(window), if !long_polling || lost_until.is_some() => {
+                if paused_until.is_some_and(|p| p <= now) {
+                    paused_until = None;
+                    // The held messages did arrive: the client is not silent.
+                    last_heard = now;
+                    continue;
+                }
+                if !window_open || now < window {
+                    continue;
+                }
                 if lost_until.is_some() {
                     tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
                     break (None, reason::RECONNECT_TIMEOUT);

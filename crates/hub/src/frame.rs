@@ -14,6 +14,8 @@ pub struct Frame {
     message: Option<HubMessage>,
     sequenced: bool,
     json: OnceLock<Option<Bytes>>,
+    /// The JSON bytes checked as UTF-8 once, for every WebSocket text frame that carries them.
+    json_text: OnceLock<Option<axum::extract::ws::Utf8Bytes>>,
     msgpack: OnceLock<Option<Bytes>>,
     /// The classic `{"H","M","A"}` item (a frame belongs to one hub, so one hub name).
     classic: OnceLock<Option<Bytes>>,
@@ -26,6 +28,7 @@ impl Frame {
             sequenced: message.is_sequenced(),
             message: Some(message),
             json: OnceLock::new(),
+            json_text: OnceLock::new(),
             msgpack: OnceLock::new(),
             classic: OnceLock::new(),
         })
@@ -38,6 +41,7 @@ impl Frame {
             message: None,
             sequenced: true,
             json: OnceLock::from(json),
+            json_text: OnceLock::new(),
             msgpack: OnceLock::from(msgpack),
             classic: OnceLock::new(),
         })
@@ -75,6 +79,17 @@ impl Frame {
 }
 
 impl Frame {
+    /// The JSON bytes as text for a WebSocket text frame: checked as UTF-8 by the first
+    /// recipient, shared (not copied) by every one; `None` as for [`Frame::bytes`].
+    pub(crate) fn json_text(&self) -> Option<&axum::extract::ws::Utf8Bytes> {
+        self.json_text
+            .get_or_init(|| {
+                let bytes = self.bytes(Protocol::Json)?.clone();
+                axum::extract::ws::Utf8Bytes::try_from(bytes).ok()
+            })
+            .as_ref()
+    }
+
     /// The message as a classic (ASP.NET SignalR 2.x) client receives it: one
     /// `{"H":hub,"M":method,"A":[…]}` item of an envelope's `M`, encoded once for every classic
     /// recipient. `None` for what classic clients have no form for (anything but a

@@ -31,6 +31,7 @@ mod connection;
 mod frame;
 mod history;
 mod hub;
+mod latch;
 mod listener;
 mod metrics;
 mod options;

@@ -9,35 +9,232 @@
 //! the whole budget still goes through when the queue is empty, so no single message is
 //! refused for its size alone (the message size limits bound that).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::frame::Outbound;
 
-/// What the sending side and the receiving side share: the bytes queued now.
-#[derive(Debug, Default)]
-struct Shared {
-    bytes: AtomicUsize,
-    /// Fires when the writer took something (room may have been made).
+/// A small bounded channel with one receiver: a mutex around a `VecDeque` that allocates
+/// nothing until the first item, and two [`Notify`]s. Every connection has two (what its
+/// transport received, what it has to send), so they are kept small: tokio's `mpsc` allocates a
+/// block of 32 slots and a cache-padded channel up front, about 2 KB per channel.
+#[derive(Debug)]
+struct Lane<T> {
+    state: Mutex<LaneState<T>>,
+    /// Wakes the receiver; a permit is kept when it is not waiting yet.
+    filled: Notify,
+    /// Wakes senders waiting for room (and [`QueueTx::send`] waiting for bytes to be taken).
     taken: Notify,
+    /// A sender waits on `taken`: the receiver notifies after taking something.
+    room_wanted: AtomicBool,
+    /// The bytes queued now (outbound queues only).
+    bytes: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct LaneState<T> {
+    /// The oldest item when it was queued alone (the common case: no allocation per item).
+    first: Option<T>,
+    /// Items queued behind `first`, in order.
+    items: VecDeque<T>,
+    senders: usize,
+    receiver: bool,
+}
+
+/// The sending side of a [`lane`]; clones share it.
+#[derive(Debug)]
+pub(crate) struct LaneTx<T> {
+    lane: Arc<Lane<T>>,
+    capacity: usize,
+}
+
+/// The receiving side of a [`lane`].
+#[derive(Debug)]
+pub(crate) struct LaneRx<T> {
+    lane: Arc<Lane<T>>,
+}
+
+/// A channel of at most `capacity` (at least 1) items.
+pub(crate) fn lane<T>(capacity: usize) -> (LaneTx<T>, LaneRx<T>) {
+    let lane = Arc::new(Lane {
+        state: Mutex::new(LaneState {
+            first: None,
+            items: VecDeque::new(),
+            senders: 1,
+            receiver: true,
+        }),
+        filled: Notify::new(),
+        taken: Notify::new(),
+        room_wanted: AtomicBool::new(false),
+        bytes: AtomicUsize::new(0),
+    });
+    (
+        LaneTx {
+            lane: lane.clone(),
+            capacity: capacity.max(1),
+        },
+        LaneRx { lane },
+    )
+}
+
+impl<T> LaneState<T> {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.items.len()
+    }
+}
+
+impl<T> Lane<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After taking something: wakes the senders waiting for room, if any.
+    fn took(&self) {
+        if self.room_wanted.load(Ordering::SeqCst) && self.room_wanted.swap(false, Ordering::SeqCst)
+        {
+            self.taken.notify_waiters();
+        }
+    }
+}
+
+impl<T> LaneTx<T> {
+    /// Whether the receiver is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        !self.lane.lock().receiver
+    }
+
+    /// Queues `item` unless the channel is full (`Err(Full)`) or its receiver gone.
+    pub(crate) fn try_send(&self, item: T) -> Result<(), (Refused, T)> {
+        let mut state = self.lane.lock();
+        if !state.receiver {
+            return Err((Refused::Closed, item));
+        }
+        if state.len() >= self.capacity {
+            return Err((Refused::Full, item));
+        }
+        let was_empty = state.len() == 0;
+        if was_empty {
+            state.first = Some(item);
+        } else {
+            state.items.push_back(item);
+        }
+        drop(state);
+        if was_empty {
+            // The receiver waits only after seeing the queue empty.
+            self.lane.filled.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room; `Err(item)` when the receiver is gone.
+    pub(crate) async fn send(&self, mut item: T) -> Result<(), T> {
+        loop {
+            let taken = self.lane.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            self.lane.room_wanted.store(true, Ordering::SeqCst);
+            match self.try_send(item) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, back)) => return Err(back),
+                Err((Refused::Full, back)) => item = back,
+            }
+            taken.await;
+        }
+    }
+}
+
+impl<T> Clone for LaneTx<T> {
+    fn clone(&self) -> Self {
+        self.lane.lock().senders += 1;
+        Self {
+            lane: self.lane.clone(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl<T> Drop for LaneTx<T> {
+    fn drop(&mut self) {
+        let mut state = self.lane.lock();
+        state.senders -= 1;
+        let last = state.senders == 0;
+        drop(state);
+        if last {
+            self.lane.filled.notify_one();
+        }
+    }
+}
+
+impl<T> LaneRx<T> {
+    /// The next item; `None` once every sender is gone and the channel is empty.
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        loop {
+            match self.try_recv() {
+                Ok(item) => return Some(item),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => self.lane.filled.notified().await,
+            }
+        }
+    }
+
+    /// The next item if one is waiting.
+    pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        let mut state = self.lane.lock();
+        match state.first.take().or_else(|| state.items.pop_front()) {
+            Some(item) => {
+                drop(state);
+                self.lane.took();
+                Ok(item)
+            }
+            None if state.senders == 0 => Err(TryRecvError::Disconnected),
+            None => {
+                // Drained: an idle connection keeps no buffer (one allocation per burst of
+                // more than one item waiting).
+                if state.items.capacity() > 0 {
+                    state.items = VecDeque::new();
+                }
+                Err(TryRecvError::Empty)
+            }
+        }
+    }
+}
+
+impl<T> Drop for LaneRx<T> {
+    fn drop(&mut self) {
+        let mut state = self.lane.lock();
+        state.receiver = false;
+        let first = state.first.take();
+        let items = std::mem::take(&mut state.items);
+        drop(state);
+        drop((first, items));
+        self.lane.taken.notify_waiters();
+    }
+}
+
+/// Why nothing was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TryRecvError {
+    /// Nothing is waiting now.
+    Empty,
+    /// Nothing is waiting, and every sender is gone.
+    Disconnected,
 }
 
 /// The hub's side of a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueTx {
-    tx: mpsc::Sender<(Outbound, usize)>,
-    shared: Arc<Shared>,
+    tx: LaneTx<(Outbound, usize)>,
     max_bytes: usize,
 }
 
 /// The transport writer's side of a connection's outbound queue.
 #[derive(Debug)]
 pub(crate) struct QueueRx {
-    rx: mpsc::Receiver<(Outbound, usize)>,
-    shared: Arc<Shared>,
+    rx: LaneRx<(Outbound, usize)>,
 }
 
 /// Why an entry was not queued.
@@ -51,22 +248,18 @@ pub(crate) enum Refused {
 
 /// A queue of at most `messages` entries and (unless empty) `max_bytes` bytes.
 pub(crate) fn queue(messages: usize, max_bytes: usize) -> (QueueTx, QueueRx) {
-    let (tx, rx) = mpsc::channel(messages.max(1));
-    let shared = Arc::new(Shared::default());
-    (
-        QueueTx {
-            tx,
-            shared: shared.clone(),
-            max_bytes,
-        },
-        QueueRx { rx, shared },
-    )
+    let (tx, rx) = lane(messages);
+    (QueueTx { tx, max_bytes }, QueueRx { rx })
 }
 
 impl QueueTx {
+    fn bytes(&self) -> &AtomicUsize {
+        &self.tx.lane.bytes
+    }
+
     /// Whether `size` more bytes fit (always, in an empty queue).
     fn fits(&self, size: usize) -> bool {
-        let queued = self.shared.bytes.load(Ordering::Acquire);
+        let queued = self.bytes().load(Ordering::SeqCst);
         queued == 0 || queued.saturating_add(size) <= self.max_bytes
     }
 
@@ -80,15 +273,12 @@ impl QueueTx {
             };
         }
         // Charged before it is visible to the writer, so the writer never subtracts first.
-        self.shared.bytes.fetch_add(size, Ordering::AcqRel);
+        self.bytes().fetch_add(size, Ordering::AcqRel);
         match self.tx.try_send((out, size)) {
             Ok(()) => Ok(()),
-            Err(error) => {
-                self.shared.bytes.fetch_sub(size, Ordering::AcqRel);
-                Err(match error {
-                    mpsc::error::TrySendError::Full(_) => Refused::Full,
-                    mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-                })
+            Err((refused, _)) => {
+                self.bytes().fetch_sub(size, Ordering::AcqRel);
+                Err(refused)
             }
         }
     }
@@ -96,27 +286,31 @@ impl QueueTx {
     /// Queues `out`, charged `size` bytes, waiting for room (messages and bytes) instead of
     /// failing; `false` when the connection is over.
     pub(crate) async fn send(&self, out: Outbound, size: usize) -> bool {
+        let lane = &self.tx.lane;
         loop {
-            let taken = self.shared.taken.notified();
+            let taken = lane.taken.notified();
             tokio::pin!(taken);
             taken.as_mut().enable();
+            // Set before the bytes are read: the writer, which subtracts before it reads this,
+            // either sees it and wakes this, or has subtracted already.
+            lane.room_wanted.store(true, Ordering::SeqCst);
             if self.tx.is_closed() {
                 return false;
             }
             if self.fits(size) {
                 break;
             }
-            // The writer's `taken` wakes this; the sleep re-checks for a closed queue.
+            // The sleep re-checks for a closed queue.
             tokio::select! {
                 () = &mut taken => {}
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
-        self.shared.bytes.fetch_add(size, Ordering::AcqRel);
+        self.bytes().fetch_add(size, Ordering::AcqRel);
         if self.tx.send((out, size)).await.is_ok() {
             true
         } else {
-            self.shared.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.bytes().fetch_sub(size, Ordering::AcqRel);
             false
         }
     }
@@ -124,14 +318,15 @@ impl QueueTx {
     /// The bytes queued now.
     #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.shared.bytes.load(Ordering::Acquire)
+        self.bytes().load(Ordering::Acquire)
     }
 }
 
 impl QueueRx {
     fn took(&self, (out, size): (Outbound, usize)) -> Outbound {
-        self.shared.bytes.fetch_sub(size, Ordering::AcqRel);
-        self.shared.taken.notify_waiters();
+        let lane = &self.rx.lane;
+        lane.bytes.fetch_sub(size, Ordering::SeqCst);
+        lane.took();
         out
     }
 
@@ -142,7 +337,7 @@ impl QueueRx {
     }
 
     /// The next entry if one is waiting.
-    pub(crate) fn try_recv(&mut self) -> Result<Outbound, mpsc::error::TryRecvError> {
+    pub(crate) fn try_recv(&mut self) -> Result<Outbound, TryRecvError> {
         let entry = self.rx.try_recv()?;
         Ok(self.took(entry))
     }
@@ -176,6 +371,35 @@ mod tests {
         assert_eq!(tx.try_send(raw(0), 0), Err(Refused::Full), "4 messages");
         drop(rx);
         assert_eq!(tx.try_send(raw(0), 0), Err(Refused::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_lane_waits_for_room_and_ends_with_either_side() {
+        let (tx, mut rx) = lane::<u32>(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert_eq!(tx.try_send(3), Err((Refused::Full, 3)));
+        let sender = tx.clone();
+        let waiting = tokio::spawn(async move { sender.send(3).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room for a third item yet");
+        assert_eq!(rx.recv().await, Some(1));
+        let sent = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room made within 5 s")
+            .unwrap();
+        assert_eq!(sent, Ok(()));
+        assert_eq!(rx.try_recv(), Ok(2));
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        // Every sender gone: the receiver ends; a receiver gone: sends fail.
+        drop(tx);
+        let ended = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(ended, Ok(None));
+        let (tx, rx) = lane::<u32>(1);
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(1).await, Err(1));
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 //! across an await. A message is wrapped in one shared [`Frame`] and encoded at most once per
 //! protocol, whatever the number of recipients.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -35,11 +35,79 @@ pub(crate) struct Removed {
     pub(crate) groups_gone: Vec<String>,
 }
 
+/// The connections of one group or user here. Most users, and many groups (a user's own, a
+/// small room), have one connection: it is kept inline, and a map (by id) is made from the
+/// second on. Members are the connections themselves, so a delivery visits them without
+/// copying ids or looking each one up.
+#[derive(Debug, Default)]
+enum Members {
+    #[default]
+    None,
+    One(Arc<Connection>),
+    /// Boxed, so that every entry of the maps stays the size of a pointer.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<String, Arc<Connection>>>),
+}
+
+impl Members {
+    fn insert(&mut self, conn: &Arc<Connection>) {
+        match self {
+            Self::None => *self = Self::One(conn.clone()),
+            Self::One(one) if one.id == conn.id => {}
+            Self::One(_) => {
+                let Self::One(one) = std::mem::take(self) else {
+                    unreachable!()
+                };
+                *self = Self::Many(Box::new(HashMap::from([
+                    (one.id.clone(), one),
+                    (conn.id.clone(), conn.clone()),
+                ])));
+            }
+            Self::Many(members) => {
+                members.insert(conn.id.clone(), conn.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        match self {
+            Self::One(one) if one.id == id => *self = Self::None,
+            Self::Many(members) => {
+                members.remove(id);
+                if members.is_empty() {
+                    *self = Self::None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::None)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(_) => 1,
+            Self::Many(members) => members.len(),
+        }
+    }
+
+    fn connections(&self) -> Vec<Arc<Connection>> {
+        match self {
+            Self::None => Vec::new(),
+            Self::One(one) => vec![one.clone()],
+            Self::Many(members) => members.values().cloned().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     connections: DashMap<String, Arc<Connection>>,
-    groups: DashMap<String, HashSet<String>>,
-    users: DashMap<String, HashSet<String>>,
+    groups: DashMap<String, Members>,
+    users: DashMap<String, Members>,
 }
 
 impl Router {
@@ -47,7 +115,7 @@ impl Router {
     pub(crate) fn add(&self, conn: Arc<Connection>) -> bool {
         let mut ids = self.users.entry(conn.user.clone()).or_default();
         let first = ids.is_empty();
-        ids.insert(conn.id.clone());
+        ids.insert(&conn);
         drop(ids);
         self.connections.insert(conn.id.clone(), conn);
         first
@@ -67,7 +135,7 @@ impl Router {
             .groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain()
+            .drain(..)
         {
             if self
                 .groups
@@ -91,13 +159,16 @@ impl Router {
     /// else whether it is the group's first member here.
     pub(crate) fn add_to_group(&self, id: &str, group: &str) -> Option<bool> {
         let conn = self.connection(id)?;
-        conn.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(group.to_owned());
+        let mut groups = conn.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if !groups.iter().any(|g| g == group) {
+            // Grown one at a time: a connection is in a few groups.
+            groups.reserve_exact(1);
+            groups.push(group.to_owned());
+        }
+        drop(groups);
         let mut ids = self.groups.entry(group.to_owned()).or_default();
         let first = ids.is_empty();
-        ids.insert(id.to_owned());
+        ids.insert(&conn);
         Some(first)
     }
 
@@ -109,7 +180,7 @@ impl Router {
             conn.groups
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(group);
+                .retain(|g| g != group);
         }
         let emptied = self
             .groups
@@ -175,16 +246,14 @@ impl Router {
                 .map(|e| (e.key().clone(), e.value().len()))
                 .collect(),
             Some(g) => {
-                let ids: Vec<String> = self
+                let members = self
                     .groups
                     .get(g)
-                    .map(|ids| ids.iter().cloned().collect())
+                    .map(|m| m.connections())
                     .unwrap_or_default();
                 let mut counts = std::collections::BTreeMap::<String, usize>::new();
-                for id in ids {
-                    if let Some(conn) = self.connection(&id) {
-                        *counts.entry(conn.user.clone()).or_default() += 1;
-                    }
+                for conn in members {
+                    *counts.entry(conn.user.clone()).or_default() += 1;
                 }
                 counts.into_iter().collect()
             }
@@ -215,18 +284,61 @@ impl Router {
                 } else {
                     &self.users
                 };
-                // Copy the ids out so the index shard is not held while connections are visited.
-                let ids: Vec<String> = index
-                    .get(name)
-                    .map(|ids| ids.iter().cloned().collect())
-                    .unwrap_or_default();
-                for id in ids {
-                    if let Some(c) = self.connections.get(&id) {
-                        push(c.value());
-                    }
+                // The members are taken out (pointers) so the index shard is not held while they
+                // are visited.
+                let members = index.get(name).map(|m| m.connections()).unwrap_or_default();
+                for conn in &members {
+                    push(conn);
                 }
             }
         }
         delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{ConnLabels, ConnMetrics};
+    use crate::state::Counters;
+
+    fn conn(id: &str) -> Arc<Connection> {
+        let (tx, _rx) = crate::queue::queue(1, 0);
+        Arc::new(Connection::new(
+            id.to_owned(),
+            "u".to_owned(),
+            Arc::default(),
+            tx,
+            ConnMetrics::new(
+                Arc::new(Counters::default()),
+                ConnLabels::core(None, hubbub_protocol::Protocol::Json),
+                None,
+            ),
+        ))
+    }
+
+    fn ids(m: &Members) -> Vec<String> {
+        let mut ids: Vec<String> = m.connections().iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn members_from_none_to_one_to_many_and_back() {
+        let (a, b) = (conn("a"), conn("b"));
+        let mut m = Members::default();
+        assert!(m.is_empty());
+        m.insert(&a);
+        m.insert(&a);
+        assert_eq!(m.len(), 1);
+        m.insert(&b);
+        assert_eq!(m.len(), 2);
+        assert_eq!(ids(&m), ["a", "b"]);
+        m.remove("c");
+        m.remove("a");
+        assert_eq!(ids(&m), ["b"]);
+        m.remove("b");
+        assert!(m.is_empty());
+        assert_eq!(m.len(), 0);
     }
 }

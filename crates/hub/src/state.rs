@@ -65,6 +65,8 @@ pub(crate) struct HubState {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) auth: Option<crate::auth::Auth>,
+    /// The keep-alive every connection sends (one frame, encoded once per protocol).
+    pub(crate) ping: Arc<Frame>,
 }
 
 impl HubState {
@@ -116,6 +118,7 @@ impl HubState {
             shutdown,
             tasks,
             auth,
+            ping: Frame::new(hubbub_protocol::HubMessage::Ping),
         });
         if let Some(mut lost) = lost {
             // Held weakly: the task must not keep a stopped hub alive.

@@ -5,6 +5,7 @@
 //!                    --messages 200 --size 16 --protocol json --server-pid PID
 //!     loadgen fanout --url ws://127.0.0.1:5000/signalr --mode classic --receivers 1000 …
 //!     loadgen idle   --url ws://127.0.0.1:5000/chathub --mode signalr --connections 10000 --server-pid PID
+//!     loadgen idle   --url ws://127.0.0.1:5000/chathub --mode signalr --transport sse …   (or long-polling)
 //!     loadgen client --url http://127.0.0.1:5000/signalr --family classic
 //!
 //! It counts every delivery it expects and fails (exit 1) on any loss. Results are one JSON
@@ -271,6 +272,20 @@ struct Idle {
     protocol: Proto,
     #[arg(long)]
     server_pid: u32,
+    /// The hub's transport (`--mode signalr` only): `websockets` skips negotiation as before;
+    /// `sse` and `long-polling` negotiate and connect with hubbub-client.
+    #[arg(long, value_enum, default_value = "websockets")]
+    transport: IdleTransport,
+    /// Seconds the connections stay open after the measurement (time to profile the server).
+    #[arg(long, default_value_t = 0)]
+    hold_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum IdleTransport {
+    Websockets,
+    Sse,
+    LongPolling,
 }
 
 fn protocol(p: Proto) -> Protocol {
@@ -635,17 +650,77 @@ async fn fanout(args: Fanout) -> Result<serde_json::Value, String> {
     Ok(result)
 }
 
+/// Opens `n` hubbub-client connections over SSE or long polling, 128 at a time, each in a
+/// chat scope of its own (as [`open_many`] does).
+async fn open_clients(
+    url: &str,
+    transport: IdleTransport,
+    protocol: Protocol,
+    n: usize,
+) -> Result<Vec<hubbub_client::HubConnection>, String> {
+    use hubbub_client::{HubConnectionBuilder, TransportKind};
+    let kind = match transport {
+        IdleTransport::Sse => TransportKind::ServerSentEvents,
+        IdleTransport::LongPolling => TransportKind::LongPolling,
+        IdleTransport::Websockets => TransportKind::WebSockets,
+    };
+    let base = url
+        .replacen("ws://", "http://", 1)
+        .replacen("wss://", "https://", 1);
+    let gate = Arc::new(Semaphore::new(128));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            let url = format!("{base}?scope=idle-{i}");
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                let conn = HubConnectionBuilder::new(&url)
+                    .transports(&[kind])
+                    .protocol(protocol)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                tokio::time::timeout(Duration::from_secs(30), conn.start())
+                    .await
+                    .map_err(|_| "start took over 30 s".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(conn)
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
+}
+
 async fn idle(args: Idle) -> Result<serde_json::Value, String> {
     let protocol = protocol(args.protocol);
     let before = rss_bytes(args.server_pid);
-    let conns = open_many(&args.url, args.mode, protocol, args.connections, true).await;
+    let (sockets, clients) = if args.transport == IdleTransport::Websockets
+        || args.mode != Mode::Signalr
+    {
+        let sockets = open_many(&args.url, args.mode, protocol, args.connections, true).await;
+        (sockets, Vec::new())
+    } else {
+        let clients = open_clients(&args.url, args.transport, protocol, args.connections).await?;
+        (Vec::new(), clients)
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_bytes(args.server_pid);
     let per = (after.saturating_sub(before)) as f64 / args.connections as f64;
-    drop(conns);
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    drop(sockets);
+    futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| tokio::time::timeout(Duration::from_secs(5), c.stop())),
+    )
+    .await;
     Ok(serde_json::json!({
         "scenario": "idle",
         "mode": format!("{:?}", args.mode).to_lowercase(),
+        "transport": format!("{:?}", args.transport).to_lowercase(),
         "connections": args.connections,
         "rssBeforeBytes": before,
         "rssAfterBytes": after,

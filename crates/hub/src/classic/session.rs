@@ -353,7 +353,7 @@ impl Session {
         let conn = Arc::new(Connection::new(
             self.id.clone(),
             self.user.clone(),
-            self.query.clone(),
+            Arc::new(self.query.clone().into()),
             tx,
             ConnMetrics::new(
                 state.counters.clone(),
@@ -409,7 +409,7 @@ async fn run(
         let conn = Arc::new(Connection::new(
             session.id.clone(),
             session.user.clone(),
-            session.query.clone(),
+            Arc::new(session.query.clone().into()),
             tx,
             ConnMetrics::new(
                 state.counters.clone(),

@@ -16,15 +16,16 @@ struct OpenPoll(Arc<HttpConnection>);
 
 impl OpenPoll {
     fn new(http: &Arc<HttpConnection>) -> Self {
-        http.polls_open.fetch_add(1, Ordering::SeqCst);
+        http.polls().open.fetch_add(1, Ordering::SeqCst);
         Self(http.clone())
     }
 }
 
 impl Drop for OpenPoll {
     fn drop(&mut self) {
-        *self.0.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-        self.0.polls_open.fetch_sub(1, Ordering::SeqCst);
+        let polls = self.0.polls();
+        *polls.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        polls.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -40,13 +41,13 @@ pub(crate) async fn poll(state: &HubState, http: Arc<HttpConnection>, first: boo
         )
             .into_response();
     }
-    let superseded = http.poll_superseded.notified();
+    let superseded = http.polls().superseded.notified();
     tokio::pin!(superseded);
     let mut outbound = tokio::select! {
         guard = http.outbound.lock() => guard,
         () = &mut superseded => return StatusCode::NO_CONTENT.into_response(),
     };
-    if http.poll_generation.load(Ordering::SeqCst) != generation {
+    if http.polls().generation.load(Ordering::SeqCst) != generation {
         return StatusCode::NO_CONTENT.into_response();
     }
     let first_out = tokio::select! {
@@ -83,5 +84,5 @@ pub(crate) async fn poll(state: &HubState, http: Arc<HttpConnection>, first: boo
 /// The client stops: the connection ends and a pending poll answers 204.
 pub(crate) fn delete(_state: &HubState, http: &HttpConnection) {
     let _ = http.inbound.try_send(Inbound::Closed);
-    http.poll_superseded.notify_waiters();
+    http.polls().superseded.notify_waiters();
 }

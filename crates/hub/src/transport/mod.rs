@@ -25,8 +25,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hubbub_protocol::negotiate::{AvailableTransport, NegotiateResponse, TransportKind};
 use hubbub_protocol::{Protocol, negotiate};
-use tokio::sync::{Mutex, Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Mutex, Notify};
 
 use crate::connection::{self, Inbound};
 use crate::frame::Outbound;
@@ -39,34 +38,39 @@ pub(crate) struct HttpConnection {
     pub(crate) id: String,
     pub(crate) token: String,
     pub(crate) user: String,
-    pub(crate) query: HashMap<String, String>,
+    pub(crate) query: Arc<connection::QueryParams>,
     pub(crate) transport: OnceLock<TransportKind>,
     /// Fires when the first transport request sets `transport`.
     pub(crate) transport_set: Notify,
     pub(crate) protocol: OnceLock<Protocol>,
-    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) inbound: crate::queue::LaneTx<Inbound>,
     pub(crate) outbound: Mutex<QueueRx>,
     /// Fires when the connection's task has finished.
-    pub(crate) ended: CancellationToken,
-    pub(crate) poll_generation: AtomicU64,
-    pub(crate) poll_superseded: Notify,
-    /// Long polls being answered now, and when the last one ended: long polling's liveness
-    /// (the connection's task ends one that stops polling, see [`HttpConnection::poll_idle_for`]).
-    pub(crate) polls_open: AtomicU64,
-    pub(crate) last_poll: std::sync::Mutex<tokio::time::Instant>,
+    pub(crate) ended: crate::latch::Latch,
+    /// Long polling's state, made at the first poll (a connection on another transport has
+    /// none).
+    polls: OnceLock<Box<Polls>>,
     /// Negotiated with stateful reconnect (the client asked and the hub allows it).
     pub(crate) stateful: AtomicBool,
     /// How many WebSockets this connection has had (a new one resumes a stateful connection).
     pub(crate) ws_generation: AtomicU64,
     /// Tells a socket that a newer one replaced it.
     pub(crate) ws_replaced: Notify,
-    /// Sent messages kept until acknowledged (stateful reconnect).
-    pub(crate) replay: std::sync::Mutex<hubbub_protocol::stateful::Replay>,
-    /// Wakes a writer waiting for acknowledgements to free buffer space.
-    pub(crate) acked: Notify,
+    /// Stateful reconnect, once in force for this connection (made at the handshake: most
+    /// connections never have it).
+    resumable: OnceLock<Box<Resumable>>,
     /// Counts the connection among its address's pending ones (negotiated, no transport
     /// request yet) until the first transport request or its end.
     pending: std::sync::Mutex<Option<Pending>>,
+}
+
+/// A connection's stateful reconnect (negotiated, protocol version 2, WebSockets).
+#[derive(Debug)]
+pub(crate) struct Resumable {
+    /// Sent messages kept until acknowledged.
+    pub(crate) replay: std::sync::Mutex<hubbub_protocol::stateful::Replay>,
+    /// Wakes a writer waiting for acknowledgements to free buffer space.
+    pub(crate) acked: Notify,
 }
 
 /// One negotiated connection not yet used, counted against its client address's budget
@@ -119,6 +123,17 @@ fn client_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
     })
 }
 
+/// A long-polling connection's polls.
+#[derive(Debug)]
+pub(crate) struct Polls {
+    pub(crate) generation: AtomicU64,
+    pub(crate) superseded: Notify,
+    /// Long polls being answered now, and when the last one ended: long polling's liveness
+    /// (the connection's task ends one that stops polling, see [`HttpConnection::poll_idle_for`]).
+    pub(crate) open: AtomicU64,
+    pub(crate) last: std::sync::Mutex<tokio::time::Instant>,
+}
+
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
     // The OS random source failing is not recoverable in any useful way.
@@ -160,7 +175,7 @@ fn open(
     } else {
         id.clone()
     };
-    let (inbound_tx, inbound_rx) = mpsc::channel(64);
+    let (inbound_tx, inbound_rx) = crate::queue::lane(64);
     let (outbound_tx, outbound_rx) = crate::queue::queue(
         state.options.send_queue_capacity,
         state.options.send_queue_bytes,
@@ -169,24 +184,18 @@ fn open(
         user: identify(user, &query, &id),
         id,
         token: token.clone(),
-        query,
+        query: Arc::new(query.into()),
         transport: OnceLock::new(),
         transport_set: Notify::new(),
         protocol: OnceLock::new(),
         inbound: inbound_tx,
         outbound: Mutex::new(outbound_rx),
-        ended: CancellationToken::new(),
-        poll_generation: AtomicU64::new(0),
-        poll_superseded: Notify::new(),
-        polls_open: AtomicU64::new(0),
-        last_poll: std::sync::Mutex::new(tokio::time::Instant::now()),
+        ended: crate::latch::Latch::new(),
+        polls: OnceLock::new(),
         stateful: AtomicBool::new(stateful),
         ws_generation: AtomicU64::new(0),
         ws_replaced: Notify::new(),
-        replay: std::sync::Mutex::new(hubbub_protocol::stateful::Replay::new(
-            state.options.stateful_reconnect_buffer,
-        )),
-        acked: Notify::new(),
+        resumable: OnceLock::new(),
         pending: std::sync::Mutex::new(pending),
     });
     state.http.insert(token.clone(), http.clone());
@@ -450,7 +459,7 @@ pub(crate) async fn connect(
                     // hub has seen the old one drop: the new socket replaces it.
                     let resumable = http.stateful.load(Ordering::SeqCst)
                         && !http.ended.is_cancelled()
-                        && http.replay.lock().unwrap_or_else(|e| e.into_inner()).active;
+                        && http.resumable().is_some();
                     if !resumable {
                         return text(StatusCode::CONFLICT, "Connection already has a WebSocket.");
                     }
@@ -545,12 +554,41 @@ impl HttpConnection {
             .take();
     }
 
+    /// Stateful reconnect, if in force.
+    pub(crate) fn resumable(&self) -> Option<&Resumable> {
+        self.resumable.get().map(|r| &**r)
+    }
+
+    /// Puts stateful reconnect in force, with a replay buffer of `limit` bytes.
+    pub(crate) fn make_resumable(&self, limit: usize) {
+        let mut replay = hubbub_protocol::stateful::Replay::new(limit);
+        replay.active = true;
+        let _ = self.resumable.set(Box::new(Resumable {
+            replay: std::sync::Mutex::new(replay),
+            acked: Notify::new(),
+        }));
+    }
+
+    /// Long polling's state (made on first use).
+    pub(crate) fn polls(&self) -> &Polls {
+        self.polls.get_or_init(|| {
+            Box::new(Polls {
+                generation: AtomicU64::new(0),
+                superseded: Notify::new(),
+                open: AtomicU64::new(0),
+                last: std::sync::Mutex::new(tokio::time::Instant::now()),
+            })
+        })
+    }
+
     /// How long this long-polling connection has had no poll open (zero while one is).
     pub(crate) fn poll_idle_for(&self) -> std::time::Duration {
-        if self.polls_open.load(Ordering::SeqCst) > 0 {
+        let polls = self.polls();
+        if polls.open.load(Ordering::SeqCst) > 0 {
             return std::time::Duration::ZERO;
         }
-        self.last_poll
+        polls
+            .last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
@@ -558,8 +596,9 @@ impl HttpConnection {
 
     /// Marks a new long poll; the previous one (if any) answers 204.
     pub(crate) fn next_poll(&self) -> u64 {
-        let generation = self.poll_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.poll_superseded.notify_waiters();
+        let polls = self.polls();
+        let generation = polls.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        polls.superseded.notify_waiters();
         generation
     }
 }
