@@ -71,6 +71,7 @@ both!(
     large_messages_cross_nodes,
     a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence,
     a_scope_history_is_trimmed_to_its_bound,
+    a_message_the_backplane_cannot_store_is_refused_for_good,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -82,10 +83,17 @@ struct Node {
 
 impl Node {
     fn start(backend: &Backend) -> Self {
+        let node = Self::spawn(&backend.hub_args(NODE_TTL));
+        node.wait_log(&backend.connected_line(), Duration::from_secs(20));
+        node
+    }
+
+    /// A node with these backplane arguments, once it listens (joined or not).
+    fn spawn(backplane: &[String]) -> Self {
         let port = fleet::free_port();
         let mut child = hubbub()
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
-            .args(backend.hub_args(NODE_TTL))
+            .args(backplane)
             .args(["--max-messages-per-second", "100000"])
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -105,7 +113,6 @@ impl Node {
             logs,
         };
         node.wait_log("listening on", Duration::from_secs(20));
-        node.wait_log(&backend.connected_line(), Duration::from_secs(20));
         node
     }
 
@@ -146,6 +153,40 @@ async fn metric(node: &Node, name: &str) -> f64 {
         .and_then(|l| l.rsplit_once(' '))
         .map(|(_, v)| v.parse().unwrap())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// `fut`, or a panic naming `what` after `limit`.
+async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {limit:?}"))
+}
+
+/// A chat client (Hubbub's `Chat`, its store in `dir`) of `name` on `node`, reconnecting every
+/// 100 ms.
+async fn open_chat(node: &Node, dir: &std::path::Path, name: &str) -> Chat {
+    let conn = HubConnectionBuilder::new(format!("{}?name={name}", node.url))
+        .retry_policy(Delays(vec![Duration::from_millis(100); 100]))
+        .build()
+        .unwrap();
+    let store = within(
+        Duration::from_secs(10),
+        "opening the store",
+        Store::open(dir.join(format!("{name}.sqlite3"))),
+    )
+    .await
+    .unwrap();
+    let chat = within(
+        Duration::from_secs(10),
+        "Chat::open",
+        Chat::open(conn.clone(), store, "http://fleet/chathub", name),
+    )
+    .await
+    .unwrap();
+    within(Duration::from_secs(10), "connecting", conn.start())
+        .await
+        .unwrap();
+    chat
 }
 
 async fn eventually(limit: Duration, what: &str, mut ok: impl AsyncFnMut() -> bool) {
@@ -841,20 +882,7 @@ async fn a_chat_through_a_backplane_restart_loses_nothing_and_doubles_nothing(ki
     let mut backend = Backend::start(kind);
     let nodes = [Node::start(&backend), Node::start(&backend)];
     let watcher = Client::connect(&nodes[1], "watcher").await;
-    let chat = async |node: &Node, name: &str| {
-        let conn = HubConnectionBuilder::new(format!("{}?name={name}", node.url))
-            .retry_policy(Delays(vec![Duration::from_millis(100); 100]))
-            .build()
-            .unwrap();
-        let store = Store::open(dir.join(format!("{name}.sqlite3")))
-            .await
-            .unwrap();
-        let chat = Chat::open(conn.clone(), store, "http://fleet/chathub", name)
-            .await
-            .unwrap();
-        conn.start().await.unwrap();
-        chat
-    };
+    let chat = async |node: &Node, name: &str| open_chat(node, &dir, name).await;
     let ink = chat(&nodes[0], "ink").await;
     let pat = chat(&nodes[1], "pat").await;
     watcher
@@ -1078,4 +1106,70 @@ async fn a_scope_history_is_trimmed_to_its_bound(kind: Kind) {
         messages,
         [(10_000, "m10000".to_owned()), (10_001, "newest".to_owned())]
     );
+}
+
+/// A message PostgreSQL cannot store (text with U+0000) is refused with a plain error, not
+/// `Unavailable:` (which would keep it in the sender's outbox, sent again for ever, holding up
+/// everything after it): the message after it goes through, and the node stays joined. Redis
+/// stores any bytes: there both arrive.
+async fn a_message_the_backplane_cannot_store_is_refused_for_good(kind: Kind) {
+    let dir = std::env::temp_dir().join(format!(
+        "hubbub-backplane-nul-{kind:?}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let watcher = Client::connect(&nodes[1], "watcher").await;
+    let plain = Client::connect(&nodes[0], "plain").await;
+    let answer = within(
+        Duration::from_secs(10),
+        "Send with U+0000",
+        plain
+            .conn
+            .invoke::<()>("Send", vec![Arg::from("plain"), Arg::from("nul\0here")]),
+    )
+    .await;
+    match kind {
+        Kind::Postgres => {
+            let reason = answer.expect_err("refused").to_string();
+            assert!(!reason.contains("Unavailable:"), "{reason}");
+            assert!(reason.contains("U+0000"), "{reason}");
+        }
+        Kind::Redis => answer.unwrap(),
+    }
+    let ink = open_chat(&nodes[0], &dir, "ink").await;
+    ink.send("bad\0text").await.unwrap();
+    ink.send("good").await.unwrap();
+    watcher.got("broadcastMessage", &["ink", "good"]).await;
+    eventually(Duration::from_secs(10), "ink's outbox empty", async || {
+        ink.pending().await.unwrap() == 0
+    })
+    .await;
+    let stored = usize::from(kind == Kind::Redis);
+    assert_eq!(
+        watcher.count("broadcastMessage", &["ink", "bad\0text"]),
+        stored
+    );
+    assert_eq!(metric(&nodes[0], "hubbub_backplane_connected").await, 1.0);
+    drop(ink);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A database a node cannot use is refused with the server's reason, SQLSTATE included: one
+/// not in UTF8 (chat text is Unicode), and a role without the CREATE privilege on the schema
+/// (PostgreSQL 15 and later no longer grant it on `public`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_database_a_node_cannot_use_is_refused_with_the_reason() {
+    let backend = Backend::start(Kind::Postgres);
+    backend.psql("CREATE DATABASE ascii TEMPLATE template0 ENCODING 'SQL_ASCII'");
+    backend.psql("CREATE ROLE weak LOGIN");
+    let url = |user: &str, db: &str| format!("postgres://{user}@127.0.0.1:{}/{db}", backend.port);
+    let ascii = Node::spawn(&["--postgres".into(), url("postgres", "ascii")]);
+    ascii.wait_log("encoding is SQL_ASCII, not UTF8", Duration::from_secs(10));
+    let weak = Node::spawn(&["--postgres".into(), url("weak", "postgres")]);
+    weak.wait_log("SQLSTATE 42501", Duration::from_secs(10));
+    assert_eq!(ascii.logged("PostgreSQL backplane connected"), 0);
+    assert_eq!(weak.logged("PostgreSQL backplane connected"), 0);
 }

@@ -54,6 +54,18 @@ pub enum BackplaneError {
     /// No node acknowledged a group change for this connection.
     #[error("Connection '{0}' does not exist.")]
     NoAck(String),
+    /// The backplane cannot store this value (PostgreSQL's `text` cannot hold U+0000): sending
+    /// it again would fail again.
+    #[error("{0}")]
+    Unstorable(String),
+}
+
+impl BackplaneError {
+    /// Whether this is an outage ([`Down`](Self::Down): the same call may succeed later), as
+    /// opposed to a refusal that a retry would meet again.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Down(_))
+    }
 }
 
 /// Which backplane a server's hubs join (see [`ServerBuilder::redis`](crate::ServerBuilder::redis)

@@ -204,6 +204,8 @@ const BATCH: usize = 512;
 const NOTIFY_LIMIT: usize = 7_900;
 /// How long a large payload is kept for the listeners to fetch.
 const PAYLOAD_KEEP_SECS: f64 = 60.0;
+/// How often a node that cannot join repeats why in its log.
+const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
 const SWEEP_EVERY: u64 = 15;
 
@@ -292,13 +294,49 @@ impl std::fmt::Debug for PostgresNode {
     }
 }
 
-/// Whether an error means the database is out of reach (rather than refusing a statement).
+/// Whether an error means the database is out of reach (rather than refusing a statement):
+/// the connection closed or failed (I/O), or a SQLSTATE of class 08 (connection exception),
+/// 53 (insufficient resources), 57 (operator intervention: shutdown, restart, a statement
+/// cancelled by `statement_timeout`) or 58 (system error). Anything else (a statement refused,
+/// a value the client library cannot convert) is not an outage: retrying it would fail again.
 fn is_outage(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        None => true,
-        // 08: connection exceptions; 57: operator intervention (shutdown, restart).
-        Some(db) => matches!(db.code().code().get(..2), Some("08" | "57")),
+    if e.is_closed() {
+        return true;
     }
+    if let Some(db) = e.as_db_error() {
+        return matches!(db.code().code().get(..2), Some("08" | "53" | "57" | "58"));
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// An error with its SQLSTATE when the server sent one (`SQLSTATE 42501: ERROR: permission
+/// denied for schema public`), for logs and for the errors callers see.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("SQLSTATE {}: {db}", db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Refuses text PostgreSQL's `text` cannot hold (U+0000, SQLSTATE 22021) before sending it:
+/// a clear, permanent error rather than a failed call.
+fn storable(texts: &[&str]) -> Result<(), BackplaneError> {
+    if texts.iter().any(|t| t.contains('\0')) {
+        return Err(BackplaneError::Unstorable(
+            "text containing U+0000 (NUL) cannot be stored in PostgreSQL: remove it".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 fn scope_item(scope: &Scope) -> (&'static str, &str) {
@@ -363,9 +401,15 @@ fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, Bac
                 .to_owned(),
         ));
     }
+    // The server gives up on a statement (or a lock wait) when the node does: an abandoned
+    // call does not keep running there.
+    let ms = options.call_timeout.as_millis().max(1);
+    let mut server_options = config.get_options().unwrap_or_default().to_owned();
+    server_options.push_str(&format!(" -c statement_timeout={ms} -c lock_timeout={ms}"));
     config
         .connect_timeout(options.call_timeout)
-        .application_name("hubbub");
+        .application_name("hubbub")
+        .options(server_options.trim_start());
     Ok(config)
 }
 
@@ -545,10 +589,13 @@ impl PostgresNode {
         match tokio::time::timeout(self.options.call_timeout, run(db)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if is_outage(&e) => {
-                self.went_down(&format!("{what}: {e}"));
+                self.went_down(&format!("{what}: {}", describe(&e)));
                 Err(BackplaneError::Down("PostgreSQL"))
             }
-            Ok(Err(e)) => Err(BackplaneError::Postgres(format!("{what}: {e}"))),
+            Ok(Err(e)) => Err(BackplaneError::Postgres(format!(
+                "{what}: {}",
+                describe(&e)
+            ))),
             Err(_) => {
                 self.went_down(&format!("{what}: no answer"));
                 Err(BackplaneError::Down("PostgreSQL"))
@@ -568,6 +615,7 @@ impl PostgresNode {
         id: &str,
         window: Duration,
     ) -> Result<bool, BackplaneError> {
+        storable(&[user, id])?;
         let (base, key, ms) = (
             self.base.clone(),
             Self::dedupe_key(user, id),
@@ -593,6 +641,14 @@ impl PostgresNode {
         message: &str,
         to: Option<&str>,
     ) -> Result<Option<(Entry, String)>, BackplaneError> {
+        storable(&[
+            scope,
+            user,
+            id.unwrap_or(""),
+            name,
+            message,
+            to.unwrap_or(""),
+        ])?;
         let (window, capacity) = (crate::DEDUPE_WINDOW, crate::MEMORY_CAPACITY as i64);
         let args = (
             self.base.clone(),
@@ -1096,10 +1152,11 @@ impl PostgresNode {
         Ok(())
     }
 
-    /// Connects both connections, migrates the schema, listens and prepares.
+    /// Connects both connections, checks the server's encoding, migrates the schema, listens
+    /// and prepares.
     async fn connect(
         &self,
-    ) -> Result<(Client, mpsc::UnboundedReceiver<String>, Arc<Db>), tokio_postgres::Error> {
+    ) -> Result<(Client, mpsc::UnboundedReceiver<String>, Arc<Db>), SetupError> {
         let (listen, mut listen_conn) = self.config.connect(NoTls).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let channel = self.channel.clone();
@@ -1126,7 +1183,14 @@ impl PostgresNode {
                 tracing::debug!(error = %e, "the backplane's query connection ended");
             }
         });
-        migrate(&mut query).await?;
+        let encoding: String = query
+            .query_one("SHOW server_encoding", &[])
+            .await?
+            .try_get(0)?;
+        if encoding != "UTF8" {
+            return Err(SetupError::Encoding(encoding));
+        }
+        migrate(&mut query, self.options.call_timeout * 4).await?;
         listen
             .batch_execute(&format!("LISTEN \"{}\"", self.channel))
             .await?;
@@ -1135,16 +1199,32 @@ impl PostgresNode {
     }
 }
 
+/// Why a node could not join: a failed call, or a database it cannot use.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// Chat text is Unicode: a database in another encoding would refuse some of it.
+    #[error("the database's encoding is {0}, not UTF8: create the database with ENCODING 'UTF8'")]
+    Encoding(String),
+}
+
+/// The advisory lock the schema is migrated under: the 64-bit key 0x646c74f8e562, which
+/// hubbub has used since its first schema (keep it: nodes of two versions must agree on it).
+const MIGRATION_LOCK: i64 = 110_416_981_714_274;
+
 /// Brings the schema to the newest version, one step at a time, under an advisory lock so
-/// that nodes starting together do not race.
-async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+/// that nodes starting together do not race; waits at most `limit` for that lock and for
+/// each step (longer than one call: another node may be migrating).
+async fn migrate(client: &mut Client, limit: Duration) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    // The lock's key: "hubbub" in ASCII.
-    tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(110416981714274); \
+    let ms = limit.as_millis().max(1);
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
+         SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); \
          CREATE TABLE IF NOT EXISTS hubbub_schema (version integer PRIMARY KEY, \
-         applied timestamptz NOT NULL DEFAULT now())",
-    )
+         applied timestamptz NOT NULL DEFAULT now())"
+    ))
     .await?;
     let have: i32 = tx
         .query_one("SELECT coalesce(max(version), 0) FROM hubbub_schema", &[])
@@ -1205,7 +1285,9 @@ async fn publisher(
 async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     let mut ever = false;
-    let mut warned = false;
+    // The last setup failure logged, and when: repeated every SETUP_WARN_EVERY (or at once
+    // when the reason changes) so a lasting misconfiguration stays visible.
+    let mut warned: Option<(tokio::time::Instant, String)> = None;
     loop {
         // Migrating may wait for another node's migration: a longer limit than one call.
         let limit = node.options.call_timeout * 5;
@@ -1216,13 +1298,16 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
         let (listen, mut notifications, db) = match connected {
             Ok(Ok(c)) => c,
             failed => {
-                if !warned {
-                    let error = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "no answer".to_owned(),
-                    };
-                    tracing::warn!(%error, "cannot reach PostgreSQL for the backplane; retrying");
-                    warned = true;
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".to_owned(),
+                };
+                let repeat = warned
+                    .as_ref()
+                    .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
+                if repeat {
+                    tracing::warn!(%error, "cannot join the PostgreSQL backplane; retrying");
+                    warned = Some((tokio::time::Instant::now(), error));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -1257,7 +1342,7 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
             tracing::info!(channel = %node.channel, "PostgreSQL backplane connected");
         }
         ever = true;
-        warned = false;
+        warned = None;
         delay = Duration::from_millis(100);
         let mut check = tokio::time::interval(node.options.heartbeat);
         let reason = loop {

@@ -172,6 +172,27 @@ impl std::fmt::Debug for RedisNode {
 }
 
 /// A node's presence hash as read from Redis: connection id → record (unreadable ones skipped).
+/// Whether an error means Redis is out of reach or not serving for now (rather than refusing
+/// a command): I/O, a dropped or refused connection, a timeout, or a server still loading its
+/// data, failing over or asking to try again (`LOADING`, `MASTERDOWN`, `CLUSTERDOWN`,
+/// `TRYAGAIN`).
+fn is_outage(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+            )
+        )
+}
+
 fn records(raw: HashMap<String, String>) -> HashMap<String, Record> {
     raw.into_iter()
         .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
@@ -398,7 +419,7 @@ impl RedisNode {
         match tokio::time::timeout(self.options.call_timeout, run(self.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                if is_outage(&e) {
                     self.went_down(&format!("{what}: {e}"));
                     Err(BackplaneError::Down("Redis"))
                 } else {
@@ -914,7 +935,9 @@ async fn publisher(
             .await
         {
             Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
-            Ok(Err(e)) => node.went_down(&format!("publish: {e}")),
+            Ok(Err(e)) if is_outage(&e) => node.went_down(&format!("publish: {e}")),
+            // A pipeline's commands run one by one: only the refused one is lost.
+            Ok(Err(e)) => tracing::warn!(error = %e, "a backplane publish was refused"),
             Err(_) => node.went_down("publish: no answer"),
         }
     }
