@@ -72,6 +72,8 @@ both!(
     a_crashed_backplane_comes_back_empty_and_nodes_rewrite_their_presence,
     a_scope_history_is_trimmed_to_its_bound,
     a_message_the_backplane_cannot_store_is_refused_for_good,
+    a_node_stalled_past_its_ttl_comes_back_with_its_users,
+    an_unawaited_burst_of_small_and_large_messages_keeps_its_order,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -1172,4 +1174,105 @@ async fn postgres_a_database_a_node_cannot_use_is_refused_with_the_reason() {
     weak.wait_log("SQLSTATE 42501", Duration::from_secs(10));
     assert_eq!(ascii.logged("PostgreSQL backplane connected"), 0);
     assert_eq!(weak.logged("PostgreSQL backplane connected"), 0);
+}
+
+/// A node stalled (SIGSTOP) longer than its TTL is forgotten by the others, its users
+/// announced as left; resumed, it finds itself forgotten and writes its presence afresh: its
+/// users are counted on the other node again, and its room memberships with them.
+async fn a_node_stalled_past_its_ttl_comes_back_with_its_users(kind: Kind) {
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    let _: u64 = a.invoke("JoinRoom", &["r"]).await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    signal(&nodes[0].child, "STOP");
+    let forgotten = async || {
+        eventually(
+            Duration::from_secs(10),
+            "a forgotten on b's node",
+            async || b.count_first("userLeft", "a") > 0,
+        )
+        .await;
+        b.online_is(&[("b", 1)]).await;
+    };
+    let resume = || signal(&nodes[0].child, "CONT");
+    // Resumed whatever happens, so that the node's drop can reap it.
+    struct Cont<F: Fn()>(F);
+    impl<F: Fn()> Drop for Cont<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let cont = Cont(resume);
+    forgotten().await;
+    drop(cont);
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    let members: u64 = b.invoke("JoinRoom", &["r"]).await;
+    assert_eq!(members, 2, "a's room membership came back with it");
+}
+
+/// A burst sent without waiting for answers, every size from well under to well over what one
+/// PostgreSQL notification holds (a message of 2,650 to 2,900 characters is published as a
+/// text of about 7,600 to 8,300 bytes, both encodings in base64: it crosses 7,900, where the
+/// publisher switches to `hubbub_payloads`, and 8,000, NOTIFY's own limit, in steps of 2 or 3
+/// bytes), with 20 KB messages among them: the other node gets each once, in the order sent.
+async fn an_unawaited_burst_of_small_and_large_messages_keeps_its_order(kind: Kind) {
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend), Node::start(&backend)];
+    let a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    let mut texts: Vec<String> = Vec::new();
+    for (i, len) in (2_650..2_900).enumerate() {
+        let size = if i % 50 == 0 { 20_000 } else { len };
+        let tag = format!("{i:04}-");
+        texts.push(format!("{tag}{}", "z".repeat(size - tag.len())));
+        if i % 7 == 0 {
+            texts.push(format!("small {i}"));
+        }
+    }
+    for text in &texts {
+        within(
+            Duration::from_secs(5),
+            "handing a send to the transport",
+            a.conn
+                .send("Send", vec![Arg::from("a"), Arg::from(text.as_str())]),
+        )
+        .await
+        .unwrap();
+    }
+    let received = || -> Vec<String> {
+        b.inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == "broadcastMessage")
+            .map(|(_, args)| args[1].clone())
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the whole burst on b",
+        async || received().len() >= texts.len(),
+    )
+    .await;
+    let got = received();
+    assert_eq!(got.len(), texts.len(), "each once");
+    for (i, (got, sent)) in got.iter().zip(&texts).enumerate() {
+        assert!(
+            got == sent,
+            "message {i} out of order: got {:.12}…, sent {:.12}…",
+            got,
+            sent
+        );
+    }
+    if kind == Kind::Postgres {
+        // Both paths were taken: some through the table, most not.
+        let stored: usize = backend
+            .psql("SELECT count(*) FROM hubbub_payloads")
+            .parse()
+            .unwrap();
+        assert!(stored > 8 && stored < texts.len(), "{stored} stored");
+    }
 }

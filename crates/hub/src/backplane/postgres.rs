@@ -98,9 +98,11 @@ CREATE UNLOGGED TABLE hubbub_presence (
 CREATE UNLOGGED TABLE hubbub_payloads (
   id bigserial PRIMARY KEY, hub text NOT NULL, body bytea NOT NULL,
   at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX hubbub_payloads_at ON hubbub_payloads (hub, at);
 CREATE TABLE hubbub_ids (
   hub text NOT NULL, key text NOT NULL, expires timestamptz NOT NULL,
   PRIMARY KEY (hub, key));
+CREATE INDEX hubbub_ids_expires ON hubbub_ids (hub, expires);
 CREATE TABLE hubbub_epochs (hub text PRIMARY KEY, epoch text NOT NULL);
 CREATE TABLE hubbub_scopes (
   hub text NOT NULL, scope text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (hub, scope));
@@ -186,36 +188,82 @@ struct Delta {
     gone: bool,
 }
 
-/// What the publisher sends, in order.
-enum Op {
-    /// A notification (its full text).
-    Notify(String),
-    /// A connection's presence row set (`Some`: the record as JSON) or deleted, and the
-    /// notification that tells the others.
-    Presence(String, Option<String>, String),
+/// What the publisher sends, in order: a notification, with the presence write it announces.
+struct Op {
+    /// The notification's full text, `{kind}{origin} {number} {body}`.
+    text: String,
+    /// A presence write of this node that goes with it.
+    presence: Option<PresenceWrite>,
 }
 
+/// One local connection's presence row, set or deleted.
+struct PresenceWrite {
+    connection: String,
+    /// The record as JSON; `None`: the connection left (its row is deleted).
+    record: Option<String>,
+    /// The node's presence generation when it was queued (see `PostgresNode::generation`): a
+    /// write from before the node last rewrote its whole presence is already in that rewrite,
+    /// and applied after it would bring back a stale row.
+    generation: u64,
+}
+
+/// Operations the publisher holds at most (a full queue drops, with a warning).
 const PUBLISH_QUEUE: usize = 65_536;
 /// The longest wait between two attempts to reach the database again.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+/// Operations sent in one statement at most.
 const BATCH: usize = 512;
 /// Notifications this long or longer go through `hubbub_payloads` (PostgreSQL refuses
 /// payloads of 8,000 bytes or more).
 const NOTIFY_LIMIT: usize = 7_900;
 /// How long a large payload is kept for the listeners to fetch.
-const PAYLOAD_KEEP_SECS: f64 = 60.0;
+const PAYLOAD_KEEP: Duration = Duration::from_secs(60);
 /// How often a node that cannot join repeats why in its log.
 const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
-const SWEEP_EVERY: u64 = 15;
+const SWEEP_EVERY: u32 = 15;
+/// The first key of the sweep's advisory lock (two-key form; the second is the hash of the
+/// hub's `{prefix}{hub name}`): `0x68627377`, "hbsw" in ASCII.
+const SWEEP_LOCK: i32 = 0x6862_7377;
+
+/// A batch of operations in one statement (one transaction, one round trip): `$3`..`$7` are
+/// the ops in order (kind `n` notify, `s` presence set, `d` presence delete; connection;
+/// record; notification text; for a text too long for NOTIFY, the head of its `r`
+/// announcement). Presence rows get each connection's last write; texts too long for NOTIFY
+/// are stored in `hubbub_payloads` and announced by id; the notifications go out in order
+/// (`pg_notify` is volatile: evaluated after the sort).
+const PUBLISH: &str = "\
+WITH ops AS (
+  SELECT o.kind, o.conn, o.rec, o.body, o.head, o.ord
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+    WITH ORDINALITY AS o(kind, conn, rec, body, head, ord)),
+last AS (
+  SELECT DISTINCT ON (conn) conn, kind, rec FROM ops WHERE kind <> 'n' ORDER BY conn, ord DESC),
+del AS (
+  DELETE FROM hubbub_presence p USING last l
+  WHERE p.hub = $1 AND p.node = $2 AND p.connection = l.conn AND l.kind = 'd'),
+put AS (
+  INSERT INTO hubbub_presence (hub, node, connection, record)
+  SELECT $1, $2, l.conn, l.rec FROM last l WHERE l.kind = 's'
+  ON CONFLICT (hub, node, connection) DO UPDATE SET record = excluded.record),
+big AS (
+  SELECT ord, nextval(pg_get_serial_sequence('hubbub_payloads', 'id')) AS id, body
+  FROM ops WHERE head IS NOT NULL),
+ins AS (
+  INSERT INTO hubbub_payloads (id, hub, body) SELECT id, $1, convert_to(body, 'UTF8') FROM big)
+SELECT pg_notify($8, CASE WHEN o.head IS NULL THEN o.body ELSE o.head || b.id END)
+FROM ops o LEFT JOIN big b ON b.ord = o.ord ORDER BY o.ord";
 
 /// One connection's statements, prepared once per connection.
 struct Db {
     client: Client,
-    notify_many: Statement,
-    notify_large: Statement,
-    presence_set: Statement,
-    presence_del: Statement,
+    publish: Statement,
+    /// Renews this node's liveness; `true` when its row had to be inserted (forgotten).
+    heartbeat: Statement,
+    /// Every other node's liveness and presence rows.
+    presence_all: Statement,
+    /// The sweep (see `sweeper`).
+    sweep: Statement,
     first_time: Statement,
     append: Statement,
 }
@@ -223,27 +271,31 @@ struct Db {
 impl Db {
     async fn prepare(client: Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            notify_many: client
-                .prepare("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-                .await?,
-            notify_large: client
+            publish: client.prepare(PUBLISH).await?,
+            heartbeat: client
                 .prepare(
-                    "WITH ins AS (INSERT INTO hubbub_payloads (hub, body) VALUES ($1, $2) \
-                     RETURNING id) SELECT pg_notify($3, $4 || ins.id) FROM ins",
+                    "INSERT INTO hubbub_nodes AS n (hub, node, expires) \
+                     VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+                     ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires \
+                     RETURNING (xmax = 0)",
                 )
                 .await?,
-            presence_set: client
+            presence_all: client
                 .prepare(
-                    "WITH w AS (INSERT INTO hubbub_presence (hub, node, connection, record) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (hub, node, connection) \
-                     DO UPDATE SET record = excluded.record) \
-                     SELECT pg_notify($5, $6) WHERE $6::text IS NOT NULL",
+                    "SELECT n.node, n.expires > now(), p.connection, p.record \
+                     FROM hubbub_nodes n LEFT JOIN hubbub_presence p \
+                     ON p.hub = n.hub AND p.node = n.node \
+                     WHERE n.hub = $1 AND n.node <> $2",
                 )
                 .await?,
-            presence_del: client
+            sweep: client
                 .prepare(
-                    "WITH w AS (DELETE FROM hubbub_presence WHERE hub = $1 AND node = $2 \
-                     AND connection = $3) SELECT pg_notify($4, $5) WHERE $5::text IS NOT NULL",
+                    "WITH l AS (SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS got), \
+                     i AS (DELETE FROM hubbub_ids WHERE hub = $2 AND expires < now() \
+                     AND (SELECT got FROM l)), \
+                     p AS (DELETE FROM hubbub_payloads WHERE hub = $2 \
+                     AND at < now() - $3 * interval '1 millisecond' AND (SELECT got FROM l)) \
+                     SELECT got FROM l",
                 )
                 .await?,
             first_time: client
@@ -279,6 +331,12 @@ pub(crate) struct PostgresNode {
     /// transaction into one, and two equal messages must stay two.
     next_notify: AtomicU64,
     up: AtomicBool,
+    /// Set while the node rewrites its whole presence after (re)connecting: changes made
+    /// meanwhile are queued (not dropped), and sent once it is up.
+    restoring: AtomicBool,
+    /// Incremented each time the node rewrites its whole presence (before it reads the
+    /// router): presence writes queued earlier are in the rewrite, and are not sent.
+    generation: AtomicU64,
     rejoined: Mutex<Option<tokio::time::Instant>>,
     lost: mpsc::UnboundedSender<Vec<LostConnection>>,
 }
@@ -452,13 +510,16 @@ impl PostgresNode {
             acks: Acks::default(),
             next_notify: AtomicU64::new(1),
             up: AtomicBool::new(false),
+            restoring: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             rejoined: Mutex::default(),
             lost,
         });
         tracing::info!(server = %node.server, channel = %node.channel, hub = %node.base, "joining the PostgreSQL backplane");
         tasks.spawn(publisher(node.clone(), publish_rx, shutdown.clone()));
         tasks.spawn(listener(node.clone(), shutdown.clone()));
-        tasks.spawn(heartbeat(node.clone(), shutdown));
+        tasks.spawn(heartbeat(node.clone(), shutdown.clone()));
+        tasks.spawn(sweeper(node.clone(), shutdown));
         Ok((node, lost_rx))
     }
 
@@ -484,9 +545,25 @@ impl PostgresNode {
         format!("{kind}{} {n} {body}", self.server)
     }
 
+    /// Whether the publisher may send: up, or up shortly (waits while the node rewrites its
+    /// presence, at most twice `call_timeout`).
+    async fn wait_up(&self, shutdown: &CancellationToken) -> bool {
+        let deadline = tokio::time::Instant::now() + self.options.call_timeout * 2;
+        while !self.is_up() {
+            if !self.restoring.load(Ordering::SeqCst) || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
+        true
+    }
+
     /// Queues an operation for the publisher; dropped while the database is unreachable.
     fn queue(&self, op: Op) {
-        if !self.is_up() {
+        if !self.is_up() && !self.restoring.load(Ordering::SeqCst) {
             return;
         }
         if self.publish.try_send(op).is_err() {
@@ -506,7 +583,10 @@ impl PostgresNode {
             origin: Some(self.server.clone()),
         };
         let text = self.notification('i', &encode_invocation(scope, &invocation));
-        self.queue(Op::Notify(text));
+        self.queue(Op {
+            text,
+            presence: None,
+        });
     }
 
     /// Every node listens to the whole hub's channel: nothing to subscribe.
@@ -528,7 +608,14 @@ impl PostgresNode {
             gone: false,
         };
         let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
-        self.queue(Op::Presence(connection.to_owned(), json, text));
+        self.queue(Op {
+            text,
+            presence: Some(PresenceWrite {
+                connection: connection.to_owned(),
+                record: json,
+                generation: self.generation.load(Ordering::SeqCst),
+            }),
+        });
     }
 
     /// Connections of other nodes (in `group`).
@@ -566,7 +653,10 @@ impl PostgresNode {
                     connection: connection.to_owned(),
                 };
                 let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
-                self.queue(Op::Notify(self.notification('g', &body)));
+                self.queue(Op {
+                    text: self.notification('g', &body),
+                    presence: None,
+                });
             })
             .await;
         if acked {
@@ -850,7 +940,10 @@ impl PostgresNode {
             self.local_remove(&action.connection, &action.group).await;
         }
         let body = format!("{} {}", action.server, action.id);
-        self.queue(Op::Notify(self.notification('a', &body)));
+        self.queue(Op {
+            text: self.notification('a', &body),
+            presence: None,
+        });
     }
 
     /// A local connection joins a group: registry and presence.
@@ -906,49 +999,32 @@ impl PostgresNode {
 
     /// Renews this node's liveness; rereads the presence of every live node (liveness and
     /// presence in one statement, one snapshot) and forgets the dead ones (deleting what they
-    /// left). Every [`SWEEP_EVERY`] beats, also deletes expired ids and old large payloads.
-    async fn refresh(&self, sweep: bool) -> Result<(), BackplaneError> {
+    /// left). A node the others forgot while it was alive (stalled longer than its TTL: its
+    /// liveness row was gone, and the renewal inserted it) rewrites its whole presence.
+    async fn refresh(&self) -> Result<(), BackplaneError> {
         let (base, server, ttl) = (
             self.base.clone(),
             self.server.clone(),
             self.options.node_ttl.as_secs_f64() * 1000.0,
         );
-        let rows = self
+        let (forgotten, rows) = self
             .call("heartbeat", async move |db| {
-                db.client
-                    .execute(
-                        "INSERT INTO hubbub_nodes AS n (hub, node, expires) \
-                         VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
-                         ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires",
-                        &[&base, &server, &ttl],
-                    )
-                    .await?;
-                if sweep {
-                    db.client
-                        .execute(
-                            "DELETE FROM hubbub_ids WHERE hub = $1 AND expires < now()",
-                            &[&base],
-                        )
-                        .await?;
-                    db.client
-                        .execute(
-                            "DELETE FROM hubbub_payloads WHERE hub = $1 \
-                             AND at < now() - $2 * interval '1 second'",
-                            &[&base, &PAYLOAD_KEEP_SECS],
-                        )
-                        .await?;
-                }
-                db.client
-                    .query(
-                        "SELECT n.node, n.expires > now(), p.connection, p.record \
-                         FROM hubbub_nodes n LEFT JOIN hubbub_presence p \
-                         ON p.hub = n.hub AND p.node = n.node \
-                         WHERE n.hub = $1 AND n.node <> $2",
-                        &[&base, &server],
-                    )
-                    .await
+                let forgotten: bool = db
+                    .client
+                    .query_one(&db.heartbeat, &[&base, &server, &ttl])
+                    .await?
+                    .try_get(0)?;
+                let rows = db.client.query(&db.presence_all, &[&base, &server]).await?;
+                Ok((forgotten, rows))
             })
             .await?;
+        if forgotten {
+            tracing::warn!(
+                "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
+            );
+            self.call("presence rewrite", async move |db| self.restore(&db).await)
+                .await?;
+        }
         let mut alive: HashMap<String, HashMap<String, Record>> = HashMap::new();
         let mut dead: HashSet<String> = HashSet::new();
         for row in &rows {
@@ -1017,6 +1093,8 @@ impl PostgresNode {
 
     /// After (re)connecting: this node's presence written afresh, the others told to reread it.
     async fn restore(&self, db: &Db) -> Result<(), tokio_postgres::Error> {
+        // Before reading the router: what was queued until now is in this rewrite.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let (mut connections, mut records) = (Vec::new(), Vec::new());
         for (id, user, mut groups) in self.router.records() {
             groups.sort();
@@ -1070,84 +1148,45 @@ impl PostgresNode {
         let _ = tokio::time::timeout(self.options.call_timeout, run).await;
     }
 
-    /// Sends one batch in order: each run of notifications as one statement.
-    async fn send_batch(&self, db: &Db, ops: Vec<Op>) -> Result<(), tokio_postgres::Error> {
-        let mut run: Vec<String> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Notify(text) if text.len() >= NOTIFY_LIMIT => {
-                    self.flush(db, &mut run).await?;
-                    self.notify_large(db, &text).await?;
-                }
-                Op::Notify(text) => run.push(text),
-                Op::Presence(connection, record, text) => {
-                    self.flush(db, &mut run).await?;
-                    // The write, with its notification when that fits in one.
-                    let inline = (text.len() < NOTIFY_LIMIT).then_some(text.as_str());
-                    match record {
-                        Some(json) => {
-                            db.client
-                                .execute(
-                                    &db.presence_set,
-                                    &[
-                                        &self.base,
-                                        &self.server,
-                                        &connection,
-                                        &json,
-                                        &self.channel,
-                                        &inline,
-                                    ],
-                                )
-                                .await?
-                        }
-                        None => {
-                            db.client
-                                .execute(
-                                    &db.presence_del,
-                                    &[
-                                        &self.base,
-                                        &self.server,
-                                        &connection,
-                                        &self.channel,
-                                        &inline,
-                                    ],
-                                )
-                                .await?
-                        }
-                    };
-                    if inline.is_none() {
-                        self.notify_large(db, &text).await?;
-                    }
-                }
-            }
-        }
-        self.flush(db, &mut run).await
-    }
-
-    /// A notification too long for NOTIFY: stored, and announced as `r{origin} {number} {id}`.
-    async fn notify_large(&self, db: &Db, text: &str) -> Result<(), tokio_postgres::Error> {
-        let mut head = text[1..].splitn(3, ' ');
-        let prefix = format!(
-            "r{} {} ",
-            head.next().unwrap_or_default(),
-            head.next().unwrap_or_default()
+    /// Sends one batch in order, in one statement (see [`PUBLISH`]).
+    async fn send_batch(&self, db: &Db, ops: &[Op]) -> Result<(), tokio_postgres::Error> {
+        let n = ops.len();
+        let (mut kinds, mut connections, mut records, mut texts, mut heads) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
         );
+        for op in ops {
+            let (kind, connection, record) = match &op.presence {
+                None => ("n", None, None),
+                Some(w) => (
+                    if w.record.is_some() { "s" } else { "d" },
+                    Some(w.connection.as_str()),
+                    w.record.as_deref(),
+                ),
+            };
+            kinds.push(kind);
+            connections.push(connection);
+            records.push(record);
+            texts.push(op.text.as_str());
+            heads.push((op.text.len() >= NOTIFY_LIMIT).then(|| large_head(&op.text)));
+        }
         db.client
             .execute(
-                &db.notify_large,
-                &[&self.base, &text.as_bytes(), &self.channel, &prefix],
+                &db.publish,
+                &[
+                    &self.base,
+                    &self.server,
+                    &kinds,
+                    &connections,
+                    &records,
+                    &texts,
+                    &heads,
+                    &self.channel,
+                ],
             )
-            .await?;
-        Ok(())
-    }
-
-    async fn flush(&self, db: &Db, run: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        let texts = std::mem::take(run);
-        db.client
-            .execute(&db.notify_many, &[&self.channel, &texts])
             .await?;
         Ok(())
     }
@@ -1197,6 +1236,17 @@ impl PostgresNode {
         let db = Arc::new(Db::prepare(query).await?);
         Ok((listen, rx, db))
     }
+}
+
+/// The announcement of a notification too long for NOTIFY, without its id:
+/// `r{origin} {number} ` (the listener fetches the text by the id that follows).
+fn large_head(text: &str) -> String {
+    let mut head = text.get(1..).unwrap_or_default().splitn(3, ' ');
+    format!(
+        "r{} {} ",
+        head.next().unwrap_or_default(),
+        head.next().unwrap_or_default()
+    )
 }
 
 /// Why a node could not join: a failed call, or a database it cannot use.
@@ -1268,15 +1318,49 @@ async fn publisher(
                 Err(_) => break,
             }
         }
-        let Some(db) = node.db() else { continue };
-        if !node.is_up() {
+        // A presence write from before the node last rewrote its presence is in that rewrite.
+        if !node.wait_up(&shutdown).await {
             continue;
         }
+        let generation = node.generation.load(Ordering::SeqCst);
+        ops.retain(|op| {
+            op.presence
+                .as_ref()
+                .is_none_or(|w| w.generation >= generation)
+        });
+        if ops.is_empty() {
+            continue;
+        }
+        let Some(db) = node.db() else { continue };
         let start = std::time::Instant::now();
-        match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, ops)).await {
+        match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, &ops)).await {
             Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
-            Ok(Err(e)) if is_outage(&e) => node.went_down(&format!("publish: {e}")),
-            Ok(Err(e)) => tracing::warn!(error = %e, "a backplane publish was refused"),
+            Ok(Err(e)) if is_outage(&e) => {
+                node.went_down(&format!("publish: {}", describe(&e)));
+            }
+            Ok(Err(e)) => {
+                // One op is refused: send them one by one, so that only it is lost.
+                tracing::warn!(error = %describe(&e), "a backplane publish was refused; sending its operations one by one");
+                for op in ops {
+                    let one = std::slice::from_ref(&op);
+                    match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, one))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) if is_outage(&e) => {
+                            node.went_down(&format!("publish: {}", describe(&e)));
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %describe(&e), "a backplane publish was refused")
+                        }
+                        Err(_) => {
+                            node.went_down("publish: no answer");
+                            break;
+                        }
+                    }
+                }
+            }
             Err(_) => node.went_down("publish: no answer"),
         }
     }
@@ -1317,8 +1401,12 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
                 continue;
             }
         };
+        *node.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        node.restoring.store(true, Ordering::SeqCst);
         let restored = tokio::time::timeout(node.options.call_timeout, node.restore(&db)).await;
         if !matches!(restored, Ok(Ok(()))) {
+            node.restoring.store(false, Ordering::SeqCst);
+            *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => return,
@@ -1326,14 +1414,14 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             continue;
         }
-        *node.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
         if ever {
             *node.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
+        node.restoring.store(false, Ordering::SeqCst);
         node.connected_gauge.set(1);
-        if let Err(e) = node.refresh(false).await {
+        if let Err(e) = node.refresh().await {
             tracing::debug!(error = %e, "presence reload after connecting failed");
         }
         if ever {
@@ -1366,21 +1454,47 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
 async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(node.options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut beats: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => break,
         }
         if node.is_up() {
-            beats += 1;
-            if let Err(e) = node.refresh(beats % SWEEP_EVERY == 0).await {
+            if let Err(e) = node.refresh().await {
                 tracing::debug!(error = %e, "backplane heartbeat failed");
             }
         }
     }
     if node.is_up() {
         node.leave().await;
+    }
+}
+
+/// Deletes expired message ids and large payloads older than [`PAYLOAD_KEEP`], every
+/// [`SWEEP_EVERY`] heartbeats, apart from the heartbeat (a slow sweep delays nothing and is
+/// not an outage). One node of the hub sweeps at a time: the others skip their turn while it
+/// holds the sweep's advisory lock.
+async fn sweeper(node: Arc<PostgresNode>, shutdown: CancellationToken) {
+    let every = node.options.heartbeat * SWEEP_EVERY;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keep_ms = PAYLOAD_KEEP.as_secs_f64() * 1000.0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(db) = node.db().filter(|_| node.is_up()) else {
+            continue;
+        };
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&SWEEP_LOCK, &node.base, &keep_ms];
+        let run = db.client.execute(&db.sweep, &args);
+        match tokio::time::timeout(node.options.call_timeout, run).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %describe(&e), "backplane sweep failed"),
+            Err(_) => tracing::debug!("backplane sweep: no answer in time"),
+        }
     }
 }
 

@@ -729,7 +729,8 @@ impl RedisNode {
     }
 
     /// Renews this node's liveness; rereads the presence of every live node and forgets the
-    /// dead ones (deleting what they left in Redis).
+    /// dead ones (deleting what they left in Redis). A node the others forgot while it was
+    /// alive (back in the set of nodes only now) rewrites its whole presence.
     async fn refresh(&self) -> Result<(), BackplaneError> {
         let (node_key, nodes_key, server, ttl) = (
             self.node_key(&self.server),
@@ -737,9 +738,9 @@ impl RedisNode {
             self.server.clone(),
             self.options.node_ttl.as_millis() as u64,
         );
-        let members: Vec<String> = self
+        let (added, members): (i64, Vec<String>) = self
             .call("heartbeat", async move |mut conn| {
-                let (_, _, members): ((), (), Vec<String>) = redis::pipe()
+                let (_, added, members): ((), i64, Vec<String>) = redis::pipe()
                     .cmd("SET")
                     .arg(&node_key)
                     .arg(1)
@@ -752,9 +753,23 @@ impl RedisNode {
                     .arg(&nodes_key)
                     .query_async(&mut conn)
                     .await?;
-                Ok(members)
+                Ok((added, members))
             })
             .await?;
+        // This node was not in the set: the others forgot it while it was alive (it stalled
+        // longer than its TTL) and deleted its presence. It writes it afresh.
+        if added == 1 {
+            tracing::warn!(
+                "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
+            );
+            if let Err(e) = self.restore().await {
+                if is_outage(&e) {
+                    self.went_down(&format!("presence rewrite: {e}"));
+                    return Err(BackplaneError::Down("Redis"));
+                }
+                return Err(BackplaneError::Redis(e.to_string()));
+            }
+        }
         let others: Vec<String> = members.into_iter().filter(|s| *s != self.server).collect();
         // Each node's liveness and presence read in one transaction: a node whose key expires
         // in between would otherwise be read alive with the presence another node has just
