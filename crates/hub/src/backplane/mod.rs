@@ -18,11 +18,12 @@ mod postgres;
 mod redis;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use self::mirror::Record;
 pub(crate) use self::postgres::PostgresNode;
@@ -296,5 +297,64 @@ impl Acks {
         if let Some(tx) = waiting {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Orders a node's presence writes against its whole rewrites (after (re)connecting, or when
+/// the other nodes forgot it), on either backplane. A rewrite first raises the generation,
+/// then reads the router: a write queued before is in the rewrite and is not sent (sent after
+/// it, it would bring back a stale row); a write queued during the rewrite is kept (not
+/// dropped as "down") and sent once the node is up.
+#[derive(Debug, Default)]
+pub(crate) struct Generation {
+    current: AtomicU64,
+    restoring: AtomicBool,
+}
+
+impl Generation {
+    /// The generation a write queued now belongs to.
+    pub(crate) fn current(&self) -> u64 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    /// A whole rewrite starts (call before reading the router).
+    pub(crate) fn rewrite(&self) {
+        self.current.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The node is rewriting its presence after (re)connecting (`true`), or done (`false`).
+    pub(crate) fn set_restoring(&self, on: bool) {
+        self.restoring.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether writes are accepted although the node is not up: it is rewriting its presence.
+    pub(crate) fn restoring(&self) -> bool {
+        self.restoring.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write of `generation` is in a later rewrite already.
+    pub(crate) fn is_stale(&self, generation: u64) -> bool {
+        generation < self.current()
+    }
+
+    /// Whether the publisher may send: `up`, or up within `limit` while the node rewrites its
+    /// presence (polled every 10 ms); `false` when down, after `limit`, or on shutdown.
+    pub(crate) async fn wait_up(
+        &self,
+        up: &AtomicBool,
+        limit: Duration,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !up.load(Ordering::SeqCst) {
+            if !self.restoring() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
+        true
     }
 }

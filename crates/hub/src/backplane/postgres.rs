@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, hostname, random_hex};
+use super::{Acks, BackplaneError, Generation, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -201,9 +201,7 @@ struct PresenceWrite {
     connection: String,
     /// The record as JSON; `None`: the connection left (its row is deleted).
     record: Option<String>,
-    /// The node's presence generation when it was queued (see `PostgresNode::generation`): a
-    /// write from before the node last rewrote its whole presence is already in that rewrite,
-    /// and applied after it would bring back a stale row.
+    /// The node's presence generation when it was queued (see [`Generation`]).
     generation: u64,
 }
 
@@ -331,12 +329,8 @@ pub(crate) struct PostgresNode {
     /// transaction into one, and two equal messages must stay two.
     next_notify: AtomicU64,
     up: AtomicBool,
-    /// Set while the node rewrites its whole presence after (re)connecting: changes made
-    /// meanwhile are queued (not dropped), and sent once it is up.
-    restoring: AtomicBool,
-    /// Incremented each time the node rewrites its whole presence (before it reads the
-    /// router): presence writes queued earlier are in the rewrite, and are not sent.
-    generation: AtomicU64,
+    /// Presence writes against whole rewrites.
+    generation: Generation,
     rejoined: Mutex<Option<tokio::time::Instant>>,
     lost: mpsc::UnboundedSender<Vec<LostConnection>>,
 }
@@ -510,8 +504,7 @@ impl PostgresNode {
             acks: Acks::default(),
             next_notify: AtomicU64::new(1),
             up: AtomicBool::new(false),
-            restoring: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
+            generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
         });
@@ -545,25 +538,9 @@ impl PostgresNode {
         format!("{kind}{} {n} {body}", self.server)
     }
 
-    /// Whether the publisher may send: up, or up shortly (waits while the node rewrites its
-    /// presence, at most twice `call_timeout`).
-    async fn wait_up(&self, shutdown: &CancellationToken) -> bool {
-        let deadline = tokio::time::Instant::now() + self.options.call_timeout * 2;
-        while !self.is_up() {
-            if !self.restoring.load(Ordering::SeqCst) || tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                () = shutdown.cancelled() => return false,
-            }
-        }
-        true
-    }
-
     /// Queues an operation for the publisher; dropped while the database is unreachable.
     fn queue(&self, op: Op) {
-        if !self.is_up() && !self.restoring.load(Ordering::SeqCst) {
+        if !self.is_up() && !self.generation.restoring() {
             return;
         }
         if self.publish.try_send(op).is_err() {
@@ -613,7 +590,7 @@ impl PostgresNode {
             presence: Some(PresenceWrite {
                 connection: connection.to_owned(),
                 record: json,
-                generation: self.generation.load(Ordering::SeqCst),
+                generation: self.generation.current(),
             }),
         });
     }
@@ -1094,7 +1071,7 @@ impl PostgresNode {
     /// After (re)connecting: this node's presence written afresh, the others told to reread it.
     async fn restore(&self, db: &Db) -> Result<(), tokio_postgres::Error> {
         // Before reading the router: what was queued until now is in this rewrite.
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.generation.rewrite();
         let (mut connections, mut records) = (Vec::new(), Vec::new());
         for (id, user, mut groups) in self.router.records() {
             groups.sort();
@@ -1319,14 +1296,14 @@ async fn publisher(
             }
         }
         // A presence write from before the node last rewrote its presence is in that rewrite.
-        if !node.wait_up(&shutdown).await {
+        let limit = node.options.call_timeout * 2;
+        if !node.generation.wait_up(&node.up, limit, &shutdown).await {
             continue;
         }
-        let generation = node.generation.load(Ordering::SeqCst);
         ops.retain(|op| {
             op.presence
                 .as_ref()
-                .is_none_or(|w| w.generation >= generation)
+                .is_none_or(|w| !node.generation.is_stale(w.generation))
         });
         if ops.is_empty() {
             continue;
@@ -1402,10 +1379,10 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
             }
         };
         *node.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
-        node.restoring.store(true, Ordering::SeqCst);
+        node.generation.set_restoring(true);
         let restored = tokio::time::timeout(node.options.call_timeout, node.restore(&db)).await;
         if !matches!(restored, Ok(Ok(()))) {
-            node.restoring.store(false, Ordering::SeqCst);
+            node.generation.set_restoring(false);
             *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -1419,7 +1396,7 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
                 Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
-        node.restoring.store(false, Ordering::SeqCst);
+        node.generation.set_restoring(false);
         node.connected_gauge.set(1);
         if let Err(e) = node.refresh().await {
             tracing::debug!(error = %e, "presence reload after connecting failed");

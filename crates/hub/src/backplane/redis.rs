@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, hostname, random_hex};
+use super::{Acks, BackplaneError, Generation, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -147,11 +147,15 @@ pub(crate) struct RedisNode {
     client: redis::Client,
     conn: ConnectionManager,
     router: Arc<Router>,
-    publish: mpsc::Sender<redis::Cmd>,
+    /// Commands for the publisher, a presence write's (and its announcement's) with the
+    /// generation it was queued in.
+    publish: mpsc::Sender<(Option<u64>, redis::Cmd)>,
     subs: mpsc::UnboundedSender<Sub>,
     mirror: Mutex<Mirror>,
     acks: Acks,
     up: AtomicBool,
+    /// Presence writes against whole rewrites.
+    generation: Generation,
     /// When the node last came back after losing Redis (`None`: it never lost it).
     rejoined: Mutex<Option<tokio::time::Instant>>,
     /// Connections of other nodes that vanished without a goodbye, for the hub's
@@ -240,6 +244,7 @@ impl RedisNode {
             mirror: Mutex::default(),
             acks: Acks::default(),
             up: AtomicBool::new(false),
+            generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
             append: redis::Script::new(APPEND),
@@ -287,10 +292,15 @@ impl RedisNode {
 
     /// Queues a command for the publisher; dropped while Redis is unreachable.
     fn queue(&self, command: redis::Cmd) {
-        if !self.is_up() {
+        self.queue_in(None, command);
+    }
+
+    /// As [`queue`](Self::queue), for a presence write of `generation` (see [`Generation`]).
+    fn queue_in(&self, generation: Option<u64>, command: redis::Cmd) {
+        if !self.is_up() && !self.generation.restoring() {
             return;
         }
-        if self.publish.try_send(command).is_err() {
+        if self.publish.try_send((generation, command)).is_err() {
             tracing::warn!("backplane publish queue full: a message for other nodes was dropped");
         }
     }
@@ -355,11 +365,12 @@ impl RedisNode {
             reload: false,
             gone: false,
         };
-        self.queue(write);
+        let generation = Some(self.generation.current());
+        self.queue_in(generation, write);
         let mut c = cmd("PUBLISH");
         c.arg(self.key("internal:presence"))
             .arg(serde_json::to_string(&delta).unwrap_or_default());
-        self.queue(c);
+        self.queue_in(generation, c);
     }
 
     /// Connections of other nodes (in `group`).
@@ -855,6 +866,8 @@ impl RedisNode {
     /// After (re)connecting: this node's presence written afresh (Redis may have restarted
     /// empty), the others told to reread it.
     async fn restore(&self) -> Result<(), redis::RedisError> {
+        // Before reading the router: what was queued until now is in this rewrite.
+        self.generation.rewrite();
         let key = self.presence_key(&self.server);
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(&key).ignore();
@@ -926,7 +939,7 @@ impl RedisNode {
 
 async fn publisher(
     node: Arc<RedisNode>,
-    mut rx: mpsc::Receiver<redis::Cmd>,
+    mut rx: mpsc::Receiver<(Option<u64>, redis::Cmd)>,
     shutdown: CancellationToken,
 ) {
     let mut conn = node.conn.clone();
@@ -935,15 +948,26 @@ async fn publisher(
             c = rx.recv() => match c { Some(c) => c, None => return },
             () = shutdown.cancelled() => return,
         };
-        let mut pipe = redis::pipe();
-        pipe.add_command(first).ignore();
-        while pipe.len() < PIPELINE_BATCH {
+        let mut batch = vec![first];
+        while batch.len() < PIPELINE_BATCH {
             match rx.try_recv() {
-                Ok(c) => {
-                    pipe.add_command(c).ignore();
-                }
+                Ok(c) => batch.push(c),
                 Err(_) => break,
             }
+        }
+        let limit = node.options.call_timeout * 2;
+        if !node.generation.wait_up(&node.up, limit, &shutdown).await {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for (generation, c) in batch {
+            // A presence write from before the node last rewrote its presence is in that rewrite.
+            if generation.is_none_or(|g| !node.generation.is_stale(g)) {
+                pipe.add_command(c).ignore();
+            }
+        }
+        if pipe.is_empty() {
+            continue;
         }
         let start = std::time::Instant::now();
         match tokio::time::timeout(node.options.call_timeout, pipe.query_async::<()>(&mut conn))
@@ -1011,7 +1035,9 @@ async fn subscriber(
                 }
             }
         }
+        node.generation.set_restoring(!failed);
         if failed || node.restore().await.is_err() {
+            node.generation.set_restoring(false);
             tokio::time::sleep(delay).await;
             continue;
         }
@@ -1020,6 +1046,7 @@ async fn subscriber(
                 Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
+        node.generation.set_restoring(false);
         node.connected_gauge.set(1);
         if let Err(e) = node.refresh().await {
             tracing::debug!(error = %e, "presence reload after subscribing failed");
