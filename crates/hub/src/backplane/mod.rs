@@ -167,14 +167,31 @@ impl Fleet<'_> {
     }
 
     /// Asks the node that holds `connection` to add it to (or remove it from) `group`, and
-    /// waits for its ack.
+    /// waits for its ack; [`BackplaneError::Down`] at once while the backplane is unreachable
+    /// (the request could not be sent: waiting for an ack would only take `ack_timeout`).
     pub(crate) async fn remote_group(
         self,
         connection: &str,
         group: &str,
         add: bool,
     ) -> Result<(), BackplaneError> {
+        if !self.is_up() {
+            return Err(BackplaneError::Down(self.name()));
+        }
         each!(self, n => n.remote_group(connection, group, add).await)
+    }
+
+    /// Whether the node is connected to its backplane and has written its presence.
+    pub(crate) fn is_up(self) -> bool {
+        each!(self, n => n.is_up())
+    }
+
+    /// The backplane's server, for messages: `Redis` or `PostgreSQL`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Fleet::Redis(_) => "Redis",
+            Fleet::Postgres(_) => "PostgreSQL",
+        }
     }
 
     /// Whether `user` sends `id` for the first time within `window`, across the fleet.

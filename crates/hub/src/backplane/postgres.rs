@@ -209,6 +209,11 @@ struct PresenceWrite {
 const PUBLISH_QUEUE: usize = 65_536;
 /// The longest wait between two attempts to reach the database again.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+/// Notifications received and not yet handled, at most: a node further behind reconnects
+/// (and rereads everyone's presence) rather than holding more.
+const NOTIFY_QUEUE: usize = 65_536;
+/// Announcements of large payloads fetched in one query at most.
+const FETCH_BATCH: usize = 64;
 /// Operations sent in one statement at most.
 const BATCH: usize = 512;
 /// Notifications this long or longer go through `hubbub_payloads` (PostgreSQL refuses
@@ -251,6 +256,14 @@ ins AS (
   INSERT INTO hubbub_payloads (id, hub, body) SELECT id, $1, convert_to(body, 'UTF8') FROM big)
 SELECT pg_notify($8, CASE WHEN o.head IS NULL THEN o.body ELSE o.head || b.id END)
 FROM ops o LEFT JOIN big b ON b.ord = o.ord ORDER BY o.ord";
+
+/// The listening connection, which also fetches large payloads (before the notifications
+/// after them are handled: order is kept).
+struct Listen {
+    client: Client,
+    /// `SELECT id, body FROM hubbub_payloads WHERE id = ANY($1)`.
+    fetch: Statement,
+}
 
 /// One connection's statements, prepared once per connection.
 struct Db {
@@ -807,8 +820,57 @@ impl PostgresNode {
         .await
     }
 
+    /// Announcements of large payloads (`r{origin} {number} {id}`), fetched in one query, then
+    /// handled in order.
+    async fn on_large(self: &Arc<Self>, listen: &Listen, announcements: &[String]) {
+        let ids: Vec<i64> = announcements
+            .iter()
+            .filter_map(|a| {
+                let mut parts = a.get(1..)?.splitn(3, ' ');
+                let (origin, _, id) = (parts.next()?, parts.next()?, parts.next()?);
+                (origin != self.server).then(|| id.parse().ok())?
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let fetched = tokio::time::timeout(
+            self.options.call_timeout,
+            listen.client.query(&listen.fetch, &[&ids]),
+        )
+        .await;
+        let rows = match fetched {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %describe(&e), count = ids.len(), "large backplane payloads could not be fetched");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    count = ids.len(),
+                    "large backplane payloads: no answer in time"
+                );
+                return;
+            }
+        };
+        let mut bodies: HashMap<i64, Vec<u8>> = rows
+            .iter()
+            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+            .collect();
+        for id in ids {
+            let Some(bytes) = bodies.remove(&id) else {
+                tracing::warn!(id, "a large backplane payload was already swept away");
+                continue;
+            };
+            match String::from_utf8(bytes) {
+                Ok(text) if !text.starts_with('r') => self.on_notification(listen, &text).await,
+                _ => {}
+            }
+        }
+    }
+
     /// A notification of this hub's channel.
-    async fn on_notification(self: &Arc<Self>, listen: &Client, payload: &str) {
+    async fn on_notification(self: &Arc<Self>, listen: &Listen, payload: &str) {
         let kind = payload.chars().next().unwrap_or(' ');
         let mut parts = payload[kind.len_utf8().min(payload.len())..].splitn(3, ' ');
         let (Some(origin), Some(_n), Some(body)) = (parts.next(), parts.next(), parts.next())
@@ -819,33 +881,7 @@ impl PostgresNode {
             return;
         }
         match kind {
-            'r' => {
-                // A large payload: its text is in the table, under the id at the end.
-                let Ok(id) = body.parse::<i64>() else { return };
-                let fetched = tokio::time::timeout(
-                    self.options.call_timeout,
-                    listen.query_opt("SELECT body FROM hubbub_payloads WHERE id = $1", &[&id]),
-                )
-                .await;
-                match fetched {
-                    Ok(Ok(Some(row))) => {
-                        let Ok(bytes) = row.try_get::<_, Vec<u8>>(0) else {
-                            return;
-                        };
-                        let Ok(text) = String::from_utf8(bytes) else {
-                            return;
-                        };
-                        if text.starts_with('r') {
-                            return;
-                        }
-                        Box::pin(self.on_notification(listen, &text)).await;
-                    }
-                    Ok(Ok(None)) => {
-                        tracing::warn!(id, "a large backplane payload was already swept away");
-                    }
-                    _ => tracing::warn!(id, "a large backplane payload could not be fetched"),
-                }
-            }
+            'r' => Box::pin(self.on_large(listen, &[payload.to_owned()])).await,
             'i' => {
                 let Some((scope, invocation)) = decode_invocation(body) else {
                     tracing::warn!("a backplane message that is not an invocation was ignored");
@@ -1170,17 +1206,26 @@ impl PostgresNode {
 
     /// Connects both connections, checks the server's encoding, migrates the schema, listens
     /// and prepares.
-    async fn connect(
-        &self,
-    ) -> Result<(Client, mpsc::UnboundedReceiver<String>, Arc<Db>), SetupError> {
+    async fn connect(&self) -> Result<(Listen, mpsc::Receiver<String>, Arc<Db>), SetupError> {
         let (listen, mut listen_conn) = self.config.connect(NoTls).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
         let channel = self.channel.clone();
         tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| listen_conn.poll_message(cx)).await {
                     Some(Ok(AsyncMessage::Notification(n))) => {
-                        if n.channel() == channel && tx.send(n.payload().to_owned()).is_err() {
+                        if n.channel() != channel {
+                            continue;
+                        }
+                        // Full: this node fell too far behind. Ending the connection makes it
+                        // reconnect and reread everyone's presence.
+                        if let Err(e) = tx.try_send(n.payload().to_owned()) {
+                            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                                tracing::warn!(
+                                    queued = NOTIFY_QUEUE,
+                                    "the backplane's notifications arrive faster than this node handles them: reconnecting"
+                                );
+                            }
                             return;
                         }
                     }
@@ -1211,7 +1256,17 @@ impl PostgresNode {
             .batch_execute(&format!("LISTEN \"{}\"", self.channel))
             .await?;
         let db = Arc::new(Db::prepare(query).await?);
-        Ok((listen, rx, db))
+        let fetch = listen
+            .prepare("SELECT id, body FROM hubbub_payloads WHERE id = ANY($1)")
+            .await?;
+        Ok((
+            Listen {
+                client: listen,
+                fetch,
+            },
+            rx,
+            db,
+        ))
     }
 }
 
@@ -1413,6 +1468,25 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
         let reason = loop {
             tokio::select! {
                 n = notifications.recv() => match n {
+                    Some(payload) if payload.starts_with('r') => {
+                        // A run of large payloads is fetched in one query.
+                        let mut run = vec![payload];
+                        let mut after = None;
+                        while run.len() < FETCH_BATCH {
+                            match notifications.try_recv() {
+                                Ok(p) if p.starts_with('r') => run.push(p),
+                                Ok(p) => {
+                                    after = Some(p);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        node.on_large(&listen, &run).await;
+                        if let Some(p) = after {
+                            node.on_notification(&listen, &p).await;
+                        }
+                    }
                     Some(payload) => node.on_notification(&listen, &payload).await,
                     None => break "the listening connection closed",
                 },
