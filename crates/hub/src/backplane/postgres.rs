@@ -84,6 +84,124 @@ impl PostgresOptions {
     }
 }
 
+impl PostgresOptions {
+    /// A connection string for logs, without its password in any of libpq's forms: the user
+    /// info of a URL (`postgres://<redacted>@host/db`), a `password=` query parameter, or a
+    /// `password=` key (quoted or not) of the `key=value` form. A string that does not parse
+    /// ([`tokio_postgres::Config`]) is shown as `<redacted>`; so is one in which the parsed
+    /// password would still appear.
+    pub fn redact(url: &str) -> String {
+        let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+            return "<redacted>".to_owned();
+        };
+        let shown = if let Some(rest) = url
+            .strip_prefix("postgres://")
+            .map(|r| ("postgres://", r))
+            .or_else(|| {
+                url.strip_prefix("postgresql://")
+                    .map(|r| ("postgresql://", r))
+            }) {
+            let (scheme, rest) = rest;
+            let (base, query) = match rest.split_once('?') {
+                Some((b, q)) => (b, Some(q)),
+                None => (rest, None),
+            };
+            let authority_end = base.find('/').unwrap_or(base.len());
+            let base = match base[..authority_end].rfind('@') {
+                Some(at) => format!("<redacted>@{}", &base[at + 1..]),
+                None => base.to_owned(),
+            };
+            let query = query.map(|q| {
+                q.split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if k == "password" => format!("{k}=<redacted>"),
+                        _ => pair.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&")
+            });
+            match query {
+                Some(q) => format!("{scheme}{base}?{q}"),
+                None => format!("{scheme}{base}"),
+            }
+        } else {
+            redact_key_values(url)
+        };
+        match config.get_password() {
+            Some(pw) if !pw.is_empty() && shown.contains(&*String::from_utf8_lossy(pw)) => {
+                "<redacted>".to_owned()
+            }
+            _ => shown,
+        }
+    }
+}
+
+/// libpq's `key=value` form with the value of `password` replaced: keys and `=` may have
+/// spaces around them; a value is single-quoted (`\'` and `\\` escapes) or runs to the next
+/// space.
+fn redact_key_values(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek() == Some(&'=') {
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            value.push('\'');
+            chars.next();
+            while let Some(c) = chars.next() {
+                value.push(c);
+                match c {
+                    '\\' => {
+                        if let Some(e) = chars.next() {
+                            value.push(e);
+                        }
+                    }
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if key == "password" {
+            value = "<redacted>".to_owned();
+        }
+        out.push_str(&format!("{key}={value}"));
+    }
+    out
+}
+
 /// The schema, one step per version; a hub applies the steps its database has not had, under
 /// an advisory lock, and records each in `hubbub_schema`. Never edit a released step: add one.
 const MIGRATIONS: &[&str] = &[
@@ -1574,6 +1692,33 @@ mod tests {
             assert_eq!(i, inv);
         }
         assert!(decode_invocation("not base64!").is_none());
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_every_form() {
+        let cases = [
+            (
+                "postgres://hub:se%20cret@127.0.0.1:5432/db",
+                "postgres://<redacted>@127.0.0.1:5432/db",
+            ),
+            (
+                "postgresql://127.0.0.1/db?user=hub&password=secret&sslmode=disable",
+                "postgresql://127.0.0.1/db?user=hub&password=<redacted>&sslmode=disable",
+            ),
+            (
+                "host=127.0.0.1 user=hub password=secret dbname=db",
+                "host=127.0.0.1 user=hub password=<redacted> dbname=db",
+            ),
+            (
+                "host=127.0.0.1 password = 'sec ret\\'s' dbname=db",
+                "host=127.0.0.1 password=<redacted> dbname=db",
+            ),
+            ("host=127.0.0.1 dbname=db", "host=127.0.0.1 dbname=db"),
+            ("postgres://u@h/db?nonsense=secret", "<redacted>"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(PostgresOptions::redact(url), shown, "{url}");
+        }
     }
 
     #[test]
