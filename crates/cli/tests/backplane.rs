@@ -1360,3 +1360,38 @@ async fn presence_rows_are(backend: &Backend, n: usize) {
     )
     .await;
 }
+
+/// Three nodes starting at once on a fresh cluster: one creates the schema under the
+/// migration lock while the others wait for it; every node joins on its first attempt, each
+/// step is recorded once, and the three share presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_three_nodes_starting_at_once_on_a_fresh_cluster_share_one_schema() {
+    let backend = Backend::start(Kind::Postgres);
+    let args = backend.hub_args(NODE_TTL);
+    let (a, b, c) = tokio::join!(Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
+    let nodes = [a, b, c];
+    for node in &nodes {
+        node.wait_log(&backend.connected_line(), Duration::from_secs(20))
+            .await;
+        assert_eq!(node.logged("cannot join"), 0, "a node had to retry");
+    }
+    let schema = backend.psql("SELECT count(*) || ' ' || max(version) FROM hubbub_schema");
+    let (count, max) = schema.split_once(' ').unwrap();
+    assert_eq!(count, max, "each step recorded once");
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| n.logged("backplane schema migrated"))
+            .sum::<usize>(),
+        max.parse::<usize>().unwrap(),
+        "each step applied by one node"
+    );
+    let clients = [
+        Client::connect(&nodes[0], "a").await,
+        Client::connect(&nodes[1], "b").await,
+        Client::connect(&nodes[2], "c").await,
+    ];
+    for client in &clients {
+        client.online_is(&[("a", 1), ("b", 1), ("c", 1)]).await;
+    }
+}
