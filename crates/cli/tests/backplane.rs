@@ -1395,3 +1395,46 @@ async fn postgres_three_nodes_starting_at_once_on_a_fresh_cluster_share_one_sche
         client.online_is(&[("a", 1), ("b", 1), ("c", 1)]).await;
     }
 }
+
+/// A batch of the publisher that PostgreSQL refuses for one bad operation loses that one only:
+/// a trigger (the test's own) holds one batch for a second and refuses the presence row of
+/// user `poison`; the presence writes queued with it meanwhile, of five other users, still
+/// reach the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_refused_operation_loses_only_itself_not_its_batch() {
+    let backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let watcher = Client::connect(&nodes[1], "watcher").await;
+    watcher.online_is(&[("watcher", 1)]).await;
+    backend.psql(
+        "CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.record LIKE '%\"u\":\"slow\"%' THEN PERFORM pg_sleep(1); END IF; \
+           IF NEW.record LIKE '%\"u\":\"poison\"%' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON hubbub_presence \
+           FOR EACH ROW EXECUTE FUNCTION trap()",
+    );
+    let slow = Client::connect(&nodes[0], "slow").await;
+    // Queued while the batch with slow's row is held: one batch with poison's row.
+    let poison = Client::connect(&nodes[0], "poison").await;
+    let mut others = Vec::new();
+    for name in ["c1", "c2", "c3", "c4", "c5"] {
+        others.push(Client::connect(&nodes[0], name).await);
+    }
+    watcher
+        .online_is(&[
+            ("c1", 1),
+            ("c2", 1),
+            ("c3", 1),
+            ("c4", 1),
+            ("c5", 1),
+            ("slow", 1),
+            ("watcher", 1),
+        ])
+        .await;
+    assert!(
+        nodes[0].logged("sending its operations one by one") > 0,
+        "poison's row was in a batch with others"
+    );
+    drop((slow, poison, others));
+}
