@@ -375,3 +375,36 @@ impl Generation {
         true
     }
 }
+
+/// The longest wait between two attempts to reach the backplane's server again.
+pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The end of a presence reread, on either backplane: the nodes not in `live` (stopped renewing
+/// their liveness, or already forgotten by another node) lost their connections without a
+/// goodbye; they leave `mirror` and the hub hears of them (`lost`). Unless this node came
+/// back from losing the backplane less than `node_ttl` + [`RECONNECT_MAX_DELAY`] ago
+/// (`rejoined`): after a restart of the server every node writes its presence afresh, each
+/// after its own reconnect delay, and until they all have, a missing node is not a lost one.
+pub(crate) fn report_lost(
+    mirror: &Mutex<mirror::Mirror>,
+    rejoined: &Mutex<Option<tokio::time::Instant>>,
+    live: &std::collections::HashSet<String>,
+    node_ttl: Duration,
+    lost: &tokio::sync::mpsc::UnboundedSender<Vec<crate::hub::LostConnection>>,
+) {
+    let settled = rejoined
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|since| since.elapsed() >= node_ttl + RECONNECT_MAX_DELAY);
+    let gone = mirror
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .forget_missing(live, settled);
+    if !gone.is_empty() {
+        tracing::info!(
+            connections = gone.len(),
+            "connections of a lost backplane node are gone"
+        );
+        let _ = lost.send(gone);
+    }
+}

@@ -13,14 +13,18 @@
 //! (`hubbub_epochs`, `hubbub_scopes`) and the chat histories, trimmed to a bound
 //! (`hubbub_history`).
 //!
-//! Three tasks per hub endpoint:
-//! - the **publisher** sends queued notifications and presence writes in batches (a run of
-//!   notifications is one `pg_notify` over an array: one statement, one commit);
+//! Four tasks per hub endpoint:
+//! - the **publisher** sends queued notifications and presence writes in batches, each batch
+//!   one statement ([`PUBLISH`]: one transaction, one round trip); a batch refused for a
+//!   reason other than an outage is sent again op by op, so only the bad op is lost;
 //! - the **listener** holds both connections (one LISTENs and fetches large payloads, one runs
-//!   everything else): it connects, migrates the schema, listens, writes this node's presence
-//!   afresh, delivers what arrives, and after losing the database reconnects with backoff;
-//! - the **heartbeat** renews this node's liveness and rereads every node's presence, dropping
-//!   nodes whose liveness lapsed (a crashed node).
+//!   everything else): it connects, checks the encoding, migrates the schema, listens, writes
+//!   this node's presence afresh, delivers what arrives, and after losing the database
+//!   reconnects with backoff;
+//! - the **heartbeat** renews this node's liveness (rewriting its presence if the others
+//!   forgot it) and rereads every node's presence, dropping nodes whose liveness lapsed (a
+//!   crashed node);
+//! - the **sweeper** deletes expired message ids and old large payloads, one node at a time.
 //!
 //! The connection is made without TLS (`NoTls`): meant for a database on loopback or a
 //! private network. While the database is unreachable the node serves its own connections
@@ -42,7 +46,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, Generation, hostname, random_hex};
+use super::{Acks, BackplaneError, Generation, RECONNECT_MAX_DELAY, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -325,8 +329,6 @@ struct PresenceWrite {
 
 /// Operations the publisher holds at most (a full queue drops, with a warning).
 const PUBLISH_QUEUE: usize = 65_536;
-/// The longest wait between two attempts to reach the database again.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Notifications received and not yet handled, at most: a node further behind reconnects
 /// (and rereads everyone's presence) rather than holding more.
 const NOTIFY_QUEUE: usize = 65_536;
@@ -1199,26 +1201,13 @@ impl PostgresNode {
             })
             .await?;
         }
-        // As with Redis: a node that stopped renewing its heartbeat, or that another node
-        // already forgot, lost its connections without a goodbye; unless this node came back
-        // from losing the database only just now, while the others are still rewriting theirs.
-        let settled = self
-            .rejoined
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let lost = self
-            .mirror
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_missing(&live, settled);
-        if !lost.is_empty() {
-            tracing::info!(
-                connections = lost.len(),
-                "connections of a lost backplane node are gone"
-            );
-            let _ = self.lost.send(lost);
-        }
+        super::report_lost(
+            &self.mirror,
+            &self.rejoined,
+            &live,
+            self.options.node_ttl,
+            &self.lost,
+        );
         Ok(())
     }
 

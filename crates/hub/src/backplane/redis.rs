@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, Generation, hostname, random_hex};
+use super::{Acks, BackplaneError, Generation, RECONNECT_MAX_DELAY, hostname, random_hex};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -93,8 +93,6 @@ enum Sub {
 }
 
 const PUBLISH_QUEUE: usize = 65_536;
-/// The longest wait between two attempts to reach Redis again.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 const PIPELINE_BATCH: usize = 512;
 
 /// Records a chat message (dedupe by sender and id, next number of the scope, append, trim)
@@ -838,28 +836,13 @@ impl RedisNode {
                     .await?;
             }
         }
-        // A node that stopped renewing its heartbeat, or that another node already forgot, lost
-        // its connections without a goodbye: the hub hears of them. Unless this node came back
-        // from losing Redis only just now: after a Redis restart every node writes its presence
-        // afresh, each after its own reconnect delay, and until they all have, a missing node
-        // is not a lost one.
-        let settled = self
-            .rejoined
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let lost = self
-            .mirror
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_missing(&live, settled);
-        if !lost.is_empty() {
-            tracing::info!(
-                connections = lost.len(),
-                "connections of a lost backplane node are gone"
-            );
-            let _ = self.lost.send(lost);
-        }
+        super::report_lost(
+            &self.mirror,
+            &self.rejoined,
+            &live,
+            self.options.node_ttl,
+            &self.lost,
+        );
         Ok(())
     }
 
