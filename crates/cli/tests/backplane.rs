@@ -74,6 +74,7 @@ both!(
     a_message_the_backplane_cannot_store_is_refused_for_good,
     a_node_stalled_past_its_ttl_comes_back_with_its_users,
     an_unawaited_burst_of_small_and_large_messages_keeps_its_order,
+    a_hung_backplane_server_holds_up_no_local_connect_or_delivery,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -1437,4 +1438,48 @@ async fn postgres_a_refused_operation_loses_only_itself_not_its_batch() {
         "poison's row was in a batch with others"
     );
     drop((slow, poison, others));
+}
+
+/// The backplane's server hangs (SIGSTOP: connections open, no answers). The nodes notice
+/// (no answer within the call limit) and serve their own connections meanwhile: a client
+/// connects, the others on its node hear it join, `GetOnline` answers, and a chat message is
+/// refused with `Unavailable:` (not hung); resumed, everything works across nodes again.
+async fn a_hung_backplane_server_holds_up_no_local_connect_or_delivery(kind: Kind) {
+    let backend = Backend::start(kind);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let x = Client::connect(&nodes[0], "x").await;
+    let far = Client::connect(&nodes[1], "far").await;
+    x.online_is(&[("far", 1), ("x", 1)]).await;
+    let frozen = backend.freeze();
+    // Something to wait on: presence writes and a heartbeat time out.
+    let _: u64 = x.invoke("JoinRoom", &["r"]).await;
+    for node in &nodes {
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(10))
+            .await;
+    }
+    let y = Client::connect(&nodes[0], "y").await;
+    eventually(Duration::from_secs(5), "x hears y join", async || {
+        x.count_first("userJoined", "y") > 0
+    })
+    .await;
+    let (users, _) = x.online().await;
+    assert!(users.iter().any(|(u, _)| u == "y"), "{users:?}");
+    let refused = within(
+        Duration::from_secs(10),
+        "Send while the backplane hangs",
+        y.conn
+            .invoke::<()>("Send", vec![Arg::from("y"), Arg::from("now")]),
+    )
+    .await
+    .expect_err("refused while the backplane hangs")
+    .to_string();
+    assert!(refused.contains("Unavailable:"), "{refused}");
+    drop(frozen);
+    for node in &nodes {
+        node.wait_log(&backend.back_line(), Duration::from_secs(15))
+            .await;
+    }
+    far.online_is(&[("far", 1), ("x", 1), ("y", 1)]).await;
+    let _: () = y.invoke("Send", &["y", "after"]).await;
+    far.got("broadcastMessage", &["y", "after"]).await;
 }

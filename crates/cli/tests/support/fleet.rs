@@ -302,6 +302,31 @@ impl Backend {
         }
     }
 
+    /// Hangs the server (SIGSTOP to it and, for PostgreSQL, to every process of the cluster:
+    /// established connections are served by the postmaster's children) until the guard is
+    /// dropped (SIGCONT): connections stay open, nothing answers.
+    pub(crate) fn freeze(&self) -> Frozen {
+        let server = self
+            .redis
+            .as_ref()
+            .or(self.postgres.as_ref())
+            .expect("the server runs")
+            .id();
+        let children = std::fs::read_to_string(format!("/proc/{server}/task/{server}/children"))
+            .unwrap_or_default();
+        let mut pids: Vec<u32> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.push(server);
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status();
+        }
+        Frozen(pids)
+    }
+
     /// How many nodes of the chat hub (prefix `hubbub:`) the backplane counts: Redis's set of
     /// nodes, PostgreSQL's liveness rows.
     pub(crate) fn node_count(&self) -> usize {
@@ -431,6 +456,19 @@ impl Drop for Backend {
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A hung server (see [`Backend::freeze`]); resumed on drop.
+pub(crate) struct Frozen(Vec<u32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
         }
     }
 }
