@@ -75,11 +75,13 @@ pub struct PostgresOptions {
 }
 
 impl PostgresOptions {
-    /// Options for the database at `url`: prefix `hubbub:`, a 6 s node TTL renewed every 2 s.
+    /// Options for the database at `url`: no prefix (as [`RedisOptions::new`](super::RedisOptions::new);
+    /// `hubbub hub` passes `--postgres-prefix`, default `hubbub:`), a 6 s node TTL renewed
+    /// every 2 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            prefix: "hubbub:".to_owned(),
+            prefix: String::new(),
             node_ttl: Duration::from_secs(6),
             heartbeat: Duration::from_secs(2),
             ack_timeout: Duration::from_secs(30),
