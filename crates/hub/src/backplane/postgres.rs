@@ -397,6 +397,12 @@ struct Db {
     presence_all: Statement,
     /// The sweep (see `sweeper`).
     sweep: Statement,
+    /// One node's presence rows.
+    presence_of: Statement,
+    /// The fleet's epoch (made on first use).
+    epoch: Statement,
+    /// A page of a history.
+    history_page: Statement,
     first_time: Statement,
     append: Statement,
 }
@@ -429,6 +435,18 @@ impl Db {
                      p AS (DELETE FROM hubbub_payloads WHERE hub = $2 \
                      AND at < now() - $3 * interval '1 millisecond' AND (SELECT got FROM l)) \
                      SELECT got FROM l",
+                )
+                .await?,
+            presence_of: client
+                .prepare(
+                    "SELECT connection, record FROM hubbub_presence WHERE hub = $1 AND node = $2",
+                )
+                .await?,
+            epoch: client.prepare("SELECT hubbub_epoch($1, $2)").await?,
+            history_page: client
+                .prepare(
+                    "SELECT seq, id, name, message, recipient FROM hubbub_history \
+                     WHERE hub = $1 AND scope = $2 AND seq > $3 ORDER BY seq LIMIT $4",
                 )
                 .await?,
             first_time: client
@@ -913,17 +931,13 @@ impl PostgresNode {
         self.call("history read", async move |db| {
             let epoch: String = db
                 .client
-                .query_one("SELECT hubbub_epoch($1, $2)", &[&base, &fresh])
+                .query_one(&db.epoch, &[&base, &fresh])
                 .await?
                 .try_get(0)?;
             let after = if epoch == theirs { after } else { 0 };
             let rows = db
                 .client
-                .query(
-                    "SELECT seq, id, name, message, recipient FROM hubbub_history \
-                     WHERE hub = $1 AND scope = $2 AND seq > $3 ORDER BY seq LIMIT $4",
-                    &[&base, &scope, &after, &limit],
-                )
+                .query(&db.history_page, &[&base, &scope, &after, &limit])
                 .await?;
             let entries = rows
                 .iter()
@@ -1113,13 +1127,7 @@ impl PostgresNode {
         let (base, server) = (self.base.clone(), server.to_owned());
         let rows = self
             .call("presence read", async move |db| {
-                db.client
-                    .query(
-                        "SELECT connection, record FROM hubbub_presence \
-                         WHERE hub = $1 AND node = $2",
-                        &[&base, &server],
-                    )
-                    .await
+                db.client.query(&db.presence_of, &[&base, &server]).await
             })
             .await?;
         Ok(rows
