@@ -75,9 +75,9 @@ pub struct PostgresOptions {
 }
 
 impl PostgresOptions {
-    /// Options for the database at `url`: no prefix (as [`RedisOptions::new`](super::RedisOptions::new);
-    /// `hubbub hub` passes `--postgres-prefix`, default `hubbub:`), a 6 s node TTL renewed
-    /// every 2 s.
+    /// Options for the database at `url`: no prefix (as
+    /// [`RedisOptions::new`](super::RedisOptions::new); `hubbub hub` passes
+    /// `--postgres-prefix`, default `hubbub:`), a 6 s node TTL renewed every 2 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
