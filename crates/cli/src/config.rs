@@ -128,7 +128,12 @@ impl Settings {
             ("user-keys", path(&args.user_keys)),
             ("history", path(&args.history)),
             ("redis", args.redis.as_deref().map(redact_url)),
-            ("postgres", args.postgres.as_deref().map(redact_url)),
+            (
+                "postgres",
+                args.postgres
+                    .as_deref()
+                    .map(hubbub_hub::PostgresOptions::redact),
+            ),
             ("static", path(&args.static_dir)),
             ("tls-cert", path(&args.tls_cert)),
             ("tls-key", path(&args.tls_key)),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 mod fleet;
 mod support;
 
-use fleet::{Backend, Kind};
+use fleet::{Backend, Kind, free_port};
 use support::{BIN, hubbub};
 
 /// A fresh data directory for one `hubbub hub` process (its default history file is there).
@@ -28,14 +28,6 @@ fn private_data_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hubbub-classic-data-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The classic interop package, installed by `scripts/test.sh` (npm ci).

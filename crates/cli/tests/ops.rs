@@ -682,6 +682,31 @@ listen = "127.0.0.1:0"
         "a secret reached the log:\n{log}"
     );
 
+    // The password in libpq's other forms: a `password=` key and a `?password=` parameter.
+    for (url, shown) in [
+        (
+            "host=127.0.0.1 port=1 user=hubbub password=kv-pg-password-0123456789 dbname=hubbub",
+            "postgres = host=127.0.0.1 port=1 user=hubbub password=<redacted> dbname=hubbub (flag)",
+        ),
+        (
+            "postgres://hubbub@127.0.0.1:1/hubbub?password=query-pg-password-0123456789",
+            "postgres = postgres://<redacted>@127.0.0.1:1/hubbub?password=<redacted> (flag)",
+        ),
+    ] {
+        let (exit, log) = run_hub(
+            &["--listen", "127.0.0.1:0", "--postgres", url],
+            &[],
+            &dir.join("data"),
+        );
+        assert_eq!(exit, None, "the hub serves:\n{log}");
+        let settings = settings_line(&log);
+        assert!(settings.contains(shown), "{shown:?} in {settings}");
+        assert!(
+            !log.contains("0123456789"),
+            "a secret reached the log:\n{log}"
+        );
+    }
+
     // Per-user keys, which no JWT flag may come with.
     std::fs::write(dir.join("keys.txt"), "ann ann-key-0123456789abcdef\n").unwrap();
     let keyed = dir.join("keyed.toml");

@@ -235,9 +235,14 @@ async fn record(
             .chat_append(key, user, id, name, text, to)
             .await
             .map_err(|e| {
-                HubError::new(format!(
-                    "{UNAVAILABLE} the message could not be recorded ({e}); send it again"
-                ))
+                if e.is_outage() {
+                    HubError::new(format!(
+                        "{UNAVAILABLE} the message could not be recorded ({e}); send it again"
+                    ))
+                } else {
+                    // A refusal, not an outage: sending it again would fail again.
+                    HubError::new(format!("The message could not be recorded: {e}"))
+                }
             })?
             .map_err(|e| HubError::new(e.to_string()));
     }
@@ -273,7 +278,13 @@ async fn read(
         return node
             .chat_since(key, epoch, after, HISTORY_PAGE)
             .await
-            .map_err(|e| HubError::new(format!("{UNAVAILABLE} {e}")));
+            .map_err(|e| {
+                if e.is_outage() {
+                    HubError::new(format!("{UNAVAILABLE} {e}"))
+                } else {
+                    HubError::new(format!("The history could not be read: {e}"))
+                }
+            });
     }
     // Numbers from another epoch mean nothing here: start from the beginning.
     let after = if epoch == history.epoch() { after } else { 0 };
@@ -290,8 +301,9 @@ fn count(n: usize) -> Arg {
 }
 
 /// The start of an error that means "not now": the hub could not record the message (its
-/// backplane, Redis or PostgreSQL, is unreachable) and nothing was delivered. Hubbub's chat layer keeps such a message
-/// in its outbox and sends it again later.
+/// backplane, Redis or PostgreSQL, is unreachable) and nothing was delivered. Hubbub's chat
+/// layer keeps such a message in its outbox and sends it again later. Only an outage gives
+/// it: a message the backplane refuses (PostgreSQL cannot store U+0000) gets a plain error.
 pub const UNAVAILABLE: &str = "Unavailable:";
 
 /// The chat hub.

@@ -1,7 +1,9 @@
 //! The servers a fleet of hub nodes shares, started by the tests themselves on loopback: a
 //! `redis-server` without persistence, or a PostgreSQL cluster from Debian's packages in a
-//! private data directory (`initdb` and `pg_ctl`, run as the `postgres` user when the tests run
-//! as root: PostgreSQL refuses root). Both on a free port of 127.0.0.1, stopped on drop.
+//! private data directory (`initdb`, then `postgres` itself, run as the `postgres` user when
+//! the tests run as root: PostgreSQL refuses root). Both on a free port of 127.0.0.1, stopped
+//! on drop. The postmaster is a direct child started through `setpriv --pdeathsig KILL` (not
+//! `pg_ctl`, which daemonizes it): a test process killed outright takes it along.
 //!
 //! Included with `#[path = "support/fleet.rs"] mod fleet;` by the tests that need it.
 
@@ -42,6 +44,8 @@ pub(crate) struct Backend {
     pub(crate) kind: Kind,
     pub(crate) port: u16,
     redis: Option<Child>,
+    /// PostgreSQL: the postmaster, while running.
+    postgres: Option<Child>,
     /// PostgreSQL: the private directory (cluster in `data`, server log in `log`).
     dir: Option<PathBuf>,
     running: bool,
@@ -56,12 +60,12 @@ fn pg_bin() -> PathBuf {
             let v = e.file_name().to_str()?.parse().ok()?;
             Some((v, e.path().join("bin")))
         })
-        .filter(|(_, p)| p.join("pg_ctl").exists())
+        .filter(|(_, p)| p.join("postgres").exists())
         .collect();
     versions.sort();
     versions
         .pop()
-        .expect("no /usr/lib/postgresql/N/bin/pg_ctl")
+        .expect("no /usr/lib/postgresql/N/bin/postgres")
         .1
 }
 
@@ -99,6 +103,24 @@ fn run(mut command: Command, what: &str, log: Option<&Path>) {
     }
 }
 
+/// Removes the data directories of test processes that no longer run (killed outright: their
+/// postmasters died with them, their directories stayed).
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("hubbub-pg-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Backend {
     /// Starts a server of `kind` and waits (20 s at most) until it answers.
     pub(crate) fn start(kind: Kind) -> Self {
@@ -106,15 +128,19 @@ impl Backend {
             kind,
             port: free_port(),
             redis: None,
+            postgres: None,
             dir: None,
             running: false,
         };
         if kind == Kind::Postgres {
+            remove_stale_clusters();
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!("hubbub-pg-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
+            // Set first: a failed initdb leaves no directory behind (removed on drop).
+            backend.dir = Some(dir.clone());
             if running_as_root() {
                 let mut chown = Command::new("chown");
                 chown.args(["-R", "postgres:postgres"]).arg(&dir);
@@ -130,7 +156,6 @@ impl Backend {
                 "--no-locale",
             ]);
             run(initdb, "initdb", None);
-            backend.dir = Some(dir);
         }
         backend.launch();
         backend
@@ -164,31 +189,77 @@ impl Backend {
             }
             Kind::Postgres => {
                 let dir = self.dir.clone().unwrap();
-                let options = format!(
-                    "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='' \
-                     -c fsync=off -c shared_buffers=16MB",
-                    self.port
-                );
-                let mut start = pg("pg_ctl");
-                start
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("log"))
+                    .unwrap();
+                let mut postgres = Command::new("setpriv");
+                postgres.args(["--pdeathsig", "KILL"]);
+                if running_as_root() {
+                    postgres.args([
+                        "--reuid",
+                        "postgres",
+                        "--regid",
+                        "postgres",
+                        "--init-groups",
+                    ]);
+                }
+                postgres
+                    .arg("--")
+                    .arg(pg_bin().join("postgres"))
                     .arg("-D")
                     .arg(dir.join("data"))
-                    .arg("-l")
-                    .arg(dir.join("log"))
-                    .args(["-w", "-t", "20", "-o", &options, "start"]);
-                run(start, "pg_ctl start", Some(&dir.join("log")));
+                    .args(["-p", &self.port.to_string()])
+                    .args(["-c", "listen_addresses=127.0.0.1"])
+                    .args(["-c", "unix_socket_directories="])
+                    .args(["-c", "fsync=off", "-c", "shared_buffers=16MB"])
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log);
+                let mut child = postgres
+                    .spawn()
+                    .expect("setpriv (util-linux) and PostgreSQL are installed");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    if self.answers() {
+                        break;
+                    }
+                    let exited = child.try_wait().unwrap();
+                    if exited.is_some() || Instant::now() >= deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+                        panic!("PostgreSQL did not come up within 20 s ({exited:?}):\n{log}");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                self.postgres = Some(child);
             }
         }
         self.running = true;
     }
 
+    /// PostgreSQL: whether the server answers a query.
+    fn answers(&self) -> bool {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-Atc", "SELECT 1"])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Stops the server: Redis with SIGKILL (it vanishes with everything it held),
-    /// PostgreSQL with `pg_ctl stop -m fast` (connections cut, data kept).
+    /// PostgreSQL with SIGINT, its fast shutdown (connections cut, data kept).
     pub(crate) fn stop(&mut self) {
         self.stop_with("fast");
     }
 
-    /// Crashes the server: Redis with SIGKILL, PostgreSQL with `pg_ctl stop -m immediate`
+    /// Crashes the server: Redis with SIGKILL, PostgreSQL with SIGQUIT, its immediate shutdown
     /// (crash recovery at the next start, which empties UNLOGGED tables).
     pub(crate) fn crash(&mut self) {
         self.stop_with("immediate");
@@ -231,6 +302,51 @@ impl Backend {
         }
     }
 
+    /// Hangs the server (SIGSTOP to it and, for PostgreSQL, to every process of the cluster:
+    /// established connections are served by the postmaster's children) until the guard is
+    /// dropped (SIGCONT): connections stay open, nothing answers.
+    pub(crate) fn freeze(&self) -> Frozen {
+        let server = self
+            .redis
+            .as_ref()
+            .or(self.postgres.as_ref())
+            .expect("the server runs")
+            .id();
+        let children = std::fs::read_to_string(format!("/proc/{server}/task/{server}/children"))
+            .unwrap_or_default();
+        let mut pids: Vec<u32> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.push(server);
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status();
+        }
+        Frozen(pids)
+    }
+
+    /// How many nodes of the chat hub (prefix `hubbub:`) the backplane counts: Redis's set of
+    /// nodes, PostgreSQL's liveness rows.
+    pub(crate) fn node_count(&self) -> usize {
+        let text = match self.kind {
+            Kind::Redis => {
+                let output = Command::new("redis-cli")
+                    .args(["-p", &self.port.to_string(), "SCARD", "hubbub:chat:nodes"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("redis-cli is installed with redis-server");
+                String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            }
+            Kind::Postgres => {
+                self.psql("SELECT count(*) FROM hubbub_nodes WHERE hub = 'hubbub:chat'")
+            }
+        };
+        text.parse()
+            .unwrap_or_else(|_| panic!("a node count, not {text:?}"))
+    }
+
     /// PostgreSQL only: the rows `sql` returns, `|`-separated columns, through `psql`.
     pub(crate) fn psql(&self, sql: &str) -> String {
         assert_eq!(self.kind, Kind::Postgres);
@@ -261,12 +377,22 @@ impl Backend {
                 }
             }
             Kind::Postgres => {
-                let dir = self.dir.clone().unwrap();
-                let mut stop = pg("pg_ctl");
-                stop.arg("-D")
-                    .arg(dir.join("data"))
-                    .args(["-m", mode, "-w", "-t", "20", "stop"]);
-                run(stop, "pg_ctl stop", Some(&dir.join("log")));
+                if let Some(mut child) = self.postgres.take() {
+                    // PostgreSQL's shutdown modes: SIGINT fast, SIGQUIT immediate.
+                    let signal = if mode == "fast" { "INT" } else { "QUIT" };
+                    let _ = Command::new("kill")
+                        .args([&format!("-{signal}"), &child.id().to_string()])
+                        .status();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while child.try_wait().unwrap().is_none() {
+                        if Instant::now() >= deadline {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            panic!("PostgreSQL did not stop ({mode}) within 20 s");
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
             }
         }
     }
@@ -317,24 +443,32 @@ impl Drop for Backend {
                 }
             }
         }
-        if self.kind == Kind::Postgres && self.running {
+        if self.running {
             self.running = false;
-            let dir = self.dir.clone().unwrap();
-            let mut stop = pg("pg_ctl");
-            stop.arg("-D").arg(dir.join("data")).args([
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                "20",
-                "stop",
-            ]);
-            let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
-        } else {
-            self.stop_with("immediate");
+            for child in [self.redis.take(), self.postgres.take()]
+                .into_iter()
+                .flatten()
+            {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A hung server (see [`Backend::freeze`]); resumed on drop.
+pub(crate) struct Frozen(Vec<u32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
         }
     }
 }

@@ -18,11 +18,12 @@ mod postgres;
 mod redis;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use self::mirror::Record;
 pub(crate) use self::postgres::PostgresNode;
@@ -54,6 +55,18 @@ pub enum BackplaneError {
     /// No node acknowledged a group change for this connection.
     #[error("Connection '{0}' does not exist.")]
     NoAck(String),
+    /// The backplane cannot store this value (PostgreSQL's `text` cannot hold U+0000): sending
+    /// it again would fail again.
+    #[error("{0}")]
+    Unstorable(String),
+}
+
+impl BackplaneError {
+    /// Whether this is an outage ([`Down`](Self::Down): the same call may succeed later), as
+    /// opposed to a refusal that a retry would meet again.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Down(_))
+    }
 }
 
 /// Which backplane a server's hubs join (see [`ServerBuilder::redis`](crate::ServerBuilder::redis)
@@ -154,14 +167,31 @@ impl Fleet<'_> {
     }
 
     /// Asks the node that holds `connection` to add it to (or remove it from) `group`, and
-    /// waits for its ack.
+    /// waits for its ack; [`BackplaneError::Down`] at once while the backplane is unreachable
+    /// (the request could not be sent: waiting for an ack would only take `ack_timeout`).
     pub(crate) async fn remote_group(
         self,
         connection: &str,
         group: &str,
         add: bool,
     ) -> Result<(), BackplaneError> {
+        if !self.is_up() {
+            return Err(BackplaneError::Down(self.name()));
+        }
         each!(self, n => n.remote_group(connection, group, add).await)
+    }
+
+    /// Whether the node is connected to its backplane and has written its presence.
+    pub(crate) fn is_up(self) -> bool {
+        each!(self, n => n.is_up())
+    }
+
+    /// The backplane's server, for messages: `Redis` or `PostgreSQL`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Fleet::Redis(_) => "Redis",
+            Fleet::Postgres(_) => "PostgreSQL",
+        }
     }
 
     /// Whether `user` sends `id` for the first time within `window`, across the fleet.
@@ -289,5 +319,97 @@ impl Acks {
         if let Some(tx) = waiting {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Orders a node's presence writes against its whole rewrites (after (re)connecting, or when
+/// the other nodes forgot it), on either backplane. A rewrite first raises the generation,
+/// then reads the router: a write queued before is in the rewrite and is not sent (sent after
+/// it, it would bring back a stale row); a write queued during the rewrite is kept (not
+/// dropped as "down") and sent once the node is up.
+#[derive(Debug, Default)]
+pub(crate) struct Generation {
+    current: AtomicU64,
+    restoring: AtomicBool,
+}
+
+impl Generation {
+    /// The generation a write queued now belongs to.
+    pub(crate) fn current(&self) -> u64 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    /// A whole rewrite starts (call before reading the router).
+    pub(crate) fn rewrite(&self) {
+        self.current.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The node is rewriting its presence after (re)connecting (`true`), or done (`false`).
+    pub(crate) fn set_restoring(&self, on: bool) {
+        self.restoring.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether writes are accepted although the node is not up: it is rewriting its presence.
+    pub(crate) fn restoring(&self) -> bool {
+        self.restoring.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write of `generation` is in a later rewrite already.
+    pub(crate) fn is_stale(&self, generation: u64) -> bool {
+        generation < self.current()
+    }
+
+    /// Whether the publisher may send: `up`, or up within `limit` while the node rewrites its
+    /// presence (polled every 10 ms); `false` when down, after `limit`, or on shutdown.
+    pub(crate) async fn wait_up(
+        &self,
+        up: &AtomicBool,
+        limit: Duration,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !up.load(Ordering::SeqCst) {
+            if !self.restoring() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The longest wait between two attempts to reach the backplane's server again.
+pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// The end of a presence reread, on either backplane: the nodes not in `live` (stopped renewing
+/// their liveness, or already forgotten by another node) lost their connections without a
+/// goodbye; they leave `mirror` and the hub hears of them (`lost`). Unless this node came
+/// back from losing the backplane less than `node_ttl` + [`RECONNECT_MAX_DELAY`] ago
+/// (`rejoined`): after a restart of the server every node writes its presence afresh, each
+/// after its own reconnect delay, and until they all have, a missing node is not a lost one.
+pub(crate) fn report_lost(
+    mirror: &Mutex<mirror::Mirror>,
+    rejoined: &Mutex<Option<tokio::time::Instant>>,
+    live: &std::collections::HashSet<String>,
+    node_ttl: Duration,
+    lost: &tokio::sync::mpsc::UnboundedSender<Vec<crate::hub::LostConnection>>,
+) {
+    let settled = rejoined
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|since| since.elapsed() >= node_ttl + RECONNECT_MAX_DELAY);
+    let gone = mirror
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .forget_missing(live, settled);
+    if !gone.is_empty() {
+        tracing::info!(
+            connections = gone.len(),
+            "connections of a lost backplane node are gone"
+        );
+        let _ = lost.send(gone);
     }
 }

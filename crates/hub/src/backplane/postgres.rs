@@ -13,14 +13,18 @@
 //! (`hubbub_epochs`, `hubbub_scopes`) and the chat histories, trimmed to a bound
 //! (`hubbub_history`).
 //!
-//! Three tasks per hub endpoint:
-//! - the **publisher** sends queued notifications and presence writes in batches (a run of
-//!   notifications is one `pg_notify` over an array: one statement, one commit);
+//! Four tasks per hub endpoint:
+//! - the **publisher** sends queued notifications and presence writes in batches, each batch
+//!   one statement ([`PUBLISH`]: one transaction, one round trip); a batch refused for a
+//!   reason other than an outage is sent again op by op, so only the bad op is lost;
 //! - the **listener** holds both connections (one LISTENs and fetches large payloads, one runs
-//!   everything else): it connects, migrates the schema, listens, writes this node's presence
-//!   afresh, delivers what arrives, and after losing the database reconnects with backoff;
-//! - the **heartbeat** renews this node's liveness and rereads every node's presence, dropping
-//!   nodes whose liveness lapsed (a crashed node).
+//!   everything else): it connects, checks the encoding, migrates the schema, listens, writes
+//!   this node's presence afresh, delivers what arrives, and after losing the database
+//!   reconnects with backoff;
+//! - the **heartbeat** renews this node's liveness (rewriting its presence if the others
+//!   forgot it) and rereads every node's presence, dropping nodes whose liveness lapsed (a
+//!   crashed node);
+//! - the **sweeper** deletes expired message ids and old large payloads, one node at a time.
 //!
 //! The connection is made without TLS (`NoTls`): meant for a database on loopback or a
 //! private network. While the database is unreachable the node serves its own connections
@@ -42,7 +46,9 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, ID_OWNER_TTL, hostname, random_hex};
+use super::{
+    Acks, BackplaneError, Generation, ID_OWNER_TTL, RECONNECT_MAX_DELAY, hostname, random_hex,
+};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -71,17 +77,137 @@ pub struct PostgresOptions {
 }
 
 impl PostgresOptions {
-    /// Options for the database at `url`: prefix `hubbub:`, a 6 s node TTL renewed every 2 s.
+    /// Options for the database at `url`: no prefix (as
+    /// [`RedisOptions::new`](super::RedisOptions::new); `hubbub hub` passes
+    /// `--postgres-prefix`, default `hubbub:`), a 6 s node TTL renewed every 2 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            prefix: "hubbub:".to_owned(),
+            prefix: String::new(),
             node_ttl: Duration::from_secs(6),
             heartbeat: Duration::from_secs(2),
             ack_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(2),
         }
     }
+}
+
+impl PostgresOptions {
+    /// A connection string for logs, without its password in any of libpq's forms: the user
+    /// info of a URL (`postgres://<redacted>@host/db`), a `password=` query parameter, or a
+    /// `password=` key (quoted or not) of the `key=value` form. A string that does not parse
+    /// ([`tokio_postgres::Config`]) is shown as `<redacted>`; so is one in which the parsed
+    /// password would still appear.
+    pub fn redact(url: &str) -> String {
+        let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+            return "<redacted>".to_owned();
+        };
+        let shown = if let Some(rest) = url
+            .strip_prefix("postgres://")
+            .map(|r| ("postgres://", r))
+            .or_else(|| {
+                url.strip_prefix("postgresql://")
+                    .map(|r| ("postgresql://", r))
+            }) {
+            let (scheme, rest) = rest;
+            let (base, query) = match rest.split_once('?') {
+                Some((b, q)) => (b, Some(q)),
+                None => (rest, None),
+            };
+            let authority_end = base.find('/').unwrap_or(base.len());
+            let base = match base[..authority_end].rfind('@') {
+                Some(at) => format!("<redacted>@{}", &base[at + 1..]),
+                None => base.to_owned(),
+            };
+            let query = query.map(|q| {
+                q.split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if k == "password" => format!("{k}=<redacted>"),
+                        _ => pair.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&")
+            });
+            match query {
+                Some(q) => format!("{scheme}{base}?{q}"),
+                None => format!("{scheme}{base}"),
+            }
+        } else {
+            redact_key_values(url)
+        };
+        match config.get_password() {
+            Some(pw) if !pw.is_empty() && shown.contains(&*String::from_utf8_lossy(pw)) => {
+                "<redacted>".to_owned()
+            }
+            _ => shown,
+        }
+    }
+}
+
+/// libpq's `key=value` form with the value of `password` replaced: keys and `=` may have
+/// spaces around them; a value is single-quoted (`\'` and `\\` escapes) or runs to the next
+/// space.
+fn redact_key_values(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek() == Some(&'=') {
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            value.push('\'');
+            chars.next();
+            while let Some(c) = chars.next() {
+                value.push(c);
+                match c {
+                    '\\' => {
+                        if let Some(e) = chars.next() {
+                            value.push(e);
+                        }
+                    }
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if key == "password" {
+            value = "<redacted>".to_owned();
+        }
+        out.push_str(&format!("{key}={value}"));
+    }
+    out
 }
 
 /// The schema, one step per version; a hub applies the steps its database has not had, under
@@ -98,9 +224,11 @@ CREATE UNLOGGED TABLE hubbub_presence (
 CREATE UNLOGGED TABLE hubbub_payloads (
   id bigserial PRIMARY KEY, hub text NOT NULL, body bytea NOT NULL,
   at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX hubbub_payloads_at ON hubbub_payloads (hub, at);
 CREATE TABLE hubbub_ids (
   hub text NOT NULL, key text NOT NULL, expires timestamptz NOT NULL,
   PRIMARY KEY (hub, key));
+CREATE INDEX hubbub_ids_expires ON hubbub_ids (hub, expires);
 CREATE TABLE hubbub_epochs (hub text PRIMARY KEY, epoch text NOT NULL);
 CREATE TABLE hubbub_scopes (
   hub text NOT NULL, scope text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (hub, scope));
@@ -173,6 +301,7 @@ END $$;
 CREATE TABLE hubbub_owners (
   hub text NOT NULL, id text NOT NULL, owner text NOT NULL, expires timestamptz NOT NULL,
   PRIMARY KEY (hub, id));
+CREATE INDEX hubbub_owners_expires ON hubbub_owners (hub, expires);
 
 -- hubbub_append, after taking the id for p_owner: an id another sender holds (not expired)
 -- is refused with the one row (-1, id, '') and nothing is recorded.
@@ -215,34 +344,97 @@ struct Delta {
     gone: bool,
 }
 
-/// What the publisher sends, in order.
-enum Op {
-    /// A notification (its full text).
-    Notify(String),
-    /// A connection's presence row set (`Some`: the record as JSON) or deleted, and the
-    /// notification that tells the others.
-    Presence(String, Option<String>, String),
+/// What the publisher sends, in order: a notification, with the presence write it announces.
+struct Op {
+    /// The notification's full text, `{kind}{origin} {number} {body}`.
+    text: String,
+    /// A presence write of this node that goes with it.
+    presence: Option<PresenceWrite>,
 }
 
+/// One local connection's presence row, set or deleted.
+struct PresenceWrite {
+    connection: String,
+    /// The record as JSON; `None`: the connection left (its row is deleted).
+    record: Option<String>,
+    /// The node's presence generation when it was queued (see [`Generation`]).
+    generation: u64,
+}
+
+/// Operations the publisher holds at most (a full queue drops, with a warning).
 const PUBLISH_QUEUE: usize = 65_536;
-/// The longest wait between two attempts to reach the database again.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+/// Notifications received and not yet handled, at most: a node further behind reconnects
+/// (and rereads everyone's presence) rather than holding more.
+const NOTIFY_QUEUE: usize = 65_536;
+/// Announcements of large payloads fetched in one query at most.
+const FETCH_BATCH: usize = 64;
+/// Operations sent in one statement at most.
 const BATCH: usize = 512;
 /// Notifications this long or longer go through `hubbub_payloads` (PostgreSQL refuses
 /// payloads of 8,000 bytes or more).
 const NOTIFY_LIMIT: usize = 7_900;
 /// How long a large payload is kept for the listeners to fetch.
-const PAYLOAD_KEEP_SECS: f64 = 60.0;
+const PAYLOAD_KEEP: Duration = Duration::from_secs(60);
+/// How often a node that cannot join repeats why in its log.
+const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
-const SWEEP_EVERY: u64 = 15;
+const SWEEP_EVERY: u32 = 15;
+/// The first key of the sweep's advisory lock (two-key form; the second is the hash of the
+/// hub's `{prefix}{hub name}`): `0x68627377`, "hbsw" in ASCII.
+const SWEEP_LOCK: i32 = 0x6862_7377;
+
+/// A batch of operations in one statement (one transaction, one round trip): `$3`..`$7` are
+/// the ops in order (kind `n` notify, `s` presence set, `d` presence delete; connection;
+/// record; notification text; for a text too long for NOTIFY, the head of its `r`
+/// announcement). Presence rows get each connection's last write; texts too long for NOTIFY
+/// are stored in `hubbub_payloads` and announced by id; the notifications go out in order
+/// (`pg_notify` is volatile: evaluated after the sort).
+const PUBLISH: &str = "\
+WITH ops AS (
+  SELECT o.kind, o.conn, o.rec, o.body, o.head, o.ord
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+    WITH ORDINALITY AS o(kind, conn, rec, body, head, ord)),
+last AS (
+  SELECT DISTINCT ON (conn) conn, kind, rec FROM ops WHERE kind <> 'n' ORDER BY conn, ord DESC),
+del AS (
+  DELETE FROM hubbub_presence p USING last l
+  WHERE p.hub = $1 AND p.node = $2 AND p.connection = l.conn AND l.kind = 'd'),
+put AS (
+  INSERT INTO hubbub_presence (hub, node, connection, record)
+  SELECT $1, $2, l.conn, l.rec FROM last l WHERE l.kind = 's'
+  ON CONFLICT (hub, node, connection) DO UPDATE SET record = excluded.record),
+big AS (
+  SELECT ord, nextval(pg_get_serial_sequence('hubbub_payloads', 'id')) AS id, body
+  FROM ops WHERE head IS NOT NULL),
+ins AS (
+  INSERT INTO hubbub_payloads (id, hub, body) SELECT id, $1, convert_to(body, 'UTF8') FROM big)
+SELECT pg_notify($8, CASE WHEN o.head IS NULL THEN o.body ELSE o.head || b.id END)
+FROM ops o LEFT JOIN big b ON b.ord = o.ord ORDER BY o.ord";
+
+/// The listening connection, which also fetches large payloads (before the notifications
+/// after them are handled: order is kept).
+struct Listen {
+    client: Client,
+    /// `SELECT id, body FROM hubbub_payloads WHERE id = ANY($1)`.
+    fetch: Statement,
+}
 
 /// One connection's statements, prepared once per connection.
 struct Db {
     client: Client,
-    notify_many: Statement,
-    notify_large: Statement,
-    presence_set: Statement,
-    presence_del: Statement,
+    publish: Statement,
+    /// Renews this node's liveness; `true` when its row had to be inserted (forgotten).
+    heartbeat: Statement,
+    /// Every other node's liveness and presence rows.
+    presence_all: Statement,
+    /// The sweep (see `sweeper`).
+    sweep: Statement,
+    /// One node's presence rows.
+    presence_of: Statement,
+    /// The fleet's epoch (made on first use).
+    epoch: Statement,
+    /// A page of a history.
+    history_page: Statement,
     first_time: Statement,
     append: Statement,
 }
@@ -250,27 +442,45 @@ struct Db {
 impl Db {
     async fn prepare(client: Client) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            notify_many: client
-                .prepare("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-                .await?,
-            notify_large: client
+            publish: client.prepare(PUBLISH).await?,
+            heartbeat: client
                 .prepare(
-                    "WITH ins AS (INSERT INTO hubbub_payloads (hub, body) VALUES ($1, $2) \
-                     RETURNING id) SELECT pg_notify($3, $4 || ins.id) FROM ins",
+                    "INSERT INTO hubbub_nodes AS n (hub, node, expires) \
+                     VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
+                     ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires \
+                     RETURNING (xmax = 0)",
                 )
                 .await?,
-            presence_set: client
+            presence_all: client
                 .prepare(
-                    "WITH w AS (INSERT INTO hubbub_presence (hub, node, connection, record) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (hub, node, connection) \
-                     DO UPDATE SET record = excluded.record) \
-                     SELECT pg_notify($5, $6) WHERE $6::text IS NOT NULL",
+                    "SELECT n.node, n.expires > now(), p.connection, p.record \
+                     FROM hubbub_nodes n LEFT JOIN hubbub_presence p \
+                     ON p.hub = n.hub AND p.node = n.node \
+                     WHERE n.hub = $1 AND n.node <> $2",
                 )
                 .await?,
-            presence_del: client
+            sweep: client
                 .prepare(
-                    "WITH w AS (DELETE FROM hubbub_presence WHERE hub = $1 AND node = $2 \
-                     AND connection = $3) SELECT pg_notify($4, $5) WHERE $5::text IS NOT NULL",
+                    "WITH l AS (SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS got), \
+                     i AS (DELETE FROM hubbub_ids WHERE hub = $2 AND expires < now() \
+                     AND (SELECT got FROM l)), \
+                     p AS (DELETE FROM hubbub_payloads WHERE hub = $2 \
+                     AND at < now() - $3 * interval '1 millisecond' AND (SELECT got FROM l)), \
+                     o AS (DELETE FROM hubbub_owners WHERE hub = $2 AND expires < now() \
+                     AND (SELECT got FROM l)) \
+                     SELECT got FROM l",
+                )
+                .await?,
+            presence_of: client
+                .prepare(
+                    "SELECT connection, record FROM hubbub_presence WHERE hub = $1 AND node = $2",
+                )
+                .await?,
+            epoch: client.prepare("SELECT hubbub_epoch($1, $2)").await?,
+            history_page: client
+                .prepare(
+                    "SELECT seq, id, name, message, recipient FROM hubbub_history \
+                     WHERE hub = $1 AND scope = $2 AND seq > $3 ORDER BY seq LIMIT $4",
                 )
                 .await?,
             first_time: client
@@ -307,6 +517,8 @@ pub(crate) struct PostgresNode {
     /// transaction into one, and two equal messages must stay two.
     next_notify: AtomicU64,
     up: AtomicBool,
+    /// Presence writes against whole rewrites.
+    generation: Generation,
     rejoined: Mutex<Option<tokio::time::Instant>>,
     lost: mpsc::UnboundedSender<Vec<LostConnection>>,
 }
@@ -322,13 +534,49 @@ impl std::fmt::Debug for PostgresNode {
     }
 }
 
-/// Whether an error means the database is out of reach (rather than refusing a statement).
+/// Whether an error means the database is out of reach (rather than refusing a statement):
+/// the connection closed or failed (I/O), or a SQLSTATE of class 08 (connection exception),
+/// 53 (insufficient resources), 57 (operator intervention: shutdown, restart, a statement
+/// cancelled by `statement_timeout`) or 58 (system error). Anything else (a statement refused,
+/// a value the client library cannot convert) is not an outage: retrying it would fail again.
 fn is_outage(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        None => true,
-        // 08: connection exceptions; 57: operator intervention (shutdown, restart).
-        Some(db) => matches!(db.code().code().get(..2), Some("08" | "57")),
+    if e.is_closed() {
+        return true;
     }
+    if let Some(db) = e.as_db_error() {
+        return matches!(db.code().code().get(..2), Some("08" | "53" | "57" | "58"));
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// An error with its SQLSTATE when the server sent one (`SQLSTATE 42501: ERROR: permission
+/// denied for schema public`), for logs and for the errors callers see.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("SQLSTATE {}: {db}", db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Refuses text PostgreSQL's `text` cannot hold (U+0000, SQLSTATE 22021) before sending it:
+/// a clear, permanent error rather than a failed call.
+fn storable(texts: &[&str]) -> Result<(), BackplaneError> {
+    if texts.iter().any(|t| t.contains('\0')) {
+        return Err(BackplaneError::Unstorable(
+            "text containing U+0000 (NUL) cannot be stored in PostgreSQL: remove it".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 fn scope_item(scope: &Scope) -> (&'static str, &str) {
@@ -393,9 +641,15 @@ fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, Bac
                 .to_owned(),
         ));
     }
+    // The server gives up on a statement (or a lock wait) when the node does: an abandoned
+    // call does not keep running there.
+    let ms = options.call_timeout.as_millis().max(1);
+    let mut server_options = config.get_options().unwrap_or_default().to_owned();
+    server_options.push_str(&format!(" -c statement_timeout={ms} -c lock_timeout={ms}"));
     config
         .connect_timeout(options.call_timeout)
-        .application_name("hubbub");
+        .application_name("hubbub")
+        .options(server_options.trim_start());
     Ok(config)
 }
 
@@ -438,13 +692,15 @@ impl PostgresNode {
             acks: Acks::default(),
             next_notify: AtomicU64::new(1),
             up: AtomicBool::new(false),
+            generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
         });
         tracing::info!(server = %node.server, channel = %node.channel, hub = %node.base, "joining the PostgreSQL backplane");
         tasks.spawn(publisher(node.clone(), publish_rx, shutdown.clone()));
         tasks.spawn(listener(node.clone(), shutdown.clone()));
-        tasks.spawn(heartbeat(node.clone(), shutdown));
+        tasks.spawn(heartbeat(node.clone(), shutdown.clone()));
+        tasks.spawn(sweeper(node.clone(), shutdown));
         Ok((node, lost_rx))
     }
 
@@ -472,7 +728,7 @@ impl PostgresNode {
 
     /// Queues an operation for the publisher; dropped while the database is unreachable.
     fn queue(&self, op: Op) {
-        if !self.is_up() {
+        if !self.is_up() && !self.generation.restoring() {
             return;
         }
         if self.publish.try_send(op).is_err() {
@@ -492,7 +748,10 @@ impl PostgresNode {
             origin: Some(self.server.clone()),
         };
         let text = self.notification('i', &encode_invocation(scope, &invocation));
-        self.queue(Op::Notify(text));
+        self.queue(Op {
+            text,
+            presence: None,
+        });
     }
 
     /// Every node listens to the whole hub's channel: nothing to subscribe.
@@ -514,7 +773,14 @@ impl PostgresNode {
             gone: false,
         };
         let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
-        self.queue(Op::Presence(connection.to_owned(), json, text));
+        self.queue(Op {
+            text,
+            presence: Some(PresenceWrite {
+                connection: connection.to_owned(),
+                record: json,
+                generation: self.generation.current(),
+            }),
+        });
     }
 
     /// Connections of other nodes (in `group`).
@@ -552,7 +818,10 @@ impl PostgresNode {
                     connection: connection.to_owned(),
                 };
                 let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
-                self.queue(Op::Notify(self.notification('g', &body)));
+                self.queue(Op {
+                    text: self.notification('g', &body),
+                    presence: None,
+                });
             })
             .await;
         if acked {
@@ -575,10 +844,13 @@ impl PostgresNode {
         match tokio::time::timeout(self.options.call_timeout, run(db)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if is_outage(&e) => {
-                self.went_down(&format!("{what}: {e}"));
+                self.went_down(&format!("{what}: {}", describe(&e)));
                 Err(BackplaneError::Down("PostgreSQL"))
             }
-            Ok(Err(e)) => Err(BackplaneError::Postgres(format!("{what}: {e}"))),
+            Ok(Err(e)) => Err(BackplaneError::Postgres(format!(
+                "{what}: {}",
+                describe(&e)
+            ))),
             Err(_) => {
                 self.went_down(&format!("{what}: no answer"));
                 Err(BackplaneError::Down("PostgreSQL"))
@@ -598,6 +870,7 @@ impl PostgresNode {
         id: &str,
         window: Duration,
     ) -> Result<bool, BackplaneError> {
+        storable(&[user, id])?;
         let (base, key, ms) = (
             self.base.clone(),
             Self::dedupe_key(user, id),
@@ -623,6 +896,14 @@ impl PostgresNode {
         message: &str,
         to: Option<&str>,
     ) -> Result<Result<Option<(Entry, String)>, crate::HistoryError>, BackplaneError> {
+        storable(&[
+            scope,
+            user,
+            id.unwrap_or(""),
+            name,
+            message,
+            to.unwrap_or(""),
+        ])?;
         let (window, capacity) = (crate::DEDUPE_WINDOW, crate::MEMORY_CAPACITY as i64);
         let owner = (
             crate::history::owner(user).to_owned(),
@@ -692,17 +973,13 @@ impl PostgresNode {
         self.call("history read", async move |db| {
             let epoch: String = db
                 .client
-                .query_one("SELECT hubbub_epoch($1, $2)", &[&base, &fresh])
+                .query_one(&db.epoch, &[&base, &fresh])
                 .await?
                 .try_get(0)?;
             let after = if epoch == theirs { after } else { 0 };
             let rows = db
                 .client
-                .query(
-                    "SELECT seq, id, name, message, recipient FROM hubbub_history \
-                     WHERE hub = $1 AND scope = $2 AND seq > $3 ORDER BY seq LIMIT $4",
-                    &[&base, &scope, &after, &limit],
-                )
+                .query(&db.history_page, &[&base, &scope, &after, &limit])
                 .await?;
             let entries = rows
                 .iter()
@@ -721,8 +998,57 @@ impl PostgresNode {
         .await
     }
 
+    /// Announcements of large payloads (`r{origin} {number} {id}`), fetched in one query, then
+    /// handled in order.
+    async fn on_large(self: &Arc<Self>, listen: &Listen, announcements: &[String]) {
+        let ids: Vec<i64> = announcements
+            .iter()
+            .filter_map(|a| {
+                let mut parts = a.get(1..)?.splitn(3, ' ');
+                let (origin, _, id) = (parts.next()?, parts.next()?, parts.next()?);
+                (origin != self.server).then(|| id.parse().ok())?
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let fetched = tokio::time::timeout(
+            self.options.call_timeout,
+            listen.client.query(&listen.fetch, &[&ids]),
+        )
+        .await;
+        let rows = match fetched {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %describe(&e), count = ids.len(), "large backplane payloads could not be fetched");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    count = ids.len(),
+                    "large backplane payloads: no answer in time"
+                );
+                return;
+            }
+        };
+        let mut bodies: HashMap<i64, Vec<u8>> = rows
+            .iter()
+            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+            .collect();
+        for id in ids {
+            let Some(bytes) = bodies.remove(&id) else {
+                tracing::warn!(id, "a large backplane payload was already swept away");
+                continue;
+            };
+            match String::from_utf8(bytes) {
+                Ok(text) if !text.starts_with('r') => self.on_notification(listen, &text).await,
+                _ => {}
+            }
+        }
+    }
+
     /// A notification of this hub's channel.
-    async fn on_notification(self: &Arc<Self>, listen: &Client, payload: &str) {
+    async fn on_notification(self: &Arc<Self>, listen: &Listen, payload: &str) {
         let kind = payload.chars().next().unwrap_or(' ');
         let mut parts = payload[kind.len_utf8().min(payload.len())..].splitn(3, ' ');
         let (Some(origin), Some(_n), Some(body)) = (parts.next(), parts.next(), parts.next())
@@ -733,33 +1059,7 @@ impl PostgresNode {
             return;
         }
         match kind {
-            'r' => {
-                // A large payload: its text is in the table, under the id at the end.
-                let Ok(id) = body.parse::<i64>() else { return };
-                let fetched = tokio::time::timeout(
-                    self.options.call_timeout,
-                    listen.query_opt("SELECT body FROM hubbub_payloads WHERE id = $1", &[&id]),
-                )
-                .await;
-                match fetched {
-                    Ok(Ok(Some(row))) => {
-                        let Ok(bytes) = row.try_get::<_, Vec<u8>>(0) else {
-                            return;
-                        };
-                        let Ok(text) = String::from_utf8(bytes) else {
-                            return;
-                        };
-                        if text.starts_with('r') {
-                            return;
-                        }
-                        Box::pin(self.on_notification(listen, &text)).await;
-                    }
-                    Ok(Ok(None)) => {
-                        tracing::warn!(id, "a large backplane payload was already swept away");
-                    }
-                    _ => tracing::warn!(id, "a large backplane payload could not be fetched"),
-                }
-            }
+            'r' => Box::pin(self.on_large(listen, &[payload.to_owned()])).await,
             'i' => {
                 let Some((scope, invocation)) = decode_invocation(body) else {
                     tracing::warn!("a backplane message that is not an invocation was ignored");
@@ -831,7 +1131,10 @@ impl PostgresNode {
             self.local_remove(&action.connection, &action.group).await;
         }
         let body = format!("{} {}", action.server, action.id);
-        self.queue(Op::Notify(self.notification('a', &body)));
+        self.queue(Op {
+            text: self.notification('a', &body),
+            presence: None,
+        });
     }
 
     /// A local connection joins a group: registry and presence.
@@ -866,13 +1169,7 @@ impl PostgresNode {
         let (base, server) = (self.base.clone(), server.to_owned());
         let rows = self
             .call("presence read", async move |db| {
-                db.client
-                    .query(
-                        "SELECT connection, record FROM hubbub_presence \
-                         WHERE hub = $1 AND node = $2",
-                        &[&base, &server],
-                    )
-                    .await
+                db.client.query(&db.presence_of, &[&base, &server]).await
             })
             .await?;
         Ok(rows
@@ -887,55 +1184,32 @@ impl PostgresNode {
 
     /// Renews this node's liveness; rereads the presence of every live node (liveness and
     /// presence in one statement, one snapshot) and forgets the dead ones (deleting what they
-    /// left). Every [`SWEEP_EVERY`] beats, also deletes expired ids and old large payloads.
-    async fn refresh(&self, sweep: bool) -> Result<(), BackplaneError> {
+    /// left). A node the others forgot while it was alive (stalled longer than its TTL: its
+    /// liveness row was gone, and the renewal inserted it) rewrites its whole presence.
+    async fn refresh(&self) -> Result<(), BackplaneError> {
         let (base, server, ttl) = (
             self.base.clone(),
             self.server.clone(),
             self.options.node_ttl.as_secs_f64() * 1000.0,
         );
-        let rows = self
+        let (forgotten, rows) = self
             .call("heartbeat", async move |db| {
-                db.client
-                    .execute(
-                        "INSERT INTO hubbub_nodes AS n (hub, node, expires) \
-                         VALUES ($1, $2, now() + $3 * interval '1 millisecond') \
-                         ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires",
-                        &[&base, &server, &ttl],
-                    )
-                    .await?;
-                if sweep {
-                    db.client
-                        .execute(
-                            "DELETE FROM hubbub_ids WHERE hub = $1 AND expires < now()",
-                            &[&base],
-                        )
-                        .await?;
-                    db.client
-                        .execute(
-                            "DELETE FROM hubbub_owners WHERE hub = $1 AND expires < now()",
-                            &[&base],
-                        )
-                        .await?;
-                    db.client
-                        .execute(
-                            "DELETE FROM hubbub_payloads WHERE hub = $1 \
-                             AND at < now() - $2 * interval '1 second'",
-                            &[&base, &PAYLOAD_KEEP_SECS],
-                        )
-                        .await?;
-                }
-                db.client
-                    .query(
-                        "SELECT n.node, n.expires > now(), p.connection, p.record \
-                         FROM hubbub_nodes n LEFT JOIN hubbub_presence p \
-                         ON p.hub = n.hub AND p.node = n.node \
-                         WHERE n.hub = $1 AND n.node <> $2",
-                        &[&base, &server],
-                    )
-                    .await
+                let forgotten: bool = db
+                    .client
+                    .query_one(&db.heartbeat, &[&base, &server, &ttl])
+                    .await?
+                    .try_get(0)?;
+                let rows = db.client.query(&db.presence_all, &[&base, &server]).await?;
+                Ok((forgotten, rows))
             })
             .await?;
+        if forgotten {
+            tracing::warn!(
+                "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
+            );
+            self.call("presence rewrite", async move |db| self.restore(&db).await)
+                .await?;
+        }
         let mut alive: HashMap<String, HashMap<String, Record>> = HashMap::new();
         let mut dead: HashSet<String> = HashSet::new();
         for row in &rows {
@@ -979,31 +1253,20 @@ impl PostgresNode {
             })
             .await?;
         }
-        // As with Redis: a node that stopped renewing its heartbeat, or that another node
-        // already forgot, lost its connections without a goodbye; unless this node came back
-        // from losing the database only just now, while the others are still rewriting theirs.
-        let settled = self
-            .rejoined
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let lost = self
-            .mirror
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_missing(&live, settled);
-        if !lost.is_empty() {
-            tracing::info!(
-                connections = lost.len(),
-                "connections of a lost backplane node are gone"
-            );
-            let _ = self.lost.send(lost);
-        }
+        super::report_lost(
+            &self.mirror,
+            &self.rejoined,
+            &live,
+            self.options.node_ttl,
+            &self.lost,
+        );
         Ok(())
     }
 
     /// After (re)connecting: this node's presence written afresh, the others told to reread it.
     async fn restore(&self, db: &Db) -> Result<(), tokio_postgres::Error> {
+        // Before reading the router: what was queued until now is in this rewrite.
+        self.generation.rewrite();
         let (mut connections, mut records) = (Vec::new(), Vec::new());
         for (id, user, mut groups) in self.router.records() {
             groups.sort();
@@ -1057,100 +1320,71 @@ impl PostgresNode {
         let _ = tokio::time::timeout(self.options.call_timeout, run).await;
     }
 
-    /// Sends one batch in order: each run of notifications as one statement.
-    async fn send_batch(&self, db: &Db, ops: Vec<Op>) -> Result<(), tokio_postgres::Error> {
-        let mut run: Vec<String> = Vec::new();
-        for op in ops {
-            match op {
-                Op::Notify(text) if text.len() >= NOTIFY_LIMIT => {
-                    self.flush(db, &mut run).await?;
-                    self.notify_large(db, &text).await?;
-                }
-                Op::Notify(text) => run.push(text),
-                Op::Presence(connection, record, text) => {
-                    self.flush(db, &mut run).await?;
-                    // The write, with its notification when that fits in one.
-                    let inline = (text.len() < NOTIFY_LIMIT).then_some(text.as_str());
-                    match record {
-                        Some(json) => {
-                            db.client
-                                .execute(
-                                    &db.presence_set,
-                                    &[
-                                        &self.base,
-                                        &self.server,
-                                        &connection,
-                                        &json,
-                                        &self.channel,
-                                        &inline,
-                                    ],
-                                )
-                                .await?
-                        }
-                        None => {
-                            db.client
-                                .execute(
-                                    &db.presence_del,
-                                    &[
-                                        &self.base,
-                                        &self.server,
-                                        &connection,
-                                        &self.channel,
-                                        &inline,
-                                    ],
-                                )
-                                .await?
-                        }
-                    };
-                    if inline.is_none() {
-                        self.notify_large(db, &text).await?;
-                    }
-                }
-            }
-        }
-        self.flush(db, &mut run).await
-    }
-
-    /// A notification too long for NOTIFY: stored, and announced as `r{origin} {number} {id}`.
-    async fn notify_large(&self, db: &Db, text: &str) -> Result<(), tokio_postgres::Error> {
-        let mut head = text[1..].splitn(3, ' ');
-        let prefix = format!(
-            "r{} {} ",
-            head.next().unwrap_or_default(),
-            head.next().unwrap_or_default()
+    /// Sends one batch in order, in one statement (see [`PUBLISH`]).
+    async fn send_batch(&self, db: &Db, ops: &[Op]) -> Result<(), tokio_postgres::Error> {
+        let n = ops.len();
+        let (mut kinds, mut connections, mut records, mut texts, mut heads) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
         );
+        for op in ops {
+            let (kind, connection, record) = match &op.presence {
+                None => ("n", None, None),
+                Some(w) => (
+                    if w.record.is_some() { "s" } else { "d" },
+                    Some(w.connection.as_str()),
+                    w.record.as_deref(),
+                ),
+            };
+            kinds.push(kind);
+            connections.push(connection);
+            records.push(record);
+            texts.push(op.text.as_str());
+            heads.push((op.text.len() >= NOTIFY_LIMIT).then(|| large_head(&op.text)));
+        }
         db.client
             .execute(
-                &db.notify_large,
-                &[&self.base, &text.as_bytes(), &self.channel, &prefix],
+                &db.publish,
+                &[
+                    &self.base,
+                    &self.server,
+                    &kinds,
+                    &connections,
+                    &records,
+                    &texts,
+                    &heads,
+                    &self.channel,
+                ],
             )
             .await?;
         Ok(())
     }
 
-    async fn flush(&self, db: &Db, run: &mut Vec<String>) -> Result<(), tokio_postgres::Error> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        let texts = std::mem::take(run);
-        db.client
-            .execute(&db.notify_many, &[&self.channel, &texts])
-            .await?;
-        Ok(())
-    }
-
-    /// Connects both connections, migrates the schema, listens and prepares.
-    async fn connect(
-        &self,
-    ) -> Result<(Client, mpsc::UnboundedReceiver<String>, Arc<Db>), tokio_postgres::Error> {
+    /// Connects both connections, checks the server's encoding, migrates the schema, listens
+    /// and prepares.
+    async fn connect(&self) -> Result<(Listen, mpsc::Receiver<String>, Arc<Db>), SetupError> {
         let (listen, mut listen_conn) = self.config.connect(NoTls).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
         let channel = self.channel.clone();
         tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| listen_conn.poll_message(cx)).await {
                     Some(Ok(AsyncMessage::Notification(n))) => {
-                        if n.channel() == channel && tx.send(n.payload().to_owned()).is_err() {
+                        if n.channel() != channel {
+                            continue;
+                        }
+                        // Full: this node fell too far behind. Ending the connection makes it
+                        // reconnect and reread everyone's presence.
+                        if let Err(e) = tx.try_send(n.payload().to_owned()) {
+                            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                                tracing::warn!(
+                                    queued = NOTIFY_QUEUE,
+                                    "the backplane's notifications arrive faster than this node handles them: reconnecting"
+                                );
+                            }
                             return;
                         }
                     }
@@ -1169,25 +1403,69 @@ impl PostgresNode {
                 tracing::debug!(error = %e, "the backplane's query connection ended");
             }
         });
-        migrate(&mut query).await?;
+        let encoding: String = query
+            .query_one("SHOW server_encoding", &[])
+            .await?
+            .try_get(0)?;
+        if encoding != "UTF8" {
+            return Err(SetupError::Encoding(encoding));
+        }
+        migrate(&mut query, self.options.call_timeout * 4).await?;
         listen
             .batch_execute(&format!("LISTEN \"{}\"", self.channel))
             .await?;
         let db = Arc::new(Db::prepare(query).await?);
-        Ok((listen, rx, db))
+        let fetch = listen
+            .prepare("SELECT id, body FROM hubbub_payloads WHERE id = ANY($1)")
+            .await?;
+        Ok((
+            Listen {
+                client: listen,
+                fetch,
+            },
+            rx,
+            db,
+        ))
     }
 }
 
-/// Brings the schema to the newest version, one step at a time, under an advisory lock so
-/// that nodes starting together do not race.
-async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    // The lock's key: "hubbub" in ASCII.
-    tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(110416981714274); \
-         CREATE TABLE IF NOT EXISTS hubbub_schema (version integer PRIMARY KEY, \
-         applied timestamptz NOT NULL DEFAULT now())",
+/// The announcement of a notification too long for NOTIFY, without its id:
+/// `r{origin} {number} ` (the listener fetches the text by the id that follows).
+fn large_head(text: &str) -> String {
+    let mut head = text.get(1..).unwrap_or_default().splitn(3, ' ');
+    format!(
+        "r{} {} ",
+        head.next().unwrap_or_default(),
+        head.next().unwrap_or_default()
     )
+}
+
+/// Why a node could not join: a failed call, or a database it cannot use.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// Chat text is Unicode: a database in another encoding would refuse some of it.
+    #[error("the database's encoding is {0}, not UTF8: create the database with ENCODING 'UTF8'")]
+    Encoding(String),
+}
+
+/// The advisory lock the schema is migrated under: the 64-bit key 0x646c74f8e562, which
+/// hubbub has used since its first schema (keep it: nodes of two versions must agree on it).
+const MIGRATION_LOCK: i64 = 110_416_981_714_274;
+
+/// Brings the schema to the newest version, one step at a time, under an advisory lock so
+/// that nodes starting together do not race; waits at most `limit` for that lock and for
+/// each step (longer than one call: another node may be migrating).
+async fn migrate(client: &mut Client, limit: Duration) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let ms = limit.as_millis().max(1);
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
+         SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); \
+         CREATE TABLE IF NOT EXISTS hubbub_schema (version integer PRIMARY KEY, \
+         applied timestamptz NOT NULL DEFAULT now())"
+    ))
     .await?;
     let have: i32 = tx
         .query_one("SELECT coalesce(max(version), 0) FROM hubbub_schema", &[])
@@ -1231,15 +1509,49 @@ async fn publisher(
                 Err(_) => break,
             }
         }
-        let Some(db) = node.db() else { continue };
-        if !node.is_up() {
+        // A presence write from before the node last rewrote its presence is in that rewrite.
+        let limit = node.options.call_timeout * 2;
+        if !node.generation.wait_up(&node.up, limit, &shutdown).await {
             continue;
         }
+        ops.retain(|op| {
+            op.presence
+                .as_ref()
+                .is_none_or(|w| !node.generation.is_stale(w.generation))
+        });
+        if ops.is_empty() {
+            continue;
+        }
+        let Some(db) = node.db() else { continue };
         let start = std::time::Instant::now();
-        match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, ops)).await {
+        match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, &ops)).await {
             Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
-            Ok(Err(e)) if is_outage(&e) => node.went_down(&format!("publish: {e}")),
-            Ok(Err(e)) => tracing::warn!(error = %e, "a backplane publish was refused"),
+            Ok(Err(e)) if is_outage(&e) => {
+                node.went_down(&format!("publish: {}", describe(&e)));
+            }
+            Ok(Err(e)) => {
+                // One op is refused: send them one by one, so that only it is lost.
+                tracing::warn!(error = %describe(&e), "a backplane publish was refused; sending its operations one by one");
+                for op in ops {
+                    let one = std::slice::from_ref(&op);
+                    match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, one))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) if is_outage(&e) => {
+                            node.went_down(&format!("publish: {}", describe(&e)));
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %describe(&e), "a backplane publish was refused")
+                        }
+                        Err(_) => {
+                            node.went_down("publish: no answer");
+                            break;
+                        }
+                    }
+                }
+            }
             Err(_) => node.went_down("publish: no answer"),
         }
     }
@@ -1248,7 +1560,9 @@ async fn publisher(
 async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     let mut ever = false;
-    let mut warned = false;
+    // The last setup failure logged, and when: repeated every SETUP_WARN_EVERY (or at once
+    // when the reason changes) so a lasting misconfiguration stays visible.
+    let mut warned: Option<(tokio::time::Instant, String)> = None;
     loop {
         // Migrating may wait for another node's migration: a longer limit than one call.
         let limit = node.options.call_timeout * 5;
@@ -1259,13 +1573,16 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
         let (listen, mut notifications, db) = match connected {
             Ok(Ok(c)) => c,
             failed => {
-                if !warned {
-                    let error = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "no answer".to_owned(),
-                    };
-                    tracing::warn!(%error, "cannot reach PostgreSQL for the backplane; retrying");
-                    warned = true;
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".to_owned(),
+                };
+                let repeat = warned
+                    .as_ref()
+                    .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
+                if repeat {
+                    tracing::warn!(%error, "cannot join the PostgreSQL backplane; retrying");
+                    warned = Some((tokio::time::Instant::now(), error));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -1275,8 +1592,12 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
                 continue;
             }
         };
+        *node.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        node.generation.set_restoring(true);
         let restored = tokio::time::timeout(node.options.call_timeout, node.restore(&db)).await;
         if !matches!(restored, Ok(Ok(()))) {
+            node.generation.set_restoring(false);
+            *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => return,
@@ -1284,14 +1605,14 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             continue;
         }
-        *node.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
         if ever {
             *node.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
+        node.generation.set_restoring(false);
         node.connected_gauge.set(1);
-        if let Err(e) = node.refresh(false).await {
+        if let Err(e) = node.refresh().await {
             tracing::debug!(error = %e, "presence reload after connecting failed");
         }
         if ever {
@@ -1300,12 +1621,31 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
             tracing::info!(channel = %node.channel, "PostgreSQL backplane connected");
         }
         ever = true;
-        warned = false;
+        warned = None;
         delay = Duration::from_millis(100);
         let mut check = tokio::time::interval(node.options.heartbeat);
         let reason = loop {
             tokio::select! {
                 n = notifications.recv() => match n {
+                    Some(payload) if payload.starts_with('r') => {
+                        // A run of large payloads is fetched in one query.
+                        let mut run = vec![payload];
+                        let mut after = None;
+                        while run.len() < FETCH_BATCH {
+                            match notifications.try_recv() {
+                                Ok(p) if p.starts_with('r') => run.push(p),
+                                Ok(p) => {
+                                    after = Some(p);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        node.on_large(&listen, &run).await;
+                        if let Some(p) = after {
+                            node.on_notification(&listen, &p).await;
+                        }
+                    }
                     Some(payload) => node.on_notification(&listen, &payload).await,
                     None => break "the listening connection closed",
                 },
@@ -1324,21 +1664,47 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
 async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(node.options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut beats: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => break,
         }
         if node.is_up() {
-            beats += 1;
-            if let Err(e) = node.refresh(beats % SWEEP_EVERY == 0).await {
+            if let Err(e) = node.refresh().await {
                 tracing::debug!(error = %e, "backplane heartbeat failed");
             }
         }
     }
     if node.is_up() {
         node.leave().await;
+    }
+}
+
+/// Deletes expired message ids and large payloads older than [`PAYLOAD_KEEP`], every
+/// [`SWEEP_EVERY`] heartbeats, apart from the heartbeat (a slow sweep delays nothing and is
+/// not an outage). One node of the hub sweeps at a time: the others skip their turn while it
+/// holds the sweep's advisory lock.
+async fn sweeper(node: Arc<PostgresNode>, shutdown: CancellationToken) {
+    let every = node.options.heartbeat * SWEEP_EVERY;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keep_ms = PAYLOAD_KEEP.as_secs_f64() * 1000.0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Some(db) = node.db().filter(|_| node.is_up()) else {
+            continue;
+        };
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&SWEEP_LOCK, &node.base, &keep_ms];
+        let run = db.client.execute(&db.sweep, &args);
+        match tokio::time::timeout(node.options.call_timeout, run).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %describe(&e), "backplane sweep failed"),
+            Err(_) => tracing::debug!("backplane sweep: no answer in time"),
+        }
     }
 }
 
@@ -1367,6 +1733,33 @@ mod tests {
             assert_eq!(i, inv);
         }
         assert!(decode_invocation("not base64!").is_none());
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_every_form() {
+        let cases = [
+            (
+                "postgres://hub:se%20cret@127.0.0.1:5432/db",
+                "postgres://<redacted>@127.0.0.1:5432/db",
+            ),
+            (
+                "postgresql://127.0.0.1/db?user=hub&password=secret&sslmode=disable",
+                "postgresql://127.0.0.1/db?user=hub&password=<redacted>&sslmode=disable",
+            ),
+            (
+                "host=127.0.0.1 user=hub password=secret dbname=db",
+                "host=127.0.0.1 user=hub password=<redacted> dbname=db",
+            ),
+            (
+                "host=127.0.0.1 password = 'sec ret\\'s' dbname=db",
+                "host=127.0.0.1 password=<redacted> dbname=db",
+            ),
+            ("host=127.0.0.1 dbname=db", "host=127.0.0.1 dbname=db"),
+            ("postgres://u@h/db?nonsense=secret", "<redacted>"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(PostgresOptions::redact(url), shown, "{url}");
+        }
     }
 
     #[test]

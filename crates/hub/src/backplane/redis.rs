@@ -28,7 +28,9 @@ use tokio_util::task::TaskTracker;
 
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
-use super::{Acks, BackplaneError, ID_OWNER_TTL, hostname, random_hex};
+use super::{
+    Acks, BackplaneError, Generation, ID_OWNER_TTL, RECONNECT_MAX_DELAY, hostname, random_hex,
+};
 use crate::frame::Frame;
 use crate::history::Entry;
 use crate::hub::LostConnection;
@@ -93,8 +95,6 @@ enum Sub {
 }
 
 const PUBLISH_QUEUE: usize = 65_536;
-/// The longest wait between two attempts to reach Redis again.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 const PIPELINE_BATCH: usize = 512;
 
 /// Records a chat message (an id another sender holds refused, dedupe by sender and id, next
@@ -151,11 +151,15 @@ pub(crate) struct RedisNode {
     client: redis::Client,
     conn: ConnectionManager,
     router: Arc<Router>,
-    publish: mpsc::Sender<redis::Cmd>,
+    /// Commands for the publisher, a presence write's (and its announcement's) with the
+    /// generation it was queued in.
+    publish: mpsc::Sender<(Option<u64>, redis::Cmd)>,
     subs: mpsc::UnboundedSender<Sub>,
     mirror: Mutex<Mirror>,
     acks: Acks,
     up: AtomicBool,
+    /// Presence writes against whole rewrites.
+    generation: Generation,
     /// When the node last came back after losing Redis (`None`: it never lost it).
     rejoined: Mutex<Option<tokio::time::Instant>>,
     /// Connections of other nodes that vanished without a goodbye, for the hub's
@@ -176,6 +180,27 @@ impl std::fmt::Debug for RedisNode {
 }
 
 /// A node's presence hash as read from Redis: connection id → record (unreadable ones skipped).
+/// Whether an error means Redis is out of reach or not serving for now (rather than refusing
+/// a command): I/O, a dropped or refused connection, a timeout, or a server still loading its
+/// data, failing over or asking to try again (`LOADING`, `MASTERDOWN`, `CLUSTERDOWN`,
+/// `TRYAGAIN`).
+fn is_outage(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+            )
+        )
+}
+
 fn records(raw: HashMap<String, String>) -> HashMap<String, Record> {
     raw.into_iter()
         .filter_map(|(c, json)| Some((c, serde_json::from_str(&json).ok()?)))
@@ -223,6 +248,7 @@ impl RedisNode {
             mirror: Mutex::default(),
             acks: Acks::default(),
             up: AtomicBool::new(false),
+            generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
             append: redis::Script::new(APPEND),
@@ -270,10 +296,15 @@ impl RedisNode {
 
     /// Queues a command for the publisher; dropped while Redis is unreachable.
     fn queue(&self, command: redis::Cmd) {
-        if !self.is_up() {
+        self.queue_in(None, command);
+    }
+
+    /// As [`queue`](Self::queue), for a presence write of `generation` (see [`Generation`]).
+    fn queue_in(&self, generation: Option<u64>, command: redis::Cmd) {
+        if !self.is_up() && !self.generation.restoring() {
             return;
         }
-        if self.publish.try_send(command).is_err() {
+        if self.publish.try_send((generation, command)).is_err() {
             tracing::warn!("backplane publish queue full: a message for other nodes was dropped");
         }
     }
@@ -338,11 +369,12 @@ impl RedisNode {
             reload: false,
             gone: false,
         };
-        self.queue(write);
+        let generation = Some(self.generation.current());
+        self.queue_in(generation, write);
         let mut c = cmd("PUBLISH");
         c.arg(self.key("internal:presence"))
             .arg(serde_json::to_string(&delta).unwrap_or_default());
-        self.queue(c);
+        self.queue_in(generation, c);
     }
 
     /// Connections of other nodes (in `group`).
@@ -402,7 +434,7 @@ impl RedisNode {
         match tokio::time::timeout(self.options.call_timeout, run(self.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+                if is_outage(&e) {
                     self.went_down(&format!("{what}: {e}"));
                     Err(BackplaneError::Down("Redis"))
                 } else {
@@ -729,7 +761,8 @@ impl RedisNode {
     }
 
     /// Renews this node's liveness; rereads the presence of every live node and forgets the
-    /// dead ones (deleting what they left in Redis).
+    /// dead ones (deleting what they left in Redis). A node the others forgot while it was
+    /// alive (back in the set of nodes only now) rewrites its whole presence.
     async fn refresh(&self) -> Result<(), BackplaneError> {
         let (node_key, nodes_key, server, ttl) = (
             self.node_key(&self.server),
@@ -737,9 +770,9 @@ impl RedisNode {
             self.server.clone(),
             self.options.node_ttl.as_millis() as u64,
         );
-        let members: Vec<String> = self
+        let (added, members): (i64, Vec<String>) = self
             .call("heartbeat", async move |mut conn| {
-                let (_, _, members): ((), (), Vec<String>) = redis::pipe()
+                let (_, added, members): ((), i64, Vec<String>) = redis::pipe()
                     .cmd("SET")
                     .arg(&node_key)
                     .arg(1)
@@ -752,9 +785,23 @@ impl RedisNode {
                     .arg(&nodes_key)
                     .query_async(&mut conn)
                     .await?;
-                Ok(members)
+                Ok((added, members))
             })
             .await?;
+        // This node was not in the set: the others forgot it while it was alive (it stalled
+        // longer than its TTL) and deleted its presence. It writes it afresh.
+        if added == 1 {
+            tracing::warn!(
+                "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
+            );
+            if let Err(e) = self.restore().await {
+                if is_outage(&e) {
+                    self.went_down(&format!("presence rewrite: {e}"));
+                    return Err(BackplaneError::Down("Redis"));
+                }
+                return Err(BackplaneError::Redis(e.to_string()));
+            }
+        }
         let others: Vec<String> = members.into_iter().filter(|s| *s != self.server).collect();
         // Each node's liveness and presence read in one transaction: a node whose key expires
         // in between would otherwise be read alive with the presence another node has just
@@ -812,34 +859,21 @@ impl RedisNode {
                     .await?;
             }
         }
-        // A node that stopped renewing its heartbeat, or that another node already forgot, lost
-        // its connections without a goodbye: the hub hears of them. Unless this node came back
-        // from losing Redis only just now: after a Redis restart every node writes its presence
-        // afresh, each after its own reconnect delay, and until they all have, a missing node
-        // is not a lost one.
-        let settled = self
-            .rejoined
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|since| since.elapsed() >= self.options.node_ttl + RECONNECT_MAX_DELAY);
-        let lost = self
-            .mirror
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_missing(&live, settled);
-        if !lost.is_empty() {
-            tracing::info!(
-                connections = lost.len(),
-                "connections of a lost backplane node are gone"
-            );
-            let _ = self.lost.send(lost);
-        }
+        super::report_lost(
+            &self.mirror,
+            &self.rejoined,
+            &live,
+            self.options.node_ttl,
+            &self.lost,
+        );
         Ok(())
     }
 
     /// After (re)connecting: this node's presence written afresh (Redis may have restarted
     /// empty), the others told to reread it.
     async fn restore(&self) -> Result<(), redis::RedisError> {
+        // Before reading the router: what was queued until now is in this rewrite.
+        self.generation.rewrite();
         let key = self.presence_key(&self.server);
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(&key).ignore();
@@ -911,7 +945,7 @@ impl RedisNode {
 
 async fn publisher(
     node: Arc<RedisNode>,
-    mut rx: mpsc::Receiver<redis::Cmd>,
+    mut rx: mpsc::Receiver<(Option<u64>, redis::Cmd)>,
     shutdown: CancellationToken,
 ) {
     let mut conn = node.conn.clone();
@@ -920,22 +954,35 @@ async fn publisher(
             c = rx.recv() => match c { Some(c) => c, None => return },
             () = shutdown.cancelled() => return,
         };
-        let mut pipe = redis::pipe();
-        pipe.add_command(first).ignore();
-        while pipe.len() < PIPELINE_BATCH {
+        let mut batch = vec![first];
+        while batch.len() < PIPELINE_BATCH {
             match rx.try_recv() {
-                Ok(c) => {
-                    pipe.add_command(c).ignore();
-                }
+                Ok(c) => batch.push(c),
                 Err(_) => break,
             }
+        }
+        let limit = node.options.call_timeout * 2;
+        if !node.generation.wait_up(&node.up, limit, &shutdown).await {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for (generation, c) in batch {
+            // A presence write from before the node last rewrote its presence is in that rewrite.
+            if generation.is_none_or(|g| !node.generation.is_stale(g)) {
+                pipe.add_command(c).ignore();
+            }
+        }
+        if pipe.is_empty() {
+            continue;
         }
         let start = std::time::Instant::now();
         match tokio::time::timeout(node.options.call_timeout, pipe.query_async::<()>(&mut conn))
             .await
         {
             Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
-            Ok(Err(e)) => node.went_down(&format!("publish: {e}")),
+            Ok(Err(e)) if is_outage(&e) => node.went_down(&format!("publish: {e}")),
+            // A pipeline's commands run one by one: only the refused one is lost.
+            Ok(Err(e)) => tracing::warn!(error = %e, "a backplane publish was refused"),
             Err(_) => node.went_down("publish: no answer"),
         }
     }
@@ -994,7 +1041,9 @@ async fn subscriber(
                 }
             }
         }
+        node.generation.set_restoring(!failed);
         if failed || node.restore().await.is_err() {
+            node.generation.set_restoring(false);
             tokio::time::sleep(delay).await;
             continue;
         }
@@ -1003,6 +1052,7 @@ async fn subscriber(
                 Some(tokio::time::Instant::now());
         }
         node.up.store(true, Ordering::SeqCst);
+        node.generation.set_restoring(false);
         node.connected_gauge.set(1);
         if let Err(e) = node.refresh().await {
             tracing::debug!(error = %e, "presence reload after subscribing failed");
