@@ -85,11 +85,12 @@ struct HubArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::TcpLimits::default().header_read_timeout.as_secs_f64())]
     header_read_timeout: f64,
     /// Histories (a scope's, a room's, another user's inbox) one sender may start per minute;
-    /// more are refused with an error saying so (not with --redis).
+    /// more are refused with an error saying so (with a backplane: counted per node, a history
+    /// that exists in the fleet costs nothing).
     #[arg(long, default_value_t = hubbub_hub::ChatLimits::default().new_histories_per_minute)]
     max_new_histories_per_minute: u32,
-    /// Seconds an inbox of a user who never connected to this hub is kept after its last
-    /// direct message (default: 7 days); then it is deleted (not with --redis).
+    /// Seconds an inbox of a user who never connected to this hub (or to its fleet) is kept
+    /// after its last direct message (default: 7 days); then it is deleted.
     #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::ChatLimits::default().unclaimed_inbox_ttl.as_secs())]
     unclaimed_inbox_ttl: u64,
     /// Bytes queued for one connection (its messages not yet written to it) before it counts
@@ -451,14 +452,17 @@ fn default_history() -> Option<std::path::PathBuf> {
 
 /// The chat hub with the history `--history` asks for (see [`HubArgs::history`]).
 fn chat_hub(args: &HubArgs) -> Result<hubbub_hub::Hub, String> {
-    if args.redis.is_some() || args.postgres.is_some() {
-        // The fleet's history, in Redis or PostgreSQL.
-        return Ok(hubbub_hub::chat_hub());
-    }
     let limits = hubbub_hub::ChatLimits {
         new_histories_per_minute: args.max_new_histories_per_minute,
         unclaimed_inbox_ttl: std::time::Duration::from_secs(args.unclaimed_inbox_ttl),
     };
+    if args.redis.is_some() || args.postgres.is_some() {
+        // The fleet's history, in Redis or PostgreSQL (the limits apply to it too).
+        return Ok(hubbub_hub::chat_hub_with_limits(
+            hubbub_hub::ChatHistory::in_memory(),
+            limits,
+        ));
+    }
     let path = match &args.history {
         Some(path) if path.as_os_str() == "memory" => {
             tracing::info!("chat history in memory: lost when the hub stops");

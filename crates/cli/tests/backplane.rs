@@ -76,6 +76,7 @@ both!(
     a_node_stalled_past_its_ttl_comes_back_with_its_users,
     an_unawaited_burst_of_small_and_large_messages_keeps_its_order,
     a_hung_backplane_server_holds_up_no_local_connect_or_delivery,
+    histories_for_made_up_users_are_bounded_and_expire_across_the_fleet,
 );
 
 /// One `hubbub hub` node of a fleet, with its log lines kept.
@@ -87,7 +88,14 @@ struct Node {
 
 impl Node {
     async fn start(backend: &Backend) -> Self {
-        let node = Self::spawn(&backend.hub_args(NODE_TTL)).await;
+        Self::start_with(backend, &[]).await
+    }
+
+    /// A node started with `extra` arguments after the usual ones, once it has joined.
+    async fn start_with(backend: &Backend, extra: &[&str]) -> Self {
+        let mut args = backend.hub_args(NODE_TTL);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let node = Self::spawn(&args).await;
         node.wait_log(&backend.connected_line(), Duration::from_secs(20))
             .await;
         node
@@ -1551,4 +1559,108 @@ async fn a_hung_backplane_server_holds_up_no_local_connect_or_delivery(kind: Kin
     far.online_is(&[("far", 1), ("x", 1), ("y", 1)]).await;
     let _: () = y.invoke("Send", &["y", "after"]).await;
     far.got("broadcastMessage", &["y", "after"]).await;
+}
+
+/// Issue 18 #8 on a fleet: a sender starts at most 30 histories a minute (the same refusal as
+/// one hub gives), whether a history exists is the fleet's answer (one started through the other
+/// node costs nothing), and an inbox whose user never connected anywhere in the fleet is gone
+/// after `--unclaimed-inbox-ttl` while a claimed one stays. (Before, with a backplane neither
+/// applied: every made-up name kept a history for ever.)
+async fn histories_for_made_up_users_are_bounded_and_expire_across_the_fleet(kind: Kind) {
+    let backend = Backend::start(kind);
+    let ttl = ["--unclaimed-inbox-ttl", "3"];
+    let (a, b) = (
+        Node::start_with(&backend, &ttl).await,
+        Node::start_with(&backend, &ttl).await,
+    );
+    // dave has connected once (through b): his inbox is his.
+    let dave = Client::connect(&b, "dave").await;
+    dave.conn.stop().await;
+    // carol, on b, spends her budget first.
+    let carol = Client::connect(&b, "carol").await;
+    for i in 0..30 {
+        let _: () = carol
+            .invoke("SendToUser", &[&format!("phantom-{i}"), "x"])
+            .await;
+    }
+    let mallory = Client::connect(&a, "mallory").await;
+    let _: () = mallory.invoke("SendToUser", &["dave", "for dave"]).await;
+    let mut refused = 0;
+    for i in 0..40 {
+        let sent = mallory
+            .conn
+            .invoke::<()>(
+                "SendToUser",
+                vec![Arg::from(format!("ghost-{i}").as_str()), Arg::from("x")],
+            )
+            .await;
+        match sent {
+            Ok(()) => assert!(i < 29, "ghost-{i} accepted"),
+            Err(error) => {
+                assert!(
+                    error.to_string().starts_with(
+                        "Too many new conversations: a sender may start at most 30 a minute"
+                    ),
+                    "{error}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 11, "30 new histories a minute for mallory");
+    // ghost-0's inbox exists in the fleet: carol, out of budget on b, may write to it.
+    let _: () = carol.invoke("SendToUser", &["ghost-0", "from carol"]).await;
+    let refused = carol
+        .conn
+        .invoke::<()>("SendToUser", vec![Arg::from("phantom-new"), Arg::from("x")])
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("Too many new conversations"),
+        "{refused}"
+    );
+
+    // After the TTL, the made-up users' inboxes are gone (through either node); dave's stays.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (node, name) in [(&b, "ghost-0"), (&a, "ghost-1"), (&a, "phantom-0")] {
+        let ghost = Client::connect(node, name).await;
+        let inbox: serde_json::Value = ghost
+            .conn
+            .invoke(
+                "Inbox",
+                vec!["".into(), Arg::from_value(hubbub_client::Value::from(0u64))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(inbox["messages"], serde_json::json!([]), "{name}: {inbox}");
+        ghost.conn.stop().await;
+    }
+    let dave = Client::connect(&a, "dave").await;
+    let inbox: serde_json::Value = dave
+        .conn
+        .invoke(
+            "Inbox",
+            vec!["".into(), Arg::from_value(hubbub_client::Value::from(0u64))],
+        )
+        .await
+        .unwrap();
+    let messages = inbox["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{inbox}");
+    assert_eq!(messages[0]["message"], "for dave");
+    assert_eq!(messages[0]["name"], "mallory");
+    // The senders' own inboxes are claimed: their copies stay.
+    let sent: serde_json::Value = mallory
+        .conn
+        .invoke(
+            "Inbox",
+            vec!["".into(), Arg::from_value(hubbub_client::Value::from(0u64))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 30, "{sent}");
+    for c in [dave, carol, mallory] {
+        c.conn.stop().await;
+    }
 }

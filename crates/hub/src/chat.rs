@@ -360,19 +360,23 @@ async fn on_history<T: Send + 'static>(
 
 impl Budgets {
     /// Charges the caller for bringing the history `key` into being, if it does not exist
-    /// yet: refused past [`ChatLimits::new_histories_per_minute`]. (With a backplane the
-    /// histories are the fleet's, not bounded here.)
+    /// yet: refused past [`ChatLimits::new_histories_per_minute`]. With a backplane, whether
+    /// it exists is the fleet's answer (the count is this node's); while the backplane cannot
+    /// answer, the message is not refused for the budget (recording it reports the outage).
     async fn charge(
         &self,
         ctx: &Context,
         history: &ChatHistory,
         key: &str,
     ) -> Result<(), HubError> {
-        if ctx.state.backplane.fleet().is_some() {
-            return Ok(());
-        }
-        let owned = key.to_owned();
-        if on_history(history, move |h| h.exists(&owned)).await? {
+        let exists = match ctx.state.backplane.fleet() {
+            Some(node) => node.history_exists(key).await.unwrap_or(true),
+            None => {
+                let owned = key.to_owned();
+                on_history(history, move |h| h.exists(&owned)).await?
+            }
+        };
+        if exists {
             return Ok(());
         }
         let now = Instant::now();
@@ -396,11 +400,9 @@ impl Budgets {
     }
 
     /// Expires the inboxes no one claimed (see [`ChatLimits::unclaimed_inbox_ttl`]), at most
-    /// every half TTL (every 30 s at most).
+    /// every half TTL (every 30 s at most). With a backplane, the fleet's (Redis's expire by
+    /// themselves: see [`Budgets::touched`]).
     async fn sweep(&self, ctx: &Context, history: &ChatHistory) {
-        if ctx.state.backplane.fleet().is_some() {
-            return;
-        }
         let ttl = self.limits.unclaimed_inbox_ttl;
         {
             let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,13 +411,49 @@ impl Budgets {
             }
             *last = Instant::now();
         }
-        match on_history(history, move |h| h.expire_unclaimed("inbox:", ttl)).await {
+        let expired = match ctx.state.backplane.fleet() {
+            Some(node) => node
+                .expire_unclaimed("inbox:", ttl)
+                .await
+                .map(|n| n as usize)
+                .map_err(|e| HubError::new(e.to_string())),
+            None => on_history(history, move |h| h.expire_unclaimed("inbox:", ttl)).await,
+        };
+        match expired {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 messages = n,
                 "expired the inboxes of users who never connected"
             ),
             Err(error) => tracing::warn!(%error, "could not expire unclaimed inboxes"),
+        }
+    }
+
+    /// Marks the caller's inbox as theirs: it never expires.
+    async fn claim(&self, ctx: &Context, history: &ChatHistory) {
+        let key = inbox(ctx, ctx.user());
+        let claimed = match ctx.state.backplane.fleet() {
+            Some(node) => node
+                .claim_inbox(&key)
+                .await
+                .map_err(|e| HubError::new(e.to_string())),
+            None => on_history(history, move |h| h.claim(&key)).await,
+        };
+        if let Err(error) = claimed {
+            tracing::warn!(%error, "could not mark an inbox as claimed");
+        }
+    }
+
+    /// After a message was recorded in the inbox `key` of a fleet: unless claimed, it expires
+    /// [`ChatLimits::unclaimed_inbox_ttl`] after this message (Redis: the keys' TTL).
+    async fn touched(&self, ctx: &Context, key: &str) {
+        if let Some(node) = ctx.state.backplane.fleet() {
+            if let Err(error) = node
+                .inbox_touched(key, self.limits.unclaimed_inbox_ttl)
+                .await
+            {
+                tracing::warn!(%error, "could not set an unclaimed inbox's expiry");
+            }
         }
     }
 }
@@ -459,13 +497,8 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
         let (budgets, history) = (budgets_connected.clone(), history_for_claim.clone());
         async move {
             // The user's inbox is theirs now: it never expires (unclaimed ones are expired first).
-            if ctx.state.backplane.fleet().is_none() {
-                budgets.sweep(&ctx, &history).await;
-                let key = inbox(&ctx, ctx.user());
-                if let Err(error) = on_history(&history, move |h| h.claim(&key)).await {
-                    tracing::warn!(%error, "could not mark an inbox as claimed");
-                }
-            }
+            budgets.sweep(&ctx, &history).await;
+            budgets.claim(&ctx, &history).await;
             let scope = scope_group(&ctx);
             // The caller's own connection: this cannot fail.
             let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
@@ -672,6 +705,9 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
                 else {
                     return Ok(());
                 };
+                if user != me {
+                    budgets.touched(&ctx, &inbox(&ctx, &user)).await;
+                }
                 let headers = |entry: &crate::HistoryEntry| {
                     let mut headers = numbered(entry, epoch.clone());
                     // The sender's own copy says whom it went to.

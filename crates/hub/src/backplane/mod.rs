@@ -232,6 +232,44 @@ impl Fleet<'_> {
     ) -> Result<(String, Vec<Entry>), BackplaneError> {
         each!(self, n => n.chat_since(scope, epoch, after, limit).await)
     }
+
+    /// Whether the fleet holds the history `scope` (for the senders' budget of new histories,
+    /// issue 18 #8).
+    pub(crate) async fn history_exists(self, scope: &str) -> Result<bool, BackplaneError> {
+        each!(self, n => n.history_exists(scope).await)
+    }
+
+    /// Marks the inbox `scope` as claimed (its user connected): it never expires.
+    pub(crate) async fn claim_inbox(self, scope: &str) -> Result<(), BackplaneError> {
+        each!(self, n => n.claim_inbox(scope).await)
+    }
+
+    /// After a message was recorded in the inbox `scope`: unless claimed, it expires `ttl`
+    /// after this message. Redis sets the TTL of its keys now; PostgreSQL's
+    /// [`expire_unclaimed`](Self::expire_unclaimed) finds it later by its time.
+    pub(crate) async fn inbox_touched(
+        self,
+        scope: &str,
+        ttl: Duration,
+    ) -> Result<(), BackplaneError> {
+        match self {
+            Fleet::Redis(n) => n.inbox_touched(scope, ttl).await,
+            Fleet::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Deletes the histories starting with `prefix` that no one claimed and that took no
+    /// message for `ttl`; how many messages went. (Redis's expire by themselves: 0.)
+    pub(crate) async fn expire_unclaimed(
+        self,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<u64, BackplaneError> {
+        match self {
+            Fleet::Redis(_) => Ok(0),
+            Fleet::Postgres(n) => n.expire_unclaimed(prefix, ttl).await,
+        }
+    }
 }
 
 /// How long the fleet remembers which sender a message id belongs to (another sender's message

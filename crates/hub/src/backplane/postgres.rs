@@ -326,6 +326,21 @@ BEGIN
     p_message, p_recipient, p_capacity, p_fresh_epoch);
 END $$;
 ",
+    // 3: histories no one owns expire (issue 18 #8): the inboxes whose user connected, and
+    // when each history last took a message (set by a trigger: hubbub_append is unchanged).
+    r"
+CREATE TABLE hubbub_claimed (
+  hub text NOT NULL, scope text NOT NULL, PRIMARY KEY (hub, scope));
+ALTER TABLE hubbub_scopes ADD COLUMN touched timestamptz NOT NULL DEFAULT now();
+CREATE FUNCTION hubbub_touch() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.touched := now();
+  RETURN NEW;
+END $$;
+CREATE TRIGGER hubbub_scopes_touched BEFORE UPDATE ON hubbub_scopes
+  FOR EACH ROW EXECUTE FUNCTION hubbub_touch();
+",
 ];
 
 /// A presence change of one node (JSON in a `p` notification; as Redis's `:internal:presence`).
@@ -437,6 +452,7 @@ struct Db {
     history_page: Statement,
     first_time: Statement,
     append: Statement,
+    history_exists: Statement,
 }
 
 impl Db {
@@ -489,6 +505,11 @@ impl Db {
             append: client
                 .prepare("SELECT * FROM hubbub_append_owned($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
                      $12)")
+                .await?,
+            history_exists: client
+                .prepare(
+                    "SELECT EXISTS (SELECT 1 FROM hubbub_scopes WHERE hub = $1 AND scope = $2)",
+                )
                 .await?,
             client,
         })
@@ -1660,6 +1681,75 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
         *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
+
+/// Histories no one owns, on PostgreSQL: the inboxes whose user connected are rows of
+/// `hubbub_claimed` (kept for ever, as a history file's `claimed` table); the others are
+/// deleted, numbering and messages, once their newest message is older than the TTL
+/// (`hubbub_scopes.touched`).
+impl PostgresNode {
+    /// Whether the fleet holds the history `scope` (it has a numbering row).
+    pub(crate) async fn history_exists(&self, scope: &str) -> Result<bool, BackplaneError> {
+        let (base, scope) = (self.base.clone(), scope.to_owned());
+        self.call("history exists", async move |db| {
+            db.client
+                .query_one(&db.history_exists, &[&base, &scope])
+                .await?
+                .try_get(0)
+        })
+        .await
+    }
+
+    /// Marks the inbox `scope` as claimed: it never expires.
+    pub(crate) async fn claim_inbox(&self, scope: &str) -> Result<(), BackplaneError> {
+        let (base, scope) = (self.base.clone(), scope.to_owned());
+        self.call("claim inbox", async move |db| {
+            db.client
+                .execute(
+                    "INSERT INTO hubbub_claimed (hub, scope) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&base, &scope],
+                )
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes the histories whose key starts with `prefix`, that no one claimed and that took
+    /// no message for `ttl` (at most [`EXPIRE_BATCH`] per call). Returns how many messages went.
+    pub(crate) async fn expire_unclaimed(
+        &self,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<u64, BackplaneError> {
+        let (base, prefix) = (self.base.clone(), prefix.to_owned());
+        let (ms, batch) = (ttl.as_secs_f64() * 1000.0, EXPIRE_BATCH);
+        self.call("inbox expiry", async move |db| {
+            db.client
+                .query_one(
+                    "WITH gone AS (DELETE FROM hubbub_scopes s WHERE s.hub = $1 \
+                     AND s.touched < now() - $3 * interval '1 millisecond' \
+                     AND s.scope IN (SELECT c.scope FROM hubbub_scopes c WHERE c.hub = $1 \
+                     AND starts_with(c.scope, $2) \
+                     AND c.touched < now() - $3 * interval '1 millisecond' \
+                     AND NOT EXISTS (SELECT 1 FROM hubbub_claimed k \
+                     WHERE k.hub = c.hub AND k.scope = c.scope) LIMIT $4) \
+                     RETURNING s.scope), \
+                     h AS (DELETE FROM hubbub_history h USING gone \
+                     WHERE h.hub = $1 AND h.scope = gone.scope RETURNING 1) \
+                     SELECT count(*) FROM h",
+                    &[&base, &prefix, &ms, &batch],
+                )
+                .await?
+                .try_get::<_, i64>(0)
+        })
+        .await
+        .map(|n| n as u64)
+    }
+}
+
+/// The most unclaimed histories one expiry deletes (the next one goes on).
+const EXPIRE_BATCH: i64 = 10_000;
 
 async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(node.options.heartbeat);

@@ -1121,3 +1121,78 @@ async fn heartbeat(node: Arc<RedisNode>, shutdown: CancellationToken) {
         node.leave().await;
     }
 }
+
+/// An inbox no one claimed expires `ttl` after its last message (issue 18 #8): KEYS: the
+/// inbox's claimed marker, its history, its numbering. ARGV: the TTL (ms). Returns 1 if the
+/// TTL was set, 0 for a claimed inbox.
+const UNCLAIMED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return 1
+";
+
+/// Histories no one owns, on Redis: the inboxes whose user connected have a marker
+/// (`:chat:claimed:{scope}`, kept for ever, as a history file's `claimed` table), and the
+/// history and numbering keys of the others carry a TTL renewed by each message.
+impl RedisNode {
+    /// Whether the fleet holds the history `scope` (`EXISTS` on its list).
+    pub(crate) async fn history_exists(&self, scope: &str) -> Result<bool, BackplaneError> {
+        let key = self.key(&format!("chat:history:{scope}"));
+        self.call("history exists", async move |mut conn| {
+            cmd("EXISTS").arg(key).query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Marks the inbox `scope` as claimed and drops any TTL its keys had.
+    pub(crate) async fn claim_inbox(&self, scope: &str) -> Result<(), BackplaneError> {
+        let keys = [
+            self.key(&format!("chat:claimed:{scope}")),
+            self.key(&format!("chat:history:{scope}")),
+            self.key(&format!("chat:seq:{scope}")),
+        ];
+        self.call("claim inbox", async move |mut conn| {
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&keys[0])
+                .arg(1)
+                .ignore()
+                .cmd("PERSIST")
+                .arg(&keys[1])
+                .ignore()
+                .cmd("PERSIST")
+                .arg(&keys[2])
+                .ignore()
+                .query_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    /// After a message was recorded in the inbox `scope`: unless it is claimed, its keys
+    /// expire `ttl` from now.
+    pub(crate) async fn inbox_touched(
+        &self,
+        scope: &str,
+        ttl: Duration,
+    ) -> Result<(), BackplaneError> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(UNCLAIMED));
+        let keys = [
+            self.key(&format!("chat:claimed:{scope}")),
+            self.key(&format!("chat:history:{scope}")),
+            self.key(&format!("chat:seq:{scope}")),
+        ];
+        let ms = (ttl.as_millis() as u64).max(1);
+        let _: i64 = self
+            .call("inbox expiry", async move |mut conn| {
+                let mut inv = SCRIPT.prepare_invoke();
+                inv.key(&keys[0]).key(&keys[1]).key(&keys[2]).arg(ms);
+                inv.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(())
+    }
+}
