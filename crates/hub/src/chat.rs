@@ -497,8 +497,13 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
         let (budgets, history) = (budgets_connected.clone(), history_for_claim.clone());
         async move {
             // The user's inbox is theirs now: it never expires (unclaimed ones are expired first).
-            budgets.sweep(&ctx, &history).await;
-            budgets.claim(&ctx, &history).await;
+            // Off the connect path: a connect never waits for the backplane's database or the
+            // history file (issue 17: local service does not wait for the database).
+            let claim_ctx = ctx.clone();
+            tokio::spawn(async move {
+                budgets.sweep(&claim_ctx, &history).await;
+                budgets.claim(&claim_ctx, &history).await;
+            });
             let scope = scope_group(&ctx);
             // The caller's own connection: this cannot fail.
             let _ = ctx.add_to_group(ctx.connection_id(), &scope).await;
@@ -706,7 +711,10 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
                     return Ok(());
                 };
                 if user != me {
-                    budgets.touched(&ctx, &inbox(&ctx, &user)).await;
+                    // Not awaited: the completion does not wait for the expiry's round trip.
+                    let (budgets, touched_ctx) = (budgets.clone(), ctx.clone());
+                    let key = inbox(&ctx, &user);
+                    tokio::spawn(async move { budgets.touched(&touched_ctx, &key).await });
                 }
                 let headers = |entry: &crate::HistoryEntry| {
                     let mut headers = numbered(entry, epoch.clone());
