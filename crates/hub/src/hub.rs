@@ -395,8 +395,8 @@ impl Context {
 
     /// Adds a connection to a group. With a backplane the connection may be on any node: the
     /// node that holds it applies the change and acknowledges it, and this waits for that (an
-    /// error if no node does within the ack timeout). Without one, an unknown connection is
-    /// ignored (as in ASP.NET Core).
+    /// error if no node does within the ack timeout, and at once while the backplane is down).
+    /// Without one, an unknown connection is ignored (as in ASP.NET Core).
     pub async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), HubError> {
         self.state
             .add_to_group(connection_id, group)
