@@ -16,7 +16,7 @@ use hubbub_client::HubConnectionBuilder;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-use support::hubbub;
+use support::{free_port, hubbub};
 
 /// The record separator that ends every JSON hub message.
 const RS: char = '\u{1e}';
@@ -31,66 +31,35 @@ struct Hub {
 impl Hub {
     /// Starts `hubbub hub` on a free port with `args` and waits for "listening on" (20 s).
     fn start(args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = hubbub()
+        let port = free_port();
+        let mut command = hubbub();
+        command
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             // A default history file of its own: parallel hubs on one file wait for its lock.
-            .env("XDG_DATA_HOME", support::private_data_dir())
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let hub = Self {
-            child,
-            origin: format!("http://127.0.0.1:{port}"),
-            logs,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !hub
-            .logs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("listening on"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the hub did not start; it logged:\n{}",
-                hub.logs.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        hub
+            .env("XDG_DATA_HOME", support::private_data_dir());
+        Self::launch(command, port)
     }
 
     /// Starts `hubbub hub` as [`start`](Self::start) does, with the open-file limit of its
     /// process lowered to `files` (`ulimit -n`).
     fn start_with_file_limit(files: u32, args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = std::process::Command::new("sh")
+        let port = free_port();
+        let mut command = std::process::Command::new("sh");
+        command
             .arg("-c")
             .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
             .arg(support::BIN)
             .args(["hub", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--history", "memory"])
-            .args(args)
+            .args(args);
+        Self::launch(command, port)
+    }
+
+    /// Runs `command` (a hub listening on `port`), keeps its log lines and waits for
+    /// "listening on" (20 s).
+    fn launch(mut command: std::process::Command, port: u16) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()

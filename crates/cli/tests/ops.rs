@@ -39,11 +39,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 /// Starts `hubbub hub` on a free port with `XDG_DATA_HOME=data` and waits (20 s at most) for
 /// its "listening on" line.
 fn start_hub(args: &[&str], data: &std::path::Path) -> Hub {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     start_hub_on(port, args, data)
 }
 
@@ -478,11 +474,7 @@ async fn every_flag_is_read_from_a_config_file_and_flags_win_over_it() {
         dir.join("key.pem"),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let file = dir.join("hub.toml");
     std::fs::write(
         &file,
@@ -1005,11 +997,7 @@ async fn tls_serves_every_transport_and_sighup_swaps_the_certificate_under_live_
     );
     assert!(log.contains(&format!("cannot read {missing}")), "{log}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let hub = LoggedHub::start(
         &[
             "--listen",
@@ -1161,11 +1149,7 @@ fn stop_logged(mut hub: LoggedHub) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line_from_start_to_shutdown() {
     let dir = temp_dir("json-logs");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let hub = LoggedHub::start(
         &[

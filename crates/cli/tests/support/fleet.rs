@@ -31,13 +31,7 @@ impl Kind {
     }
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use crate::support::free_port;
 
 /// A Redis server or a PostgreSQL cluster of the test's own.
 pub(crate) struct Backend {

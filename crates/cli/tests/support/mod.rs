@@ -5,6 +5,16 @@ use std::process::Command;
 /// The binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hubbub");
 
+/// A port free on 127.0.0.1 now (bound, read, released).
+#[allow(dead_code)] // not every test binary starts servers of its own
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `hubbub` with a data directory of this test process's own (`XDG_DATA_HOME`), never the
 /// user's: tests run in parallel, and a real profile may hold another version's database.
 #[allow(dead_code)] // not every test binary runs client commands
