@@ -906,13 +906,25 @@ impl Core {
             .await?;
         hub.family = family.as_stored().map(str::to_owned);
         hub.hub_name = hub_name;
+        self.reopen(&hub, old, _guard).await
+    }
+
+    /// Stops the account's session `old` and opens `hub`'s anew with its settings as stored
+    /// (the outbox and history stay in the store), releases `guard` (the accounts lock), then
+    /// announces the accounts. Returns the account as it is now.
+    async fn reopen(
+        &self,
+        hub: &Hub,
+        old: Arc<Session>,
+        guard: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<Account> {
         old.disconnect().await;
         drop(old);
-        let session = self.open_session(&hub).await?;
+        let session = self.open_session(hub).await?;
         session.connect();
-        drop(_guard);
+        drop(guard);
         self.announce_accounts().await;
-        Ok(self.account_view(&hub, Some(&session)))
+        Ok(self.account_view(hub, Some(&session)))
     }
 
     /// Trusts the certificates in `ca_pem` (a private CA, PEM) besides the system's roots for
@@ -936,13 +948,7 @@ impl Core {
             .set_hub_ca(hub.id, ca_pem.as_deref())
             .await?;
         let hub = self.hub(account).await?;
-        old.disconnect().await;
-        drop(old);
-        let session = self.open_session(&hub).await?;
-        session.connect();
-        drop(_guard);
-        self.announce_accounts().await;
-        Ok(self.account_view(&hub, Some(&session)))
+        self.reopen(&hub, old, _guard).await
     }
 
     /// Invokes any method of the account's hub with JSON arguments and returns its result as
