@@ -297,17 +297,9 @@ pub(crate) fn hostname() -> String {
 /// A local connection's presence record, as the router has it now (groups sorted).
 pub(crate) fn local_record(router: &Router, connection: &str) -> Option<Record> {
     let conn = router.connection(connection)?;
-    let mut groups: Vec<String> = conn
-        .groups
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect();
-    groups.sort();
     Some(Record {
         user: conn.user.clone(),
-        groups,
+        groups: conn.group_names(),
     })
 }
 
