@@ -14,8 +14,8 @@ med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None)
 fan = defaultdict(list)
 for r in by["fanout"]:
     fan[(r["size"], r["receivers"], r["server"], r["protocol"])].append(r)
-names = {"hubbub": "Hubbub hub", "hubbub-classic": "Hubbub hub, classic 2.x (/signalr)", "raw-rust": "raw WebSocket, same stack (Rust)", "node-ws": "raw WebSocket, Node ws", "aiosignalr": "aiosignalr (Python)"}
-order = [("hubbub", "json"), ("hubbub", "messagepack"), ("hubbub-classic", "json"), ("raw-rust", "json"), ("node-ws", "json"), ("aiosignalr", "json"), ("aiosignalr", "messagepack")]
+names = {"plain-hub": "plain broadcast hub (library)", "plain-hub-classic": "plain broadcast hub, classic", "hubbub": "Hubbub hub", "hubbub-classic": "Hubbub hub, classic 2.x (/signalr)", "raw-rust": "raw WebSocket, same stack (Rust)", "node-ws": "raw WebSocket, Node ws", "aiosignalr": "aiosignalr (Python)"}
+order = [("hubbub", "json"), ("hubbub", "messagepack"), ("hubbub-classic", "json"), ("plain-hub", "json"), ("plain-hub", "messagepack"), ("plain-hub-classic", "json"), ("raw-rust", "json"), ("node-ws", "json"), ("aiosignalr", "json"), ("aiosignalr", "messagepack")]
 for size in sorted({k[0] for k in fan}):
     print(f"### Fan-out, {size}-byte messages: one sender → N receivers\n")
     print("| server | protocol | N | runs | deliveries/s | server CPU µs/delivery | latency p50 ms | latency p99 ms | lost |")
@@ -53,6 +53,32 @@ for size in sorted({k[0] for k in fan}):
         cells.append(f"{med(a, 'serverCpuMicrosPerDelivery') / max(med(b, 'serverCpuMicrosPerDelivery'), 1e-9):.2f}×" if a and b else "–")
     if any(c != "–" for c in cells):
         print("| classic ÷ Core, same hub (CPU per delivery) | " + " | ".join(cells) + " |")
+    print()
+
+# Issue 19, target 2: CPU per delivery against the lean raw server, every N, both sizes; the
+# chat hub's own work per message is the chat hub less the plain broadcast hub, times N.
+if any(k[2] == "plain-hub" for k in fan):
+    cpu = lambda size, n, server, proto: (med(fan[(size, n, server, proto)], "serverCpuMicrosPerDelivery")
+                                          if fan.get((size, n, server, proto)) else None)
+    cols = [("chat hub, JSON", "hubbub", "json", "plain-hub"), ("chat hub, MessagePack", "hubbub", "messagepack", "plain-hub"),
+            ("chat hub, classic", "hubbub-classic", "json", "plain-hub-classic")]
+    print("### CPU per delivery ÷ the lean raw server (issue 19, target 2)\n")
+    print("Server CPU µs per delivery (medians), each hub ÷ the raw server of the same N and size, and the chat hub's "
+          "own work per message (chat hub − plain broadcast hub, × N, in µs):\n")
+    print("| size | N | raw µs | " + " | ".join(f"{c[0]} µs (÷ raw) | plain µs (÷ raw) | chat's own µs/message" for c in cols) + " |")
+    print("|---:|---:|---:|" + "---:|---:|---:|" * len(cols))
+    for size in sorted({k[0] for k in fan}):
+        for n in sorted({k[1] for k in fan if k[0] == size}):
+            raw = cpu(size, n, "raw-rust", "json")
+            if raw is None:
+                continue
+            cells = []
+            for _, server, proto, plain in cols:
+                a, b = cpu(size, n, server, proto), cpu(size, n, plain, proto)
+                cells.append(f"{a:.2f} ({a / max(raw, 1e-9):.2f}×)" if a is not None else "–")
+                cells.append(f"{b:.2f} ({b / max(raw, 1e-9):.2f}×)" if b is not None else "–")
+                cells.append(f"{(a - b) * n:.1f}" if a is not None and b is not None else "–")
+            print(f"| {size} | {n:,} | {raw:.2f} | " + " | ".join(cells) + " |")
     print()
 
 scale = defaultdict(list)

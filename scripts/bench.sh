@@ -38,9 +38,10 @@ else
     runs=3; sizes="10 100 1000 10000"; idles="1000 10000"; flood=50000; invokes=2000; stored=1000000; fleet=1000
 fi
 payloads="16 1024"
-# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout|app|classic scripts/bench.sh
+# Narrow a run: HUBBUB_BENCH_SIZES="10 100" HUBBUB_BENCH_ONLY=fanout|scaleout|app|classic|delivery scripts/bench.sh
 # (classic: the classic endpoint's fan-out beside Core's and the raw server's, and the client
-# scenario on Core and classic streams)
+# scenario on Core and classic streams; delivery: CPU per delivery of the chat hub and of a
+# plain broadcast hub, Core JSON and MessagePack and classic, beside the raw server)
 sizes="${HUBBUB_BENCH_SIZES:-$sizes}"
 only="${HUBBUB_BENCH_ONLY:-}"
 
@@ -77,6 +78,10 @@ wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/nu
 # comparable with earlier runs and measure delivery, not SQLite (the store has its own bench).
 start_hub() { local p; p=$(free_port); "$bin/hubbub" hub --listen "127.0.0.1:$p" --history memory --max-messages-per-second 1000000 --max-connections 30000 --max-tcp-connections-per-address 30000 2>/dev/null & pids+=($!); wait_port "$p"; echo "$! $p ${1:-/chathub} ${2:-signalr}"; }
 start_classic() { start_hub /signalr classic; }
+# The hub library with a plain broadcast hub (no history, ids or numbering): the chat hub's own
+# cost per message is the difference (crates/bench/src/bin/plain-hub.rs).
+start_plain() { local p; p=$(free_port); "$bin/plain-hub" --listen "127.0.0.1:$p" >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p ${1:-/chathub} ${2:-signalr}"; }
+start_plain_classic() { start_plain /signalr classic; }
 start_raw() { local p; p=$(free_port); "$bin/raw-broadcast" --listen "127.0.0.1:$p" >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_node() { local p; p=$(free_port); (cd tests/interop/node && exec node ws-broadcast.mjs "$p") >/dev/null & pids+=($!); wait_port "$p"; echo "$! $p /ws raw"; }
 start_aio() { local p; p=$(free_port); "$python" tests/interop/python/aiosignalr_hub.py --port "$p" >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "$! $p /chathub signalr"; }
@@ -133,7 +138,9 @@ fanout() { # server-name starter protocol receivers payload
     local pid port path mode messages
     read -r pid port path mode < <("$2")
     # About 200,000 deliveries per run (20 messages at least, 2,000 at most).
-    messages=$(( 200000 / $4 )); [ $messages -gt 2000 ] && messages=2000; [ $messages -lt 20 ] && messages=20
+    # (delivery: up to 20,000 messages, so that N = 10 has as many deliveries as the others)
+    local cap=2000; [ "$only" = delivery ] && cap=20000
+    messages=$(( 200000 / $4 )); [ $messages -gt $cap ] && messages=$cap; [ $messages -lt 20 ] && messages=20
     [ $smoke = 1 ] && messages=20
     "$bin/loadgen" fanout --url "ws://127.0.0.1:$port$path" --mode "$mode" --protocol "$3" --receivers "$4" \
         --messages "$messages" --size "$5" --server-pid "$pid" --server "$1" >> "$out"
@@ -153,6 +160,16 @@ for run in $(seq "$runs"); do
     [ "$only" = scaleout ] && continue
     for n in $sizes; do
         for size in $payloads; do
+            if [ "$only" = delivery ]; then
+                fanout raw-rust start_raw json "$n" "$size"
+                for proto in json msgpack; do
+                    fanout hubbub start_hub "$proto" "$n" "$size"
+                    fanout plain-hub start_plain "$proto" "$n" "$size"
+                done
+                fanout hubbub-classic start_classic json "$n" "$size"
+                fanout plain-hub-classic start_plain_classic json "$n" "$size"
+                continue
+            fi
             fanout hubbub start_hub json "$n" "$size"
             [ "$only" = classic ] || fanout hubbub start_hub msgpack "$n" "$size"
             fanout hubbub-classic start_classic json "$n" "$size"
@@ -163,7 +180,7 @@ for run in $(seq "$runs"); do
             fanout aiosignalr start_aio msgpack "$n" "$size"
         done
     done
-    [ "$only" = fanout ] && continue
+    [ "$only" = fanout ] || [ "$only" = delivery ] && continue
     for n in $idles; do
         [ "$only" = classic ] && break
         read -r pid port path mode < <(start_hub)
