@@ -1084,7 +1084,7 @@ fn invoke(
     // The turn is taken here, in arrival order; the task may start running in any order.
     let (previous, _permit) = order.take();
     let conn = conn.clone();
-    state.tasks.spawn(async move {
+    crate::state::run_inline_first(&state.tasks, async move {
         // The invocation's streams stay open until its task is over (stream items included).
         let _open_streams = open_streams;
         if let Some(previous) = previous {
@@ -1112,11 +1112,15 @@ fn invoke(
             (Err(e), _) => Completion::error(id, e.0),
             (Ok(Reply::Stream(_)), None) => Completion::error(
                 id,
-                format!("The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."),
+                format!(
+                    "The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+                ),
             ),
             (Ok(Reply::Void | Reply::Value(_)), Some(_)) => Completion::error(
                 id,
-                format!("The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."),
+                format!(
+                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+                ),
             ),
             (Ok(Reply::Void), None) => Completion::void(id),
             (Ok(Reply::Value(v)), None) => Completion::result(id, v),
@@ -1148,7 +1152,10 @@ fn invoke(
                         }
                     }
                 };
-                registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                registry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 completion
             }
         };

@@ -74,7 +74,15 @@ impl Replay {
     /// the cursor that follows them. A cursor older than the buffer gets what is left (the
     /// rest is gone, as with the 2.x message bus); a cursor from the future gets nothing.
     pub(crate) fn after(&self, cursor: u64, max_bytes: usize) -> (Vec<Bytes>, u64) {
-        let start = self.items.partition_point(|(seq, _)| *seq <= cursor);
+        // Numbers are consecutive (one per push, dropped from the front only): where the
+        // cursor points is arithmetic, not a search.
+        let start = match self.items.front() {
+            Some((first, _)) => usize::try_from((cursor + 1).saturating_sub(*first))
+                .unwrap_or(usize::MAX)
+                .min(self.items.len()),
+            None => 0,
+        };
+        debug_assert_eq!(start, self.items.partition_point(|(seq, _)| *seq <= cursor));
         let mut out = Vec::new();
         let mut size = 0;
         let mut next = cursor.min(self.last);

@@ -77,6 +77,8 @@ pub(crate) struct Session {
     paced: Arc<AtomicUsize>,
     /// The groups the last groups token sent carried.
     groups_sent: Mutex<Vec<String>>,
+    /// The groups' fingerprint when they were last compared with `groups_sent`.
+    groups_fingerprint_sent: Mutex<u64>,
     /// Transport requests attached now (a socket, an event stream, a held poll).
     active: AtomicUsize,
     idle_since: Mutex<Instant>,
@@ -135,6 +137,7 @@ impl Session {
             drained: Notify::new(),
             paced: Arc::default(),
             groups_sent: Mutex::default(),
+            groups_fingerprint_sent: Mutex::new(0),
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             activity: Notify::new(),
@@ -191,6 +194,11 @@ impl Session {
     /// Core clients. "Taken" means handed to a transport: what a long poll answer lost in
     /// flight carried may still be dropped before the client polls again.
     pub(crate) async fn push_when_room(&self, item: Bytes) {
+        // The common case first, with nothing to wait on: there is room.
+        let item = match self.try_push(item) {
+            Ok(()) => return,
+            Err(item) => item,
+        };
         let deadline = Instant::now() + MAX_DELIVERY_WAIT;
         loop {
             let drained = self.drained.notified();
@@ -224,6 +232,22 @@ impl Session {
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
+    }
+
+    /// Pushes `item` if that drops no message a transport has not taken yet; gives it back
+    /// otherwise.
+    fn try_push(&self, item: Bytes) -> Result<(), Bytes> {
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        let safe = replay
+            .evicted_by(item.len())
+            .is_none_or(|newest| newest <= self.delivered.load(Ordering::SeqCst));
+        if !safe {
+            return Err(item);
+        }
+        let seq = replay.push(item);
+        drop(replay);
+        self.newest.send_replace(seq);
+        Ok(())
     }
 
     /// The newest message's number.
@@ -291,7 +315,39 @@ impl Session {
         wire::reconnect_envelope(self.at(cursor))
     }
 
+    /// A sum of the hashes of the joined memberships' group names: equal when the groups did
+    /// not change (almost always, for an envelope), read without copying a name.
+    fn groups_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = 0u64;
+        for member in members.iter().filter(|m| m.joined) {
+            for group in member
+                .conn
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                let mut hasher = std::hash::DefaultHasher::new();
+                group.hash(&mut hasher);
+                sum = sum.wrapping_add(hasher.finish());
+            }
+        }
+        sum
+    }
+
     fn groups_token_if_changed(&self, protector: &Protector) -> Option<String> {
+        // Before the names are read: a change made after this is seen next time.
+        let fingerprint = self.groups_fingerprint();
+        if *self
+            .groups_fingerprint_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            == fingerprint
+        {
+            return None;
+        }
         let mut groups: Vec<String> = self
             .members
             .lock()
@@ -304,6 +360,10 @@ impl Session {
         groups.dedup();
         groups.truncate(MAX_GROUPS_IN_TOKEN);
         let mut sent = self.groups_sent.lock().unwrap_or_else(|e| e.into_inner());
+        *self
+            .groups_fingerprint_sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = fingerprint;
         if *sent == groups {
             return None;
         }

@@ -459,7 +459,8 @@ async fn websocket(
                             paused_until = call.not_before();
                             let (endpoint, session, tx) = (endpoint.clone(), session.clone(), results_tx.clone());
                             let queued = results_bytes.clone();
-                            endpoint.tasks.clone().spawn(async move {
+                            let tasks = endpoint.tasks.clone();
+                            crate::state::run_inline_first(&tasks, async move {
                                 if let Some(result) = call.run(&endpoint, &session).await {
                                     let size = result.len();
                                     let before = queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
@@ -519,8 +520,14 @@ async fn send_or_end(
     payload: Vec<u8>,
 ) -> bool {
     let limit = crate::transport::ws::write_stall_limit(payload.len());
+    let mut send = std::pin::pin!(send_text(sink, payload));
+    // Most writes complete at once (the socket has room): no timer for those.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(sent) = first {
+        return sent;
+    }
     tokio::select! {
-        sent = send_text(sink, payload) => sent,
+        sent = send => sent,
         () = session.ended.cancelled() => false,
         () = tokio::time::sleep(limit) => {
             session.close_too_slow();
