@@ -100,13 +100,20 @@ enum Backend {
     Sqlite(Mutex<rusqlite::Connection>),
 }
 
-/// A fresh message id, for a message its sender gave none: `h-` and 128 random bits (no one
-/// can predict it; clients may not use ids starting with `h-`).
+/// A fresh message id, for a message its sender gave none: `h-` and 128 random bits in hex
+/// (no one can predict it; clients may not use ids starting with `h-`). The bits come from the
+/// thread's CSPRNG (`rand::rng()`: ChaCha12, seeded and reseeded from the OS), not from a
+/// system call per message.
 pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::fill(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("h-{hex}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes: [u8; 16] = rand::random();
+    let mut id = String::with_capacity(2 + 32);
+    id.push_str("h-");
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 fn random_epoch() -> String {
