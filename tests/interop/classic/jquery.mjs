@@ -152,7 +152,8 @@ for (const transport of transports) {
       const roomSent = await call(bob, "sendToRoom", "lobby", "bob", "in the room");
       assert(roomSent.ok, `sendToRoom: ${JSON.stringify(roomSent)}`);
       await waitFor("roomMessage", () => has(bob, "roomMessage", "lobby", "bob", "in the room"));
-      // Caller state goes to the hub with each call and comes back with the result.
+      // Caller state goes to the hub with each call and stays the client's (the result does
+      // not echo it: a 2.4.3 hub sends back only what its method changed).
       const state = await bob.evaluate(async () => {
         $.connection.chatHub.state.color = "blue";
         const r = await window.call("echo", 1);

@@ -689,9 +689,8 @@ const HUBBUB_HEADER_PREFIX: &str = "hubbub-";
 /// A classic request has no headers: Hubbub's classic client sends its invocation headers as
 /// keys of the caller state `S` (`crates/client/src/classic.rs`). Splits `S` into those
 /// headers (the `hubbub-` keys with string values, such as the chat layer's message id, so a
-/// message sent again is dropped as on ASP.NET Core) and the caller state proper, which is all
-/// the result gives back (`None` when nothing else is left): an echoed header would stay in
-/// the client's caller state and go out with its every later call.
+/// message sent again is dropped as on ASP.NET Core) and the caller state proper (`None` when
+/// nothing else is left), which stays the client's: results do not echo it.
 fn split_state(state: Option<&hubbub_protocol::Arg>) -> (Headers, Option<hubbub_protocol::Arg>) {
     let Some(state) = state else {
         return (Headers::new(), None);
@@ -738,10 +737,10 @@ impl Call {
             _paced,
         } = self;
         let id = Some(request.id.as_str());
-        let (headers, caller_state) = split_state(request.state.as_ref());
-        let caller_state = caller_state.as_ref();
-        let result =
-            |outcome: Outcome<'_>| id.map(|id| wire::hub_result(id, outcome, caller_state));
+        // The rest of the caller state is the client's: results do not echo it (see
+        // `wire::hub_result`).
+        let (headers, _caller_state) = split_state(request.state.as_ref());
+        let result = |outcome: Outcome<'_>| id.map(|id| wire::hub_result(id, outcome));
         let Some(hub) = endpoint.hub_index(&request.hub) else {
             return result(Outcome::Error(&format!(
                 "'{}' Hub could not be resolved.",
@@ -841,8 +840,8 @@ mod tests {
         let only = Arg::from_json(br#"{"hubbub-msg-id":"m2"}"#.to_vec()).unwrap();
         let (headers, rest) = split_state(Some(&only));
         assert_eq!(headers.len(), 1);
-        assert!(rest.is_none(), "nothing to give back");
-        // Ordinary caller state is given back as it came.
+        assert!(rest.is_none(), "nothing but headers");
+        // Ordinary caller state is left as it came.
         let plain = Arg::from_json(br#"{"user":"ann"}"#.to_vec()).unwrap();
         let (headers, rest) = split_state(Some(&plain));
         assert!(headers.is_empty());

@@ -69,9 +69,11 @@ pub(crate) enum Outcome<'a> {
     HubError(&'a str, Option<&'a serde_json::Value>),
 }
 
-/// A hub result `{"R"?,"I":id,"H"?,"E"?,"D"?,"S"?}`; the caller state comes back as sent.
-pub(crate) fn hub_result(id: &str, outcome: Outcome<'_>, state: Option<&Arg>) -> Vec<u8> {
-    let mut result = match outcome {
+/// A hub result `{"R"?,"I":id,"H"?,"E"?,"D"?}`. No `S`: a 2.x hub sends back only the caller
+/// state its method changed (`StateChangeTracker.GetChanges()`, `null` when nothing changed),
+/// and Hubbub's hub methods do not change it; the client keeps its own.
+pub(crate) fn hub_result(id: &str, outcome: Outcome<'_>) -> Vec<u8> {
+    let result = match outcome {
         Outcome::Void => HubResult::ok(id, None),
         Outcome::Value(value) => HubResult::ok(id, Some(value.clone())),
         Outcome::Error(e) => HubResult::failed(id, e, false, None),
@@ -81,7 +83,6 @@ pub(crate) fn hub_result(id: &str, outcome: Outcome<'_>, state: Option<&Arg>) ->
             HubResult::failed(id, e, true, data)
         }
     };
-    result.state = state.cloned();
     match result.to_vec() {
         Ok(bytes) => bytes,
         // A result with no JSON form (binary data): the call still gets an answer.
@@ -136,13 +137,13 @@ mod tests {
         );
         let r: Arg = "ping!".into();
         assert_eq!(
-            hub_result("1", Outcome::Value(&r), None),
+            hub_result("1", Outcome::Value(&r)),
             br#"{"R":"ping!","I":"1"}"#
         );
-        assert_eq!(hub_result("0", Outcome::Void, None), br#"{"I":"0"}"#);
+        assert_eq!(hub_result("0", Outcome::Void), br#"{"I":"0"}"#);
         let data = serde_json::json!({"code": 42});
         assert_eq!(
-            hub_result("3", Outcome::HubError("nope", Some(&data)), None),
+            hub_result("3", Outcome::HubError("nope", Some(&data))),
             br#"{"I":"3","H":true,"E":"nope","D":{"code":42}}"#
         );
         assert_eq!(
