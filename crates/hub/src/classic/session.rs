@@ -579,10 +579,13 @@ async fn pump(
     mut rx: crate::queue::QueueRx,
     conn: Arc<Connection>,
 ) {
+    // Made once: a new wait per message costs a lock of the token's tree.
+    let ended = session.ended.cancelled();
+    tokio::pin!(ended);
     loop {
         let out = tokio::select! {
             out = rx.recv() => out,
-            () = session.ended.cancelled() => None,
+            () = &mut ended => None,
         };
         let Some(out) = out else { break };
         match out {

@@ -416,6 +416,13 @@ async fn websocket(
         .options
         .keep_alive
         .map(|every| tokio::time::interval_at(Instant::now() + every, every));
+    // The waits are made once, not per message (each costs locks to make and to drop); the
+    // `superseded` one is remade after it fires, and enabled before the check it guards.
+    let ended = session.ended.cancelled();
+    let shutdown = endpoint.shutdown.cancelled();
+    let superseded = session.superseded.notified();
+    tokio::pin!(ended, shutdown, superseded);
+    superseded.as_mut().enable();
     let close = loop {
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
@@ -425,17 +432,17 @@ async fn websocket(
             }
             cursor = next;
         }
-        let superseded = session.superseded.notified();
-        tokio::pin!(superseded);
-        superseded.as_mut().enable();
         if session.is_superseded(generation) {
             break None;
         }
         tokio::select! {
             biased;
-            () = session.ended.cancelled() => break Some((1000, "the connection has ended")),
-            () = endpoint.shutdown.cancelled() => break Some((1001, "the server is shutting down")),
-            () = &mut superseded => {}
+            () = &mut ended => break Some((1000, "the connection has ended")),
+            () = &mut shutdown => break Some((1001, "the server is shutting down")),
+            () = &mut superseded => {
+                superseded.set(session.superseded.notified());
+                superseded.as_mut().enable();
+            }
             changed = newest.changed() => {
                 if changed.is_err() {
                     break None;
