@@ -41,6 +41,16 @@ export function setText(el: Element, text: string): void {
   if (el.textContent !== text) el.textContent = text;
 }
 
+/**
+ * Marks a form field invalid (`aria-invalid="true"`, which screen readers announce and the
+ * styles match) or valid (the attribute removed). `toggleAttribute` would leave
+ * `aria-invalid=""`, which reads as not invalid.
+ */
+export function setInvalid(el: Element, invalid: boolean): void {
+  if (invalid) el.setAttribute("aria-invalid", "true");
+  else el.removeAttribute("aria-invalid");
+}
+
 export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   const el = document.getElementById(id);
   if (!el) throw new Error(`#${id} is missing`);

@@ -15,7 +15,10 @@ test.describe("connect screen", () => {
     // A display name is required.
     await page.locator("#connect-submit").click();
     await expect(page.locator("#connect-error")).toContainText("display name");
-    await expect(page.locator("#display-name")).toHaveAttribute("aria-invalid", "");
+    // Marked invalid as screen readers and the styles read it ("true"; an empty value reads as
+    // not invalid).
+    await expect(page.locator("#display-name")).toHaveAttribute("aria-invalid", "true");
+    await expect(page.locator("#hub-url")).not.toHaveAttribute("aria-invalid");
     expect(await hub.calls("add_account")).toHaveLength(0);
 
     await page.locator("#display-name").fill("alice");
@@ -50,12 +53,15 @@ test.describe("connect screen", () => {
     await page.locator("#connect-submit").click();
     await expect(page.locator("#connect-error")).toContainText("full address");
     await expect(page.locator("#hub-url")).toBeFocused();
+    await expect(page.locator("#hub-url")).toHaveAttribute("aria-invalid", "true");
+    await expect(page.locator("#display-name")).not.toHaveAttribute("aria-invalid");
     expect(await hub.calls("add_account")).toHaveLength(0);
 
     await page.locator("#hub-url").fill("https://refuse.example.com/hub");
     await page.locator("#token").fill("s3cret");
     await page.locator("#connect-submit").click();
     await expect(page.locator("#connect-error")).toContainText("refused the negotiation");
+    await expect(page.locator("#hub-url")).not.toHaveAttribute("aria-invalid");
     const calls = await hub.calls("add_account");
     expect(calls[0]!.args).toMatchObject({ input: { url: "https://refuse.example.com/hub", token: "s3cret", transport: "auto", protocol: "json" } });
     await expect(page.locator("#connect-submit")).toBeEnabled();

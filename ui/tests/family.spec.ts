@@ -58,6 +58,7 @@ test.describe("classic ASP.NET SignalR hubs (issue 14)", () => {
     await page.locator("#connect-submit").click();
     await expect(page.locator("#connect-error")).toContainText("letters, digits, _ or $");
     await expect(page.locator("#connect-hub-name")).toBeFocused();
+    await expect(page.locator("#connect-hub-name")).toHaveAttribute("aria-invalid", "true");
     expect(await hub.calls("add_account")).toHaveLength(0);
 
     await page.locator("#connect-hub-name").fill("ChatHub");

@@ -120,10 +120,16 @@ impl Wire {
     }
 
     fn envelope(&mut self, envelope: classic::Envelope) {
-        self.cursor()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(&envelope);
+        // Long polling's loop takes each answer's cursor itself, before its next poll goes out
+        // (`link::classic_long_polling`), while up to 64 answers wait here to be decoded:
+        // taking an older one's cursor again here moved the cursor back, the next poll asked
+        // for those messages again, and they were delivered twice.
+        if self.session.target.transport != classic::Transport::LongPolling {
+            self.cursor()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .update(&envelope);
+        }
         if envelope.initialized {
             self.initialized = true;
         }
@@ -308,5 +314,68 @@ impl Wire {
         self.next_id += 1;
         self.calls.insert(id, call);
         Ok(Some(Bytes::from(bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::ClassicTarget;
+
+    fn wire(transport: classic::Transport) -> Wire {
+        let session = Session {
+            target: ClassicTarget {
+                base: "http://127.0.0.1:1/signalr".to_owned(),
+                transport,
+                connection_token: "token".to_owned(),
+                connection_data: "[]".to_owned(),
+                headers: Vec::new(),
+                bearer: None,
+                cursor: Arc::default(),
+                open_timeout: Duration::from_secs(5),
+                poll_timeout: Duration::from_secs(120),
+                long_poll_delay: Duration::ZERO,
+                tls: None,
+            },
+            connection_id: "id".to_owned(),
+            hub: "chatHub".to_owned(),
+            negotiated: classic::NegotiateResponse::default(),
+        };
+        Wire::new(session, Arc::default())
+    }
+
+    fn envelope(cursor: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"C":"{cursor}","M":[{{"H":"chatHub","M":"broadcastMessage","A":["a","b"]}}]}}"#
+        ))
+    }
+
+    fn message_id(wire: &Wire) -> Option<String> {
+        wire.cursor().lock().unwrap().message_id.clone()
+    }
+
+    #[test]
+    fn a_long_polling_answer_decoded_late_leaves_the_cursor_where_the_poll_loop_put_it() {
+        let mut wire = wire(classic::Transport::LongPolling);
+        // The poll loop has taken answer 2's cursor; answer 1 is decoded only now.
+        wire.cursor().lock().unwrap().message_id = Some("d-00000001-B,2".to_owned());
+        wire.push(envelope("d-00000001-B,1"));
+        assert!(matches!(
+            wire.next_message(),
+            Ok(Some(HubMessage::Invocation(_)))
+        ));
+        assert_eq!(message_id(&wire).as_deref(), Some("d-00000001-B,2"));
+    }
+
+    #[test]
+    fn on_a_socket_or_event_stream_the_decoded_answer_moves_the_cursor() {
+        for transport in [
+            classic::Transport::WebSockets,
+            classic::Transport::ServerSentEvents,
+        ] {
+            let mut wire = wire(transport);
+            wire.push(envelope("d-00000001-B,1"));
+            assert_eq!(message_id(&wire).as_deref(), Some("d-00000001-B,1"));
+        }
     }
 }

@@ -3,7 +3,7 @@
 import type { Family, NewAccount, Protocol, Transport } from "../api";
 import { caPemProblem, errorText, hubNameProblem } from "../api";
 import type { App } from "../app";
-import { byId, setText } from "../dom";
+import { byId, setInvalid, setText } from "../dom";
 
 /** Accepts an empty address (the built-in hub) or an http(s)/ws(s) URL; returns an error or null. */
 export function checkHubUrl(value: string): string | null {
@@ -49,7 +49,7 @@ export class ConnectView {
     });
     for (const input of [this.url, this.name, this.hubName, this.ca]) {
       input.addEventListener("input", () => {
-        input.removeAttribute("aria-invalid");
+        setInvalid(input, false);
         setText(this.error, "");
       });
     }
@@ -94,8 +94,8 @@ export class ConnectView {
   private async onSubmit(): Promise<void> {
     const urlError = checkHubUrl(this.url.value);
     const name = this.name.value.trim();
-    this.url.toggleAttribute("aria-invalid", urlError !== null);
-    this.name.toggleAttribute("aria-invalid", !name);
+    setInvalid(this.url, urlError !== null);
+    setInvalid(this.name, !name);
     if (urlError) {
       setText(this.error, urlError);
       this.url.focus();
@@ -109,7 +109,7 @@ export class ConnectView {
     const family = this.family.value as Family;
     const hubName = family === "core" ? "" : this.hubName.value.trim();
     const hubNameError = hubNameProblem(hubName);
-    this.hubName.toggleAttribute("aria-invalid", hubNameError !== null);
+    setInvalid(this.hubName, hubNameError !== null);
     if (hubNameError) {
       setText(this.error, hubNameError);
       this.hubName.closest("details")?.setAttribute("open", "");
@@ -118,8 +118,7 @@ export class ConnectView {
     }
     const caPem = this.ca.value.trim();
     const caError = caPemProblem(caPem);
-    if (caError) this.ca.setAttribute("aria-invalid", "true");
-    else this.ca.removeAttribute("aria-invalid");
+    setInvalid(this.ca, !!caError);
     if (caError) {
       setText(this.error, caError);
       this.ca.closest("details")?.setAttribute("open", "");

@@ -3,7 +3,7 @@
 import type { Account, Family, InspectorEntry, Message, Methods, Preset } from "../api";
 import { caPemProblem, errorText, hubNameProblem, kindOf, pemCount, peerOf, roomOf } from "../api";
 import type { App } from "../app";
-import { byId, h, icon, replace, setText } from "../dom";
+import { byId, h, icon, replace, setInvalid, setText } from "../dom";
 import { clockTime, dayLabel, hubLabel, plural } from "../format";
 
 /** Each preset's methods as the Advanced form shows them (the core's presets, written out). */
@@ -256,8 +256,7 @@ export class AccountDialog {
 
   private showHubNameProblem(problem: string | null): void {
     const input = byId<HTMLInputElement>("hub-name");
-    if (problem) input.setAttribute("aria-invalid", "true");
-    else input.removeAttribute("aria-invalid");
+    setInvalid(input, !!problem);
     setText(byId("family-error"), problem ?? "");
   }
 
@@ -291,8 +290,7 @@ export class AccountDialog {
 
   private showCaProblem(problem: string | null): void {
     const input = byId<HTMLTextAreaElement>("hub-ca");
-    if (problem) input.setAttribute("aria-invalid", "true");
-    else input.removeAttribute("aria-invalid");
+    setInvalid(input, !!problem);
     setText(byId("ca-error"), problem ?? "");
   }
 

@@ -29,12 +29,16 @@ use crate::hub::{Context, Reply};
 use crate::metrics::{ConnLabels, ConnMetrics, FamilyLabel};
 use crate::state::Counters;
 
-/// How long after its last transport request a client counts as there (long polling is
-/// detached between two polls).
-const PRESENT_FOR: Duration = Duration::from_secs(2);
-
 /// How long a message waits for room in the buffer while the client is there but not reading.
 const MAX_DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long after its last transport request a client counts as there: as long as a client
+/// with a transport attached may go without reading ([`MAX_DELIVERY_WAIT`]). Long polling is
+/// detached between two polls, and a client busy with what it received (its handlers, a
+/// loaded machine) polls again only when done: with a shorter window (2 s before) such a
+/// client counted as away in the middle of a flood, and the buffer dropped messages it had
+/// never been sent.
+const PRESENT_FOR: Duration = MAX_DELIVERY_WAIT;
 
 /// How many hub requests over the rate limit may wait at once per connection (sends over HTTP
 /// can arrive together; WebSockets stop reading instead): past this they are refused.
@@ -187,9 +191,9 @@ impl Session {
 
     /// Numbers a message (an `M` item) and wakes the transports, once it can be buffered
     /// without dropping a message no transport has taken yet, while the client is there (a
-    /// transport attached, or one detached less than [`PRESENT_FOR`] ago: long polling between
-    /// two polls). A client that is away, or does not read for [`MAX_DELIVERY_WAIT`], gets the
-    /// 2.x behaviour instead: the oldest messages go. Meanwhile the connection's send queue
+    /// transport attached, or one detached less than [`PRESENT_FOR`], 10 s, ago: long polling
+    /// between two polls). A client that is away, or does not read for [`MAX_DELIVERY_WAIT`]
+    /// (10 s), gets the 2.x behaviour instead: the oldest messages go. Meanwhile the connection's send queue
     /// fills, and a hub send that finds it full closes the connection as too slow, as for
     /// Core clients. "Taken" means handed to a transport: what a long poll answer lost in
     /// flight carried may still be dropped before the client polls again.
