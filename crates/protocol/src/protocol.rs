@@ -70,7 +70,8 @@ impl Protocol {
 
     /// One framed message as a new buffer.
     pub fn encode_to_vec(self, message: &HubMessage) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        // Room for a typical chat message at once, rather than growing through 8, 16, 32, …
+        let mut out = Vec::with_capacity(256);
         self.encode(message, &mut out)?;
         Ok(out)
     }
