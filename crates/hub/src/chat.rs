@@ -246,20 +246,22 @@ async fn record(
             })?
             .map_err(|e| HubError::new(e.to_string()));
     }
-    let (h, key, user) = (history.clone(), key.to_owned(), user.to_owned());
-    let (id, name, text, to) = (
-        id.map(str::to_owned),
-        name.to_owned(),
-        text.to_owned(),
-        to.map(str::to_owned),
-    );
-    let append = move || h.append(&key, &user, id.as_deref(), &name, &text, to.as_deref());
     let entry = if history.is_persistent() {
-        tokio::task::spawn_blocking(append)
-            .await
-            .map_err(|e| HubError::new(e.to_string()))?
+        let (h, key, user) = (history.clone(), key.to_owned(), user.to_owned());
+        let (id, name, text, to) = (
+            id.map(str::to_owned),
+            name.to_owned(),
+            text.to_owned(),
+            to.map(str::to_owned),
+        );
+        tokio::task::spawn_blocking(move || {
+            h.append(&key, &user, id.as_deref(), &name, &text, to.as_deref())
+        })
+        .await
+        .map_err(|e| HubError::new(e.to_string()))?
     } else {
-        append()
+        // In memory: no copies for another thread, a lock held for microseconds.
+        history.append(key, user, id, name, text, to)
     }
     .map_err(|e| HubError::new(e.to_string()))?;
     Ok(entry.map(|e| (e, history.epoch().to_owned())))
@@ -371,6 +373,9 @@ impl Budgets {
     ) -> Result<(), HubError> {
         let exists = match ctx.state.backplane.fleet() {
             Some(node) => node.history_exists(key).await.unwrap_or(true),
+            None if !history.is_persistent() => history
+                .exists(key)
+                .map_err(|e| HubError::new(e.to_string()))?,
             None => {
                 let owned = key.to_owned();
                 on_history(history, move |h| h.exists(&owned)).await?

@@ -81,7 +81,8 @@ struct Memory {
 /// The history of every scope of a chat hub. Cheap to clone.
 #[derive(Clone)]
 pub struct ChatHistory {
-    epoch: String,
+    /// Shared by every clone (the chat hub clones its history per message).
+    epoch: Arc<str>,
     backend: Arc<Backend>,
     /// Messages kept now (every scope, room and inbox): `hubbub_history_messages`.
     pub(crate) size: prometheus_client::metrics::gauge::Gauge,
@@ -126,7 +127,7 @@ impl ChatHistory {
     /// History in memory: lost when the hub stops.
     pub fn in_memory() -> Self {
         Self {
-            epoch: random_epoch(),
+            epoch: random_epoch().into(),
             backend: Arc::new(Backend::Memory(Mutex::default())),
             size: Default::default(),
         }
@@ -181,7 +182,7 @@ impl ChatHistory {
         let size = prometheus_client::metrics::gauge::Gauge::default();
         size.set(count);
         Ok(Self {
-            epoch,
+            epoch: epoch.into(),
             backend: Arc::new(Backend::Sqlite(Mutex::new(conn))),
             size,
         })
@@ -222,7 +223,11 @@ impl ChatHistory {
                     touched,
                     ..
                 } = &mut *memory;
-                let log = logs.entry(scope.to_owned()).or_default();
+                // Looked up first: the scope's name is copied only for a new history.
+                if !logs.contains_key(scope) {
+                    logs.insert(scope.to_owned(), VecDeque::new());
+                }
+                let log = logs.get_mut(scope).expect("inserted above");
                 let seq = log.back().map_or(1, |e| e.seq + 1);
                 let entry = Entry {
                     seq,
@@ -243,7 +248,12 @@ impl ChatHistory {
                     }
                 }
                 log.push_back(entry.clone());
-                touched.insert(scope.to_owned(), std::time::Instant::now());
+                match touched.get_mut(scope) {
+                    Some(at) => *at = std::time::Instant::now(),
+                    None => {
+                        touched.insert(scope.to_owned(), std::time::Instant::now());
+                    }
+                }
                 self.size.inc();
                 Ok(Some(entry))
             }
