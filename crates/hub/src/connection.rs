@@ -630,12 +630,6 @@ async fn message_loop(
     // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
     let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
-    // Made once and moved, not made per message: a new `Sleep` is registered in the timer
-    // wheel and removed again (a lock each time), and a new wait for the shutdown token locks
-    // its tree.
-    let deadline = tokio::time::sleep_until(ping_at);
-    let shutdown = state.shutdown.cancelled();
-    tokio::pin!(deadline, shutdown);
     let (close, why) = 'serve: loop {
         while paused_until.is_none() {
             let message = match held.take() {
@@ -717,11 +711,6 @@ async fn message_loop(
         .into_iter()
         .flatten()
         .min();
-        let has_timer = timer.is_some();
-        let timer = timer.unwrap_or(window);
-        if deadline.deadline() != timer {
-            deadline.as_mut().reset(timer);
-        }
         tokio::select! {
             item = inbound.recv(), if paused_until.is_none() => match item {
                 Some(Inbound::Data(data)) => {
@@ -743,7 +732,7 @@ async fn message_loop(
                 }
                 Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
             },
-            () = &mut deadline, if has_timer => {
+            () = sleep_until(timer.unwrap_or(window)), if timer.is_some() => {
                 let now = Instant::now();
                 if !long_polling && ping_at <= now {
                     conn.enqueue(Outbound::Message(state.ping.clone()));
@@ -789,7 +778,7 @@ async fn message_loop(
                     conn.abort_kind().unwrap_or(reason::CLOSED_BY_HUB),
                 );
             }
-            () = &mut shutdown => {
+            () = state.shutdown.cancelled() => {
                 break (
                     Some(Close {
                         error: Some("The server is shutting down.".to_owned()),
