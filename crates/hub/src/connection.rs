@@ -627,7 +627,8 @@ async fn message_loop(
     let mut held: Option<Box<HubMessage>> = None;
     let mut paused_until: Option<Instant> = None;
     // Invocations run one at a time per connection, in order (MaximumParallelInvocationsPerClient
-    // = 1), but off this loop, so pings and client-result answers keep flowing meanwhile.
+    // = 1); one that has to wait does so off this loop (`run_inline_first`), so pings and
+    // client-result answers keep flowing meanwhile.
     let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
     let (close, why) = 'serve: loop {
