@@ -12,6 +12,7 @@
 import net from "node:net";
 import { chromium } from "playwright-core";
 import * as signalR from "@microsoft/signalr";
+import { assert, failed, scenario as report, sleep, waitFor } from "../report.mjs";
 
 const args = process.argv.slice(2);
 const origin = args[0];
@@ -27,19 +28,6 @@ const coreUrl = option("--core");
 const only = option("--only")?.split(",");
 const transports = (option("--transports") ?? "webSockets,serverSentEvents,longPolling,auto").split(",");
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what, predicate, timeoutMs = 10000) {
-  const start = Date.now();
-  for (;;) {
-    const value = await predicate();
-    if (value) return value;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-}
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
 // A TCP proxy that can cut every connection through it and refuse new ones until resumed.
 function startProxy(target) {
@@ -92,17 +80,10 @@ const browser = await chromium.launch({
 });
 const proxy = await startProxy(origin);
 
-let failures = 0;
+// Only the scenarios --only names.
 async function scenario(name, body) {
   if (only && !only.some((o) => name.startsWith(o))) return;
-  const started = Date.now();
-  try {
-    await body();
-    console.log(JSON.stringify({ scenario: name, ok: true, ms: Date.now() - started }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ scenario: name, ok: false, error: String((e && e.stack) || e) }));
-  }
+  await report(name, body);
 }
 
 // Opens the page as `name` in `scope` over `transport`; resolves when $.connection.hub.start()
@@ -293,4 +274,4 @@ if (coreUrl) {
 
 proxy.close();
 await browser.close();
-process.exit(failures ? 1 : 0);
+process.exit(failed() ? 1 : 0);

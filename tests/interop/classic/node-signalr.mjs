@@ -4,22 +4,12 @@
 //
 //   node node-signalr.mjs HUB_ORIGIN
 import { Client } from "node-signalr";
+import { assert, failed, scenario, waitFor } from "../report.mjs";
 
 const origin = process.argv[2];
 if (!origin) {
   console.error("usage: node node-signalr.mjs HUB_ORIGIN");
   process.exit(2);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what, predicate, timeoutMs = 10000) {
-  const start = Date.now();
-  while (!predicate()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
 }
 
 function connect(name) {
@@ -40,17 +30,6 @@ function connect(name) {
 }
 const has = (client, ...item) => client.inbox.some((m) => JSON.stringify(m) === JSON.stringify(item));
 
-let failures = 0;
-async function scenario(name, body) {
-  const started = Date.now();
-  try {
-    await body();
-    console.log(JSON.stringify({ scenario: name, ok: true, ms: Date.now() - started }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ scenario: name, ok: false, error: String((e && e.stack) || e) }));
-  }
-}
 
 await scenario("node-signalr: connect, Send → broadcastMessage, results, errors, presence", async () => {
   const a = connect("ns-ann");
@@ -84,4 +63,4 @@ await scenario("node-signalr: connect, Send → broadcastMessage, results, error
   }
 });
 
-process.exit(failures ? 1 : 0);
+process.exit(failed() ? 1 : 0);

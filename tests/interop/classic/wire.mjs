@@ -1,22 +1,8 @@
 // Plain-HTTP classic requests for the wire-level scripts (no SignalR client library): one
 // connection's negotiate/connect/start/send/poll, each request bounded in time.
-export function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { assert, failed, scenario, sleep } from "../report.mjs";
 
-let failures = 0;
-/** Runs one scenario and prints `{"scenario","ok","error"?}` as one JSON line. */
-export async function scenario(name, body) {
-  try {
-    await body();
-    console.log(JSON.stringify({ scenario: name, ok: true }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ scenario: name, ok: false, error: String((e && e.stack) || e) }));
-  }
-}
-export const failed = () => failures;
+export { assert, failed, scenario, sleep };
 
 export const connectionData = JSON.stringify([{ name: "chathub" }]);
 

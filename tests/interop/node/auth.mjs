@@ -2,18 +2,9 @@
 //   node auth.mjs HUB_URL GOOD_TOKEN BAD_TOKEN EXPECTED_USER
 // Prints one JSON line per scenario; exit code 1 if any failed.
 import * as signalR from "@microsoft/signalr";
+import { failed, scenario } from "../report.mjs";
 
 const [hubUrl, good, bad, expectedUser] = process.argv.slice(2);
-let failures = 0;
-async function scenario(name, body) {
-  try {
-    await body();
-    console.log(JSON.stringify({ scenario: name, ok: true }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ scenario: name, ok: false, error: String(e && e.message || e) }));
-  }
-}
 const build = (transport, token) =>
   new signalR.HubConnectionBuilder()
     .withUrl(hubUrl, { transport, accessTokenFactory: () => token })
@@ -42,4 +33,4 @@ for (const [label, transport] of [["ws", signalR.HttpTransportType.WebSockets], 
     await conn.stop();
   });
 }
-process.exit(failures === 0 ? 0 : 1);
+process.exit(failed() ? 1 : 0);

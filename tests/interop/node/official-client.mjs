@@ -6,6 +6,7 @@
 // combos: ws-json ws-msgpack sse-json lp-json lp-msgpack (default: all)
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+import { assert, failed, scenario as report, sleep, waitFor } from "../report.mjs";
 
 const hubUrl = process.argv[2];
 if (!hubUrl) {
@@ -21,17 +22,6 @@ const COMBOS = {
 };
 const selected = process.argv.length > 3 ? process.argv.slice(3) : Object.keys(COMBOS);
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(what, predicate, timeoutMs = 5000) {
-  const start = Date.now();
-  while (!predicate()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
 
 function connect(combo, query) {
   const [transport, protocol] = COMBOS[combo];
@@ -49,17 +39,8 @@ function connect(combo, query) {
 const got = (conn, method, ...args) =>
   conn.inbox.some((m) => m[0] === method && JSON.stringify(m.slice(1)) === JSON.stringify(args));
 
-let failures = 0;
-async function scenario(combo, name, body) {
-  const started = Date.now();
-  try {
-    await body();
-    console.log(JSON.stringify({ combo, scenario: name, ok: true, ms: Date.now() - started }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ combo, scenario: name, ok: false, error: String(e && e.message || e) }));
-  }
-}
+// Each line names the transport and protocol it ran on.
+const scenario = (combo, name, body) => report(name, body, { combo });
 
 for (const combo of selected) {
   const scope = `${combo}-${process.pid}-${Date.now()}`;
@@ -192,4 +173,4 @@ for (const combo of selected) {
   });
 }
 
-process.exit(failures === 0 ? 0 : 1);
+process.exit(failed() ? 1 : 0);

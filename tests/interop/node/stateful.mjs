@@ -5,6 +5,7 @@
 import net from "node:net";
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+import { failed, scenario, sleep } from "../report.mjs";
 
 const hubUrl = new URL(process.argv[2]);
 const sockets = new Set();
@@ -18,12 +19,9 @@ const proxy = net.createServer((client) => {
 await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
 const cut = () => { for (const s of sockets) s.destroy(); sockets.clear(); };
 const proxied = `http://127.0.0.1:${proxy.address().port}${hubUrl.pathname}`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-let failures = 0;
 for (const protocol of ["json", "msgpack"]) {
-  const result = { protocol };
-  try {
+  await scenario("a socket cut twice mid-stream: resumed, nothing lost or doubled, no events", async () => {
     const scope = `stateful-${protocol}-${Date.now()}`;
     const mk = (url, name, stateful) => {
       const b = new signalR.HubConnectionBuilder()
@@ -61,15 +59,9 @@ for (const protocol of ["json", "msgpack"]) {
     if (JSON.stringify(bobGot) !== '["while cut"]') throw new Error(`bob got ${JSON.stringify(bobGot)}`);
     if (reconnectEvents !== 0) throw new Error(`${reconnectEvents} reconnect events fired`);
     if (ann.connectionId !== id || ann.state !== "Connected") throw new Error(`connection changed: ${ann.state} ${ann.connectionId} vs ${id}`);
-    result.ok = true;
     await ann.stop();
     await bob.stop();
-  } catch (e) {
-    failures++;
-    result.ok = false;
-    result.error = String(e && e.message || e);
-  }
-  console.log(JSON.stringify(result));
+  }, { protocol });
 }
 proxy.close();
-process.exit(failures === 0 ? 0 : 1);
+process.exit(failed() ? 1 : 0);

@@ -3,11 +3,11 @@
 //   node tls.mjs HUB_URL
 // Prints one JSON line per transport; exit code 1 if any failed.
 import * as signalR from "@microsoft/signalr";
+import { failed, scenario } from "../report.mjs";
 
 const [hubUrl] = process.argv.slice(2);
-let failures = 0;
 for (const [label, transport] of [["ws", signalR.HttpTransportType.WebSockets], ["sse", signalR.HttpTransportType.ServerSentEvents], ["lp", signalR.HttpTransportType.LongPolling]]) {
-  try {
+  await scenario("connect, a broadcast back to itself, an echo, stop", async () => {
     const conn = new signalR.HubConnectionBuilder()
       .withUrl(`${hubUrl}?name=node-${label}`, { transport })
       .configureLogging(signalR.LogLevel.None)
@@ -22,10 +22,6 @@ for (const [label, transport] of [["ws", signalR.HttpTransportType.WebSockets], 
     const echo = await conn.invoke("Echo", label);
     if (echo !== label) throw new Error(`echo: ${JSON.stringify(echo)}`);
     await conn.stop();
-    console.log(JSON.stringify({ transport: label, ok: true }));
-  } catch (e) {
-    failures++;
-    console.log(JSON.stringify({ transport: label, ok: false, error: String(e && e.message || e) }));
-  }
+  }, { transport: label });
 }
-process.exit(failures === 0 ? 0 : 1);
+process.exit(failed() ? 1 : 0);
