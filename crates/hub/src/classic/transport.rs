@@ -57,27 +57,21 @@ fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
     Refusal::Text(status, reason.into())
 }
 
-/// The user a request's JWT names (`Ok(None)` without auth), or the 401.
-/// With a scope claim configured, the query's `scope` is set to the token's (403 for another).
+/// The user a request's token names (`Ok(None)` without auth), or the 401 (403 for a scope not
+/// the token's): the Core endpoint's check (`transport::authenticate`), answered as a refusal.
 fn authenticate(
     endpoint: &Endpoint,
     headers: &HeaderMap,
     query: &mut Params,
 ) -> Result<Option<String>, Refusal> {
-    let Some(auth) = &endpoint.auth else {
-        return Ok(None);
-    };
-    auth.authenticate(headers, query)
-        .map(Some)
-        .map_err(|denied| match denied {
-            crate::auth::Denied::Unauthorized(reason) => {
-                tracing::debug!(%reason, family = "classic", "request refused");
-                Refusal::Unauthorized
-            }
-            crate::auth::Denied::OtherScope => {
+    crate::transport::authenticate(endpoint.auth.as_ref(), "classic", headers, query).map_err(
+        |refused| match refused {
+            crate::transport::NotAdmitted::Unauthorized => Refusal::Unauthorized,
+            crate::transport::NotAdmitted::OtherScope => {
                 refuse(StatusCode::FORBIDDEN, crate::auth::OTHER_SCOPE)
             }
-        })
+        },
+    )
 }
 
 /// The hubs a `connectionData` names, by index; a clear 400 for one not served.

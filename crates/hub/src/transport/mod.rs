@@ -227,22 +227,24 @@ fn over_capacity(state: &HubState) -> bool {
     state.http.len() >= state.options.max_connections
 }
 
-/// Checks the request's token when the hub requires one: `Ok(Some(user))` (with the query's
-/// `scope` bound to the token's when a scope claim is configured), `Ok(None)` without auth, or
-/// the 401 (403 for a scope not the token's) to answer.
-fn authenticate(
-    state: &HubState,
+/// Checks the request's token when the hub requires one (`auth`), for either protocol family
+/// (`family`, a log label): `Ok(Some(user))` (with the query's `scope` bound to the token's when
+/// a scope claim is configured), `Ok(None)` without auth, or the 401 (403 for a scope not the
+/// token's) to answer.
+pub(crate) fn authenticate(
+    auth: Option<&crate::auth::Auth>,
+    family: &'static str,
     headers: &HeaderMap,
     query: &mut HashMap<String, String>,
 ) -> Result<Option<String>, NotAdmitted> {
-    let Some(auth) = &state.auth else {
+    let Some(auth) = auth else {
         return Ok(None);
     };
     auth.authenticate(headers, query)
         .map(Some)
         .map_err(|denied| match denied {
             crate::auth::Denied::Unauthorized(reason) => {
-                tracing::debug!(%reason, "request refused");
+                tracing::debug!(%reason, family, "request refused");
                 NotAdmitted::Unauthorized
             }
             crate::auth::Denied::OtherScope => NotAdmitted::OtherScope,
@@ -294,7 +296,7 @@ pub(crate) async fn negotiate(
     if method != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let user = match authenticate(&state, &headers, &mut query) {
+    let user = match authenticate(state.auth.as_ref(), "core", &headers, &mut query) {
         Ok(user) => user,
         Err(response) => return response.into_response(),
     };
@@ -415,7 +417,7 @@ pub(crate) async fn connect(
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
     let headers = parts.headers.clone();
-    let user = match authenticate(&state, &headers, &mut query) {
+    let user = match authenticate(state.auth.as_ref(), "core", &headers, &mut query) {
         Ok(user) => user,
         Err(response) => return response.into_response(),
     };
