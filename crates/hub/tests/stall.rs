@@ -181,3 +181,80 @@ async fn a_classic_event_stream_never_read_is_closed_as_too_slow() {
     assert_eq!(answer.status(), 200);
     hub.shutdown().await.unwrap();
 }
+
+/// A Core client that invokes `Flood` and never reads its event stream: `Flood` waited for room
+/// in the caller's send queue without limit (`send_to_caller_waiting`), and as the response
+/// body that drains the queue was held by the unread socket, for ever. Now the client is
+/// closed as too slow once it has taken nothing for the stall limit, and `Flood` ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_to_a_core_event_stream_never_read_ends_and_closes_the_caller() {
+    let hub = hub(
+        HubOptions {
+            write_stall_timeout: STALL,
+            // No keep-alive ping (which would find the queue full) and no client timeout in the
+            // test's time: only the stall limit may close the connection.
+            keep_alive_interval: Duration::from_secs(600),
+            client_timeout: Duration::from_secs(1200),
+            send_queue_bytes: 1 << 20,
+            ..HubOptions::default()
+        },
+        ClassicOptions::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let (status, body) = request(
+        http.post(hub.url("/chathub/negotiate?negotiateVersion=1")),
+        "negotiate",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let negotiated: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = negotiated["connectionToken"].as_str().unwrap();
+    let _unread =
+        unread_event_stream(&hub, &format!("/chathub?id={token}"), "text/event-stream").await;
+    let url = hub.url(&format!("/chathub?id={token}"));
+    let (status, _) = request(
+        http.post(&url)
+            .body("{\"protocol\":\"json\",\"version\":1}\u{1e}"),
+        "the handshake",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // 2,000 messages of 16 KiB: 32 MB, far more than the socket buffers and the queue hold.
+    let (status, _) = request(
+        http.post(&url).body(
+            "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Flood\",\"arguments\":[2000,16384]}\u{1e}",
+        ),
+        "the Flood invocation",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    until_closed(
+        &hub,
+        Duration::from_secs(30),
+        "a Core connection flooded while its event stream is never read",
+    )
+    .await;
+    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
+    assert_eq!(closes, 1.0, "closed as too slow: {text}");
+    // Flood has ended (its duration is observed when the method returns).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ended, text) = metric(
+            &hub,
+            "hubbub_invocation_duration_seconds_count",
+            "family=\"core\"",
+        )
+        .await;
+        if ended == 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Flood still waiting 30 s after its caller closed: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hub.shutdown().await.unwrap();
+}
