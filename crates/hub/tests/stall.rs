@@ -201,34 +201,7 @@ async fn flood_to_a_core_event_stream_never_read_ends_and_closes_the_caller() {
         ClassicOptions::default(),
     )
     .await;
-    let http = reqwest::Client::new();
-    let (status, body) = request(
-        http.post(hub.url("/chathub/negotiate?negotiateVersion=1")),
-        "negotiate",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let negotiated: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let token = negotiated["connectionToken"].as_str().unwrap();
-    let _unread =
-        unread_event_stream(&hub, &format!("/chathub?id={token}"), "text/event-stream").await;
-    let url = hub.url(&format!("/chathub?id={token}"));
-    let (status, _) = request(
-        http.post(&url)
-            .body("{\"protocol\":\"json\",\"version\":1}\u{1e}"),
-        "the handshake",
-    )
-    .await;
-    assert_eq!(status, 200);
-    // 2,000 messages of 16 KiB: 32 MB, far more than the socket buffers and the queue hold.
-    let (status, _) = request(
-        http.post(&url).body(
-            "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Flood\",\"arguments\":[2000,16384]}\u{1e}",
-        ),
-        "the Flood invocation",
-    )
-    .await;
-    assert_eq!(status, 200);
+    let _unread = flooded_core_event_stream(&hub).await;
 
     until_closed(
         &hub,
@@ -238,17 +211,23 @@ async fn flood_to_a_core_event_stream_never_read_ends_and_closes_the_caller() {
     .await;
     let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
     assert_eq!(closes, 1.0, "closed as too slow: {text}");
-    // Flood has ended (its duration is observed when the method returns).
+    flood_ends(&hub).await;
+    hub.shutdown().await.unwrap();
+}
+
+/// Waits (at most 30 s) until the Core `Flood` call has ended (its duration is observed when the
+/// method returns).
+async fn flood_ends(hub: &hubbub_hub::RunningServer) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (ended, text) = metric(
-            &hub,
+            hub,
             "hubbub_invocation_duration_seconds_count",
             "family=\"core\"",
         )
         .await;
         if ended == 1.0 {
-            break;
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -256,5 +235,85 @@ async fn flood_to_a_core_event_stream_never_read_ends_and_closes_the_caller() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Opens a Core connection on an event stream that is never read, and has it invoke
+/// `Flood(2000, 16384)`: 32 MB, far more than the socket buffers and the queue hold.
+async fn flooded_core_event_stream(hub: &hubbub_hub::RunningServer) -> TcpStream {
+    let http = reqwest::Client::new();
+    let (status, body) = request(
+        http.post(hub.url("/chathub/negotiate?negotiateVersion=1")),
+        "negotiate",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let negotiated: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = negotiated["connectionToken"].as_str().unwrap();
+    let unread =
+        unread_event_stream(hub, &format!("/chathub?id={token}"), "text/event-stream").await;
+    let url = hub.url(&format!("/chathub?id={token}"));
+    let (status, _) = request(
+        http.post(&url)
+            .body("{\"protocol\":\"json\",\"version\":1}\u{1e}"),
+        "the handshake",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = request(
+        http.post(&url).body(
+            "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Flood\",\"arguments\":[2000,16384]}\u{1e}",
+        ),
+        "the Flood invocation",
+    )
+    .await;
+    assert_eq!(status, 200);
+    unread
+}
+
+/// A client that never reads its response: hyper waited to write it for ever, holding the
+/// socket and, for a Core event stream, the body that drains the connection's queue, so with
+/// the hub's own limits out of the way (a long `HubOptions::write_stall_timeout`, no
+/// keep-alive, no client timeout) nothing ended the connection. Now the socket is closed once
+/// the client has taken nothing for `TcpLimits::write_stall_timeout`: the connection ends and
+/// the method writing to it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_takes_nothing_is_closed_after_the_write_stall_limit() {
+    let hub = hubbub_hub::ServerBuilder::new()
+        .options(HubOptions {
+            write_stall_timeout: Duration::from_secs(600),
+            keep_alive_interval: Duration::from_secs(600),
+            client_timeout: Duration::from_secs(1200),
+            send_queue_bytes: 1 << 20,
+            ..HubOptions::default()
+        })
+        .tcp_limits(hubbub_hub::TcpLimits {
+            write_stall_timeout: STALL,
+            header_read_timeout: Duration::from_secs(600),
+            ..hubbub_hub::TcpLimits::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("the hub binds a loopback port");
+    let mut unread = flooded_core_event_stream(&hub).await;
+    until_closed(
+        &hub,
+        Duration::from_secs(30),
+        "a Core connection whose socket takes nothing",
+    )
+    .await;
+    flood_ends(&hub).await;
+    // The socket is closed: what it holds reads out, then it ends.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match unread.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the hub still holds the socket after 30 s");
     hub.shutdown().await.unwrap();
 }
