@@ -323,6 +323,7 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
             max_connections: args.max_tcp_connections,
             max_connections_per_address: args.max_tcp_connections_per_address,
             header_read_timeout: std::time::Duration::from_secs_f64(args.header_read_timeout),
+            ..hubbub_hub::TcpLimits::default()
         })
         .hub("/chathub", chat_hub(&args)?)
         .cors_origins(args.cors_origins);

@@ -273,19 +273,38 @@ impl Connection {
         }
     }
 
-    /// Queues a message, waiting for room in the queue instead of closing a slow client
-    /// (for methods that produce many messages for their own caller).
-    pub(crate) async fn enqueue_waiting(&self, out: Outbound) -> bool {
+    /// Queues a message, waiting for room in the queue instead of closing the client at once
+    /// (for methods that produce many messages for their own caller): `true` once queued,
+    /// `false` when the connection is over (it closed, or the hub is closing it) or too slow.
+    ///
+    /// The wait has a limit, `stall` (`HubOptions::write_stall_timeout`, 30 s) plus a second per
+    /// 16 KiB of the message: while the client takes something of its queue the wait goes on,
+    /// but once it has taken nothing for that long the connection is closed as too slow
+    /// (reason label `queue_full`, as [`enqueue`](Self::enqueue) closes it when the queue is
+    /// full) and this returns `false`. ASP.NET Core likewise closes a client that cannot keep
+    /// up rather than waiting or buffering for it without limit.
+    pub(crate) async fn enqueue_waiting(&self, out: Outbound, stall: Duration) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
         let size = self.size_of(&out);
         let queued = self.queued_size(&out);
-        let sent = self.tx.send(out, queued).await;
-        if sent {
-            self.count_sent(size);
+        let limit = crate::transport::ws::write_stall_limit(stall, queued);
+        let over = || self.closed.load(Ordering::Relaxed) || self.abort.is_cancelled();
+        match self.tx.send_within(out, queued, limit, over).await {
+            Ok(()) => {
+                self.count_sent(size);
+                true
+            }
+            Err(queue::Refused::Full) => {
+                self.close_with(
+                    "the client does not read its messages fast enough",
+                    crate::metrics::reason::QUEUE_FULL,
+                );
+                false
+            }
+            Err(queue::Refused::Closed) => false,
         }
-        sent
     }
 
     fn send(&self, message: HubMessage) -> bool {

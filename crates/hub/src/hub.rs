@@ -429,10 +429,16 @@ impl Context {
     }
 
     /// Sends `message` to the caller, waiting while its send queue is full (backpressure)
-    /// rather than closing it as too slow. `false` once the caller is gone.
+    /// rather than closing it as too slow at once. The wait is bounded: once the caller has
+    /// taken nothing of its queue for `HubOptions::write_stall_timeout` (30 s, plus a second per
+    /// 16 KiB of the message) it is closed as too slow (reason label `queue_full`), as ASP.NET
+    /// Core closes a client that cannot keep up. `false` once the caller is gone or closed.
     pub async fn send_to_caller_waiting(&self, frame: std::sync::Arc<crate::Frame>) -> bool {
         self.conn
-            .enqueue_waiting(crate::frame::Outbound::Message(frame))
+            .enqueue_waiting(
+                crate::frame::Outbound::Message(frame),
+                self.state.options.write_stall_timeout,
+            )
             .await
     }
 

@@ -1,6 +1,6 @@
 //! The listening socket's own limits, before any HTTP: how many TCP connections the hub holds
 //! at once, in total and per client address, and how long a connection may take to send a
-//! request's headers.
+//! request's headers, and how long a write may wait for a client that takes nothing.
 //!
 //! Without them, sockets that send their headers one byte a second (or nothing at all) were
 //! held for ever, and with a 1,024 open-file limit 1,100 of them locked everyone out,
@@ -10,6 +10,10 @@
 //! in time, which also ends one that stays idle without a request (a fresh socket, or a
 //! keep-alive one between requests). An upgraded WebSocket is no longer HTTP and is not timed
 //! by it (the hub's handshake and client timeouts apply), but still counts as a connection.
+//! Every write to a socket (a response, an event stream, an upgraded WebSocket) fails once the
+//! client has taken nothing of it for `TcpLimits::write_stall_timeout`, and hyper closes the
+//! connection: a client that never reads cannot hold its socket, or a response body that holds
+//! its connection's queue, for ever.
 
 use std::collections::HashMap;
 use std::io;
@@ -43,6 +47,11 @@ pub struct TcpLimits {
     /// it is closed (30 s, Kestrel's `RequestHeadersTimeout`). This is also how long a
     /// connection may stay idle without a request.
     pub header_read_timeout: Duration,
+    /// How long a write to the socket may go without the client taking a byte of it (30 s, the
+    /// hub's `HubOptions::write_stall_timeout`); the connection is then closed. Bounds what a
+    /// client that never reads holds: a response body (an event stream, a long poll's answer)
+    /// hyper would otherwise wait to write for ever, with its request's connection record.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for TcpLimits {
@@ -51,6 +60,7 @@ impl Default for TcpLimits {
             max_connections: None,
             max_connections_per_address: None,
             header_read_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -100,6 +110,8 @@ struct Counts {
     max_total: usize,
     by_address: Mutex<HashMap<IpAddr, usize>>,
     max_per_address: usize,
+    /// `TcpLimits::write_stall_timeout`, kept here once rather than in every connection.
+    write_stall: Duration,
 }
 
 impl Limiter {
@@ -113,6 +125,7 @@ impl Limiter {
                 max_total,
                 by_address: Mutex::default(),
                 max_per_address,
+                write_stall: limits.write_stall_timeout,
             }),
         }
     }
@@ -212,7 +225,8 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for Limiter {
                 Ok((
                     Counted {
                         stream,
-                        _slot: slot,
+                        slot,
+                        stall: None,
                     },
                     service,
                 ))
@@ -225,11 +239,64 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for Limiter {
     }
 }
 
-/// A TCP stream counted among the server's connections while it lives.
+/// A TCP stream counted among the server's connections while it lives, whose writes fail once
+/// the client has taken nothing for the write stall limit (`TcpLimits::write_stall_timeout`).
 #[derive(Debug)]
 pub(crate) struct Counted {
     stream: TcpStream,
-    _slot: Slot,
+    slot: Slot,
+    /// Made at the first write that waits and kept after (boxed: one pointer in every
+    /// connection until then).
+    stall: Option<Box<Stall>>,
+}
+
+/// The write stall timer of a [`Counted`] stream.
+#[derive(Debug)]
+struct Stall {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The timer runs: the writes since it was set have all waited.
+    armed: bool,
+}
+
+impl Counted {
+    /// A write's (or flush's) outcome, timed: one that made progress disarms the stall timer;
+    /// one that waits arms it, and fails with `TimedOut` once it has run out.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            if let Some(stall) = &mut self.stall {
+                stall.armed = false;
+            }
+            return polled;
+        }
+        let limit = self.slot.counts.write_stall;
+        let stall = self.stall.get_or_insert_with(|| {
+            Box::new(Stall {
+                timer: Box::pin(tokio::time::sleep(limit)),
+                armed: true,
+            })
+        });
+        if !stall.armed {
+            stall
+                .timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + limit);
+            stall.armed = true;
+        }
+        match stall.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took nothing of what was written to it for {} s",
+                    limit.as_secs()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -248,11 +315,13 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.timed(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.timed(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -264,7 +333,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.timed(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

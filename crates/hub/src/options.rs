@@ -55,6 +55,14 @@ pub struct HubOptions {
     /// `DisconnectTimeout`): a stateful connection whose socket dropped, or a long-polling
     /// connection with no poll open.
     pub reconnect_window: Duration,
+    /// How long a client may take nothing of what the hub writes to it before it is closed as
+    /// too slow (30 s; reason label `queue_full`): a write to its socket or event stream, or a
+    /// hub method waiting for room in its send queue (`Context::send_to_caller_waiting`), that
+    /// sees none of it taken for this long gives up and ends the connection. A write is given a
+    /// second more per 16 KiB it carries, so a large message to a slow link is not cut.
+    /// ASP.NET Core likewise closes a client that cannot keep up rather than buffering for it
+    /// without limit.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for HubOptions {
@@ -75,6 +83,7 @@ impl Default for HubOptions {
             allow_stateful_reconnect: true,
             stateful_reconnect_buffer: 100_000,
             reconnect_window: Duration::from_secs(15),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -265,28 +265,50 @@ impl QueueTx {
 
     /// Queues `out`, charged `size` bytes, unless the queue is full or closed.
     pub(crate) fn try_send(&self, out: Outbound, size: usize) -> Result<(), Refused> {
+        self.try_send_back(out, size)
+            .map_err(|(refused, _)| refused)
+    }
+
+    /// [`try_send`](Self::try_send), handing `out` back when it is refused.
+    fn try_send_back(&self, out: Outbound, size: usize) -> Result<(), (Refused, Outbound)> {
         if !self.fits(size) {
-            return if self.tx.is_closed() {
-                Err(Refused::Closed)
+            let refused = if self.tx.is_closed() {
+                Refused::Closed
             } else {
-                Err(Refused::Full)
+                Refused::Full
             };
+            return Err((refused, out));
         }
         // Charged before it is visible to the writer, so the writer never subtracts first.
         self.bytes().fetch_add(size, Ordering::AcqRel);
         match self.tx.try_send((out, size)) {
             Ok(()) => Ok(()),
-            Err((refused, _)) => {
+            Err((refused, (out, _))) => {
                 self.bytes().fetch_sub(size, Ordering::AcqRel);
-                Err(refused)
+                Err((refused, out))
             }
         }
     }
 
-    /// Queues `out`, charged `size` bytes, waiting for room (messages and bytes) instead of
-    /// failing; `false` when the connection is over.
-    pub(crate) async fn send(&self, out: Outbound, size: usize) -> bool {
+    /// Queues `out`, charged `size` bytes, waiting for room (messages and bytes) as long as the
+    /// writer keeps taking entries: `Err(Full)` once it has taken none for `stall` (the client
+    /// does not keep up; nothing is queued), `Err(Closed)` when the writer's side is gone or
+    /// `over()` says the connection is over (checked at least every 200 ms).
+    pub(crate) async fn send_within(
+        &self,
+        mut out: Outbound,
+        size: usize,
+        stall: Duration,
+        over: impl Fn() -> bool,
+    ) -> Result<(), Refused> {
+        // There is room (the common case): no wait to register, no clock to read.
+        match self.try_send_back(out, size) {
+            Ok(()) => return Ok(()),
+            Err((Refused::Closed, _)) => return Err(Refused::Closed),
+            Err((Refused::Full, back)) => out = back,
+        }
         let lane = &self.tx.lane;
+        let mut deadline = tokio::time::Instant::now() + stall;
         loop {
             let taken = lane.taken.notified();
             tokio::pin!(taken);
@@ -294,24 +316,23 @@ impl QueueTx {
             // Set before the bytes are read: the writer, which subtracts before it reads this,
             // either sees it and wakes this, or has subtracted already.
             lane.room_wanted.store(true, Ordering::SeqCst);
-            if self.tx.is_closed() {
-                return false;
+            if over() {
+                return Err(Refused::Closed);
             }
-            if self.fits(size) {
-                break;
+            match self.try_send_back(out, size) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, _)) => return Err(Refused::Closed),
+                Err((Refused::Full, back)) => out = back,
             }
-            // The sleep re-checks for a closed queue.
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Refused::Full);
+            }
+            // The sleep re-checks for a closed queue and the deadline.
             tokio::select! {
-                () = &mut taken => {}
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = &mut taken => deadline = tokio::time::Instant::now() + stall,
+                () = tokio::time::sleep((deadline - now).min(Duration::from_millis(200))) => {}
             }
-        }
-        self.bytes().fetch_add(size, Ordering::AcqRel);
-        if self.tx.send((out, size)).await.is_ok() {
-            true
-        } else {
-            self.bytes().fetch_sub(size, Ordering::AcqRel);
-            false
         }
     }
 
@@ -407,7 +428,11 @@ mod tests {
         let (tx, mut rx) = queue(16, 100);
         tx.try_send(raw(90), 90).unwrap();
         let sender = tx.clone();
-        let waiting = tokio::spawn(async move { sender.send(raw(50), 50).await });
+        let waiting = tokio::spawn(async move {
+            sender
+                .send_within(raw(50), 50, Duration::from_secs(60), || false)
+                .await
+        });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "no room for 50 more bytes yet");
         rx.recv().await.unwrap();
@@ -415,7 +440,37 @@ mod tests {
             .await
             .expect("room made within 5 s")
             .unwrap();
-        assert!(sent);
+        assert_eq!(sent, Ok(()));
         assert_eq!(tx.queued_bytes(), 50);
+    }
+
+    #[tokio::test]
+    async fn send_within_gives_up_when_nothing_is_taken_or_the_connection_is_over() {
+        // Nothing taken for the stall limit: refused as full, nothing queued.
+        let (tx, _rx) = queue(1, 100);
+        tx.try_send(raw(1), 1).unwrap();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(5),
+            tx.send_within(raw(1), 1, Duration::from_millis(100), || false),
+        )
+        .await
+        .expect("given up within 5 s");
+        assert_eq!(sent, Err(Refused::Full));
+        assert_eq!(tx.queued_bytes(), 1);
+        // The connection over (its writer still there): refused as closed.
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let waiting = tx.send_within(raw(1), 1, Duration::from_secs(60), || {
+            over.load(Ordering::SeqCst)
+        });
+        let ending = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            over.store(true, Ordering::SeqCst);
+        };
+        let (sent, ()) = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(waiting, ending)
+        })
+        .await
+        .expect("given up within 5 s of the end");
+        assert_eq!(sent, Err(Refused::Closed));
     }
 }

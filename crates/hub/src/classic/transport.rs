@@ -387,13 +387,14 @@ async fn websocket(
     resume_from: Option<u64>,
 ) {
     let (_attached, generation) = session.attach();
+    let stall = endpoint.hub_options.write_stall_timeout;
     let (mut sink, mut stream) = socket.split();
     let mut newest = session.subscribe();
     let mut cursor = match resume_from {
         Some(cursor) => cursor,
         None => {
             let (init, cursor) = session.init_message();
-            if !send_or_end(&session, &mut sink, init).await {
+            if !send_or_end(&session, &mut sink, stall, init).await {
                 return;
             }
             cursor
@@ -421,7 +422,7 @@ async fn websocket(
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
         {
-            if !send_or_end(&session, &mut sink, envelope).await {
+            if !send_or_end(&session, &mut sink, stall, envelope).await {
                 return;
             }
             cursor = next;
@@ -444,7 +445,7 @@ async fn websocket(
             }
             Some(result) = results_rx.recv() => {
                 results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
-                if !send_or_end(&session, &mut sink, result).await {
+                if !send_or_end(&session, &mut sink, stall, result).await {
                     return;
                 }
             }
@@ -490,7 +491,7 @@ async fn websocket(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
             _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                if !send_or_end(&session, &mut sink, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
+                if !send_or_end(&session, &mut sink, stall, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
                     return;
                 }
             }
@@ -512,15 +513,17 @@ async fn websocket(
 }
 
 /// [`send_text`], given up when the connection ends meanwhile, and ending the connection as too
-/// slow when the client has not taken it within the write stall limit (30 s, plus a second per
-/// 16 KiB; while it waits, the socket's requests are not read, and a client that reads nothing
-/// would otherwise hold the socket, and what is being written, for ever).
+/// slow when the client has not taken it within the write stall limit (`stall`,
+/// `HubOptions::write_stall_timeout`, 30 s, plus a second per 16 KiB; while it waits, the
+/// socket's requests are not read, and a client that reads nothing would otherwise hold the
+/// socket, and what is being written, for ever).
 async fn send_or_end(
     session: &Session,
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    stall: std::time::Duration,
     payload: Vec<u8>,
 ) -> bool {
-    let limit = crate::transport::ws::write_stall_limit(payload.len());
+    let limit = crate::transport::ws::write_stall_limit(stall, payload.len());
     let mut send = std::pin::pin!(send_text(sink, payload));
     // Most writes complete at once (the socket has room): no timer for those.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
@@ -568,7 +571,8 @@ fn event_stream(
         let endpoint = task_endpoint;
         let (_attached, generation) = session.attach();
         let mut newest = session.subscribe();
-        if tx.send(Bytes::from_static(hubbub_protocol::classic::SSE_INITIALIZED)).await.is_err() {
+        let send = |bytes| send_event(&endpoint, &session, generation, &tx, bytes);
+        if !send(Bytes::from_static(hubbub_protocol::classic::SSE_INITIALIZED)).await {
             return;
         }
         let mut cursor = match resume_from {
@@ -576,7 +580,7 @@ fn event_stream(
             _ if reconnecting => session.cursor(),
             _ => {
                 let (init, cursor) = session.init_message();
-                if tx.send(sse_event(&init)).await.is_err() {
+                if !send(sse_event(&init)).await {
                     return;
                 }
                 cursor
@@ -589,7 +593,7 @@ fn event_stream(
             while let Some((envelope, next)) =
                 session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
             {
-                if tx.send(sse_event(&envelope)).await.is_err() {
+                if !send(sse_event(&envelope)).await {
                     return;
                 }
                 cursor = next;
@@ -612,7 +616,7 @@ fn event_stream(
                     }
                 }
                 _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                    if tx.send(Bytes::from_static(hubbub_protocol::classic::SSE_KEEP_ALIVE)).await.is_err() {
+                    if !send(Bytes::from_static(hubbub_protocol::classic::SSE_KEEP_ALIVE)).await {
                         return;
                     }
                 }
@@ -632,6 +636,55 @@ fn event_stream(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// Hands one event to the response body; `false` when the stream is over: the client went
+/// away, the connection ended, the server is shutting down, a newer transport request took over
+/// (`generation` superseded), or the client has not taken the event within the write stall
+/// limit (`HubOptions::write_stall_timeout`, 30 s, plus a second per 16 KiB), which ends the
+/// connection as too slow (reason label `queue_full`), as [`send_or_end`] does on a WebSocket.
+/// Without the limit, a client that reads nothing of its event stream held the transport (and
+/// so its connection, which never went idle) for ever.
+async fn send_event(
+    endpoint: &Endpoint,
+    session: &Session,
+    generation: u64,
+    tx: &mpsc::Sender<Bytes>,
+    bytes: Bytes,
+) -> bool {
+    // The common case first, with nothing to wait on: the body has room.
+    let bytes = match tx.try_send(bytes) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(mpsc::error::TrySendError::Full(bytes)) => bytes,
+    };
+    let limit = crate::transport::ws::write_stall_limit(
+        endpoint.hub_options.write_stall_timeout,
+        bytes.len(),
+    );
+    let deadline = Instant::now() + limit;
+    let send = tx.send(bytes);
+    tokio::pin!(send);
+    loop {
+        let superseded = session.superseded.notified();
+        tokio::pin!(superseded);
+        superseded.as_mut().enable();
+        if session.is_superseded(generation) {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            sent = &mut send => return sent.is_ok(),
+            () = session.ended.cancelled() => return false,
+            () = endpoint.shutdown.cancelled() => return false,
+            () = &mut superseded => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(connection = %session.id, "the event stream's client took nothing within the write stall limit");
+                session.close_too_slow();
+                return false;
+            }
+        }
+    }
 }
 
 /// One long poll: what came after `cursor` at once, else the first messages to come, else

@@ -41,6 +41,7 @@ pub(crate) fn upgrade(
     let limit = (state.options.max_message_size * 4).max(1 << 20);
     // Tracked, so a graceful shutdown waits for the Close to be written.
     let tasks = state.tasks.clone();
+    let stall = state.options.write_stall_timeout;
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(BATCH_BYTES)
@@ -49,7 +50,7 @@ pub(crate) fn upgrade(
         .on_upgrade(move |socket| {
             // Split here, so the task's future does not keep the unsplit socket's room.
             let (sink, stream) = socket.split();
-            tasks.track_future(run(sink, stream, http, generation))
+            tasks.track_future(run(sink, stream, http, generation, stall))
         })
 }
 
@@ -59,11 +60,13 @@ fn stateful(http: &HttpConnection) -> bool {
 
 /// Serves one socket of a connection. `generation` counts the sockets of the connection: 1 for
 /// the first; a later one resumes a stateful connection and replaces the socket before it.
+/// `stall`: `HubOptions::write_stall_timeout` (see [`write_stall_limit`]).
 async fn run(
     sink: futures_util::stream::SplitSink<WebSocket, Message>,
     stream: futures_util::stream::SplitStream<WebSocket>,
     http: Arc<HttpConnection>,
     generation: u64,
+    stall: Duration,
 ) {
     // A replaced socket hands over the writer's side when it has finished, and says `Lost`
     // before that, so the connection always hears `Lost` before this socket's `Resumed`.
@@ -76,7 +79,7 @@ async fn run(
     tokio::pin!(replaced);
     replaced.as_mut().enable();
     let reading = read(stream, &http);
-    let writing = write(sink, &http, resumed, outbound);
+    let writing = write(sink, &http, resumed, outbound, stall);
     tokio::pin!(reading, writing);
     // What the branches await at the end of the socket's life is boxed: it happens once, and
     // kept inline it would enlarge every socket's task for its whole life.
@@ -145,11 +148,12 @@ async fn read(
     false
 }
 
-/// How long one write may wait for the client to read before the socket counts as failed (a
-/// client that reads nothing would otherwise hold it, and what is being written, for ever):
-/// 30 s, plus a second per 16 KiB of the write (a large answer to a slow link is not cut).
-pub(crate) fn write_stall_limit(len: usize) -> Duration {
-    Duration::from_secs(30 + (len / 16_384) as u64)
+/// How long one write of `len` bytes may wait for the client to read before the client counts
+/// as too slow (a client that reads nothing would otherwise hold its socket or event stream,
+/// and what is being written, for ever): `base` (`HubOptions::write_stall_timeout`, 30 s), plus
+/// a second per 16 KiB of the write (a large answer to a slow link is not cut).
+pub(crate) fn write_stall_limit(base: Duration, len: usize) -> Duration {
+    base + Duration::from_secs((len / 16_384) as u64)
 }
 
 /// Sends one payload in the frame type of the connection's protocol; `false` when the socket
@@ -158,8 +162,9 @@ async fn send_payload(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     protocol: Option<Protocol>,
     payload: Vec<u8>,
+    stall: Duration,
 ) -> bool {
-    let limit = write_stall_limit(payload.len());
+    let limit = write_stall_limit(stall, payload.len());
     let message = match protocol {
         Some(Protocol::MessagePack) => Message::Binary(payload.into()),
         _ => match Utf8Bytes::try_from(payload) {
@@ -167,8 +172,24 @@ async fn send_payload(
             Err(_) => return false,
         },
     };
+    send_within(sink, message, limit).await
+}
+
+/// Sends `message`; `false` when the socket failed or the client did not take it within
+/// `limit`. Most writes complete at once (the socket has room): those arm no timer, and the
+/// timed wait is boxed, out of every writer's future.
+async fn send_within(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    message: Message,
+    limit: Duration,
+) -> bool {
+    let mut send = std::pin::pin!(sink.send(message));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(sent) = first {
+        return sent.is_ok();
+    }
     matches!(
-        tokio::time::timeout(limit, sink.send(message)).await,
+        Box::pin(tokio::time::timeout(limit, send)).await,
         Ok(Ok(()))
     )
 }
@@ -198,6 +219,7 @@ async fn write(
     http: &HttpConnection,
     resumed: bool,
     mut outbound: tokio::sync::MutexGuard<'_, crate::queue::QueueRx>,
+    stall: Duration,
 ) -> bool {
     let protocol = || http.protocol.get().copied();
     if resumed {
@@ -218,7 +240,7 @@ async fn write(
         for bytes in pending {
             payload.extend_from_slice(&bytes);
         }
-        if !send_payload(&mut sink, Some(p), payload).await {
+        if !send_payload(&mut sink, Some(p), payload, stall).await {
             return false;
         }
     }
@@ -253,10 +275,7 @@ async fn write(
             let Ok(text) = Utf8Bytes::try_from(bytes.clone()) else {
                 break;
             };
-            if !matches!(
-                tokio::time::timeout(write_stall_limit(0), sink.send(Message::Text(text))).await,
-                Ok(Ok(()))
-            ) {
+            if !send_within(&mut sink, Message::Text(text), write_stall_limit(stall, 0)).await {
                 return false;
             }
             continue;
@@ -302,6 +321,8 @@ async fn write(
                 next = outbound.try_recv().ok();
             }
         }
+        // Bounded as every socket write is: a client that takes nothing for the write stall
+        // limit fails the write (`listener::Counted`).
         if fed > 0 && sink.flush().await.is_err() {
             return false;
         }
