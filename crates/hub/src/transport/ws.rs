@@ -27,9 +27,8 @@ use crate::state::HubState;
 /// of 4 KiB saves 3 KiB per connection (issue 19: 10,000 idle connections).
 const READ_BUFFER: usize = 1024;
 
-/// Finishes the upgrade. Buffers are sized for chat traffic: a [`READ_BUFFER`] read buffer, and
-/// a write buffer that is empty until something is written (the writer fills it with what is
-/// waiting, up to [`BATCH_BYTES`], then flushes it). The WebSocket message limit is looser
+/// Finishes the upgrade. Buffers are sized for chat traffic: a [`READ_BUFFER`] read buffer and
+/// no write buffer floor keep an idle connection small. The WebSocket message limit is looser
 /// than the hub message limit, so an oversized hub message gets a Close that says why instead of
 /// a dropped socket.
 pub(crate) fn upgrade(
@@ -44,7 +43,7 @@ pub(crate) fn upgrade(
     let stall = state.options.write_stall_timeout;
     upgrade
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(BATCH_BYTES)
+        .write_buffer_size(0)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
@@ -194,13 +193,67 @@ async fn send_within(
     )
 }
 
-/// A hub message as a WebSocket message in `protocol`'s frame type: its frame's bytes, shared
-/// by every recipient (no copy, its UTF-8 checked once per frame). `None` for JSON that is not
-/// text (never, for what the hub encodes) or a message with no form in `protocol`.
-fn ws_message(frame: &crate::frame::Frame, protocol: Protocol) -> Option<Message> {
-    match protocol {
-        Protocol::Json => frame.json_text().cloned().map(Message::Text),
-        Protocol::MessagePack => frame.bytes(protocol).cloned().map(Message::Binary),
+/// What one write sends: a single message goes out as its frame's own bytes (shared by every
+/// recipient: no copy, no allocation, its UTF-8 checked once); several waiting are joined into
+/// one WebSocket message (SignalR allows several records in one).
+#[derive(Default)]
+struct Batch {
+    one: Option<Message>,
+    text: String,
+    binary: Vec<u8>,
+    len: usize,
+}
+
+impl Batch {
+    /// Adds a frame's bytes in `protocol`; `false` if its JSON is not text (never, for what
+    /// the hub encodes).
+    fn push(&mut self, frame: &crate::frame::Frame, protocol: Protocol) -> bool {
+        let message = match protocol {
+            Protocol::Json => match frame.json_text() {
+                Some(text) => Message::Text(text.clone()),
+                None => return false,
+            },
+            Protocol::MessagePack => match frame.bytes(protocol) {
+                Some(bytes) => Message::Binary(bytes.clone()),
+                None => return true,
+            },
+        };
+        if self.len == 0 {
+            self.len = message_len(&message);
+            self.one = Some(message);
+            return true;
+        }
+        if let Some(first) = self.one.take() {
+            // Room for a burst at once (a joined message grows to about BATCH_BYTES), rather
+            // than growing through every power of two from a few bytes on.
+            let room = (self.len * 16).clamp(4096, BATCH_BYTES + self.len);
+            match &first {
+                Message::Text(_) => self.text.reserve(room),
+                _ => self.binary.reserve(room),
+            }
+            self.join(first);
+        }
+        self.len += message_len(&message);
+        self.join(message);
+        true
+    }
+
+    fn join(&mut self, message: Message) {
+        match message {
+            Message::Text(text) => self.text.push_str(text.as_str()),
+            Message::Binary(bytes) => self.binary.extend_from_slice(&bytes),
+            _ => {}
+        }
+    }
+
+    fn into_message(self) -> Option<Message> {
+        if self.one.is_some() {
+            return self.one;
+        }
+        if !self.text.is_empty() {
+            return Some(Message::Text(self.text.into()));
+        }
+        (!self.binary.is_empty()).then(|| Message::Binary(self.binary.into()))
     }
 }
 
@@ -280,10 +333,7 @@ async fn write(
             }
             continue;
         }
-        // Everything waiting (up to BATCH_BYTES) is fed to the socket's write buffer, each
-        // message as its own WebSocket message, then one flush writes it all: one system call
-        // for a burst, and no copy of the messages into a joined one first.
-        let mut fed = 0;
+        let mut batch = Batch::default();
         let mut next = Some(first);
         while let Some(out) = next.take() {
             match out {
@@ -297,34 +347,32 @@ async fn write(
                     let Some(bytes) = frame.bytes(p) else {
                         continue;
                     };
-                    let mut replay_full = false;
                     if let Some(resumable) = http.resumable().filter(|_| frame.is_sequenced()) {
                         // Kept before it is written: a message cut off by a dropped socket is
                         // replayed, never lost.
                         let mut replay = resumable.replay.lock().unwrap_or_else(|e| e.into_inner());
                         replay.record(bytes.clone());
-                        replay_full = replay.is_full();
+                        if replay.is_full() {
+                            if !batch.push(&frame, p) {
+                                return false;
+                            }
+                            break;
+                        }
                     }
-                    let Some(message) = ws_message(&frame, p) else {
+                    if !batch.push(&frame, p) {
                         return false;
-                    };
-                    fed += message_len(&message);
-                    if sink.feed(message).await.is_err() {
-                        return false;
-                    }
-                    if replay_full {
-                        break;
                     }
                 }
             }
-            if fed < BATCH_BYTES {
+            if batch.len < BATCH_BYTES {
                 next = outbound.try_recv().ok();
             }
         }
-        // Bounded as every socket write is: a client that takes nothing for the write stall
-        // limit fails the write (`listener::Counted`).
-        if fed > 0 && sink.flush().await.is_err() {
-            return false;
+        if let Some(message) = batch.into_message() {
+            let limit = write_stall_limit(stall, message_len(&message));
+            if !send_within(&mut sink, message, limit).await {
+                return false;
+            }
         }
     }
     let _ = sink.send(Message::Close(None)).await;
