@@ -501,3 +501,56 @@ async fn a_restarted_hub_gets_a_new_connection_at_once() {
         second.shutdown().await.unwrap();
     }
 }
+
+/// A hub method that panics is answered with 2.x's error for a failed invocation, over every
+/// transport, and the connection goes on (the panic used to end the classic socket's task:
+/// the client lost its socket and the call its answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hub_method_gets_an_error_result_and_the_connection_goes_on() {
+    let methods = hubbub_hub::Hub::new("chat")
+        .method("Panics", |_ctx, (): ()| async move {
+            if true {
+                panic!("a hub method panicked");
+            }
+            Ok::<(), hubbub_hub::HubError>(())
+        })
+        .method("Echo", |_ctx, (text,): (String,)| async move {
+            Ok::<_, hubbub_hub::HubError>(serde_json::Value::from(text))
+        });
+    let server = hubbub_hub::ServerBuilder::new()
+        .hub("/chathub", methods)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for transport in TRANSPORTS {
+        let conn = HubConnectionBuilder::new(server.url("/signalr"))
+            .transports(&[transport])
+            .family(Family::Classic)
+            .build()
+            .unwrap();
+        let mut events = conn.events();
+        conn.start().await.unwrap();
+        let error = tokio::time::timeout(LIMIT, conn.invoke::<()>("Panics", vec![]))
+            .await
+            .expect("an answer within 20 s")
+            .expect_err("a panic is an error");
+        assert!(
+            error
+                .to_string()
+                .contains("There was an error invoking Hub method 'ChatHub.Panics'."),
+            "{transport:?}: {error}"
+        );
+        let echoed: String = tokio::time::timeout(LIMIT, conn.invoke("Echo", vec!["after".into()]))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap();
+        assert_eq!(echoed, "after");
+        assert!(
+            !std::iter::from_fn(|| events.try_recv().ok())
+                .any(|e| matches!(e, Event::Reconnecting { .. } | Event::Closed { .. })),
+            "{transport:?}: the connection stayed up"
+        );
+        conn.stop().await;
+    }
+    server.shutdown().await.unwrap();
+}

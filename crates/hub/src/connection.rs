@@ -1146,6 +1146,10 @@ fn invoke(
             (Ok(Reply::Value(v)), None) => Completion::result(id, v),
             (Ok(Reply::Stream(mut items)), Some((cancel, registry))) => {
                 drop(_permit);
+                // A stream always runs as a task of its own: its items may all be ready at
+                // once, and run in the connection's loop (`run_inline_first`) it would keep
+                // the loop from reading a CancelInvocation, or seeing the connection end.
+                tokio::task::yield_now().await;
                 let completion = loop {
                     let item = tokio::select! {
                         item = AssertUnwindSafe(items.next()).catch_unwind() => item,
@@ -1184,7 +1188,7 @@ fn invoke(
 }
 
 /// The message of a panic payload (a `&str` or `String`), for the log.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

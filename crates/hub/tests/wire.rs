@@ -209,6 +209,26 @@ async fn a_cancelled_stream_gets_exactly_one_completion() {
     hub.shutdown().await.unwrap();
 }
 
+/// A stream whose items are all ready at once runs beside its connection, not in the
+/// connection's loop: a CancelInvocation sent right behind the StreamInvocation is read, and
+/// the stream ends with its one Completion (run in the loop, it held the loop until the send
+/// queue filled and the client was closed as too slow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_ready_items_leaves_its_connection_free_to_cancel_it() {
+    let hub = hub().await;
+    let mut ws = json_connection(&hub).await;
+    let mut reader = JsonReader::new();
+    send_text(
+        &mut ws,
+        "{\"type\":4,\"invocationId\":\"8\",\"target\":\"Counter\",\"arguments\":[4294967295,0]}\u{1e}\
+         {\"type\":5,\"invocationId\":\"8\"}\u{1e}",
+    )
+    .await;
+    let (completion, _) = completion_then_quiet(&mut ws, &mut reader, "8").await;
+    assert_eq!(completion, serde_json::json!({"type":3,"invocationId":"8"}));
+    hub.shutdown().await.unwrap();
+}
+
 /// The rest of the kind: whatever ends an invocation (an error, a panic, a stream that fails,
 /// a client-to-server stream ended with an error, an id already in use, an unknown method) it
 /// gets exactly one Completion.

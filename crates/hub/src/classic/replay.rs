@@ -77,7 +77,7 @@ impl Replay {
         // Numbers are consecutive (one per push, dropped from the front only): where the
         // cursor points is arithmetic, not a search.
         let start = match self.items.front() {
-            Some((first, _)) => usize::try_from((cursor + 1).saturating_sub(*first))
+            Some((first, _)) => usize::try_from(cursor.saturating_add(1).saturating_sub(*first))
                 .unwrap_or(usize::MAX)
                 .min(self.items.len()),
             None => 0,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hubbub_protocol::Headers;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
@@ -83,6 +83,9 @@ pub(crate) struct Session {
     groups_sent: Mutex<Vec<String>>,
     /// The groups' fingerprint when they were last compared with `groups_sent`.
     groups_fingerprint_sent: Mutex<u64>,
+    /// The fingerprint's hash keys, random per connection: a client cannot choose group names
+    /// whose fingerprints collide (and so keep a new groups token from being sent).
+    groups_hash_keys: std::hash::RandomState,
     /// Transport requests attached now (a socket, an event stream, a held poll).
     active: AtomicUsize,
     idle_since: Mutex<Instant>,
@@ -142,6 +145,7 @@ impl Session {
             paced: Arc::default(),
             groups_sent: Mutex::default(),
             groups_fingerprint_sent: Mutex::new(0),
+            groups_hash_keys: std::hash::RandomState::new(),
             active: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             activity: Notify::new(),
@@ -319,10 +323,10 @@ impl Session {
         wire::reconnect_envelope(self.at(cursor))
     }
 
-    /// A sum of the hashes of the joined memberships' group names: equal when the groups did
-    /// not change (almost always, for an envelope), read without copying a name.
+    /// A sum of the keyed hashes of the joined memberships' group names: equal when the groups
+    /// did not change (almost always, for an envelope), read without copying a name.
     fn groups_fingerprint(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
+        use std::hash::BuildHasher;
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         let mut sum = 0u64;
         for member in members.iter().filter(|m| m.joined) {
@@ -333,9 +337,7 @@ impl Session {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
             {
-                let mut hasher = std::hash::DefaultHasher::new();
-                group.hash(&mut hasher);
-                sum = sum.wrapping_add(hasher.finish());
+                sum = sum.wrapping_add(self.groups_hash_keys.hash_one(group));
             }
         }
         sum
@@ -788,11 +790,26 @@ impl Call {
             // Done or dropped: either way it is this one's turn.
             let _ = previous.await;
         }
-        match future.await {
+        // A panicking method is an error result, as 2.x words a failed invocation without
+        // detailed errors; the panic is logged (it would otherwise end the socket's task).
+        let outcome = match std::panic::AssertUnwindSafe(future).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(connection = %session.id, method = %request.method, panic = crate::connection::panic_text(&*panic), "hub method panicked");
+                return result(Outcome::Error(&format!(
+                    "There was an error invoking Hub method '{}.{}'.",
+                    endpoint.hubs[hub].name, request.method
+                )));
+            }
+        };
+        match outcome {
             Ok(Reply::Void) => result(Outcome::Void),
             Ok(Reply::Value(value)) => result(Outcome::Value(&value)),
             Ok(Reply::Stream(mut items)) => {
                 let call = id?;
+                // A stream runs as a task of its own (see `Call::run`'s callers): its items
+                // may all be ready at once, and the socket's loop must go on meanwhile.
+                tokio::task::yield_now().await;
                 let done = loop {
                     let item = tokio::select! {
                         item = items.next() => item,
