@@ -32,6 +32,7 @@ struct File {
     max_tcp_connections: Option<Spanned<usize>>,
     max_tcp_connections_per_address: Option<Spanned<usize>>,
     header_read_timeout: Option<Spanned<f64>>,
+    write_stall_timeout: Option<Spanned<f64>>,
     max_new_histories_per_minute: Option<Spanned<u32>>,
     unclaimed_inbox_ttl: Option<Spanned<u64>>,
     max_send_queue_bytes: Option<Spanned<usize>>,
@@ -90,6 +91,7 @@ impl Settings {
                 args.max_pending_per_address.to_string(),
             ),
             ("header-read-timeout", args.header_read_timeout.to_string()),
+            ("write-stall-timeout", args.write_stall_timeout.to_string()),
             (
                 "max-new-histories-per-minute",
                 args.max_new_histories_per_minute.to_string(),
@@ -214,6 +216,7 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
             "max_tcp_connections_per_address",
         ),
         ("header-read-timeout", "header_read_timeout"),
+        ("write-stall-timeout", "write_stall_timeout"),
         (
             "max-new-histories-per-minute",
             "max_new_histories_per_minute",
@@ -294,6 +297,7 @@ pub(crate) fn apply(args: &mut HubArgs, matches: &ArgMatches) -> Result<Settings
         Some
     );
     set!(header_read_timeout, "header-read-timeout", |v| v);
+    set!(write_stall_timeout, "write-stall-timeout", |v| v);
     set!(
         max_new_histories_per_minute,
         "max-new-histories-per-minute",

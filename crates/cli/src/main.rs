@@ -84,6 +84,11 @@ struct HubArgs {
     /// without sending a request; then the connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::TcpLimits::default().header_read_timeout.as_secs_f64())]
     header_read_timeout: f64,
+    /// Seconds a client may take nothing of what the hub writes to it (a socket, an event
+    /// stream, a hub method's replies waiting in its queue) before it is closed as too slow;
+    /// a write of N bytes gets a second more per 16 KiB.
+    #[arg(long, value_name = "SECONDS", default_value_t = hubbub_hub::TcpLimits::default().write_stall_timeout.as_secs_f64())]
+    write_stall_timeout: f64,
     /// Histories (a scope's, a room's, another user's inbox) one sender may start per minute;
     /// more are refused with an error saying so (with a backplane: counted per node, a history
     /// that exists in the fleet costs nothing).
@@ -284,6 +289,7 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
         max_pending_per_address: args.max_pending_per_address,
         send_queue_bytes: args.max_send_queue_bytes,
         stream_buffer_bytes: args.max_stream_buffer_bytes,
+        write_stall_timeout: std::time::Duration::from_secs_f64(args.write_stall_timeout),
         ..hubbub_hub::HubOptions::default()
     };
     let auth = match (&args.jwt_secret, &args.jwt_public_key) {
@@ -311,11 +317,16 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
             }
         }
     }
-    if !(args.header_read_timeout > 0.0 && args.header_read_timeout.is_finite()) {
-        return Err(format!(
-            "header-read-timeout{} must be a number of seconds above 0",
-            settings.at("header-read-timeout")
-        ));
+    for (value, key) in [
+        (args.header_read_timeout, "header-read-timeout"),
+        (args.write_stall_timeout, "write-stall-timeout"),
+    ] {
+        if !(value > 0.0 && value.is_finite()) {
+            return Err(format!(
+                "{key}{} must be a number of seconds above 0",
+                settings.at(key)
+            ));
+        }
     }
     let mut builder = hubbub_hub::ServerBuilder::new()
         .options(options)
@@ -323,7 +334,7 @@ async fn hub(args: HubArgs, settings: config::Settings) -> Result<(), String> {
             max_connections: args.max_tcp_connections,
             max_connections_per_address: args.max_tcp_connections_per_address,
             header_read_timeout: std::time::Duration::from_secs_f64(args.header_read_timeout),
-            ..hubbub_hub::TcpLimits::default()
+            write_stall_timeout: std::time::Duration::from_secs_f64(args.write_stall_timeout),
         })
         .hub("/chathub", chat_hub(&args)?)
         .cors_origins(args.cors_origins);

@@ -608,6 +608,7 @@ max-send-queue-bytes = 1000000
 max-stream-buffer-bytes = 65536
 max-new-histories-per-minute = 5
 unclaimed-inbox-ttl = 3600
+write-stall-timeout = 45
 "#,
     )
     .unwrap();
@@ -634,6 +635,7 @@ unclaimed-inbox-ttl = 3600
         format!("max-stream-buffer-bytes = 65536 {}", at(12)),
         format!("max-new-histories-per-minute = 5 {}", at(13)),
         format!("unclaimed-inbox-ttl = 3600 {}", at(14)),
+        format!("write-stall-timeout = 45 {}", at(15)),
     ] {
         assert!(settings.contains(&expected), "{expected:?} in {settings}");
     }
