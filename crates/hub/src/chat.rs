@@ -373,9 +373,6 @@ impl Budgets {
     ) -> Result<(), HubError> {
         let exists = match ctx.state.backplane.fleet() {
             Some(node) => node.history_exists(key).await.unwrap_or(true),
-            None if !history.is_persistent() => history
-                .exists(key)
-                .map_err(|e| HubError::new(e.to_string()))?,
             None => {
                 let owned = key.to_owned();
                 on_history(history, move |h| h.exists(&owned)).await?

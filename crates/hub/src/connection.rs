@@ -257,7 +257,14 @@ impl Connection {
         }
         let size = self.size_of(&out);
         let queued = self.queued_size(&out);
-        match self.tx.try_send(out, queued) {
+        let result = self.tx.try_send(out, queued);
+        self.queued(result, size)
+    }
+
+    /// What queueing a message of `size` bytes came to: counted as sent, or a full queue closing the client
+    /// as too slow; `true` when queued.
+    fn queued(&self, result: Result<(), queue::Refused>, size: Option<u64>) -> bool {
+        match result {
             Ok(()) => {
                 self.count_sent(size);
                 true
@@ -291,20 +298,8 @@ impl Connection {
         let queued = self.queued_size(&out);
         let limit = crate::transport::ws::write_stall_limit(stall, queued);
         let over = || self.closed.load(Ordering::Relaxed) || self.abort.is_cancelled();
-        match self.tx.send_within(out, queued, limit, over).await {
-            Ok(()) => {
-                self.count_sent(size);
-                true
-            }
-            Err(queue::Refused::Full) => {
-                self.close_with(
-                    "the client does not read its messages fast enough",
-                    crate::metrics::reason::QUEUE_FULL,
-                );
-                false
-            }
-            Err(queue::Refused::Closed) => false,
-        }
+        let result = self.tx.send_within(out, queued, limit, over).await;
+        self.queued(result, size)
     }
 
     fn send(&self, message: HubMessage) -> bool {

@@ -3,7 +3,11 @@
 //! timeout for a client that only polls, and a client that stops polling is let go after the
 //! disconnect timeout.
 
+mod support;
+
 use std::time::Duration;
+
+use support::request;
 
 use hubbub_hub::HubOptions;
 
@@ -14,16 +18,6 @@ async fn hub(options: HubOptions) -> hubbub_hub::RunningServer {
         .bind("127.0.0.1:0".parse().unwrap())
         .await
         .expect("the hub binds a loopback port")
-}
-
-async fn request(request: reqwest::RequestBuilder, what: &str) -> (u16, String) {
-    let response = request
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

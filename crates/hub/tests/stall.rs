@@ -3,8 +3,12 @@
 //! (reason `queue_full`) and what waited on it ends. Each client here is a raw socket with a
 //! small receive buffer that sends its requests and never reads a byte of its event stream.
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use support::request;
 
 use hubbub_hub::{ClassicOptions, HubOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,16 +72,6 @@ async fn unread_event_stream(
         seen.extend_from_slice(&buf[..n]);
     }
     stream
-}
-
-async fn request(request: reqwest::RequestBuilder, what: &str) -> (u16, String) {
-    let response = request
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
 }
 
 /// The sum of `name`'s samples whose labels contain `label` in the hub's `/metrics`.

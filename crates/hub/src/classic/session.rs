@@ -201,37 +201,28 @@ impl Session {
     /// fills, and a hub send that finds it full closes the connection as too slow, as for
     /// Core clients. "Taken" means handed to a transport: what a long poll answer lost in
     /// flight carried may still be dropped before the client polls again.
-    pub(crate) async fn push_when_room(&self, item: Bytes) {
+    pub(crate) async fn push_when_room(&self, mut item: Bytes) {
         // The common case first, with nothing to wait on: there is room.
-        let item = match self.try_push(item) {
+        match self.push_if_room(item, false) {
             Ok(()) => return,
-            Err(item) => item,
-        };
+            Err(back) => item = back,
+        }
         let deadline = Instant::now() + MAX_DELIVERY_WAIT;
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            {
-                // Checked and pushed under one lock: another hub's pump or a call's progress
-                // cannot slip in between.
-                let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-                let safe = replay
-                    .evicted_by(item.len())
-                    .is_none_or(|newest| newest <= self.delivered.load(Ordering::SeqCst));
-                let present = self.active.load(Ordering::SeqCst) > 0
-                    || self
-                        .idle_since
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .elapsed()
-                        < PRESENT_FOR;
-                if safe || !present || Instant::now() >= deadline || self.ended.is_cancelled() {
-                    let seq = replay.push(item);
-                    drop(replay);
-                    self.newest.send_replace(seq);
-                    return;
-                }
+            let present = self.active.load(Ordering::SeqCst) > 0
+                || self
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed()
+                    < PRESENT_FOR;
+            let give_up = !present || Instant::now() >= deadline || self.ended.is_cancelled();
+            match self.push_if_room(item, give_up) {
+                Ok(()) => return,
+                Err(back) => item = back,
             }
             tokio::select! {
                 () = &mut drained => {}
@@ -242,14 +233,15 @@ impl Session {
         }
     }
 
-    /// Pushes `item` if that drops no message a transport has not taken yet; gives it back
-    /// otherwise.
-    fn try_push(&self, item: Bytes) -> Result<(), Bytes> {
+    /// Pushes `item` if that drops no message a transport has not taken yet, or anyway when
+    /// `force`; gives it back otherwise. Checked and pushed under one lock: another hub's pump
+    /// or a call's progress cannot slip in between.
+    fn push_if_room(&self, item: Bytes, force: bool) -> Result<(), Bytes> {
         let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
         let safe = replay
             .evicted_by(item.len())
             .is_none_or(|newest| newest <= self.delivered.load(Ordering::SeqCst));
-        if !safe {
+        if !safe && !force {
             return Err(item);
         }
         let seq = replay.push(item);
