@@ -1210,7 +1210,15 @@ fn sample_peak_rss(
 /// connected throughout keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_queues_are_bounded_in_bytes() {
-    let hub = Hub::start(&["--history", "memory", "--max-messages-per-second", "100000"]);
+    // A write stall limit of 5 s: a client that takes nothing is closed as too slow by then.
+    let hub = Hub::start(&[
+        "--history",
+        "memory",
+        "--max-messages-per-second",
+        "100000",
+        "--write-stall-timeout",
+        "5",
+    ]);
     let bob = official(&hub, "bob").await;
     // A full history page: 500 messages of 8 KB, so each `History("", 0)` answers ~4 MB.
     let filler = "x".repeat(8_000);
@@ -1277,7 +1285,8 @@ async fn outbound_queues_are_bounded_in_bytes() {
     }
     // Both are closed as too slow: the Core one when its queue holds 16 MiB; the classic one
     // when its waiting answers do, or, if the hub stopped reading its requests before (it
-    // reads none while an answer waits for the client), when an answer waited 30 s.
+    // reads none while an answer waits for the client), when its socket has taken nothing
+    // for the write stall limit (5 s here).
     let deadline = Instant::now() + Duration::from_secs(60);
     let closed = |family| {
         let family = format!("family=\"{family}\"");

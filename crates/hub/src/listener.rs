@@ -239,6 +239,30 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for Limiter {
     }
 }
 
+/// The error a [`Counted`] stream's write fails with (inside an `io::Error` of kind
+/// `TimedOut`) once the client has taken nothing for the write stall limit, given here.
+#[derive(Debug, thiserror::Error)]
+#[error("the client took nothing of what was written to it for {} s", .0.as_secs_f64())]
+pub(crate) struct WriteStalled(Duration);
+
+/// Whether `error`, or an error it wraps (a WebSocket's or HTTP body's write error wraps the
+/// socket's `io::Error`), is a [`Counted`] stream's [`WriteStalled`]: the client reads nothing,
+/// as opposed to a socket that failed.
+pub(crate) fn is_write_stall(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<WriteStalled>())
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// A TCP stream counted among the server's connections while it lives, whose writes fail once
 /// the client has taken nothing for the write stall limit (`TcpLimits::write_stall_timeout`).
 #[derive(Debug)]
@@ -289,10 +313,7 @@ impl Counted {
         match stall.timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "the client took nothing of what was written to it for {} s",
-                    limit.as_secs()
-                ),
+                WriteStalled(limit),
             ))),
             Poll::Pending => Poll::Pending,
         }

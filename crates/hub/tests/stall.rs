@@ -311,3 +311,87 @@ async fn a_socket_that_takes_nothing_is_closed_after_the_write_stall_limit() {
     assert!(ended.is_ok(), "the hub still holds the socket after 30 s");
     hub.shutdown().await.unwrap();
 }
+
+/// A classic client whose WebSocket takes nothing while a large write to it waits: the socket
+/// failed (its write stall limit, `TcpLimits::write_stall_timeout`, ran out) before the write's
+/// own limit, which grows a second per 16 KiB, so the connection was left waiting for a
+/// reconnect and ended only at the disconnect timeout (30 s), not as too slow. Now a socket
+/// that stalls ends its connection as too slow (`queue_full`) at the stall limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_websocket_that_takes_nothing_is_closed_as_too_slow() {
+    let hub = hubbub_hub::ServerBuilder::new()
+        .options(HubOptions {
+            write_stall_timeout: STALL,
+            ..HubOptions::default()
+        })
+        .classic(ClassicOptions {
+            // Only the flood is written; all of it fits the replay buffer, so only the
+            // socket's writer waits on the client.
+            keep_alive: None,
+            replay_messages: 10_000,
+            replay_bytes: 64 << 20,
+            ..ClassicOptions::default()
+        })
+        .tcp_limits(hubbub_hub::TcpLimits {
+            write_stall_timeout: STALL,
+            ..hubbub_hub::TcpLimits::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("the hub binds a loopback port");
+    let data = "connectionData=%5B%7B%22name%22%3A%22chathub%22%7D%5D&clientProtocol=2.1";
+    let (status, body) = request(
+        reqwest::Client::new().get(hub.url(&format!("/signalr/negotiate?{data}"))),
+        "negotiate",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let negotiated: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut connect =
+        reqwest::Url::parse(&hub.url(&format!("/signalr/connect?transport=webSockets&{data}")))
+            .unwrap();
+    connect.set_scheme("ws").unwrap();
+    connect.query_pairs_mut().append_pair(
+        "connectionToken",
+        negotiated["ConnectionToken"].as_str().unwrap(),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (mut unread, _) = tokio::time::timeout(Duration::from_secs(10), async {
+        let stream = socket.connect(hub.local_addr()).await.unwrap();
+        tokio_tungstenite::client_async(connect.as_str(), stream).await
+    })
+    .await
+    .expect("the classic WebSocket opens within 10 s")
+    .expect("the classic WebSocket opens");
+    use futures_util::{SinkExt, StreamExt};
+    let init = tokio::time::timeout(Duration::from_secs(10), unread.next())
+        .await
+        .expect("the init message within 10 s");
+    assert!(
+        matches!(&init, Some(Ok(m)) if m.to_text().is_ok_and(|t| t.contains("\"S\":1"))),
+        "{init:?}"
+    );
+    // 2,000 messages of 16 KiB: 32 MB, far more than the socket buffers hold.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        unread.send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"H":"chathub","M":"Flood","A":[2000,16384],"I":"0"}"#,
+        )),
+    )
+    .await
+    .expect("the Flood request is written within 10 s")
+    .unwrap();
+
+    until_closed(
+        &hub,
+        Duration::from_secs(10),
+        "a classic connection whose WebSocket takes nothing",
+    )
+    .await;
+    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
+    assert_eq!(closes, 1.0, "closed as too slow: {text}");
+    drop(unread);
+    hub.shutdown().await.unwrap();
+}

@@ -394,7 +394,7 @@ async fn websocket(
         Some(cursor) => cursor,
         None => {
             let (init, cursor) = session.init_message();
-            if !send_or_end(&session, &mut sink, stall, init).await {
+            if !send_or_end(&session, generation, &mut sink, stall, init).await {
                 return;
             }
             cursor
@@ -422,7 +422,7 @@ async fn websocket(
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
         {
-            if !send_or_end(&session, &mut sink, stall, envelope).await {
+            if !send_or_end(&session, generation, &mut sink, stall, envelope).await {
                 return;
             }
             cursor = next;
@@ -445,7 +445,7 @@ async fn websocket(
             }
             Some(result) = results_rx.recv() => {
                 results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
-                if !send_or_end(&session, &mut sink, stall, result).await {
+                if !send_or_end(&session, generation, &mut sink, stall, result).await {
                     return;
                 }
             }
@@ -491,7 +491,7 @@ async fn websocket(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
             _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                if !send_or_end(&session, &mut sink, stall, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
+                if !send_or_end(&session, generation, &mut sink, stall, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
                     return;
                 }
             }
@@ -512,41 +512,49 @@ async fn websocket(
     .await;
 }
 
-/// [`send_text`], given up when the connection ends meanwhile, and ending the connection as too
-/// slow when the client has not taken it within the write stall limit (`stall`,
-/// `HubOptions::write_stall_timeout`, 30 s, plus a second per 16 KiB; while it waits, the
+/// Sends `payload` as a text message, given up when the connection ends meanwhile. The client is too slow, and the
+/// connection ends as such (reason label `queue_full`), when it takes nothing of the write for
+/// the socket's write stall limit (`TcpLimits::write_stall_timeout`, see
+/// [`crate::listener::is_write_stall`]) or has not taken all of it within `stall`
+/// (`HubOptions::write_stall_timeout`, 30 s, plus a second per 16 KiB): while it waits, the
 /// socket's requests are not read, and a client that reads nothing would otherwise hold the
-/// socket, and what is being written, for ever).
+/// socket, and what is being written, for ever. Unless a newer transport request of the client
+/// (`generation` is this socket's) took over meanwhile: the client is back, on that one.
 async fn send_or_end(
     session: &Session,
+    generation: u64,
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     stall: std::time::Duration,
     payload: Vec<u8>,
 ) -> bool {
-    let limit = crate::transport::ws::write_stall_limit(stall, payload.len());
-    let mut send = std::pin::pin!(send_text(sink, payload));
+    let Ok(text) = Utf8Bytes::try_from(payload) else {
+        return false;
+    };
+    let limit = crate::transport::ws::write_stall_limit(stall, text.len());
+    let mut send = std::pin::pin!(sink.send(Message::Text(text)));
     // Most writes complete at once (the socket has room): no timer for those.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(sent) = first {
-        return sent;
-    }
-    tokio::select! {
-        sent = send => sent,
-        () = session.ended.cancelled() => false,
-        () = tokio::time::sleep(limit) => {
-            session.close_too_slow();
+    let sent = match first {
+        std::task::Poll::Ready(sent) => sent,
+        std::task::Poll::Pending => tokio::select! {
+            sent = send => sent,
+            () = session.ended.cancelled() => return false,
+            () = tokio::time::sleep(limit) => {
+                if !session.is_superseded(generation) {
+                    session.close_too_slow();
+                }
+                return false;
+            }
+        },
+    };
+    match sent {
+        Ok(()) => true,
+        Err(error) => {
+            if crate::listener::is_write_stall(&error) && !session.is_superseded(generation) {
+                session.close_too_slow();
+            }
             false
         }
-    }
-}
-
-async fn send_text(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    payload: Vec<u8>,
-) -> bool {
-    match Utf8Bytes::try_from(payload) {
-        Ok(text) => sink.send(Message::Text(text)).await.is_ok(),
-        Err(_) => false,
     }
 }
 
