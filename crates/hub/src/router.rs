@@ -5,10 +5,12 @@
 //! across an await. A message is wrapped in one shared [`Frame`] and encoded at most once per
 //! protocol, whatever the number of recipients.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 
 use crate::connection::Connection;
 use crate::frame::{Frame, Outbound};
@@ -103,9 +105,40 @@ impl Members {
     }
 }
 
+/// A connection in the set of all connections, found by its id (the id is not copied into the
+/// set: it is the connection's own).
+#[derive(Debug)]
+struct ById(Arc<Connection>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: lookups by `&str` find it.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
 #[derive(Debug, Default)]
 pub(crate) struct Router {
-    connections: DashMap<String, Arc<Connection>>,
+    /// Every connection here, by id.
+    connections: DashSet<ById>,
+    /// Every connection here, in a list: a delivery to all (the commonest) walks it under one
+    /// read lock, where walking the sharded map takes a lock and allocates per shard (issue 19:
+    /// most of a broadcast's own cost to 10 receivers). Changed only on connect and disconnect.
+    all: RwLock<Vec<Arc<Connection>>>,
     groups: DashMap<String, Members>,
     users: DashMap<String, Members>,
 }
@@ -117,13 +150,29 @@ impl Router {
         let first = ids.is_empty();
         ids.insert(&conn);
         drop(ids);
-        self.connections.insert(conn.id.clone(), conn);
+        let mut all = self.all.write().unwrap_or_else(|e| e.into_inner());
+        // A connection's id is unique; were it added twice, the newer one stands.
+        if let Some(ById(old)) = self.connections.remove(conn.id.as_str()) {
+            all.retain(|c| !Arc::ptr_eq(c, &old));
+        }
+        all.push(conn.clone());
+        self.connections.insert(ById(conn));
         first
     }
 
     pub(crate) fn remove(&self, conn: &Connection) -> Removed {
         let mut removed = Removed::default();
-        self.connections.remove(&conn.id);
+        {
+            let mut all = self.all.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(ById(gone)) = self
+                .connections
+                .remove_if(conn.id.as_str(), |c| std::ptr::eq(&*c.0, conn))
+            {
+                if let Some(at) = all.iter().position(|c| Arc::ptr_eq(c, &gone)) {
+                    all.swap_remove(at);
+                }
+            }
+        }
         removed.user_gone = self
             .users
             .remove_if_mut(&conn.user, |_, ids| {
@@ -152,7 +201,7 @@ impl Router {
     }
 
     pub(crate) fn connection(&self, id: &str) -> Option<Arc<Connection>> {
-        self.connections.get(id).map(|c| c.clone())
+        self.connections.get(id).map(|c| c.0.clone())
     }
 
     /// Adds a connection of this node to a group: `None` if there is no such connection here,
@@ -201,7 +250,7 @@ impl Router {
     }
 
     pub(crate) fn has_connection(&self, id: &str) -> bool {
-        self.connections.contains_key(id)
+        self.connections.contains(id)
     }
 
     /// Every group, user and connection with a member here (what the backplane subscribes to).
@@ -209,7 +258,7 @@ impl Router {
         (
             self.groups.iter().map(|e| e.key().clone()).collect(),
             self.users.iter().map(|e| e.key().clone()).collect(),
-            self.connections.iter().map(|e| e.key().clone()).collect(),
+            self.connections.iter().map(|c| c.0.id.clone()).collect(),
         )
     }
 
@@ -218,6 +267,7 @@ impl Router {
         self.connections
             .iter()
             .map(|c| {
+                let c = &c.0;
                 let groups = c
                     .groups
                     .lock()
@@ -272,10 +322,15 @@ impl Router {
             }
         };
         match scope {
-            Scope::All => self.connections.iter().for_each(|c| push(c.value())),
+            Scope::All => self
+                .all
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .for_each(|c| push(c)),
             Scope::Connection(id) => {
-                if let Some(c) = self.connections.get(id) {
-                    push(c.value());
+                if let Some(c) = self.connections.get(id.as_str()) {
+                    push(&c.0);
                 }
             }
             Scope::Group(name) | Scope::User(name) => {
