@@ -726,82 +726,102 @@ async fn message_loop(
         .into_iter()
         .flatten()
         .min();
-        tokio::select! {
-            item = inbound.recv(), if paused_until.is_none() => match item {
-                Some(Inbound::Data(data)) => {
-                    last_heard = Instant::now();
-                    conn.metrics.received_bytes.inc_by(data.len() as u64);
-                    reader.push_bytes(data);
-                }
-                Some(Inbound::Lost) if stateful => {
-                    tracing::debug!(connection = %conn.id, "socket lost; waiting for the client to reconnect");
-                    lost_until = Some(Instant::now() + options.reconnect_window);
-                    // What was half-received on the old socket is not completed by the new one.
-                    reader = MessageReader::new(protocol, options.max_message_size);
-                }
-                Some(Inbound::Resumed) => {
-                    tracing::debug!(connection = %conn.id, "socket resumed");
-                    lost_until = None;
-                    last_heard = Instant::now();
-                    received.resumed();
-                }
-                Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
-            },
-            () = sleep_until(timer.unwrap_or(window)), if timer.is_some() => {
-                let now = Instant::now();
-                if !long_polling && ping_at <= now {
-                    conn.enqueue(Outbound::Message(state.ping.clone()));
-                    ping_at = now + options.keep_alive_interval;
-                }
-                if (long_polling || stateful) && second_at <= now {
-                    second_at = now + every;
-                    if long_polling && http.poll_idle_for() > options.reconnect_window {
-                        tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
-                        break (None, reason::CLIENT_TIMEOUT);
+        // What the client sent is often there already: it is taken without the select below
+        // (which makes a timer and registers two waits each time, issue 19) unless something
+        // else is due: a pause, a timer, the hub ending the connection or shutting down.
+        let waiting = if paused_until.is_none()
+            && !conn.abort.is_cancelled()
+            && !state.shutdown.is_cancelled()
+            && timer.is_none_or(|at| Instant::now() < at)
+        {
+            match inbound.try_recv() {
+                Ok(item) => Some(Some(item)),
+                Err(crate::queue::TryRecvError::Disconnected) => Some(None),
+                Err(crate::queue::TryRecvError::Empty) => None,
+            }
+        } else {
+            None
+        };
+        let item = match waiting {
+            Some(item) => item,
+            None => tokio::select! {
+                item = inbound.recv(), if paused_until.is_none() => item,
+                () = sleep_until(timer.unwrap_or(window)), if timer.is_some() => {
+                    let now = Instant::now();
+                    if !long_polling && ping_at <= now {
+                        conn.enqueue(Outbound::Message(state.ping.clone()));
+                        ping_at = now + options.keep_alive_interval;
                     }
-                    if stateful {
-                        if let Some(id) = received.to_ack() {
-                            conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                    if (long_polling || stateful) && second_at <= now {
+                        second_at = now + every;
+                        if long_polling && http.poll_idle_for() > options.reconnect_window {
+                            tracing::debug!(connection = %conn.id, "the long-polling client stopped polling");
+                            break (None, reason::CLIENT_TIMEOUT);
+                        }
+                        if stateful {
+                            if let Some(id) = received.to_ack() {
+                                conn.send(HubMessage::Ack(Ack { sequence_id: id }));
+                            }
                         }
                     }
+                    if paused_until.is_some_and(|p| p <= now) {
+                        paused_until = None;
+                        // The held messages did arrive: the client is not silent.
+                        last_heard = now;
+                        continue;
+                    }
+                    if !window_open || now < window {
+                        continue;
+                    }
+                    if lost_until.is_some() {
+                        tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
+                        break (None, reason::RECONNECT_TIMEOUT);
+                    }
+                    break (
+                        close_error(format!(
+                            "Connection closed: nothing arrived from the client for {} s.",
+                            options.client_timeout.as_secs()
+                        )),
+                        reason::CLIENT_TIMEOUT,
+                    );
                 }
-                if paused_until.is_some_and(|p| p <= now) {
-                    paused_until = None;
-                    // The held messages did arrive: the client is not silent.
-                    last_heard = now;
-                    continue;
+                () = conn.abort.cancelled() => {
+                    let why = conn.abort_reason().unwrap_or_default().to_owned();
+                    break (
+                        close_error(format!("Connection closed: {why}.")),
+                        conn.abort_kind().unwrap_or(reason::CLOSED_BY_HUB),
+                    );
                 }
-                if !window_open || now < window {
-                    continue;
+                () = state.shutdown.cancelled() => {
+                    break (
+                        Some(Close {
+                            error: Some("The server is shutting down.".to_owned()),
+                            allow_reconnect: true,
+                        }),
+                        reason::SERVER_SHUTDOWN,
+                    );
                 }
-                if lost_until.is_some() {
-                    tracing::debug!(connection = %conn.id, "the client did not reconnect in time");
-                    break (None, reason::RECONNECT_TIMEOUT);
-                }
-                break (
-                    close_error(format!(
-                        "Connection closed: nothing arrived from the client for {} s.",
-                        options.client_timeout.as_secs()
-                    )),
-                    reason::CLIENT_TIMEOUT,
-                );
+            },
+        };
+        match item {
+            Some(Inbound::Data(data)) => {
+                last_heard = Instant::now();
+                conn.metrics.received_bytes.inc_by(data.len() as u64);
+                reader.push_bytes(data);
             }
-            () = conn.abort.cancelled() => {
-                let why = conn.abort_reason().unwrap_or_default().to_owned();
-                break (
-                    close_error(format!("Connection closed: {why}.")),
-                    conn.abort_kind().unwrap_or(reason::CLOSED_BY_HUB),
-                );
+            Some(Inbound::Lost) if stateful => {
+                tracing::debug!(connection = %conn.id, "socket lost; waiting for the client to reconnect");
+                lost_until = Some(Instant::now() + options.reconnect_window);
+                // What was half-received on the old socket is not completed by the new one.
+                reader = MessageReader::new(protocol, options.max_message_size);
             }
-            () = state.shutdown.cancelled() => {
-                break (
-                    Some(Close {
-                        error: Some("The server is shutting down.".to_owned()),
-                        allow_reconnect: true,
-                    }),
-                    reason::SERVER_SHUTDOWN,
-                );
+            Some(Inbound::Resumed) => {
+                tracing::debug!(connection = %conn.id, "socket resumed");
+                lost_until = None;
+                last_heard = Instant::now();
+                received.resumed();
             }
+            Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
         }
     };
     for token in streams.lock().unwrap_or_else(|e| e.into_inner()).values() {
@@ -993,7 +1013,7 @@ pub(crate) fn prepare(
     arguments: &[Arg],
     stream_ids: &[String],
 ) -> Result<(crate::hub::BoxFuture<Result<Reply, HubError>>, OpenStreams), Refused> {
-    let Some(method) = state.hub.methods.get(&target.to_lowercase()) else {
+    let Some(method) = state.hub.method_named(target) else {
         tracing::debug!(connection = %conn.id, %target, "unknown hub method");
         return Err(Refused::UnknownMethod(target.to_owned()));
     };

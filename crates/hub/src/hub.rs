@@ -198,6 +198,26 @@ pub struct Hub {
     pub(crate) history_size: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
+impl Hub {
+    /// The method named `name`, without regard to case (as ASP.NET Core and 2.x find them).
+    /// Names of up to 64 ASCII bytes, as method names are, are folded on the stack: no
+    /// allocation per invocation.
+    pub(crate) fn method_named(&self, name: &str) -> Option<&Method> {
+        let mut folded = [0u8; 64];
+        match folded.get_mut(..name.len()) {
+            Some(buf) if name.is_ascii() => {
+                buf.copy_from_slice(name.as_bytes());
+                buf.make_ascii_lowercase();
+                // ASCII stays UTF-8.
+                std::str::from_utf8(buf)
+                    .ok()
+                    .and_then(|name| self.methods.get(name))
+            }
+            _ => self.methods.get(&name.to_lowercase()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut methods: Vec<_> = self.methods.keys().collect();
@@ -609,5 +629,30 @@ impl Target<'_> {
             },
         ));
         self.ctx.state.deliver(&self.scope, &frame, exclude)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_found_without_regard_to_case() {
+        let long = format!("Send{}", "x".repeat(80));
+        let hub = Hub::new("ChatHub")
+            .method("Send", |_ctx: Context, (_m,): (String,)| async { Ok(()) })
+            .method("Grüße", |_ctx: Context, (_m,): (String,)| async {
+                Ok(())
+            })
+            .method(&long, |_ctx: Context, (_m,): (String,)| async { Ok(()) });
+        for name in ["Send", "send", "SEND", "grüße", "GRÜßE"] {
+            assert!(hub.method_named(name).is_some(), "{name}");
+        }
+        assert!(
+            hub.method_named(&long.to_uppercase()).is_some(),
+            "a long name"
+        );
+        assert!(hub.method_named("Sen").is_none());
+        assert!(hub.method_named("").is_none());
     }
 }

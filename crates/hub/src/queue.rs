@@ -14,19 +14,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::frame::Outbound;
 
 /// A small bounded channel with one receiver: a mutex around a `VecDeque` that allocates
-/// nothing until the first item, and two [`Notify`]s. Every connection has two (what its
+/// nothing until the first item, a waker for the receiver and a [`Notify`] for senders. Every connection has two (what its
 /// transport received, what it has to send), so they are kept small: tokio's `mpsc` allocates a
 /// block of 32 slots and a cache-padded channel up front, about 2 KB per channel.
 #[derive(Debug)]
 struct Lane<T> {
     state: Mutex<LaneState<T>>,
-    /// Wakes the receiver; a permit is kept when it is not waiting yet.
-    filled: Notify,
+    /// Wakes the receiver (there is one), which registers before it waits: an [`AtomicWaker`]
+    /// takes no lock to register or to wake, where a `Notify` takes its waiter list's lock for
+    /// both, once per message per connection (issue 19).
+    filled: AtomicWaker,
     /// Wakes senders waiting for room (and [`QueueTx::send`] waiting for bytes to be taken).
     taken: Notify,
     /// A sender waits on `taken`: the receiver notifies after taking something.
@@ -67,7 +70,7 @@ pub(crate) fn lane<T>(capacity: usize) -> (LaneTx<T>, LaneRx<T>) {
             senders: 1,
             receiver: true,
         }),
-        filled: Notify::new(),
+        filled: AtomicWaker::new(),
         taken: Notify::new(),
         room_wanted: AtomicBool::new(false),
         bytes: AtomicUsize::new(0),
@@ -80,6 +83,10 @@ pub(crate) fn lane<T>(capacity: usize) -> (LaneTx<T>, LaneRx<T>) {
         LaneRx { lane },
     )
 }
+
+/// The capacity a `VecDeque` takes at its first allocation (4, for items of up to 1 KiB, as
+/// the lanes' are): a drained lane keeps a buffer no larger.
+const SMALLEST_BUFFER: usize = 4;
 
 impl<T> LaneState<T> {
     fn len(&self) -> usize {
@@ -125,7 +132,7 @@ impl<T> LaneTx<T> {
         drop(state);
         if was_empty {
             // The receiver waits only after seeing the queue empty.
-            self.lane.filled.notify_one();
+            self.lane.filled.wake();
         }
         Ok(())
     }
@@ -164,7 +171,7 @@ impl<T> Drop for LaneTx<T> {
         let last = state.senders == 0;
         drop(state);
         if last {
-            self.lane.filled.notify_one();
+            self.lane.filled.wake();
         }
     }
 }
@@ -172,12 +179,24 @@ impl<T> Drop for LaneTx<T> {
 impl<T> LaneRx<T> {
     /// The next item; `None` once every sender is gone and the channel is empty.
     pub(crate) async fn recv(&mut self) -> Option<T> {
-        loop {
-            match self.try_recv() {
-                Ok(item) => return Some(item),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => self.lane.filled.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next item: registers the task to be woken when the lane is empty.
+    fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        use std::task::Poll;
+        match self.try_recv() {
+            Ok(item) => return Poll::Ready(Some(item)),
+            Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+            Err(TryRecvError::Empty) => {}
+        }
+        // Registered, then checked again: a sender that queued in between finds the waker
+        // (it wakes after queueing into an empty lane).
+        self.lane.filled.register(cx.waker());
+        match self.try_recv() {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
         }
     }
 
@@ -192,9 +211,10 @@ impl<T> LaneRx<T> {
             }
             None if state.senders == 0 => Err(TryRecvError::Disconnected),
             None => {
-                // Drained: an idle connection keeps no buffer (one allocation per burst of
-                // more than one item waiting).
-                if state.items.capacity() > 0 {
+                // Drained: a connection keeps no buffer past the smallest one (4 items) once a
+                // burst is over. Freeing that one too cost an allocation per burst of two
+                // items, about every message at 10 receivers (issue 19).
+                if state.items.capacity() > SMALLEST_BUFFER {
                     state.items = VecDeque::new();
                 }
                 Err(TryRecvError::Empty)

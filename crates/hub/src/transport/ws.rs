@@ -318,9 +318,15 @@ async fn write(
                 break;
             }
         }
-        let first = tokio::select! {
-            out = outbound.recv() => out,
-            () = http.ended.cancelled() => outbound.try_recv().ok(),
+        // What is waiting already is taken without the wait for the end below, whose
+        // registration takes its waiter list's lock (twice per message, issue 19).
+        let first = match outbound.try_recv() {
+            Ok(out) => Some(out),
+            Err(crate::queue::TryRecvError::Disconnected) => None,
+            Err(crate::queue::TryRecvError::Empty) => tokio::select! {
+                out = outbound.recv() => out,
+                () = http.ended.cancelled() => outbound.try_recv().ok(),
+            },
         };
         let Some(first) = first else { break };
         // The handshake answer is JSON text whatever the protocol.
