@@ -42,6 +42,9 @@ pub(crate) enum Inbound {
     Lost,
     /// A new socket took over after [`Inbound::Lost`].
     Resumed,
+    /// The socket failed because the client took nothing of what was written to it for the
+    /// write stall limit: it does not read (reason label `queue_full`).
+    Stalled,
 }
 
 /// The query parameters of the URL a connection was opened with. A connection has a few: a
@@ -821,6 +824,7 @@ async fn message_loop(
                 last_heard = Instant::now();
                 received.resumed();
             }
+            Some(Inbound::Stalled) => break (None, reason::QUEUE_FULL),
             Some(Inbound::Closed | Inbound::Lost) | None => break (None, reason::CLIENT_CLOSED),
         }
     };

@@ -395,3 +395,72 @@ async fn a_classic_websocket_that_takes_nothing_is_closed_as_too_slow() {
     drop(unread);
     hub.shutdown().await.unwrap();
 }
+
+/// A Core client whose WebSocket takes nothing, with room in its queue for all it is sent: the
+/// socket failed at its write stall limit and the connection ended as if the client had gone
+/// (`client_closed`). A client that reads nothing is too slow, as one whose queue fills is:
+/// it now ends as `queue_full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_websocket_that_takes_nothing_is_closed_as_too_slow() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let hub = hubbub_hub::ServerBuilder::new()
+        .options(HubOptions {
+            write_stall_timeout: STALL,
+            // Room for the whole flood: only the socket's writer waits on the client.
+            send_queue_capacity: 10_000,
+            send_queue_bytes: 64 << 20,
+            keep_alive_interval: Duration::from_secs(600),
+            client_timeout: Duration::from_secs(1200),
+            ..HubOptions::default()
+        })
+        .tcp_limits(hubbub_hub::TcpLimits {
+            write_stall_timeout: STALL,
+            ..hubbub_hub::TcpLimits::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("the hub binds a loopback port");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let url = hub.url("/chathub").replacen("http", "ws", 1);
+    let (mut unread, _) = tokio::time::timeout(Duration::from_secs(10), async {
+        let stream = socket.connect(hub.local_addr()).await.unwrap();
+        tokio_tungstenite::client_async(url.as_str(), stream).await
+    })
+    .await
+    .expect("the WebSocket opens within 10 s")
+    .expect("the WebSocket opens");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        unread
+            .send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+            .await
+            .unwrap();
+        let answer = unread.next().await;
+        assert!(
+            matches!(&answer, Some(Ok(m)) if m.to_text().is_ok_and(|t| t == "{}\u{1e}")),
+            "{answer:?}"
+        );
+        // 2,000 messages of 16 KiB: 32 MB, far more than the socket buffers hold.
+        unread
+            .send(Message::text(
+                "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Flood\",\"arguments\":[2000,16384]}\u{1e}",
+            ))
+            .await
+            .unwrap();
+    })
+    .await
+    .expect("handshake and Flood within 10 s");
+
+    until_closed(
+        &hub,
+        Duration::from_secs(10),
+        "a Core connection whose WebSocket takes nothing",
+    )
+    .await;
+    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
+    assert_eq!(closes, 1.0, "closed as too slow: {text}");
+    drop(unread);
+    hub.shutdown().await.unwrap();
+}

@@ -107,13 +107,18 @@ async fn run(
             let _ = http.inbound.try_send(Inbound::Closed);
         }
         ended = &mut writing => {
-            if !ended && stateful(&http) && !http.ended.is_cancelled() {
+            if ended.is_err() && stateful(&http) && !http.ended.is_cancelled() {
                 // The socket failed under the writer: as for a failed read, wait for the client.
                 let _ = Box::pin(http.inbound.send(Inbound::Lost)).await;
                 return;
             }
             let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), reading)).await;
-            let _ = http.inbound.try_send(Inbound::Closed);
+            // A client that reads nothing ends as too slow, as one whose queue fills does.
+            let _ = http.inbound.try_send(if ended == Err(Unsent::Stalled) {
+                Inbound::Stalled
+            } else {
+                Inbound::Closed
+            });
         }
     }
 }
@@ -155,42 +160,60 @@ pub(crate) fn write_stall_limit(base: Duration, len: usize) -> Duration {
     base + Duration::from_secs((len / 16_384) as u64)
 }
 
-/// Sends one payload in the frame type of the connection's protocol; `false` when the socket
+/// Sends one payload in the frame type of the connection's protocol; an error when the socket
 /// failed or the client did not take it within [`write_stall_limit`].
 async fn send_payload(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     protocol: Option<Protocol>,
     payload: Vec<u8>,
     stall: Duration,
-) -> bool {
+) -> Result<(), Unsent> {
     let limit = write_stall_limit(stall, payload.len());
     let message = match protocol {
         Some(Protocol::MessagePack) => Message::Binary(payload.into()),
         _ => match Utf8Bytes::try_from(payload) {
             Ok(text) => Message::Text(text),
-            Err(_) => return false,
+            Err(_) => return Err(Unsent::Failed),
         },
     };
     send_within(sink, message, limit).await
 }
 
-/// Sends `message`; `false` when the socket failed or the client did not take it within
+/// Why a write to the client did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsent {
+    /// The socket failed (the client went away, or the connection ended under it).
+    Failed,
+    /// The client took nothing for the socket's write stall limit
+    /// ([`crate::listener::is_write_stall`]), or not all of it within [`write_stall_limit`]:
+    /// it does not read what it is sent.
+    Stalled,
+}
+
+/// Sends `message`; an error when the socket failed or the client did not take it within
 /// `limit`. Most writes complete at once (the socket has room): those arm no timer, and the
 /// timed wait is boxed, out of every writer's future.
 async fn send_within(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     message: Message,
     limit: Duration,
-) -> bool {
+) -> Result<(), Unsent> {
     let mut send = std::pin::pin!(sink.send(message));
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(sent) = first {
-        return sent.is_ok();
-    }
-    matches!(
-        Box::pin(tokio::time::timeout(limit, send)).await,
-        Ok(Ok(()))
-    )
+    let sent = match first {
+        std::task::Poll::Ready(sent) => sent,
+        std::task::Poll::Pending => match Box::pin(tokio::time::timeout(limit, send)).await {
+            Ok(sent) => sent,
+            Err(_) => return Err(Unsent::Stalled),
+        },
+    };
+    sent.map_err(|error| {
+        if crate::listener::is_write_stall(&error) {
+            Unsent::Stalled
+        } else {
+            Unsent::Failed
+        }
+    })
 }
 
 /// What one write sends: a single message goes out as its frame's own bytes (shared by every
@@ -265,7 +288,7 @@ fn message_len(message: &Message) -> usize {
     }
 }
 
-/// Writes what the connection sends; `true` when the connection ended, `false` when the socket
+/// Writes what the connection sends; `Ok` when the connection ended, why not when the socket
 /// failed under it.
 async fn write(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
@@ -273,29 +296,29 @@ async fn write(
     resumed: bool,
     mut outbound: tokio::sync::MutexGuard<'_, crate::queue::QueueRx>,
     stall: Duration,
-) -> bool {
+) -> Result<(), Unsent> {
     let protocol = || http.protocol.get().copied();
     if resumed {
         // Tell the client where the replay starts, then replay what it has not acknowledged.
         let (from, pending): (u64, Vec<Bytes>) = {
             let Some(resumable) = http.resumable() else {
-                return false;
+                return Err(Unsent::Failed);
             };
             let replay = resumable.replay.lock().unwrap_or_else(|e| e.into_inner());
             (replay.resend_from(), replay.pending().cloned().collect())
         };
-        let Some(p) = protocol() else { return false };
+        let Some(p) = protocol() else {
+            return Err(Unsent::Failed);
+        };
         let Ok(sequence) = p.encode_to_vec(&HubMessage::Sequence(Sequence { sequence_id: from }))
         else {
-            return false;
+            return Err(Unsent::Failed);
         };
         let mut payload = sequence;
         for bytes in pending {
             payload.extend_from_slice(&bytes);
         }
-        if !send_payload(&mut sink, Some(p), payload, stall).await {
-            return false;
-        }
+        send_payload(&mut sink, Some(p), payload, stall).await?;
     }
     let mut open = true;
     while open {
@@ -334,9 +357,7 @@ async fn write(
             let Ok(text) = Utf8Bytes::try_from(bytes.clone()) else {
                 break;
             };
-            if !send_within(&mut sink, Message::Text(text), write_stall_limit(stall, 0)).await {
-                return false;
-            }
+            send_within(&mut sink, Message::Text(text), write_stall_limit(stall, 0)).await?;
             continue;
         }
         let mut batch = Batch::default();
@@ -360,13 +381,13 @@ async fn write(
                         replay.record(bytes.clone());
                         if replay.is_full() {
                             if !batch.push(&frame, p) {
-                                return false;
+                                return Err(Unsent::Failed);
                             }
                             break;
                         }
                     }
                     if !batch.push(&frame, p) {
-                        return false;
+                        return Err(Unsent::Failed);
                     }
                 }
             }
@@ -376,12 +397,10 @@ async fn write(
         }
         if let Some(message) = batch.into_message() {
             let limit = write_stall_limit(stall, message_len(&message));
-            if !send_within(&mut sink, message, limit).await {
-                return false;
-            }
+            send_within(&mut sink, message, limit).await?;
         }
     }
     let _ = sink.send(Message::Close(None)).await;
     let _ = sink.close().await;
-    true
+    Ok(())
 }
