@@ -1520,6 +1520,68 @@ async fn postgres_a_refused_operation_loses_only_itself_not_its_batch() {
     drop((slow, poison, others));
 }
 
+/// `hubbub_backplane_large_payloads_total{outcome}` of `node`.
+async fn large_payloads(node: &Node, outcome: &str) -> f64 {
+    let url = format!("{}/metrics", node.url.trim_end_matches("/chathub"));
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("hubbub_backplane_large_payloads_total{")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no large payloads {outcome} in:\n{text}"))
+}
+
+/// A payload too large for a notification is announced with its scope: a node fetches it only
+/// when it has recipients for it. A room message of 20,000 characters to a room whose only
+/// member is on node A is not fetched by node B; a broadcast of the same size (the scope's
+/// group, members on both nodes) is, and reaches everyone. Announcements in the previous
+/// form (no scope, as older nodes of a mixed fleet send them) are still fetched and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_large_payload_is_fetched_only_by_nodes_with_its_recipients() {
+    let backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    let _: u64 = a.invoke("JoinRoom", &["big"]).await;
+    let (room, all) = ("r".repeat(20_000), "x".repeat(20_000));
+    let _: () = a.invoke("SendToRoom", &["big", "a", &room]).await;
+    let _: () = a.invoke("Send", &["a", &all]).await;
+    // Handled in order: once b has the broadcast, node B has seen the room message's
+    // announcement too.
+    b.got("broadcastMessage", &["a", &all]).await;
+    a.got("roomMessage", &["big", "a", &room]).await;
+    a.got("broadcastMessage", &["a", &all]).await;
+    assert_eq!(b.count_first("roomMessage", "big"), 0);
+    assert_eq!(
+        backend.psql("SELECT count(*) FROM hubbub_payloads"),
+        "2",
+        "both went through the table"
+    );
+    assert_eq!(
+        large_payloads(&nodes[1], "fetched").await,
+        1.0,
+        "node B fetched the broadcast only"
+    );
+    assert_eq!(large_payloads(&nodes[1], "skipped").await, 1.0);
+    // Both announced again in the previous form, `r{origin} {number} {id}`: node B fetches
+    // both (it cannot tell their scope) and b gets the broadcast a second time.
+    backend.psql(
+        "SELECT pg_notify('hubbub_' || left(encode(sha256(convert_to('hubbub:chat', 'UTF8')), \
+         'hex'), 16), 'rold-node ' || id || ' ' || id) FROM hubbub_payloads ORDER BY id",
+    );
+    eventually(Duration::from_secs(5), "the broadcast twice", async || {
+        b.count("broadcastMessage", &["a", &all]) == 2
+    })
+    .await;
+    assert_eq!(large_payloads(&nodes[1], "fetched").await, 3.0);
+    assert_eq!(large_payloads(&nodes[1], "skipped").await, 1.0);
+    assert_eq!(b.count_first("roomMessage", "big"), 0);
+}
+
 /// The backplane's server hangs (SIGSTOP: connections open, no answers). The nodes notice
 /// (no answer within the call limit) and serve their own connections meanwhile: a client
 /// connects, the others on its node hear it join, `GetOnline` answers, and a chat message is

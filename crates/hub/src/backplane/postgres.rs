@@ -6,8 +6,9 @@
 //! to everything published for its hub and its router delivers what concerns its connections
 //! (a message for a scope with no connection here costs a lookup). A payload that does not fit
 //! in a notification (PostgreSQL's limit is 8,000 bytes) is stored in `hubbub_payloads` and
-//! announced by its id; the listening node fetches it before handling the next notification,
-//! so order is kept. State lives in tables (created and migrated by the hub, versioned in
+//! announced by its id, with the group, user or connection it is for: a node fetches only the
+//! payloads it has a connection for (and those for every node: broadcasts to all, presence),
+//! before handling the next notification, so order is kept. State lives in tables (created and migrated by the hub, versioned in
 //! `hubbub_schema`): presence per node with node liveness (`hubbub_presence`,
 //! `hubbub_nodes`), message-id windows (`hubbub_ids`), the fleet's epoch and numbering
 //! (`hubbub_epochs`, `hubbub_scopes`) and the chat histories, trimmed to a bound
@@ -363,6 +364,9 @@ struct Delta {
 struct Op {
     /// The notification's full text, `{kind}{origin} {number} {body}`.
     text: String,
+    /// For a text too long for NOTIFY that only some nodes need: its [`route`], carried by its
+    /// announcement so that the others do not fetch it. `None`: every node fetches it.
+    route: Option<String>,
     /// A presence write of this node that goes with it.
     presence: Option<PresenceWrite>,
 }
@@ -520,6 +524,11 @@ impl Db {
 pub(crate) struct PostgresNode {
     connected_gauge: prometheus_client::metrics::gauge::Gauge,
     publish_duration: prometheus_client::metrics::histogram::Histogram,
+    /// `hubbub_backplane_large_payloads_total{outcome="fetched"}`: large payloads of other
+    /// nodes fetched.
+    payloads_fetched: prometheus_client::metrics::counter::Counter,
+    /// `…{outcome="skipped"}`: announcements not fetched (no recipient on this node).
+    payloads_skipped: prometheus_client::metrics::counter::Counter,
     /// This node's name: `{hostname}_{random}`.
     pub(crate) server: String,
     /// `{prefix}{hub name}`: the `hub` column of every row.
@@ -649,6 +658,15 @@ fn decode_invocation(body: &str) -> Option<(Scope, Invocation)> {
     Some((scope, Invocation::decode(inv)?))
 }
 
+/// The series of `hubbub_backplane_large_payloads_total` with this outcome.
+fn large_payloads(
+    prom: &crate::metrics::Prom,
+    outcome: &'static str,
+) -> prometheus_client::metrics::counter::Counter {
+    prom.backplane_large_payloads
+        .get_or_create_owned(&crate::metrics::OutcomeLabel { outcome })
+}
+
 /// The connection settings from the options' string, with the node's timeouts and name.
 fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, BackplaneError> {
     let mut config: tokio_postgres::Config = options
@@ -701,6 +719,8 @@ impl PostgresNode {
         let node = Arc::new(Self {
             connected_gauge: prom.backplane_connected.clone(),
             publish_duration: prom.backplane_publish_duration.clone(),
+            payloads_fetched: large_payloads(prom, "fetched"),
+            payloads_skipped: large_payloads(prom, "skipped"),
             server: format!("{}_{}", hostname(), random_hex(16)),
             base,
             channel,
@@ -769,8 +789,10 @@ impl PostgresNode {
             origin: Some(self.server.clone()),
         };
         let text = self.notification('i', &encode_invocation(scope, &invocation));
+        let route = (text.len() >= NOTIFY_LIMIT).then(|| route(scope)).flatten();
         self.queue(Op {
             text,
+            route,
             presence: None,
         });
     }
@@ -796,6 +818,7 @@ impl PostgresNode {
         let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
         self.queue(Op {
             text,
+            route: None,
             presence: Some(PresenceWrite {
                 connection: connection.to_owned(),
                 record: json,
@@ -839,8 +862,14 @@ impl PostgresNode {
                     connection: connection.to_owned(),
                 };
                 let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
+                let text = self.notification('g', &body);
+                // Only the node holding the connection acts on it.
+                let route = (text.len() >= NOTIFY_LIMIT)
+                    .then(|| route(&Scope::Connection(connection.to_owned())))
+                    .flatten();
                 self.queue(Op {
-                    text: self.notification('g', &body),
+                    text,
+                    route,
                     presence: None,
                 });
             })
@@ -1019,17 +1048,26 @@ impl PostgresNode {
         .await
     }
 
-    /// Announcements of large payloads (`r{origin} {number} {id}`), fetched in one query, then
-    /// handled in order.
+    /// Announcements of large payloads (`r{origin} {number}[:{route}] {id}`, see
+    /// [`large_head`]), fetched in one query, then handled in order. A payload whose route names
+    /// a scope without a connection here is not fetched.
     async fn on_large(self: &Arc<Self>, listen: &Listen, announcements: &[String]) {
+        let mut skipped = 0;
         let ids: Vec<i64> = announcements
             .iter()
             .filter_map(|a| {
-                let mut parts = a.get(1..)?.splitn(3, ' ');
-                let (origin, _, id) = (parts.next()?, parts.next()?, parts.next()?);
-                (origin != self.server).then(|| id.parse().ok())?
+                let (origin, route, id) = parse_announcement(a)?;
+                if origin == self.server {
+                    return None;
+                }
+                if route.is_some_and(|r| !self.serves(r)) {
+                    skipped += 1;
+                    return None;
+                }
+                Some(id)
             })
             .collect();
+        self.payloads_skipped.inc_by(skipped);
         if ids.is_empty() {
             return;
         }
@@ -1056,6 +1094,7 @@ impl PostgresNode {
             .iter()
             .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
             .collect();
+        self.payloads_fetched.inc_by(bodies.len() as u64);
         for id in ids {
             let Some(bytes) = bodies.remove(&id) else {
                 tracing::warn!(id, "a large backplane payload was already swept away");
@@ -1065,6 +1104,28 @@ impl PostgresNode {
                 Ok(text) if !text.starts_with('r') => self.on_notification(listen, &text).await,
                 _ => {}
             }
+        }
+    }
+
+    /// Whether this node has a connection in the scope of a payload's `route` (see [`route`]):
+    /// decided now, as for a notification small enough to arrive whole. A route it cannot
+    /// read counts as one it serves (the payload is fetched).
+    fn serves(&self, route: &str) -> bool {
+        let (Some(kind), Some(name)) = (route.chars().next(), route.get(1..)) else {
+            return true;
+        };
+        let Some(name) = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(name)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return true;
+        };
+        match kind {
+            'g' => self.router.has_group(&name),
+            'u' => self.router.has_user(&name),
+            'c' => self.router.has_connection(&name),
+            _ => true,
         }
     }
 
@@ -1154,6 +1215,7 @@ impl PostgresNode {
         let body = format!("{} {}", action.server, action.id);
         self.queue(Op {
             text: self.notification('a', &body),
+            route: None,
             presence: None,
         });
     }
@@ -1364,7 +1426,9 @@ impl PostgresNode {
             connections.push(connection);
             records.push(record);
             texts.push(op.text.as_str());
-            heads.push((op.text.len() >= NOTIFY_LIMIT).then(|| large_head(&op.text)));
+            heads.push(
+                (op.text.len() >= NOTIFY_LIMIT).then(|| large_head(&op.text, op.route.as_deref())),
+            );
         }
         db.client
             .execute(
@@ -1451,14 +1515,53 @@ impl PostgresNode {
 }
 
 /// The announcement of a notification too long for NOTIFY, without its id:
-/// `r{origin} {number} ` (the listener fetches the text by the id that follows).
-fn large_head(text: &str) -> String {
+/// `r{origin} {number} `, or with the scope of its recipients `r{origin} {number}:{route} `
+/// (the listener fetches the text by the id that follows, unless the route names a scope it
+/// has no connection of). The route rides in the number's field, which nodes of earlier
+/// versions read past: they fetch every payload, as before.
+fn large_head(text: &str, route: Option<&str>) -> String {
     let mut head = text.get(1..).unwrap_or_default().splitn(3, ' ');
-    format!(
-        "r{} {} ",
+    let (origin, number) = (
         head.next().unwrap_or_default(),
-        head.next().unwrap_or_default()
-    )
+        head.next().unwrap_or_default(),
+    );
+    match route {
+        Some(route) => format!("r{origin} {number}:{route} "),
+        None => format!("r{origin} {number} "),
+    }
+}
+
+/// The longest scope name (bytes) an announcement carries; a payload for a longer one is
+/// announced without it (every node fetches it). Keeps an announcement far below NOTIFY's
+/// 8,000 bytes: 1 + 4/3 of this, plus the origin, number and id.
+const ROUTE_NAME_LIMIT: usize = 1_024;
+
+/// The route of a payload for `scope`: `g`, `u` or `c` and the name in unpadded URL-safe
+/// base64 (no spaces: the announcement's fields are split on them). `None` for every
+/// connection ([`Scope::All`]) or a name over [`ROUTE_NAME_LIMIT`]: every node fetches it.
+fn route(scope: &Scope) -> Option<String> {
+    let (kind, name) = match scope {
+        Scope::All => return None,
+        Scope::Group(g) => ('g', g),
+        Scope::User(u) => ('u', u),
+        Scope::Connection(c) => ('c', c),
+    };
+    if name.len() > ROUTE_NAME_LIMIT {
+        return None;
+    }
+    let mut out = String::with_capacity(1 + name.len().div_ceil(3) * 4);
+    out.push(kind);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(name, &mut out);
+    Some(out)
+}
+
+/// An announcement's fields: origin, route (when it has one) and payload id. `None`: not an
+/// announcement.
+fn parse_announcement(announcement: &str) -> Option<(&str, Option<&str>, i64)> {
+    let mut parts = announcement.strip_prefix('r')?.splitn(3, ' ');
+    let (origin, number, id) = (parts.next()?, parts.next()?, parts.next()?);
+    let route = number.split_once(':').map(|(_, route)| route);
+    Some((origin, route, id.parse().ok()?))
 }
 
 /// Why a node could not join: a failed call, or a database it cannot use.
@@ -1823,6 +1926,42 @@ mod tests {
             assert_eq!(i, inv);
         }
         assert!(decode_invocation("not base64!").is_none());
+    }
+
+    #[test]
+    fn large_payload_announcements_carry_their_route_and_stay_readable_by_older_nodes() {
+        let text = format!("inode_1 7 {}", "x".repeat(NOTIFY_LIMIT));
+        let room = Scope::Group("room:a b:ü".into());
+        let route = route(&room).unwrap();
+        assert!(
+            route.starts_with('g') && !route.contains([' ', ':']),
+            "{route}"
+        );
+        let scoped = format!("{}42", large_head(&text, Some(&route)));
+        assert_eq!(
+            parse_announcement(&scoped),
+            Some(("node_1", Some(route.as_str()), 42))
+        );
+        // The previous form (older nodes send it): no route, fetched by everyone.
+        let plain = format!("{}42", large_head(&text, None));
+        assert_eq!(plain, "rnode_1 7 42");
+        assert_eq!(parse_announcement(&plain), Some(("node_1", None, 42)));
+        // What nodes of the previous version read of an announcement: origin, a number they
+        // skip and the id, which must still parse.
+        let previous = |a: &str| -> Option<(String, i64)> {
+            let mut parts = a.get(1..)?.splitn(3, ' ');
+            let (origin, _, id) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((origin.to_owned(), id.parse().ok()?))
+        };
+        assert_eq!(previous(&scoped), Some(("node_1".to_owned(), 42)));
+        // Every connection, or a name too long to carry: no route.
+        assert_eq!(super::route(&Scope::All), None);
+        let long = Scope::User("u".repeat(ROUTE_NAME_LIMIT + 1));
+        assert_eq!(super::route(&long), None);
+        let longest = super::route(&Scope::User("u".repeat(ROUTE_NAME_LIMIT))).unwrap();
+        assert!(longest.len() < 1_400, "{}", longest.len());
+        assert_eq!(parse_announcement("inode_1 7 body"), None);
+        assert_eq!(parse_announcement("rnode_1 7 notanid"), None);
     }
 
     #[test]
