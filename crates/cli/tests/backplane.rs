@@ -1520,6 +1520,63 @@ async fn postgres_a_refused_operation_loses_only_itself_not_its_batch() {
     drop((slow, poison, others));
 }
 
+/// A node's presence rewrite (after the backplane's server restarted) in which PostgreSQL
+/// refuses one row for good (a trigger of the test's own refuses user `poison`'s) leaves that
+/// row out, with a warning naming its connection and the reason, and writes the rest: the node
+/// is back and the other node sees its other user and gets its messages. (Before, the whole
+/// rewrite failed and the node retried it for ever, cut off from the fleet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_presence_rewrite_leaves_out_a_refused_row_and_writes_the_rest() {
+    let mut backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let watcher = Client::connect(&nodes[1], "watcher").await;
+    let kept = Client::connect(&nodes[0], "kept").await;
+    let poison = Client::connect(&nodes[0], "poison").await;
+    watcher
+        .online_is(&[("kept", 1), ("poison", 1), ("watcher", 1)])
+        .await;
+    backend.psql(
+        "CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.record LIKE '%\"u\":\"poison\"%' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON hubbub_presence \
+           FOR EACH ROW EXECUTE FUNCTION trap()",
+    );
+    backend.stop();
+    for node in &nodes {
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(5))
+            .await;
+    }
+    backend.launch();
+    for node in &nodes {
+        node.wait_log(&backend.back_line(), Duration::from_secs(10))
+            .await;
+    }
+    let id = poison.conn.connection_id().unwrap();
+    let refused = format!("connection={id}");
+    nodes[0]
+        .wait_log("refused this connection's presence", Duration::from_secs(5))
+        .await;
+    let line = nodes[0]
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("refused this connection's presence"))
+        .cloned()
+        .unwrap();
+    assert!(
+        line.contains(&refused) && line.contains("SQLSTATE P0001: poisoned"),
+        "{line}"
+    );
+    watcher.online_is(&[("kept", 1), ("watcher", 1)]).await;
+    let _: () = kept.invoke("Send", &["kept", "after the restart"]).await;
+    watcher
+        .got("broadcastMessage", &["kept", "after the restart"])
+        .await;
+    assert_eq!(nodes[0].logged("refused this connection's presence"), 1);
+}
+
 /// `hubbub_backplane_large_payloads_total{outcome}` of `node`.
 async fn large_payloads(node: &Node, outcome: &str) -> f64 {
     let url = format!("{}/metrics", node.url.trim_end_matches("/chathub"));

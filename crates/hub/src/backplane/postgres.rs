@@ -342,6 +342,42 @@ END $$;
 CREATE TRIGGER hubbub_scopes_touched BEFORE UPDATE ON hubbub_scopes
   FOR EACH ROW EXECUTE FUNCTION hubbub_touch();
 ",
+    // 4: hubbub_restore, leaving out a presence row the database refuses for good (a
+    // constraint or trigger of its own) rather than failing whole, which had the node retry
+    // the rewrite for ever; the refused rows are returned with their reason. Errors that may
+    // pass (SQLSTATE classes 08, 40, 53, 55, 57, 58) still fail the rewrite, which is retried.
+    // hubbub_restore stays for nodes of earlier versions.
+    r"
+CREATE FUNCTION hubbub_restore_each(
+  p_hub text, p_node text, p_connections text[], p_records text[], p_ttl_ms float8,
+  p_channel text, p_payload text) RETURNS TABLE (r_connection text, r_error text)
+LANGUAGE plpgsql AS $$
+DECLARE v_c text; v_r text;
+BEGIN
+  DELETE FROM hubbub_presence p WHERE p.hub = p_hub AND p.node = p_node;
+  BEGIN
+    INSERT INTO hubbub_presence (hub, node, connection, record)
+      SELECT p_hub, p_node, c, r FROM unnest(p_connections, p_records) AS t(c, r);
+  EXCEPTION WHEN OTHERS THEN
+    IF left(SQLSTATE, 2) IN ('08', '40', '53', '55', '57', '58') THEN RAISE; END IF;
+    FOR v_c, v_r IN SELECT c, r FROM unnest(p_connections, p_records) AS t(c, r) LOOP
+      BEGIN
+        INSERT INTO hubbub_presence (hub, node, connection, record)
+          VALUES (p_hub, p_node, v_c, v_r);
+      EXCEPTION WHEN OTHERS THEN
+        IF left(SQLSTATE, 2) IN ('08', '40', '53', '55', '57', '58') THEN RAISE; END IF;
+        r_connection := v_c;
+        r_error := 'SQLSTATE ' || SQLSTATE || ': ' || SQLERRM;
+        RETURN NEXT;
+      END;
+    END LOOP;
+  END;
+  INSERT INTO hubbub_nodes AS n (hub, node, expires)
+    VALUES (p_hub, p_node, now() + p_ttl_ms * interval '1 millisecond')
+    ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires;
+  PERFORM pg_notify(p_channel, p_payload);
+END $$;
+",
 ];
 
 /// A presence change of one node (JSON in a `p` notification; as Redis's `:internal:presence`).
@@ -394,6 +430,9 @@ const BATCH: usize = 512;
 const NOTIFY_LIMIT: usize = 7_900;
 /// How long a large payload is kept for the listeners to fetch.
 const PAYLOAD_KEEP: Duration = Duration::from_secs(60);
+/// Connections whose presence the database refused in one rewrite named in the log at most
+/// (then their number).
+const REFUSED_SHOWN: usize = 10;
 /// How often a node that cannot join repeats why in its log.
 const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
@@ -1346,7 +1385,10 @@ impl PostgresNode {
         Ok(())
     }
 
-    /// After (re)connecting: this node's presence written afresh, the others told to reread it.
+    /// After (re)connecting: this node's presence written afresh, the others told to reread it
+    /// (`hubbub_restore_each`). A row the database refuses for a reason that will not pass (a
+    /// constraint or trigger of its own) is left out with a warning naming its connection and
+    /// the reason, as the publisher does with a refused write: the rest is written.
     async fn restore(&self, db: &Db) -> Result<(), tokio_postgres::Error> {
         // Before reading the router: what was queued until now is in this rewrite.
         self.generation.rewrite();
@@ -1363,9 +1405,10 @@ impl PostgresNode {
             gone: false,
         };
         let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
-        db.client
-            .execute(
-                "SELECT hubbub_restore($1, $2, $3, $4, $5, $6, $7)",
+        let refused = db
+            .client
+            .query(
+                "SELECT r_connection, r_error FROM hubbub_restore_each($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &self.base,
                     &self.server,
@@ -1377,6 +1420,17 @@ impl PostgresNode {
                 ],
             )
             .await?;
+        for row in refused.iter().take(REFUSED_SHOWN) {
+            let (connection, error): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            tracing::warn!(%connection, %error, "the database refused this connection's presence: the other nodes do not see it");
+        }
+        if refused.len() > REFUSED_SHOWN {
+            tracing::warn!(
+                refused = refused.len(),
+                shown = REFUSED_SHOWN,
+                "the database refused more connections' presence than shown"
+            );
+        }
         Ok(())
     }
 
@@ -1720,6 +1774,17 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
         node.generation.set_restoring(true);
         let restored = tokio::time::timeout(node.options.call_timeout, node.restore(&db)).await;
         if !matches!(restored, Ok(Ok(()))) {
+            let error = match restored {
+                Ok(Err(e)) => describe(&e),
+                _ => "no answer".to_owned(),
+            };
+            let repeat = warned
+                .as_ref()
+                .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
+            if repeat {
+                tracing::warn!(%error, "cannot write this node's presence to the PostgreSQL backplane; retrying");
+                warned = Some((tokio::time::Instant::now(), error));
+            }
             node.generation.set_restoring(false);
             *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tokio::select! {
