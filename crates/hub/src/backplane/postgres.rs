@@ -8,11 +8,11 @@
 //! in a notification (PostgreSQL's limit is 8,000 bytes) is stored in `hubbub_payloads` and
 //! announced by its id, with the group, user or connection it is for: a node fetches only the
 //! payloads it has a connection for (and those for every node: broadcasts to all, presence),
-//! before handling the next notification, so order is kept. State lives in tables (created and migrated by the hub, versioned in
-//! `hubbub_schema`): presence per node with node liveness (`hubbub_presence`,
-//! `hubbub_nodes`), message-id windows (`hubbub_ids`), the fleet's epoch and numbering
-//! (`hubbub_epochs`, `hubbub_scopes`) and the chat histories, trimmed to a bound
-//! (`hubbub_history`).
+//! before handling the next notification, so order is kept. State lives in tables (created
+//! and migrated by the hub, versioned in `hubbub_schema`): presence per node with node
+//! liveness (`hubbub_presence`, `hubbub_nodes`), message-id windows (`hubbub_ids`), the
+//! fleet's epoch and numbering (`hubbub_epochs`, `hubbub_scopes`) and the chat histories,
+//! trimmed to a bound (`hubbub_history`).
 //!
 //! Four tasks per hub endpoint:
 //! - the **publisher** sends queued notifications and presence writes in batches, each batch
