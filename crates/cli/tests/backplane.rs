@@ -1520,6 +1520,126 @@ async fn postgres_a_refused_operation_loses_only_itself_not_its_batch() {
     drop((slow, poison, others));
 }
 
+/// A node's presence rewrite (after the backplane's server restarted) in which PostgreSQL
+/// refuses one row for good (a trigger of the test's own refuses user `poison`'s) leaves that
+/// row out, with a warning naming its connection and the reason, and writes the rest: the node
+/// is back and the other node sees its other user and gets its messages. (Before, the whole
+/// rewrite failed and the node retried it for ever, cut off from the fleet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_presence_rewrite_leaves_out_a_refused_row_and_writes_the_rest() {
+    let mut backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let watcher = Client::connect(&nodes[1], "watcher").await;
+    let kept = Client::connect(&nodes[0], "kept").await;
+    let poison = Client::connect(&nodes[0], "poison").await;
+    watcher
+        .online_is(&[("kept", 1), ("poison", 1), ("watcher", 1)])
+        .await;
+    backend.psql(
+        "CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.record LIKE '%\"u\":\"poison\"%' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON hubbub_presence \
+           FOR EACH ROW EXECUTE FUNCTION trap()",
+    );
+    backend.stop();
+    for node in &nodes {
+        node.wait_log(&backend.unavailable_line(), Duration::from_secs(5))
+            .await;
+    }
+    backend.launch();
+    for node in &nodes {
+        node.wait_log(&backend.back_line(), Duration::from_secs(10))
+            .await;
+    }
+    let id = poison.conn.connection_id().unwrap();
+    let refused = format!("connection={id}");
+    nodes[0]
+        .wait_log("refused this connection's presence", Duration::from_secs(5))
+        .await;
+    let line = nodes[0]
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("refused this connection's presence"))
+        .cloned()
+        .unwrap();
+    assert!(
+        line.contains(&refused) && line.contains("SQLSTATE P0001: poisoned"),
+        "{line}"
+    );
+    watcher.online_is(&[("kept", 1), ("watcher", 1)]).await;
+    let _: () = kept.invoke("Send", &["kept", "after the restart"]).await;
+    watcher
+        .got("broadcastMessage", &["kept", "after the restart"])
+        .await;
+    // The rewrite itself went through: no whole failure, no retry.
+    assert_eq!(nodes[0].logged("cannot write this node's presence"), 0);
+}
+
+/// `hubbub_backplane_large_payloads_total{outcome}` of `node`.
+async fn large_payloads(node: &Node, outcome: &str) -> f64 {
+    let url = format!("{}/metrics", node.url.trim_end_matches("/chathub"));
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("hubbub_backplane_large_payloads_total{")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no large payloads {outcome} in:\n{text}"))
+}
+
+/// A payload too large for a notification is announced with its scope: a node fetches it only
+/// when it has recipients for it. A room message of 20,000 characters to a room whose only
+/// member is on node A is not fetched by node B; a broadcast of the same size (the scope's
+/// group, members on both nodes) is, and reaches everyone. Announcements in the previous
+/// form (no scope, as older nodes of a mixed fleet send them) are still fetched and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_large_payload_is_fetched_only_by_nodes_with_its_recipients() {
+    let backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    let _: u64 = a.invoke("JoinRoom", &["big"]).await;
+    let (room, all) = ("r".repeat(20_000), "x".repeat(20_000));
+    let _: () = a.invoke("SendToRoom", &["big", "a", &room]).await;
+    let _: () = a.invoke("Send", &["a", &all]).await;
+    // Handled in order: once b has the broadcast, node B has seen the room message's
+    // announcement too.
+    b.got("broadcastMessage", &["a", &all]).await;
+    a.got("roomMessage", &["big", "a", &room]).await;
+    a.got("broadcastMessage", &["a", &all]).await;
+    assert_eq!(b.count_first("roomMessage", "big"), 0);
+    assert_eq!(
+        backend.psql("SELECT count(*) FROM hubbub_payloads"),
+        "2",
+        "both went through the table"
+    );
+    assert_eq!(
+        large_payloads(&nodes[1], "fetched").await,
+        1.0,
+        "node B fetched the broadcast only"
+    );
+    assert_eq!(large_payloads(&nodes[1], "skipped").await, 1.0);
+    // Both announced again in the previous form, `r{origin} {number} {id}`: node B fetches
+    // both (it cannot tell their scope) and b gets the broadcast a second time.
+    backend.psql(
+        "SELECT pg_notify('hubbub_' || left(encode(sha256(convert_to('hubbub:chat', 'UTF8')), \
+         'hex'), 16), 'rold-node ' || id || ' ' || id) FROM hubbub_payloads ORDER BY id",
+    );
+    eventually(Duration::from_secs(5), "the broadcast twice", async || {
+        b.count("broadcastMessage", &["a", &all]) == 2
+    })
+    .await;
+    assert_eq!(large_payloads(&nodes[1], "fetched").await, 3.0);
+    assert_eq!(large_payloads(&nodes[1], "skipped").await, 1.0);
+    assert_eq!(b.count_first("roomMessage", "big"), 0);
+}
+
 /// The backplane's server hangs (SIGSTOP: connections open, no answers). The nodes notice
 /// (no answer within the call limit) and serve their own connections meanwhile: a client
 /// connects, the others on its node hear it join, `GetOnline` answers, and a chat message is

@@ -31,6 +31,7 @@
 //! | `hubbub_invocation_duration_seconds` | histogram | family |
 //! | `hubbub_backplane_connected` (with `--redis` or `--postgres`) | gauge | |
 //! | `hubbub_backplane_publish_duration_seconds` (with `--redis` or `--postgres`) | histogram | |
+//! | `hubbub_backplane_large_payloads_total` (with `--postgres`: announcements of payloads too large for a notification) | counter | outcome (`fetched`, `skipped`: no recipient on this node) |
 //! | `hubbub_history_messages` (a hub with a local history) | gauge | |
 //!
 //! The listening socket's, for the whole server (no `hub` label; `crate::listener`):
@@ -98,6 +99,11 @@ pub(crate) struct CloseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub(crate) outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ReasonLabel {
     pub(crate) reason: &'static str,
 }
@@ -146,6 +152,8 @@ pub(crate) struct Prom {
     pub(crate) invocation_duration: Family<FamilyLabel, Histogram, fn() -> Histogram>,
     pub(crate) backplane_connected: Gauge,
     pub(crate) backplane_publish_duration: Histogram,
+    /// PostgreSQL: large payloads announced by other nodes, `fetched` or `skipped`.
+    pub(crate) backplane_large_payloads: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Prom {
@@ -166,17 +174,20 @@ impl Default for Prom {
             invocation_duration: Family::new_with_constructor(duration_buckets),
             backplane_connected: Gauge::default(),
             backplane_publish_duration: duration_buckets(),
+            backplane_large_payloads: Family::default(),
         }
     }
 }
 
 impl Prom {
     /// Registers every metric in `registry` (a hub's sub-registry, labelled with its path).
-    /// `backplane`: a Redis or PostgreSQL backplane is set up; `history`: the hub's local history size.
+    /// `backplane`: a Redis or PostgreSQL backplane is set up (`postgres`: PostgreSQL);
+    /// `history`: the hub's local history size.
     pub(crate) fn register(
         &self,
         registry: &mut Registry,
         backplane: bool,
+        postgres: bool,
         history: Option<Gauge>,
     ) {
         registry.register(
@@ -258,6 +269,13 @@ impl Prom {
                 "Time one pipelined batch of backplane commands took to publish",
                 Unit::Seconds,
                 self.backplane_publish_duration.clone(),
+            );
+        }
+        if postgres {
+            registry.register(
+                "backplane_large_payloads",
+                "Payloads too large for a notification announced by other nodes: fetched from the database, or skipped (no recipient on this node)",
+                self.backplane_large_payloads.clone(),
             );
         }
         if let Some(history) = history {

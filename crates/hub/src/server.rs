@@ -216,6 +216,10 @@ impl ServerBuilder {
             router = router.fallback_service(crate::static_files::service(dir));
         }
         let mut registry = prometheus_client::registry::Registry::with_prefix("hubbub");
+        let postgres = matches!(
+            self.backplane,
+            Some(crate::backplane::BackplaneConfig::Postgres(_))
+        );
         for state in &hubs {
             let sub = registry.sub_registry_with_label(("hub".into(), state.path.clone().into()));
             // With a backplane the chat history is the fleet's, in Redis or PostgreSQL, not this one.
@@ -227,7 +231,7 @@ impl ServerBuilder {
             state
                 .counters
                 .prom
-                .register(sub, self.backplane.is_some(), history);
+                .register(sub, self.backplane.is_some(), postgres, history);
         }
         let limiter = crate::listener::Limiter::new(&self.tcp_limits);
         limiter.register(&mut registry);

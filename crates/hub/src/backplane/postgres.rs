@@ -6,12 +6,13 @@
 //! to everything published for its hub and its router delivers what concerns its connections
 //! (a message for a scope with no connection here costs a lookup). A payload that does not fit
 //! in a notification (PostgreSQL's limit is 8,000 bytes) is stored in `hubbub_payloads` and
-//! announced by its id; the listening node fetches it before handling the next notification,
-//! so order is kept. State lives in tables (created and migrated by the hub, versioned in
-//! `hubbub_schema`): presence per node with node liveness (`hubbub_presence`,
-//! `hubbub_nodes`), message-id windows (`hubbub_ids`), the fleet's epoch and numbering
-//! (`hubbub_epochs`, `hubbub_scopes`) and the chat histories, trimmed to a bound
-//! (`hubbub_history`).
+//! announced by its id, with the group, user or connection it is for: a node fetches only the
+//! payloads it has a connection for (and those for every node: broadcasts to all, presence),
+//! before handling the next notification, so order is kept. State lives in tables (created
+//! and migrated by the hub, versioned in `hubbub_schema`): presence per node with node
+//! liveness (`hubbub_presence`, `hubbub_nodes`), message-id windows (`hubbub_ids`), the
+//! fleet's epoch and numbering (`hubbub_epochs`, `hubbub_scopes`) and the chat histories,
+//! trimmed to a bound (`hubbub_history`).
 //!
 //! Four tasks per hub endpoint:
 //! - the **publisher** sends queued notifications and presence writes in batches, each batch
@@ -341,6 +342,42 @@ END $$;
 CREATE TRIGGER hubbub_scopes_touched BEFORE UPDATE ON hubbub_scopes
   FOR EACH ROW EXECUTE FUNCTION hubbub_touch();
 ",
+    // 4: hubbub_restore, leaving out a presence row the database refuses for good (a
+    // constraint or trigger of its own) rather than failing whole, which had the node retry
+    // the rewrite for ever; the refused rows are returned with their reason. Errors that may
+    // pass (SQLSTATE classes 08, 40, 53, 55, 57, 58) still fail the rewrite, which is retried.
+    // hubbub_restore stays for nodes of earlier versions.
+    r"
+CREATE FUNCTION hubbub_restore_each(
+  p_hub text, p_node text, p_connections text[], p_records text[], p_ttl_ms float8,
+  p_channel text, p_payload text) RETURNS TABLE (r_connection text, r_error text)
+LANGUAGE plpgsql AS $$
+DECLARE v_c text; v_r text;
+BEGIN
+  DELETE FROM hubbub_presence p WHERE p.hub = p_hub AND p.node = p_node;
+  BEGIN
+    INSERT INTO hubbub_presence (hub, node, connection, record)
+      SELECT p_hub, p_node, c, r FROM unnest(p_connections, p_records) AS t(c, r);
+  EXCEPTION WHEN OTHERS THEN
+    IF left(SQLSTATE, 2) IN ('08', '40', '53', '55', '57', '58') THEN RAISE; END IF;
+    FOR v_c, v_r IN SELECT c, r FROM unnest(p_connections, p_records) AS t(c, r) LOOP
+      BEGIN
+        INSERT INTO hubbub_presence (hub, node, connection, record)
+          VALUES (p_hub, p_node, v_c, v_r);
+      EXCEPTION WHEN OTHERS THEN
+        IF left(SQLSTATE, 2) IN ('08', '40', '53', '55', '57', '58') THEN RAISE; END IF;
+        r_connection := v_c;
+        r_error := 'SQLSTATE ' || SQLSTATE || ': ' || SQLERRM;
+        RETURN NEXT;
+      END;
+    END LOOP;
+  END;
+  INSERT INTO hubbub_nodes AS n (hub, node, expires)
+    VALUES (p_hub, p_node, now() + p_ttl_ms * interval '1 millisecond')
+    ON CONFLICT (hub, node) DO UPDATE SET expires = excluded.expires;
+  PERFORM pg_notify(p_channel, p_payload);
+END $$;
+",
 ];
 
 /// A presence change of one node (JSON in a `p` notification; as Redis's `:internal:presence`).
@@ -363,6 +400,9 @@ struct Delta {
 struct Op {
     /// The notification's full text, `{kind}{origin} {number} {body}`.
     text: String,
+    /// For a text too long for NOTIFY that only some nodes need: its [`route`], carried by its
+    /// announcement so that the others do not fetch it. `None`: every node fetches it.
+    route: Option<String>,
     /// A presence write of this node that goes with it.
     presence: Option<PresenceWrite>,
 }
@@ -390,6 +430,9 @@ const BATCH: usize = 512;
 const NOTIFY_LIMIT: usize = 7_900;
 /// How long a large payload is kept for the listeners to fetch.
 const PAYLOAD_KEEP: Duration = Duration::from_secs(60);
+/// Connections whose presence the database refused in one rewrite named in the log at most
+/// (then their number).
+const REFUSED_SHOWN: usize = 10;
 /// How often a node that cannot join repeats why in its log.
 const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
@@ -520,6 +563,11 @@ impl Db {
 pub(crate) struct PostgresNode {
     connected_gauge: prometheus_client::metrics::gauge::Gauge,
     publish_duration: prometheus_client::metrics::histogram::Histogram,
+    /// `hubbub_backplane_large_payloads_total{outcome="fetched"}`: large payloads of other
+    /// nodes fetched.
+    payloads_fetched: prometheus_client::metrics::counter::Counter,
+    /// `…{outcome="skipped"}`: announcements not fetched (no recipient on this node).
+    payloads_skipped: prometheus_client::metrics::counter::Counter,
     /// This node's name: `{hostname}_{random}`.
     pub(crate) server: String,
     /// `{prefix}{hub name}`: the `hub` column of every row.
@@ -649,6 +697,15 @@ fn decode_invocation(body: &str) -> Option<(Scope, Invocation)> {
     Some((scope, Invocation::decode(inv)?))
 }
 
+/// The series of `hubbub_backplane_large_payloads_total` with this outcome.
+fn large_payloads(
+    prom: &crate::metrics::Prom,
+    outcome: &'static str,
+) -> prometheus_client::metrics::counter::Counter {
+    prom.backplane_large_payloads
+        .get_or_create_owned(&crate::metrics::OutcomeLabel { outcome })
+}
+
 /// The connection settings from the options' string, with the node's timeouts and name.
 fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, BackplaneError> {
     let mut config: tokio_postgres::Config = options
@@ -701,6 +758,8 @@ impl PostgresNode {
         let node = Arc::new(Self {
             connected_gauge: prom.backplane_connected.clone(),
             publish_duration: prom.backplane_publish_duration.clone(),
+            payloads_fetched: large_payloads(prom, "fetched"),
+            payloads_skipped: large_payloads(prom, "skipped"),
             server: format!("{}_{}", hostname(), random_hex(16)),
             base,
             channel,
@@ -769,8 +828,10 @@ impl PostgresNode {
             origin: Some(self.server.clone()),
         };
         let text = self.notification('i', &encode_invocation(scope, &invocation));
+        let route = (text.len() >= NOTIFY_LIMIT).then(|| route(scope)).flatten();
         self.queue(Op {
             text,
+            route,
             presence: None,
         });
     }
@@ -796,6 +857,7 @@ impl PostgresNode {
         let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
         self.queue(Op {
             text,
+            route: None,
             presence: Some(PresenceWrite {
                 connection: connection.to_owned(),
                 record: json,
@@ -839,8 +901,14 @@ impl PostgresNode {
                     connection: connection.to_owned(),
                 };
                 let body = base64::engine::general_purpose::STANDARD.encode(action.encode());
+                let text = self.notification('g', &body);
+                // Only the node holding the connection acts on it.
+                let route = (text.len() >= NOTIFY_LIMIT)
+                    .then(|| route(&Scope::Connection(connection.to_owned())))
+                    .flatten();
                 self.queue(Op {
-                    text: self.notification('g', &body),
+                    text,
+                    route,
                     presence: None,
                 });
             })
@@ -1019,17 +1087,26 @@ impl PostgresNode {
         .await
     }
 
-    /// Announcements of large payloads (`r{origin} {number} {id}`), fetched in one query, then
-    /// handled in order.
+    /// Announcements of large payloads (`r{origin} {number}[:{route}] {id}`, see
+    /// [`large_head`]), fetched in one query, then handled in order. A payload whose route names
+    /// a scope without a connection here is not fetched.
     async fn on_large(self: &Arc<Self>, listen: &Listen, announcements: &[String]) {
+        let mut skipped = 0;
         let ids: Vec<i64> = announcements
             .iter()
             .filter_map(|a| {
-                let mut parts = a.get(1..)?.splitn(3, ' ');
-                let (origin, _, id) = (parts.next()?, parts.next()?, parts.next()?);
-                (origin != self.server).then(|| id.parse().ok())?
+                let (origin, route, id) = parse_announcement(a)?;
+                if origin == self.server {
+                    return None;
+                }
+                if route.is_some_and(|r| !self.serves(r)) {
+                    skipped += 1;
+                    return None;
+                }
+                Some(id)
             })
             .collect();
+        self.payloads_skipped.inc_by(skipped);
         if ids.is_empty() {
             return;
         }
@@ -1056,6 +1133,7 @@ impl PostgresNode {
             .iter()
             .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
             .collect();
+        self.payloads_fetched.inc_by(bodies.len() as u64);
         for id in ids {
             let Some(bytes) = bodies.remove(&id) else {
                 tracing::warn!(id, "a large backplane payload was already swept away");
@@ -1065,6 +1143,28 @@ impl PostgresNode {
                 Ok(text) if !text.starts_with('r') => self.on_notification(listen, &text).await,
                 _ => {}
             }
+        }
+    }
+
+    /// Whether this node has a connection in the scope of a payload's `route` (see [`route`]):
+    /// decided now, as for a notification small enough to arrive whole. A route it cannot
+    /// read counts as one it serves (the payload is fetched).
+    fn serves(&self, route: &str) -> bool {
+        let (Some(kind), Some(name)) = (route.chars().next(), route.get(1..)) else {
+            return true;
+        };
+        let Some(name) = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(name)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return true;
+        };
+        match kind {
+            'g' => self.router.has_group(&name),
+            'u' => self.router.has_user(&name),
+            'c' => self.router.has_connection(&name),
+            _ => true,
         }
     }
 
@@ -1154,6 +1254,7 @@ impl PostgresNode {
         let body = format!("{} {}", action.server, action.id);
         self.queue(Op {
             text: self.notification('a', &body),
+            route: None,
             presence: None,
         });
     }
@@ -1284,7 +1385,10 @@ impl PostgresNode {
         Ok(())
     }
 
-    /// After (re)connecting: this node's presence written afresh, the others told to reread it.
+    /// After (re)connecting: this node's presence written afresh, the others told to reread it
+    /// (`hubbub_restore_each`). A row the database refuses for a reason that will not pass (a
+    /// constraint or trigger of its own) is left out with a warning naming its connection and
+    /// the reason, as the publisher does with a refused write: the rest is written.
     async fn restore(&self, db: &Db) -> Result<(), tokio_postgres::Error> {
         // Before reading the router: what was queued until now is in this rewrite.
         self.generation.rewrite();
@@ -1301,9 +1405,10 @@ impl PostgresNode {
             gone: false,
         };
         let text = self.notification('p', &serde_json::to_string(&delta).unwrap_or_default());
-        db.client
-            .execute(
-                "SELECT hubbub_restore($1, $2, $3, $4, $5, $6, $7)",
+        let refused = db
+            .client
+            .query(
+                "SELECT r_connection, r_error FROM hubbub_restore_each($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &self.base,
                     &self.server,
@@ -1315,6 +1420,17 @@ impl PostgresNode {
                 ],
             )
             .await?;
+        for row in refused.iter().take(REFUSED_SHOWN) {
+            let (connection, error): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            tracing::warn!(%connection, %error, "the database refused this connection's presence: the other nodes do not see it");
+        }
+        if refused.len() > REFUSED_SHOWN {
+            tracing::warn!(
+                refused = refused.len(),
+                shown = REFUSED_SHOWN,
+                "the database refused more connections' presence than shown"
+            );
+        }
         Ok(())
     }
 
@@ -1364,7 +1480,9 @@ impl PostgresNode {
             connections.push(connection);
             records.push(record);
             texts.push(op.text.as_str());
-            heads.push((op.text.len() >= NOTIFY_LIMIT).then(|| large_head(&op.text)));
+            heads.push(
+                (op.text.len() >= NOTIFY_LIMIT).then(|| large_head(&op.text, op.route.as_deref())),
+            );
         }
         db.client
             .execute(
@@ -1451,14 +1569,53 @@ impl PostgresNode {
 }
 
 /// The announcement of a notification too long for NOTIFY, without its id:
-/// `r{origin} {number} ` (the listener fetches the text by the id that follows).
-fn large_head(text: &str) -> String {
+/// `r{origin} {number} `, or with the scope of its recipients `r{origin} {number}:{route} `
+/// (the listener fetches the text by the id that follows, unless the route names a scope it
+/// has no connection of). The route rides in the number's field, which nodes of earlier
+/// versions read past: they fetch every payload, as before.
+fn large_head(text: &str, route: Option<&str>) -> String {
     let mut head = text.get(1..).unwrap_or_default().splitn(3, ' ');
-    format!(
-        "r{} {} ",
+    let (origin, number) = (
         head.next().unwrap_or_default(),
-        head.next().unwrap_or_default()
-    )
+        head.next().unwrap_or_default(),
+    );
+    match route {
+        Some(route) => format!("r{origin} {number}:{route} "),
+        None => format!("r{origin} {number} "),
+    }
+}
+
+/// The longest scope name (bytes) an announcement carries; a payload for a longer one is
+/// announced without it (every node fetches it). Keeps an announcement far below NOTIFY's
+/// 8,000 bytes: 1 + 4/3 of this, plus the origin, number and id.
+const ROUTE_NAME_LIMIT: usize = 1_024;
+
+/// The route of a payload for `scope`: `g`, `u` or `c` and the name in unpadded URL-safe
+/// base64 (no spaces: the announcement's fields are split on them). `None` for every
+/// connection ([`Scope::All`]) or a name over [`ROUTE_NAME_LIMIT`]: every node fetches it.
+fn route(scope: &Scope) -> Option<String> {
+    let (kind, name) = match scope {
+        Scope::All => return None,
+        Scope::Group(g) => ('g', g),
+        Scope::User(u) => ('u', u),
+        Scope::Connection(c) => ('c', c),
+    };
+    if name.len() > ROUTE_NAME_LIMIT {
+        return None;
+    }
+    let mut out = String::with_capacity(1 + name.len().div_ceil(3) * 4);
+    out.push(kind);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(name, &mut out);
+    Some(out)
+}
+
+/// An announcement's fields: origin, route (when it has one) and payload id. `None`: not an
+/// announcement.
+fn parse_announcement(announcement: &str) -> Option<(&str, Option<&str>, i64)> {
+    let mut parts = announcement.strip_prefix('r')?.splitn(3, ' ');
+    let (origin, number, id) = (parts.next()?, parts.next()?, parts.next()?);
+    let route = number.split_once(':').map(|(_, route)| route);
+    Some((origin, route, id.parse().ok()?))
 }
 
 /// Why a node could not join: a failed call, or a database it cannot use.
@@ -1617,6 +1774,17 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
         node.generation.set_restoring(true);
         let restored = tokio::time::timeout(node.options.call_timeout, node.restore(&db)).await;
         if !matches!(restored, Ok(Ok(()))) {
+            let error = match restored {
+                Ok(Err(e)) => describe(&e),
+                _ => "no answer".to_owned(),
+            };
+            let repeat = warned
+                .as_ref()
+                .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
+            if repeat {
+                tracing::warn!(%error, "cannot write this node's presence to the PostgreSQL backplane; retrying");
+                warned = Some((tokio::time::Instant::now(), error));
+            }
             node.generation.set_restoring(false);
             *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tokio::select! {
@@ -1823,6 +1991,42 @@ mod tests {
             assert_eq!(i, inv);
         }
         assert!(decode_invocation("not base64!").is_none());
+    }
+
+    #[test]
+    fn large_payload_announcements_carry_their_route_and_stay_readable_by_older_nodes() {
+        let text = format!("inode_1 7 {}", "x".repeat(NOTIFY_LIMIT));
+        let room = Scope::Group("room:a b:ü".into());
+        let route = route(&room).unwrap();
+        assert!(
+            route.starts_with('g') && !route.contains([' ', ':']),
+            "{route}"
+        );
+        let scoped = format!("{}42", large_head(&text, Some(&route)));
+        assert_eq!(
+            parse_announcement(&scoped),
+            Some(("node_1", Some(route.as_str()), 42))
+        );
+        // The previous form (older nodes send it): no route, fetched by everyone.
+        let plain = format!("{}42", large_head(&text, None));
+        assert_eq!(plain, "rnode_1 7 42");
+        assert_eq!(parse_announcement(&plain), Some(("node_1", None, 42)));
+        // What nodes of the previous version read of an announcement: origin, a number they
+        // skip and the id, which must still parse.
+        let previous = |a: &str| -> Option<(String, i64)> {
+            let mut parts = a.get(1..)?.splitn(3, ' ');
+            let (origin, _, id) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((origin.to_owned(), id.parse().ok()?))
+        };
+        assert_eq!(previous(&scoped), Some(("node_1".to_owned(), 42)));
+        // Every connection, or a name too long to carry: no route.
+        assert_eq!(super::route(&Scope::All), None);
+        let long = Scope::User("u".repeat(ROUTE_NAME_LIMIT + 1));
+        assert_eq!(super::route(&long), None);
+        let longest = super::route(&Scope::User("u".repeat(ROUTE_NAME_LIMIT))).unwrap();
+        assert!(longest.len() < 1_400, "{}", longest.len());
+        assert_eq!(parse_announcement("inode_1 7 body"), None);
+        assert_eq!(parse_announcement("rnode_1 7 notanid"), None);
     }
 
     #[test]
