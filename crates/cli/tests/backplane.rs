@@ -1578,6 +1578,158 @@ async fn postgres_a_presence_rewrite_leaves_out_a_refused_row_and_writes_the_res
     assert_eq!(nodes[0].logged("cannot write this node's presence"), 0);
 }
 
+/// PostgreSQL: a session of the test's own (`psql`, application name `hubbub-test-lock`) that
+/// holds the row locks of every row of a table (`SELECT … FOR UPDATE` in an open transaction)
+/// until [`release`](Self::release)d; killed on drop.
+struct RowLock {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl RowLock {
+    /// Locks the rows of `table`, once `pg_stat_activity` shows the session holding them (within
+    /// 10 s).
+    fn hold(backend: &Backend, table: &str) -> Self {
+        let mut child = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &backend.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .env("PGAPPNAME", "hubbub-test-lock")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql is installed (with the postgresql package)");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN; SELECT * FROM {table} FOR UPDATE;").unwrap();
+        stdin.flush().unwrap();
+        let lock = Self {
+            child,
+            stdin: Some(stdin),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while backend.psql(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'hubbub-test-lock' AND state = 'idle in transaction'",
+        ) != "1"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the test's session did not lock {table} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lock
+    }
+
+    /// Commits (the locks go) and waits for the session to end (within 10 s).
+    fn release(mut self) {
+        let mut stdin = self.stdin.take().unwrap();
+        writeln!(stdin, "COMMIT;").unwrap();
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the test's locking session did not end within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RowLock {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// PostgreSQL: a trigger of the test's own on `table` that, for rows matching `condition`
+/// (PL/pgSQL, on `NEW`), asks for the row lock of `trap_lock` without waiting: while a
+/// [`RowLock`] holds it, such a write fails with SQLSTATE 55P03 (lock not available), a real
+/// lock conflict, as `lock_timeout` or `NOWAIT` raise it. Each such write is counted first
+/// (a sequence: kept when the write fails; see [`trap_tries`]).
+fn trap_behind_a_lock(backend: &Backend, table: &str, condition: &str) {
+    backend.psql(&format!(
+        "CREATE TABLE trap_lock (id int); INSERT INTO trap_lock VALUES (1); \
+         CREATE SEQUENCE trap_tries; \
+         CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF {condition} THEN PERFORM nextval('trap_tries'); \
+             PERFORM 1 FROM trap_lock FOR UPDATE NOWAIT; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER trap BEFORE INSERT OR UPDATE ON {table} \
+           FOR EACH ROW EXECUTE FUNCTION trap()"
+    ));
+}
+
+/// How many writes reached the trap of [`trap_behind_a_lock`] so far.
+fn trap_tries(backend: &Backend) -> u64 {
+    backend
+        .psql("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM trap_tries")
+        .parse()
+        .unwrap()
+}
+
+/// A message whose recording meets a lock another session holds (SQLSTATE 55P03, lock not
+/// available: see [`trap_behind_a_lock`]) is refused as one that may pass (`Unavailable:`, so
+/// Hubbub's chat keeps it in its outbox and sends it again), and the node stays up: once the
+/// lock is gone, the chat's message reaches the other node once. (Before, 55P03 counted as a
+/// refusal for good: "The message could not be recorded", and the outbox gave the message up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lock_not_available_is_transient_and_the_message_goes_through_after_it() {
+    let dir = std::env::temp_dir().join(format!("hubbub-backplane-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let watcher = Client::connect(&nodes[1], "watcher").await;
+    let plain = Client::connect(&nodes[0], "plain").await;
+    let ink = open_chat(&nodes[0], &dir, "ink").await;
+    trap_behind_a_lock(&backend, "hubbub_history", "true");
+    let lock = RowLock::hold(&backend, "trap_lock");
+    let answer = within(
+        Duration::from_secs(10),
+        "Send while the history is locked",
+        plain
+            .conn
+            .invoke::<()>("Send", vec![Arg::from("plain"), Arg::from("held")]),
+    )
+    .await;
+    let reason = answer.expect_err("refused while locked").to_string();
+    assert!(reason.contains("Unavailable:"), "{reason}");
+    assert!(reason.contains("SQLSTATE 55P03"), "{reason}");
+    ink.send("through the lock").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "ink's message tried while locked",
+        async || trap_tries(&backend) >= 2,
+    )
+    .await;
+    assert_eq!(ink.pending().await.unwrap(), 1, "kept in the outbox");
+    lock.release();
+    watcher
+        .got("broadcastMessage", &["ink", "through the lock"])
+        .await;
+    eventually(Duration::from_secs(10), "ink's outbox empty", async || {
+        ink.pending().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(
+        watcher.count("broadcastMessage", &["ink", "through the lock"]),
+        1
+    );
+    assert_eq!(nodes[0].logged(&backend.unavailable_line()), 0);
+    assert_eq!(metric(&nodes[0], "hubbub_backplane_connected").await, 1.0);
+    drop(ink);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `hubbub_backplane_large_payloads_total{outcome}` of `node`.
 async fn large_payloads(node: &Node, outcome: &str) -> f64 {
     let url = format!("{}/metrics", node.url.trim_end_matches("/chathub"));

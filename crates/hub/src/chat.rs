@@ -235,12 +235,12 @@ async fn record(
             .chat_append(key, user, id, name, text, to)
             .await
             .map_err(|e| {
-                if e.is_outage() {
+                if e.may_pass() {
                     HubError::new(format!(
                         "{UNAVAILABLE} the message could not be recorded ({e}); send it again"
                     ))
                 } else {
-                    // A refusal, not an outage: sending it again would fail again.
+                    // A refusal that does not pass: sending it again would fail again.
                     HubError::new(format!("The message could not be recorded: {e}"))
                 }
             })?
@@ -281,7 +281,7 @@ async fn read(
             .chat_since(key, epoch, after, HISTORY_PAGE)
             .await
             .map_err(|e| {
-                if e.is_outage() {
+                if e.may_pass() {
                     HubError::new(format!("{UNAVAILABLE} {e}"))
                 } else {
                     HubError::new(format!("The history could not be read: {e}"))

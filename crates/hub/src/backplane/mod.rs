@@ -49,6 +49,11 @@ pub enum BackplaneError {
     /// PostgreSQL answered with an error.
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    /// PostgreSQL refused a call for a reason that passes (SQLSTATE class 40, transaction
+    /// rollback: a deadlock `40P01`, a serialization failure `40001`; or `55P03`, a lock not
+    /// available): the database is there, and the same call may succeed when made again.
+    #[error("PostgreSQL, for now: {0}")]
+    Transient(String),
     /// The backplane's server (Redis or PostgreSQL) is unreachable, or has not answered in time.
     #[error("the {0} backplane is unavailable")]
     Down(&'static str),
@@ -66,6 +71,13 @@ impl BackplaneError {
     /// opposed to a refusal that a retry would meet again.
     pub fn is_outage(&self) -> bool {
         matches!(self, Self::Down(_))
+    }
+
+    /// Whether the same call may succeed when made again: an outage or a
+    /// [`Transient`](Self::Transient) refusal (chat's outbox sends it again), as opposed to a
+    /// refusal that a retry would meet again.
+    pub fn may_pass(&self) -> bool {
+        matches!(self, Self::Down(_) | Self::Transient(_))
     }
 }
 

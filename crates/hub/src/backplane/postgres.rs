@@ -29,7 +29,9 @@
 //!
 //! The connection is made without TLS (`NoTls`): meant for a database on loopback or a
 //! private network. While the database is unreachable the node serves its own connections
-//! and drops what it would publish for other nodes, as with Redis.
+//! and drops what it would publish for other nodes, as with Redis. A failed call is an outage,
+//! a refusal that passes (a deadlock, a lock not available) or a refusal for good: see
+//! [`failure`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -433,6 +435,9 @@ const PAYLOAD_KEEP: Duration = Duration::from_secs(60);
 /// Connections whose presence the database refused in one rewrite named in the log at most
 /// (then their number).
 const REFUSED_SHOWN: usize = 10;
+/// How many times the publisher sends an operation that meets a refusal that passes (see
+/// [`failure`]) before it gives it up.
+const TRANSIENT_TRIES: u32 = 3;
 /// How often a node that cannot join repeats why in its log.
 const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
@@ -603,26 +608,51 @@ impl std::fmt::Debug for PostgresNode {
     }
 }
 
-/// Whether an error means the database is out of reach (rather than refusing a statement):
-/// the connection closed or failed (I/O), or a SQLSTATE of class 08 (connection exception),
-/// 53 (insufficient resources), 57 (operator intervention: shutdown, restart, a statement
-/// cancelled by `statement_timeout`) or 58 (system error). Anything else (a statement refused,
-/// a value the client library cannot convert) is not an outage: retrying it would fail again.
-fn is_outage(e: &tokio_postgres::Error) -> bool {
+/// How a failed call is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The database is out of reach: the node is down until it reconnects.
+    Outage,
+    /// The database refused the call for a reason that passes: the same call may succeed when
+    /// made again (the node stays up).
+    Transient,
+    /// The database refused the call: made again, it would fail again.
+    Refusal,
+}
+
+/// How to take an error: an [`Outage`](Failure::Outage) when the connection closed or failed
+/// (I/O), or a SQLSTATE of class 08 (connection exception), 53 (insufficient resources), 57
+/// (operator intervention: shutdown, restart, a statement cancelled by `statement_timeout`) or
+/// 58 (system error); [`Transient`](Failure::Transient) for class 40 (transaction rollback: a
+/// deadlock `40P01`, a serialization failure `40001`) and `55P03` (lock not available, as
+/// `lock_timeout` or `NOWAIT` raise it), which PostgreSQL's documentation gives as errors to
+/// retry; anything else (a statement refused, a value the client library cannot convert) is a
+/// [`Refusal`](Failure::Refusal).
+fn failure(e: &tokio_postgres::Error) -> Failure {
     if e.is_closed() {
-        return true;
+        return Failure::Outage;
     }
     if let Some(db) = e.as_db_error() {
-        return matches!(db.code().code().get(..2), Some("08" | "53" | "57" | "58"));
+        return failure_of(db.code().code());
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if s.is::<std::io::Error>() {
-            return true;
+            return Failure::Outage;
         }
         source = s.source();
     }
-    false
+    Failure::Refusal
+}
+
+/// How to take an error the server sent with this SQLSTATE (see [`failure`]).
+fn failure_of(sqlstate: &str) -> Failure {
+    match sqlstate.get(..2) {
+        Some("08" | "53" | "57" | "58") => Failure::Outage,
+        Some("40") => Failure::Transient,
+        _ if sqlstate == "55P03" => Failure::Transient,
+        _ => Failure::Refusal,
+    }
 }
 
 /// An error with its SQLSTATE when the server sent one (`SQLSTATE 42501: ERROR: permission
@@ -920,7 +950,9 @@ impl PostgresNode {
         }
     }
 
-    /// Runs one database call within `call_timeout`; an outage marks the node down.
+    /// Runs one database call within `call_timeout`; an outage marks the node down
+    /// ([`BackplaneError::Down`]), a refusal that passes is [`BackplaneError::Transient`] (see
+    /// [`failure`]).
     async fn call<T>(
         &self,
         what: &'static str,
@@ -932,14 +964,20 @@ impl PostgresNode {
         };
         match tokio::time::timeout(self.options.call_timeout, run(db)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if is_outage(&e) => {
-                self.went_down(&format!("{what}: {}", describe(&e)));
-                Err(BackplaneError::Down("PostgreSQL"))
-            }
-            Ok(Err(e)) => Err(BackplaneError::Postgres(format!(
-                "{what}: {}",
-                describe(&e)
-            ))),
+            Ok(Err(e)) => match failure(&e) {
+                Failure::Outage => {
+                    self.went_down(&format!("{what}: {}", describe(&e)));
+                    Err(BackplaneError::Down("PostgreSQL"))
+                }
+                Failure::Transient => Err(BackplaneError::Transient(format!(
+                    "{what}: {}",
+                    describe(&e)
+                ))),
+                Failure::Refusal => Err(BackplaneError::Postgres(format!(
+                    "{what}: {}",
+                    describe(&e)
+                ))),
+            },
             Err(_) => {
                 self.went_down(&format!("{what}: no answer"));
                 Err(BackplaneError::Down("PostgreSQL"))
@@ -1457,6 +1495,41 @@ impl PostgresNode {
         let _ = tokio::time::timeout(self.options.call_timeout, run).await;
     }
 
+    /// Sends one operation: a refusal that passes (see [`failure`]) is tried again, up to
+    /// [`TRANSIENT_TRIES`] times in all, 100 ms apart and doubling; a refusal loses it, with a
+    /// warning. `false` when the database went out of reach (the node is down).
+    async fn send_one(&self, db: &Db, op: &Op, shutdown: &CancellationToken) -> bool {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=TRANSIENT_TRIES {
+            let one = std::slice::from_ref(op);
+            match tokio::time::timeout(self.options.call_timeout, self.send_batch(db, one)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(e)) => match failure(&e) {
+                    Failure::Outage => {
+                        self.went_down(&format!("publish: {}", describe(&e)));
+                        return false;
+                    }
+                    Failure::Transient if attempt < TRANSIENT_TRIES => {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = shutdown.cancelled() => return false,
+                        }
+                        delay *= 2;
+                    }
+                    _ => {
+                        tracing::warn!(error = %describe(&e), "a backplane publish was refused");
+                        return true;
+                    }
+                },
+                Err(_) => {
+                    self.went_down("publish: no answer");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Sends one batch in order, in one statement (see [`PUBLISH`]).
     async fn send_batch(&self, db: &Db, ops: &[Op]) -> Result<(), tokio_postgres::Error> {
         let n = ops.len();
@@ -1704,29 +1777,20 @@ async fn publisher(
         let start = std::time::Instant::now();
         match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, &ops)).await {
             Ok(Ok(())) => node.publish_duration.observe(start.elapsed().as_secs_f64()),
-            Ok(Err(e)) if is_outage(&e) => {
+            Ok(Err(e)) if failure(&e) == Failure::Outage => {
                 node.went_down(&format!("publish: {}", describe(&e)));
             }
             Ok(Err(e)) => {
-                // One op is refused: send them one by one, so that only it is lost.
-                tracing::warn!(error = %describe(&e), "a backplane publish was refused; sending its operations one by one");
+                // One op is refused, or the batch met a conflict that passes: send them one by
+                // one, so that only a refused op is lost.
+                if failure(&e) == Failure::Transient {
+                    tracing::debug!(error = %describe(&e), "a backplane publish met a conflict that passes; sending its operations one by one");
+                } else {
+                    tracing::warn!(error = %describe(&e), "a backplane publish was refused; sending its operations one by one");
+                }
                 for op in ops {
-                    let one = std::slice::from_ref(&op);
-                    match tokio::time::timeout(node.options.call_timeout, node.send_batch(&db, one))
-                        .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) if is_outage(&e) => {
-                            node.went_down(&format!("publish: {}", describe(&e)));
-                            break;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %describe(&e), "a backplane publish was refused")
-                        }
-                        Err(_) => {
-                            node.went_down("publish: no answer");
-                            break;
-                        }
+                    if !node.send_one(&db, &op, &shutdown).await {
+                        break;
                     }
                 }
             }
@@ -2027,6 +2091,23 @@ mod tests {
         assert!(longest.len() < 1_400, "{}", longest.len());
         assert_eq!(parse_announcement("inode_1 7 body"), None);
         assert_eq!(parse_announcement("rnode_1 7 notanid"), None);
+    }
+
+    #[test]
+    fn errors_that_pass_are_transient_and_outages_are_told_from_refusals() {
+        // Deadlock, serialization failure, lock not available: PostgreSQL's own advice is to
+        // retry the transaction.
+        for code in ["40P01", "40001", "40000", "40003", "55P03"] {
+            assert_eq!(failure_of(code), Failure::Transient, "{code}");
+        }
+        // Connection failure, too many connections, shutdown, statement timeout, I/O error.
+        for code in ["08006", "53300", "57P01", "57014", "58030"] {
+            assert_eq!(failure_of(code), Failure::Outage, "{code}");
+        }
+        // Raised by a trigger, unique violation, undefined table, object in use, bad data.
+        for code in ["P0001", "23505", "42P01", "55006", "22021"] {
+            assert_eq!(failure_of(code), Failure::Refusal, "{code}");
+        }
     }
 
     #[test]
