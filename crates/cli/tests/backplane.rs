@@ -1676,6 +1676,76 @@ fn trap_tries(backend: &Backend) -> u64 {
         .unwrap()
 }
 
+/// A node the others forgot (stalled past its TTL) whose presence rewrite then fails with an
+/// error that is no outage (user `a`'s row meets a lock another session holds: SQLSTATE 55P03,
+/// see [`trap_behind_a_lock`]) keeps trying, with a warning naming the reason, and stays up:
+/// once the lock is gone, the other node sees `a` again, without `a`'s node reconnecting.
+/// (Before, the failure was logged at debug level and never tried again: the heartbeat had
+/// already put the node's liveness row back, so it did not find itself forgotten again, and
+/// `a` stayed missing from the fleet's presence until the node reconnected.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_until_it_is_back() {
+    let backend = Backend::start(Kind::Postgres);
+    let nodes = [Node::start(&backend).await, Node::start(&backend).await];
+    let _a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    trap_behind_a_lock(
+        &backend,
+        "hubbub_presence",
+        r#"NEW.record LIKE '%"u":"a"%'"#,
+    );
+    let lock = RowLock::hold(&backend, "trap_lock");
+    signal(&nodes[0].child, "STOP");
+    // Resumed whatever happens, so that the node's drop can reap it.
+    struct Cont<'a>(&'a Child);
+    impl Drop for Cont<'_> {
+        fn drop(&mut self) {
+            signal(self.0, "CONT");
+        }
+    }
+    let cont = Cont(&nodes[0].child);
+    eventually(
+        Duration::from_secs(10),
+        "a forgotten on b's node",
+        async || b.count_first("userLeft", "a") > 0,
+    )
+    .await;
+    drop(cont);
+    let failed = "cannot rewrite this node's presence after the other nodes forgot it";
+    nodes[0].wait_log(failed, Duration::from_secs(10)).await;
+    let line = nodes[0]
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(failed))
+        .cloned()
+        .unwrap();
+    assert!(line.contains("SQLSTATE 55P03"), "{line}");
+    eventually(
+        Duration::from_secs(10),
+        "three more rewrites tried",
+        async || trap_tries(&backend) >= 4,
+    )
+    .await;
+    b.online_is(&[("b", 1)]).await;
+    lock.release();
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    nodes[0]
+        .wait_log(
+            "presence rewritten: the other nodes see its connections again",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        nodes[0].logged(&backend.unavailable_line()),
+        0,
+        "the node came back without reconnecting"
+    );
+    assert_eq!(nodes[0].logged(failed), 1, "warned once, then throttled");
+}
+
 /// A message whose recording meets a lock another session holds (SQLSTATE 55P03, lock not
 /// available: see [`trap_behind_a_lock`]) is refused as one that may pass (`Unavailable:`, so
 /// Hubbub's chat keeps it in its outbox and sends it again), and the node stays up: once the

@@ -23,8 +23,9 @@
 //!   this node's presence afresh, delivers what arrives, and after losing the database
 //!   reconnects with backoff;
 //! - the **heartbeat** renews this node's liveness (rewriting its presence if the others
-//!   forgot it) and rereads every node's presence, dropping nodes whose liveness lapsed (a
-//!   crashed node);
+//!   forgot it, and trying again with backoff until a rewrite goes through: see
+//!   [`PendingRewrite`]) and rereads every node's presence, dropping nodes whose liveness
+//!   lapsed (a crashed node);
 //! - the **sweeper** deletes expired message ids and old large payloads, one node at a time.
 //!
 //! The connection is made without TLS (`NoTls`): meant for a database on loopback or a
@@ -595,6 +596,25 @@ pub(crate) struct PostgresNode {
     generation: Generation,
     rejoined: Mutex<Option<tokio::time::Instant>>,
     lost: mpsc::UnboundedSender<Vec<LostConnection>>,
+    /// A whole presence rewrite the heartbeat owes the fleet (the others forgot this node) and
+    /// has not yet got through; `None` once one has (see [`PendingRewrite`]).
+    rewrite: Mutex<Option<PendingRewrite>>,
+}
+
+/// A presence rewrite the heartbeat found due (the others forgot this node: its rows are gone)
+/// and retries until one goes through, however it failed: an outage has the listener
+/// reconnect and rewrite; any other failure is tried again by the heartbeat after
+/// [`delay`](Self::delay), 100 ms doubling to [`RECONNECT_MAX_DELAY`], the node staying up.
+struct PendingRewrite {
+    /// When the next attempt is due.
+    at: tokio::time::Instant,
+    /// The wait after the next failure.
+    delay: Duration,
+    /// Attempts failed so far.
+    failures: u32,
+    /// The failure last logged as a warning, and when: repeated every [`SETUP_WARN_EVERY`] (or
+    /// at once when the reason changes), at debug level in between.
+    warned: Option<(tokio::time::Instant, String)>,
 }
 
 impl std::fmt::Debug for PostgresNode {
@@ -805,6 +825,7 @@ impl PostgresNode {
             generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
+            rewrite: Mutex::default(),
         });
         tracing::info!(server = %node.server, channel = %node.channel, hub = %node.base, "joining the PostgreSQL backplane");
         tasks.spawn(publisher(node.clone(), publish_rx, shutdown.clone()));
@@ -1352,24 +1373,40 @@ impl PostgresNode {
             self.server.clone(),
             self.options.node_ttl.as_secs_f64() * 1000.0,
         );
-        let (forgotten, rows) = self
-            .call("heartbeat", async move |db| {
-                let forgotten: bool = db
-                    .client
+        let forgotten: bool = self
+            .call("heartbeat", async |db| {
+                db.client
                     .query_one(&db.heartbeat, &[&base, &server, &ttl])
                     .await?
-                    .try_get(0)?;
-                let rows = db.client.query(&db.presence_all, &[&base, &server]).await?;
-                Ok((forgotten, rows))
+                    .try_get(0)
             })
             .await?;
+        // Recorded at once: the liveness row is back, so no later heartbeat finds this node
+        // forgotten; the rewrite is owed until one goes through, whatever fails meanwhile.
         if forgotten {
             tracing::warn!(
                 "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
             );
-            self.call("presence rewrite", async move |db| self.restore(&db).await)
-                .await?;
+            let mut rewrite = self.rewrite.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            match rewrite.as_mut() {
+                Some(pending) => pending.at = now,
+                None => {
+                    *rewrite = Some(PendingRewrite {
+                        at: now,
+                        delay: Duration::from_millis(100),
+                        failures: 0,
+                        warned: None,
+                    })
+                }
+            }
         }
+        self.rewrite_if_due().await?;
+        let rows = self
+            .call("presence read", async move |db| {
+                db.client.query(&db.presence_all, &[&base, &server]).await
+            })
+            .await?;
         let mut alive: HashMap<String, HashMap<String, Record>> = HashMap::new();
         let mut dead: HashSet<String> = HashSet::new();
         for row in &rows {
@@ -1423,6 +1460,54 @@ impl PostgresNode {
         Ok(())
     }
 
+    /// When the [`PendingRewrite`] is due, if there is one.
+    fn rewrite_at(&self) -> Option<tokio::time::Instant> {
+        let rewrite = self.rewrite.lock().unwrap_or_else(|e| e.into_inner());
+        rewrite.as_ref().map(|pending| pending.at)
+    }
+
+    /// Makes the [`PendingRewrite`] if it is due. A failure other than an outage is logged (a
+    /// warning the first time, then every [`SETUP_WARN_EVERY`] or when the reason changes) and
+    /// leaves it pending, for the heartbeat to try again after a backoff; an outage is
+    /// [`BackplaneError::Down`] (the listener reconnects and rewrites).
+    async fn rewrite_if_due(&self) -> Result<(), BackplaneError> {
+        if self
+            .rewrite_at()
+            .is_none_or(|at| at > tokio::time::Instant::now())
+        {
+            return Ok(());
+        }
+        let error = match self
+            .call("presence rewrite", async move |db| self.restore(&db).await)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e @ BackplaneError::Down(_)) => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        let mut rewrite = self.rewrite.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pending) = rewrite.as_mut() else {
+            // Another rewrite (the listener's) went through meanwhile.
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        pending.failures += 1;
+        pending.at = now + pending.delay;
+        pending.delay = (pending.delay * 2).min(RECONNECT_MAX_DELAY);
+        let repeat = pending
+            .warned
+            .as_ref()
+            .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
+        let failures = pending.failures;
+        if repeat {
+            tracing::warn!(%error, failures, "cannot rewrite this node's presence after the other nodes forgot it: they do not see its connections; retrying");
+            pending.warned = Some((now, error));
+        } else {
+            tracing::debug!(%error, failures, "presence rewrite failed again; retrying");
+        }
+        Ok(())
+    }
+
     /// After (re)connecting: this node's presence written afresh, the others told to reread it
     /// (`hubbub_restore_each`). A row the database refuses for a reason that will not pass (a
     /// constraint or trigger of its own) is left out with a warning naming its connection and
@@ -1467,6 +1552,17 @@ impl PostgresNode {
                 refused = refused.len(),
                 shown = REFUSED_SHOWN,
                 "the database refused more connections' presence than shown"
+            );
+        }
+        let pending = self
+            .rewrite
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(failures) = pending.map(|p| p.failures).filter(|&n| n > 0) {
+            tracing::info!(
+                failures,
+                "this node's presence rewritten: the other nodes see its connections again"
             );
         }
         Ok(())
@@ -1987,14 +2083,24 @@ async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(node.options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // A presence rewrite that failed is tried again when due, between heartbeats (while
+        // the node is down, the listener rewrites when it is back).
+        let retry = node.rewrite_at().filter(|_| node.is_up());
+        let beat = tokio::select! {
+            _ = tick.tick() => true,
+            () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => false,
             () = shutdown.cancelled() => break,
+        };
+        if !node.is_up() {
+            continue;
         }
-        if node.is_up() {
-            if let Err(e) = node.refresh().await {
-                tracing::debug!(error = %e, "backplane heartbeat failed");
-            }
+        let done = if beat {
+            node.refresh().await
+        } else {
+            node.rewrite_if_due().await
+        };
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "backplane heartbeat failed");
         }
     }
     if node.is_up() {
