@@ -389,7 +389,6 @@ async fn websocket(
     let (_attached, generation) = session.attach();
     let stall = endpoint.hub_options.write_stall_timeout;
     let (mut sink, mut stream) = socket.split();
-    let mut newest = session.subscribe();
     let mut cursor = match resume_from {
         Some(cursor) => cursor,
         None => {
@@ -411,13 +410,11 @@ async fn websocket(
         .options
         .keep_alive
         .map(|every| tokio::time::interval_at(Instant::now() + every, every));
-    // The waits are made once, not per message (each costs locks to make and to drop); the
-    // `superseded` one is remade after it fires, and enabled before the check it guards.
+    // The waits are made once, not per message (each costs locks to make and to drop). A
+    // newer transport request taking over wakes `next_message`.
     let ended = session.ended.cancelled();
     let shutdown = endpoint.shutdown.cancelled();
-    let superseded = session.superseded.notified();
-    tokio::pin!(ended, shutdown, superseded);
-    superseded.as_mut().enable();
+    tokio::pin!(ended, shutdown);
     let close = loop {
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
@@ -434,15 +431,7 @@ async fn websocket(
             biased;
             () = &mut ended => break Some((1000, "the connection has ended")),
             () = &mut shutdown => break Some((1001, "the server is shutting down")),
-            () = &mut superseded => {
-                superseded.set(session.superseded.notified());
-                superseded.as_mut().enable();
-            }
-            changed = newest.changed() => {
-                if changed.is_err() {
-                    break None;
-                }
-            }
+            () = session.next_message(generation, cursor) => {}
             Some(result) = results_rx.recv() => {
                 results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
                 if !send_or_end(&session, generation, &mut sink, stall, result).await {
@@ -578,7 +567,6 @@ fn event_stream(
     endpoint.tasks.spawn(async move {
         let endpoint = task_endpoint;
         let (_attached, generation) = session.attach();
-        let mut newest = session.subscribe();
         let send = |bytes| send_event(&endpoint, &session, generation, &tx, bytes);
         if !send(Bytes::from_static(hubbub_protocol::classic::SSE_INITIALIZED)).await {
             return;
@@ -618,11 +606,7 @@ fn event_stream(
                 () = endpoint.shutdown.cancelled() => return,
                 () = &mut superseded => {}
                 () = tx.closed() => return,
-                changed = newest.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
+                () = session.next_message(generation, cursor) => {}
                 _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
                     if !send(Bytes::from_static(hubbub_protocol::classic::SSE_KEEP_ALIVE)).await {
                         return;
@@ -701,7 +685,6 @@ async fn send_event(
 /// reconnect (`T`).
 async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u64>) -> Response {
     let (_attached, generation) = session.attach();
-    let mut newest = session.subscribe();
     let cursor = cursor.unwrap_or_else(|| session.cursor());
     let deadline = Instant::now() + endpoint.options.connection_timeout;
     loop {
@@ -723,11 +706,7 @@ async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u6
                 return json(session.reconnect_envelope(cursor));
             }
             () = &mut superseded => return json(session.empty_envelope(cursor)),
-            changed = newest.changed() => {
-                if changed.is_err() {
-                    return json("");
-                }
-            }
+            () = session.next_message(generation, cursor) => {}
             () = tokio::time::sleep_until(deadline) => return json(session.empty_envelope(cursor)),
         }
     }
