@@ -7,6 +7,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{FromRequestParts, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::future::Future;
+use std::task::Poll;
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -405,7 +408,9 @@ async fn websocket(
     let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
     let results_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let max_results_bytes = endpoint.hub_options.send_queue_bytes;
-    let mut paused_until: Option<Instant> = None;
+    // Over the rate limit: nothing more is read until the held call's turn, so the client's
+    // sends wait in its socket (slowed, not queued here; as on Core).
+    let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut keep_alive = endpoint
         .options
         .keep_alive
@@ -415,6 +420,8 @@ async fn websocket(
     let ended = session.ended.cancelled();
     let shutdown = endpoint.shutdown.cancelled();
     tokio::pin!(ended, shutdown);
+    // Everything but new messages is polled only after it woke the task (see `Gate`).
+    let gate = Gate::new();
     let close = loop {
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
@@ -427,34 +434,72 @@ async fn websocket(
         if session.is_superseded(generation) {
             break None;
         }
-        tokio::select! {
-            biased;
-            () = &mut ended => break Some((1000, "the connection has ended")),
-            () = &mut shutdown => break Some((1001, "the server is shutting down")),
-            () = session.next_message(generation, cursor) => {}
-            Some(result) = results_rx.recv() => {
+        let mut new_message = session.next_message(generation, cursor);
+        let woke = std::future::poll_fn(|cx| {
+            let rare = gate.poll(cx, |cx| {
+                if ended.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Ended);
+                }
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
+                if let Poll::Ready(Some(result)) = results_rx.poll_recv(cx) {
+                    return Poll::Ready(Woke::Result(result));
+                }
+                match paused.as_mut() {
+                    Some(sleep) => {
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Unpaused);
+                        }
+                    }
+                    None => {
+                        if let Poll::Ready(message) = stream.poll_next_unpin(cx) {
+                            return Poll::Ready(Woke::Message(message));
+                        }
+                    }
+                }
+                if let Some(keep_alive) = keep_alive.as_mut()
+                    && keep_alive.poll_tick(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::KeepAlive);
+                }
+                Poll::Pending
+            });
+            if rare.is_ready() {
+                return rare;
+            }
+            std::pin::Pin::new(&mut new_message)
+                .poll(cx)
+                .map(|()| Woke::NewMessage)
+        })
+        .await;
+        match woke {
+            Woke::Ended => break Some((1000, "the connection has ended")),
+            Woke::Shutdown => break Some((1001, "the server is shutting down")),
+            Woke::NewMessage => {}
+            Woke::Result(result) => {
                 results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
                 if !send_or_end(&session, generation, &mut sink, stall, result).await {
                     return;
                 }
             }
-            // Over the rate limit: nothing more is read until the held call's turn, so the
-            // client's sends wait in its socket (slowed, not queued here; as on Core).
-            () = async { tokio::time::sleep_until(paused_until.expect("checked")).await }, if paused_until.is_some() => {
-                paused_until = None;
-            }
-            message = stream.next(), if paused_until.is_none() => match message {
+            Woke::Unpaused => paused = None,
+            Woke::Message(message) => match message {
                 Some(Ok(Message::Text(data))) => {
                     match session::begin(&endpoint, &session, data.as_bytes()) {
                         Ok(call) => {
-                            paused_until = call.not_before();
-                            let (endpoint, session, tx) = (endpoint.clone(), session.clone(), results_tx.clone());
+                            paused = call
+                                .not_before()
+                                .map(|at| Box::pin(tokio::time::sleep_until(at)));
+                            let (endpoint, session, tx) =
+                                (endpoint.clone(), session.clone(), results_tx.clone());
                             let queued = results_bytes.clone();
                             let tasks = endpoint.tasks.clone();
                             crate::state::run_inline_first(&tasks, async move {
                                 if let Some(result) = call.run(&endpoint, &session).await {
                                     let size = result.len();
-                                    let before = queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
+                                    let before =
+                                        queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
                                     if before > 0 && before + size > max_results_bytes {
                                         queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
                                         session.close_too_slow();
@@ -475,12 +520,22 @@ async fn websocket(
                         }
                     }
                 }
-                Some(Ok(Message::Binary(_))) => break Some((1003, "binary messages are not part of the classic protocol")),
+                Some(Ok(Message::Binary(_))) => {
+                    break Some((1003, "binary messages are not part of the classic protocol"));
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
-            _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                if !send_or_end(&session, generation, &mut sink, stall, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
+            Woke::KeepAlive => {
+                if !send_or_end(
+                    &session,
+                    generation,
+                    &mut sink,
+                    stall,
+                    hubbub_protocol::classic::KEEP_ALIVE.to_vec(),
+                )
+                .await
+                {
                     return;
                 }
             }
@@ -499,6 +554,84 @@ async fn websocket(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// What woke a classic WebSocket's loop.
+enum Woke {
+    Ended,
+    Shutdown,
+    NewMessage,
+    /// A hub result to send.
+    Result(Vec<u8>),
+    /// The rate limit's pause is over.
+    Unpaused,
+    /// What the socket read.
+    Message(Option<Result<Message, axum::Error>>),
+    KeepAlive,
+}
+
+/// Polls what it guards (the socket's reads, the connection's end, keep-alives: everything but
+/// new messages) only after one of them woke the task, instead of on every wake: a task woken
+/// for each new message polled them all again after each write, and polling the socket costs
+/// tungstenite a zeroed read buffer (4 KiB) and a read attempt, each cancellation wait a lock.
+/// What it guards gets the gate's waker, which notes the wake and wakes the task.
+struct Gate {
+    shared: Arc<GateShared>,
+    waker: std::task::Waker,
+}
+
+#[derive(Default)]
+struct GateShared {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for GateShared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.wake();
+    }
+}
+
+impl Gate {
+    /// Open at first: everything is polled once.
+    fn new() -> Self {
+        let shared = Arc::new(GateShared {
+            woken: std::sync::atomic::AtomicBool::new(true),
+            task: futures_util::task::AtomicWaker::new(),
+        });
+        let waker = std::task::Waker::from(shared.clone());
+        Self { shared, waker }
+    }
+
+    /// Polls `guarded` with the gate's waker if something it guards woke the task since it
+    /// was last polled (or it was ready then: it may be again); `Pending` otherwise.
+    fn poll<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        guarded: impl FnOnce(&mut std::task::Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        // Registered before the flag is read: a wake after the read wakes this task.
+        self.shared.task.register(cx.waker());
+        if !self
+            .shared
+            .woken
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Poll::Pending;
+        }
+        let polled = guarded(&mut std::task::Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            self.shared
+                .woken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        polled
+    }
 }
 
 /// Sends `payload` as a text message, given up when the connection ends meanwhile. The client is too slow, and the
