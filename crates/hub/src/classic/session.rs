@@ -337,27 +337,32 @@ impl Session {
         max_bytes: usize,
         protector: &Protector,
     ) -> Option<(Vec<u8>, u64)> {
-        let (items, next) = {
-            let mut buffer = self.buffer();
-            let (items, next) = buffer.replay.after(cursor, max_bytes);
-            // Under the lock `push_if_room` checks it and sets `push_waiting` under.
-            let drained = !items.is_empty()
-                && self.delivered.fetch_max(next, Ordering::SeqCst) < next
-                && std::mem::take(&mut buffer.push_waiting);
-            drop(buffer);
-            if drained {
-                self.drained.notify_waiters();
-            }
-            (items, next)
-        };
+        // Before the buffer's lock: the groups token comes first in the envelope.
         let groups = self.groups_token_if_changed(protector);
-        if items.is_empty() && groups.is_none() {
+        let mut buffer = self.buffer();
+        let (span, size, next) = buffer.replay.span_after(cursor, max_bytes);
+        if span.is_empty() && groups.is_none() {
             return None;
         }
-        Some((
-            wire::envelope(self.at(next), false, groups.as_deref(), &items),
-            next,
-        ))
+        // Under the lock `push_if_room` checks it and sets `push_waiting` under.
+        let drained = !span.is_empty()
+            && self.delivered.fetch_max(next, Ordering::SeqCst) < next
+            && std::mem::take(&mut buffer.push_waiting);
+        // Written from the buffer under its lock: no copy of the list, no count per item.
+        let mut out =
+            Vec::with_capacity(48 + groups.as_ref().map_or(0, String::len) + size + span.len());
+        wire::write_envelope_into(
+            self.at(next),
+            false,
+            groups.as_deref(),
+            buffer.replay.items(span),
+            &mut out,
+        );
+        drop(buffer);
+        if drained {
+            self.drained.notify_waiters();
+        }
+        Some((out, next))
     }
 
     /// The init message `{"C":…,"S":1,"M":[]}` (a transport's first, on `connect`).
