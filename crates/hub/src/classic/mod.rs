@@ -27,6 +27,7 @@
 //! `connectionData` does not list it can be called but does not deliver to it (as in 2.x);
 //! `abort` always runs the disconnected callbacks at once.
 
+mod gate;
 pub(crate) mod protect;
 mod proxy;
 mod replay;

@@ -8,6 +8,7 @@
 //! next transport request picks up after the client's cursor.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -643,14 +644,21 @@ async fn pump(
     mut rx: crate::queue::QueueRx,
     conn: Arc<Connection>,
 ) {
-    // Made once: a new wait per message costs a lock of the token's tree.
+    // Made once: a new wait per message costs a lock of the token's tree; and polled only
+    // after it woke the task (each poll takes a lock), not after every message.
     let ended = session.ended.cancelled();
     tokio::pin!(ended);
+    let gate = super::gate::Gate::new();
     loop {
-        let out = tokio::select! {
-            out = rx.recv() => out,
-            () = &mut ended => None,
-        };
+        let recv = rx.recv();
+        tokio::pin!(recv);
+        let out = std::future::poll_fn(|cx| {
+            if gate.poll(cx, |cx| ended.as_mut().poll(cx)).is_ready() {
+                return Poll::Ready(None);
+            }
+            recv.as_mut().poll(cx)
+        })
+        .await;
         let Some(out) = out else { break };
         match out {
             Outbound::Message(frame) => {
