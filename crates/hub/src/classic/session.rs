@@ -664,7 +664,10 @@ async fn pump(
             Outbound::Message(frame) => {
                 if let Some(item) = frame.classic_item(&hub) {
                     conn.metrics.sent_bytes.inc_by(item.len() as u64);
-                    session.push_when_room(item.clone()).await;
+                    // Almost always there is room: no wait's future made (and moved).
+                    if let Err(item) = session.push_if_room(item.clone(), false) {
+                        session.push_when_room(item).await;
+                    }
                 }
             }
             Outbound::Raw(_) => {}

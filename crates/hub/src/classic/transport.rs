@@ -589,20 +589,17 @@ async fn send_or_end(
         return false;
     };
     let limit = crate::transport::ws::write_stall_limit(stall, text.len());
-    let mut send = std::pin::pin!(sink.send(Message::Text(text)));
-    // Most writes complete at once (the socket has room): no timer for those.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+    let mut send = sink.send(Message::Text(text));
+    // Most writes complete at once (the socket has room): no timer for those, and the wait
+    // for the others is boxed, so that this future stays small (it is made, and moved, once
+    // per envelope).
+    let first =
+        std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut send).poll(cx))).await;
     let sent = match first {
-        std::task::Poll::Ready(sent) => sent,
-        std::task::Poll::Pending => tokio::select! {
-            sent = send => sent,
-            () = session.ended.cancelled() => return false,
-            () = tokio::time::sleep(limit) => {
-                if !session.is_superseded(generation) {
-                    session.close_too_slow();
-                }
-                return false;
-            }
+        Poll::Ready(sent) => sent,
+        Poll::Pending => match Box::pin(write_stalled(session, generation, send, limit)).await {
+            Some(sent) => sent,
+            None => return false,
         },
     };
     match sent {
@@ -612,6 +609,31 @@ async fn send_or_end(
                 session.close_too_slow();
             }
             false
+        }
+    }
+}
+
+/// The rest of a write that did not complete at once: its result, or `None` when the
+/// connection ended meanwhile or the write took longer than `limit` (then the connection ends
+/// as too slow, unless a newer transport request took over).
+async fn write_stalled(
+    session: &Session,
+    generation: u64,
+    send: futures_util::sink::Send<
+        '_,
+        futures_util::stream::SplitSink<WebSocket, Message>,
+        Message,
+    >,
+    limit: std::time::Duration,
+) -> Option<Result<(), axum::Error>> {
+    tokio::select! {
+        sent = send => Some(sent),
+        () = session.ended.cancelled() => None,
+        () = tokio::time::sleep(limit) => {
+            if !session.is_superseded(generation) {
+                session.close_too_slow();
+            }
+            None
         }
     }
 }
