@@ -133,6 +133,11 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
+    /// The length of the cursor's text.
+    pub(crate) fn text_len(self) -> usize {
+        "d-XXXXXXXX-B,".len() + self.seq.checked_ilog10().unwrap_or(0) as usize + 1
+    }
+
     /// Appends the cursor's text, as [`Display`](std::fmt::Display) writes it, without the
     /// formatting machinery (it is written into every envelope).
     pub(crate) fn write_to(self, out: &mut Vec<u8>) {
@@ -271,6 +276,7 @@ mod tests {
             let cursor = Cursor { stream, seq };
             let mut out = Vec::new();
             cursor.write_to(&mut out);
+            assert_eq!(out.len(), cursor.text_len());
             assert_eq!(String::from_utf8(out).unwrap(), cursor.to_string());
         }
     }

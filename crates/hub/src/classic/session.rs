@@ -349,9 +349,14 @@ impl Session {
         let drained = !span.is_empty()
             && self.delivered.fetch_max(next, Ordering::SeqCst) < next
             && std::mem::take(&mut buffer.push_waiting);
-        // Written from the buffer under its lock: no copy of the list, no count per item.
-        let mut out =
-            Vec::with_capacity(48 + groups.as_ref().map_or(0, String::len) + size + span.len());
+        // Written from the buffer under its lock: no copy of the list, no count per item. Sized
+        // exactly when it can be: the text frame's `Bytes` then takes the buffer as it is (a
+        // `Vec` with spare capacity costs it an allocation of its own).
+        let capacity = match &groups {
+            None => wire::plain_envelope_len(self.at(next), size, span.len()),
+            Some(groups) => 48 + groups.len() + size + span.len(),
+        };
+        let mut out = Vec::with_capacity(capacity);
         wire::write_envelope_into(
             self.at(next),
             false,

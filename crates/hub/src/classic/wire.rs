@@ -42,6 +42,12 @@ pub(crate) fn envelope(
     out
 }
 
+/// The length of what [`write_envelope_into`] writes without `init` and groups: `count` items
+/// of `size` bytes in all.
+pub(crate) fn plain_envelope_len(cursor: Cursor, size: usize, count: usize) -> usize {
+    r#"{"C":"","M":[]}"#.len() + cursor.text_len() + size + count.saturating_sub(1)
+}
+
 /// Appends the persistent response [`envelope`] makes. The common one, messages and a cursor
 /// only (`{"C":"d-…","M":[…]}`), is written directly: the same bytes `write_envelope` writes
 /// (the cursor's text needs no escaping), without the header's strings and formatting.
@@ -185,6 +191,11 @@ mod tests {
                 let mut expected = Vec::new();
                 write_envelope(&header, items, &mut expected);
                 assert_eq!(envelope(cursor, false, None, items), expected);
+                let size = items.iter().map(Bytes::len).sum();
+                assert_eq!(
+                    plain_envelope_len(cursor, size, items.len()),
+                    expected.len()
+                );
             }
         }
         assert_eq!(
