@@ -738,11 +738,7 @@ pub(crate) fn begin(
         .map_err(|e| DispatchError::Malformed(e.to_string()))?;
     if let Some(hub) = endpoint.hub_index(&request.hub) {
         endpoint.hubs[hub]
-            .state
-            .counters
-            .prom
-            .received_bytes
-            .get_or_create(&ConnLabels::classic(session.transport().name()))
+            .received_bytes(session.transport())
             .inc_by(data.len() as u64);
     }
     let too_many = || DispatchError::TooMany(endpoint.hub_options.max_messages_per_second);
@@ -835,7 +831,7 @@ impl Call {
         let family = FamilyLabel { family: "classic" };
         Counters::add(&state.counters.messages_in, 1);
         let prom = &state.counters.prom;
-        prom.messages_received.get_or_create(&family).inc();
+        endpoint.hubs[hub].messages_received().inc();
         if let Some(at) = not_before {
             // Over the rate limit: slowed, as Core connections are, not refused.
             Counters::add(&state.counters.rate_limit_pauses, 1);
