@@ -27,6 +27,7 @@
 //! `connectionData` does not list it can be called but does not deliver to it (as in 2.x);
 //! `abort` always runs the disconnected callbacks at once.
 
+mod gate;
 pub(crate) mod protect;
 mod proxy;
 mod replay;
@@ -35,12 +36,13 @@ mod transport;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get};
 use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -116,6 +118,51 @@ pub(crate) struct ClassicHub {
     /// Its classic name (`ChatHub`): the `H` of what it sends.
     pub(crate) name: String,
     pub(crate) state: Arc<HubState>,
+    /// Its `hubbub_received_bytes_total` counter per classic transport and its
+    /// `hubbub_messages_received_total` counter for the classic family, looked up in their
+    /// families on first use and kept: a lookup hashes its labels, twice per hub request.
+    received_bytes: [OnceLock<Counter>; 3],
+    messages_received: OnceLock<Counter>,
+}
+
+impl ClassicHub {
+    fn new(name: String, state: Arc<HubState>) -> Self {
+        Self {
+            name,
+            state,
+            received_bytes: Default::default(),
+            messages_received: OnceLock::new(),
+        }
+    }
+
+    /// The bytes received over `transport` for this hub (`hubbub_received_bytes_total`).
+    pub(crate) fn received_bytes(&self, transport: Transport) -> &Counter {
+        let slot = match transport {
+            Transport::WebSockets => 0,
+            Transport::ServerSentEvents => 1,
+            Transport::LongPolling => 2,
+        };
+        self.received_bytes[slot].get_or_init(|| {
+            self.state
+                .counters
+                .prom
+                .received_bytes
+                .get_or_create(&crate::metrics::ConnLabels::classic(transport.name()))
+                .clone()
+        })
+    }
+
+    /// The hub requests received from classic clients (`hubbub_messages_received_total`).
+    pub(crate) fn messages_received(&self) -> &Counter {
+        self.messages_received.get_or_init(|| {
+            self.state
+                .counters
+                .prom
+                .messages_received
+                .get_or_create(&crate::metrics::FamilyLabel { family: "classic" })
+                .clone()
+        })
+    }
 }
 
 /// Everything the classic endpoint shares between its connections.
@@ -165,10 +212,7 @@ impl Endpoint {
         options.path = format!("/{}", options.path.trim_matches('/'));
         let hubs: Vec<ClassicHub> = hubs
             .iter()
-            .map(|state| ClassicHub {
-                name: state.hub.classic_name_or_default(),
-                state: state.clone(),
-            })
+            .map(|state| ClassicHub::new(state.hub.classic_name_or_default(), state.clone()))
             .collect();
         let proxy = proxy::generate(
             &options.path,

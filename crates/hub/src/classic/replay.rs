@@ -70,10 +70,15 @@ impl Replay {
         self.last
     }
 
-    /// The messages after `cursor`, oldest first, up to about `max_bytes` (at least one), and
-    /// the cursor that follows them. A cursor older than the buffer gets what is left (the
-    /// rest is gone, as with the 2.x message bus); a cursor from the future gets nothing.
-    pub(crate) fn after(&self, cursor: u64, max_bytes: usize) -> (Vec<Bytes>, u64) {
+    /// Where the messages after `cursor` are, oldest first, up to about `max_bytes` (at least
+    /// one): their positions (for [`items`](Self::items)), their size in bytes, and the cursor
+    /// that follows them. A cursor older than the buffer gets what is left (the rest is gone,
+    /// as with the 2.x message bus); a cursor from the future gets nothing.
+    pub(crate) fn span_after(
+        &self,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> (std::ops::Range<usize>, usize, u64) {
         // Numbers are consecutive (one per push, dropped from the front only): where the
         // cursor points is arithmetic, not a search.
         let start = match self.items.front() {
@@ -83,18 +88,31 @@ impl Replay {
             None => 0,
         };
         debug_assert_eq!(start, self.items.partition_point(|(seq, _)| *seq <= cursor));
-        let mut out = Vec::new();
+        let mut end = start;
         let mut size = 0;
         let mut next = cursor.min(self.last);
-        for (seq, item) in self.items.iter().skip(start) {
-            if !out.is_empty() && size + item.len() > max_bytes {
+        for (seq, item) in self.items.range(start..) {
+            if end > start && size + item.len() > max_bytes {
                 break;
             }
             size += item.len();
-            out.push(item.clone());
+            end += 1;
             next = *seq;
         }
-        (out, next)
+        (start..end, size, next)
+    }
+
+    /// The messages at `span` (from [`span_after`](Self::span_after)), oldest first.
+    pub(crate) fn items(&self, span: std::ops::Range<usize>) -> impl Iterator<Item = &Bytes> {
+        self.items.range(span).map(|(_, item)| item)
+    }
+
+    /// The messages after `cursor` as [`span_after`](Self::span_after) finds them, copied out,
+    /// and the cursor that follows them.
+    #[cfg(test)]
+    pub(crate) fn after(&self, cursor: u64, max_bytes: usize) -> (Vec<Bytes>, u64) {
+        let (span, _, next) = self.span_after(cursor, max_bytes);
+        (self.items(span).cloned().collect(), next)
     }
 }
 
@@ -112,6 +130,36 @@ pub(crate) struct Cursor {
     pub(crate) stream: u32,
     /// The number of the last message seen (0 before the first).
     pub(crate) seq: u64,
+}
+
+impl Cursor {
+    /// The length of the cursor's text.
+    pub(crate) fn text_len(self) -> usize {
+        "d-XXXXXXXX-B,".len() + self.seq.checked_ilog10().unwrap_or(0) as usize + 1
+    }
+
+    /// Appends the cursor's text, as [`Display`](std::fmt::Display) writes it, without the
+    /// formatting machinery (it is written into every envelope).
+    pub(crate) fn write_to(self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        out.extend_from_slice(b"d-");
+        for shift in (0..8).rev() {
+            out.push(HEX[((self.stream >> (shift * 4)) & 0xF) as usize]);
+        }
+        out.extend_from_slice(b"-B,");
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = self.seq;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
 }
 
 impl std::fmt::Display for Cursor {
@@ -215,6 +263,22 @@ mod tests {
         assert_eq!(next, 2);
         let (items, _) = r.after(0, 1);
         assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn a_cursor_writes_the_text_it_displays() {
+        for (stream, seq) in [
+            (0, 0),
+            (0x0D8B_0D5E, 7),
+            (u32::MAX, u64::MAX),
+            (0xA, 1_000_000),
+        ] {
+            let cursor = Cursor { stream, seq };
+            let mut out = Vec::new();
+            cursor.write_to(&mut out);
+            assert_eq!(out.len(), cursor.text_len());
+            assert_eq!(String::from_utf8(out).unwrap(), cursor.to_string());
+        }
     }
 
     #[test]

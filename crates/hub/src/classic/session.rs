@@ -8,14 +8,16 @@
 //! next transport request picks up after the client's cursor.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use hubbub_protocol::Headers;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -70,12 +72,11 @@ pub(crate) struct Session {
     query: HashMap<String, String>,
     transport: Mutex<Transport>,
     members: Mutex<Vec<Member>>,
-    replay: Mutex<Replay>,
-    /// The number of the newest message, for transports waiting for one.
-    newest: watch::Sender<u64>,
+    buffer: Mutex<Buffer>,
     /// The newest message a transport has taken to send (its envelope built).
     delivered: AtomicU64,
-    /// Fires when a transport takes messages (the buffer may have room again).
+    /// Fires when a transport takes messages and a push waits for room
+    /// ([`Buffer::push_waiting`]).
     drained: Notify,
     /// Hub requests held back by the rate limit, waiting to run.
     paced: Arc<AtomicUsize>,
@@ -107,6 +108,20 @@ pub(crate) struct Session {
     stream: u32,
 }
 
+/// The numbered messages and who waits on them, under one lock: a push, a transport taking
+/// messages and a transport going to sleep each take it once.
+#[derive(Debug)]
+struct Buffer {
+    replay: Replay,
+    /// The transport request waiting for a message after its cursor, as its generation and
+    /// its task's waker: woken (and taken) by the next push, or by a newer request attaching.
+    /// Only the newest request waits here: an older one is superseded and ends.
+    reader: Option<(u64, Waker)>,
+    /// A push found no room and waits on `drained`: the next transport taking messages
+    /// notifies it (and clears this), others do not pay for a notification.
+    push_waiting: bool,
+}
+
 /// Holds a transport request attached to its session; the session counts as idle (towards
 /// its disconnect timeout) only while none is.
 #[derive(Debug)]
@@ -135,11 +150,14 @@ impl Session {
             query,
             transport: Mutex::new(transport),
             members: Mutex::default(),
-            replay: Mutex::new(Replay::new(
-                endpoint.options.replay_messages,
-                endpoint.options.replay_bytes,
-            )),
-            newest: watch::Sender::new(0),
+            buffer: Mutex::new(Buffer {
+                replay: Replay::new(
+                    endpoint.options.replay_messages,
+                    endpoint.options.replay_bytes,
+                ),
+                reader: None,
+                push_waiting: false,
+            }),
             delivered: AtomicU64::new(0),
             drained: Notify::new(),
             paced: Arc::default(),
@@ -180,7 +198,16 @@ impl Session {
         self.active.fetch_add(1, Ordering::SeqCst);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.superseded.notify_waiters();
+        // The request it supersedes may be waiting for a message (see `next_message`).
+        let reader = self.buffer().reader.take();
+        if let Some((_, waker)) = reader {
+            waker.wake();
+        }
         (Attached(self.clone()), generation)
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether a newer transport request took over from `generation`.
@@ -188,9 +215,32 @@ impl Session {
         self.generation.load(Ordering::SeqCst) != generation
     }
 
-    /// Waits for a message newer than those seen through `rx`.
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.newest.subscribe()
+    /// Waits until there is a message after `cursor`, or transport request `generation` is
+    /// superseded (a newer one attached). Cancel-safe; one lock per poll, and a push wakes the
+    /// waiting request with one lock and no allocation (a `watch` channel's notification took
+    /// eight locks per push, and its channel some 400 bytes per connection).
+    pub(crate) fn next_message(
+        &self,
+        generation: u64,
+        cursor: u64,
+    ) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut buffer = self.buffer();
+            // Under the lock `attach` takes the waker with: a newer request attaching after
+            // this check wakes what it stores.
+            if buffer.replay.last() > cursor || self.is_superseded(generation) {
+                return Poll::Ready(());
+            }
+            match &mut buffer.reader {
+                Some((waiting, waker)) if *waiting == generation => {
+                    waker.clone_from(cx.waker());
+                }
+                // A newer request waits: this one is superseded (woken by `attach`).
+                Some((waiting, _)) if *waiting > generation => {}
+                reader => *reader = Some((generation, cx.waker().clone())),
+            }
+            Poll::Pending
+        })
     }
 
     /// Numbers a message (an `M` item) and wakes the transports, once it can be buffered
@@ -209,6 +259,8 @@ impl Session {
         }
         let deadline = Instant::now() + MAX_DELIVERY_WAIT;
         loop {
+            // Enabled before the check that sets `push_waiting`: the notification that
+            // follows cannot be missed.
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
@@ -237,22 +289,27 @@ impl Session {
     /// `force`; gives it back otherwise. Checked and pushed under one lock: another hub's pump
     /// or a call's progress cannot slip in between.
     fn push_if_room(&self, item: Bytes, force: bool) -> Result<(), Bytes> {
-        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
-        let safe = replay
+        let mut buffer = self.buffer();
+        let safe = buffer
+            .replay
             .evicted_by(item.len())
             .is_none_or(|newest| newest <= self.delivered.load(Ordering::SeqCst));
         if !safe && !force {
+            buffer.push_waiting = true;
             return Err(item);
         }
-        let seq = replay.push(item);
-        drop(replay);
-        self.newest.send_replace(seq);
+        buffer.replay.push(item);
+        let reader = buffer.reader.take();
+        drop(buffer);
+        if let Some((_, waker)) = reader {
+            waker.wake();
+        }
         Ok(())
     }
 
     /// The newest message's number.
     pub(crate) fn cursor(&self) -> u64 {
-        self.replay.lock().unwrap_or_else(|e| e.into_inner()).last()
+        self.buffer().replay.last()
     }
 
     /// Where a client's cursor points in this connection's messages: its number when it counts
@@ -281,22 +338,37 @@ impl Session {
         max_bytes: usize,
         protector: &Protector,
     ) -> Option<(Vec<u8>, u64)> {
-        let (items, next) = self
-            .replay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .after(cursor, max_bytes);
+        // Before the buffer's lock: the groups token comes first in the envelope.
         let groups = self.groups_token_if_changed(protector);
-        if items.is_empty() && groups.is_none() {
+        let mut buffer = self.buffer();
+        let (span, size, next) = buffer.replay.span_after(cursor, max_bytes);
+        if span.is_empty() && groups.is_none() {
             return None;
         }
-        if self.delivered.fetch_max(next, Ordering::SeqCst) < next {
+        // Under the lock `push_if_room` checks it and sets `push_waiting` under.
+        let drained = !span.is_empty()
+            && self.delivered.fetch_max(next, Ordering::SeqCst) < next
+            && std::mem::take(&mut buffer.push_waiting);
+        // Written from the buffer under its lock: no copy of the list, no count per item. Sized
+        // exactly when it can be: the text frame's `Bytes` then takes the buffer as it is (a
+        // `Vec` with spare capacity costs it an allocation of its own).
+        let capacity = match &groups {
+            None => wire::plain_envelope_len(self.at(next), size, span.len()),
+            Some(groups) => 48 + groups.len() + size + span.len(),
+        };
+        let mut out = Vec::with_capacity(capacity);
+        wire::write_envelope_into(
+            self.at(next),
+            false,
+            groups.as_deref(),
+            buffer.replay.items(span),
+            &mut out,
+        );
+        drop(buffer);
+        if drained {
             self.drained.notify_waiters();
         }
-        Some((
-            wire::envelope(self.at(next), false, groups.as_deref(), &items),
-            next,
-        ))
+        Some((out, next))
     }
 
     /// The init message `{"C":…,"S":1,"M":[]}` (a transport's first, on `connect`).
@@ -577,20 +649,30 @@ async fn pump(
     mut rx: crate::queue::QueueRx,
     conn: Arc<Connection>,
 ) {
-    // Made once: a new wait per message costs a lock of the token's tree.
+    // Made once: a new wait per message costs a lock of the token's tree; and polled only
+    // after it woke the task (each poll takes a lock), not after every message.
     let ended = session.ended.cancelled();
     tokio::pin!(ended);
+    let gate = super::gate::Gate::new();
     loop {
-        let out = tokio::select! {
-            out = rx.recv() => out,
-            () = &mut ended => None,
-        };
+        let recv = rx.recv();
+        tokio::pin!(recv);
+        let out = std::future::poll_fn(|cx| {
+            if gate.poll(cx, |cx| ended.as_mut().poll(cx)).is_ready() {
+                return Poll::Ready(None);
+            }
+            recv.as_mut().poll(cx)
+        })
+        .await;
         let Some(out) = out else { break };
         match out {
             Outbound::Message(frame) => {
                 if let Some(item) = frame.classic_item(&hub) {
                     conn.metrics.sent_bytes.inc_by(item.len() as u64);
-                    session.push_when_room(item.clone()).await;
+                    // Almost always there is room: no wait's future made (and moved).
+                    if let Err(item) = session.push_if_room(item.clone(), false) {
+                        session.push_when_room(item).await;
+                    }
                 }
             }
             Outbound::Raw(_) => {}
@@ -656,11 +738,7 @@ pub(crate) fn begin(
         .map_err(|e| DispatchError::Malformed(e.to_string()))?;
     if let Some(hub) = endpoint.hub_index(&request.hub) {
         endpoint.hubs[hub]
-            .state
-            .counters
-            .prom
-            .received_bytes
-            .get_or_create(&ConnLabels::classic(session.transport().name()))
+            .received_bytes(session.transport())
             .inc_by(data.len() as u64);
     }
     let too_many = || DispatchError::TooMany(endpoint.hub_options.max_messages_per_second);
@@ -753,7 +831,7 @@ impl Call {
         let family = FamilyLabel { family: "classic" };
         Counters::add(&state.counters.messages_in, 1);
         let prom = &state.counters.prom;
-        prom.messages_received.get_or_create(&family).inc();
+        endpoint.hubs[hub].messages_received().inc();
         if let Some(at) = not_before {
             // Over the rate limit: slowed, as Core connections are, not refused.
             Counters::add(&state.counters.rate_limit_pauses, 1);

@@ -1,6 +1,8 @@
 //! The classic requests over HTTP: negotiate, the three transports, start, send, abort, ping.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -389,7 +391,6 @@ async fn websocket(
     let (_attached, generation) = session.attach();
     let stall = endpoint.hub_options.write_stall_timeout;
     let (mut sink, mut stream) = socket.split();
-    let mut newest = session.subscribe();
     let mut cursor = match resume_from {
         Some(cursor) => cursor,
         None => {
@@ -406,18 +407,20 @@ async fn websocket(
     let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
     let results_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let max_results_bytes = endpoint.hub_options.send_queue_bytes;
-    let mut paused_until: Option<Instant> = None;
+    // Over the rate limit: nothing more is read until the held call's turn, so the client's
+    // sends wait in its socket (slowed, not queued here; as on Core).
+    let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut keep_alive = endpoint
         .options
         .keep_alive
         .map(|every| tokio::time::interval_at(Instant::now() + every, every));
-    // The waits are made once, not per message (each costs locks to make and to drop); the
-    // `superseded` one is remade after it fires, and enabled before the check it guards.
+    // The waits are made once, not per message (each costs locks to make and to drop). A
+    // newer transport request taking over wakes `next_message`.
     let ended = session.ended.cancelled();
     let shutdown = endpoint.shutdown.cancelled();
-    let superseded = session.superseded.notified();
-    tokio::pin!(ended, shutdown, superseded);
-    superseded.as_mut().enable();
+    tokio::pin!(ended, shutdown);
+    // Everything but new messages is polled only after it woke the task (see `Gate`).
+    let gate = super::gate::Gate::new();
     let close = loop {
         while let Some((envelope, next)) =
             session.envelope_after(cursor, ENVELOPE_BYTES, &endpoint.protector)
@@ -430,42 +433,72 @@ async fn websocket(
         if session.is_superseded(generation) {
             break None;
         }
-        tokio::select! {
-            biased;
-            () = &mut ended => break Some((1000, "the connection has ended")),
-            () = &mut shutdown => break Some((1001, "the server is shutting down")),
-            () = &mut superseded => {
-                superseded.set(session.superseded.notified());
-                superseded.as_mut().enable();
-            }
-            changed = newest.changed() => {
-                if changed.is_err() {
-                    break None;
+        let mut new_message = session.next_message(generation, cursor);
+        let woke = std::future::poll_fn(|cx| {
+            let rare = gate.poll(cx, |cx| {
+                if ended.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Ended);
                 }
+                if shutdown.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
+                if let Poll::Ready(Some(result)) = results_rx.poll_recv(cx) {
+                    return Poll::Ready(Woke::Result(result));
+                }
+                match paused.as_mut() {
+                    Some(sleep) => {
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Woke::Unpaused);
+                        }
+                    }
+                    None => {
+                        if let Poll::Ready(message) = stream.poll_next_unpin(cx) {
+                            return Poll::Ready(Woke::Message(message));
+                        }
+                    }
+                }
+                if let Some(keep_alive) = keep_alive.as_mut()
+                    && keep_alive.poll_tick(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::KeepAlive);
+                }
+                Poll::Pending
+            });
+            if rare.is_ready() {
+                return rare;
             }
-            Some(result) = results_rx.recv() => {
+            std::pin::Pin::new(&mut new_message)
+                .poll(cx)
+                .map(|()| Woke::NewMessage)
+        })
+        .await;
+        match woke {
+            Woke::Ended => break Some((1000, "the connection has ended")),
+            Woke::Shutdown => break Some((1001, "the server is shutting down")),
+            Woke::NewMessage => {}
+            Woke::Result(result) => {
                 results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
                 if !send_or_end(&session, generation, &mut sink, stall, result).await {
                     return;
                 }
             }
-            // Over the rate limit: nothing more is read until the held call's turn, so the
-            // client's sends wait in its socket (slowed, not queued here; as on Core).
-            () = async { tokio::time::sleep_until(paused_until.expect("checked")).await }, if paused_until.is_some() => {
-                paused_until = None;
-            }
-            message = stream.next(), if paused_until.is_none() => match message {
+            Woke::Unpaused => paused = None,
+            Woke::Message(message) => match message {
                 Some(Ok(Message::Text(data))) => {
                     match session::begin(&endpoint, &session, data.as_bytes()) {
                         Ok(call) => {
-                            paused_until = call.not_before();
-                            let (endpoint, session, tx) = (endpoint.clone(), session.clone(), results_tx.clone());
+                            paused = call
+                                .not_before()
+                                .map(|at| Box::pin(tokio::time::sleep_until(at)));
+                            let (endpoint, session, tx) =
+                                (endpoint.clone(), session.clone(), results_tx.clone());
                             let queued = results_bytes.clone();
                             let tasks = endpoint.tasks.clone();
                             crate::state::run_inline_first(&tasks, async move {
                                 if let Some(result) = call.run(&endpoint, &session).await {
                                     let size = result.len();
-                                    let before = queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
+                                    let before =
+                                        queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
                                     if before > 0 && before + size > max_results_bytes {
                                         queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
                                         session.close_too_slow();
@@ -486,12 +519,22 @@ async fn websocket(
                         }
                     }
                 }
-                Some(Ok(Message::Binary(_))) => break Some((1003, "binary messages are not part of the classic protocol")),
+                Some(Ok(Message::Binary(_))) => {
+                    break Some((1003, "binary messages are not part of the classic protocol"));
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
             },
-            _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
-                if !send_or_end(&session, generation, &mut sink, stall, hubbub_protocol::classic::KEEP_ALIVE.to_vec()).await {
+            Woke::KeepAlive => {
+                if !send_or_end(
+                    &session,
+                    generation,
+                    &mut sink,
+                    stall,
+                    hubbub_protocol::classic::KEEP_ALIVE.to_vec(),
+                )
+                .await
+                {
                     return;
                 }
             }
@@ -510,6 +553,20 @@ async fn websocket(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// What woke a classic WebSocket's loop.
+enum Woke {
+    Ended,
+    Shutdown,
+    NewMessage,
+    /// A hub result to send.
+    Result(Vec<u8>),
+    /// The rate limit's pause is over.
+    Unpaused,
+    /// What the socket read.
+    Message(Option<Result<Message, axum::Error>>),
+    KeepAlive,
 }
 
 /// Sends `payload` as a text message, given up when the connection ends meanwhile. The client is too slow, and the
@@ -531,20 +588,17 @@ async fn send_or_end(
         return false;
     };
     let limit = crate::transport::ws::write_stall_limit(stall, text.len());
-    let mut send = std::pin::pin!(sink.send(Message::Text(text)));
-    // Most writes complete at once (the socket has room): no timer for those.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+    let mut send = sink.send(Message::Text(text));
+    // Most writes complete at once (the socket has room): no timer for those, and the wait
+    // for the others is boxed, so that this future stays small (it is made, and moved, once
+    // per envelope).
+    let first =
+        std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut send).poll(cx))).await;
     let sent = match first {
-        std::task::Poll::Ready(sent) => sent,
-        std::task::Poll::Pending => tokio::select! {
-            sent = send => sent,
-            () = session.ended.cancelled() => return false,
-            () = tokio::time::sleep(limit) => {
-                if !session.is_superseded(generation) {
-                    session.close_too_slow();
-                }
-                return false;
-            }
+        Poll::Ready(sent) => sent,
+        Poll::Pending => match Box::pin(write_stalled(session, generation, send, limit)).await {
+            Some(sent) => sent,
+            None => return false,
         },
     };
     match sent {
@@ -554,6 +608,31 @@ async fn send_or_end(
                 session.close_too_slow();
             }
             false
+        }
+    }
+}
+
+/// The rest of a write that did not complete at once: its result, or `None` when the
+/// connection ended meanwhile or the write took longer than `limit` (then the connection ends
+/// as too slow, unless a newer transport request took over).
+async fn write_stalled(
+    session: &Session,
+    generation: u64,
+    send: futures_util::sink::Send<
+        '_,
+        futures_util::stream::SplitSink<WebSocket, Message>,
+        Message,
+    >,
+    limit: std::time::Duration,
+) -> Option<Result<(), axum::Error>> {
+    tokio::select! {
+        sent = send => Some(sent),
+        () = session.ended.cancelled() => None,
+        () = tokio::time::sleep(limit) => {
+            if !session.is_superseded(generation) {
+                session.close_too_slow();
+            }
+            None
         }
     }
 }
@@ -578,7 +657,6 @@ fn event_stream(
     endpoint.tasks.spawn(async move {
         let endpoint = task_endpoint;
         let (_attached, generation) = session.attach();
-        let mut newest = session.subscribe();
         let send = |bytes| send_event(&endpoint, &session, generation, &tx, bytes);
         if !send(Bytes::from_static(hubbub_protocol::classic::SSE_INITIALIZED)).await {
             return;
@@ -618,11 +696,7 @@ fn event_stream(
                 () = endpoint.shutdown.cancelled() => return,
                 () = &mut superseded => {}
                 () = tx.closed() => return,
-                changed = newest.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
+                () = session.next_message(generation, cursor) => {}
                 _ = async { keep_alive.as_mut().expect("checked").tick().await }, if keep_alive.is_some() => {
                     if !send(Bytes::from_static(hubbub_protocol::classic::SSE_KEEP_ALIVE)).await {
                         return;
@@ -701,7 +775,6 @@ async fn send_event(
 /// reconnect (`T`).
 async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u64>) -> Response {
     let (_attached, generation) = session.attach();
-    let mut newest = session.subscribe();
     let cursor = cursor.unwrap_or_else(|| session.cursor());
     let deadline = Instant::now() + endpoint.options.connection_timeout;
     loop {
@@ -723,11 +796,7 @@ async fn long_poll(endpoint: &Endpoint, session: Arc<Session>, cursor: Option<u6
                 return json(session.reconnect_envelope(cursor));
             }
             () = &mut superseded => return json(session.empty_envelope(cursor)),
-            changed = newest.changed() => {
-                if changed.is_err() {
-                    return json("");
-                }
-            }
+            () = session.next_message(generation, cursor) => {}
             () = tokio::time::sleep_until(deadline) => return json(session.empty_envelope(cursor)),
         }
     }

@@ -37,15 +37,50 @@ pub(crate) fn envelope(
     groups: Option<&str>,
     items: &[Bytes],
 ) -> Vec<u8> {
-    let header = Envelope {
-        cursor: Some(cursor.to_string()),
-        initialized: init,
-        groups_token: groups.map(str::to_owned),
-        ..Envelope::default()
-    };
-    let mut out = Vec::with_capacity(32 + items.iter().map(Bytes::len).sum::<usize>());
-    write_envelope(&header, items, &mut out);
+    let mut out = Vec::with_capacity(48 + items.iter().map(Bytes::len).sum::<usize>());
+    write_envelope_into(cursor, init, groups, items, &mut out);
     out
+}
+
+/// The length of what [`write_envelope_into`] writes without `init` and groups: `count` items
+/// of `size` bytes in all.
+pub(crate) fn plain_envelope_len(cursor: Cursor, size: usize, count: usize) -> usize {
+    r#"{"C":"","M":[]}"#.len() + cursor.text_len() + size + count.saturating_sub(1)
+}
+
+/// Appends the persistent response [`envelope`] makes. The common one, messages and a cursor
+/// only (`{"C":"d-…","M":[…]}`), is written directly: the same bytes `write_envelope` writes
+/// (the cursor's text needs no escaping), without the header's strings and formatting.
+pub(crate) fn write_envelope_into<I>(
+    cursor: Cursor,
+    init: bool,
+    groups: Option<&str>,
+    items: I,
+    out: &mut Vec<u8>,
+) where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    if init || groups.is_some() {
+        let header = Envelope {
+            cursor: Some(cursor.to_string()),
+            initialized: init,
+            groups_token: groups.map(str::to_owned),
+            ..Envelope::default()
+        };
+        write_envelope(&header, items, out);
+        return;
+    }
+    out.extend_from_slice(br#"{"C":""#);
+    cursor.write_to(out);
+    out.extend_from_slice(br#"","M":["#);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.as_ref());
+    }
+    out.extend_from_slice(b"]}");
 }
 
 /// An envelope asking the client to reconnect (`T`): the server is shutting down.
@@ -134,6 +169,38 @@ mod tests {
                 &[Bytes::from_static(b"{}"), Bytes::from_static(b"[]")]
             ),
             br#"{"C":"d-000000AB-B,9","G":"g","M":[{},[]]}"#
+        );
+        // The direct path writes what the envelope encoder writes.
+        for items in [
+            &[][..],
+            &[Bytes::from_static(br#"{"H":"h"}"#)][..],
+            &[Bytes::from_static(b"{}"), Bytes::from_static(b"[1]")][..],
+        ] {
+            for cursor in [
+                at(0),
+                at(12_345),
+                Cursor {
+                    stream: u32::MAX,
+                    seq: u64::MAX,
+                },
+            ] {
+                let header = Envelope {
+                    cursor: Some(cursor.to_string()),
+                    ..Envelope::default()
+                };
+                let mut expected = Vec::new();
+                write_envelope(&header, items, &mut expected);
+                assert_eq!(envelope(cursor, false, None, items), expected);
+                let size = items.iter().map(Bytes::len).sum();
+                assert_eq!(
+                    plain_envelope_len(cursor, size, items.len()),
+                    expected.len()
+                );
+            }
+        }
+        assert_eq!(
+            envelope(at(3), false, None, &[Bytes::from_static(b"{}")]),
+            br#"{"C":"d-000000AB-B,3","M":[{}]}"#
         );
         let r: Arg = "ping!".into();
         assert_eq!(

@@ -1,0 +1,69 @@
+//! A gate for what a task polls rarely: see [`Gate`].
+
+use std::sync::Arc;
+use std::task::Poll;
+
+/// Polls what it guards (in a classic WebSocket's loop: the socket's reads, the connection's
+/// end, keep-alives, everything but new messages; in a pump, the connection's end) only after
+/// one of them woke the task, instead of on every wake: a task woken for each new message
+/// polled them all again after each one, and polling the socket costs tungstenite a zeroed
+/// read buffer (4 KiB) and a read attempt, each cancellation wait a lock. What it guards gets
+/// the gate's waker, which notes the wake and wakes the task.
+pub(crate) struct Gate {
+    shared: Arc<GateShared>,
+    waker: std::task::Waker,
+}
+
+#[derive(Default)]
+struct GateShared {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for GateShared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.wake();
+    }
+}
+
+impl Gate {
+    /// Open at first: everything is polled once.
+    pub(crate) fn new() -> Self {
+        let shared = Arc::new(GateShared {
+            woken: std::sync::atomic::AtomicBool::new(true),
+            task: futures_util::task::AtomicWaker::new(),
+        });
+        let waker = std::task::Waker::from(shared.clone());
+        Self { shared, waker }
+    }
+
+    /// Polls `guarded` with the gate's waker if something it guards woke the task since it
+    /// was last polled (or it was ready then: it may be again); `Pending` otherwise.
+    pub(crate) fn poll<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        guarded: impl FnOnce(&mut std::task::Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        // Registered before the flag is read: a wake after the read wakes this task.
+        self.shared.task.register(cx.waker());
+        if !self
+            .shared
+            .woken
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Poll::Pending;
+        }
+        let polled = guarded(&mut std::task::Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            self.shared
+                .woken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        polled
+    }
+}
