@@ -1746,6 +1746,92 @@ async fn postgres_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_unt
     assert_eq!(nodes[0].logged(failed), 1, "warned once, then throttled");
 }
 
+/// Redis: how many calls of `command` (lower case) the server rejected before running them
+/// (`rejected_calls` in `INFO commandstats`: an ACL denial is one).
+fn rejected_calls(backend: &Backend, command: &str) -> u64 {
+    let stats = backend.redis_cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("cmdstat_{command}:")))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("rejected_calls=")))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Redis: a node the others forgot (stalled past its TTL) whose presence rewrite then fails
+/// with an error that is no outage (the ACL user the node connects as may not run `HSET`, the
+/// command the rewrite writes each connection with: `NOPERM`, shown as `NoPerm`; its
+/// heartbeat's commands are still allowed, so its `SADD` puts it back in the set of nodes)
+/// keeps trying, with a warning naming the reason, and stays up: once `HSET` is allowed again,
+/// the other node sees `a` again, without `a`'s node reconnecting. (Before, the failure was
+/// logged at debug level and never tried again: the node was back in the set, so no later
+/// heartbeat found it forgotten, and `a` stayed missing from the fleet's presence until the
+/// node reconnected.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_until_it_is_back() {
+    let backend = Backend::start(Kind::Redis);
+    let user = "hubbub-node-a";
+    backend.redis_cli(&["ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all"]);
+    let mut args = backend.hub_args(NODE_TTL);
+    args[1] = format!("redis://{user}:secret@127.0.0.1:{}", backend.port);
+    let a_node = Node::spawn(&args).await;
+    a_node
+        .wait_log(&backend.connected_line(), Duration::from_secs(20))
+        .await;
+    let nodes = [a_node, Node::start(&backend).await];
+    let _a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    backend.redis_cli(&["ACL", "SETUSER", user, "-hset"]);
+    signal(&nodes[0].child, "STOP");
+    // Resumed whatever happens, so that the node's drop can reap it.
+    struct Cont<'a>(&'a Child);
+    impl Drop for Cont<'_> {
+        fn drop(&mut self) {
+            signal(self.0, "CONT");
+        }
+    }
+    let cont = Cont(&nodes[0].child);
+    eventually(
+        Duration::from_secs(10),
+        "a forgotten on b's node",
+        async || b.count_first("userLeft", "a") > 0,
+    )
+    .await;
+    drop(cont);
+    let failed = "cannot rewrite this node's presence after the other nodes forgot it";
+    nodes[0].wait_log(failed, Duration::from_secs(10)).await;
+    let line = nodes[0]
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(failed))
+        .cloned()
+        .unwrap();
+    assert!(line.contains("NoPerm") && line.contains("'hset'"), "{line}");
+    eventually(
+        Duration::from_secs(10),
+        "three more rewrites tried",
+        async || rejected_calls(&backend, "hset") >= 4,
+    )
+    .await;
+    b.online_is(&[("b", 1)]).await;
+    backend.redis_cli(&["ACL", "SETUSER", user, "+hset"]);
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    nodes[0]
+        .wait_log(
+            "presence rewritten: the other nodes see its connections again",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        nodes[0].logged(&backend.unavailable_line()),
+        0,
+        "the node came back without reconnecting"
+    );
+    assert_eq!(nodes[0].logged(failed), 1, "warned once, then throttled");
+}
+
 /// A message whose recording meets a lock another session holds (SQLSTATE 55P03, lock not
 /// available: see [`trap_behind_a_lock`]) is refused as one that may pass (`Unavailable:`, so
 /// Hubbub's chat keeps it in its outbox and sends it again), and the node stays up: once the

@@ -341,6 +341,25 @@ impl Backend {
             .unwrap_or_else(|_| panic!("a node count, not {text:?}"))
     }
 
+    /// Redis only: what `redis-cli` prints for the command `args` (run as the `default`
+    /// user), trimmed; a panic naming the command if it fails or answers an error.
+    pub(crate) fn redis_cli(&self, args: &[&str]) -> String {
+        assert_eq!(self.kind, Kind::Redis);
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli is installed with redis-server");
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(
+            output.status.success() && !text.starts_with("ERR") && !text.starts_with("(error)"),
+            "redis-cli {args:?}: {text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
     /// PostgreSQL only: the rows `sql` returns, `|`-separated columns, through `psql`.
     pub(crate) fn psql(&self, sql: &str) -> String {
         assert_eq!(self.kind, Kind::Postgres);

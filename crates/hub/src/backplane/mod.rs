@@ -426,6 +426,148 @@ impl Generation {
 /// The longest wait between two attempts to reach the backplane's server again.
 pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 
+/// How often a node that cannot join, or cannot rewrite its presence, repeats why in its log.
+pub(crate) const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// A whole presence rewrite a node owes its fleet, on either backplane: its heartbeat found
+/// that the other nodes forgot it (it stalled longer than its TTL, and they deleted its
+/// presence) and renewed its liveness in the same step, so no later heartbeat finds it
+/// forgotten again. The rewrite stays owed until one goes through, however it fails: an
+/// outage has the node reconnect and rewrite; any other failure is logged (see
+/// [`failed`](Self::failed)) and tried again by the heartbeat, 100 ms doubling to
+/// [`RECONNECT_MAX_DELAY`], the node staying up.
+#[derive(Debug, Default)]
+pub(crate) struct PendingRewrite(Mutex<Option<Owed>>);
+
+/// The state of an owed rewrite.
+#[derive(Debug)]
+struct Owed {
+    /// When the next attempt is due.
+    at: tokio::time::Instant,
+    /// The wait after the next failure.
+    delay: Duration,
+    /// Attempts failed so far.
+    failures: u32,
+    /// The failure last logged as a warning, and when: repeated every [`SETUP_WARN_EVERY`] (or
+    /// at once when the reason changes), at debug level in between.
+    warned: Option<(tokio::time::Instant, String)>,
+}
+
+impl PendingRewrite {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Owed>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The heartbeat found this node forgotten: a rewrite is owed, due now (an attempt
+    /// already owed keeps its backoff and warnings).
+    pub(crate) fn owe(&self) {
+        let now = tokio::time::Instant::now();
+        let mut owed = self.lock();
+        match owed.as_mut() {
+            Some(owed) => owed.at = now,
+            None => {
+                *owed = Some(Owed {
+                    at: now,
+                    delay: Duration::from_millis(100),
+                    failures: 0,
+                    warned: None,
+                })
+            }
+        }
+    }
+
+    /// When the owed rewrite is due; `None` if none is owed.
+    pub(crate) fn due_at(&self) -> Option<tokio::time::Instant> {
+        self.lock().as_ref().map(|owed| owed.at)
+    }
+
+    /// A whole rewrite of this node's presence went through (the heartbeat's, or one after
+    /// (re)connecting): nothing is owed any more. Logged if attempts had failed.
+    pub(crate) fn paid(&self) {
+        let failures = self.lock().take().map_or(0, |owed| owed.failures);
+        if failures > 0 {
+            tracing::info!(
+                failures,
+                "this node's presence rewritten: the other nodes see its connections again"
+            );
+        }
+    }
+
+    /// Makes the owed rewrite with `rewrite` if it is due. A failure other than an outage is
+    /// logged (a warning the first time, then every [`SETUP_WARN_EVERY`] or when the reason
+    /// changes; at debug level in between) and leaves the rewrite owed, due again after the
+    /// backoff; an outage is returned as [`BackplaneError::Down`] (the node reconnects and
+    /// rewrites). `rewrite` calls [`paid`](Self::paid) when it goes through.
+    pub(crate) async fn make_if_due(
+        &self,
+        rewrite: impl AsyncFnOnce() -> Result<(), BackplaneError>,
+    ) -> Result<(), BackplaneError> {
+        if self
+            .due_at()
+            .is_none_or(|at| at > tokio::time::Instant::now())
+        {
+            return Ok(());
+        }
+        match rewrite().await {
+            Ok(()) => Ok(()),
+            Err(e @ BackplaneError::Down(_)) => Err(e),
+            Err(e) => {
+                self.failed(e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// An attempt failed with `error`, not an outage: the next one is due after the backoff.
+    fn failed(&self, error: String) {
+        let mut owed = self.lock();
+        let Some(owed) = owed.as_mut() else {
+            // Another rewrite (after reconnecting) went through meanwhile.
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        owed.failures += 1;
+        owed.at = now + owed.delay;
+        owed.delay = (owed.delay * 2).min(RECONNECT_MAX_DELAY);
+        let repeat = owed
+            .warned
+            .as_ref()
+            .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
+        let failures = owed.failures;
+        if repeat {
+            tracing::warn!(%error, failures, "cannot rewrite this node's presence after the other nodes forgot it: they do not see its connections; retrying");
+            owed.warned = Some((now, error));
+        } else {
+            tracing::debug!(%error, failures, "presence rewrite failed again; retrying");
+        }
+    }
+}
+
+/// What a node's heartbeat task does next (see [`next_beat`]).
+pub(crate) enum Beat {
+    /// Renew the liveness and reread the fleet's presence.
+    Refresh,
+    /// Try the [`PendingRewrite`] again: it is due.
+    Rewrite,
+}
+
+/// The heartbeat task's wait, on either backplane: until `tick` (a heartbeat) or, while the
+/// node is `up`, until an owed rewrite that failed is due again (between heartbeats: while the
+/// node is down, it rewrites once it is back); `None` on shutdown.
+pub(crate) async fn next_beat(
+    tick: &mut tokio::time::Interval,
+    owed: &PendingRewrite,
+    up: bool,
+    shutdown: &CancellationToken,
+) -> Option<Beat> {
+    let retry = owed.due_at().filter(|_| up);
+    tokio::select! {
+        _ = tick.tick() => Some(Beat::Refresh),
+        () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => Some(Beat::Rewrite),
+        () = shutdown.cancelled() => None,
+    }
+}
+
 /// The end of a presence reread, on either backplane: the nodes not in `live` (stopped renewing
 /// their liveness, or already forgotten by another node) lost their connections without a
 /// goodbye; they leave `mirror` and the hub hears of them (`lost`). Unless this node came

@@ -51,7 +51,8 @@ use tokio_util::task::TaskTracker;
 use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
 use super::{
-    Acks, BackplaneError, Generation, ID_OWNER_TTL, RECONNECT_MAX_DELAY, hostname, random_hex,
+    Acks, BackplaneError, Beat, Generation, ID_OWNER_TTL, PendingRewrite, RECONNECT_MAX_DELAY,
+    SETUP_WARN_EVERY, hostname, random_hex,
 };
 use crate::frame::Frame;
 use crate::history::Entry;
@@ -439,8 +440,6 @@ const REFUSED_SHOWN: usize = 10;
 /// How many times the publisher sends an operation that meets a refusal that passes (see
 /// [`failure`]) before it gives it up.
 const TRANSIENT_TRIES: u32 = 3;
-/// How often a node that cannot join repeats why in its log.
-const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 /// Heartbeats between two sweeps of expired ids and old payloads.
 const SWEEP_EVERY: u32 = 15;
 /// The first key of the sweep's advisory lock (two-key form; the second is the hash of the
@@ -597,24 +596,8 @@ pub(crate) struct PostgresNode {
     rejoined: Mutex<Option<tokio::time::Instant>>,
     lost: mpsc::UnboundedSender<Vec<LostConnection>>,
     /// A whole presence rewrite the heartbeat owes the fleet (the others forgot this node) and
-    /// has not yet got through; `None` once one has (see [`PendingRewrite`]).
-    rewrite: Mutex<Option<PendingRewrite>>,
-}
-
-/// A presence rewrite the heartbeat found due (the others forgot this node: its rows are gone)
-/// and retries until one goes through, however it failed: an outage has the listener
-/// reconnect and rewrite; any other failure is tried again by the heartbeat after
-/// [`delay`](Self::delay), 100 ms doubling to [`RECONNECT_MAX_DELAY`], the node staying up.
-struct PendingRewrite {
-    /// When the next attempt is due.
-    at: tokio::time::Instant,
-    /// The wait after the next failure.
-    delay: Duration,
-    /// Attempts failed so far.
-    failures: u32,
-    /// The failure last logged as a warning, and when: repeated every [`SETUP_WARN_EVERY`] (or
-    /// at once when the reason changes), at debug level in between.
-    warned: Option<(tokio::time::Instant, String)>,
+    /// has not yet got through.
+    rewrite: PendingRewrite,
 }
 
 impl std::fmt::Debug for PostgresNode {
@@ -825,7 +808,7 @@ impl PostgresNode {
             generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
-            rewrite: Mutex::default(),
+            rewrite: PendingRewrite::default(),
         });
         tracing::info!(server = %node.server, channel = %node.channel, hub = %node.base, "joining the PostgreSQL backplane");
         tasks.spawn(publisher(node.clone(), publish_rx, shutdown.clone()));
@@ -1387,19 +1370,7 @@ impl PostgresNode {
             tracing::warn!(
                 "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
             );
-            let mut rewrite = self.rewrite.lock().unwrap_or_else(|e| e.into_inner());
-            let now = tokio::time::Instant::now();
-            match rewrite.as_mut() {
-                Some(pending) => pending.at = now,
-                None => {
-                    *rewrite = Some(PendingRewrite {
-                        at: now,
-                        delay: Duration::from_millis(100),
-                        failures: 0,
-                        warned: None,
-                    })
-                }
-            }
+            self.rewrite.owe();
         }
         self.rewrite_if_due().await?;
         let rows = self
@@ -1460,52 +1431,14 @@ impl PostgresNode {
         Ok(())
     }
 
-    /// When the [`PendingRewrite`] is due, if there is one.
-    fn rewrite_at(&self) -> Option<tokio::time::Instant> {
-        let rewrite = self.rewrite.lock().unwrap_or_else(|e| e.into_inner());
-        rewrite.as_ref().map(|pending| pending.at)
-    }
-
-    /// Makes the [`PendingRewrite`] if it is due. A failure other than an outage is logged (a
-    /// warning the first time, then every [`SETUP_WARN_EVERY`] or when the reason changes) and
-    /// leaves it pending, for the heartbeat to try again after a backoff; an outage is
-    /// [`BackplaneError::Down`] (the listener reconnects and rewrites).
+    /// Makes the [`PendingRewrite`] if it is due (see [`PendingRewrite::make_if_due`]).
     async fn rewrite_if_due(&self) -> Result<(), BackplaneError> {
-        if self
-            .rewrite_at()
-            .is_none_or(|at| at > tokio::time::Instant::now())
-        {
-            return Ok(());
-        }
-        let error = match self
-            .call("presence rewrite", async move |db| self.restore(&db).await)
+        self.rewrite
+            .make_if_due(async || {
+                self.call("presence rewrite", async move |db| self.restore(&db).await)
+                    .await
+            })
             .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e @ BackplaneError::Down(_)) => return Err(e),
-            Err(e) => e.to_string(),
-        };
-        let mut rewrite = self.rewrite.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(pending) = rewrite.as_mut() else {
-            // Another rewrite (the listener's) went through meanwhile.
-            return Ok(());
-        };
-        let now = tokio::time::Instant::now();
-        pending.failures += 1;
-        pending.at = now + pending.delay;
-        pending.delay = (pending.delay * 2).min(RECONNECT_MAX_DELAY);
-        let repeat = pending
-            .warned
-            .as_ref()
-            .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
-        let failures = pending.failures;
-        if repeat {
-            tracing::warn!(%error, failures, "cannot rewrite this node's presence after the other nodes forgot it: they do not see its connections; retrying");
-            pending.warned = Some((now, error));
-        } else {
-            tracing::debug!(%error, failures, "presence rewrite failed again; retrying");
-        }
-        Ok(())
     }
 
     /// After (re)connecting: this node's presence written afresh, the others told to reread it
@@ -1554,17 +1487,7 @@ impl PostgresNode {
                 "the database refused more connections' presence than shown"
             );
         }
-        let pending = self
-            .rewrite
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(failures) = pending.map(|p| p.failures).filter(|&n| n > 0) {
-            tracing::info!(
-                failures,
-                "this node's presence rewritten: the other nodes see its connections again"
-            );
-        }
+        self.rewrite.paid();
         Ok(())
     }
 
@@ -2082,22 +2005,14 @@ const EXPIRE_BATCH: i64 = 10_000;
 async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(node.options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // A presence rewrite that failed is tried again when due, between heartbeats (while
-        // the node is down, the listener rewrites when it is back).
-        let retry = node.rewrite_at().filter(|_| node.is_up());
-        let beat = tokio::select! {
-            _ = tick.tick() => true,
-            () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => false,
-            () = shutdown.cancelled() => break,
-        };
+    while let Some(beat) = super::next_beat(&mut tick, &node.rewrite, node.is_up(), &shutdown).await
+    {
         if !node.is_up() {
             continue;
         }
-        let done = if beat {
-            node.refresh().await
-        } else {
-            node.rewrite_if_due().await
+        let done = match beat {
+            Beat::Refresh => node.refresh().await,
+            Beat::Rewrite => node.rewrite_if_due().await,
         };
         if let Err(e) = done {
             tracing::debug!(error = %e, "backplane heartbeat failed");

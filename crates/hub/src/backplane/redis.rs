@@ -7,8 +7,10 @@
 //!   connections need (`:all`, their groups, users and connection ids, the internal channels),
 //!   delivers what arrives to local connections, and after losing Redis reconnects with
 //!   backoff, subscribes again, rewrites this node's presence and reloads everyone else's;
-//! - the **heartbeat** keeps this node's liveness key alive (TTL) and resynchronises the other
-//!   nodes' presence, dropping nodes whose key expired (a crashed node).
+//! - the **heartbeat** keeps this node's liveness key alive (TTL), rewriting its presence if
+//!   the others forgot it (and trying again with backoff until a rewrite goes through: see
+//!   [`PendingRewrite`]), and resynchronises the other nodes' presence, dropping nodes whose
+//!   key expired (a crashed node).
 //!
 //! While Redis is unreachable (from the first failed call until the subscription is restored)
 //! the node serves its own connections and drops what it would publish for other nodes; see
@@ -29,7 +31,8 @@ use tokio_util::task::TaskTracker;
 use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
 use super::{
-    Acks, BackplaneError, Generation, ID_OWNER_TTL, RECONNECT_MAX_DELAY, hostname, random_hex,
+    Acks, BackplaneError, Beat, Generation, ID_OWNER_TTL, PendingRewrite, RECONNECT_MAX_DELAY,
+    hostname, random_hex,
 };
 use crate::frame::Frame;
 use crate::history::Entry;
@@ -165,6 +168,9 @@ pub(crate) struct RedisNode {
     /// Connections of other nodes that vanished without a goodbye, for the hub's
     /// `on_connections_lost`.
     lost: mpsc::UnboundedSender<Vec<LostConnection>>,
+    /// A whole presence rewrite the heartbeat owes the fleet (the others forgot this node) and
+    /// has not yet got through.
+    rewrite: PendingRewrite,
     append: redis::Script,
     since: redis::Script,
 }
@@ -251,6 +257,7 @@ impl RedisNode {
             generation: Generation::default(),
             rejoined: Mutex::default(),
             lost,
+            rewrite: PendingRewrite::default(),
             append: redis::Script::new(APPEND),
             since: redis::Script::new(SINCE),
         });
@@ -762,7 +769,8 @@ impl RedisNode {
 
     /// Renews this node's liveness; rereads the presence of every live node and forgets the
     /// dead ones (deleting what they left in Redis). A node the others forgot while it was
-    /// alive (back in the set of nodes only now) rewrites its whole presence.
+    /// alive (back in the set of nodes only now) rewrites its whole presence, and keeps trying
+    /// until a rewrite goes through (see [`PendingRewrite`]).
     async fn refresh(&self) -> Result<(), BackplaneError> {
         let (node_key, nodes_key, server, ttl) = (
             self.node_key(&self.server),
@@ -789,19 +797,16 @@ impl RedisNode {
             })
             .await?;
         // This node was not in the set: the others forgot it while it was alive (it stalled
-        // longer than its TTL) and deleted its presence. It writes it afresh.
+        // longer than its TTL) and deleted its presence. It writes it afresh. Recorded at
+        // once: the SADD put it back in the set, so no later heartbeat finds it forgotten; the
+        // rewrite is owed until one goes through, whatever fails meanwhile.
         if added == 1 {
             tracing::warn!(
                 "the other backplane nodes forgot this one (it stalled longer than its TTL): rewriting its presence"
             );
-            if let Err(e) = self.restore().await {
-                if is_outage(&e) {
-                    self.went_down(&format!("presence rewrite: {e}"));
-                    return Err(BackplaneError::Down("Redis"));
-                }
-                return Err(BackplaneError::Redis(e.to_string()));
-            }
+            self.rewrite.owe();
         }
+        self.rewrite_if_due().await?;
         let others: Vec<String> = members.into_iter().filter(|s| *s != self.server).collect();
         // Each node's liveness and presence read in one transaction: a node whose key expires
         // in between would otherwise be read alive with the presence another node has just
@@ -869,8 +874,24 @@ impl RedisNode {
         Ok(())
     }
 
-    /// After (re)connecting: this node's presence written afresh (Redis may have restarted
-    /// empty), the others told to reread it.
+    /// Makes the [`PendingRewrite`] if it is due (see [`PendingRewrite::make_if_due`]): a
+    /// failure that is an outage has the node go down (the subscriber reconnects and rewrites).
+    async fn rewrite_if_due(&self) -> Result<(), BackplaneError> {
+        self.rewrite
+            .make_if_due(async || match self.restore().await {
+                Ok(()) => Ok(()),
+                Err(e) if is_outage(&e) => {
+                    self.went_down(&format!("presence rewrite: {e}"));
+                    Err(BackplaneError::Down("Redis"))
+                }
+                Err(e) => Err(BackplaneError::Redis(e.to_string())),
+            })
+            .await
+    }
+
+    /// After (re)connecting, or when the other nodes forgot this one: this node's presence
+    /// written afresh (Redis may have restarted empty), the others told to reread it. Any
+    /// command refused fails it (the pipeline's other commands run).
     async fn restore(&self) -> Result<(), redis::RedisError> {
         // Before reading the router: what was queued until now is in this rewrite.
         self.generation.rewrite();
@@ -907,7 +928,11 @@ impl RedisNode {
         match tokio::time::timeout(self.options.call_timeout, pipe.query_async::<()>(&mut conn))
             .await
         {
-            Ok(result) => result,
+            Ok(Ok(())) => {
+                self.rewrite.paid();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "no answer",
@@ -1106,15 +1131,17 @@ async fn subscriber(
 async fn heartbeat(node: Arc<RedisNode>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(node.options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => break,
+    while let Some(beat) = super::next_beat(&mut tick, &node.rewrite, node.is_up(), &shutdown).await
+    {
+        if !node.is_up() {
+            continue;
         }
-        if node.is_up() {
-            if let Err(e) = node.refresh().await {
-                tracing::debug!(error = %e, "backplane heartbeat failed");
-            }
+        let done = match beat {
+            Beat::Refresh => node.refresh().await,
+            Beat::Rewrite => node.rewrite_if_due().await,
+        };
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "backplane heartbeat failed");
         }
     }
     if node.is_up() {
