@@ -1832,6 +1832,96 @@ async fn redis_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_until_
     assert_eq!(nodes[0].logged(failed), 1, "warned once, then throttled");
 }
 
+/// Redis: a node whose presence rewrite after reconnecting is refused (the ACL user it connects
+/// as may not run `HSET`: `NOPERM`; connecting and subscribing are allowed, and `CLIENT KILL`
+/// closes its connections) warns, naming the step and the reason, once (then throttled), and
+/// keeps trying with backoff, down meanwhile; once `HSET` is allowed again it is back and the
+/// other node sees `a` again. Stopped (SIGTERM) while in that loop, it exits at once (within
+/// 10 s, a bound on the wait), without the hub's "did not finish closing" warning. (Before, it
+/// retried for ever every 100 ms, logging nothing, in a sleep shutdown did not end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_node_whose_rewrite_after_reconnecting_is_refused_warns_retries_and_stops_on_sigterm()
+ {
+    let backend = Backend::start(Kind::Redis);
+    let user = "hubbub-node-a";
+    backend.redis_cli(&["ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all"]);
+    let mut args = backend.hub_args(NODE_TTL);
+    args[1] = format!("redis://{user}:secret@127.0.0.1:{}", backend.port);
+    let a_node = Node::spawn(&args).await;
+    a_node
+        .wait_log(&backend.connected_line(), Duration::from_secs(20))
+        .await;
+    let mut nodes = [a_node, Node::start(&backend).await];
+    let _a = Client::connect(&nodes[0], "a").await;
+    let b = Client::connect(&nodes[1], "b").await;
+    b.online_is(&[("a", 1), ("b", 1)]).await;
+    let refused = "cannot rejoin the Redis backplane: Redis refused a command";
+    for round in 1..=2 {
+        backend.redis_cli(&["ACL", "SETUSER", user, "-hset"]);
+        let before = rejected_calls(&backend, "hset");
+        backend.redis_cli(&["CLIENT", "KILL", "USER", user]);
+        eventually(
+            Duration::from_secs(10),
+            &format!("warning {round} about the refused rewrite"),
+            async || nodes[0].logged(refused) >= round,
+        )
+        .await;
+        let line = nodes[0]
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .rfind(|l| l.contains(refused))
+            .cloned()
+            .unwrap();
+        assert!(
+            line.contains("NoPerm") && line.contains("'hset'") && line.contains("presence rewrite"),
+            "{line}"
+        );
+        eventually(
+            Duration::from_secs(15),
+            "three more rewrites tried",
+            async || rejected_calls(&backend, "hset") >= before + 4,
+        )
+        .await;
+        assert_eq!(
+            nodes[0].logged(refused),
+            round,
+            "warned once, then throttled"
+        );
+        if round == 1 {
+            b.online_is(&[("b", 1)]).await;
+            backend.redis_cli(&["ACL", "SETUSER", user, "+hset"]);
+            b.online_is(&[("a", 1), ("b", 1)]).await;
+            nodes[0]
+                .wait_log(&backend.back_line(), Duration::from_secs(5))
+                .await;
+        }
+    }
+    signal(&nodes[0].child, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = nodes[0].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node in its rejoin loop did not exit within 10 s of SIGTERM; it logged:\n{}",
+            nodes[0].logs.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+    nodes[0]
+        .wait_log("shutting down", Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        nodes[0].logged("did not finish closing"),
+        0,
+        "every task ended on shutdown"
+    );
+}
+
 /// A message whose recording meets a lock another session holds (SQLSTATE 55P03, lock not
 /// available: see [`trap_behind_a_lock`]) is refused as one that may pass (`Unavailable:`, so
 /// Hubbub's chat keeps it in its outbox and sends it again), and the node stays up: once the

@@ -429,6 +429,28 @@ pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// How often a node that cannot join, or cannot rewrite its presence, repeats why in its log.
 pub(crate) const SETUP_WARN_EVERY: Duration = Duration::from_secs(30);
 
+/// The warnings about a failure that may last (a node that cannot join, subscribe or rewrite its
+/// presence): the first one, then one every [`SETUP_WARN_EVERY`] or at once when the reason
+/// changes, so a lasting misconfiguration stays visible without flooding the log.
+#[derive(Debug, Default)]
+pub(crate) struct Throttle(Option<(tokio::time::Instant, String)>);
+
+impl Throttle {
+    /// Whether `error` is to be logged as a warning now (the first time, when it differs from
+    /// the one last warned about, or [`SETUP_WARN_EVERY`] after it); if so it is recorded as
+    /// the one last warned about.
+    pub(crate) fn warn_now(&mut self, error: &str) -> bool {
+        let repeat = self
+            .0
+            .as_ref()
+            .is_none_or(|(at, last)| last != error || at.elapsed() >= SETUP_WARN_EVERY);
+        if repeat {
+            self.0 = Some((tokio::time::Instant::now(), error.to_owned()));
+        }
+        repeat
+    }
+}
+
 /// A whole presence rewrite a node owes its fleet, on either backplane: its heartbeat found
 /// that the other nodes forgot it (it stalled longer than its TTL, and they deleted its
 /// presence) and renewed its liveness in the same step, so no later heartbeat finds it
@@ -448,9 +470,8 @@ struct Owed {
     delay: Duration,
     /// Attempts failed so far.
     failures: u32,
-    /// The failure last logged as a warning, and when: repeated every [`SETUP_WARN_EVERY`] (or
-    /// at once when the reason changes), at debug level in between.
-    warned: Option<(tokio::time::Instant, String)>,
+    /// The failures warned about: at debug level in between.
+    warned: Throttle,
 }
 
 impl PendingRewrite {
@@ -470,7 +491,7 @@ impl PendingRewrite {
                     at: now,
                     delay: Duration::from_millis(100),
                     failures: 0,
-                    warned: None,
+                    warned: Throttle::default(),
                 })
             }
         }
@@ -529,14 +550,9 @@ impl PendingRewrite {
         owed.failures += 1;
         owed.at = now + owed.delay;
         owed.delay = (owed.delay * 2).min(RECONNECT_MAX_DELAY);
-        let repeat = owed
-            .warned
-            .as_ref()
-            .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
         let failures = owed.failures;
-        if repeat {
+        if owed.warned.warn_now(&error) {
             tracing::warn!(%error, failures, "cannot rewrite this node's presence after the other nodes forgot it: they do not see its connections; retrying");
-            owed.warned = Some((now, error));
         } else {
             tracing::debug!(%error, failures, "presence rewrite failed again; retrying");
         }

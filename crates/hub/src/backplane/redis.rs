@@ -6,7 +6,9 @@
 //! - the **subscriber** holds the pub/sub connection: it subscribes to the channels this node's
 //!   connections need (`:all`, their groups, users and connection ids, the internal channels),
 //!   delivers what arrives to local connections, and after losing Redis reconnects with
-//!   backoff, subscribes again, rewrites this node's presence and reloads everyone else's;
+//!   backoff, subscribes again, rewrites this node's presence and reloads everyone else's (a
+//!   step Redis refuses is warned about, throttled by [`Throttle`], and retried with the same
+//!   backoff; every wait ends on shutdown);
 //! - the **heartbeat** keeps this node's liveness key alive (TTL), rewriting its presence if
 //!   the others forgot it (and trying again with backoff until a rewrite goes through: see
 //!   [`PendingRewrite`]), and resynchronises the other nodes' presence, dropping nodes whose
@@ -32,7 +34,7 @@ use super::envelope::{self, GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
 use super::{
     Acks, BackplaneError, Beat, Generation, ID_OWNER_TTL, PendingRewrite, RECONNECT_MAX_DELAY,
-    hostname, random_hex,
+    Throttle, hostname, random_hex,
 };
 use crate::frame::Frame;
 use crate::history::Entry;
@@ -1013,6 +1015,56 @@ async fn publisher(
     }
 }
 
+/// Waits `delay` before the subscriber's next attempt, acknowledging the joins and leaves meanwhile
+/// (the next subscription reads the router afresh); `false` at once on shutdown (or if the node
+/// is gone).
+async fn pause(
+    delay: Duration,
+    subs: &mut mpsc::UnboundedReceiver<Sub>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let wake = tokio::time::Instant::now() + delay;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => return true,
+            s = subs.recv() => match s {
+                Some(Sub::Sync(_, ack)) => { if let Some(ack) = ack { let _ = ack.send(()); } }
+                None => return false,
+            },
+            () = shutdown.cancelled() => return false,
+        }
+    }
+}
+
+/// Why the subscriber's attempt to rejoin on a fresh pub/sub connection failed.
+struct SetupFailure {
+    /// The step: `subscribe` or `presence rewrite`.
+    step: &'static str,
+    /// Whether it is an outage (see [`is_outage`]; no answer is one), rather than a refusal.
+    outage: bool,
+    error: String,
+}
+
+impl SetupFailure {
+    fn of(
+        step: &'static str,
+        result: Result<redis::RedisError, tokio::time::error::Elapsed>,
+    ) -> Self {
+        match result {
+            Ok(e) => Self {
+                step,
+                outage: is_outage(&e),
+                error: e.to_string(),
+            },
+            Err(_) => Self {
+                step,
+                outage: true,
+                error: "no answer".to_owned(),
+            },
+        }
+    }
+}
+
 async fn subscriber(
     node: Arc<RedisNode>,
     mut subs: mpsc::UnboundedReceiver<Sub>,
@@ -1020,58 +1072,56 @@ async fn subscriber(
 ) {
     let mut delay = Duration::from_millis(100);
     let mut ever = false;
-    let mut warned = false;
+    // Setup failures warned about: as the PostgreSQL listener, every SETUP_WARN_EVERY (or at
+    // once when the reason changes) while they last.
+    let mut warned = Throttle::default();
     loop {
         let connected = tokio::select! {
             r = tokio::time::timeout(node.options.call_timeout, node.client.get_async_pubsub()) => r,
             () = shutdown.cancelled() => return,
         };
-        let pubsub = match connected {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(e)) => {
-                if !warned {
-                    tracing::warn!(error = %e, "cannot reach Redis for the backplane; retrying");
-                    warned = true;
-                }
-                None
-            }
-            Err(_) => None,
-        };
-        let Some(pubsub) = pubsub else {
-            // Meanwhile joins and leaves go on: the next subscription reads the router afresh.
-            let wake = tokio::time::Instant::now() + delay;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => break,
-                    s = subs.recv() => match s {
-                        Some(Sub::Sync(_, ack)) => { if let Some(ack) = ack { let _ = ack.send(()); } }
-                        None => return,
-                    },
+        let joined = match connected {
+            Ok(Ok(pubsub)) => {
+                // Subscribing and the rewrite end at once on shutdown too.
+                let joined = tokio::select! {
+                    r = subscribe_and_restore(&node, pubsub) => r,
                     () = shutdown.cancelled() => return,
+                };
+                match joined {
+                    Ok(joined) => Ok(joined),
+                    Err(f) if f.outage => {
+                        tracing::debug!(error = %f.error, step = f.step, "rejoining the Redis backplane failed; retrying");
+                        Err(())
+                    }
+                    Err(f) => {
+                        if warned.warn_now(&f.error) {
+                            tracing::warn!(error = %f.error, step = f.step, "cannot rejoin the Redis backplane: Redis refused a command; retrying");
+                        } else {
+                            tracing::debug!(error = %f.error, step = f.step, "rejoining the Redis backplane refused again; retrying");
+                        }
+                        Err(())
+                    }
                 }
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer".to_owned(),
+                };
+                if warned.warn_now(&error) {
+                    tracing::warn!(%error, "cannot reach Redis for the backplane; retrying");
+                }
+                Err(())
+            }
+        };
+        let Ok((mut sink, mut stream, mut subscribed)) = joined else {
+            node.generation.set_restoring(false);
+            if !pause(delay, &mut subs, &shutdown).await {
+                return;
             }
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
             continue;
         };
-        let (mut sink, mut stream) = pubsub.split();
-        let wanted = node.wanted();
-        let mut subscribed: HashSet<String> = HashSet::new();
-        let mut failed = false;
-        for chunk in wanted.chunks(1000) {
-            match tokio::time::timeout(node.options.call_timeout, sink.subscribe(chunk)).await {
-                Ok(Ok(())) => subscribed.extend(chunk.iter().cloned()),
-                _ => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        node.generation.set_restoring(!failed);
-        if failed || node.restore().await.is_err() {
-            node.generation.set_restoring(false);
-            tokio::time::sleep(delay).await;
-            continue;
-        }
         if ever {
             *node.rejoined.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(tokio::time::Instant::now());
@@ -1091,7 +1141,7 @@ async fn subscriber(
             tracing::info!(channels = subscribed.len(), "Redis backplane connected");
         }
         ever = true;
-        warned = false;
+        warned = Throttle::default();
         delay = Duration::from_millis(100);
         let mut check = tokio::time::interval(node.options.heartbeat);
         let reason = loop {
@@ -1126,6 +1176,37 @@ async fn subscriber(
         };
         node.went_down(reason);
     }
+}
+
+/// The subscriber's (re)join on a fresh pub/sub connection: subscribed to every channel the
+/// router needs, then this node's presence rewritten ([`RedisNode::restore`]); the connection's
+/// halves and the channels subscribed.
+async fn subscribe_and_restore(
+    node: &RedisNode,
+    pubsub: redis::aio::PubSub,
+) -> Result<
+    (
+        redis::aio::PubSubSink,
+        redis::aio::PubSubStream,
+        HashSet<String>,
+    ),
+    SetupFailure,
+> {
+    let (mut sink, stream) = pubsub.split();
+    let wanted = node.wanted();
+    let mut subscribed: HashSet<String> = HashSet::new();
+    for chunk in wanted.chunks(1000) {
+        match tokio::time::timeout(node.options.call_timeout, sink.subscribe(chunk)).await {
+            Ok(Ok(())) => subscribed.extend(chunk.iter().cloned()),
+            Ok(Err(e)) => return Err(SetupFailure::of("subscribe", Ok(e))),
+            Err(elapsed) => return Err(SetupFailure::of("subscribe", Err(elapsed))),
+        }
+    }
+    node.generation.set_restoring(true);
+    node.restore()
+        .await
+        .map_err(|e| SetupFailure::of("presence rewrite", Ok(e)))?;
+    Ok((sink, stream, subscribed))
 }
 
 async fn heartbeat(node: Arc<RedisNode>, shutdown: CancellationToken) {
