@@ -52,7 +52,7 @@ use super::envelope::{GroupAction, Invocation};
 use super::mirror::{Mirror, Record};
 use super::{
     Acks, BackplaneError, Beat, Generation, ID_OWNER_TTL, PendingRewrite, RECONNECT_MAX_DELAY,
-    SETUP_WARN_EVERY, hostname, random_hex,
+    Throttle, hostname, random_hex,
 };
 use crate::frame::Frame;
 use crate::history::Entry;
@@ -1821,9 +1821,9 @@ async fn publisher(
 async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     let mut ever = false;
-    // The last setup failure logged, and when: repeated every SETUP_WARN_EVERY (or at once
-    // when the reason changes) so a lasting misconfiguration stays visible.
-    let mut warned: Option<(tokio::time::Instant, String)> = None;
+    // Setup failures warned about: repeated every SETUP_WARN_EVERY (or at once when the reason
+    // changes) so a lasting misconfiguration stays visible.
+    let mut warned = Throttle::default();
     loop {
         // Migrating may wait for another node's migration: a longer limit than one call.
         let limit = node.options.call_timeout * 5;
@@ -1838,12 +1838,8 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
                     Ok(Err(e)) => e.to_string(),
                     _ => "no answer".to_owned(),
                 };
-                let repeat = warned
-                    .as_ref()
-                    .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
-                if repeat {
+                if warned.warn_now(&error) {
                     tracing::warn!(%error, "cannot join the PostgreSQL backplane; retrying");
-                    warned = Some((tokio::time::Instant::now(), error));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -1861,12 +1857,8 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
                 Ok(Err(e)) => describe(&e),
                 _ => "no answer".to_owned(),
             };
-            let repeat = warned
-                .as_ref()
-                .is_none_or(|(at, last)| *last != error || at.elapsed() >= SETUP_WARN_EVERY);
-            if repeat {
+            if warned.warn_now(&error) {
                 tracing::warn!(%error, "cannot write this node's presence to the PostgreSQL backplane; retrying");
-                warned = Some((tokio::time::Instant::now(), error));
             }
             node.generation.set_restoring(false);
             *node.db.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -1893,7 +1885,7 @@ async fn listener(node: Arc<PostgresNode>, shutdown: CancellationToken) {
             tracing::info!(channel = %node.channel, "PostgreSQL backplane connected");
         }
         ever = true;
-        warned = None;
+        warned = Throttle::default();
         delay = Duration::from_millis(100);
         let mut check = tokio::time::interval(node.options.heartbeat);
         let reason = loop {
