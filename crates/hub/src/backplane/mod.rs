@@ -440,14 +440,25 @@ impl Throttle {
     /// the one last warned about, or [`SETUP_WARN_EVERY`] after it); if so it is recorded as
     /// the one last warned about.
     pub(crate) fn warn_now(&mut self, error: &str) -> bool {
+        let reason = Self::reason(error);
         let repeat = self
             .0
             .as_ref()
-            .is_none_or(|(at, last)| last != error || at.elapsed() >= SETUP_WARN_EVERY);
+            .is_none_or(|(at, last)| last != reason || at.elapsed() >= SETUP_WARN_EVERY);
         if repeat {
-            self.0 = Some((tokio::time::Instant::now(), error.to_owned()));
+            self.0 = Some((tokio::time::Instant::now(), reason.to_owned()));
         }
         repeat
+    }
+
+    /// What two errors share when they are the same reason: a PostgreSQL error's SQLSTATE
+    /// (`SQLSTATE 40P01`; its text goes on with details that differ every time, such as a
+    /// deadlock's process and transaction ids), else the whole text.
+    fn reason(error: &str) -> &str {
+        match error.find("SQLSTATE ") {
+            Some(at) => error.get(at..at + "SQLSTATE 40P01".len()).unwrap_or(error),
+            None => error,
+        }
     }
 }
 
@@ -611,5 +622,31 @@ pub(crate) fn report_lost(
             "connections of a lost backplane node are gone"
         );
         let _ = lost.send(gone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Throttle;
+
+    #[test]
+    fn a_throttle_tells_reasons_apart_by_sqlstate_not_by_their_details() {
+        let mut warned = Throttle::default();
+        assert!(warned.warn_now(
+            "PostgreSQL: SQLSTATE 40P01: deadlock detected: Process 812 waits for ShareLock on transaction 901"
+        ));
+        assert!(
+            !warned.warn_now(
+                "PostgreSQL: SQLSTATE 40P01: deadlock detected: Process 977 waits for ShareLock on transaction 1024"
+            ),
+            "the same reason with other details is not warned about again at once"
+        );
+        assert!(warned.warn_now("PostgreSQL: SQLSTATE 55P03: could not obtain lock"));
+        assert!(warned.warn_now("NoPerm: this user has no permissions to run the 'hset' command"));
+        assert!(!warned.warn_now("NoPerm: this user has no permissions to run the 'hset' command"));
+        assert!(
+            warned.warn_now("SQLSTATE 4"),
+            "a truncated code is its own reason"
+        );
     }
 }

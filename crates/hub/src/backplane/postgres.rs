@@ -349,7 +349,7 @@ CREATE TRIGGER hubbub_scopes_touched BEFORE UPDATE ON hubbub_scopes
     // 4: hubbub_restore, leaving out a presence row the database refuses for good (a
     // constraint or trigger of its own) rather than failing whole, which had the node retry
     // the rewrite for ever; the refused rows are returned with their reason. Errors that may
-    // pass (SQLSTATE classes 08, 40, 53, 55, 57, 58) still fail the rewrite, which is retried.
+    // pass (SQLSTATE classes 08, 40, 53, 57, 58 and 55P03, as `failure_of` tells them) still fail the rewrite, which is retried.
     // hubbub_restore stays for nodes of earlier versions.
     r"
 CREATE FUNCTION hubbub_restore_each(
@@ -363,13 +363,13 @@ BEGIN
     INSERT INTO hubbub_presence (hub, node, connection, record)
       SELECT p_hub, p_node, c, r FROM unnest(p_connections, p_records) AS t(c, r);
   EXCEPTION WHEN OTHERS THEN
-    IF left(SQLSTATE, 2) IN ('08', '40', '53', '55', '57', '58') THEN RAISE; END IF;
+    IF left(SQLSTATE, 2) IN ('08', '40', '53', '57', '58') OR SQLSTATE = '55P03' THEN RAISE; END IF;
     FOR v_c, v_r IN SELECT c, r FROM unnest(p_connections, p_records) AS t(c, r) LOOP
       BEGIN
         INSERT INTO hubbub_presence (hub, node, connection, record)
           VALUES (p_hub, p_node, v_c, v_r);
       EXCEPTION WHEN OTHERS THEN
-        IF left(SQLSTATE, 2) IN ('08', '40', '53', '55', '57', '58') THEN RAISE; END IF;
+        IF left(SQLSTATE, 2) IN ('08', '40', '53', '57', '58') OR SQLSTATE = '55P03' THEN RAISE; END IF;
         r_connection := v_c;
         r_error := 'SQLSTATE ' || SQLSTATE || ': ' || SQLERRM;
         RETURN NEXT;
@@ -752,11 +752,17 @@ fn parse_config(options: &PostgresOptions) -> Result<tokio_postgres::Config, Bac
                 .to_owned(),
         ));
     }
-    // The server gives up on a statement (or a lock wait) when the node does: an abandoned
-    // call does not keep running there.
+    // The server gives up on a statement when the node does: an abandoned call does not keep
+    // running there. A lock wait ends sooner, at three quarters of it, so a call that waited
+    // on a lock comes back as such (SQLSTATE 55P03, which passes: `Failure::Transient`) rather
+    // than as no answer, which would count as an outage (the node's own timeout starts before
+    // the statement reaches the server).
     let ms = options.call_timeout.as_millis().max(1);
+    let lock_ms = (ms * 3 / 4).max(1);
     let mut server_options = config.get_options().unwrap_or_default().to_owned();
-    server_options.push_str(&format!(" -c statement_timeout={ms} -c lock_timeout={ms}"));
+    server_options.push_str(&format!(
+        " -c statement_timeout={ms} -c lock_timeout={lock_ms}"
+    ));
     config
         .connect_timeout(options.call_timeout)
         .application_name("hubbub")

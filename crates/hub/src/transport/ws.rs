@@ -113,12 +113,19 @@ async fn run(
                 return;
             }
             let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), reading)).await;
-            // A client that reads nothing ends as too slow, as one whose queue fills does.
-            let _ = http.inbound.try_send(if ended == Err(Unsent::Stalled) {
+            // A client that reads nothing ends as too slow, as one whose queue fills does. Sent
+            // with a wait (bounded): a client that floods while reading nothing may have filled
+            // the connection's inbound lane, and the end would be lost behind it.
+            let end = if ended == Err(Unsent::Stalled) {
                 Inbound::Stalled
             } else {
                 Inbound::Closed
-            });
+            };
+            let _ = Box::pin(tokio::time::timeout(
+                Duration::from_secs(2),
+                http.inbound.send(end),
+            ))
+            .await;
         }
     }
 }
