@@ -376,6 +376,21 @@ proptest! {
         classic_common::one_pass_agrees(&bytes);
         classic_common::one_pass_agrees(&mutated(item, &edits));
         classic_common::one_pass_agrees(&mutated(bytes, &edits));
+        // A hub request as the .NET client writes it (the id a string) and as the jQuery
+        // client does (a number), with state, and cut or changed.
+        let request = HubRequest {
+            hub: call.hub.clone(),
+            method: call.method.clone(),
+            args: call.args.clone(),
+            id: "7".to_owned(),
+            state: Some(Arg::from_json(&b"{\"x\":1}"[..]).unwrap()),
+        };
+        let text = String::from_utf8(request.to_vec().unwrap()).unwrap();
+        let numeric = text.replace("\"I\":\"7\"", "\"I\":7");
+        for text in [&text, &numeric] {
+            classic_common::one_pass_agrees(text.as_bytes());
+            classic_common::one_pass_agrees(&mutated(text.clone().into_bytes(), &edits));
+        }
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub(crate) fn one_pass_agrees(data: &[u8]) {
         format!("{:?}", ClientInvocation::decode_reference(&payload)),
         "server calls: the one-pass decoder and serde_json disagree"
     );
+    assert_eq!(
+        format!("{:?}", HubRequest::decode(&payload)),
+        format!("{:?}", HubRequest::decode_reference(&payload)),
+        "hub requests: the one-pass decoder and serde_json disagree"
+    );
 }
 
 pub(crate) fn frame(data: &[u8]) {
