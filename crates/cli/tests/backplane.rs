@@ -1676,6 +1676,74 @@ fn trap_tries(backend: &Backend) -> u64 {
         .unwrap()
 }
 
+/// What a node logs when its presence rewrite fails after the other nodes forgot it.
+const REWRITE_FAILED: &str = "cannot rewrite this node's presence after the other nodes forgot it";
+
+/// Stalls `node` (SIGSTOP) until `watcher`, on the other node, hears user `a` (on `node`)
+/// leave, resumes it, and waits for its warning that the presence rewrite failed. Returns that
+/// line, and how many outages `node` had logged by then: a call in flight when it was stopped
+/// may time out on resuming (its answer not yet read), an outage before the rewrite is tried.
+async fn forgotten_and_resumed(
+    backend: &Backend,
+    node: &Node,
+    watcher: &Client,
+) -> (String, usize) {
+    signal(&node.child, "STOP");
+    // Resumed whatever happens, so that the node's drop can reap it.
+    struct Cont<'a>(&'a Child);
+    impl Drop for Cont<'_> {
+        fn drop(&mut self) {
+            signal(self.0, "CONT");
+        }
+    }
+    let cont = Cont(&node.child);
+    eventually(
+        Duration::from_secs(10),
+        "a forgotten on b's node",
+        async || watcher.count_first("userLeft", "a") > 0,
+    )
+    .await;
+    drop(cont);
+    node.wait_log(REWRITE_FAILED, Duration::from_secs(10)).await;
+    let outages = node.logged(&backend.unavailable_line());
+    let line = node
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(REWRITE_FAILED))
+        .cloned()
+        .unwrap();
+    (line, outages)
+}
+
+/// Once what failed `node`'s rewrite is gone: `watcher` sees `a` again, and `node` says its
+/// presence is rewritten, with no outage after the `outages` it had logged on resuming (it
+/// came back without reconnecting) and one warning (then throttled).
+async fn back_without_reconnecting(
+    backend: &Backend,
+    node: &Node,
+    watcher: &Client,
+    outages: usize,
+) {
+    watcher.online_is(&[("a", 1), ("b", 1)]).await;
+    node.wait_log(
+        "presence rewritten: the other nodes see its connections again",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        node.logged(&backend.unavailable_line()),
+        outages,
+        "the node came back without reconnecting"
+    );
+    assert_eq!(
+        node.logged(REWRITE_FAILED),
+        1,
+        "warned once, then throttled"
+    );
+}
+
 /// A node the others forgot (stalled past its TTL) whose presence rewrite then fails with an
 /// error that is no outage (user `a`'s row meets a lock another session holds: SQLSTATE 55P03,
 /// see [`trap_behind_a_lock`]) keeps trying, with a warning naming the reason, and stays up:
@@ -1696,35 +1764,7 @@ async fn postgres_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_unt
         r#"NEW.record LIKE '%"u":"a"%'"#,
     );
     let lock = RowLock::hold(&backend, "trap_lock");
-    signal(&nodes[0].child, "STOP");
-    // Resumed whatever happens, so that the node's drop can reap it.
-    struct Cont<'a>(&'a Child);
-    impl Drop for Cont<'_> {
-        fn drop(&mut self) {
-            signal(self.0, "CONT");
-        }
-    }
-    let cont = Cont(&nodes[0].child);
-    eventually(
-        Duration::from_secs(10),
-        "a forgotten on b's node",
-        async || b.count_first("userLeft", "a") > 0,
-    )
-    .await;
-    drop(cont);
-    let failed = "cannot rewrite this node's presence after the other nodes forgot it";
-    nodes[0].wait_log(failed, Duration::from_secs(10)).await;
-    // A call in flight when the node was stopped may time out on resuming (its answer not
-    // yet read): an outage then, before the rewrite is tried. None after it.
-    let outages = nodes[0].logged(&backend.unavailable_line());
-    let line = nodes[0]
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.contains(failed))
-        .cloned()
-        .unwrap();
+    let (line, outages) = forgotten_and_resumed(&backend, &nodes[0], &b).await;
     assert!(line.contains("SQLSTATE 55P03"), "{line}");
     eventually(
         Duration::from_secs(30),
@@ -1734,19 +1774,7 @@ async fn postgres_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_unt
     .await;
     b.online_is(&[("b", 1)]).await;
     lock.release();
-    b.online_is(&[("a", 1), ("b", 1)]).await;
-    nodes[0]
-        .wait_log(
-            "presence rewritten: the other nodes see its connections again",
-            Duration::from_secs(5),
-        )
-        .await;
-    assert_eq!(
-        nodes[0].logged(&backend.unavailable_line()),
-        outages,
-        "the node came back without reconnecting"
-    );
-    assert_eq!(nodes[0].logged(failed), 1, "warned once, then throttled");
+    back_without_reconnecting(&backend, &nodes[0], &b, outages).await;
 }
 
 /// Redis: how many calls of `command` (lower case) the server rejected before running them
@@ -1785,34 +1813,7 @@ async fn redis_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_until_
     let b = Client::connect(&nodes[1], "b").await;
     b.online_is(&[("a", 1), ("b", 1)]).await;
     backend.redis_cli(&["ACL", "SETUSER", user, "-hset"]);
-    signal(&nodes[0].child, "STOP");
-    // Resumed whatever happens, so that the node's drop can reap it.
-    struct Cont<'a>(&'a Child);
-    impl Drop for Cont<'_> {
-        fn drop(&mut self) {
-            signal(self.0, "CONT");
-        }
-    }
-    let cont = Cont(&nodes[0].child);
-    eventually(
-        Duration::from_secs(10),
-        "a forgotten on b's node",
-        async || b.count_first("userLeft", "a") > 0,
-    )
-    .await;
-    drop(cont);
-    let failed = "cannot rewrite this node's presence after the other nodes forgot it";
-    nodes[0].wait_log(failed, Duration::from_secs(10)).await;
-    let line = nodes[0]
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|l| l.contains(failed))
-        .cloned()
-        .unwrap();
-    // As for PostgreSQL: an outage on resuming, if any, comes before the rewrite is tried.
-    let outages = nodes[0].logged(&backend.unavailable_line());
+    let (line, outages) = forgotten_and_resumed(&backend, &nodes[0], &b).await;
     assert!(line.contains("NoPerm") && line.contains("'hset'"), "{line}");
     eventually(
         Duration::from_secs(10),
@@ -1822,19 +1823,7 @@ async fn redis_a_forgotten_node_whose_presence_rewrite_fails_keeps_trying_until_
     .await;
     b.online_is(&[("b", 1)]).await;
     backend.redis_cli(&["ACL", "SETUSER", user, "+hset"]);
-    b.online_is(&[("a", 1), ("b", 1)]).await;
-    nodes[0]
-        .wait_log(
-            "presence rewritten: the other nodes see its connections again",
-            Duration::from_secs(5),
-        )
-        .await;
-    assert_eq!(
-        nodes[0].logged(&backend.unavailable_line()),
-        outages,
-        "the node came back without reconnecting"
-    );
-    assert_eq!(nodes[0].logged(failed), 1, "warned once, then throttled");
+    back_without_reconnecting(&backend, &nodes[0], &b, outages).await;
 }
 
 /// Redis: a node whose presence rewrite after reconnecting is refused (the ACL user it connects

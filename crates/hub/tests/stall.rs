@@ -74,6 +74,54 @@ async fn unread_event_stream(
     stream
 }
 
+/// Waits (at most `limit`) until the hub has no connection open, then checks that the one it
+/// had was closed as too slow (`queue_full`); panics with `what` otherwise.
+async fn closed_as_too_slow(hub: &hubbub_hub::RunningServer, limit: Duration, what: &str) {
+    until_closed(hub, limit, what).await;
+    let (closes, text) = metric(hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
+    assert_eq!(closes, 1.0, "closed as too slow: {text}");
+}
+
+/// Opens a WebSocket to `url` (`ws://…` on the hub) on a socket with a small receive buffer,
+/// which the caller then never reads (past what it reads itself).
+async fn unread_websocket(
+    hub: &hubbub_hub::RunningServer,
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (unread, _) = tokio::time::timeout(Duration::from_secs(10), async {
+        let stream = socket.connect(hub.local_addr()).await.unwrap();
+        tokio_tungstenite::client_async(url, stream).await
+    })
+    .await
+    .expect("the WebSocket opens within 10 s")
+    .expect("the WebSocket opens");
+    unread
+}
+
+/// A hub whose writes to a client count as stalled after [`STALL`], at the socket
+/// (`TcpLimits::write_stall_timeout`) as for the hub's own waits (`options`).
+async fn hub_stalling_at_once(
+    options: HubOptions,
+    classic: ClassicOptions,
+) -> hubbub_hub::RunningServer {
+    hubbub_hub::ServerBuilder::new()
+        .options(HubOptions {
+            write_stall_timeout: STALL,
+            ..options
+        })
+        .classic(classic)
+        .tcp_limits(hubbub_hub::TcpLimits {
+            write_stall_timeout: STALL,
+            ..hubbub_hub::TcpLimits::default()
+        })
+        .hub("/chathub", hubbub_hub::chat_hub())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("the hub binds a loopback port")
+}
+
 /// The sum of `name`'s samples whose labels contain `label` in the hub's `/metrics`.
 async fn metric(hub: &hubbub_hub::RunningServer, name: &str, label: &str) -> (f64, String) {
     let (status, text) = request(reqwest::Client::new().get(hub.url("/metrics")), "/metrics").await;
@@ -159,14 +207,12 @@ async fn a_classic_event_stream_never_read_is_closed_as_too_slow() {
         .send();
     let flood = tokio::spawn(flood);
 
-    until_closed(
+    closed_as_too_slow(
         &hub,
         Duration::from_secs(30),
         "a classic connection whose event stream is never read",
     )
     .await;
-    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
-    assert_eq!(closes, 1.0, "closed as too slow: {text}");
     let answer = tokio::time::timeout(Duration::from_secs(30), flood)
         .await
         .expect("the Flood call ends within 30 s of the close")
@@ -197,14 +243,12 @@ async fn flood_to_a_core_event_stream_never_read_ends_and_closes_the_caller() {
     .await;
     let _unread = flooded_core_event_stream(&hub).await;
 
-    until_closed(
+    closed_as_too_slow(
         &hub,
         Duration::from_secs(30),
         "a Core connection flooded while its event stream is never read",
     )
     .await;
-    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
-    assert_eq!(closes, 1.0, "closed as too slow: {text}");
     flood_ends(&hub).await;
     hub.shutdown().await.unwrap();
 }
@@ -319,27 +363,18 @@ async fn a_socket_that_takes_nothing_is_closed_after_the_write_stall_limit() {
 /// that stalls ends its connection as too slow (`queue_full`) at the stall limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classic_websocket_that_takes_nothing_is_closed_as_too_slow() {
-    let hub = hubbub_hub::ServerBuilder::new()
-        .options(HubOptions {
-            write_stall_timeout: STALL,
-            ..HubOptions::default()
-        })
-        .classic(ClassicOptions {
+    let hub = hub_stalling_at_once(
+        HubOptions::default(),
+        ClassicOptions {
             // Only the flood is written; all of it fits the replay buffer, so only the
             // socket's writer waits on the client.
             keep_alive: None,
             replay_messages: 10_000,
             replay_bytes: 64 << 20,
             ..ClassicOptions::default()
-        })
-        .tcp_limits(hubbub_hub::TcpLimits {
-            write_stall_timeout: STALL,
-            ..hubbub_hub::TcpLimits::default()
-        })
-        .hub("/chathub", hubbub_hub::chat_hub())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("the hub binds a loopback port");
+        },
+    )
+    .await;
     let data = "connectionData=%5B%7B%22name%22%3A%22chathub%22%7D%5D&clientProtocol=2.1";
     let (status, body) = request(
         reqwest::Client::new().get(hub.url(&format!("/signalr/negotiate?{data}"))),
@@ -356,15 +391,7 @@ async fn a_classic_websocket_that_takes_nothing_is_closed_as_too_slow() {
         "connectionToken",
         negotiated["ConnectionToken"].as_str().unwrap(),
     );
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let (mut unread, _) = tokio::time::timeout(Duration::from_secs(10), async {
-        let stream = socket.connect(hub.local_addr()).await.unwrap();
-        tokio_tungstenite::client_async(connect.as_str(), stream).await
-    })
-    .await
-    .expect("the classic WebSocket opens within 10 s")
-    .expect("the classic WebSocket opens");
+    let mut unread = unread_websocket(&hub, connect.as_str()).await;
     use futures_util::{SinkExt, StreamExt};
     let init = tokio::time::timeout(Duration::from_secs(10), unread.next())
         .await
@@ -384,14 +411,12 @@ async fn a_classic_websocket_that_takes_nothing_is_closed_as_too_slow() {
     .expect("the Flood request is written within 10 s")
     .unwrap();
 
-    until_closed(
+    closed_as_too_slow(
         &hub,
         Duration::from_secs(10),
         "a classic connection whose WebSocket takes nothing",
     )
     .await;
-    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
-    assert_eq!(closes, 1.0, "closed as too slow: {text}");
     drop(unread);
     hub.shutdown().await.unwrap();
 }
@@ -404,34 +429,20 @@ async fn a_classic_websocket_that_takes_nothing_is_closed_as_too_slow() {
 async fn a_core_websocket_that_takes_nothing_is_closed_as_too_slow() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let hub = hubbub_hub::ServerBuilder::new()
-        .options(HubOptions {
-            write_stall_timeout: STALL,
+    let hub = hub_stalling_at_once(
+        HubOptions {
             // Room for the whole flood: only the socket's writer waits on the client.
             send_queue_capacity: 10_000,
             send_queue_bytes: 64 << 20,
             keep_alive_interval: Duration::from_secs(600),
             client_timeout: Duration::from_secs(1200),
             ..HubOptions::default()
-        })
-        .tcp_limits(hubbub_hub::TcpLimits {
-            write_stall_timeout: STALL,
-            ..hubbub_hub::TcpLimits::default()
-        })
-        .hub("/chathub", hubbub_hub::chat_hub())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("the hub binds a loopback port");
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+        },
+        ClassicOptions::default(),
+    )
+    .await;
     let url = hub.url("/chathub").replacen("http", "ws", 1);
-    let (mut unread, _) = tokio::time::timeout(Duration::from_secs(10), async {
-        let stream = socket.connect(hub.local_addr()).await.unwrap();
-        tokio_tungstenite::client_async(url.as_str(), stream).await
-    })
-    .await
-    .expect("the WebSocket opens within 10 s")
-    .expect("the WebSocket opens");
+    let mut unread = unread_websocket(&hub, &url).await;
     tokio::time::timeout(Duration::from_secs(10), async {
         unread
             .send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
@@ -453,14 +464,12 @@ async fn a_core_websocket_that_takes_nothing_is_closed_as_too_slow() {
     .await
     .expect("handshake and Flood within 10 s");
 
-    until_closed(
+    closed_as_too_slow(
         &hub,
         Duration::from_secs(10),
         "a Core connection whose WebSocket takes nothing",
     )
     .await;
-    let (closes, text) = metric(&hub, "hubbub_disconnects_total", "reason=\"queue_full\"").await;
-    assert_eq!(closes, 1.0, "closed as too slow: {text}");
     drop(unread);
     hub.shutdown().await.unwrap();
 }

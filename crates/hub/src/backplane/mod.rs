@@ -570,7 +570,7 @@ impl PendingRewrite {
     }
 }
 
-/// What a node's heartbeat task does next (see [`next_beat`]).
+/// What a node's heartbeat task does next (see [`heartbeat`]).
 pub(crate) enum Beat {
     /// Renew the liveness and reread the fleet's presence.
     Refresh,
@@ -578,20 +578,35 @@ pub(crate) enum Beat {
     Rewrite,
 }
 
-/// The heartbeat task's wait, on either backplane: until `tick` (a heartbeat) or, while the
-/// node is `up`, until an owed rewrite that failed is due again (between heartbeats: while the
-/// node is down, it rewrites once it is back); `None` on shutdown.
-pub(crate) async fn next_beat(
-    tick: &mut tokio::time::Interval,
+/// A node's heartbeat task, on either backplane: `beat` runs every `every` ([`Beat::Refresh`])
+/// and, while the node is `up`, when an owed rewrite that failed is due again between
+/// heartbeats ([`Beat::Rewrite`]; while the node is down, it rewrites once it is back). Returns
+/// on shutdown. A failed beat is logged at debug level: the node's own outage handling says
+/// what matters.
+pub(crate) async fn heartbeat<F>(
+    every: Duration,
     owed: &PendingRewrite,
-    up: bool,
+    up: impl Fn() -> bool,
+    mut beat: impl FnMut(Beat) -> F,
     shutdown: &CancellationToken,
-) -> Option<Beat> {
-    let retry = owed.due_at().filter(|_| up);
-    tokio::select! {
-        _ = tick.tick() => Some(Beat::Refresh),
-        () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => Some(Beat::Rewrite),
-        () = shutdown.cancelled() => None,
+) where
+    F: std::future::Future<Output = Result<(), BackplaneError>>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let retry = owed.due_at().filter(|_| up());
+        let next = tokio::select! {
+            _ = tick.tick() => Beat::Refresh,
+            () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => Beat::Rewrite,
+            () = shutdown.cancelled() => return,
+        };
+        if !up() {
+            continue;
+        }
+        if let Err(e) = beat(next).await {
+            tracing::debug!(error = %e, "backplane heartbeat failed");
+        }
     }
 }
 

@@ -2001,21 +2001,22 @@ impl PostgresNode {
 const EXPIRE_BATCH: i64 = 10_000;
 
 async fn heartbeat(node: Arc<PostgresNode>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(node.options.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while let Some(beat) = super::next_beat(&mut tick, &node.rewrite, node.is_up(), &shutdown).await
-    {
-        if !node.is_up() {
-            continue;
-        }
-        let done = match beat {
-            Beat::Refresh => node.refresh().await,
-            Beat::Rewrite => node.rewrite_if_due().await,
-        };
-        if let Err(e) = done {
-            tracing::debug!(error = %e, "backplane heartbeat failed");
-        }
-    }
+    super::heartbeat(
+        node.options.heartbeat,
+        &node.rewrite,
+        || node.is_up(),
+        |beat| {
+            let node = &node;
+            async move {
+                match beat {
+                    Beat::Refresh => node.refresh().await,
+                    Beat::Rewrite => node.rewrite_if_due().await,
+                }
+            }
+        },
+        &shutdown,
+    )
+    .await;
     if node.is_up() {
         node.leave().await;
     }

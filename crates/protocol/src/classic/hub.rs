@@ -170,14 +170,7 @@ fn scan_call(item: &Bytes) -> std::result::Result<ClientInvocation, Fallback> {
     s.object(|key, s| match key {
         "H" => once(&mut hub, s.plain_str()?.to_owned()),
         "M" => once(&mut method, s.plain_str()?.to_owned()),
-        "A" => {
-            let mut list = Vec::new();
-            s.array(|s| {
-                list.push(Arg::json_unchecked(item.slice(s.raw()?)));
-                Ok(())
-            })?;
-            once(&mut args, list)
-        }
+        "A" => once(&mut args, scan_args(s, item)?),
         "I" => once(&mut id, s.raw()?),
         "S" => once(&mut state, s.raw()?),
         "Headers" => {
@@ -191,12 +184,7 @@ fn scan_call(item: &Bytes) -> std::result::Result<ClientInvocation, Fallback> {
         _ => s.skip(),
     })?;
     s.end()?;
-    let state = match state.map(|r| (s.text(r.clone()), r)) {
-        None => None,
-        Some(("null", _)) => None,
-        Some((text, r)) if text.starts_with('{') => Some(Arg::json_unchecked(item.slice(r))),
-        Some(_) => return Err(Fallback),
-    };
+    let state = scan_state(&s, item, state)?;
     Ok(ClientInvocation {
         hub: hub.ok_or(Fallback)?,
         method: method.ok_or(Fallback)?,
@@ -204,6 +192,30 @@ fn scan_call(item: &Bytes) -> std::result::Result<ClientInvocation, Fallback> {
         state,
         headers: headers.unwrap_or_default(),
     })
+}
+
+/// `A` read in one pass: each argument a slice of `payload`.
+fn scan_args(s: &mut Scanner<'_>, payload: &Bytes) -> std::result::Result<Vec<Arg>, Fallback> {
+    let mut list = Vec::new();
+    s.array(|s| {
+        list.push(Arg::json_unchecked(payload.slice(s.raw()?)));
+        Ok(())
+    })?;
+    Ok(list)
+}
+
+/// `S` read in one pass (`raw`: where its value is): absent or null is no state, an object
+/// its slice of `payload`; anything else is left to serde_json, which says why it is wrong.
+fn scan_state(
+    s: &Scanner<'_>,
+    payload: &Bytes,
+    raw: Option<std::ops::Range<usize>>,
+) -> std::result::Result<Option<Arg>, Fallback> {
+    match raw.map(|r| (s.text(r.clone()), r)) {
+        None | Some(("null", _)) => Ok(None),
+        Some((text, r)) if text.starts_with('{') => Ok(Some(Arg::json_unchecked(payload.slice(r)))),
+        Some(_) => Err(Fallback),
+    }
 }
 
 #[derive(Deserialize)]
@@ -235,14 +247,7 @@ fn scan_request(payload: &Bytes) -> std::result::Result<HubRequest, Fallback> {
     s.object(|key, s| match key {
         "H" => once(&mut hub, s.plain_str()?.to_owned()),
         "M" => once(&mut method, s.plain_str()?.to_owned()),
-        "A" => {
-            let mut list = Vec::new();
-            s.array(|s| {
-                list.push(Arg::json_unchecked(payload.slice(s.raw()?)));
-                Ok(())
-            })?;
-            once(&mut args, list)
-        }
+        "A" => once(&mut args, scan_args(s, payload)?),
         "I" => {
             let text = if s.peek() == Some(b'"') {
                 s.plain_str()?
@@ -262,12 +267,7 @@ fn scan_request(payload: &Bytes) -> std::result::Result<HubRequest, Fallback> {
         _ => s.skip(),
     })?;
     s.end()?;
-    let state = match state.map(|r| (s.text(r.clone()), r)) {
-        None => None,
-        Some(("null", _)) => None,
-        Some((text, r)) if text.starts_with('{') => Some(Arg::json_unchecked(payload.slice(r))),
-        Some(_) => return Err(Fallback),
-    };
+    let state = scan_state(&s, payload, state)?;
     Ok(HubRequest {
         hub: hub.ok_or(Fallback)?,
         method: method.ok_or(Fallback)?,
