@@ -8,6 +8,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use dashmap::{DashMap, DashSet};
@@ -131,6 +132,30 @@ impl PartialEq for ById {
 
 impl Eq for ById {}
 
+/// `Connection::slot` for a place in `Router::all` (`u32::MAX` past what a `u32` holds: such a
+/// connection is then found by a scan).
+fn slot_of(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+/// Takes `conn` out of the list of all connections: at its slot (the connection moved into its
+/// place gets the slot), or by a scan if the slot does not hold it. Removal is O(1), so a mass
+/// disconnect of n connections is O(n), not O(n²).
+fn take_out(all: &mut Vec<Arc<Connection>>, conn: &Arc<Connection>) {
+    let slot = conn.slot.load(Ordering::Relaxed) as usize;
+    let at = if all.get(slot).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+        Some(slot)
+    } else {
+        all.iter().position(|c| Arc::ptr_eq(c, conn))
+    };
+    let Some(at) = at else { return };
+    all.swap_remove(at);
+    if let Some(moved) = all.get(at) {
+        moved.slot.store(slot_of(at), Ordering::Relaxed);
+    }
+    conn.slot.store(u32::MAX, Ordering::Relaxed);
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     /// Every connection here, by id.
@@ -153,8 +178,9 @@ impl Router {
         let mut all = self.all.write().unwrap_or_else(|e| e.into_inner());
         // A connection's id is unique; were it added twice, the newer one stands.
         if let Some(ById(old)) = self.connections.remove(conn.id.as_str()) {
-            all.retain(|c| !Arc::ptr_eq(c, &old));
+            take_out(&mut all, &old);
         }
+        conn.slot.store(slot_of(all.len()), Ordering::Relaxed);
         all.push(conn.clone());
         self.connections.insert(ById(conn));
         first
@@ -168,9 +194,7 @@ impl Router {
                 .connections
                 .remove_if(conn.id.as_str(), |c| std::ptr::eq(&*c.0, conn))
             {
-                if let Some(at) = all.iter().position(|c| Arc::ptr_eq(c, &gone)) {
-                    all.swap_remove(at);
-                }
+                take_out(&mut all, &gone);
             }
         }
         removed.user_gone = self
@@ -395,5 +419,59 @@ mod tests {
         m.remove("b");
         assert!(m.is_empty());
         assert_eq!(m.len(), 0);
+    }
+
+    /// The list of all connections stays the set of connections through adds, re-adds and
+    /// removals in any order, every slot pointing at its own connection (removal finds it at
+    /// its slot instead of scanning).
+    #[test]
+    fn the_list_of_all_follows_adds_and_removals_and_its_slots_stay_true() {
+        let router = Router::default();
+        let conns: Vec<_> = (0..64).map(|i| conn(&format!("c{i}"))).collect();
+        for c in &conns {
+            router.add(c.clone());
+        }
+        // The same id again: the newer connection replaces the older one.
+        let again = conn("c7");
+        router.add(again.clone());
+        let check = |expected: &mut Vec<String>| {
+            let all = router.all.read().unwrap();
+            for (at, c) in all.iter().enumerate() {
+                assert_eq!(
+                    c.slot.load(Ordering::Relaxed) as usize,
+                    at,
+                    "slot of {}",
+                    c.id
+                );
+            }
+            let mut listed: Vec<String> = all.iter().map(|c| c.id.clone()).collect();
+            listed.sort();
+            expected.sort();
+            assert_eq!(&listed, expected);
+            assert_eq!(router.connection_count(None), expected.len());
+        };
+        let mut expected: Vec<String> = conns.iter().map(|c| c.id.clone()).collect();
+        check(&mut expected);
+        assert!(Arc::ptr_eq(&router.connection("c7").unwrap(), &again));
+        // The replaced one is gone already: removing it changes nothing.
+        router.remove(&conns[7]);
+        check(&mut expected);
+        // Remove from the end, the front and the middle, in turns.
+        let mut order: Vec<usize> = (0..64).filter(|i| *i != 7).collect();
+        let mut turn = 0;
+        while !order.is_empty() {
+            let i = match turn % 3 {
+                0 => order.pop().unwrap(),
+                1 => order.remove(0),
+                _ => order.remove(order.len() / 2),
+            };
+            turn += 1;
+            router.remove(&conns[i]);
+            expected.retain(|id| *id != format!("c{i}"));
+            check(&mut expected);
+        }
+        router.remove(&again);
+        expected.clear();
+        check(&mut expected);
     }
 }
