@@ -36,6 +36,7 @@ pub struct Entry {
 
 /// Why history could not be opened or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HistoryError {
     /// The storage failed (SQLite's reason).
     #[error("chat history: {0}")]

@@ -19,6 +19,7 @@ pub struct TlsFiles {
 
 /// Why a certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A file cannot be read.
     #[error("cannot read {path}: {source}")]

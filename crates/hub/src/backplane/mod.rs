@@ -36,6 +36,7 @@ use crate::router::{Router, Scope};
 
 /// Why the backplane could not do something.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackplaneError {
     /// The Redis URL does not parse.
     #[error("invalid Redis URL: {0}")]
