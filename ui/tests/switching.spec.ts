@@ -47,6 +47,36 @@ test.describe("switching hubs", () => {
     await expect(page.locator("#messages li.message", { hasText: "to zoe's hub" })).toHaveCount(0);
   });
 
+  test("a message sent before a hub's first page has come stays, with its newest state, when the page lands", async ({ hub, page }) => {
+    test.skip(hub.phone, "hardware keyboards are a desktop matter");
+    await hub.open({ secondAccount: true });
+    await mockSet(page, "holding", ["online", "history"]);
+    await mockSet(page, "hold", true);
+
+    await page.keyboard.press("Alt+Shift+ArrowDown");
+    await expect(page.locator("#chat-hub")).toContainText("chat.example.com");
+    await page.locator("#composer").focus();
+    await page.keyboard.type("before the history");
+    await page.keyboard.press("Enter");
+    await expect.poll(async () => (await hub.calls("send")).length).toBe(1);
+    expect((await hub.calls("send"))[0]!.args).toEqual({ account: 2, conversation: "broadcast", text: "before the history" });
+    // Its conversations answer; the first page is asked now: it holds the message, sending.
+    expect(await mock(page, "answer", "online")).toBe(1);
+    await expect.poll(() => askedOf(hub, "history", 2)).toBe(1);
+    // The hub acknowledges the message (the event comes) before the page does.
+    await mock(page, "release");
+    expect(await mock(page, "answer", "history")).toBe(1);
+    await expect(page.locator("#messages li.message .body")).toHaveText([
+      "History message 1",
+      "History message 2",
+      "History message 3",
+      "History message 4",
+      "History message 5",
+      "before the history",
+    ]);
+    await expect(page.locator("#messages li.message").last()).toHaveAttribute("data-state", "sent");
+  });
+
   test("a late first page of a hub already left does not replace the hub shown", async ({ hub, page }) => {
     test.skip(hub.phone, "hardware keyboards are a desktop matter");
     await hub.open({ secondAccount: true });
