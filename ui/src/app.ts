@@ -190,9 +190,13 @@ export class App {
     const st = this.store.accounts.get(id);
     if (!st) return;
     this.store.currentAccount = id;
-    this.store.emit("selection");
+    // The header, the list and the composer's target switch together, at once: a message typed
+    // right after switching goes to the hub shown. (Showing the list only once the conversations
+    // had answered left the previous hub's list shown, and sent to, under this hub's header.)
+    const log = this.showConversation(st, st.current);
     await this.refreshAccount(st);
-    if (this.store.currentAccount === id) await this.openConversation(st.current);
+    // Its first page once its conversations are known; not for a hub left meanwhile.
+    if (this.list?.shownLog() === log) await this.loadShown(st, log);
   }
 
   private async refreshAccount(st: AccountState): Promise<void> {
@@ -214,6 +218,11 @@ export class App {
   async openConversation(key: ConversationKey): Promise<void> {
     const st = this.store.current();
     if (!st) return;
+    await this.loadShown(st, this.showConversation(st, key));
+  }
+
+  /** Makes a conversation of `st` the one shown (and sent to), at once. Returns its log. */
+  private showConversation(st: AccountState, key: ConversationKey): ConversationLog {
     st.current = key;
     if (!st.conversations.has(key)) {
       st.conversations.set(key, api.placeholderConversation(key));
@@ -222,6 +231,11 @@ export class App {
     const log = st.log(key);
     this.list?.show(log);
     this.store.emit("selection");
+    return log;
+  }
+
+  /** Loads a shown log's newest page if needed; redraws it if it is still shown then. */
+  private async loadShown(st: AccountState, log: ConversationLog): Promise<void> {
     await this.ensureLoaded(st, log);
     if (this.list?.shownLog() === log) {
       this.list.invalidate();

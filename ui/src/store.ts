@@ -44,9 +44,11 @@ export class ConversationLog {
     this.ids.clear();
     this.hasMore = page.length >= limit;
     for (const m of page) this.pushSorted(m);
-    for (const m of this.early) this.pushSorted(m);
-    this.early = [];
     this.loaded = true;
+    // Heard by event while the page was on its way: newer than the page's copy, which the shell
+    // may have read before the message's last change (say, before `sending` became `sent`).
+    for (const m of this.early) if (!this.update(m)) this.pushSorted(m);
+    this.early = [];
     this.version++;
   }
 

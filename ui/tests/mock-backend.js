@@ -205,8 +205,23 @@
     failNext: null,
     hold: false,
     held: [],
+    /** Commands whose answers wait for `answer(cmd)` (each answer is the state when called). */
+    holding: [],
+    waiting: [],
+    /** Commands answered so far (as `calls`, in the order the answers went back). */
+    answered: [],
     callsOf(cmd) {
       return calls.filter((c) => c.cmd === cmd);
+    },
+    answersOf(cmd) {
+      return control.answered.filter((c) => c.cmd === cmd);
+    },
+    /** Lets the held answers of a command go; returns how many there were. */
+    answer(cmd) {
+      const go = control.waiting.filter((w) => w.cmd === cmd);
+      control.waiting = control.waiting.filter((w) => w.cmd !== cmd);
+      for (const w of go) w.go();
+      return go.length;
     },
     emit,
     setStatus,
@@ -465,16 +480,22 @@
   async function invoke(cmd, args) {
     const recorded = {};
     for (const [k, v] of Object.entries(args || {})) recorded[k] = k === "onEvent" ? "<channel>" : v;
-    calls.push({ cmd, args: JSON.parse(JSON.stringify(recorded)) });
+    const call = { cmd, args: JSON.parse(JSON.stringify(recorded)) };
+    calls.push(call);
     await new Promise((r) => setTimeout(r, 2));
     const handler = handlers[cmd];
     if (!handler) return reject("unknownCommand", `no command ${cmd}`);
+    let result;
     try {
       const out = await handler(args || {});
-      return out === undefined ? null : JSON.parse(JSON.stringify(out));
+      result = out === undefined ? null : JSON.parse(JSON.stringify(out));
     } catch (e) {
+      control.answered.push(call);
       return Promise.reject(e);
     }
+    if (control.holding.includes(cmd)) await new Promise((go) => control.waiting.push({ cmd, go }));
+    control.answered.push(call);
+    return result;
   }
 
   let nextCallback = 1;
