@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use hubbub_protocol::{Arg, Headers, Value};
 
-use crate::history::ChatHistory;
+use crate::history::{ChatHistory, Recorded};
 use crate::hub::{Context, Hub, HubError, RawArgs, Reply};
 
 /// The invocation header that carries a message id.
@@ -204,7 +204,7 @@ async fn repeat_in_memory(ctx: &Context, history: &ChatHistory, seen: &Mutex<See
 }
 
 /// The headers of a recorded message: its id and its number in its history.
-fn numbered(entry: &crate::HistoryEntry, epoch: String) -> Headers {
+fn numbered(entry: &Recorded, epoch: String) -> Headers {
     Headers::from([
         (MESSAGE_ID_HEADER.to_owned(), entry.id.clone()),
         (SEQ_HEADER.to_owned(), entry.seq.to_string()),
@@ -229,7 +229,7 @@ async fn record(
     name: &str,
     text: &str,
     to: Option<&str>,
-) -> Result<Option<(crate::HistoryEntry, String)>, HubError> {
+) -> Result<Option<(Recorded, String)>, HubError> {
     if let Some(node) = ctx.state.backplane.fleet() {
         return node
             .chat_append(key, user, id, name, text, to)
@@ -244,6 +244,7 @@ async fn record(
                     HubError::new(format!("The message could not be recorded: {e}"))
                 }
             })?
+            .map(|entry| entry.map(|(entry, epoch)| (entry.into(), epoch)))
             .map_err(|e| HubError::new(e.to_string()));
     }
     let entry = if history.is_persistent() {
@@ -718,7 +719,7 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
                     let key = inbox(&ctx, &user);
                     tokio::spawn(async move { budgets.touched(&touched_ctx, &key).await });
                 }
-                let headers = |entry: &crate::HistoryEntry| {
+                let headers = |entry: &Recorded| {
                     let mut headers = numbered(entry, epoch.clone());
                     // The sender's own copy says whom it went to.
                     headers.insert(TO_HEADER.to_owned(), user.clone());

@@ -34,6 +34,23 @@ pub struct Entry {
     pub to: Option<String>,
 }
 
+/// What recording a message gave it: its number in its history and its id (the sender's, or
+/// one the hub made), which its delivery carries (`hubbub-seq`, `hubbub-msg-id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) seq: u64,
+    pub(crate) id: String,
+}
+
+impl From<Entry> for Recorded {
+    fn from(entry: Entry) -> Self {
+        Self {
+            seq: entry.seq,
+            id: entry.id,
+        }
+    }
+}
+
 /// Why history could not be opened or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -69,12 +86,12 @@ pub(crate) fn owner(user: &str) -> &str {
 }
 
 /// The in-memory histories, and who sent each id they hold (with how many entries hold it).
+/// Ids the hub made (`h-`, [`random_id`]) are not in `owners`: no one else can hold them
+/// (clients may not send such ids), so there is nothing to check them against.
 #[derive(Default)]
 struct Memory {
-    logs: HashMap<String, VecDeque<Entry>>,
+    logs: HashMap<String, Log>,
     owners: HashMap<String, (String, usize)>,
-    /// When each history last took a message (for [`ChatHistory::expire_unclaimed`]).
-    touched: HashMap<String, std::time::Instant>,
     /// Histories whose owner has connected ([`ChatHistory::claim`]).
     claimed: std::collections::HashSet<String>,
 }
@@ -94,6 +111,31 @@ impl std::fmt::Debug for ChatHistory {
         f.debug_struct("ChatHistory")
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
+    }
+}
+
+/// One in-memory history.
+struct Log {
+    entries: VecDeque<Entry>,
+    /// When it last took a message (for [`ChatHistory::expire_unclaimed`]).
+    touched: std::time::Instant,
+}
+
+/// Whether `owners` keeps track of `id`: not for an id the hub made ([`Memory`]).
+fn owned(id: &str) -> bool {
+    !id.starts_with(crate::chat::HUB_ID_PREFIX)
+}
+
+/// One entry holding `id` went: `owners` forgets the id with its last entry.
+fn release(owners: &mut HashMap<String, (String, usize)>, id: &str) {
+    if !owned(id) {
+        return;
+    }
+    if let Some((_, held)) = owners.get_mut(id) {
+        *held -= 1;
+        if *held == 0 {
+            owners.remove(id);
+        }
     }
 }
 
@@ -205,58 +247,58 @@ impl ChatHistory {
         name: &str,
         message: &str,
         to: Option<&str>,
-    ) -> Result<Option<Entry>, HistoryError> {
+    ) -> Result<Option<Recorded>, HistoryError> {
         match &*self.backend {
             Backend::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-                let id = id.map_or_else(random_id, str::to_owned);
-                let sender = owner(user);
-                match memory.owners.get_mut(&id) {
-                    Some((other, _)) if other != sender => return Err(HistoryError::IdTaken(id)),
-                    Some((_, held)) => *held += 1,
-                    None => {
-                        memory.owners.insert(id.clone(), (sender.to_owned(), 1));
+                let Memory { logs, owners, .. } = &mut *memory;
+                let id = match id {
+                    Some(id) => {
+                        let sender = owner(user);
+                        match owners.get_mut(id) {
+                            Some((other, _)) if other != sender => {
+                                return Err(HistoryError::IdTaken(id.to_owned()));
+                            }
+                            Some((_, held)) => *held += 1,
+                            None if owned(id) => {
+                                owners.insert(id.to_owned(), (sender.to_owned(), 1));
+                            }
+                            None => {}
+                        }
+                        id.to_owned()
+                    }
+                    None => random_id(),
+                };
+                let now = std::time::Instant::now();
+                // Looked up once; the scope's name is copied only for a new history.
+                let log = match logs.get_mut(scope) {
+                    Some(log) => log,
+                    None => logs.entry(scope.to_owned()).or_insert(Log {
+                        entries: VecDeque::new(),
+                        touched: now,
+                    }),
+                };
+                log.touched = now;
+                let seq = log.entries.back().map_or(1, |e| e.seq + 1);
+                if log.entries.len() >= MEMORY_CAPACITY {
+                    if let Some(old) = log.entries.pop_front() {
+                        self.size.dec();
+                        release(owners, &old.id);
                     }
                 }
-                let Memory {
-                    logs,
-                    owners,
-                    touched,
-                    ..
-                } = &mut *memory;
-                // Looked up first: the scope's name is copied only for a new history.
-                if !logs.contains_key(scope) {
-                    logs.insert(scope.to_owned(), VecDeque::new());
-                }
-                let log = logs.get_mut(scope).expect("inserted above");
-                let seq = log.back().map_or(1, |e| e.seq + 1);
-                let entry = Entry {
+                let recorded = Recorded {
+                    seq,
+                    id: id.clone(),
+                };
+                log.entries.push_back(Entry {
                     seq,
                     id,
                     name: name.to_owned(),
                     message: message.to_owned(),
                     to: to.map(str::to_owned),
-                };
-                if log.len() >= MEMORY_CAPACITY {
-                    if let Some(old) = log.pop_front() {
-                        self.size.dec();
-                        if let Some((_, held)) = owners.get_mut(&old.id) {
-                            *held -= 1;
-                            if *held == 0 {
-                                owners.remove(&old.id);
-                            }
-                        }
-                    }
-                }
-                log.push_back(entry.clone());
-                match touched.get_mut(scope) {
-                    Some(at) => *at = std::time::Instant::now(),
-                    None => {
-                        touched.insert(scope.to_owned(), std::time::Instant::now());
-                    }
-                }
+                });
                 self.size.inc();
-                Ok(Some(entry))
+                Ok(Some(recorded))
             }
             Backend::Sqlite(conn) => {
                 let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,13 +332,9 @@ impl ChatHistory {
                     return Ok(None);
                 }
                 self.size.inc();
-                let seq = seq as u64;
-                Ok(Some(Entry {
-                    seq,
+                Ok(Some(Recorded {
+                    seq: seq as u64,
                     id: provisional,
-                    name: name.to_owned(),
-                    message: message.to_owned(),
-                    to: to.map(str::to_owned),
                 }))
             }
         }
@@ -316,7 +354,8 @@ impl ChatHistory {
                     .logs
                     .get(scope)
                     .map(|log| {
-                        log.iter()
+                        log.entries
+                            .iter()
                             .filter(|e| e.seq > after)
                             .take(limit)
                             .cloned()
@@ -394,27 +433,22 @@ impl ChatHistory {
                 let Memory {
                     logs,
                     owners,
-                    touched,
                     claimed,
                 } = &mut *memory;
-                let expired: Vec<String> = touched
+                let expired: Vec<String> = logs
                     .iter()
-                    .filter(|(key, at)| {
-                        key.starts_with(prefix) && !claimed.contains(*key) && at.elapsed() >= ttl
+                    .filter(|(key, log)| {
+                        key.starts_with(prefix)
+                            && !claimed.contains(*key)
+                            && log.touched.elapsed() >= ttl
                     })
                     .map(|(key, _)| key.clone())
                     .collect();
                 let mut removed = 0;
                 for key in expired {
-                    touched.remove(&key);
-                    for old in logs.remove(&key).unwrap_or_default() {
+                    for old in logs.remove(&key).map(|log| log.entries).unwrap_or_default() {
                         removed += 1;
-                        if let Some((_, held)) = owners.get_mut(&old.id) {
-                            *held -= 1;
-                            if *held == 0 {
-                                owners.remove(&old.id);
-                            }
-                        }
+                        release(owners, &old.id);
                     }
                 }
                 removed
@@ -449,6 +483,91 @@ impl ChatHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owners_held(history: &ChatHistory) -> usize {
+        match &*history.backend {
+            Backend::Memory(memory) => memory.lock().unwrap().owners.len(),
+            Backend::Sqlite(_) => unreachable!(),
+        }
+    }
+
+    /// In memory: a sender's id is theirs while a message of theirs holds it (another sender
+    /// is refused it, the same sender may use it again); it is free again once the last of
+    /// those messages has left the history; ids the hub made are numbered and kept, but not
+    /// tracked (no one else can send them).
+    #[test]
+    fn in_memory_ids_belong_to_their_sender_until_their_messages_leave() {
+        let history = ChatHistory::in_memory();
+        let first = history
+            .append("scope:a", "ann", Some("m1"), "Ann", "one", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            first,
+            Recorded {
+                seq: 1,
+                id: "m1".to_owned()
+            }
+        );
+        assert!(matches!(
+            history.append("scope:b", "bob", Some("m1"), "Bob", "mine?", None),
+            Err(HistoryError::IdTaken(id)) if id == "m1"
+        ));
+        // The same sender again (in memory, repeats are caught before: see chat's window).
+        let again = history
+            .append("scope:a", "ann", Some("m1"), "Ann", "one", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.seq, 2);
+        let made = history
+            .append("scope:a", "ann", None, "Ann", "two", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(made.seq, 3);
+        assert!(
+            made.id.starts_with(crate::chat::HUB_ID_PREFIX),
+            "{}",
+            made.id
+        );
+        assert_eq!(
+            owners_held(&history),
+            1,
+            "only the sender's own id is tracked"
+        );
+        let kept = history.since("scope:a", 0, 10).unwrap();
+        let ids: Vec<_> = kept.iter().map(|e| (e.seq, e.id.as_str())).collect();
+        assert_eq!(ids, [(1, "m1"), (2, "m1"), (3, made.id.as_str())]);
+        // Push both messages holding m1 out of scope:a's history: bob may use it then.
+        for i in 0..MEMORY_CAPACITY - 2 {
+            history
+                .append("scope:a", "ann", None, "Ann", &i.to_string(), None)
+                .unwrap()
+                .unwrap();
+        }
+        assert!(
+            history
+                .append("scope:b", "bob", Some("m1"), "Bob", "mine?", None)
+                .is_err(),
+            "one message still holds m1"
+        );
+        history
+            .append("scope:a", "ann", None, "Ann", "last", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(owners_held(&history), 0);
+        let now_bobs = history
+            .append("scope:b", "bob", Some("m1"), "Bob", "mine", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            now_bobs,
+            Recorded {
+                seq: 1,
+                id: "m1".to_owned()
+            }
+        );
+        assert_eq!(history.since("scope:a", 0, 1).unwrap()[0].seq, 3);
+    }
 
     /// A history file written before inboxes existed opens, keeps its messages, and takes
     /// direct messages with their recipient from then on.
@@ -510,7 +629,12 @@ mod tests {
         drop(history);
         let reopened = ChatHistory::open(&path).unwrap();
         let inbox = reopened.since("inbox:\u{1f}bob", 0, 10).unwrap();
-        assert_eq!(inbox, vec![dm]);
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(Recorded::from(inbox[0].clone()), dm);
+        assert_eq!(
+            (inbox[0].name.as_str(), inbox[0].message.as_str()),
+            ("ann", "hi")
+        );
         assert_eq!(inbox[0].to.as_deref(), Some("bob"));
         let _ = std::fs::remove_dir_all(&dir);
     }
