@@ -97,6 +97,15 @@ impl Members {
         }
     }
 
+    /// Visits every member.
+    fn for_each(&self, mut visit: impl FnMut(&Connection)) {
+        match self {
+            Self::None => {}
+            Self::One(one) => visit(one),
+            Self::Many(members) => members.values().for_each(|c| visit(c)),
+        }
+    }
+
     fn connections(&self) -> Vec<Arc<Connection>> {
         match self {
             Self::None => Vec::new(),
@@ -363,11 +372,12 @@ impl Router {
                 } else {
                     &self.users
                 };
-                // The members are taken out (pointers) so the index shard is not held while they
-                // are visited.
-                let members = index.get(name).map(|m| m.connections()).unwrap_or_default();
-                for conn in &members {
-                    push(conn);
+                // Visited in place, under the shard's read lock, as a delivery to all is under
+                // the list's: queueing a message never waits and never takes the router's locks
+                // (a full queue only marks its connection for closing), and copying the members
+                // out cost an allocation and two atomic operations per recipient (issue 19).
+                if let Some(members) = index.get(name) {
+                    members.for_each(|c| push(c));
                 }
             }
         }
