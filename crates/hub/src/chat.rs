@@ -100,7 +100,11 @@ fn scope_key(ctx: &Context) -> String {
 }
 
 fn escape_key(scope: &str) -> String {
-    let mut key = String::with_capacity(scope.len());
+    escape_key_into(String::with_capacity(scope.len()), scope)
+}
+
+/// Appends `scope`, escaped as [`scope_key`] says, to `key`.
+fn escape_key_into(mut key: String, scope: &str) -> String {
     for c in scope.chars() {
         match c {
             '%' => key.push_str("%25"),
@@ -114,7 +118,11 @@ fn escape_key(scope: &str) -> String {
 
 /// The group of every connection of the caller's scope: `scope:{scope}`.
 fn scope_group(ctx: &Context) -> String {
-    format!("scope:{}", scope_key(ctx))
+    // Written in one allocation: every message asks for it.
+    let scope = ctx.query("scope").unwrap_or("");
+    let mut key = String::with_capacity(6 + scope.len());
+    key.push_str("scope:");
+    escape_key_into(key, scope)
 }
 
 /// The group (and history key) of a room of the caller's scope: `room:{scope}:{room}`.
@@ -131,10 +139,13 @@ fn user_group(ctx: &Context, user: &str) -> String {
 /// The name a message goes out and is recorded with. With authentication on it is the
 /// authenticated user's (the token's subject), whatever name the caller gave: a client cannot
 /// speak as someone else. Without authentication, the name the caller gave (its users are
-/// whoever they say they are: see the README's security notes).
-fn sender_name(ctx: &Context, claimed: String) -> String {
+/// whoever they say they are: see the README's security notes). `args[at]`, the name argument,
+/// is replaced by the authenticated name, or else forwarded as it came (no re-encoding).
+fn sender_name(ctx: &Context, args: &mut [Arg], at: usize, claimed: String) -> String {
     if ctx.state.auth.is_some() {
-        ctx.user().to_owned()
+        let name = ctx.user().to_owned();
+        args[at] = Arg::from(name.as_str());
+        name
     } else {
         claimed
     }
@@ -557,8 +568,7 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
             let mut args = strings(args, 2)?;
             let claimed: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
             let text: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
-            let name = sender_name(&ctx, claimed);
-            args[0] = Arg::from(name.as_str());
+            let name = sender_name(&ctx, &mut args, 0, claimed);
             let id = client_id(&ctx)?;
             if repeat_in_memory(&ctx, &history, &seen).await {
                 return Ok(());
@@ -614,8 +624,7 @@ pub fn chat_hub_with_limits(history: ChatHistory, limits: ChatLimits) -> Hub {
             let room: String = args[0].decode().map_err(|e| HubError::new(e.to_string()))?;
             let claimed: String = args[1].decode().map_err(|e| HubError::new(e.to_string()))?;
             let text: String = args[2].decode().map_err(|e| HubError::new(e.to_string()))?;
-            let name = sender_name(&ctx, claimed);
-            args[1] = Arg::from(name.as_str());
+            let name = sender_name(&ctx, &mut args, 1, claimed);
             let group = room_group(&ctx, &room);
             let members = ctx.state.router.connection_count(Some(&group));
             let member = ctx
