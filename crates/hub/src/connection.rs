@@ -607,6 +607,10 @@ fn close_error(reason: impl Into<String>) -> Option<Close> {
     })
 }
 
+/// The most bytes of client messages a connection takes from its transport for one batch
+/// (the messages of a batch are handled before their recipients' writers are woken).
+const BATCH_READ: usize = 64 * 1024;
+
 /// Reads and dispatches messages until the connection ends; returns the Close to send, if any,
 /// and the `reason` label of the end (`crate::metrics::reason`).
 async fn message_loop(
@@ -654,71 +658,76 @@ async fn message_loop(
     let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
     let (close, why) = 'serve: loop {
-        while paused_until.is_none() {
-            let message = match held.take() {
-                Some(message) => *message,
-                None => match reader.next_message() {
-                    Ok(Some(message)) => {
-                        Counters::add(&state.counters.messages_in, 1);
-                        if message.is_sequenced() {
-                            conn.metrics.received_message();
+        // Everything read so far is handled in one go, its recipients' writers woken once at
+        // the end (`DeferWakes`: no await in this block).
+        {
+            let _batch = crate::queue::DeferWakes::begin();
+            while paused_until.is_none() {
+                let message = match held.take() {
+                    Some(message) => *message,
+                    None => match reader.next_message() {
+                        Ok(Some(message)) => {
+                            Counters::add(&state.counters.messages_in, 1);
+                            if message.is_sequenced() {
+                                conn.metrics.received_message();
+                            }
+                            message
                         }
-                        message
-                    }
-                    Ok(None) => break,
-                    Err(ProtocolError::MessageTooLarge { max, .. }) => {
-                        break 'serve (
-                            close_error(format!(
-                                "Connection closed with an error: the maximum message size of \
-                                 {max}B was exceeded."
-                            )),
-                            reason::MESSAGE_TOO_LARGE,
-                        );
-                    }
-                    Err(e) => {
-                        break 'serve (
-                            close_error(format!("Connection closed with an error: {e}")),
-                            reason::PROTOCOL_ERROR,
-                        );
-                    }
-                },
-            };
-            if let Err(ready) = rate.take() {
-                Counters::add(&state.counters.rate_limit_pauses, 1);
-                conn.metrics.paused();
-                tracing::trace!(connection = %conn.id, "over the rate limit; reading paused");
-                held = Some(Box::new(message));
-                paused_until = Some(ready);
-                break;
-            }
-            if stateful {
-                match &message {
-                    HubMessage::Ack(ack) => {
-                        if let Some(resumable) = http.resumable() {
-                            resumable
-                                .replay
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .ack(ack.sequence_id);
-                            resumable.acked.notify_waiters();
+                        Ok(None) => break,
+                        Err(ProtocolError::MessageTooLarge { max, .. }) => {
+                            break 'serve (
+                                close_error(format!(
+                                    "Connection closed with an error: the maximum message size of \
+                                     {max}B was exceeded."
+                                )),
+                                reason::MESSAGE_TOO_LARGE,
+                            );
                         }
-                        continue;
-                    }
-                    HubMessage::Sequence(seq) => {
-                        if let Err(e) = received.sequence(seq.sequence_id) {
+                        Err(e) => {
                             break 'serve (
                                 close_error(format!("Connection closed with an error: {e}")),
                                 reason::PROTOCOL_ERROR,
                             );
                         }
-                        continue;
-                    }
-                    m if m.is_sequenced() && !received.accept() => continue,
-                    _ => {}
+                    },
+                };
+                if let Err(ready) = rate.take() {
+                    Counters::add(&state.counters.rate_limit_pauses, 1);
+                    conn.metrics.paused();
+                    tracing::trace!(connection = %conn.id, "over the rate limit; reading paused");
+                    held = Some(Box::new(message));
+                    paused_until = Some(ready);
+                    break;
                 }
-            }
-            if let Some(close) = handle(state, conn, message, &order, &streams) {
-                break 'serve (close, reason::CLIENT_CLOSED);
+                if stateful {
+                    match &message {
+                        HubMessage::Ack(ack) => {
+                            if let Some(resumable) = http.resumable() {
+                                resumable
+                                    .replay
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .ack(ack.sequence_id);
+                                resumable.acked.notify_waiters();
+                            }
+                            continue;
+                        }
+                        HubMessage::Sequence(seq) => {
+                            if let Err(e) = received.sequence(seq.sequence_id) {
+                                break 'serve (
+                                    close_error(format!("Connection closed with an error: {e}")),
+                                    reason::PROTOCOL_ERROR,
+                                );
+                            }
+                            continue;
+                        }
+                        m if m.is_sequenced() && !received.accept() => continue,
+                        _ => {}
+                    }
+                }
+                if let Some(close) = handle(state, conn, message, &order, &streams) {
+                    break 'serve (close, reason::CLIENT_CLOSED);
+                }
             }
         }
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
@@ -814,8 +823,21 @@ async fn message_loop(
         match item {
             Some(Inbound::Data(data)) => {
                 last_heard = Instant::now();
-                conn.metrics.received_bytes.inc_by(data.len() as u64);
+                let mut read = data.len();
                 reader.push_bytes(data);
+                // What else the transport has read (the rest of its socket read, most often) is
+                // taken too, up to `BATCH_READ` bytes, and handled in the same batch: each
+                // recipient's writer is woken once for all of it (`DeferWakes`).
+                while read < BATCH_READ {
+                    let Some(Inbound::Data(more)) =
+                        inbound.try_recv_if(|item| matches!(item, Inbound::Data(_)))
+                    else {
+                        break;
+                    };
+                    read += more.len();
+                    reader.push_bytes(more);
+                }
+                conn.metrics.received_bytes.inc_by(read as u64);
             }
             Some(Inbound::Lost) if stateful => {
                 tracing::debug!(connection = %conn.id, "socket lost; waiting for the client to reconnect");

@@ -84,6 +84,91 @@ pub(crate) fn lane<T>(capacity: usize) -> (LaneTx<T>, LaneRx<T>) {
     )
 }
 
+/// Receivers' wakes held back while this thread handles a batch of messages (a
+/// [`DeferWakes`] scope), and whether one is open.
+struct Deferred {
+    open: bool,
+    wakers: Vec<std::task::Waker>,
+}
+
+thread_local! {
+    static DEFERRED: std::cell::RefCell<Deferred> = const {
+        std::cell::RefCell::new(Deferred { open: false, wakers: Vec::new() })
+    };
+}
+
+/// The most wakes a scope holds back; past that, receivers are woken at once (and a thread
+/// keeps at most this many wakers' room, 16 bytes each, between scopes).
+const MOST_DEFERRED: usize = 4096;
+
+/// While alive, the receivers of lanes this thread queues into are woken when it ends instead
+/// of at each item (issue 19). A connection handles everything it has read in one scope: a
+/// broadcast per message woke every recipient's writer per message, and with a second worker
+/// idle, tokio woke that worker for them each time; it wrote one message per write and parked
+/// again (twice the system calls and context switches of a raw broadcast server, which reads
+/// and broadcasts a whole read's messages before its writers run). Now each writer wakes once
+/// per batch and writes the batch at once.
+///
+/// Must not be held across an `.await` (it is `!Send`, so a spawned future cannot hold one):
+/// wakes are owed until it drops, and it drops on every path out of its block, unwinding
+/// included. A scope opened inside another adds nothing: the outer one wakes.
+pub(crate) struct DeferWakes {
+    outer: bool,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl DeferWakes {
+    pub(crate) fn begin() -> Self {
+        let outer = DEFERRED.with(|d| !std::mem::replace(&mut d.borrow_mut().open, true));
+        Self {
+            outer,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for DeferWakes {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let mut wakers = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            d.open = false;
+            std::mem::take(&mut d.wakers)
+        });
+        // Woken outside the borrow: a wake may queue into a lane of this thread again.
+        for waker in wakers.drain(..) {
+            waker.wake();
+        }
+        DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.wakers.capacity() < wakers.capacity() {
+                d.wakers = wakers;
+            }
+        });
+    }
+}
+
+/// Wakes `filled`'s receiver now, or when this thread's [`DeferWakes`] scope ends.
+fn wake_or_defer(filled: &AtomicWaker) {
+    let deferred = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d.open || d.wakers.len() >= MOST_DEFERRED {
+            return false;
+        }
+        // `take` during the receiver's registration leaves the wake to the registration
+        // (AtomicWaker's contract): nothing to hold back then.
+        if let Some(waker) = filled.take() {
+            d.wakers.push(waker);
+        }
+        true
+    });
+    if !deferred {
+        filled.wake();
+    }
+}
+
 /// The capacity a `VecDeque` takes at its first allocation (4, for items of up to 1 KiB, as
 /// the lanes' are): a drained lane keeps a buffer no larger.
 const SMALLEST_BUFFER: usize = 4;
@@ -132,7 +217,7 @@ impl<T> LaneTx<T> {
         drop(state);
         if was_empty {
             // The receiver waits only after seeing the queue empty.
-            self.lane.filled.wake();
+            wake_or_defer(&self.lane.filled);
         }
         Ok(())
     }
@@ -201,6 +286,23 @@ impl<T> LaneRx<T> {
     }
 
     /// The next item if one is waiting.
+    /// The next item if one is waiting and `wanted` says yes to it; else `None`, and it stays
+    /// first in line.
+    pub(crate) fn try_recv_if(&mut self, wanted: impl FnOnce(&T) -> bool) -> Option<T> {
+        let mut state = self.lane.lock();
+        let next = match &state.first {
+            Some(first) => first,
+            None => state.items.front()?,
+        };
+        if !wanted(next) {
+            return None;
+        }
+        let item = state.first.take().or_else(|| state.items.pop_front());
+        drop(state);
+        self.lane.took();
+        item
+    }
+
     pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = self.lane.lock();
         match state.first.take().or_else(|| state.items.pop_front()) {
@@ -391,6 +493,58 @@ mod tests {
 
     fn raw(n: usize) -> Outbound {
         Outbound::Raw(Bytes::from(vec![0u8; n]))
+    }
+
+    /// A waker that counts its wakes.
+    struct Counting(AtomicUsize);
+
+    impl futures_util::task::ArcWake for Counting {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A receiver waiting on a lane is woken when the scope that queued into it ends, not at
+    /// each item, and once; a scope inside it wakes nothing; outside a scope, at once.
+    #[test]
+    fn wakes_held_back_in_a_scope_come_once_when_it_ends() {
+        let (tx, mut rx) = lane::<u32>(8);
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = futures_util::task::waker(counting.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let wakes = || counting.0.load(Ordering::SeqCst);
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        {
+            let _batch = DeferWakes::begin();
+            tx.try_send(1).unwrap();
+            {
+                let _inner = DeferWakes::begin();
+                tx.try_send(2).unwrap();
+            }
+            assert_eq!(wakes(), 0, "held back while the outer scope lives");
+        }
+        assert_eq!(wakes(), 1);
+        assert_eq!(rx.try_recv().ok(), Some(1));
+        assert_eq!(rx.try_recv().ok(), Some(2));
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        tx.try_send(3).unwrap();
+        assert_eq!(wakes(), 2, "outside a scope: at once");
+    }
+
+    /// `try_recv_if` takes the next item only if it is wanted; one it leaves stays first.
+    #[test]
+    fn try_recv_if_leaves_an_unwanted_item_first() {
+        let (tx, mut rx) = lane::<u32>(8);
+        assert_eq!(rx.try_recv_if(|_| true), None);
+        for n in [2, 4, 5, 6] {
+            tx.try_send(n).unwrap();
+        }
+        let even = |n: &u32| n % 2 == 0;
+        assert_eq!(rx.try_recv_if(even), Some(2));
+        assert_eq!(rx.try_recv_if(even), Some(4));
+        assert_eq!(rx.try_recv_if(even), None);
+        assert_eq!(rx.try_recv().ok(), Some(5));
+        assert_eq!(rx.try_recv_if(even), Some(6));
     }
 
     #[tokio::test]
