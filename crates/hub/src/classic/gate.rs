@@ -42,6 +42,22 @@ impl Gate {
         Self { shared, waker }
     }
 
+    /// Polls `guarded` with the gate's waker now, whatever woke the task, and leaves the note
+    /// of a wake as it is: the other things the gate guards still get polled for theirs (a
+    /// classic WebSocket reads on while its socket has requests ready).
+    pub(crate) fn poll_now<T>(
+        &self,
+        guarded: impl FnOnce(&mut std::task::Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let polled = guarded(&mut std::task::Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            self.shared
+                .woken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        polled
+    }
+
     /// Polls `guarded` with the gate's waker if something it guards woke the task since it
     /// was last polled (or it was ready then: it may be again); `Pending` otherwise.
     pub(crate) fn poll<T>(
@@ -65,5 +81,39 @@ impl Gate {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the gate guards is polled after one of them woke the task, and only then; a
+    /// `poll_now` of one of them (the socket, read on in a batch) leaves another's wake noted,
+    /// so that one is still polled next (a hub result that came meanwhile is not left waiting).
+    #[test]
+    fn guarded_things_are_polled_after_their_wake_and_poll_now_keeps_the_note() {
+        let gate = Gate::new();
+        let task = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&task);
+        let result = futures_util::task::AtomicWaker::new();
+        let polled = std::cell::Cell::new(0);
+        let poll_result = |cx: &mut std::task::Context<'_>| {
+            polled.set(polled.get() + 1);
+            result.register(cx.waker());
+            Poll::<()>::Pending
+        };
+        assert!(gate.poll(&mut cx, poll_result).is_pending());
+        assert_eq!(polled.get(), 1, "open at first");
+        assert!(gate.poll(&mut cx, poll_result).is_pending());
+        assert_eq!(polled.get(), 1, "nothing guarded woke the task");
+        result.wake();
+        let read = gate.poll_now(|_| Poll::<()>::Pending);
+        assert!(read.is_pending());
+        assert!(gate.poll(&mut cx, poll_result).is_pending());
+        assert_eq!(polled.get(), 2, "the result's wake was kept");
+        assert!(gate.poll_now(|_| Poll::Ready(())).is_ready());
+        assert!(gate.poll(&mut cx, poll_result).is_pending());
+        assert_eq!(polled.get(), 3, "a ready poll_now leaves the gate open");
     }
 }

@@ -406,7 +406,11 @@ async fn websocket(
     // end the connection as too slow).
     let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
     let results_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let max_results_bytes = endpoint.hub_options.send_queue_bytes;
+    let results = Results {
+        tx: results_tx,
+        queued: results_bytes.clone(),
+        max: endpoint.hub_options.send_queue_bytes,
+    };
     // Over the rate limit: nothing more is read until the held call's turn, so the client's
     // sends wait in its socket (slowed, not queued here; as on Core).
     let mut paused: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -483,48 +487,37 @@ async fn websocket(
                 }
             }
             Woke::Unpaused => paused = None,
-            Woke::Message(message) => match message {
-                Some(Ok(Message::Text(data))) => {
-                    match session::begin(&endpoint, &session, data.as_bytes()) {
-                        Ok(call) => {
-                            paused = call
-                                .not_before()
-                                .map(|at| Box::pin(tokio::time::sleep_until(at)));
-                            let (endpoint, session, tx) =
-                                (endpoint.clone(), session.clone(), results_tx.clone());
-                            let queued = results_bytes.clone();
-                            let tasks = endpoint.tasks.clone();
-                            crate::state::run_inline_first(&tasks, async move {
-                                if let Some(result) = call.run(&endpoint, &session).await {
-                                    let size = result.len();
-                                    let before =
-                                        queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
-                                    if before > 0 && before + size > max_results_bytes {
-                                        queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
-                                        session.close_too_slow();
-                                        return;
-                                    }
-                                    if tx.send(result).await.is_err() {
-                                        queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
-                                    }
-                                }
-                            });
+            Woke::Message(message) => {
+                // The requests the socket has read already are handled in one go, up to
+                // `BATCH_REQUESTS`, and their recipients woken once at the end (`DeferWakes`;
+                // no await in the block): one request per wake of every recipient made each
+                // delivery its own write (issue 19). The socket is polled with the gate's
+                // waker, as the loop polls it, without taking the note of what else woke the
+                // task (a hub result, the end): the loop polls those next.
+                let end = {
+                    let _batch = crate::queue::DeferWakes::begin();
+                    let mut message = message;
+                    let mut handled = 0;
+                    loop {
+                        if let Some(end) =
+                            on_request(&endpoint, &session, message, &mut paused, &results)
+                        {
+                            break Some(end);
                         }
-                        Err(DispatchError::Malformed(reason)) => {
-                            tracing::debug!(connection = %session.id, %reason, "malformed hub request");
-                            break Some((1007, "malformed hub request"));
+                        handled += 1;
+                        if paused.is_some() || handled >= BATCH_REQUESTS {
+                            break None;
                         }
-                        Err(DispatchError::TooMany(_)) => {
-                            break Some((1008, "too many messages per second"));
+                        match gate.poll_now(|cx| stream.poll_next_unpin(cx)) {
+                            Poll::Ready(next) => message = next,
+                            Poll::Pending => break None,
                         }
                     }
+                };
+                if let Some(end) = end {
+                    break end;
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    break Some((1003, "binary messages are not part of the classic protocol"));
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-            },
+            }
             Woke::KeepAlive => {
                 if !send_or_end(
                     &session,
@@ -553,6 +546,69 @@ async fn websocket(
         let _ = sink.close().await;
     })
     .await;
+}
+
+/// The most hub requests a classic WebSocket handles in one batch.
+const BATCH_REQUESTS: usize = 64;
+
+/// Where the hub results of a classic WebSocket's calls go, and their bytes' bound.
+struct Results {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes of results waiting to be sent.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// `HubOptions::send_queue_bytes`: past it, the client is too slow.
+    max: usize,
+}
+
+/// Handles what a classic WebSocket read: a hub request is begun (in arrival order) and run
+/// (inline as far as it goes, see `run_inline_first`); over the rate limit, `paused` says until
+/// when nothing more is read. `Some` ends the socket, with the Close to send, if any.
+fn on_request(
+    endpoint: &Arc<Endpoint>,
+    session: &Arc<Session>,
+    message: Option<Result<Message, axum::Error>>,
+    paused: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    results: &Results,
+) -> Option<Option<(u16, &'static str)>> {
+    match message {
+        Some(Ok(Message::Text(data))) => match session::begin(endpoint, session, data.as_bytes()) {
+            Ok(call) => {
+                *paused = call
+                    .not_before()
+                    .map(|at| Box::pin(tokio::time::sleep_until(at)));
+                let (endpoint, session, tx) =
+                    (endpoint.clone(), session.clone(), results.tx.clone());
+                let (queued, max_results_bytes) = (results.queued.clone(), results.max);
+                let tasks = endpoint.tasks.clone();
+                crate::state::run_inline_first(&tasks, async move {
+                    if let Some(result) = call.run(&endpoint, &session).await {
+                        let size = result.len();
+                        let before = queued.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
+                        if before > 0 && before + size > max_results_bytes {
+                            queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
+                            session.close_too_slow();
+                            return;
+                        }
+                        if tx.send(result).await.is_err() {
+                            queued.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
+                        }
+                    }
+                });
+                None
+            }
+            Err(DispatchError::Malformed(reason)) => {
+                tracing::debug!(connection = %session.id, %reason, "malformed hub request");
+                Some(Some((1007, "malformed hub request")))
+            }
+            Err(DispatchError::TooMany(_)) => Some(Some((1008, "too many messages per second"))),
+        },
+        Some(Ok(Message::Binary(_))) => Some(Some((
+            1003,
+            "binary messages are not part of the classic protocol",
+        ))),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Some(None),
+    }
 }
 
 /// What woke a classic WebSocket's loop.
