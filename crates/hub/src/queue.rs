@@ -285,7 +285,6 @@ impl<T> LaneRx<T> {
         }
     }
 
-    /// The next item if one is waiting.
     /// The next item if one is waiting and `wanted` says yes to it; else `None`, and it stays
     /// first in line.
     pub(crate) fn try_recv_if(&mut self, wanted: impl FnOnce(&T) -> bool) -> Option<T> {
@@ -303,6 +302,7 @@ impl<T> LaneRx<T> {
         item
     }
 
+    /// The next item if one is waiting.
     pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = self.lane.lock();
         match state.first.take().or_else(|| state.items.pop_front()) {

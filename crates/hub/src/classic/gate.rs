@@ -8,7 +8,9 @@ use std::task::Poll;
 /// one of them woke the task, instead of on every wake: a task woken for each new message
 /// polled them all again after each one, and polling the socket costs tungstenite a zeroed
 /// read buffer (4 KiB) and a read attempt, each cancellation wait a lock. What it guards gets
-/// the gate's waker, which notes the wake and wakes the task.
+/// the gate's waker, which notes the wake and wakes the task. One thing may also be polled at
+/// once, whatever woke the task ([`poll_now`](Self::poll_now): the socket, while it has
+/// requests ready).
 pub(crate) struct Gate {
     shared: Arc<GateShared>,
     waker: std::task::Waker,
@@ -42,9 +44,9 @@ impl Gate {
         Self { shared, waker }
     }
 
-    /// Polls `guarded` with the gate's waker now, whatever woke the task, and leaves the note
-    /// of a wake as it is: the other things the gate guards still get polled for theirs (a
-    /// classic WebSocket reads on while its socket has requests ready).
+    /// Polls `guarded` with the gate's waker now, whatever woke the task. The note of a wake
+    /// is not taken (the other things the gate guards still get polled for theirs), and is
+    /// set when `guarded` was ready, as [`poll`](Self::poll) does (it may be again).
     pub(crate) fn poll_now<T>(
         &self,
         guarded: impl FnOnce(&mut std::task::Context<'_>) -> Poll<T>,

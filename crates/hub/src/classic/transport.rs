@@ -494,7 +494,7 @@ async fn websocket(
                 // delivery its own write (issue 19). The socket is polled with the gate's
                 // waker, as the loop polls it, without taking the note of what else woke the
                 // task (a hub result, the end): the loop polls those next.
-                let end = {
+                let (end, full) = {
                     let _batch = crate::queue::DeferWakes::begin();
                     let mut message = message;
                     let mut handled = 0;
@@ -502,20 +502,28 @@ async fn websocket(
                         if let Some(end) =
                             on_request(&endpoint, &session, message, &mut paused, &results)
                         {
-                            break Some(end);
+                            break (Some(end), false);
                         }
                         handled += 1;
-                        if paused.is_some() || handled >= BATCH_REQUESTS {
-                            break None;
+                        if paused.is_some() {
+                            break (None, false);
+                        }
+                        if handled == BATCH_REQUESTS {
+                            break (None, true);
                         }
                         match gate.poll_now(|cx| stream.poll_next_unpin(cx)) {
                             Poll::Ready(next) => message = next,
-                            Poll::Pending => break None,
+                            Poll::Pending => break (None, false),
                         }
                     }
                 };
                 if let Some(end) = end {
                     break end;
+                }
+                if full {
+                    // The pumps it woke get their turn (on this worker too) before the next
+                    // batch, so no recipient's queue takes more than a batch meanwhile.
+                    tokio::task::yield_now().await;
                 }
             }
             Woke::KeepAlive => {
