@@ -664,12 +664,11 @@ async fn message_loop(
     let order = Arc::new(Turns::default());
     let streams: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
     let (close, why) = 'serve: loop {
-        let mut handled = 0;
+        let (mut handled, mut taken) = (0, 0);
         // Everything read so far is handled in one go, its recipients' writers woken once at
         // the end (`DeferWakes`: no await in this block).
         {
             let _batch = crate::queue::DeferWakes::begin();
-            let mut taken = 0;
             while paused_until.is_none() {
                 let message = match held.take() {
                     Some(message) => *message,
@@ -759,11 +758,15 @@ async fn message_loop(
                 }
             }
         }
-        if handled == BATCH_MESSAGES {
+        if taken > 0 {
+            // What the batch took from the transport was heard just now.
+            last_heard = Instant::now();
+        }
+        let full = handled == BATCH_MESSAGES;
+        if full {
             // A full batch: the writers it woke get their turn (on this worker too) before
             // the next one, so no recipient's queue takes more than a batch meanwhile.
             tokio::task::yield_now().await;
-            continue;
         }
         let window = lost_until.unwrap_or_else(|| last_heard + options.client_timeout);
         // Known once the first poll or stream arrives (data may come first).
@@ -781,11 +784,17 @@ async fn message_loop(
         // What the client sent is often there already: it is taken without the select below
         // (which makes a timer and registers two waits each time, issue 19) unless something
         // else is due: a pause, a timer, the hub ending the connection or shutting down.
-        let waiting = if paused_until.is_none()
+        let nothing_due = paused_until.is_none()
             && !conn.abort.is_cancelled()
             && !state.shutdown.is_cancelled()
-            && timer.is_none_or(|at| Instant::now() < at)
-        {
+            && timer.is_none_or(|at| Instant::now() < at);
+        if full && nothing_due {
+            // The rest of what was read is handled next. (With something due, the select
+            // below sees to it first: a client that keeps every batch full still gets its
+            // pings, and its end, the hub's shutdown or a too-slow close still end it.)
+            continue;
+        }
+        let waiting = if nothing_due {
             match inbound.try_recv() {
                 Ok(item) => Some(Some(item)),
                 Err(crate::queue::TryRecvError::Disconnected) => Some(None),

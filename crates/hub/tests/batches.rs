@@ -2,7 +2,9 @@
 //! batch (issue 19). A batch must not let a recipient's queue (1,024 messages) fill while its
 //! writer is held back: a client that pipelines thousands of small invocations at once, on a
 //! hub with one worker thread (no other thread to run the writers meanwhile), is served in
-//! full and in order, and neither it nor the one watching is closed as too slow.
+//! full and in order, and neither it nor the one watching is closed as too slow. Nor may
+//! batches starve the connection's timers: a client that keeps every batch full still hears
+//! its keep-alive pings.
 
 use std::time::Duration;
 
@@ -41,40 +43,106 @@ async fn read_until(ws: &mut Ws, who: &str, done: impl Fn(&str) -> bool) -> Stri
             .await
             .unwrap_or_else(|_| panic!("{who}: not complete within 30 s"));
         match message {
-            Some(Ok(Message::Text(t))) => text.push_str(&t),
+            Some(Ok(Message::Text(t))) => {
+                assert!(!t.contains("{\"type\":7"), "{who} was closed: {t}");
+                text.push_str(&t);
+            }
             Some(Ok(_)) => {}
             other => panic!("{who}: the socket ended: {other:?}"),
         }
-        assert!(
-            !text.contains("{\"type\":7"),
-            "{who} was closed: {}",
-            &text[text.find("{\"type\":7").unwrap_or(0)..]
-        );
     }
     text
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_pipelined_burst_on_one_worker_is_served_in_full_without_filling_any_queue() {
-    let hub = Hub::new("plain").method(
-        "Send",
-        |ctx: Context, (name, message): (String, String)| async move {
-            ctx.clients().all().send(
-                "broadcastMessage",
-                vec![Arg::from(name), Arg::from(message)],
-            );
+/// A hub whose `Send` broadcasts to everyone and whose `Noop` does nothing, with no rate
+/// limit to speak of.
+async fn plain_hub(options: HubOptions) -> hubbub_hub::RunningServer {
+    let hub = Hub::new("plain")
+        .method(
+            "Send",
+            |ctx: Context, (name, message): (String, String)| async move {
+                ctx.clients().all().send(
+                    "broadcastMessage",
+                    vec![Arg::from(name), Arg::from(message)],
+                );
+                Ok::<(), HubError>(())
+            },
+        )
+        .method("Noop", |_ctx: Context, (): ()| async move {
             Ok::<(), HubError>(())
-        },
-    );
-    let server = ServerBuilder::new()
+        });
+    ServerBuilder::new()
         .options(HubOptions {
             max_messages_per_second: 1_000_000,
-            ..HubOptions::default()
+            ..options
         })
         .hub("/plain", hub)
         .bind("127.0.0.1:0".parse().unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A client that keeps every batch full (far more invocations ready than a batch takes, for
+/// 3 s) still hears the hub's keep-alive pings meanwhile: the timers are not starved by the
+/// batches (nor are the end, shutdown and a too-slow close, which the same check sees to).
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_that_keeps_every_batch_full_still_gets_its_pings() {
+    let server = plain_hub(HubOptions {
+        keep_alive_interval: Duration::from_millis(200),
+        ..HubOptions::default()
+    })
+    .await;
+    let url = server.url("/plain").replace("http://", "ws://");
+    let flooder = open(&url).await;
+    let (mut sink, mut stream) = flooder.split();
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let flooding = flooding.clone();
+        async move {
+            let frame: String = (0..200)
+                .map(|_| "{\"type\":1,\"target\":\"Noop\",\"arguments\":[]}\u{1e}")
+                .collect();
+            let until = tokio::time::Instant::now() + Duration::from_secs(3);
+            while tokio::time::Instant::now() < until {
+                if sink
+                    .send(Message::Text(frame.clone().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+            sink
+        }
+    });
+    // The handshake's answer, then a ping while the flood goes on.
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let pinged_while_flooding = loop {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("a ping within 10 s");
+        match message {
+            Some(Ok(Message::Text(t))) => text.push_str(&t),
+            Some(Ok(_)) => {}
+            other => panic!("the socket ended: {other:?}"),
+        }
+        if text.contains("{\"type\":6}") {
+            break flooding.load(std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    assert!(
+        pinged_while_flooding,
+        "the first ping came only after the 3 s flood: {text}"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_pipelined_burst_on_one_worker_is_served_in_full_without_filling_any_queue() {
+    let server = plain_hub(HubOptions::default()).await;
     let url = server.url("/plain").replace("http://", "ws://");
     let mut watcher = open(&url).await;
     read_until(&mut watcher, "the watcher's handshake", |t| {
