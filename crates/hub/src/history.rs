@@ -301,33 +301,41 @@ impl ChatHistory {
                 Ok(Some(recorded))
             }
             Backend::Sqlite(conn) => {
-                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+                let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
                 // Without an id the hub makes one nobody else can have.
                 let provisional = id.map_or_else(random_id, str::to_owned);
                 let sender = owner(user);
-                let taken: Option<String> = conn
-                    .query_row(
+                // One transaction, and statements parsed once per connection: each statement
+                // in a transaction of its own, parsed anew, cost three rounds of the file's
+                // locks and writes per message (issue 19).
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let taken: Option<String> = tx
+                    .prepare_cached(
                         "SELECT user FROM history WHERE id = ?1 AND user <> ?2 AND user <> ?3 LIMIT 1",
-                        rusqlite::params![provisional, sender, sent_copy(sender)],
-                        |r| r.get(0),
-                    )
+                    )?
+                    .query_row(rusqlite::params![provisional, sender, sent_copy(sender)], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 if taken.is_some() {
                     return Err(HistoryError::IdTaken(provisional));
                 }
                 // Numbers are contiguous per scope, so a client can tell when it missed one.
-                let seq: i64 = conn.query_row(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE scope = ?1",
-                    [scope],
-                    |r| r.get(0),
-                )?;
-                let inserted = conn.execute(
-                    "INSERT OR IGNORE INTO history (scope, seq, user, id, name, message, at, recipient) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    rusqlite::params![scope, seq, user, provisional, name, message, now, to],
-                )?;
+                let seq: i64 = tx
+                    .prepare_cached(
+                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE scope = ?1",
+                    )?
+                    .query_row([scope], |r| r.get(0))?;
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO history (scope, seq, user, id, name, message, at, recipient) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(rusqlite::params![scope, seq, user, provisional, name, message, now, to])?;
+                tx.commit()?;
                 if inserted == 0 {
                     return Ok(None);
                 }
