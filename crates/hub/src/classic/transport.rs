@@ -449,6 +449,13 @@ async fn websocket(
                 if let Poll::Ready(Some(result)) = results_rx.poll_recv(cx) {
                     return Poll::Ready(Woke::Result(result));
                 }
+                // Before the socket: a client whose requests are always ready (a flood) still
+                // gets its keep-alives.
+                if let Some(keep_alive) = keep_alive.as_mut()
+                    && keep_alive.poll_tick(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::KeepAlive);
+                }
                 match paused.as_mut() {
                     Some(sleep) => {
                         if sleep.as_mut().poll(cx).is_ready() {
@@ -460,11 +467,6 @@ async fn websocket(
                             return Poll::Ready(Woke::Message(message));
                         }
                     }
-                }
-                if let Some(keep_alive) = keep_alive.as_mut()
-                    && keep_alive.poll_tick(cx).is_ready()
-                {
-                    return Poll::Ready(Woke::KeepAlive);
                 }
                 Poll::Pending
             });
