@@ -16,6 +16,10 @@ export class ConversationLog {
   loading: Promise<void> | null = null;
   /** Messages that arrived by event before the first page did. */
   early: Message[] = [];
+  /** State changes heard before the first page for messages not known here yet (the change
+   * can come before the `send` reply that brings the message): applied when it comes, or to
+   * the page's copy. */
+  private readonly earlyUpdates = new Map<string, Message>();
   /** Measured row heights by message id, with the layout variant they were measured in. */
   heights = new Map<string, { h: number; variant: number }>();
   /** Where the reader left off: null = following the newest message. */
@@ -49,6 +53,8 @@ export class ConversationLog {
     // may have read before the message's last change (say, before `sending` became `sent`).
     for (const m of this.early) if (!this.update(m)) this.pushSorted(m);
     this.early = [];
+    for (const m of this.earlyUpdates.values()) this.update(m);
+    this.earlyUpdates.clear();
     this.version++;
   }
 
@@ -76,7 +82,11 @@ export class ConversationLog {
   /** A newly stored message. Returns true when it was not known. */
   add(m: Message): boolean {
     if (!this.loaded) {
-      if (!this.early.some((e) => e.id === m.id)) this.early.push(m);
+      if (!this.early.some((e) => e.id === m.id)) {
+        // A change heard before it is newer than what brought it.
+        this.early.push(this.earlyUpdates.get(m.id) ?? m);
+        this.earlyUpdates.delete(m.id);
+      }
       return true;
     }
     // Already here: the shell's events are newer than a command's reply (a `send` reply can
@@ -92,6 +102,7 @@ export class ConversationLog {
     if (!this.loaded) {
       const i = this.early.findIndex((e) => e.id === m.id);
       if (i >= 0) this.early[i] = m;
+      else this.earlyUpdates.set(m.id, m);
       return false;
     }
     const i = this.indexOf(m.id);
@@ -119,6 +130,7 @@ export class ConversationLog {
       this.version++;
     }
     this.early = this.early.filter((m) => m.id !== id);
+    this.earlyUpdates.delete(id);
   }
 
   /** The state shown for a message, if it is loaded. */
