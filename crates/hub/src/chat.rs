@@ -96,10 +96,7 @@ impl Seen {
 /// user) pair can spell another's key (`acme` + `corp:x` is not `acme:corp` + `x`). A scope
 /// without those characters is written as it is (keys of existing history files stay valid).
 fn scope_key(ctx: &Context) -> String {
-    escape_key(ctx.query("scope").unwrap_or(""))
-}
-
-fn escape_key(scope: &str) -> String {
+    let scope = ctx.query("scope").unwrap_or("");
     escape_key_into(String::with_capacity(scope.len()), scope)
 }
 

@@ -76,13 +76,7 @@ impl Gate {
         {
             return Poll::Pending;
         }
-        let polled = guarded(&mut std::task::Context::from_waker(&self.waker));
-        if polled.is_ready() {
-            self.shared
-                .woken
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        polled
+        self.poll_now(guarded)
     }
 }
 

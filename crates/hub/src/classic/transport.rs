@@ -405,10 +405,9 @@ async fn websocket(
     // outbound queue of a Core connection is (results waiting for a client that does not read
     // end the connection as too slow).
     let (results_tx, mut results_rx) = mpsc::channel::<Vec<u8>>(64);
-    let results_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let results = Results {
         tx: results_tx,
-        queued: results_bytes.clone(),
+        queued: Arc::default(),
         max: endpoint.hub_options.send_queue_bytes,
     };
     // Over the rate limit: nothing more is read until the held call's turn, so the client's
@@ -483,7 +482,9 @@ async fn websocket(
             Woke::Shutdown => break Some((1001, "the server is shutting down")),
             Woke::NewMessage => {}
             Woke::Result(result) => {
-                results_bytes.fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
+                results
+                    .queued
+                    .fetch_sub(result.len(), std::sync::atomic::Ordering::AcqRel);
                 if !send_or_end(&session, generation, &mut sink, stall, result).await {
                     return;
                 }
