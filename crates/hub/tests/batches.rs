@@ -22,15 +22,19 @@ const PER_FRAME: usize = 100;
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A raw client that skipped negotiation and shook hands (JSON).
+/// A raw client that skipped negotiation and shook hands (JSON), within 10 s.
 async fn open(url: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.send(Message::Text(
-        "{\"protocol\":\"json\",\"version\":1}\u{1e}".into(),
-    ))
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ws.send(Message::Text(
+            "{\"protocol\":\"json\",\"version\":1}\u{1e}".into(),
+        ))
+        .await
+        .unwrap();
+        ws
+    })
     .await
-    .unwrap();
-    ws
+    .expect("connected and the handshake sent within 10 s")
 }
 
 /// Reads records until `done` says the text so far is complete; panics on a Close message
@@ -104,11 +108,12 @@ async fn a_client_that_keeps_every_batch_full_still_gets_its_pings() {
                 .collect();
             let until = tokio::time::Instant::now() + Duration::from_secs(3);
             while tokio::time::Instant::now() < until {
-                if sink
-                    .send(Message::Text(frame.clone().into()))
-                    .await
-                    .is_err()
-                {
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    sink.send(Message::Text(frame.clone().into())),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -167,7 +172,10 @@ async fn a_pipelined_burst_on_one_worker_is_served_in_full_without_filling_any_q
         frames.push(Message::Text(frame.into()));
     }
     let mut stream = futures_util::stream::iter(frames.into_iter().map(Ok));
-    flooder.send_all(&mut stream).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), flooder.send_all(&mut stream))
+        .await
+        .expect("the burst is written within 30 s")
+        .unwrap();
 
     let last = format!("\"m{}\"", INVOCATIONS - 1);
     let seen = read_until(&mut watcher, "the watcher", |t| t.contains(&last)).await;
